@@ -1,0 +1,167 @@
+"""The endpoint catalog, its expansion for one site, and THE host-matching function.
+
+`host_matches(pattern, name)` is the only place that decides whether a server name matches an allow-list
+host. Renderers, probes and the audit all call it, and it follows Envoy's `server_names` semantics.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Iterable, Optional
+
+import yaml
+
+if TYPE_CHECKING:  # pragma: no cover
+    from layernet.site import Site
+
+
+# ----------------------------------------------------------------------------------------------- matching
+def host_matches(pattern: str, name: Optional[str]) -> bool:
+    """Does server name `name` match allow-list host `pattern`, as Envoy's filter-chain `server_names` does?
+
+    - exact names match themselves, case-insensitively;
+    - ``*.example.com`` matches any name with one or more labels below ``example.com`` and never
+      ``example.com`` itself (Envoy tries the name, then ``*.`` + each shorter suffix);
+    - a name with a trailing dot is a different name (Envoy does not strip it), so it matches nothing
+      that is written without one; an empty or missing name matches nothing.
+    """
+    if not name or not pattern:
+        return False
+    name = name.lower()
+    pattern = pattern.lower()
+    if not pattern.startswith("*."):
+        return name == pattern
+    suffix = pattern[1:]  # ".example.com"
+    if not name.endswith(suffix):
+        return False
+    head = name[: -len(suffix)]
+    return head != "" and head != "."
+
+
+def is_wildcard(host: str) -> bool:
+    return host.startswith("*.")
+
+
+# ----------------------------------------------------------------------------------------------- catalog
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    ports: tuple[int, ...]
+    group: str
+    purpose: str
+    clouds: tuple[str, ...] = ("public",)
+
+    def sample_name(self) -> str:
+        """A concrete name to probe: the host itself, or a fixed label under a wildcard."""
+        return "layernet-probe" + self.host[1:] if is_wildcard(self.host) else self.host
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog_raw() -> dict:
+    return yaml.safe_load(resources.files("layernet.data").joinpath("endpoints.yaml").read_text())
+
+
+def catalog_groups() -> list[str]:
+    return list(_catalog_raw()["groups"])
+
+
+def group_descriptions() -> dict[str, str]:
+    return dict(_catalog_raw()["groups"])
+
+
+def catalog() -> list[Endpoint]:
+    return [
+        Endpoint(e["host"], tuple(e["ports"]), e["group"], e["purpose"], tuple(e.get("clouds", ["public"])))
+        for e in _catalog_raw()["endpoints"]
+    ]
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """The effective allow list of a site: catalog ∩ selection, placeholders expanded, extras and drops applied."""
+
+    entries: tuple[Endpoint, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def hosts_for_port(self, port: int) -> list[str]:
+        return sorted({e.host for e in self.entries if port in e.ports})
+
+    def ports(self) -> list[int]:
+        return sorted({p for e in self.entries for p in e.ports})
+
+    def match(self, name: Optional[str], port: Optional[int] = None) -> Optional[Endpoint]:
+        """The entry a server name uses: an exact entry wins over a wildcard, longer wildcards over shorter."""
+        best: Optional[Endpoint] = None
+        for e in self.entries:
+            if port is not None and port not in e.ports:
+                continue
+            if host_matches(e.host, name):
+                if best is None or _specificity(e.host) > _specificity(best.host):
+                    best = e
+        return best
+
+    def allows(self, name: Optional[str], port: int) -> bool:
+        return self.match(name, port) is not None
+
+    def rows(self) -> list[dict]:
+        return [
+            {"host": e.host, "ports": ", ".join(str(p) for p in e.ports), "group": e.group, "purpose": e.purpose}
+            for e in self.entries
+        ]
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=["host", "ports", "group", "purpose"])
+
+
+def _specificity(host: str) -> tuple[int, int]:
+    return (0 if is_wildcard(host) else 1, len(host))
+
+
+def effective_allowlist(site: "Site") -> AllowList:
+    """Expand the catalog for `site`: its cloud, region, groups, extra hosts and dropped hosts."""
+    az = site.azure
+    values = {
+        "<region>": az.location,
+        "<eventhubs_namespace>": az.eventhubs_namespace,
+        "<storage_account>": az.schema_registry_storage,
+        "<gateway_prefix>": None,
+    }
+    groups = list(site.allowlist.groups)
+    notes: list[str] = []
+    merged: dict[str, Endpoint] = {}
+
+    def add(e: Endpoint) -> None:
+        key = e.host.lower()
+        if key in merged:  # same host from two groups: union of ports, first group/purpose kept
+            old = merged[key]
+            merged[key] = Endpoint(old.host, tuple(sorted(set(old.ports) | set(e.ports))), old.group, old.purpose, old.clouds)
+        else:
+            merged[key] = e
+
+    for e in catalog():
+        if e.group not in groups or az.cloud not in e.clouds:
+            continue
+        host = e.host
+        missing = [ph for ph, v in values.items() if ph in host and not v]
+        if missing:
+            notes.append(f"{host} left out: set the site value for {', '.join(missing)}")
+            continue
+        for ph, v in values.items():
+            if v:
+                host = host.replace(ph, v)
+        add(Endpoint(host.lower(), tuple(sorted(e.ports)), e.group, e.purpose, e.clouds))
+    for x in site.allowlist.extra_hosts:
+        add(Endpoint(x.host.lower(), tuple(sorted(x.ports)), "site-extra", x.purpose, (az.cloud,)))
+    drops = {d.lower() for d in site.allowlist.drop_hosts}
+    for d in sorted(drops):
+        if d not in merged:
+            notes.append(f"drop_hosts: {d} was not in the list (nothing dropped)")
+    entries = tuple(sorted((e for k, e in merged.items() if k not in drops), key=lambda e: (e.group, e.host)))
+    return AllowList(entries, tuple(notes))
+
+
+def matching_entries(entries: Iterable[Endpoint], name: str) -> list[Endpoint]:
+    return [e for e in entries if host_matches(e.host, name)]

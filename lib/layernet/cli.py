@@ -1,0 +1,137 @@
+"""The `layernet` command. Each sub-command parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from layernet.site import SiteError, load_site
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _site_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--site", required=True, help="site file, e.g. params/lab.yaml")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a site field before validation, e.g. -p azure.location=westeurope")
+
+
+def _load(args) -> "Site":  # noqa: F821
+    return load_site(args.site, args.param)
+
+
+def cmd_validate(args) -> int:
+    site = _load(args)
+    print(f"{args.site}: valid site '{site.name}' ({' -> '.join(l.name for l in site.chain)}, target {site.target})")
+    return EXIT_OK
+
+
+def cmd_allowlist(args) -> int:
+    from layernet.allowlist import effective_allowlist
+    from layernet.table import print_table
+
+    al = effective_allowlist(_load(args))
+    print_table(al.rows(), ["host", "ports", "group", "purpose"])
+    for note in al.notes:
+        print(f"note: {note}")
+    print(f"{len(al.entries)} entries")
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    from layernet.allowlist import effective_allowlist
+    from layernet.render import render_site, write_artifacts
+
+    site = _load(args)
+    arts = render_site(site, effective_allowlist(site), target=args.target or site.target)
+    for path in write_artifacts(arts, Path(args.out)):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_lab(args) -> int:
+    from layernet.lab import commands
+
+    site = _load(args)
+    if args.action == "exec":
+        argv = list(args.cmd)
+        if argv and argv[0] == "--":
+            argv = argv[1:]
+        if not args.level or not argv:
+            print("usage: layernet lab exec LEVEL --site FILE -- CMD ...", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return commands.exec_in(site, args.level, argv)
+    return getattr(commands, f"cli_{args.action}")(site)
+
+
+def cmd_probe(args) -> int:
+    from layernet.probe_run import run_matrix_cli
+
+    return run_matrix_cli(_load(args))
+
+
+def cmd_run(args) -> int:
+    from layernet.runner import RunnerInputError, run_runbook
+
+    try:
+        result = run_runbook(args.runbook, site_path=args.site, overrides=args.param, dry_run=args.dry_run,
+                             resume=args.resume, out_dir=args.out, keep_lab=args.keep_lab)
+    except RunnerInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(result.index_path)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="layernet", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a runbook (runbooks/NAME.yaml) with papermill into runs/")
+    p.add_argument("runbook", help="runbook name (deploy, audit) or path to a runbook YAML")
+    p.add_argument("--site", required=False, help="site file, e.g. params/lab.yaml")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--dry-run", action="store_true", help="plan only: stages show what they would change")
+    p.add_argument("--resume", metavar="RUN_DIR", help="re-run from the first stage that did not pass")
+    p.add_argument("--out", metavar="DIR", help="parent folder of run folders (default: runs/)")
+    p.add_argument("--keep-lab", action="store_true", help="leave the lab up after the run")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="validate a site file and list every problem")
+    _site_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("allowlist", help="print the site's effective allow list")
+    _site_args(p)
+    p.set_defaults(func=cmd_allowlist)
+
+    p = sub.add_parser("render", help="write every level's Envoy, DNS, manifests and firewall artifacts")
+    _site_args(p)
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per level)")
+    p.add_argument("--target", choices=["lab", "kube"], help="render for this target (default: the site's)")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("lab", help="the local namespace lab: up, down, status, exec LEVEL -- CMD")
+    p.add_argument("action", choices=["up", "down", "status", "exec"])
+    p.add_argument("level", nargs="?", help="level name (for exec)")
+    _site_args(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (for exec), after --")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("probe", help="run the probe matrix against the site's target and print the table")
+    _site_args(p)
+    p.set_defaults(func=cmd_probe)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

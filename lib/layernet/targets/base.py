@@ -1,0 +1,53 @@
+"""The target interface: where rendered artifacts are put in place and probed.
+
+Two implementations share it: `lab` (network namespaces on this machine) and `kube` (one Kubernetes
+context per level). Notebooks call these operations and never branch on the target kind.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Change:
+    level: str
+    obj: str           # what changes: a file name on the lab, "namespace/Kind/name" on kube
+    action: str        # "create" | "update" | "unchanged" | "delete"
+    diff: str = ""     # unified diff, desired vs live ("" when unchanged)
+
+    def as_row(self) -> dict:
+        return {"level": self.level, "object": self.obj, "action": self.action,
+                "diff_lines": sum(1 for l in self.diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---"))}
+
+
+class Target(ABC):
+    kind: str = "abstract"
+
+    @abstractmethod
+    def plan(self, artifacts: list) -> list[Change]:
+        """Desired (artifacts) vs live, per object. Changes nothing."""
+
+    @abstractmethod
+    def apply(self, artifacts: list) -> list[Change]:
+        """Put artifacts in place; idempotent: a second apply returns only 'unchanged' changes."""
+
+    @abstractmethod
+    def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
+        """Raw access-log lines of the level's proxy (JSON, one per connection)."""
+
+    @abstractmethod
+    def probe(self, level: str, checks: list[dict]) -> list[dict]:
+        """Run `layernet.probe` checks from inside `level`; returns result rows."""
+
+
+def get_target(site) -> Target:
+    if site.target == "lab":
+        from layernet.targets.lab import LabTarget
+
+        return LabTarget(site)
+    from layernet.targets.kube import KubeTarget
+
+    return KubeTarget(site)
