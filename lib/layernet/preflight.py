@@ -124,3 +124,10 @@ def topology_picture(site: Site) -> str:
     from layernet.topology import topology_svg
 
     return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))
+
+
+def summary_text(site: Site) -> str:
+    s = summary(site)
+    return (f"**Preflight passed** for site `{site.name}` (target `{s['target']}`): {s['levels']} levels, "
+            f"{s['proxy_levels']} proxy level(s), {s['dns_levels']} DNS override level(s), "
+            f"{s['allowlist_entries']} allow-list entries.")

@@ -1,0 +1,125 @@
+"""Stage 01: render every level's proxy/DNS/firewall configuration, plan, apply, and prove it with probes."""
+from __future__ import annotations
+
+import hashlib
+from html import escape
+
+import pandas as pd
+
+from layernet.allowlist import effective_allowlist
+from layernet.progress import step
+from layernet.site import Site
+from layernet.targets.base import Change, Target, get_target
+
+
+def render(site: Site) -> list:
+    from layernet.render import render_site
+
+    arts = render_site(site, effective_allowlist(site), target=site.target)
+    step(f"rendered {len(arts)} artifact(s) for {len(site.levels)} level(s)")
+    return arts
+
+
+def artifacts_table(artifacts: list) -> pd.DataFrame:
+    return pd.DataFrame([{"level": a.level, "file": a.name, "kind": a.kind, "lines": a.content.count("\n") + 1,
+                          "sha256": hashlib.sha256(a.content.encode()).hexdigest()[:16]} for a in artifacts])
+
+
+def target(site: Site) -> Target:
+    return get_target(site)
+
+
+def plan(tgt: Target, artifacts: list) -> list[Change]:
+    changes = tgt.plan(artifacts)
+    step(f"plan: {sum(c.action != 'unchanged' for c in changes)} change(s) of {len(changes)} object(s)")
+    return changes
+
+
+def apply(tgt: Target, artifacts: list, dry_run: bool) -> list[Change]:
+    """Apply unless this is a dry run (then the plan is the answer and nothing changes)."""
+    if dry_run:
+        step("dry run: nothing applied")
+        return []
+    step("applying (the lab comes up first when it is down)")
+    changes = tgt.apply(artifacts)
+    step(f"applied: {sum(c.action != 'unchanged' for c in changes)} object(s) changed")
+    return changes
+
+
+def changes_table(changes: list[Change]) -> pd.DataFrame:
+    return pd.DataFrame([c.as_row() for c in changes], columns=["level", "object", "action", "diff_lines"])
+
+
+def diff_html(changes: list[Change]) -> str:
+    """Unified diffs per object, collapsed, coloured; an 'unchanged' object shows no diff."""
+    parts = []
+    for c in changes:
+        if c.action == "unchanged" or not c.diff:
+            continue
+        lines = []
+        for line in c.diff.splitlines():
+            colour = "#1a7f37" if line.startswith("+") else "#cf222e" if line.startswith("-") else "#57606a" if line.startswith("@@") else "#1f2328"
+            lines.append(f'<span style="color:{colour}">{escape(line)}</span>')
+        parts.append(f"<details><summary><b>{escape(c.level)}</b> / {escape(c.obj)}: {escape(c.action)}</summary>"
+                     f"<pre style='font-size:12px;max-height:420px;overflow:auto;background:#f6f8fa;padding:8px'>"
+                     + "\n".join(lines) + "</pre></details>")
+    return "\n".join(parts) or "<p><b>No changes:</b> every object already matches the desired state.</p>"
+
+
+def probe(site: Site, tgt: Target, dry_run: bool) -> pd.DataFrame:
+    from layernet.probe_run import COLUMNS, run_matrix
+
+    if dry_run:
+        step("dry run: probes skipped (nothing was applied)")
+        return pd.DataFrame(columns=COLUMNS)
+    step("running the probe matrix on every level")
+    rows = run_matrix(site, target=tgt)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    step(f"probes: {int(df['ok'].sum())} passed, {int((~df['ok'].astype(bool)).sum())} failed")
+    return df
+
+
+def styled(df: pd.DataFrame):
+    """The probe table with failed rows first, coloured green/red."""
+    if df.empty:
+        return df
+    ordered = df.sort_values(["ok", "level", "check", "host", "port"], key=lambda s: s if s.name != "ok" else s.astype(int))
+    colour = lambda row: ["background-color:#dafbe1" if row["ok"] else "background-color:#ffebe9"] * len(row)  # noqa: E731
+    return ordered.style.apply(colour, axis=1).hide(axis="index").format({"latency_ms": "{:.1f}"})
+
+
+def per_level(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=["level", "checks", "passed", "failed", "p50_ms", "max_ms"])
+    g = df.groupby("level", sort=False)
+    out = pd.DataFrame({"checks": g.size(), "passed": g["ok"].sum().astype(int),
+                        "p50_ms": g["latency_ms"].median().round(1), "max_ms": g["latency_ms"].max().round(1)})
+    out["failed"] = out["checks"] - out["passed"]
+    return out.reset_index()[["level", "checks", "passed", "failed", "p50_ms", "max_ms"]]
+
+
+def by_check(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="level", columns="check", values="ok", aggfunc=lambda s: f"{int(s.sum())}/{len(s)}",
+                          sort=False).fillna("")
+
+
+def results(changes_planned: list[Change], changes_applied: list[Change], df: pd.DataFrame) -> dict:
+    return {"planned_changes": sum(c.action != "unchanged" for c in changes_planned),
+            "applied_changes": sum(c.action != "unchanged" for c in changes_applied),
+            "probes": int(len(df)), "probes_passed": int(df["ok"].sum()) if len(df) else 0,
+            "probes_failed": int((~df["ok"].astype(bool)).sum()) if len(df) else 0}
+
+
+def require_all_passed(df: pd.DataFrame, dry_run: bool) -> str:
+    if dry_run:
+        return "dry run: nothing applied, nothing probed"
+    if df.empty:
+        raise RuntimeError("the probe matrix is empty: nothing proves the network works")
+    bad = df[~df["ok"].astype(bool)]
+    if len(bad):
+        first = bad.iloc[0]
+        raise RuntimeError(f"{len(bad)} of {len(df)} probes failed; first: {first['level']} {first['check']} "
+                           f"{first['host']}:{first['port']} observed {first['observed']!r} - {first['hint']}")
+    return f"all {len(df)} probes passed"
