@@ -141,6 +141,10 @@ def preflight(site, topo: Topology) -> None:
         except ValueError:
             continue
         for net in ours:
+            if dst.overlaps(net) and str(r.get("dev", "")).endswith("-jump"):
+                other = str(r["dev"])[: -len("-jump")]
+                raise LabError(f"another lab (prefix {other}) uses {dst}, which this lab needs too; take it down "
+                               f"first (layernet lab down with -p lab.prefix={other})")
             if dst.overlaps(net):
                 raise LabError(f"the host already routes {dst} via {r.get('dev')}, which overlaps the lab network {net}; "
                                f"change the site's addresses or remove that route (the lab never changes host routes)")

@@ -1,0 +1,152 @@
+"""The lab target: rendered artifacts as files in `<state>/<level>/`, served by processes in namespaces.
+
+plan   unified diff of each artifact vs the file the lab runs now (create / update / unchanged)
+apply  writes what changed and restarts only what depends on it: Envoy (restart; the lab runs Envoy with
+       hot restart disabled), unbound (restart), nftables (`nft -f`, atomic); waits until healthy. Brings
+       the lab up first when it is down.
+logs   the level's Envoy access log (JSON lines), optionally from a point in time on
+probe  `python -m layernet.probe` inside the level's namespace, checks on stdin, rows on stdout
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from layernet.lab import LabError, commands, netns
+from layernet.targets.base import Change, Target
+
+ACCESS_LOG = "envoy-access.log"
+PROBE_TIMEOUT = 120.0
+
+
+def lab_is_up(site) -> bool:
+    return commands.lab_is_up(site)
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _diff(live: str, desired: str, level: str, name: str) -> str:
+    return "".join(difflib.unified_diff(_lines(live), _lines(desired),
+                                        fromfile=f"live/{level}/{name}", tofile=f"desired/{level}/{name}"))
+
+
+def _kind(art) -> str:
+    return getattr(art, "kind", "") or commands.KIND_BY_NAME.get(art.name, "")
+
+
+def _parse_time(text: str) -> Optional[datetime]:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+class LabTarget(Target):
+    kind = "lab"
+
+    def __init__(self, site):
+        self.site = site
+
+    # ------------------------------------------------------------------ plan / apply
+    def _live(self, art, up: bool) -> Optional[str]:
+        path = commands.level_dir(self.site, art.level) / art.name
+        if not up or not path.exists():
+            return None
+        return path.read_text()
+
+    def _plan(self, artifacts: list, up: bool) -> list[Change]:
+        changes = []
+        for art in artifacts:
+            live = self._live(art, up)
+            if live is None:
+                changes.append(Change(art.level, art.name, "create", _diff("", art.content, art.level, art.name)))
+            elif live == art.content:
+                changes.append(Change(art.level, art.name, "unchanged"))
+            else:
+                changes.append(Change(art.level, art.name, "update", _diff(live, art.content, art.level, art.name)))
+        return changes
+
+    def plan(self, artifacts: list) -> list[Change]:
+        return self._plan(artifacts, commands.lab_is_up(self.site))
+
+    def apply(self, artifacts: list) -> list[Change]:
+        site = self.site
+        if not commands.lab_is_up(site):
+            changes = self._plan(artifacts, up=False)
+            commands.up(site, artifacts=artifacts)
+            return changes
+        with commands.lab_lock(site):
+            changes = self._plan(artifacts, up=True)
+            restart, firewall = [], []
+            for art, ch in zip(artifacts, changes):
+                if ch.action == "unchanged":
+                    continue
+                commands.write_artifact(site, art)
+                kind = _kind(art)
+                if kind == "envoy":
+                    restart.append(f"{art.level}/envoy")
+                elif kind.startswith("dns"):
+                    restart.append(f"{art.level}/unbound")
+                elif kind == "firewall":
+                    firewall.append(art.level)
+            for level in firewall:
+                commands.load_firewall(site, level)
+            if restart:
+                commands.restart(site, restart)
+        return changes
+
+    # ------------------------------------------------------------------ logs
+    def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
+        site = self.site
+        site.level(level)   # KeyError with the level names when unknown
+        path = commands.level_dir(site, level) / ACCESS_LOG
+        if not path.exists():
+            return []
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+        if since is None:
+            return lines
+        since = since if since.tzinfo else since.astimezone()   # naive means local time
+        out = []
+        for line in lines:
+            try:
+                t = _parse_time(json.loads(line).get("time"))
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if t is not None and t >= since:
+                out.append(line)
+        return out
+
+    # ------------------------------------------------------------------ probe
+    def probe(self, level: str, checks: list[dict], timeout: float = PROBE_TIMEOUT) -> list[dict]:
+        """Run the checks inside the level's namespace with `python -m layernet.probe`. TLS checks without a
+        `ca_file` get the lab CA."""
+        site = self.site
+        ns = commands.namespace(site, level)
+        if ns not in netns.list_namespaces():
+            raise LabError(f"namespace {ns} does not exist: bring the lab up first (layernet lab up --site ...)")
+        ca = str(commands.ca_cert_path(site))
+        prepared = [({**c, "ca_file": ca} if c.get("kind") == "tls" and not c.get("ca_file") else c) for c in checks]
+        payload = json.dumps({"level": level, "checks": prepared})
+        try:
+            proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.probe"], input=payload,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"probe in {ns} did not finish within {timeout:.0f} s") from None
+        try:
+            rows = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            raise LabError(f"probe in {ns} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}") from None
+        if not isinstance(rows, list):
+            raise LabError(f"probe in {ns} returned {type(rows).__name__}, expected a list of rows")
+        return rows
