@@ -1,0 +1,91 @@
+"""Time `lab up` and `lab down`, and new TLS connections through the proxy chain.
+
+    sudo .venv/bin/python benchmarks/lab_updown.py [--site params/lab.yaml] [--prefix lb] [--rounds 5]
+
+Each round runs the same code as `layernet lab up` (clean, namespaces, certificate, render, nftables,
+processes, health) and `layernet lab down`. After the rounds the lab is brought up once more to time new
+TLS connections from the lowest level through every proxy to the cloud stand-in, next to the same
+connection made directly from the egress level; then it is taken down. Targets: up < 2 s, down < 1 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from layernet.lab import commands, netns
+from layernet.site import load_site
+
+ROOT = Path(__file__).resolve().parents[1]
+UP_TARGET, DOWN_TARGET = 2.0, 1.0
+
+CLIENT = r"""
+import json, socket, ssl, sys, time
+host, ip, port, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+times = []
+for _ in range(n):
+    t0 = time.perf_counter()
+    s = socket.create_connection((ip, port), timeout=3)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    tls = ctx.wrap_socket(s, server_hostname=host)
+    reply = tls.recv(4096)
+    tls.close()
+    assert reply.startswith(b"{"), reply
+    times.append(1000 * (time.perf_counter() - t0))
+print(json.dumps(times))
+"""
+
+
+def _ms(values: list[float]) -> str:
+    return f"median {statistics.median(values):6.1f} ms  min {min(values):6.1f}  max {max(values):6.1f}"
+
+
+def connection_times(site, ns: str, host: str, ip: str, n: int) -> list[float]:
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, host, ip, "443",
+                           str(commands.ca_cert_path(site)), str(n)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise SystemExit(f"connection benchmark failed in {ns}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--site", default=str(ROOT / "params" / "lab.yaml"))
+    ap.add_argument("--prefix", default="lb", help="lab prefix for the benchmark (default lb, not the real lab's)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=200)
+    args = ap.parse_args(argv)
+    site = load_site(args.site, [f"lab.prefix={args.prefix}"])
+    ups, downs = [], []
+    try:
+        for i in range(args.rounds):
+            ups.append(commands.up(site))
+            downs.append(commands.down(site))
+            print(f"round {i + 1}: up {ups[-1]:.3f} s  down {downs[-1]:.3f} s", flush=True)
+        commands.up(site)
+        chain = site.chain
+        lowest, egress = chain[-1], chain[0]
+        topo = netns.topology(site)
+        parent = site.parent(lowest)
+        host = "management.azure.com"
+        through = connection_times(site, topo.level_ns[lowest.name], host, str(parent.node_ip), args.connections)
+        direct = connection_times(site, topo.level_ns[egress.name], host, str(topo.cloud_tls_ip), args.connections)
+    finally:
+        commands.down(site)
+    up_med, down_med = statistics.median(ups), statistics.median(downs)
+    print()
+    print(f"lab up    {_ms([1000 * u for u in ups])}   target < {UP_TARGET:.0f} s: {'met' if up_med < UP_TARGET else 'MISSED'}")
+    print(f"lab down  {_ms([1000 * d for d in downs])}   target < {DOWN_TARGET:.0f} s: {'met' if down_med < DOWN_TARGET else 'MISSED'}")
+    hops = len([lv for lv in chain if lv.proxy and lv is not lowest])
+    print(f"new TLS connection {lowest.name} -> {hops} proxies -> cloud  {_ms(through)}  (n={len(through)})")
+    print(f"new TLS connection {egress.name} -> cloud directly         {_ms(direct)}  (n={len(direct)})")
+    print(f"per proxy hop: ~{(statistics.median(through) - statistics.median(direct)) / max(hops, 1):.2f} ms")
+    return 0 if up_med < UP_TARGET and down_med < DOWN_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
