@@ -28,6 +28,13 @@ def test_up_creates_namespaces_and_processes(lab, lab_site):
     rows = commands.status(lab_site)
     assert all(r["ok"] for r in rows), rows
     assert commands.lab_is_up(lab_site)
+    assert commands.cli_status(lab_site) == 0
+
+
+def test_exec_in_runs_inside_the_namespace_and_returns_the_exit_code(lab, lab_site):
+    assert commands.exec_in(lab_site, "level2", ["sh", "-c", "ip -o addr show lab0 | grep -q 192.168.102.10"]) == 0
+    assert commands.exec_in(lab_site, "cloud", ["sh", "-c", "exit 3"]) == 3
+    assert commands.exec_in(lab_site, "nosuchlevel", ["true"]) == 2
 
 
 def test_jump_box_routes_to_levels_only(lab, lab_site):

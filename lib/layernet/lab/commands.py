@@ -453,9 +453,10 @@ def status(site) -> list[dict]:
     rows.append({"level": "cloud", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": f"tls {tls}",
                  "dns": dns, "nft": "-", "ok": ns in have and a and b})
     ns = topo.router_ns
-    loaded = ns in have and netns.nft_loaded(ns, f"inet {netns.ROUTER_TABLE}")
+    drops = netns.router_drops(ns) if ns in have else None
+    loaded = drops is not None
     rows.append({"level": "router", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": "-", "dns": "-",
-                 "nft": "loaded" if loaded else "missing", "ok": loaded})
+                 "nft": f"loaded, {drops} dropped" if loaded else "missing", "ok": loaded})
     return rows
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,13 @@ def router_ruleset(site, topo: Topology) -> str:
 def nft_replace(ns: str, table: str, content: str) -> None:
     """Load an nftables table in one atomic transaction, replacing the previous version of that table."""
     ns_exec(ns, ["nft", "-f", "-"], input=f"table {table} {{}}\ndelete table {table}\n{content}")
+
+
+def router_drops(ns: str) -> Optional[int]:
+    """Packets the router's forward chain dropped (the log rule's counter); None when not loaded."""
+    proc = ns_exec(ns, ["nft", "list", "chain", "inet", ROUTER_TABLE, "forward"], check=False)
+    m = re.search(r'log prefix "layernet-rtr drop " counter packets (\d+)', proc.stdout)
+    return int(m.group(1)) if proc.returncode == 0 and m else None
 
 
 def nft_loaded(ns: str, table: str) -> bool:
