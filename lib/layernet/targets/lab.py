@@ -96,14 +96,14 @@ class LabTarget(Target):
                 kind = _kind(art)
                 if kind == "envoy":
                     restart.append(f"{art.level}/envoy")
-                elif kind.startswith("dns"):
+                elif kind.startswith("dns") or art.name.startswith("unbound") or art.name.endswith(".rpz"):
                     restart.append(f"{art.level}/unbound")
                 elif kind == "firewall":
                     firewall.append(art.level)
             for level in firewall:
                 commands.load_firewall(site, level)
             if restart:
-                commands.restart(site, restart)
+                commands.restart(site, list(dict.fromkeys(restart)))
         return changes
 
     # ------------------------------------------------------------------ logs
