@@ -1,0 +1,358 @@
+"""The `kube` target: one Kubernetes cluster per level, reached through its kubectl context.
+
+- plan: for each object of the level's rendered manifests (envoy-manifests.yaml, coredns-custom.yaml,
+  coredns-external.yaml) GET the live object and diff it against the desired one, comparing only the fields
+  layernet sets (server defaults and status are ignored);
+- apply: server-side apply (field manager ``layernet``, force) of the objects that differ, nothing else;
+  CoreDNS is restarted only when ``coredns-custom`` changed; changed Deployments are waited for;
+- logs: the Envoy pods' JSON access-log lines;
+- probe: `layernet.probe` runs as a Job in a plain python image, mounted from a ConfigMap.
+
+Requests go through the official client's `ApiClient` (its kubeconfig loading, TLS and token handling) as
+plain REST calls on resource paths, so any kind the renderers emit works without per-kind API classes.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlencode
+
+import yaml
+
+from layernet.targets.base import Change, Target
+
+KUBE_ARTIFACTS = ("envoy-manifests.yaml", "coredns-custom.yaml", "coredns-external.yaml")
+FIELD_MANAGER = "layernet"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/strategic-merge-patch+json"
+CORE_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+PLURALS = {"ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments", "Namespace": "namespaces",
+           "ServiceAccount": "serviceaccounts", "Job": "jobs", "Pod": "pods", "DaemonSet": "daemonsets",
+           "Secret": "secrets", "NetworkPolicy": "networkpolicies"}
+CORE_DNS = ("kube-system", "coredns")
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes call or wait failed; the message says where and what to look at."""
+
+
+# ----------------------------------------------------------------------------------------------- objects
+def object_path(obj: dict, collection: bool = False) -> str:
+    """REST path of an object (or of its collection) from apiVersion, kind, namespace and name."""
+    api, kind = obj["apiVersion"], obj["kind"]
+    base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
+    plural = PLURALS.get(kind) or kind.lower() + "s"
+    meta = obj.get("metadata") or {}
+    if kind not in CLUSTER_SCOPED:
+        base += f"/namespaces/{quote(meta.get('namespace') or 'default')}"
+    return f"{base}/{plural}" if collection else f"{base}/{plural}/{quote(meta['name'])}"
+
+
+def object_id(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    ns = "" if obj["kind"] in CLUSTER_SCOPED else (meta.get("namespace") or "default") + "/"
+    return f"{ns}{obj['kind']}/{meta['name']}"
+
+
+def desired_objects(artifacts: list, level: str) -> list[dict]:
+    """The level's objects in apply order: implicit Namespaces first, then the documents as rendered."""
+    docs: list[dict] = []
+    for art in artifacts:
+        if art.level == level and art.name in KUBE_ARTIFACTS:
+            docs += [d for d in yaml.safe_load_all(art.content) if d]
+    declared = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    needed = []
+    for d in docs:
+        ns = (d.get("metadata") or {}).get("namespace")
+        if d["kind"] not in CLUSTER_SCOPED and ns and ns not in CORE_NAMESPACES | declared and ns not in needed:
+            needed.append(ns)
+    implicit = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in needed]
+    return implicit + docs
+
+
+def project(live: Any, desired: Any) -> Any:
+    """`live` reduced to the fields present in `desired` (what layernet sets), for a fair comparison."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        return {k: project(live[k], v) for k, v in desired.items() if k in live}
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        return [project(l, d) for l, d in zip(live, desired)]
+    return live
+
+
+class _PlainDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # a diff shows values, never &anchors
+        return True
+
+
+def _dump(obj: Optional[dict]) -> str:
+    return "" if obj is None else yaml.dump(obj, Dumper=_PlainDumper, sort_keys=True, default_flow_style=False)
+
+
+def diff_object(desired: dict, live: Optional[dict]) -> tuple[str, str]:
+    """(action, unified diff of live -> desired); action is create, update or unchanged."""
+    before = _dump(project(live, desired)) if live is not None else ""
+    after = _dump(desired)
+    if before == after:
+        return "unchanged", ""
+    oid = object_id(desired)
+    text = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                        fromfile=f"live/{oid}", tofile=f"desired/{oid}"))
+    return ("create" if live is None else "update"), text
+
+
+# ----------------------------------------------------------------------------------------------- REST
+class Api:
+    """Plain REST calls through a kubernetes `ApiClient` (host, TLS, token and refresh from its configuration)."""
+
+    def __init__(self, client, timeout: float = 30.0):
+        self.client, self.timeout = client, timeout
+
+    def request(self, method: str, path: str, query: Optional[dict] = None, body: Any = None,
+                content_type: str = "application/json", parse: bool = True) -> tuple[int, Any]:
+        from kubernetes.client.rest import ApiException
+
+        cfg = self.client.configuration
+        url = cfg.host.rstrip("/") + path + (("?" + urlencode(query)) if query else "")
+        headers = dict(self.client.default_headers)
+        headers["Accept"] = "application/json, */*"
+        auth = cfg.auth_settings().get("BearerToken")
+        if auth and auth.get("value"):
+            headers[auth["key"]] = auth["value"]
+        if body is not None:
+            headers["Content-Type"] = content_type
+            if "json" not in content_type:  # apply patches go as text (JSON is valid YAML)
+                body = json.dumps(body)
+        try:
+            resp = self.client.rest_client.request(method, url, headers=headers, body=body,
+                                                   _request_timeout=self.timeout)
+            status, raw = resp.status, resp.data if resp.data is not None else resp.read()
+        except ApiException as exc:  # older clients raise on non-2xx
+            status, raw = exc.status, exc.body
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+        if not parse:
+            return status, text
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = text
+        return status, data
+
+    def call(self, method: str, path: str, ok=(200, 201, 202), **kw) -> Any:
+        status, data = self.request(method, path, **kw)
+        if status not in ok:
+            msg = data.get("message") if isinstance(data, dict) else data
+            raise KubeError(f"{method} {path} failed with HTTP {status}: {msg}")
+        return data
+
+    def get(self, path: str) -> Optional[dict]:
+        status, data = self.request("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise KubeError(f"GET {path} failed with HTTP {status}: {data}")
+        return data
+
+
+# ----------------------------------------------------------------------------------------------- target
+class KubeTarget(Target):
+    kind = "kube"
+
+    def __init__(self, site, clients: Optional[dict] = None, configuration=None, namespace: str = "layernet",
+                 probe_image: str = "python:3.12-slim", envoy_deployment: str = "envoy",
+                 rollout_timeout: float = 300.0, job_timeout: float = 180.0, poll_interval: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        """`clients` maps level name -> kubernetes ApiClient; `configuration` (a kubernetes Configuration)
+        is used for every level instead of the kubeconfig contexts (tests point it at a test double)."""
+        self.site = site
+        self.namespace, self.probe_image, self.envoy_deployment = namespace, probe_image, envoy_deployment
+        self.rollout_timeout, self.job_timeout, self.poll_interval = rollout_timeout, job_timeout, poll_interval
+        self.sleep = sleep
+        self._clients = dict(clients or {})
+        self._configuration = configuration
+
+    # -- clients
+    def api(self, level: str) -> Api:
+        if level not in self._clients:
+            from kubernetes import client as k8s, config as k8s_config
+
+            if self._configuration is not None:
+                self._clients[level] = k8s.ApiClient(configuration=self._configuration)
+            else:
+                ctx = self.site.level(level).kube_context
+                if not ctx:
+                    raise KubeError(f"level {level} has no kube_context in the site file")
+                self._clients[level] = k8s_config.new_client_from_config(context=ctx)
+        return Api(self._clients[level])
+
+    def _levels(self, artifacts: list) -> list[str]:
+        present = {a.level for a in artifacts if a.name in KUBE_ARTIFACTS}
+        return [lv.name for lv in self.site.chain if lv.name in present]
+
+    # -- plan / apply
+    def plan(self, artifacts: list) -> list[Change]:
+        changes = []
+        for level in self._levels(artifacts):
+            api = self.api(level)
+            for obj in desired_objects(artifacts, level):
+                action, diff = diff_object(obj, api.get(object_path(obj)))
+                changes.append(Change(level, object_id(obj), action, diff))
+        return changes
+
+    def apply(self, artifacts: list) -> list[Change]:
+        changes = []
+        for level in self._levels(artifacts):
+            api = self.api(level)
+            rollouts = []
+            for obj in desired_objects(artifacts, level):
+                action, diff = diff_object(obj, api.get(object_path(obj)))
+                changes.append(Change(level, object_id(obj), action, diff))
+                if action == "unchanged":
+                    continue
+                api.call("PATCH", object_path(obj), body=obj, content_type=APPLY,
+                         query={"fieldManager": FIELD_MANAGER, "force": "true"})
+                if obj["kind"] == "Deployment":
+                    rollouts.append((obj["metadata"].get("namespace") or "default", obj["metadata"]["name"]))
+            if any(c.level == level and c.obj == "kube-system/ConfigMap/coredns-custom" and c.action != "unchanged"
+                   for c in changes):
+                changes.append(self.restart_coredns(level))
+                rollouts.append(CORE_DNS)
+            for ns, name in rollouts:
+                self.wait_rollout(level, ns, name)
+        return changes
+
+    def restart_coredns(self, level: str) -> Change:
+        """Roll the CoreDNS pods so they read the new coredns-custom (as `kubectl rollout restart` does)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        ns, name = CORE_DNS
+        self.api(level).call("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", body=patch,
+                             content_type=MERGE, query={"fieldManager": FIELD_MANAGER})
+        return Change(level, f"{ns}/Deployment/{name}", "restart", "")
+
+    def wait_rollout(self, level: str, namespace: str, name: str) -> None:
+        api, path = self.api(level), f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        deadline = time.monotonic() + self.rollout_timeout
+        while True:
+            dep = api.get(path) or {}
+            want = (dep.get("spec") or {}).get("replicas", 1)
+            st = dep.get("status") or {}
+            gen = (dep.get("metadata") or {}).get("generation", 0)
+            if (st.get("observedGeneration", 0) >= gen and st.get("updatedReplicas", 0) == want
+                    and st.get("availableReplicas", 0) == want and st.get("replicas", want) == want):
+                return
+            if time.monotonic() >= deadline:
+                raise KubeError(
+                    f"{level}: deployment {namespace}/{name} not rolled out after {self.rollout_timeout:g}s "
+                    f"(updated {st.get('updatedReplicas', 0)}/{want}, available {st.get('availableReplicas', 0)}/{want}); "
+                    f"see: kubectl --context {self.site.level(level).kube_context} -n {namespace} describe deployment {name}")
+            self.sleep(self.poll_interval)
+
+    # -- logs
+    def _pods(self, api: Api, namespace: str, selector: str) -> list[dict]:
+        data = api.call("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
+        return data.get("items") or []
+
+    def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
+        api = self.api(level)
+        dep = api.get(f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.envoy_deployment}")
+        if dep is None:
+            return []
+        labels = dep["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        query: dict = {}
+        if since is not None:
+            since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+            query["sinceSeconds"] = max(1, math.ceil((datetime.now(timezone.utc) - since).total_seconds()))
+        lines: list[str] = []
+        for pod in self._pods(api, self.namespace, selector):
+            name = pod["metadata"]["name"]
+            container = pod["spec"]["containers"][0]["name"]
+            text = api.call("GET", f"/api/v1/namespaces/{self.namespace}/pods/{name}/log",
+                            query=dict(query, container=container), parse=False)
+            lines += [l for l in text.splitlines() if l.startswith("{")]
+        return lines
+
+    # -- probe
+    def probe_job(self, level: str, name: str) -> tuple[dict, dict]:
+        """The ConfigMap (probe source + checks) and the Job that runs it."""
+        labels = {"app.kubernetes.io/name": "layernet-probe", "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                  "layernet/level": level}
+        job = {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": int(self.job_timeout),
+                "ttlSecondsAfterFinished": 600,
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "probe", "image": self.probe_image,
+                            "command": ["python", "/probe/probe.py", "/probe/checks.json"],
+                            "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                                "capabilities": {"drop": ["ALL"]}},
+                            "volumeMounts": [{"name": "probe", "mountPath": "/probe", "readOnly": True}],
+                        }],
+                        "volumes": [{"name": "probe", "configMap": {"name": name}}],
+                    },
+                },
+            },
+        }
+        return labels, job
+
+    def probe(self, level: str, checks: list[dict]) -> list[dict]:
+        api, ns = self.api(level), self.namespace
+        name = f"layernet-probe-{level}-{secrets.token_hex(3)}".lower()[:63]
+        labels, job = self.probe_job(level, name)
+        source = Path(__file__).resolve().parents[1].joinpath("probe.py").read_text()
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels},
+              "data": {"probe.py": source, "checks.json": json.dumps({"level": level, "checks": checks})}}
+        api.call("POST", f"/api/v1/namespaces/{ns}/configmaps", body=cm)
+        try:
+            api.call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body=job)
+            state = self._wait_job(api, ns, name)
+            pods = self._pods(api, ns, f"job-name={name}")
+            if not pods:
+                raise KubeError(f"{level}: probe Job {ns}/{name} {state} but has no pod to read")
+            log = api.call("GET", f"/api/v1/namespaces/{ns}/pods/{pods[0]['metadata']['name']}/log",
+                           query={"container": "probe"}, parse=False)
+            if state != "complete":
+                raise KubeError(f"{level}: probe Job {ns}/{name} failed; its log ends with: {log[-500:]}")
+            return _rows_from_log(log, level, name)
+        finally:
+            api.request("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                        query={"propagationPolicy": "Background"})
+            api.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{name}")
+
+    def _wait_job(self, api: Api, ns: str, name: str) -> str:
+        deadline = time.monotonic() + self.job_timeout
+        while True:
+            st = (api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}") or {}).get("status") or {}
+            if st.get("succeeded"):
+                return "complete"
+            if st.get("failed"):
+                return "failed"
+            if time.monotonic() >= deadline:
+                raise KubeError(f"probe Job {ns}/{name} did not finish within {self.job_timeout:g}s "
+                                f"(image {self.probe_image} pulled? pod scheduled?)")
+            self.sleep(self.poll_interval)
+
+
+def _rows_from_log(log: str, level: str, job: str) -> list[dict]:
+    for line in reversed(log.strip().splitlines()):
+        if line.startswith("["):
+            return json.loads(line)
+    raise KubeError(f"{level}: probe Job {job} wrote no result rows; its log: {log[-500:]}")

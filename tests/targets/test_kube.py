@@ -1,0 +1,309 @@
+"""The kube target against KubeApiDouble (a test double of the API server on 127.0.0.1): the exact requests
+of plan, apply, a second apply, the CoreDNS restart, rollout waits, logs and the probe Job."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from kube_double import KubeApiDouble
+
+from layernet import probe
+from layernet.site import load_site
+from layernet.targets.kube import APPLY, KubeError, KubeTarget
+
+LAB = Path(__file__).resolve().parents[2] / "params" / "lab.yaml"
+CTX = {f"levels.{n}.kube_context": n for n in ("level4", "level3", "level2")}
+APPLY_QUERY = {"fieldManager": "layernet", "force": "true"}
+
+CM = "/api/v1/namespaces/layernet/configmaps/envoy-config"
+DEP = "/apis/apps/v1/namespaces/layernet/deployments/envoy"
+SVC = "/api/v1/namespaces/layernet/services/envoy"
+NS = "/api/v1/namespaces/layernet"
+DNS_CM = "/api/v1/namespaces/kube-system/configmaps/coredns-custom"
+DNS_SVC = "/api/v1/namespaces/kube-system/services/coredns-external"
+COREDNS = "/apis/apps/v1/namespaces/kube-system/deployments/coredns"
+OBJECTS = [NS, CM, DEP, SVC, DNS_CM, DNS_SVC]
+
+
+@dataclass(frozen=True)
+class Artifact:  # the renderer's shape: level, name, kind, content
+    level: str
+    name: str
+    kind: str
+    content: str
+
+
+def envoy_docs(config: str = "listeners: []", replicas: int = 1) -> list[dict]:
+    labels = {"app": "envoy"}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "envoy-config", "namespace": "layernet"},
+         "data": {"envoy.yaml": config}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "envoy", "namespace": "layernet"},
+         "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels, "annotations": {"layernet/config-sha256": str(hash(config))}},
+                               "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1.36.0",
+                                                        "ports": [{"containerPort": 443}]}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "envoy", "namespace": "layernet"},
+         "spec": {"type": "LoadBalancer", "selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": 443}]}},
+    ]
+
+
+def artifacts(level: str = "level3", config: str = "listeners: []", dns: str = "example.server: |\n  # v1\n"):
+    dns_cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns-custom", "namespace": "kube-system"},
+              "data": yaml.safe_load(dns)}
+    dns_svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "coredns-external", "namespace": "kube-system"},
+               "spec": {"type": "LoadBalancer", "selector": {"k8s-app": "kube-dns"},
+                        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53}]}}
+    return [
+        Artifact(level, "envoy.yaml", "envoy", config),  # not a Kubernetes object: ignored by the kube target
+        Artifact(level, "envoy-manifests.yaml", "kube", yaml.safe_dump_all(envoy_docs(config))),
+        Artifact(level, "coredns-custom.yaml", "kube", yaml.safe_dump(dns_cm)),
+        Artifact(level, "coredns-external.yaml", "kube", yaml.safe_dump(dns_svc)),
+    ]
+
+
+def coredns_deployment() -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                     "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
+                                  "spec": {"containers": [{"name": "coredns", "image": "rancher/mirrored-coredns-coredns"}]}}}}
+
+
+@pytest.fixture
+def site():
+    return load_site(LAB, dict(CTX, target="kube"))
+
+
+@pytest.fixture
+def double():
+    d = KubeApiDouble()
+    d.store(COREDNS, coredns_deployment())  # K3s ships CoreDNS
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def target(site, double):
+    return KubeTarget(site, configuration=double.configuration(), poll_interval=0.01, rollout_timeout=2)
+
+
+def shorts(double):
+    return [r.short() for r in double.requests]
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def test_plan_reads_every_object_and_changes_nothing(target, double):
+    changes = target.plan(artifacts())
+    assert shorts(double) == [("GET", p, {}) for p in OBJECTS]
+    assert [(c.level, c.obj, c.action) for c in changes] == [
+        ("level3", "Namespace/layernet", "create"),
+        ("level3", "layernet/ConfigMap/envoy-config", "create"),
+        ("level3", "layernet/Deployment/envoy", "create"),
+        ("level3", "layernet/Service/envoy", "create"),
+        ("level3", "kube-system/ConfigMap/coredns-custom", "create"),
+        ("level3", "kube-system/Service/coredns-external", "create"),
+    ]
+    assert changes[1].diff.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
+                                                "+++ desired/layernet/ConfigMap/envoy-config"]
+    assert "+kind: ConfigMap" in changes[1].diff
+
+
+def test_requests_carry_the_token(target, double):
+    target.plan(artifacts())
+    assert {r.authorization for r in double.requests} == {"Bearer test-token"}
+
+
+# ----------------------------------------------------------------------------------------------- apply
+def test_first_apply_server_side_applies_everything_and_restarts_coredns(target, double):
+    arts = artifacts()
+    changes = target.apply(arts)
+    desired = {NS: {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "layernet"}}}
+    docs = envoy_docs()
+    desired.update({CM: docs[0], DEP: docs[1], SVC: docs[2]})
+    desired[DNS_CM] = yaml.safe_load(arts[2].content)
+    desired[DNS_SVC] = yaml.safe_load(arts[3].content)
+    expected = []
+    for p in OBJECTS:
+        expected += [("GET", p, {}), ("PATCH", p, APPLY_QUERY)]
+    expected += [("PATCH", COREDNS, {"fieldManager": "layernet"}), ("GET", DEP, {}), ("GET", COREDNS, {})]
+    assert shorts(double) == expected
+    patches = [r for r in double.requests if r.method == "PATCH"]
+    for r in patches[:-1]:
+        assert r.content_type == APPLY
+        assert r.body == desired[r.path]
+    restart = patches[-1]
+    assert restart.content_type == "application/strategic-merge-patch+json"
+    annotations = restart.body["spec"]["template"]["metadata"]["annotations"]
+    assert list(annotations) == ["kubectl.kubernetes.io/restartedAt"]
+    assert restart.body == {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+    assert [c.action for c in changes] == ["create"] * 6 + ["restart"]
+    assert changes[-1].obj == "kube-system/Deployment/coredns"
+
+
+def test_second_apply_sends_no_patch(target, double):
+    target.apply(artifacts())
+    double.requests.clear()
+    changes = target.apply(artifacts())
+    assert shorts(double) == [("GET", p, {}) for p in OBJECTS]
+    assert {c.action for c in changes} == {"unchanged"} and all(c.diff == "" for c in changes)
+    assert target.plan(artifacts()) == changes
+
+
+def test_envoy_change_patches_only_envoy_objects_and_waits_for_the_rollout(target, double):
+    target.apply(artifacts())
+    double.requests.clear()
+    changes = target.apply(artifacts(config="listeners: [changed]"))
+    assert [r.short() for r in double.requests if r.method != "GET"] == [("PATCH", CM, APPLY_QUERY),
+                                                                        ("PATCH", DEP, APPLY_QUERY)]
+    assert double.requests[-1].short() == ("GET", DEP, {})  # the rollout wait, no CoreDNS restart
+    update = [c for c in changes if c.action == "update"]
+    assert [c.obj for c in update] == ["layernet/ConfigMap/envoy-config", "layernet/Deployment/envoy"]
+    assert "-  envoy.yaml: 'listeners: []'\n+  envoy.yaml: 'listeners: [changed]'" in update[0].diff
+
+
+def test_coredns_change_restarts_coredns_only(target, double):
+    target.apply(artifacts())
+    double.requests.clear()
+    target.apply(artifacts(dns="example.server: |\n  # v2\n"))
+    assert [r.short() for r in double.requests if r.method != "GET"] == [
+        ("PATCH", DNS_CM, APPLY_QUERY), ("PATCH", COREDNS, {"fieldManager": "layernet"})]
+    assert double.requests[-1].short() == ("GET", COREDNS, {})
+
+
+def test_drift_made_by_hand_shows_in_the_plan(target, double):
+    target.apply(artifacts())
+    live = double.objects[DNS_CM]
+    double.objects[DNS_CM] = dict(live, data={"example.server": "# edited by hand\n"})
+    changes = {c.obj: c for c in target.plan(artifacts())}
+    c = changes["kube-system/ConfigMap/coredns-custom"]
+    assert c.action == "update"
+    assert "-  example.server: '# edited by hand" in c.diff and "+  example.server: '# v1" in c.diff
+    assert all(x.action == "unchanged" for k, x in changes.items() if k != c.obj)
+
+
+def test_rollout_timeout_says_what_to_look_at(target, double):
+    target.rollout_timeout = 0.1
+    target.apply(artifacts())
+    double.stuck_rollouts.add(DEP)
+    with pytest.raises(KubeError) as err:
+        target.apply(artifacts(config="listeners: [v2]"))
+    assert str(err.value).startswith("level3: deployment layernet/envoy not rolled out after 0.1s (updated 0/1, available 0/1)")
+    assert "kubectl --context level3 -n layernet describe deployment envoy" in str(err.value)
+
+
+def test_each_level_uses_its_own_client(site):
+    from kubernetes.client import ApiClient
+
+    doubles = {lv: KubeApiDouble() for lv in ("level3", "level2")}
+    try:
+        for d in doubles.values():
+            d.store(COREDNS, coredns_deployment())
+        clients = {lv: ApiClient(d.configuration()) for lv, d in doubles.items()}
+        t = KubeTarget(site, clients=clients, poll_interval=0.01)
+        changes = t.plan(artifacts("level3") + artifacts("level2"))
+        assert [c.level for c in changes] == ["level3"] * 6 + ["level2"] * 6
+        assert [len(d.requests) for d in doubles.values()] == [6, 6]
+    finally:
+        for d in doubles.values():
+            d.close()
+
+
+def test_client_from_kube_context(site, monkeypatch):
+    import kubernetes.config
+
+    seen = []
+    monkeypatch.setattr(kubernetes.config, "new_client_from_config", lambda context: seen.append(context) or object())
+    KubeTarget(site).api("level2")
+    assert seen == ["level2"]
+
+
+# ----------------------------------------------------------------------------------------------- logs
+def test_logs_reads_the_envoy_pods_json_lines(target, double):
+    target.apply(artifacts())
+    pod = "/api/v1/namespaces/layernet/pods/envoy-6d9f-abcde"
+    double.objects[pod] = {"kind": "Pod", "metadata": {"name": "envoy-6d9f-abcde", "namespace": "layernet",
+                                                        "labels": {"app": "envoy", "pod-template-hash": "6d9f"}},
+                           "spec": {"containers": [{"name": "envoy"}]}}
+    double.logs[pod] = '[info] starting\n{"sni":"management.azure.com"}\n{"sni":"evil.example"}\n'
+    double.requests.clear()
+    lines = target.logs("level3", since=datetime.now(timezone.utc) - timedelta(seconds=90))
+    assert lines == ['{"sni":"management.azure.com"}', '{"sni":"evil.example"}']
+    log_req = double.requests[-1]
+    assert shorts(double)[:2] == [("GET", DEP, {}), ("GET", "/api/v1/namespaces/layernet/pods",
+                                                     {"labelSelector": "app=envoy"})]
+    assert log_req.path == pod + "/log" and log_req.query["container"] == "envoy"
+    assert 90 <= int(log_req.query["sinceSeconds"]) <= 95
+
+
+# ----------------------------------------------------------------------------------------------- probe Job
+def run_mounted_probe(tmp_path):
+    """Plays the kubelet: writes the ConfigMap's keys where the Job mounts them and runs the Job's command."""
+    def on_job(job, cm):
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        mount = container["volumeMounts"][0]["mountPath"]
+        for key, text in cm["data"].items():
+            (tmp_path / key).write_text(text)
+        argv = [str(tmp_path) + a[len(mount):] if a.startswith(mount + "/") else a for a in container["command"]]
+        out = subprocess.run([sys.executable, "-I", "-S"] + argv[1:], capture_output=True, text=True, timeout=60)
+        return out.stdout + out.stderr, out.returncode == 0
+    return on_job
+
+
+def closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_probe_runs_as_a_job_and_cleans_up(target, double, tmp_path):
+    double.on_job = run_mounted_probe(tmp_path)
+    port = closed_port()
+    checks = [{"kind": "refused", "host": "evil.example", "port": port, "connect_ip": "127.0.0.1"}]
+    rows = target.probe("level2", checks)
+    assert [(r["level"], r["check"], r["ok"], r["observed"]) for r in rows] == [
+        ("level2", "refused", False, "connect: connection refused")]
+
+    cm_post, job_post = double.requests[0], double.requests[1]
+    name = cm_post.body["metadata"]["name"]
+    assert name.startswith("layernet-probe-level2-")
+    assert cm_post.short() == ("POST", "/api/v1/namespaces/layernet/configmaps", {})
+    assert cm_post.body["data"]["probe.py"] == Path(probe.__file__).read_text()
+    assert json.loads(cm_post.body["data"]["checks.json"]) == {"level": "level2", "checks": checks}
+    assert job_post.short() == ("POST", "/apis/batch/v1/namespaces/layernet/jobs", {})
+    spec = job_post.body["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["image"] == "python:3.12-slim"
+    assert pod["containers"][0]["command"] == ["python", "/probe/probe.py", "/probe/checks.json"]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "probe", "mountPath": "/probe", "readOnly": True}]
+    assert pod["volumes"] == [{"name": "probe", "configMap": {"name": name}}]
+    assert shorts(double)[2:] == [
+        ("GET", f"/apis/batch/v1/namespaces/layernet/jobs/{name}", {}),
+        ("GET", "/api/v1/namespaces/layernet/pods", {"labelSelector": f"job-name={name}"}),
+        ("GET", f"/api/v1/namespaces/layernet/pods/{name}-x7k2p/log", {"container": "probe"}),
+        ("DELETE", f"/apis/batch/v1/namespaces/layernet/jobs/{name}", {"propagationPolicy": "Background"}),
+        ("DELETE", f"/api/v1/namespaces/layernet/configmaps/{name}", {}),
+    ]
+    assert not any("/jobs/" in p or f"configmaps/{name}" in p for p in double.objects)
+
+
+def test_probe_image_is_configurable_and_a_failed_job_is_an_error(site, double):
+    double.on_job = lambda job, cm: ("Traceback: boom", False)
+    t = KubeTarget(site, configuration=double.configuration(), probe_image="registry.plant.local/python:3.12",
+                   poll_interval=0.01)
+    with pytest.raises(KubeError, match="failed; its log ends with: Traceback: boom"):
+        t.probe("level3", [])
+    assert double.requests[1].body["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.plant.local/python:3.12"
+    assert [r.method for r in double.requests[-2:]] == ["DELETE", "DELETE"]
