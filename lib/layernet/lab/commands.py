@@ -57,6 +57,12 @@ def namespace(site, level: str) -> str:
     raise LabError(f"no level named {level!r} (levels: {', '.join(l.name for l in site.levels)}, or cloud, rtr)")
 
 
+def check_route(site, addr, ns: Optional[str] = None) -> dict:
+    """Call before sending anything to `addr` from the jump box (ns None) or from a lab namespace: raises
+    netns.RouteError unless the packet would stay inside this lab."""
+    return netns.check_route(addr, jump_if=netns.topology(site).jump_if, ns=ns, prefix=site.lab.prefix)
+
+
 def _pids_file(site) -> Path:
     return state_dir(site) / "pids.json"
 
@@ -375,8 +381,15 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             wait_ready(site, started)
             t.step("all healthy")
             for lv in site.levels:
-                netns.check_route(lv.node_ip, jump_if=topo.jump_if)
-            t.step("route check")
+                check_route(site, lv.node_ip)
+            try:
+                check_route(site, topo.cloud_tls_ip)
+            except netns.RouteError:
+                pass
+            else:
+                raise LabError(f"the jump box routes to the cloud stand-in {topo.cloud_tls_ip} through the lab; "
+                               f"it must reach the level networks only")
+            t.step("route check (levels via the lab link, cloud not routed)")
             _lab_file(site).write_text(json.dumps({"prefix": topo.prefix, "site": site.name,
                                                    "namespaces": topo.namespaces, "up_seconds": round(t.total, 3)}))
         except BaseException:
