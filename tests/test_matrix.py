@@ -73,6 +73,12 @@ def test_refused_and_allowed_agree_with_the_one_matching_function(site, matrix):
             assert not al.allows(c["host"], c["port"]), c
 
 
+def test_real_sites_prove_the_handshake_only(site):
+    m = build_matrix(site, effective_allowlist(site), None, echo=False)
+    tls = kinds(m["level2"], "tls")
+    assert tls and all(c["expect_echo"] is False and c["expect_peer"] is None and c["ca_file"] is None for c in tls)
+
+
 def test_an_allowed_apex_is_not_expected_to_be_refused():
     site = load_site(LAB, {"allowlist.extra_hosts": ["servicebus.windows.net"]})
     names = refused_names(site, effective_allowlist(site))

@@ -322,6 +322,14 @@ def test_tls_ok_proves_sni_and_peer(tls_server, pki):
     assert "a.wild.example.test" in tls_server.seen
 
 
+def test_tls_without_echo_accepts_a_verified_handshake(tls_server, pki):
+    row = one("level4", tls_check(tls_server, pki, expect_peer=None, expect_echo=False))
+    assert (row["ok"], row["expected"], row["observed"]) == (
+        True, f"handshake ok, certificate valid for {ALLOWED}", "handshake ok, certificate valid")
+    bad = one("level4", tls_check(tls_server, pki, host="not-in-cert.example.test", expect_echo=False))
+    assert bad["ok"] is False
+
+
 def test_tls_resolves_through_dns_when_no_connect_ip(tls_server, pki, dns):
     row = one("level2", tls_check(tls_server, pki, connect_ip=None, server=dns.server))
     assert row["ok"] is True, row

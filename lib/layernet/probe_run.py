@@ -13,12 +13,11 @@ COLUMNS = ["level", "check", "host", "port", "expected", "observed", "ok", "late
 
 
 def lab_probe_inputs(site) -> dict:
-    """CA file, cloud address and egress peer for a lab site (the lab's own helpers say where they are)."""
-    from layernet.lab import state_dir
+    """CA file and cloud address for a lab site, from the lab's own helpers."""
+    from layernet.lab.commands import ca_cert_path
     from layernet.lab.netns import topology
-    from layernet.lab.pki import CA_CERT
 
-    return {"ca_file": str(state_dir(site) / "ca" / CA_CERT), "cloud_ip": str(topology(site).cloud_tls_ip)}
+    return {"ca_file": str(ca_cert_path(site)), "cloud_ip": str(topology(site).cloud_tls_ip)}
 
 
 def run_matrix(site, target=None, matrix: Optional[dict] = None, verbose: bool = True) -> list[dict]:
@@ -29,7 +28,7 @@ def run_matrix(site, target=None, matrix: Optional[dict] = None, verbose: bool =
 
         target = get_target(site)
     if matrix is None:
-        extra = lab_probe_inputs(site) if site.target == "lab" else {"ca_file": None}
+        extra = lab_probe_inputs(site) if site.target == "lab" else {"ca_file": None, "echo": False}
         matrix = build_matrix(site, effective_allowlist(site), **extra)
     started = time.monotonic()
     levels = [name for name, checks in matrix.items() if checks]

@@ -307,3 +307,36 @@ def test_probe_image_is_configurable_and_a_failed_job_is_an_error(site, double):
     assert double.requests[1].body["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.plant.local/python:3.12"
     assert [r.method for r in double.requests[-2:]] == ["DELETE", "DELETE"]
+
+
+def test_rendered_site_applies_idempotently(site):
+    """With the real renderer's output (when it provides the kube manifests): apply, then a second apply
+    sends no PATCH. One double per level, as each level is its own cluster."""
+    from kubernetes.client import ApiClient
+
+    from layernet.allowlist import effective_allowlist
+    from layernet.targets.kube import KUBE_ARTIFACTS
+
+    render = pytest.importorskip("layernet.render")
+    if not hasattr(render, "render_site"):
+        pytest.skip("layernet.render has no render_site yet")
+    arts = render.render_site(site, effective_allowlist(site), target="kube")
+    levels = sorted({a.level for a in arts if a.name in KUBE_ARTIFACTS})
+    if not levels:
+        pytest.skip("the renderer emits no Kubernetes manifests yet")
+    doubles = {lv: KubeApiDouble() for lv in levels}
+    try:
+        for d in doubles.values():
+            d.store(COREDNS, coredns_deployment())
+        t = KubeTarget(site, clients={lv: ApiClient(d.configuration()) for lv, d in doubles.items()},
+                       poll_interval=0.01, rollout_timeout=2)
+        first = t.apply(arts)
+        assert any(c.action == "create" for c in first)
+        for d in doubles.values():
+            d.requests.clear()
+        second = t.apply(arts)
+        assert {c.action for c in second} == {"unchanged"}
+        assert [r for d in doubles.values() for r in d.requests if r.method != "GET"] == []
+    finally:
+        for d in doubles.values():
+            d.close()
