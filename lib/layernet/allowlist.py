@@ -24,7 +24,9 @@ def host_matches(pattern: str, name: Optional[str]) -> bool:
     - ``*.example.com`` matches any name with one or more labels below ``example.com`` and never
       ``example.com`` itself (Envoy tries the name, then ``*.`` + each shorter suffix);
     - a name with a trailing dot is a different name (Envoy does not strip it), so it matches nothing
-      that is written without one; an empty or missing name matches nothing.
+      that is written without one; an empty or missing name matches nothing;
+    - like Envoy, only the suffix is compared: the part left of it may be anything non-empty, even a
+      single dot (``..example.com`` matches ``*.example.com``, as Envoy's suffix lookup does).
     """
     if not name or not pattern:
         return False
@@ -35,8 +37,7 @@ def host_matches(pattern: str, name: Optional[str]) -> bool:
     suffix = pattern[1:]  # ".example.com"
     if not name.endswith(suffix):
         return False
-    head = name[: -len(suffix)]
-    return head != "" and head != "."
+    return len(name) > len(suffix)
 
 
 def is_wildcard(host: str) -> bool:

@@ -56,15 +56,15 @@ class _Strict(BaseModel):
 
 class Level(_Strict):
     name: str
-    number: int = Field(ge=0, le=5)
+    number: int = Field(ge=0, le=5, strict=True)
     parent: Optional[str] = None
     network: ipaddress.IPv4Network
     node_ip: ipaddress.IPv4Address
     pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.42.0.0/16")
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.43.0.0/16")
-    proxy: bool = False
-    dns_override: bool = False
-    reaches_azure: bool = True
+    proxy: bool = Field(default=False, strict=True)
+    dns_override: bool = Field(default=False, strict=True)
+    reaches_azure: bool = Field(default=True, strict=True)
     dns_upstream: list[ipaddress.IPv4Address] = []
     kube_context: Optional[str] = None
 
@@ -182,7 +182,7 @@ def load_site(path: str | Path, overrides: Optional[list[str] | dict[str, Any]] 
     for key, value in _normalise_overrides(overrides):
         err = _apply_override(raw, key, value)
         if err:
-            problems.append(Problem(fname, key, value, err))
+            problems.append(Problem(fname, key or "(override)", value, err))
     if problems:
         raise SiteError(problems)
     return validate_site(raw, fname)
@@ -221,8 +221,20 @@ def _normalise_overrides(overrides) -> list[tuple[str, Any]]:
             out.append((item, _MISSING))
             continue
         key, text = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = _BadValue(text)
+        out.append((key.strip(), value))
     return out
+
+
+@dataclass(frozen=True)
+class _BadValue:
+    text: str
+
+    def __repr__(self) -> str:
+        return repr(self.text)
 
 
 _SEG = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -239,6 +251,8 @@ def _apply_override(raw: dict, key: str, value: Any) -> Optional[str]:
     """Set raw[key.path] = value. `levels.level3.proxy` addresses a level by name. Returns an error text."""
     if value is _MISSING:
         return "an override must look like key.path=value, e.g. -p azure.location=westeurope"
+    if isinstance(value, _BadValue):
+        return "a YAML value after '=' (quote text that holds ':', '[', '{' or '#', e.g. -p 'description=\"a: b\"')"
     parts = _split_path(key)
     if not parts:
         return "an override needs a field path, e.g. -p azure.location=westeurope"
@@ -296,7 +310,16 @@ def _value_at(raw: Any, loc: tuple) -> Any:
 def _expected(err: dict) -> str:
     typ = err["type"]
     if typ == "extra_forbidden":
-        return "unknown key: remove it or fix its spelling (unknown keys are rejected so a typo is never ignored)"
+        hint = _spelling_hint(err["loc"])
+        return f"unknown key: remove it or fix its spelling{hint} (unknown keys are rejected so a typo is never ignored)"
+    if typ == "bool_type":
+        return "true or false (unquoted)"
+    if typ in ("int_type", "int_parsing"):
+        return "a whole number (unquoted), e.g. 3"
+    if typ == "ip_v4_address":
+        return "an IPv4 address such as 192.168.103.10"
+    if typ == "ip_v4_network":
+        return "an IPv4 network in CIDR form such as 192.168.103.0/24 (host bits zero)"
     if typ == "missing":
         return "this field is required"
     if typ == "literal_error":
@@ -304,7 +327,30 @@ def _expected(err: dict) -> str:
     return err["msg"]
 
 
+def _spelling_hint(loc: tuple) -> str:
+    """' (did you mean 'node_ip'?)' for an unknown key close to a field of the model at that place."""
+    import difflib
+
+    model: Any = Site
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        for arg in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(getattr(model, "model_fields", {})), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 # ----------------------------------------------------------------------------------------------- semantics
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
 
 
@@ -313,7 +359,7 @@ def check_host(host: Any) -> Optional[str]:
     if not isinstance(host, str) or not host:
         return "a host name such as management.azure.com"
     if "://" in host:
-        return "a bare host name without a scheme: drop 'https://'"
+        return f"a bare host name without a scheme: drop {host.split('://')[0] + '://'!r}"
     if "/" in host:
         return f"a bare host name without a path or trailing slash: use {host.split('/')[0]!r}"
     if ":" in host:
@@ -361,38 +407,46 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         P.append(Problem(fname, path, value, expected))
 
     levels = raw.get("levels")
-    if not isinstance(levels, list):
-        return P
-    if not levels:
+    if isinstance(levels, list) and not levels:
         add("levels", levels, "at least one level")
-        return P
+    have_levels = isinstance(levels, list) and bool(levels)
+    if not isinstance(levels, list):
+        levels = []
     good = [(i, lv) for i, lv in enumerate(levels) if isinstance(lv, dict)]
     names: dict[str, int] = {}
     numbers: dict[Any, int] = {}
+    duplicates: set[int] = set()
     for i, lv in good:
         n = lv.get("name")
         if isinstance(n, str):
             if n in names:
                 add(f"levels[{i}].name", n, f"a unique level name; levels[{names[n]}] already uses it")
+                duplicates.add(i)
             else:
                 names[n] = i
         num = lv.get("number")
-        if isinstance(num, int):
+        if isinstance(num, int) and not isinstance(num, bool):
             if num in numbers:
                 add(f"levels[{i}].number", num, f"a unique Purdue number; levels[{numbers[num]}] already uses it")
             else:
                 numbers[num] = i
+    # a level whose name is already taken is reported above and kept out of the chain checks
+    good = [(i, lv) for i, lv in good if i not in duplicates]
     by_name = {lv.get("name"): (i, lv) for i, lv in good if isinstance(lv.get("name"), str)}
 
     # parents exist, one chain ending at the egress level
     egress = raw.get("egress_level")
-    if isinstance(egress, str) and egress not in by_name:
+    if have_levels and isinstance(egress, str) and egress not in by_name:
         add("egress_level", egress, f"the name of a level ({', '.join(by_name) or 'none defined'})")
     children: dict[str, list[int]] = {}
     for i, lv in good:
         parent = lv.get("parent")
+        if lv.get("name") == egress:
+            if parent is not None:  # reported once, below; the egress level's parent is not a chain link
+                add(f"levels[{i}].parent", parent, f"no parent: {egress} is the egress level, the top of the chain")
+            continue
         if parent is None:
-            if isinstance(egress, str) and lv.get("name") != egress and egress in by_name:
+            if isinstance(egress, str) and egress in by_name:
                 add(f"levels[{i}].parent", parent, f"a parent level: only the egress level ({egress}) may have none")
             continue
         if parent not in by_name:
@@ -402,26 +456,28 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             add(f"levels[{i}].parent", parent, "a level other than itself")
             continue
         children.setdefault(parent, []).append(i)
-    if isinstance(egress, str) and egress in by_name:
-        ei, elv = by_name[egress]
-        if elv.get("parent") is not None:
-            add(f"levels[{ei}].parent", elv.get("parent"), f"no parent: {egress} is the egress level, the top of the chain")
     for parent, kids in children.items():
         if len(kids) > 1:
             i = kids[1]
             add(f"levels[{i}].parent", parent, f"one child per level (the levels form one chain); levels[{kids[0]}] already has parent {parent}")
     # every level reaches the egress level by following parents, without cycles
+    on_chain: set[int] = set()
+    cycle_reported = False
     for i, lv in good:
         seen, cur = set(), lv
-        while isinstance(cur, dict) and cur.get("parent") in by_name and cur.get("name") not in seen:
+        while (isinstance(cur, dict) and cur.get("name") != egress and cur.get("parent") in by_name
+               and cur.get("parent") != cur.get("name") and cur.get("name") not in seen):
             seen.add(cur.get("name"))
             cur = by_name[cur["parent"]][1]
-        if isinstance(cur, dict) and cur.get("name") in seen:
+        if isinstance(cur, dict) and cur.get("name") == egress:
+            on_chain.add(i)
+        elif isinstance(cur, dict) and cur.get("name") in seen and not cycle_reported:
             add(f"levels[{i}].parent", lv.get("parent"), "a chain without cycles that ends at the egress level")
-            break
+            cycle_reported = True
+    chain = [(i, lv) for i, lv in good if i in on_chain]
     # Purdue numbers grow towards the egress level
-    for i, lv in good:
-        p = by_name.get(lv.get("parent"))
+    for i, lv in chain:
+        p = by_name.get(lv.get("parent")) if lv.get("name") != egress else None
         if p and isinstance(lv.get("number"), int) and isinstance(p[1].get("number"), int):
             if p[1]["number"] <= lv["number"]:
                 add(f"levels[{i}].number", lv["number"], f"a Purdue number below its parent's ({p[1]['number']})")
@@ -435,7 +491,10 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         jb = _ip(admin.get("jump_box_ip"))
         if jb and jb not in anet:
             add("admin.jump_box_ip", str(jb), f"an address inside admin.network {anet}")
-    for i, lv in good:
+    cluster_nets: list[tuple[str, ipaddress.IPv4Network]] = []
+    for i, lv in enumerate(levels):
+        if not isinstance(lv, dict):
+            continue
         net, ip = _net(lv.get("network")), _ip(lv.get("node_ip"))
         if net:
             nets.append((f"levels[{i}].network", net))
@@ -445,20 +504,30 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             elif net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
                 add(f"levels[{i}].node_ip", str(ip), f"a host address of {net}, not its network or broadcast address")
         pod = _net(lv.get("pod_cidr", "10.42.0.0/16"))
-        if pod and net and pod.overlaps(net):
-            add(f"levels[{i}].pod_cidr", str(pod), f"a pod network that does not overlap the level network {net}")
-        ups = lv.get("dns_upstream", [])
-        if isinstance(ups, list):
-            for j, u in enumerate(ups):
-                if _ip(u) is None:
-                    add(f"levels[{i}].dns_upstream[{j}]", u, "an IPv4 address of a DNS server")
+        svc = _net(lv.get("service_cidr", "10.43.0.0/16"))
+        if pod:
+            cluster_nets.append((f"levels[{i}].pod_cidr", pod))
+        if svc:
+            cluster_nets.append((f"levels[{i}].service_cidr", svc))
+        if pod and svc and pod.overlaps(svc):
+            add(f"levels[{i}].service_cidr", str(svc), f"a service network that does not overlap the level's pod network {pod}")
     for a in range(len(nets)):
         for b in range(a + 1, len(nets)):
             if nets[a][1].overlaps(nets[b][1]):
                 add(nets[b][0], str(nets[b][1]), f"a network that does not overlap {nets[a][0]} ({nets[a][1]})")
+    # pod and service networks live inside each cluster (every cluster may use the same ones), but must not
+    # hide a level or admin network: traffic to it would stay inside the cluster
+    for cpath, cnet in cluster_nets:
+        for npath, nnet in nets:
+            if cnet.overlaps(nnet):
+                what = "pod" if cpath.endswith("pod_cidr") else "service"
+                own = npath == cpath.rsplit(".", 1)[0] + ".network"
+                where = f"its own level network ({nnet})" if own else f"{npath} ({nnet})"
+                add(cpath, str(cnet), f"a {what} network that does not overlap {where}")
 
-    # roles: a level below egress reaching Azure needs DNS override and a proxy on every level above it
-    for i, lv in good:
+    # roles (levels on the chain only): a level below egress reaching Azure needs DNS override and a proxy
+    # on every level above it
+    for i, lv in chain:
         name = lv.get("name")
         if name == egress:
             if lv.get("dns_override"):
@@ -487,7 +556,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
                 add(f"levels[{i}].kube_context", lv.get("kube_context", _MISSING), "the kubectl context of this level's cluster (target: kube)")
     azure = raw.get("azure") if isinstance(raw.get("azure"), dict) else {}
     clusters = azure.get("clusters") or {}
-    if isinstance(clusters, dict):
+    if isinstance(clusters, dict) and by_name:
         for k in clusters:
             if k not in by_name:
                 add(f"azure.clusters.{k}", clusters[k], f"a key that names a level ({', '.join(by_name)})")
@@ -498,10 +567,14 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         if loc not in known:
             close = [k for k in known if k.startswith(loc[:4])][:5]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            other = [c for c in CLOUDS if c != cloud and loc in known_locations(c)]
+            if other:
+                hint = f" ({loc} is a location of the {other[0]} cloud: set azure.cloud: {other[0]})"
             add("azure.location", loc, f"an Azure location of the {cloud} cloud, lowercase without spaces{hint}")
-    sub = azure.get("subscription_id")
-    if sub is not None and not re.match(r"^[0-9a-fA-F-]{36}$", str(sub)):
-        add("azure.subscription_id", sub, "a subscription GUID like 00000000-0000-0000-0000-000000000000")
+    for key, what in (("subscription_id", "subscription"), ("tenant_id", "tenant")):
+        guid = azure.get(key)
+        if guid is not None and not _GUID.match(str(guid)):
+            add(f"azure.{key}", guid, f"a {what} GUID like 00000000-0000-0000-0000-000000000000")
 
     # allow-list selection
     sel = raw.get("allowlist") if isinstance(raw.get("allowlist"), dict) else {}
