@@ -228,6 +228,7 @@ def test_client_from_kube_context(site, monkeypatch):
 def test_logs_reads_the_envoy_pods_json_lines(target, double):
     target.apply(artifacts())
     pod = "/api/v1/namespaces/layernet/pods/envoy-6d9f-abcde"
+    target.envoy_deployment = "envoy"  # the name in this test's manifests
     double.objects[pod] = {"kind": "Pod", "metadata": {"name": "envoy-6d9f-abcde", "namespace": "layernet",
                                                         "labels": {"app": "envoy", "pod-template-hash": "6d9f"}},
                            "spec": {"containers": [{"name": "envoy"}]}}
@@ -274,6 +275,9 @@ def test_probe_runs_as_a_job_and_cleans_up(target, double, tmp_path):
     assert [(r["level"], r["check"], r["ok"], r["observed"]) for r in rows] == [
         ("level2", "refused", False, "connect: connection refused")]
 
+    assert shorts(double)[:2] == [("GET", NS, {}), ("PATCH", NS, APPLY_QUERY)]  # level2 has no Envoy namespace
+    assert double.requests[1].body == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "layernet"}}
+    del double.requests[:2]
     cm_post, job_post = double.requests[0], double.requests[1]
     name = cm_post.body["metadata"]["name"]
     assert name.startswith("layernet-probe-level2-")
@@ -302,9 +306,11 @@ def test_probe_image_is_configurable_and_a_failed_job_is_an_error(site, double):
     double.on_job = lambda job, cm: ("Traceback: boom", False)
     t = KubeTarget(site, configuration=double.configuration(), probe_image="registry.plant.local/python:3.12",
                    poll_interval=0.01)
+    double.store(NS, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "layernet"}})
     with pytest.raises(KubeError, match="failed; its log ends with: Traceback: boom"):
         t.probe("level3", [])
-    assert double.requests[1].body["spec"]["template"]["spec"]["containers"][0]["image"] == \
+    assert [r.method for r in double.requests[:3]] == ["GET", "POST", "POST"]  # namespace exists: no PATCH
+    assert double.requests[2].body["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.plant.local/python:3.12"
     assert [r.method for r in double.requests[-2:]] == ["DELETE", "DELETE"]
 
@@ -337,6 +343,15 @@ def test_rendered_site_applies_idempotently(site):
         second = t.apply(arts)
         assert {c.action for c in second} == {"unchanged"}
         assert [r for d in doubles.values() for r in d.requests if r.method != "GET"] == []
+        # logs find the rendered Envoy Deployment's pods by its selector
+        dep = next(o for o in doubles["level3"].objects.values() if o.get("kind") == "Deployment"
+                   and o["metadata"]["namespace"] == "layernet")
+        labels = dep["spec"]["selector"]["matchLabels"]
+        pod = "/api/v1/namespaces/layernet/pods/envoy-0"
+        doubles["level3"].objects[pod] = {"kind": "Pod", "metadata": {"name": "envoy-0", "labels": labels},
+                                          "spec": {"containers": [{"name": "envoy"}]}}
+        doubles["level3"].logs[pod] = '{"sni": "management.azure.com"}\n'
+        assert t.logs("level3") == ['{"sni": "management.azure.com"}']
     finally:
         for d in doubles.values():
             d.close()

@@ -6,7 +6,8 @@
 - apply: server-side apply (field manager ``layernet``, force) of the objects that differ, nothing else;
   CoreDNS is restarted only when ``coredns-custom`` changed; changed Deployments are waited for;
 - logs: the Envoy pods' JSON access-log lines;
-- probe: `layernet.probe` runs as a Job in a plain python image, mounted from a ConfigMap.
+- probe: `layernet.probe` runs as a Job in a plain python image, mounted from a ConfigMap, in the
+  ``layernet`` namespace (created by the probe on levels whose manifests do not create it).
 
 Requests go through the official client's `ApiClient` (its kubeconfig loading, TLS and token handling) as
 plain REST calls on resource paths, so any kind the renderers emit works without per-kind API classes.
@@ -166,7 +167,7 @@ class KubeTarget(Target):
     kind = "kube"
 
     def __init__(self, site, clients: Optional[dict] = None, configuration=None, namespace: str = "layernet",
-                 probe_image: str = "python:3.12-slim", envoy_deployment: str = "envoy",
+                 probe_image: str = "python:3.12-slim", envoy_deployment: str = "layernet-envoy",
                  rollout_timeout: float = 300.0, job_timeout: float = 180.0, poll_interval: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep):
         """`clients` maps level name -> kubernetes ApiClient; `configuration` (a kubernetes Configuration)
@@ -320,6 +321,10 @@ class KubeTarget(Target):
         source = Path(__file__).resolve().parents[1].joinpath("probe.py").read_text()
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels},
               "data": {"probe.py": source, "checks.json": json.dumps({"level": level, "checks": checks})}}
+        if api.get(f"/api/v1/namespaces/{ns}") is None:  # a level without Envoy (level2) has no namespace yet
+            api.call("PATCH", f"/api/v1/namespaces/{ns}", body={"apiVersion": "v1", "kind": "Namespace",
+                                                                "metadata": {"name": ns}},
+                     content_type=APPLY, query={"fieldManager": FIELD_MANAGER, "force": "true"})
         api.call("POST", f"/api/v1/namespaces/{ns}/configmaps", body=cm)
         try:
             api.call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body=job)
