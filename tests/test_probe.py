@@ -247,6 +247,13 @@ def test_dns_wrong_answer_names_the_fix(dns):
                            "level3's node IP (192.0.2.10)")
 
 
+def test_dns_wrong_answer_at_the_egress_level_points_at_the_upstream(dns):
+    row = one("level4", {"kind": "dns", "host": "wrong.example.test", "server": dns.server, "expect_ip": "192.0.2.10"})
+    assert row["ok"] is False
+    assert row["hint"] == (f"the resolver {dns.server} used by level4 answers 192.0.2.99 for wrong.example.test, "
+                           f"not 192.0.2.10: check the enterprise/upstream DNS")
+
+
 def test_dns_answer_must_carry_the_question_name(dns):
     row = one("level2", {"kind": "dns", "host": "x.wild.example.test", "server": dns.server, "expect_ip": "192.0.2.10"})
     assert row["ok"] is False

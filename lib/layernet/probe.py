@@ -176,6 +176,10 @@ def check_dns(level: str, c: dict, deadline: Deadline) -> dict:
     if rcode != "NOERROR" or not ips:
         hint = (f"DNS at {level} has no answer for {host}: add it to the override that points at {parent}")
         return dict(row, observed=observed, ok=False, hint=hint)
+    if want and ips != [want] and not c.get("parent"):
+        return dict(row, observed=observed, ok=False,
+                    hint=f"the resolver {server} used by {level} answers {', '.join(ips)} for {host}, not {want}: "
+                         f"check the enterprise/upstream DNS")
     if want and ips != [want]:
         hint = (f"DNS at {level} answers {', '.join(ips)}: check the unbound/coredns override points at "
                 f"{parent}'s node IP ({want})")
