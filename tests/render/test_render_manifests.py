@@ -1,0 +1,62 @@
+"""Kubernetes manifests for Envoy and CoreDNS, validated offline against the Kubernetes schema."""
+from __future__ import annotations
+
+import hashlib
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from layernet.render import render_site
+from layernet.render.envoy import ADMIN_PORT, ENVOY_IMAGE
+from layernet.render.manifests import CONFIG_ANNOTATION, render_envoy_manifests
+
+K8S_VERSION = "1.33.0"
+
+
+def _docs(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.mark.parametrize("kind", ["manifests", "coredns"])
+def test_manifests_pass_the_kubernetes_schema(site, allowlist, kind):
+    arts = [a for a in render_site(site, allowlist, "kube") if a.kind == kind]
+    assert arts
+    for a in arts:
+        for doc in _docs(a.content):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_schema_validation_is_real():
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"replicas": "one", "selector": {}, "template": {}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_envoy_objects(site, allowlist):
+    arts = {(a.level, a.name): a.content for a in render_site(site, allowlist, "kube")}
+    envoy_yaml = arts[("level3", "envoy.yaml")]
+    ns, cm, deploy, svc = _docs(arts[("level3", "envoy-manifests.yaml")])
+    assert [d["kind"] for d in (ns, cm, deploy, svc)] == ["Namespace", "ConfigMap", "Deployment", "Service"]
+    assert cm["data"]["envoy.yaml"] == envoy_yaml
+    pod = deploy["spec"]["template"]
+    assert pod["metadata"]["annotations"][CONFIG_ANNOTATION] == hashlib.sha256(envoy_yaml.encode()).hexdigest()
+    c = pod["spec"]["containers"][0]
+    assert c["image"] == ENVOY_IMAGE and ":" in ENVOY_IMAGE and not ENVOY_IMAGE.endswith(":latest")
+    assert "--disable-hot-restart" in c["args"]
+    assert c["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
+    assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["externalTrafficPolicy"] == "Local"
+    ports = [p["port"] for p in svc["spec"]["ports"]]
+    assert ports == [443, 8084, 9093] and ADMIN_PORT not in ports
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_changed_config_changes_the_pod_template(site):
+    lv = site.level("level3")
+    a = _docs(render_envoy_manifests(site, lv, "admin: {}\n", [443]))[2]
+    b = _docs(render_envoy_manifests(site, lv, "admin: {} # changed\n", [443]))[2]
+    ann = lambda d: d["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION]  # noqa: E731
+    assert ann(a) != ann(b)
+    assert ann(a) == ann(_docs(render_envoy_manifests(site, lv, "admin: {}\n", [443]))[2])
