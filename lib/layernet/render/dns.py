@@ -13,8 +13,9 @@ Behaviour (both):
 - ``*.x`` answers every name below x with the owner equal to the question; x itself is not redirected
   unless it is allowed on its own;
 - any other type (AAAA, HTTPS, ...) for a redirected name gets an empty NOERROR answer (NODATA);
-- every other name goes to the level's ``dns_upstream``, or is refused at once when it has none, so a
-  client never waits for a timeout.
+- every other name goes to the level's ``dns_upstream``, or is answered at once when it has none, so a
+  client never waits for a timeout: REFUSED (CoreDNS: always; unbound: names outside the allow-list
+  zones), or, with unbound, NXDOMAIN below an exact name and NODATA for a wildcard apex (see below).
 
 Why unbound and not dnsmasq: dnsmasq's ``address=/zone/IP`` answers AAAA under a wildcard zone with
 NXDOMAIN, which some clients take as "the name does not exist".
