@@ -34,8 +34,8 @@ def lab_site():
 
 
 @pytest.fixture(scope="session")
-def lab(lab_site):
-    """The running lab (LabTarget), brought up by its first apply; torn down at the end of the session."""
+def lab_session(lab_site):
+    """The lab (LabTarget), brought up by its first apply; ALWAYS taken down at the end of the session."""
     why = _missing_requirements()
     if why:
         pytest.skip(why)
@@ -49,3 +49,13 @@ def lab(lab_site):
         yield target
     finally:
         commands.down(lab_site)
+
+
+@pytest.fixture
+def lab(lab_session, lab_site):
+    """The running lab; rebuilt when an earlier test left it broken."""
+    from layernet.lab import commands
+
+    if not commands.lab_is_up(lab_site):
+        lab_session.apply(commands.render_lab(lab_site))
+    return lab_session

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -129,12 +130,15 @@ def test_up_after_a_crash_starts_fresh(lab, lab_site):
         if p.name.endswith("envoy"):
             os.kill(p.pid, signal.SIGKILL)
     commands._pids_file(lab_site).unlink()                  # ... and the PID records are lost
+    shm = Path("/dev/shm/envoy_shared_memory_layernet_test")
+    shm.write_bytes(b"stale")                                 # what an Envoy with hot restart leaves behind
     time.sleep(0.1)
     assert not commands.lab_is_up(lab_site)
     survivors = [p.pid for p in table.values() if procs.alive(p)]
     assert survivors
     commands.up(lab_site)
     assert not any(procs.alive(p) for p in table.values())
+    assert not shm.exists()
     assert all(r["ok"] for r in commands.status(lab_site))
     out = in_ns("lt-level2", TLS_CLIENT, "management.azure.com", 443, commands.ca_cert_path(lab_site))
     assert out.get("reply", {}).get("host") == "management.azure.com", out
