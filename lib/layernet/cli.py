@@ -54,9 +54,7 @@ def cmd_lab(args) -> int:
 
     site = _load(args)
     if args.action == "exec":
-        argv = list(args.cmd)
-        if argv and argv[0] == "--":
-            argv = argv[1:]
+        argv = list(args.cmd or [])
         if not args.level or not argv:
             print("usage: layernet lab exec LEVEL --site FILE -- CMD ...", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -115,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status", "exec"])
     p.add_argument("level", nargs="?", help="level name (for exec)")
     _site_args(p)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (for exec), after --")
-    p.set_defaults(func=cmd_lab)
+    p.set_defaults(func=cmd_lab, cmd=None)
 
     p = sub.add_parser("probe", help="run the probe matrix against the site's target and print the table")
     _site_args(p)
@@ -125,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = None
+    if "--" in argv:  # `layernet lab exec LEVEL --site FILE -- CMD ...`: everything after -- is the command
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if command is not None:
+        args.cmd = command
     try:
         return args.func(args)
     except SiteError as exc:
