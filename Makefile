@@ -3,8 +3,8 @@ VENV   ?= .venv
 PYTHON ?= python3
 SITE   ?= params/lab.yaml
 BIN     = $(VENV)/bin
-# Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces)
-APT_PACKAGES = nftables unbound iproute2
+# Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces), curl (health checks in tests)
+APT_PACKAGES = nftables unbound iproute2 curl
 
 .PHONY: setup apt demo test jupyter lab-down clean-runs strip
 

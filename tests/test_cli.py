@@ -1,0 +1,70 @@
+"""The `layernet` command as a user runs it (subprocess)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERNET = str(Path(sys.executable).parent / "layernet")
+LAB = "params/lab.yaml"
+
+
+def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([LAYERNET, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def test_render_writes_one_folder_per_level(tmp_path: Path):
+    proc = _run("render", "--site", LAB, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    written = {Path(p).relative_to(tmp_path / "out").as_posix() for p in proc.stdout.split()}
+    assert {"level4/envoy.yaml", "level3/envoy.yaml", "level3/unbound.conf", "level2/unbound.conf",
+            "level4/nftables.nft", "level2/ip-allow-list.md"} <= written
+    assert "level2/envoy.yaml" not in written  # level2 runs no proxy
+    kube = _run("render", "--site", LAB, "--out", str(tmp_path / "kube"), "--target", "kube")
+    assert kube.returncode == 0, kube.stderr
+    assert (tmp_path / "kube" / "level3" / "coredns-custom.yaml").is_file()
+    assert (tmp_path / "kube" / "level4" / "envoy-manifests.yaml").is_file()
+
+
+def test_render_bad_site_exits_2_and_writes_nothing(tmp_path: Path):
+    proc = _run("render", "--site", LAB, "-p", "levels[0].node_ip=10.0.0.1", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "levels[0].node_ip" in proc.stderr and "10.0.0.1" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_and_allowlist(tmp_path: Path):
+    ok = _run("validate", "--site", LAB)
+    assert ok.returncode == 0 and "level4 -> level3 -> level2" in ok.stdout
+    al = _run("allowlist", "--site", LAB, "-p", "azure.location=westeurope")
+    assert al.returncode == 0
+    assert "westeurope.dp.kubernetesconfiguration.azure.com" in al.stdout and "eastus." not in al.stdout
+
+
+def test_lab_exec_usage_error():
+    proc = _run("lab", "exec", "--site", LAB)
+    assert proc.returncode == 2 and "layernet lab exec LEVEL --site FILE -- CMD" in proc.stderr
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")
+def test_lab_up_exec_status_down_through_the_cli():
+    site = ["--site", LAB, "-p", "lab.prefix=cx"]
+    _run("lab", "down", *site)
+    try:
+        up = _run("lab", "up", *site)
+        assert up.returncode == 0, up.stdout + up.stderr
+        ex = _run("lab", "exec", "level2", *site, "--", "ip", "-4", "-o", "addr", "show")
+        assert ex.returncode == 0 and "192.168.102.10" in ex.stdout and "192.168.103.10" not in ex.stdout
+        code = _run("lab", "exec", "level3", *site, "--", "sh", "-c", "exit 7")
+        assert code.returncode == 7
+        st = _run("lab", "status", *site)
+        assert st.returncode == 0 and "cx-level3" in st.stdout
+    finally:
+        down = _run("lab", "down", *site)
+    assert down.returncode == 0
+    assert "cx-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
