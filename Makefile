@@ -28,6 +28,7 @@ test: setup
 	$(BIN)/pytest -q -rs
 
 jupyter: setup
+	@grep -q '^target: lab' $(SITE) && $(BIN)/layernet lab up --site $(SITE) || true
 	LAYERNET_SITE=$(abspath $(SITE)) $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
 
 lab-down: setup

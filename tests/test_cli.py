@@ -68,3 +68,9 @@ def test_lab_up_exec_status_down_through_the_cli():
         down = _run("lab", "down", *site)
     assert down.returncode == 0
     assert "cx-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_lab_up_refuses_a_real_site():
+    proc = _run("lab", "up", "--site", "params/site-example.yaml")
+    assert proc.returncode == 2 and "target: 'kube'" in proc.stderr and "set target: lab" in proc.stderr
+    assert "ln-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

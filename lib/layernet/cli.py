@@ -53,6 +53,11 @@ def cmd_lab(args) -> int:
     from layernet.lab import commands
 
     site = _load(args)
+    if args.action == "up" and site.target != "lab":
+        print(f"error: {args.site}: target: {site.target!r}; the lab builds only sites with target: lab, because it "
+              "adds routes to the site's networks on this machine. To try this plan in the lab, copy the file and set "
+              "target: lab (and a dns_upstream inside lab.cloud_network for the egress level).", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.action == "exec":
         argv = list(args.cmd or [])
         if not args.level or not argv:

@@ -1,4 +1,4 @@
-"""Fixtures for the namespace lab. The lab is built once per session with its own prefix (`lt`) and is
+"""Fixtures for the namespace lab. The lab is built once per test module with its own prefix (`lt`) and is
 ALWAYS taken down afterwards, also when a test fails."""
 from __future__ import annotations
 
@@ -33,9 +33,10 @@ def lab_site():
     return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_session(lab_site):
-    """The lab (LabTarget), brought up by its first apply; ALWAYS taken down at the end of the session."""
+    """The lab (LabTarget), brought up by its first apply; ALWAYS taken down at the end of the module, so
+    other modules can build labs of their own (labs that share an address plan cannot run side by side)."""
     why = _missing_requirements()
     if why:
         pytest.skip(why)
