@@ -1,0 +1,141 @@
+"""The audit's counts against the probe matrix of the same run.
+
+The infrastructure stage saves its probe rows with `save_probe_rows(run_dir, probes)`; the audit stage reads
+them back with `load_probes(run_dir)` and `compare_with_probes` says, per proxy level, how many allowed and
+refused connections the probes must have caused and how many the proxies logged in the probes' time window:
+
+- a ``tls`` check from a level crosses every proxy from its parent up to the egress level (one allowed
+  connection at each); from the egress level itself it goes straight out and crosses no proxy;
+- a ``refused`` check connects to the parent's proxy, which must refuse it (one refused connection there);
+- ``dns`` and ``dns-refused`` checks do not touch a proxy.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from layernet.audit.parse import ms_ints
+
+PROBE_FILE = Path("results") / "probes.json"
+PROBE_STAGE = "infrastructure"
+SLACK = timedelta(seconds=2)        # clock and log-flush slack around the probe window
+COMPARE_COLUMNS = ["level", "expected_allowed", "audit_allowed", "expected_refused", "audit_refused",
+                   "audit_upstream_failure", "match"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def save_probe_rows(run_dir, df, stage: str = PROBE_STAGE) -> Optional[Path]:
+    """Called by the infrastructure stage right after its probe matrix: the rows and when they were saved."""
+    if not run_dir:
+        return None
+    rows = df.to_dict(orient="records") if hasattr(df, "to_dict") else list(df)
+    path = Path(run_dir) / PROBE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"stage": stage, "saved_at": _now().isoformat(timespec="milliseconds"),
+                                "rows": rows}, indent=1, default=str) + "\n")
+    return path
+
+
+def load_probes(run_dir) -> tuple[pd.DataFrame, Optional[datetime], Optional[datetime]]:
+    """(probe rows, window start, window end) of the run; empty rows when the run probed nothing.
+    The window starts when the probing stage started (manifest.json) and ends when the rows were saved."""
+    path = Path(run_dir) / PROBE_FILE if run_dir else None
+    if path is None or not path.is_file():
+        return pd.DataFrame(columns=["level", "check", "host", "port", "ok"]), None, None
+    data = json.loads(path.read_text())
+    end = datetime.fromisoformat(data["saved_at"])
+    start = None
+    manifest = Path(run_dir) / "manifest.json"
+    if manifest.is_file():
+        for st in json.loads(manifest.read_text()).get("stages", []):
+            if st.get("name") == data.get("stage") and st.get("start"):
+                start = datetime.fromisoformat(st["start"])
+    return pd.DataFrame(data.get("rows") or [], columns=None), start, end
+
+
+def _path_levels(site, level: str) -> list[str]:
+    """Proxy levels a connection from `level` to its DNS answer crosses: the parent's proxy, then upward."""
+    out, cur = [], site.parent(level)
+    while cur is not None and cur.proxy:
+        out.append(cur.name)
+        cur = site.parent(cur)
+    return out
+
+
+def expected_counts(rows: pd.DataFrame, site) -> pd.DataFrame:
+    """Per proxy level: the allowed and refused connections the probe rows imply."""
+    levels = [lv.name for lv in reversed(site.chain) if lv.proxy]
+    allowed = dict.fromkeys(levels, 0)
+    refused = dict.fromkeys(levels, 0)
+    for r in rows.to_dict(orient="records") if len(rows) else []:
+        if r.get("check") == "tls":
+            for name in _path_levels(site, r["level"]):
+                allowed[name] += 1
+        elif r.get("check") == "refused":
+            parent = site.parent(r["level"])
+            if parent is not None and parent.proxy:
+                refused[parent.name] += 1
+    return pd.DataFrame({"level": levels, "expected_allowed": [allowed[l] for l in levels],
+                         "expected_refused": [refused[l] for l in levels]})
+
+
+def probe_names(rows: pd.DataFrame) -> set[str]:
+    """Server names the probes used ("" for the checks without SNI and the non-TLS bytes)."""
+    names = set()
+    for h in rows.get("host", []):
+        h = str(h)
+        names.add("" if h.startswith("(") or not h else h.lower())
+    return names
+
+
+def compare_with_probes(df: pd.DataFrame, rows: pd.DataFrame, site, start: Optional[datetime] = None,
+                        end: Optional[datetime] = None, only_probe_names: Optional[bool] = None) -> pd.DataFrame:
+    """Expected (from the probe rows) vs audited (connections logged between start and end) per proxy level.
+    `only_probe_names` (default: on a kube site, where real workloads share the proxies) counts only
+    connections whose name a probe used."""
+    exp = expected_counts(rows, site)
+    sel = np.ones(len(df), dtype=bool)
+    t = ms_ints(df["time"]) if len(df) else np.array([], dtype=np.int64)
+    if start is not None:
+        sel &= t >= int((start - SLACK).timestamp() * 1000)
+    if end is not None:
+        sel &= t <= int((end + SLACK).timestamp() * 1000)
+    if only_probe_names is None:
+        only_probe_names = site.target == "kube"
+    if only_probe_names and len(df):
+        sel &= np.asarray(df["sni"].astype(str).str.lower().isin(probe_names(rows)))
+    w = df[sel]
+    lv = w["level"].astype(str)
+    v = w["verdict"].astype(str)
+    def count(mask):
+        return lv[mask].value_counts()
+    exp["audit_allowed"] = exp["level"].map(count(v == "allowed")).fillna(0).astype("int64")
+    exp["audit_refused"] = exp["level"].map(count(v.isin(["refused-name", "refused-source"]))).fillna(0).astype("int64")
+    exp["audit_upstream_failure"] = exp["level"].map(count(v == "upstream-failure")).fillna(0).astype("int64")
+    exp["match"] = (exp["expected_allowed"] == exp["audit_allowed"]) & (exp["expected_refused"] == exp["audit_refused"]) \
+        & (exp["audit_upstream_failure"] == 0)
+    return exp[COMPARE_COLUMNS]
+
+
+def require_match(table: pd.DataFrame, rows: Optional[pd.DataFrame] = None) -> str:
+    """Raise when any level's counts differ from what the probes imply; else say what matched."""
+    if rows is not None and len(rows) == 0:
+        return "no probe rows in this run (the infrastructure stage did not probe): comparison skipped"
+    bad = table[~table["match"]]
+    if len(bad):
+        parts = [f"{r.level}: allowed {r.audit_allowed} logged vs {r.expected_allowed} probed, refused "
+                 f"{r.audit_refused} vs {r.expected_refused}, upstream failures {r.audit_upstream_failure}"
+                 for r in bad.itertuples()]
+        raise RuntimeError("the audit does not match the probe matrix: " + "; ".join(parts)
+                           + ". Look for connections that are not probes in the window, or probes the proxies "
+                             "did not log (is the access log flushed?).")
+    total = int(table["expected_allowed"].sum() + table["expected_refused"].sum())
+    return f"the audit matches the probe matrix exactly on {len(table)} level(s) ({total} connections)"
