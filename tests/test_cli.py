@@ -74,3 +74,13 @@ def test_lab_up_refuses_a_real_site():
     proc = _run("lab", "up", "--site", "params/site-example.yaml")
     assert proc.returncode == 2 and "target: 'kube'" in proc.stderr and "set target: lab" in proc.stderr
     assert "ln-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_firewall_prints_the_ip_allow_list():
+    proc = _run("firewall", "--site", LAB)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() [:4] == ["level", "from", "to", "protocol"]
+    assert any("192.168.102.0/24 (level2 network)" in l and "192.168.103.10 (level3 node)" in l and "443, 8084, 9093" in l
+               for l in lines)
+    assert any("192.168.103.10 (level3 node)" in l and "192.168.104.10 (level4 node)" in l for l in lines)

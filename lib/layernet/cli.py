@@ -38,6 +38,16 @@ def cmd_allowlist(args) -> int:
     return EXIT_OK
 
 
+def cmd_firewall(args) -> int:
+    from layernet.allowlist import effective_allowlist
+    from layernet.render import firewall_rows
+    from layernet.table import print_table
+
+    site = _load(args)
+    print_table(firewall_rows(site, effective_allowlist(site)), ["level", "from", "to", "protocol", "ports", "purpose"])
+    return EXIT_OK
+
+
 def cmd_render(args) -> int:
     from layernet.allowlist import effective_allowlist
     from layernet.render import render_site, write_artifacts
@@ -107,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("allowlist", help="print the site's effective allow list")
     _site_args(p)
     p.set_defaults(func=cmd_allowlist)
+
+    p = sub.add_parser("firewall", help="print the IP allow list the routers between the levels must implement")
+    _site_args(p)
+    p.set_defaults(func=cmd_firewall)
 
     p = sub.add_parser("render", help="write every level's Envoy, DNS, manifests and firewall artifacts")
     _site_args(p)

@@ -123,3 +123,11 @@ def require_all_passed(df: pd.DataFrame, dry_run: bool) -> str:
         raise RuntimeError(f"{len(bad)} of {len(df)} probes failed; first: {first['level']} {first['check']} "
                            f"{first['host']}:{first['port']} observed {first['observed']!r} - {first['hint']}")
     return f"all {len(df)} probes passed"
+
+
+def ip_allow_list(site: Site) -> pd.DataFrame:
+    """The IP allow list the plant's routers and firewalls must implement (the same rules nftables enforces)."""
+    from layernet.render import firewall_rows
+
+    return pd.DataFrame(firewall_rows(site, effective_allowlist(site)),
+                        columns=["level", "from", "to", "protocol", "ports", "purpose"])

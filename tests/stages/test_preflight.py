@@ -88,3 +88,4 @@ def test_allowlist_table(site):
     df = preflight.allowlist_table(site)
     assert list(df.columns) == ["host", "ports", "group", "purpose"]
     assert "management.azure.com" in set(df["host"]) and "eastus.obo.arc.azure.com" in set(df["host"])
+
