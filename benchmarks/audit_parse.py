@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    parsed = parse_logs({"mixed": path.read_bytes()}, allowlist)
+    parsed = parse_logs({"mixed": path}, allowlist)   # read piece by piece
     t_parse = time.perf_counter() - t0
     res = findings.all_findings(parsed.connections, site, allowlist)
     t_total = time.perf_counter() - t0

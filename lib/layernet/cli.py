@@ -96,6 +96,17 @@ def cmd_run(args) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def cmd_audit(args) -> int:
+    from layernet.audit.cli import run_audit_cli
+    from layernet.audit.collect import AuditInputError
+
+    try:
+        return run_audit_cli(args.logdir, site=_load(args) if args.site else None, since=args.since, out=args.out)
+    except AuditInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="layernet", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -137,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="run the probe matrix against the site's target and print the table")
     _site_args(p)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("audit", help="audit a folder of saved proxy logs (<level>.log or <level>/envoy-access.log)")
+    p.add_argument("logdir", help="folder with one access log per proxy level")
+    p.add_argument("--site", help="site file: adds allow-list entries, paths and anomalies to the audit")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--since", default="", help="ISO 8601 time or a duration back from now (2h, 1d)")
+    p.add_argument("--out", help="write connections.csv and connections.parquet under OUT/audit/")
+    p.set_defaults(func=cmd_audit)
     return ap
 
 

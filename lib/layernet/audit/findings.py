@@ -104,10 +104,8 @@ def coverage(df: pd.DataFrame, allowlist) -> pd.DataFrame:
     rsc = rs.groupby("entry", observed=True).size()
     base["connections"] = base["host"].map(conn).fillna(0).astype("int64")
     base["refused_source"] = base["host"].map(rsc).fillna(0).astype("int64")
-    base["levels"] = base["host"].map(levels).fillna("")
-    base["last_used"] = base["host"].map(last)
-    if not isinstance(base["last_used"].dtype, pd.DatetimeTZDtype):
-        base["last_used"] = pd.to_datetime(base["last_used"], utc=True).astype("datetime64[ms, UTC]")
+    base["levels"] = [levels.get(h, "") for h in base["host"]]
+    base["last_used"] = pd.Series([last.get(h, pd.NaT) for h in base["host"]], dtype="datetime64[ms, UTC]")
     base["used"] = base["connections"] > 0
     return base.sort_values(["used", "connections", "host"], ascending=[True, False, True], ignore_index=True)[COVERAGE_COLUMNS]
 
@@ -200,19 +198,19 @@ def _link(df: pd.DataFrame, inner: np.ndarray, outer: np.ndarray, window_ms: int
         return res
     t = _ms(df)
     key = df["sni"].cat.codes.to_numpy().astype(np.int64) * 65536 + df["listener_port"].to_numpy(np.int64)
-    left = pd.DataFrame({"t": t[inner[todo]], "k": key[inner[todo]], "i": todo}).sort_values("t", kind="stable")
-    right = pd.DataFrame({"tj": t[outer], "k": key[outer], "j": outer}).sort_values("tj", kind="stable")
-    for _ in range(8):
-        if left.empty or right.empty:
-            break
-        m = pd.merge_asof(left, right, left_on="t", right_on="tj", by="k", direction="forward",
-                          tolerance=window_ms).dropna(subset=["j"])
-        if m.empty:
-            break
-        m = m.sort_values(["tj", "t"], kind="stable").drop_duplicates("j", keep="first")
-        res[m["i"].to_numpy()] = m["j"].to_numpy().astype(np.int64)
-        left = left[~left["i"].isin(m["i"])]
-        right = right[~right["j"].isin(m["j"])]
+    lo = np.lexsort((t[inner[todo]], key[inner[todo]]))
+    ro = np.lexsort((t[outer], key[outer]))
+    lk, lt, li = key[inner[todo]][lo].tolist(), t[inner[todo]][lo].tolist(), todo[lo].tolist()
+    rk, rt, rj = key[outer][ro].tolist(), t[outer][ro].tolist(), outer[ro].tolist()
+    # first come, first served: each inner connection takes the earliest unused upper connection with the same
+    # key that starts no earlier than it and within the window (optimal for equal-width windows)
+    j, nr = 0, len(rk)
+    for k, tt, i in zip(lk, lt, li):
+        while j < nr and (rk[j] < k or (rk[j] == k and rt[j] < tt)):
+            j += 1
+        if j < nr and rk[j] == k and rt[j] - tt <= window_ms:
+            res[i] = rj[j]
+            j += 1
     return res
 
 

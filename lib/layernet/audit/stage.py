@@ -119,3 +119,7 @@ def require(cmp: pd.DataFrame) -> str:
     if not cmp.attrs.get("probe_rows"):
         return "no probe rows in this run (the infrastructure stage did not probe): comparison skipped"
     return compare.require_match(cmp)
+
+
+def hop_latency(p: pd.DataFrame) -> pd.DataFrame:
+    return findings.hop_latency(p)
