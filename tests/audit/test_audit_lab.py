@@ -1,0 +1,59 @@
+"""On the namespace lab: run the probe matrix, then audit the real Envoy logs; the counts must match exactly.
+Root only; the lab (prefix `au`) is always taken down afterwards."""
+import time
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+PREFIX = "au"
+
+
+@pytest.fixture(scope="module")
+def lab_site():
+    from layernet.site import load_site
+
+    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"])
+
+
+@pytest.fixture(scope="module")
+def lab(lab_site):
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "unbound", "curl")):
+        pytest.skip("the lab needs root, iproute2, nftables, unbound and curl")
+    from layernet.lab import commands
+    from layernet.targets.lab import LabTarget
+
+    target = LabTarget(lab_site)
+    try:
+        commands.down(lab_site)
+        target.apply(commands.render_lab(lab_site))
+        yield target
+    finally:
+        commands.down(lab_site)
+
+
+def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path):
+    from layernet.audit import compare, findings, stage
+    from layernet.probe_run import COLUMNS, run_matrix
+
+    start = datetime.now(timezone.utc)
+    rows = pd.DataFrame(run_matrix(lab_site, target=lab, verbose=False), columns=COLUMNS)
+    assert rows["ok"].all(), rows[~rows["ok"]].to_string()
+    compare.save_probe_rows(tmp_path, rows)
+    time.sleep(1.0)                          # the lab's Envoys flush their access log every 200 ms
+    a = stage.load(lab_site, since=start.isoformat(), target=lab)
+    assert a.parsed.malformed.empty
+    table = compare.compare_with_probes(a.connections, rows, lab_site, start, datetime.now(timezone.utc))
+    assert table["match"].all(), table.to_string()
+    assert table["expected_allowed"].sum() > 0 and table["expected_refused"].sum() > 0
+    # every allowed connection at level3 continued to level4
+    p = findings.paths(a.connections, lab_site)
+    from_l3 = p[(p["origin_level"] == "level3") & (p["verdict"] == "allowed")]
+    assert len(from_l3) and (from_l3["path"] == "level3 > level4").all()
+    assert not findings.anomalies(a.connections, lab_site, a.allowlist).query("kind == 'unexpected-source'").shape[0]
