@@ -17,27 +17,34 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------------------------- matching
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+MAX_SNI_BYTES = 255   # longer server names make Envoy's TLS library reject the whole ClientHello
+
+
 def host_matches(pattern: str, name: Optional[str]) -> bool:
     """Does server name `name` match allow-list host `pattern`, as Envoy's filter-chain `server_names` does?
 
-    - exact names match themselves, case-insensitively;
-    - ``*.example.com`` matches any name with one or more labels below ``example.com`` and never
-      ``example.com`` itself (Envoy tries the name, then ``*.`` + each shorter suffix);
+    - exact names match themselves, case-insensitively (ASCII letters only: Envoy folds A-Z and nothing
+      else, so a KELVIN SIGN is no "k");
+    - ``*.example.com`` matches any name that ends with ``.example.com`` and never ``example.com`` itself;
+      only the suffix is compared, so the part left of it may be anything, even empty or a single dot
+      (``.example.com`` and ``..example.com`` match: Envoy keeps a wildcard as its ``.example.com`` key);
     - a name with a trailing dot is a different name (Envoy does not strip it), so it matches nothing
       that is written without one; an empty or missing name matches nothing;
-    - like Envoy, only the suffix is compared: the part left of it may be anything non-empty, even a
-      single dot (``..example.com`` matches ``*.example.com``, as Envoy's suffix lookup does).
+    - a name Envoy never sees matches nothing: longer than 255 bytes or holding a NUL byte, the ClientHello
+      is rejected before any filter chain is chosen.
+    The lab's differential test (tests/harden) checks these rules against the real Envoy.
     """
     if not name or not pattern:
         return False
-    name = name.lower()
-    pattern = pattern.lower()
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_SNI_BYTES or b"\x00" in raw:
+        return False
+    name = name.translate(_ASCII_LOWER)
+    pattern = pattern.translate(_ASCII_LOWER)
     if not pattern.startswith("*."):
         return name == pattern
-    suffix = pattern[1:]  # ".example.com"
-    if not name.endswith(suffix):
-        return False
-    return len(name) > len(suffix)
+    return name.endswith(pattern[1:])
 
 
 def is_wildcard(host: str) -> bool:
