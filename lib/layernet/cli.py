@@ -83,6 +83,12 @@ def cmd_probe(args) -> int:
     return run_matrix_cli(_load(args))
 
 
+def cmd_harden(args) -> int:
+    from layernet.harden.report import cli
+
+    return cli(_load(args), args.out)
+
+
 def cmd_run(args) -> int:
     from layernet.runner import RunnerInputError, run_runbook
 
@@ -156,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="", help="ISO 8601 time or a duration back from now (2h, 1d)")
     p.add_argument("--out", help="write connections.csv and connections.parquet under OUT/audit/")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("harden", help="hardening evidence on a running lab: name differential, sources, isolation, DNS")
+    _site_args(p)
+    p.add_argument("--out", help="also write each table as CSV into this folder")
+    p.set_defaults(func=cmd_harden)
     return ap
 
 
