@@ -1,0 +1,41 @@
+"""Two labs side by side (prefixes h3 and h4, different address plans): both work, neither disturbs the other,
+and a third lab that reuses an address plan already routed by the jump box is refused before it changes anything."""
+from __future__ import annotations
+
+import pytest
+
+from layernet.lab import LabError, commands, netns
+from layernet.probe_run import run_matrix
+
+from conftest import make_site, running_lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _jump_routes(site) -> set[str]:
+    jump = netns.topology(site).jump_if
+    return {r["dst"] for r in netns.root_routes() if r.get("dev") == jump}
+
+
+def test_two_labs_side_by_side():
+    a, b = make_site("h3", "10.83.0.0/16"), make_site("h4", "10.84.0.0/16")
+    with running_lab(a) as ta:
+        with running_lab(b) as tb:
+            for site, target in ((a, ta), (b, tb)):
+                assert all(r["ok"] for r in commands.status(site))
+                rows = run_matrix(site, target=target, verbose=False)
+                assert rows and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:3]
+            assert _jump_routes(a) and _jump_routes(b) and not (_jump_routes(a) & _jump_routes(b))
+            # the same address plan as a running lab: refused up front, the running lab untouched
+            clash = make_site("h5", "10.84.0.0/16")
+            with pytest.raises(LabError, match="another lab"):
+                commands.up(clash)
+            assert not netns.our_namespaces("h5")
+            assert all(r["ok"] for r in commands.status(b))
+            routes_b = _jump_routes(b)
+        # b is down: a still works, its routes are intact
+        assert _jump_routes(b) == set() and not netns.our_namespaces("h4")
+        assert all(r["ok"] for r in commands.status(a))
+        rows = run_matrix(a, target=ta, verbose=False)
+        assert all(r["ok"] for r in rows)
+    assert routes_b
