@@ -66,7 +66,9 @@ def diff_html(changes: list[Change]) -> str:
     return "\n".join(parts) or "<p><b>No changes:</b> every object already matches the desired state.</p>"
 
 
-def probe(site: Site, tgt: Target, dry_run: bool) -> pd.DataFrame:
+def probe(site: Site, tgt: Target, dry_run: bool, run_dir: str = "", stage: str = "infrastructure") -> pd.DataFrame:
+    """Run the probe matrix; the rows are saved in the run folder so the audit stage can compare its counts."""
+    from layernet.audit.compare import save_probe_rows
     from layernet.probe_run import COLUMNS, run_matrix
 
     if dry_run:
@@ -75,6 +77,8 @@ def probe(site: Site, tgt: Target, dry_run: bool) -> pd.DataFrame:
     step("running the probe matrix on every level")
     rows = run_matrix(site, target=tgt)
     df = pd.DataFrame(rows, columns=COLUMNS)
+    if run_dir:
+        save_probe_rows(run_dir, df, stage)
     step(f"probes: {int(df['ok'].sum())} passed, {int((~df['ok'].astype(bool)).sum())} failed")
     return df
 

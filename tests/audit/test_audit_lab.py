@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from audit_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 PREFIX = "au"

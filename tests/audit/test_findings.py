@@ -3,7 +3,7 @@ import pandas as pd
 
 from layernet.audit import findings
 from layernet.audit.parse import parse_logs
-from conftest import rec, refused_name, refused_source
+from audit_helpers import rec, refused_name, refused_source
 
 T = "2025-03-01T08:00:{:06.3f}Z".format
 L3 = "192.168.103.10"

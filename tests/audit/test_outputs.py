@@ -8,7 +8,7 @@ import pytest
 
 from layernet.audit import charts, collect, compare, export, stage
 from layernet.audit.parse import parse_logs
-from conftest import ROOT, rec, refused_name, refused_source
+from audit_helpers import ROOT, rec, refused_name, refused_source
 from test_findings import L3, T, small_log
 
 

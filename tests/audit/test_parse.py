@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from layernet.audit import parse
 from layernet.audit.parse import COLUMNS, VERDICTS, parse_logs, verdict_of
-from conftest import rec, refused_name, refused_source
+from audit_helpers import rec, refused_name, refused_source
 
 
 def test_each_verdict_and_missing_values(allowlist):

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from conftest import free_port, stop, wait_until
+from render_helpers import free_port, stop, wait_until
 from dnsclient import query
 from layernet.render.dns import (COREDNS_EXTERNAL_PORT, COREDNS_SERVER_KEY, dns_plan, name_regexes,
                                  render_coredns, render_unbound, rpz_records)

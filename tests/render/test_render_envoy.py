@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ENVOY, free_port, stop, wait_until
+from render_helpers import ENVOY, free_port, stop, wait_until
 from layernet.render import render_site
 from layernet.render.envoy import (ACCESS_LOG_FORMAT, ENVOY_ARGS, envoy_config, render_envoy, source_ranges)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN
+from render_helpers import GOLDEN
 from layernet.render import Artifact, render_site, write_artifacts
 
 UPDATE = os.environ.get("LAYERNET_UPDATE_GOLDEN") == "1"

@@ -49,6 +49,7 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "filter_chain": "%FILTER_CHAIN_NAME%",
     "upstream_host": "%UPSTREAM_HOST%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_local": "%UPSTREAM_LOCAL_ADDRESS%",  # the proxy's own address towards the next hop: exact path joins
     "bytes_in": "%BYTES_RECEIVED%",
     "bytes_out": "%BYTES_SENT%",
     "duration_ms": "%DURATION%",
