@@ -10,7 +10,7 @@ import pytest
 from layernet.harden import checks
 from layernet.lab import netns
 
-from conftest import ROOT, make_site, running_lab, site_args
+from harden_helpers import ROOT, make_site, running_lab, site_args
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 PREFIX, BASE = "h1", "10.81.0.0/16"

@@ -18,7 +18,7 @@ from layernet.lab import commands, netns, procs
 from layernet.matrix import build_matrix
 from layernet.probe_run import lab_probe_inputs
 
-from conftest import ROOT, make_site, running_lab, site_args
+from harden_helpers import ROOT, make_site, running_lab, site_args
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 PREFIX, BASE = "h2", "10.82.0.0/16"

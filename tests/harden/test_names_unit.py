@@ -10,7 +10,7 @@ from layernet.harden.names import corpus
 from layernet.harden.wire import client_hello
 from layernet.site import load_site
 
-from conftest import LAB_SITE
+from harden_helpers import LAB_SITE
 
 
 def _al():

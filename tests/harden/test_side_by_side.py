@@ -7,7 +7,7 @@ import pytest
 from layernet.lab import LabError, commands, netns
 from layernet.probe_run import run_matrix
 
-from conftest import make_site, running_lab
+from harden_helpers import make_site, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

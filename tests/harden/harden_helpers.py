@@ -1,5 +1,6 @@
-"""Labs for the hardening tests. Each module builds its own lab with its own prefix AND its own address plan
-(a shifted copy of params/lab.yaml), so it never clashes with a lab built from the unchanged site file, and
+"""Helpers for the hardening tests (a module name of its own: every test folder has a conftest).
+
+Each module builds its own lab with its own prefix AND its own address plan (a shifted copy of params/lab.yaml), so it never clashes with a lab built from the unchanged site file, and
 ALWAYS takes it down, also when a test fails."""
 from __future__ import annotations
 
