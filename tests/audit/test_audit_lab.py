@@ -21,21 +21,13 @@ def lab_site():
 
 @pytest.fixture(scope="module")
 def lab(lab_site):
-    import os
-    import shutil
-
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "unbound", "curl")):
-        pytest.skip("the lab needs root, iproute2, nftables, unbound and curl")
     from layernet.lab import commands
-    from layernet.targets.lab import LabTarget
 
-    target = LabTarget(lab_site)
-    try:
-        commands.down(lab_site)
-        target.apply(commands.render_lab(lab_site))
+    why = commands.missing_requirements()
+    if why:
+        pytest.skip(why)
+    with commands.running(lab_site) as target:
         yield target
-    finally:
-        commands.down(lab_site)
 
 
 def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path):

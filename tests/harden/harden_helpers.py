@@ -4,8 +4,6 @@ Each module builds its own lab with its own prefix AND its own address plan (a s
 ALWAYS takes it down, also when a test fails."""
 from __future__ import annotations
 
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,15 +13,6 @@ from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_SITE = ROOT / "params" / "lab.yaml"
-
-
-def missing_requirements() -> str:
-    if os.geteuid() != 0:
-        return "the lab needs root (network namespaces, nftables); run the tests as root, as CI does"
-    for tool in ("ip", "nft", "unbound", "curl"):
-        if not shutil.which(tool):
-            return f"{tool} is not installed (apt-get install iproute2 nftables unbound curl)"
-    return ""
 
 
 def site_args(prefix: str, base: str) -> list[str]:
@@ -39,18 +28,12 @@ def make_site(prefix: str, base: str):
 
 @contextmanager
 def running_lab(site):
-    """The lab of `site`, up through the lab target's first apply; always down afterwards, with nothing left."""
-    why = missing_requirements()
+    """The lab of `site` (see layernet.lab.commands.running), skipped where the lab cannot run; nothing left after."""
+    from layernet.lab import commands
+
+    why = commands.missing_requirements()
     if why:
         pytest.skip(why)
-    from layernet.lab import commands
-    from layernet.targets.lab import LabTarget
-
-    target = LabTarget(site)
-    try:
-        commands.down(site)
-        target.apply(commands.render_lab(site))
+    with commands.running(site) as target:
         yield target
-    finally:
-        commands.down(site)
     assert commands.leftovers(site) == []

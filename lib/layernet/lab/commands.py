@@ -421,6 +421,37 @@ def leftovers(site) -> list[str]:
     return out
 
 
+REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "unbound": "unbound", "curl": "curl"}
+
+
+def missing_requirements() -> str:
+    """Why the lab cannot run on this machine ("" when it can)."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, nftables); run as root, as CI does"
+    missing = [pkg for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
+    if missing:
+        return f"missing Debian packages: apt-get install -y {' '.join(missing)}"
+    return ""
+
+
+@contextmanager
+def running(site):
+    """The lab of `site`, built fresh through the lab target's first apply, and ALWAYS taken down afterwards
+    (also when the body raises). Yields the LabTarget."""
+    from layernet.targets.lab import LabTarget
+
+    why = missing_requirements()
+    if why:
+        raise LabError(why)
+    target = LabTarget(site)
+    try:
+        down(site)
+        target.apply(render_lab(site))
+        yield target
+    finally:
+        down(site)
+
+
 # ----------------------------------------------------------------------------------------------- status
 def status(site) -> list[dict]:
     """One row per namespace: processes, health, firewall. `ok` is False when anything is missing."""
