@@ -16,28 +16,15 @@ import socket
 import ssl
 import sys
 import threading
+from pathlib import Path
+
+from layernet.render.dns import unbound_server_basics
 
 
 def dns_config(listen_ip: str, answer_ip: str, workdir: str) -> str:
     """unbound configuration for the cloud namespace: every name (A) answers `answer_ip`; AAAA gets an empty
     NOERROR answer (a `redirect` zone holding only an A record)."""
-    return "\n".join([
-        "server:",
-        f"  interface: {listen_ip}",
-        "  port: 53",
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        "  do-daemonize: no",
-        '  username: ""',
-        '  chroot: ""',
-        f'  directory: "{workdir}"',
-        f'  pidfile: "{workdir}/unbound.pid"',
-        "  use-syslog: no",
-        f'  logfile: "{workdir}/unbound.log"',
-        "  verbosity: 1",
-        "  log-queries: yes",
+    return "\n".join(["server:"] + unbound_server_basics([listen_ip], 53, Path(workdir)) + [
         "  num-threads: 1",
         "  so-reuseport: no",
         "  outgoing-range: 64",

@@ -130,6 +130,28 @@ def rpz_records(plan: DnsPlan) -> list[str]:
     return out
 
 
+def unbound_server_basics(interfaces: list[str], port: int, workdir: Path) -> list[str]:
+    """The `server:` lines every unbound of layernet shares: IPv4 only, foreground, no chroot or user change,
+    logs and query log in `workdir` (unbound runs under the lab's supervisor or a service manager)."""
+    return [f"  interface: {i}" for i in interfaces] + [
+        f"  port: {port}",
+        "  interface-automatic: no",
+        "  do-ip4: yes",
+        "  do-ip6: no",
+        "  do-udp: yes",
+        "  do-tcp: yes",
+        "  do-daemonize: no",
+        '  username: ""',
+        '  chroot: ""',
+        '  pidfile: ""',
+        f'  directory: "{workdir}"',
+        f'  logfile: "{Path(workdir) / "unbound.log"}"',
+        "  use-syslog: no",
+        "  verbosity: 1",
+        "  log-queries: yes",
+    ]
+
+
 def render_unbound(site, allowlist, level, *, state_dir: Optional[Path] = None,
                    interfaces: Optional[list[str]] = None, port: int = 53,
                    upstream_port: int = 53) -> tuple[str, str]:
@@ -158,23 +180,8 @@ def render_unbound(site, allowlist, level, *, state_dir: Optional[Path] = None,
         "# Run in the foreground: unbound -d -c unbound.conf",
         "server:",
     ]
-    L += [f"  interface: {i}" for i in ifaces]
+    L += unbound_server_basics(ifaces, port, base)
     L += [
-        f"  port: {port}",
-        "  interface-automatic: no",
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        "  do-daemonize: no",
-        '  username: ""',
-        '  chroot: ""',
-        '  pidfile: ""',
-        f'  directory: "{base}"',
-        f'  logfile: "{base / "unbound.log"}"',
-        "  use-syslog: no",
-        "  verbosity: 1",
-        "  log-queries: yes",
         "  log-replies: yes",
         "  log-local-actions: yes",
         "  log-servfail: yes",
