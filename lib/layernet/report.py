@@ -113,10 +113,22 @@ def write_index(run_dir: Path, manifest: dict[str, Any]) -> Path:
     rows += [(f"{k} version", v) for k, v in manifest.get("versions", {}).items()]
     for k, v in rows:
         parts.append(f"<dt>{esc(str(k))}</dt><dd><code>{esc(str(v))}</code></dd>")
-    parts.append("</dl><p class='sub'>manifest: <a href='manifest.json'>manifest.json</a></p></body></html>")
+    parts.append("</dl><h2>Files</h2><table><tr><th>file</th><th>size</th></tr>")
+    for f in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != "index.html"):
+        rel = f.relative_to(run_dir).as_posix()
+        parts.append(f"<tr><td><a href='{esc(rel)}'>{esc(rel)}</a></td><td>{_size(f.stat().st_size)}</td></tr>")
+    parts.append("</table></body></html>")
     path = run_dir / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def write_json(path: Path, data: Any) -> None:

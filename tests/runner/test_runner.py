@@ -87,7 +87,10 @@ def test_success_writes_notebooks_reports_manifest_and_index(book: Path, tmp_pat
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "site_path" in injected[0].source and "192.168.104.10" not in injected[0].source
     index = (run_dir / "index.html").read_text()
-    assert index.count("<tr>") == 4 and "All 3 stage(s) passed" in index and "00-one.html" in index
+    stage_rows = index.split("<h2>Files</h2>")[0]
+    assert stage_rows.count("<tr>") == 4 and "All 3 stage(s) passed" in index and "00-one.html" in index
+    files = index.split("<h2>Files</h2>")[1]
+    assert "href='manifest.json'" in files and "href='results/one.json'" in files and "href='02-three.ipynb'" in files
     # the override reached the notebook (westeurope is valid, so the site loaded with it)
     assert "stage one sees lab" in (run_dir / "00-one.html").read_text()
 
