@@ -68,7 +68,8 @@ def test_envoy_killed_mid_load_is_shown_named_and_repaired(lab, site):
     assert bad and {r["check"] for r in bad} <= {"tls", "refused"} and any(r["check"] == "tls" for r in bad)
     assert all("level4" in r["hint"] and str(site.level("level4").node_ip) in r["hint"] for r in bad), bad[0]
     # re-applying the infrastructure notices the dead process and repairs the lab
-    lab.apply(commands.render_lab(site))
+    changes = lab.apply(commands.render_lab(site))
+    assert [(c.level, c.action) for c in changes if c.action != "unchanged"] == [("lab", "repair")]
     assert all(r["ok"] for r in commands.status(site))
     assert commands.load_procs(site)["level4/envoy"].pid != victim.pid
     assert all(r["ok"] for r in lab.probe("level3", matrix["level3"]))

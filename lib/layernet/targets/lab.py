@@ -83,8 +83,14 @@ class LabTarget(Target):
     def apply(self, artifacts: list) -> list[Change]:
         site = self.site
         if not commands.lab_is_up(site):
-            changes = self._plan(artifacts, up=False)
+            # namespaces still there but a process died (or was killed): the configs on disk are what ran, so
+            # the plan compares against them and the repair is reported as a change of its own
+            partial = bool(netns.our_namespaces(netns.topology(site).prefix))
+            changes = self._plan(artifacts, up=partial)
             commands.up(site, artifacts=artifacts)
+            if partial:
+                changes.append(Change("lab", "processes", "repair",
+                                      "the lab was partly down (a process had stopped); rebuilt it from the configs above\n"))
             return changes
         with commands.lab_lock(site):
             changes = self._plan(artifacts, up=True)
