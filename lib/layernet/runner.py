@@ -242,7 +242,8 @@ def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overri
     try:
         pm.execute_notebook(str(st.notebook), str(out_nb), parameters=params, cwd=str(st.notebook.parent),
                             kernel_name="python3", progress_bar=False, log_output=True,
-                            execution_timeout=st.timeout, report_mode=False)
+                            execution_timeout=st.timeout, report_mode=False,
+                            kernel_manager_class="layernet.runner.LocalKernelManager")
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error; others too
         error = _summarise_error(exc)
     finally:
@@ -262,6 +263,16 @@ def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overri
     entry["error"] = error
     progress(f"[{i + 1}/{total}] {st.name}: {entry['status']} in {dur:.1f} s" + (f" - {error.splitlines()[0]}" if error else ""))
     return error is None
+
+
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+
+
+class LocalKernelManager(AsyncKernelManager):
+    """Kernels talk to the runner over Unix sockets (IPC), not loopback TCP: no port is opened, and nothing
+    another local user could connect to or read."""
+
+    transport = "ipc"
 
 
 class _StreamToProgress(logging.Handler):

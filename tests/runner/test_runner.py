@@ -63,6 +63,8 @@ def test_success_writes_notebooks_reports_manifest_and_index(book: Path, tmp_pat
     out = tmp_path / "runs"
     proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(out), "-p", "azure.location=westeurope")
     assert proc.returncode == 0, proc.stderr
+    assert "without encryption" not in proc.stderr  # kernels run over Unix sockets, not loopback TCP
+    assert not list(REPO.glob("**/kernel-*-ipc-*"))  # and their socket files are cleaned up
     run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
     assert run_dir.parent == out and run_dir.name.endswith(run_dir.name[-6:]) and "-testbook-" in run_dir.name
     for stem in ("00-one", "01-two", "02-three"):
