@@ -94,11 +94,12 @@ def kube_contexts(site: Site) -> list[dict]:
         contexts, _ = config.list_kube_config_contexts()
         names = {c["name"] for c in contexts}
     except Exception as exc:  # no kubeconfig at all is a finding, not a crash
-        names, err = set(), str(exc).splitlines()[0]
+        names, err = set(), f"no usable kubeconfig ($KUBECONFIG or ~/.kube/config: {str(exc).splitlines()[0]}); "
     else:
         err = ""
     return [{"tool": f"kube context {lv.kube_context}", "needed_for": lv.name, "found": lv.kube_context in names,
-             "version": "", "fix": err or f"add context {lv.kube_context} to your kubeconfig"} for lv in site.levels]
+             "version": "", "fix": f"{err}add context {lv.kube_context} for {lv.name}'s cluster to your kubeconfig"}
+            for lv in site.levels]
 
 
 def allowlist_table(site: Site) -> pd.DataFrame:

@@ -89,3 +89,11 @@ def test_allowlist_table(site):
     assert list(df.columns) == ["host", "ports", "group", "purpose"]
     assert "management.azure.com" in set(df["host"]) and "eastus.obo.arc.azure.com" in set(df["host"])
 
+
+
+def test_kube_site_without_kubeconfig_says_what_to_do(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    example = load_site(REPO / "params" / "site-example.yaml")
+    df = preflight.tools(example)
+    with pytest.raises(RuntimeError, match=r"kube context level3: no usable kubeconfig .*add context level3 for level3's cluster"):
+        preflight.require_tools(df)
