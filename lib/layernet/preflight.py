@@ -91,7 +91,9 @@ def kube_contexts(site: Site) -> list[dict]:
     try:
         from kubernetes import config
 
-        contexts, _ = config.list_kube_config_contexts()
+        # read $KUBECONFIG now (the client library fixes its default when it is first imported)
+        path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        contexts, _ = config.list_kube_config_contexts(config_file=path)
         names = {c["name"] for c in contexts}
     except Exception as exc:  # no kubeconfig at all is a finding, not a crash
         names, err = set(), f"no usable kubeconfig ($KUBECONFIG or ~/.kube/config: {str(exc).splitlines()[0]}); "

@@ -14,6 +14,8 @@ plain REST calls on resource paths, so any kind the renderers emit works without
 """
 from __future__ import annotations
 
+import os
+
 import difflib
 import json
 import math
@@ -190,7 +192,8 @@ class KubeTarget(Target):
                 ctx = self.site.level(level).kube_context
                 if not ctx:
                     raise KubeError(f"level {level} has no kube_context in the site file")
-                self._clients[level] = k8s_config.new_client_from_config(context=ctx)
+                path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+                self._clients[level] = k8s_config.new_client_from_config(config_file=path, context=ctx)
         return Api(self._clients[level])
 
     def _levels(self, artifacts: list) -> list[str]:
