@@ -215,13 +215,22 @@ def test_each_level_uses_its_own_client(site):
             d.close()
 
 
-def test_client_from_kube_context(site, monkeypatch):
-    import kubernetes.config
-
-    seen = []
-    monkeypatch.setattr(kubernetes.config, "new_client_from_config", lambda context: seen.append(context) or object())
-    KubeTarget(site).api("level2")
-    assert seen == ["level2"]
+def test_client_from_kube_context(site, monkeypatch, tmp_path):
+    """Each level's client comes from its own context of the kubeconfig named by $KUBECONFIG at call time."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: level4\n"
+        "clusters:\n"
+        "- {name: c2, cluster: {server: 'https://127.0.0.1:16442'}}\n"
+        "- {name: c4, cluster: {server: 'https://127.0.0.1:16444'}}\n"
+        "users: [{name: u, user: {token: not-a-real-token}}]\n"
+        "contexts:\n"
+        "- {name: level2, context: {cluster: c2, user: u}}\n"
+        "- {name: level4, context: {cluster: c4, user: u}}\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    target = KubeTarget(site)
+    assert target.api("level2").client.configuration.host == "https://127.0.0.1:16442"
+    assert target.api("level4").client.configuration.host == "https://127.0.0.1:16444"
 
 
 # ----------------------------------------------------------------------------------------------- logs
