@@ -16,7 +16,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
                    help="override a site field before validation, e.g. -p azure.location=westeurope")
 
 
-def _load(args) -> "Site":  # noqa: F821
+def _load(args):
     return load_site(args.site, args.param)
 
 

@@ -3,31 +3,10 @@ import pandas as pd
 
 from layernet.audit import findings
 from layernet.audit.parse import parse_logs
-from audit_helpers import rec, refused_name, refused_source
-
-T = "2025-03-01T08:00:{:06.3f}Z".format
-L3 = "192.168.103.10"
-
+from audit_helpers import L3, T, rec, refused_name, small_log
 
 def table(lines, allowlist):
     return parse_logs({"mixed": lines}, allowlist).connections
-
-
-def small_log():
-    return [
-        rec(time=T(1), sni="management.azure.com", bytes_in=10, bytes_out=20),
-        rec(time=T(1.001), level="level4", source=f"{L3}:50000", sni="management.azure.com",
-            upstream_host="198.51.100.10:443", cluster="dynamic_forward_proxy", bytes_in=10, bytes_out=20),
-        rec(time=T(2), sni="mcr.microsoft.com", port=443, bytes_in=5, bytes_out=7),
-        rec(time=T(2.003), level="level4", source=f"{L3}:50001", sni="mcr.microsoft.com",
-            upstream_host="198.51.100.10:443", cluster="dynamic_forward_proxy", bytes_in=5, bytes_out=7),
-        refused_name(time=T(3), sni="evil.example", bytes_in=300),
-        refused_name(time=T(4), sni="evil.example", port=8084, bytes_in=300),
-        refused_name(time=T(5), sni="evil.example", source="192.168.102.11:1", bytes_in=300),
-        refused_source(time=T(6), sni="management.azure.com", bytes_in=517),
-        rec(time=T(7), level="level4", source="192.168.104.20:3000", sni="login.microsoftonline.com",
-            upstream_host=None, cluster="dynamic_forward_proxy", flags="UF", bytes_in=517, bytes_out=0),
-    ]
 
 
 def test_per_level(site, allowlist):

@@ -6,10 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layernet.audit import charts, collect, compare, export, stage
+from layernet.audit import charts, collect, compare, export
 from layernet.audit.parse import parse_logs
-from audit_helpers import ROOT, rec, refused_name, refused_source
-from test_findings import L3, T, small_log
+from audit_helpers import L3, ROOT, T, rec, refused_name, refused_source, small_log
 
 
 @pytest.fixture

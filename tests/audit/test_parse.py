@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from layernet.audit import parse
 from layernet.audit.parse import COLUMNS, VERDICTS, parse_logs, verdict_of

@@ -14,7 +14,7 @@ import pytest
 
 from layernet.allowlist import effective_allowlist
 from layernet.harden import load
-from layernet.lab import commands, netns, procs
+from layernet.lab import commands, netns
 from layernet.matrix import build_matrix
 from layernet.probe_run import lab_probe_inputs
 

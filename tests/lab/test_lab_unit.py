@@ -8,7 +8,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 from cryptography import x509

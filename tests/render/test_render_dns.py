@@ -7,7 +7,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 import yaml

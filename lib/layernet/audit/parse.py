@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from layernet.render.envoy import CHAIN_ALLOWED, CHAIN_REFUSED_SOURCE
+from layernet.render.envoy import CHAIN_REFUSED_SOURCE
 
 VERDICTS = ["allowed", "refused-name", "refused-source", "upstream-failure"]
 # Envoy response flags that mean the proxy accepted the connection but could not reach the upstream

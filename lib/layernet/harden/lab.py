@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Optional
 
 from layernet.lab import LabError, commands, netns

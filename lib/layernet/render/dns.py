@@ -258,7 +258,7 @@ def render_corefile(plan: DnsPlan) -> str:
         zones + " {",
         *body,
         "}",
-        f"# Every name, for clients outside the cluster (published as port 53 by the coredns-external Service):",
+        "# Every name, for clients outside the cluster (published as port 53 by the coredns-external Service):",
         f".:{COREDNS_EXTERNAL_PORT} {{",
         *body,
         "}",

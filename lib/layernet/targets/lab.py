@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from layernet.lab import LabError, commands, netns
