@@ -94,7 +94,8 @@ def cmd_run(args) -> int:
 
     try:
         result = run_runbook(args.runbook, site_path=args.site, overrides=args.param, dry_run=args.dry_run,
-                             resume=args.resume, out_dir=args.out, keep_lab=args.keep_lab)
+                             resume=args.resume, out_dir=args.out, keep_lab=args.keep_lab,
+                             stage_params=args.stage_param)
     except RunnerInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runbook", help="runbook name (deploy, audit) or path to a runbook YAML")
     p.add_argument("--site", required=False, help="site file, e.g. params/lab.yaml")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("-s", "--stage-param", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="set a parameter the runbook declares for a stage, e.g. -s audit.log_dir=/evidence/logs")
     p.add_argument("--dry-run", action="store_true", help="plan only: stages show what they would change")
     p.add_argument("--resume", metavar="RUN_DIR", help="re-run from the first stage that did not pass")
     p.add_argument("--out", metavar="DIR", help="parent folder of run folders (default: runs/)")

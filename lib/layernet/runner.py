@@ -126,11 +126,38 @@ def _check_overrides(overrides: list[str]) -> None:
                                    "or use the Azure credential chain")
 
 
+def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
+    """`STAGE.KEY=VALUE` overrides of stage parameters the runbook declares (e.g. audit.log_dir=/evidence/logs)."""
+    stages = {s.name: s for s in book.stages}
+    problems = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        stage, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            problems.append(f"-s {item}: expected STAGE.KEY=VALUE, e.g. -s audit.log_dir=/evidence/logs")
+        elif stage not in stages:
+            problems.append(f"-s {item}: runbook {book.name} has no stage {stage!r} (stages: {', '.join(stages)})")
+        elif param not in stages[stage].parameters:
+            known = ", ".join(stages[stage].parameters) or "none"
+            problems.append(f"-s {item}: stage {stage} has no parameter {param!r} (parameters: {known})")
+        elif SECRET_WORDS.search(param):
+            problems.append(f"-s {item}: secrets may not be passed as parameters")
+        else:
+            value = yaml.safe_load(text) if text.strip() else ""
+            st = stages[stage]
+            stages[stage] = Stage(st.name, st.notebook, {**st.parameters, param: value}, st.timeout)
+    if problems:
+        raise RunnerInputError("\n".join(problems))
+    return Runbook(book.name, book.path, book.description, tuple(stages[s.name] for s in book.stages))
+
+
 def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Optional[list[str]] = None,
                 dry_run: bool = False, resume: Optional[str] = None, out_dir: Optional[str] = None,
-                keep_lab: bool = False, progress: Callable[[str], None] = print) -> RunResult:
+                keep_lab: bool = False, stage_params: Optional[list[str]] = None,
+                progress: Callable[[str], None] = print) -> RunResult:
     """Validate everything, then run each stage. Raises RunnerInputError before any side effect on bad input."""
     overrides = list(overrides or [])
+    stage_params = list(stage_params or [])
     previous: Optional[dict] = None
     if resume:
         run_dir = Path(resume).resolve()
@@ -142,10 +169,11 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
         overrides = overrides or list(previous["site"].get("overrides") or [])
         runbook = previous["runbook_path"] if Path(previous["runbook_path"]).is_file() else previous["runbook"]
         dry_run = dry_run or bool(previous.get("dry_run"))
+        stage_params = stage_params or list(previous.get("stage_params") or [])
     if not site_path:
         raise RunnerInputError("--site is required, e.g. --site params/lab.yaml")
     _check_overrides(overrides)
-    book = load_runbook(runbook)
+    book = apply_stage_params(load_runbook(runbook), stage_params)
     site_file = Path(site_path).resolve()
     try:
         site = load_site(site_file, overrides)
@@ -177,6 +205,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
         "site": {"path": str(site_file), "sha256": _sha256(site_file), "name": site.name, "target": site.target,
                  "overrides": overrides},
         "dry_run": dry_run,
+        "stage_params": stage_params,
         "parameters": {},
         "started": (previous or {}).get("started") or _now(),
         "finished": None,
@@ -301,17 +330,16 @@ def _now() -> str:
 
 
 def _lab_up(site) -> bool:
-    try:
-        from layernet.lab.commands import lab_is_up
-    except ImportError:
-        return False
+    from layernet.lab.commands import lab_is_up
+
     return bool(lab_is_up(site))
 
 
 def _lab_down(site, progress) -> None:
-    try:
-        from layernet.lab.commands import down
-    except ImportError:
+    """Take down the lab this run brought up (nothing to say when no stage built one)."""
+    from layernet.lab.commands import down, leftovers
+
+    if not leftovers(site):
         return
     progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
     down(site)

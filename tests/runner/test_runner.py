@@ -183,3 +183,18 @@ def test_secret_in_environment_never_reaches_the_run_folder(tmp_path: Path):
     assert len(files) >= 4
     for p in files:
         assert secret.encode() not in p.read_bytes(), p
+
+
+def test_stage_parameters_from_the_command_line(book: Path, tmp_path: Path):
+    flag = tmp_path / "other-flag"
+    flag.write_text("x")
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", f"two.flag={flag}")
+    assert proc.returncode == 1  # the override reached stage two, whose flag file now exists
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["parameters"]["two"]["flag"] == str(flag) and m["stage_params"] == [f"two.flag={flag}"]
+    for bad, phrase in [("nosuch.flag=1", "has no stage 'nosuch'"), ("two.other=1", "has no parameter 'other' (parameters: flag)"),
+                        ("two=1", "expected STAGE.KEY=VALUE")]:
+        p = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "bad"), "-s", bad)
+        assert p.returncode == 2 and phrase in p.stderr, p.stderr
+    assert not (tmp_path / "bad").exists()
