@@ -151,3 +151,14 @@ def test_all_findings_on_an_empty_table(site, allowlist):
     assert out["refused"].empty and out["paths"].empty
     assert out["unused_entries"].shape[0] == len(allowlist.entries)
     assert set(out["anomalies"]["kind"]) == {"no-records"}
+
+
+def test_stage_flags_a_level_quiet_until_collection(site, allowlist):
+    from layernet.audit import stage
+
+    parsed = parse_logs({"mixed": small_log()}, allowlist)
+    saved = stage.Audit(site, allowlist, parsed, "folder x")                       # saved logs: no end known
+    assert not (stage.anomalies(saved, gap_minutes=15)["kind"] == "log-gap").any()
+    live = stage.Audit(site, allowlist, parsed, "target lab", until=pd.Timestamp("2025-03-01T09:00:00Z").to_pydatetime())
+    gaps = stage.anomalies(live, gap_minutes=15)
+    assert set(gaps[gaps["kind"] == "log-gap"]["level"]) == {"level3", "level4"}

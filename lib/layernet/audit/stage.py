@@ -3,7 +3,7 @@ probe matrix of the same run and export the connection table. Each function back
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Optional
 
 import pandas as pd
@@ -21,6 +21,7 @@ class Audit:
     parsed: Parsed
     source: str                      # "target lab" / "folder <path>"
     since: Optional[datetime] = None
+    until: Optional[datetime] = None  # when the logs were collected from a live target (None for saved logs)
 
     @property
     def connections(self) -> pd.DataFrame:
@@ -44,9 +45,10 @@ def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
 
             target = get_target(site)
         source = f"target {site.target}"
+        until = datetime.now(timezone.utc)
         parsed = parse_logs(collect.collect(site, target, when), al)
     step(f"audit: {len(parsed.connections)} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
-    return Audit(site, al, parsed, source, when)
+    return Audit(site, al, parsed, source, when, until if not log_dir else None)
 
 
 def overview(a: Audit) -> pd.DataFrame:
@@ -90,7 +92,8 @@ def path_summary(p: pd.DataFrame) -> pd.DataFrame:
 
 
 def anomalies(a: Audit, gap_minutes: float = 15) -> pd.DataFrame:
-    return findings.anomalies(a.connections, a.site, a.allowlist, pd.Timedelta(minutes=gap_minutes), since=a.since)
+    return findings.anomalies(a.connections, a.site, a.allowlist, pd.Timedelta(minutes=gap_minutes), since=a.since,
+                              until=pd.Timestamp(a.until) if a.until else None)
 
 
 def probe_comparison(a: Audit, run_dir: str) -> pd.DataFrame:
