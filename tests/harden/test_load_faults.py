@@ -50,6 +50,7 @@ def test_bounds_are_enforced(site):
 
 def test_envoy_killed_mid_load_is_shown_named_and_repaired(lab, site):
     victim = commands.load_procs(site)["level4/envoy"]
+    level3_envoy_pid = commands.load_procs(site)["level3/envoy"].pid
     result = {}
     t = threading.Thread(target=lambda: result.update(load.run(site, clients=16, seconds=3)))
     t.start()
@@ -67,9 +68,14 @@ def test_envoy_killed_mid_load_is_shown_named_and_repaired(lab, site):
     bad = [r for r in lab.probe("level3", matrix["level3"]) if not r["ok"]]
     assert bad and {r["check"] for r in bad} <= {"tls", "refused"} and any(r["check"] == "tls" for r in bad)
     assert all("level4" in r["hint"] and str(site.level("level4").node_ip) in r["hint"] for r in bad), bad[0]
-    # re-applying the infrastructure notices the dead process and repairs the lab
+    # the plan shows the repair; re-applying the infrastructure restarts only the dead process
+    planned = lab.plan(commands.render_lab(site))
+    assert [(c.level, c.obj, c.action) for c in planned if c.action != "unchanged"] == [
+        ("level4", "envoy (process)", "repair")]
     changes = lab.apply(commands.render_lab(site))
-    assert [(c.level, c.action) for c in changes if c.action != "unchanged"] == [("lab", "repair")]
+    assert [(c.level, c.obj, c.action) for c in changes if c.action != "unchanged"] == [
+        ("level4", "envoy (process)", "repair")]
+    assert commands.load_procs(site)["level3/envoy"].pid == level3_envoy_pid  # only the stopped one restarted
     assert all(r["ok"] for r in commands.status(site))
     assert commands.load_procs(site)["level4/envoy"].pid != victim.pid
     assert all(r["ok"] for r in lab.probe("level3", matrix["level3"]))

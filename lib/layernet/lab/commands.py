@@ -153,6 +153,23 @@ def lab_is_up(site) -> bool:
     return bool(table) and all(procs.alive(p) for p in table.values())
 
 
+def stopped_services(site) -> Optional[list[str]]:
+    """Names of recorded level services (e.g. "level4/envoy") that are no longer running, when restarting just
+    those would repair the lab; None when it needs a rebuild (lab down, a namespace or a cloud process gone)."""
+    if not _lab_file(site).exists():
+        return None
+    topo = netns.topology(site)
+    have = set(netns.list_namespaces())
+    if not all(ns in have for ns in topo.namespaces):
+        return None
+    table = load_procs(site)
+    levels = {spec[0] for spec in _service_specs(site)}
+    dead = sorted(name for name, p in table.items() if not procs.alive(p))
+    if not table or any(name not in levels for name in dead):
+        return None
+    return dead
+
+
 def resolvers(site, topo: netns.Topology) -> dict[str, list[str]]:
     out = {topo.router_ns: [], topo.cloud_ns: [str(topo.cloud_dns_ip)]}
     for lv in site.levels:

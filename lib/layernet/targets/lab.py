@@ -51,6 +51,14 @@ def _parse_time(text: str) -> Optional[datetime]:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _repairs(stopped: list[str]) -> list[Change]:
+    out = []
+    for name in stopped:
+        level, _, service = name.partition("/")
+        out.append(Change(level, f"{service} (process)", "repair", f"{name} has stopped; apply restarts it\n"))
+    return out
+
+
 class LabTarget(Target):
     kind = "lab"
 
@@ -77,23 +85,28 @@ class LabTarget(Target):
         return changes
 
     def plan(self, artifacts: list) -> list[Change]:
-        return self._plan(artifacts, commands.lab_is_up(self.site))
+        up = commands.lab_is_up(self.site)
+        stopped = [] if up else commands.stopped_services(self.site)
+        return self._plan(artifacts, up or stopped is not None) + _repairs(stopped or [])
 
     def apply(self, artifacts: list) -> list[Change]:
+        """Bring the lab up when it is down; otherwise write what changed and restart only what depends on it.
+        A level service that stopped (crashed, killed) is restarted and reported as a "repair"."""
         site = self.site
-        if not commands.lab_is_up(site):
-            # namespaces still there but a process died (or was killed): the configs on disk are what ran, so
-            # the plan compares against them and the repair is reported as a change of its own
+        stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+        if stopped is None:
+            # down, or broken beyond a stopped process: rebuild. When namespaces remain, the configs on disk
+            # are what ran, so the plan compares against them and the rebuild is reported as a repair.
             partial = bool(netns.our_namespaces(netns.topology(site).prefix))
             changes = self._plan(artifacts, up=partial)
             commands.up(site, artifacts=artifacts)
             if partial:
                 changes.append(Change("lab", "processes", "repair",
-                                      "the lab was partly down (a process had stopped); rebuilt it from the configs above\n"))
+                                      "the lab was partly down; rebuilt it from the configs above\n"))
             return changes
         with commands.lab_lock(site):
             changes = self._plan(artifacts, up=True)
-            restart, firewall = [], []
+            restart, firewall = list(stopped), []
             for art, ch in zip(artifacts, changes):
                 if ch.action == "unchanged":
                     continue
@@ -109,7 +122,7 @@ class LabTarget(Target):
                 commands.load_firewall(site, level)
             if restart:
                 commands.restart(site, list(dict.fromkeys(restart)))
-        return changes
+        return changes + _repairs(stopped)
 
     # ------------------------------------------------------------------ logs
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
