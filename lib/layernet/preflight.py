@@ -129,6 +129,15 @@ def topology_picture(site: Site) -> str:
     return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))
 
 
+def topology_display(site: Site):
+    """The topology picture for a notebook, with a text alternative that the HTML report carries."""
+    from IPython.display import SVG
+
+    chain = " -> ".join(f"{l.name} {l.node_ip}" for l in reversed(site.chain))
+    alt = f"Topology of site {site.name}: {chain} -> internet; only the proxied ports cross a level"
+    return SVG(topology_picture(site), metadata={"alt": alt})
+
+
 def summary_text(site: Site) -> str:
     s = summary(site)
     return (f"**Preflight passed** for site `{site.name}` (target `{s['target']}`): {s['levels']} levels, "

@@ -5,6 +5,7 @@ loaded from anywhere; everything is inline.
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -34,6 +35,7 @@ def notebook_to_html(nb_path: Path, html_path: Path, *, title: str) -> Path:
         if not failed:
             tags.add("layernet-hide-input")
         cell.metadata["tags"] = sorted(tags)
+        cell.outputs = [_with_alt_text(o) for o in cell.get("outputs", [])]
     exporter = HTMLExporter(template_name="lab")
     for trait in ("mathjax_url", "require_js_url", "jquery_url", "widget_renderer_url", "jupyter_widgets_base_url",
                   "mermaid_js_url", "mermaid_layout_elk_js_url"):
@@ -48,6 +50,21 @@ def notebook_to_html(nb_path: Path, html_path: Path, *, title: str) -> Path:
     body = make_offline(body)
     html_path.write_text(body, encoding="utf-8")
     return html_path
+
+
+def _with_alt_text(output):
+    """An SVG picture whose output metadata carries `alt` becomes an inline <img> with that text alternative
+    (the exporter would otherwise write a placeholder)."""
+    data = output.get("data") or {}
+    meta = output.get("metadata") or {}
+    alt = (meta.get("image/svg+xml") or {}).get("alt") or meta.get("alt")
+    if "image/svg+xml" not in data or not alt:
+        return output
+    svg = data["image/svg+xml"]
+    svg = "".join(svg) if isinstance(svg, list) else svg
+    b64 = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    img = f'<img alt="{html.escape(alt, quote=True)}" src="data:image/svg+xml;base64,{b64}">'
+    return nbformat.v4.new_output("display_data", data={"text/html": img})
 
 
 def make_offline(text: str) -> str:

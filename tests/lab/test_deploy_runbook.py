@@ -51,6 +51,7 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
         pictures = [base64.b64decode(b).decode() for b in
                     re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', (run_dir / "00-preflight.html").read_text())]
         assert any("Topology of site lab" in svg and "192.168.102.10" in svg for svg in pictures)
+        assert '<img alt="Topology of site lab: level2 192.168.102.10 -&gt; level3' in (run_dir / "00-preflight.html").read_text()
         assert _namespaces(), "--keep-lab must leave the lab up"
 
         second = _layernet("run", "deploy", *site, "--out", str(tmp_path), "--keep-lab")

@@ -97,3 +97,10 @@ def test_kube_site_without_kubeconfig_says_what_to_do(tmp_path: Path, monkeypatc
     df = preflight.tools(example)
     with pytest.raises(RuntimeError, match=r"kube context level3: no usable kubeconfig .*add context level3 for level3's cluster"):
         preflight.require_tools(df)
+
+
+def test_topology_display_carries_a_text_alternative(site):
+    pic = preflight.topology_display(site)
+    alt = pic.metadata["alt"]
+    assert alt.startswith("Topology of site lab: level2 192.168.102.10 -> level3 192.168.103.10 -> level4")
+    assert pic.data == preflight.topology_picture(site)
