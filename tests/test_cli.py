@@ -84,3 +84,10 @@ def test_firewall_prints_the_ip_allow_list():
     assert any("192.168.102.0/24 (level2 network)" in l and "192.168.103.10 (level3 node)" in l and "443, 8084, 9093" in l
                for l in lines)
     assert any("192.168.103.10 (level3 node)" in l and "192.168.104.10 (level4 node)" in l for l in lines)
+
+
+def test_probe_on_a_lab_that_is_down_says_what_to_do():
+    proc = _run("probe", "--site", LAB, "-p", "lab.prefix=zq")
+    assert proc.returncode == 1
+    assert "error: namespace zq-level4 does not exist: bring the lab up first" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -182,11 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if command is not None:
         args.cmd = command
+    from layernet.lab import LabError
+    from layernet.targets.kube import KubeError
+
     try:
         return args.func(args)
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (LabError, KubeError) as exc:  # the target is not in a state to do this: say so, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
