@@ -219,6 +219,7 @@ def isolation(site, timeout: float = SCAN_TIMEOUT) -> pd.DataFrame:
     with ThreadPoolExecutor(max_workers=len(plan)) as pool:
         rows = [r for part in pool.map(one, list(plan)) for r in part]
     df = pd.DataFrame(rows)
+    df["port"] = df["port"].astype("Int64")  # ICMP has no port: <NA>, not a float column
     step(f"isolation: {len(df)} probes from {len(plan)} level(s), {int((~df['ok']).sum())} failed, "
          f"{time.monotonic() - started:.1f} s")
     return df
