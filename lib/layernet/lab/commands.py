@@ -141,13 +141,17 @@ def save_procs(site, table: dict[str, procs.Proc]) -> None:
     procs.save(_pids_file(site), table)
 
 
-def lab_is_up(site) -> bool:
-    """True when this lab's namespaces exist and every recorded process is running."""
+def _built(site) -> bool:
+    """The lab was brought up and every one of its namespaces still exists."""
     if not _lab_file(site).exists():
         return False
-    topo = netns.topology(site)
     have = set(netns.list_namespaces())
-    if not all(ns in have for ns in topo.namespaces):
+    return all(ns in have for ns in netns.topology(site).namespaces)
+
+
+def lab_is_up(site) -> bool:
+    """True when this lab's namespaces exist and every recorded process is running."""
+    if not _built(site):
         return False
     table = load_procs(site)
     return bool(table) and all(procs.alive(p) for p in table.values())
@@ -156,11 +160,7 @@ def lab_is_up(site) -> bool:
 def stopped_services(site) -> Optional[list[str]]:
     """Names of recorded level services (e.g. "level4/envoy") that are no longer running, when restarting just
     those would repair the lab; None when it needs a rebuild (lab down, a namespace or a cloud process gone)."""
-    if not _lab_file(site).exists():
-        return None
-    topo = netns.topology(site)
-    have = set(netns.list_namespaces())
-    if not all(ns in have for ns in topo.namespaces):
+    if not _built(site):
         return None
     table = load_procs(site)
     levels = {spec[0] for spec in _service_specs(site)}
