@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from layernet.site.aio import Aio
+from layernet.site.arc import Arc
+from layernet.site.base import Strict
+from layernet.site.images import Images
+from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
 CLOUDS = ("public", "usgov", "china")
@@ -50,8 +56,7 @@ _MISSING = _Missing()
 
 
 # ----------------------------------------------------------------------------------------------- model
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 class Level(_Strict):
@@ -117,7 +122,10 @@ class Site(_Strict):
     levels: list[Level]
     azure: Azure
     allowlist: AllowSelection = AllowSelection()
-    telemetry: dict[str, Any] = {}
+    telemetry: Telemetry = Telemetry()
+    arc: Arc = Arc()
+    aio: Aio = Aio()
+    images: Images = Images()
     lab: LabSettings = LabSettings()
 
     # ---- navigation helpers (the site is a chain from the egress level downward)
@@ -159,8 +167,7 @@ class Site(_Strict):
         return tuple(sorted(ports))
 
     def telemetry_eventhubs_levels(self) -> list[str]:
-        levels = self.telemetry.get("eventhubs_from_levels", []) if isinstance(self.telemetry, dict) else []
-        return list(levels)
+        return list(self.telemetry.eventhubs_from_levels)
 
 
 # ----------------------------------------------------------------------------------------------- loading
