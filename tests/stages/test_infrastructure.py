@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layernet import infrastructure as infra
+from layernet.stages import infrastructure as infra
 from layernet.site import load_site
 from layernet.targets.base import Change
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from layernet import preflight
+from layernet.stages import preflight
 from layernet.site import load_site
 
 REPO = Path(__file__).resolve().parents[2]
