@@ -14,7 +14,7 @@ import pandas as pd
 from layernet.allowlist import effective_allowlist
 from layernet.site import Site, SiteError, load_site
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def resolve_site_path(site_path: str = "") -> Path:
