@@ -4,7 +4,7 @@ PYTHON ?= python3
 SITE   ?= params/lab.yaml
 BIN     = $(VENV)/bin
 # Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces), curl (health checks in tests)
-APT_PACKAGES = nftables unbound iproute2 curl
+APT_PACKAGES = nftables unbound iproute2 curl mosquitto
 
 .PHONY: setup apt demo test jupyter lab-down clean-runs strip
 

@@ -607,4 +607,10 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         why = check_host(h)
         if why:
             add(f"allowlist.drop_hosts[{j}]", h, why)
+
+    # telemetry (stage 04): levels, topics, destinations, no secrets in the file
+    from layernet.site.telemetry import check_raw as telemetry_checks
+
+    for path, value, expected in telemetry_checks(raw):
+        add(path, value, expected)
     return P

@@ -1,8 +1,220 @@
-"""Site section `telemetry`: assets, dataflows per level, Event Hubs and the MQTT hops between levels."""
+"""Site section `telemetry`: assets, dataflows per level, Event Hubs and the MQTT hops between levels.
+
+The sample's flow, which params/lab.yaml uses as its defaults: an OPC UA asset at the lowest level publishes to its
+level's broker; each level's dataflow adds enrichment properties and forwards to the parent level's broker (MQTT,
+east-west between the nodes, never through Envoy); the egress level's dataflow sends to Event Hubs over Kafka.
+
+A connection string for Event Hubs is never a site field: the lab (and a real site that chooses it) reads it from
+the environment variable named by `eventhubs.connection_string_env`.
+"""
 from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import Field
 
 from layernet.site.base import Strict
 
+DEFAULT_CONNECTION_STRING_ENV = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
+_NAME = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$|^[a-z0-9]$"
+_NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
+_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class DataPoint(Strict):
+    name: str                                   # the field name in the message, e.g. Temperature
+    node_id: str                                # the OPC UA node, e.g. ns=3;s=SpikeData
+    sampling_ms: int = Field(default=500, ge=1, le=3_600_000, strict=True)
+    queue_size: int = Field(default=1, ge=1, le=1000, strict=True)
+
+
+class Dataset(Strict):
+    name: str = "default"
+    topic: str                                  # MQTT topic on the asset level's broker (kept exactly, '/' included)
+    data_points: list[DataPoint]
+    publishing_ms: int = Field(default=500, ge=1, le=3_600_000, strict=True)
+    sequence_point: Optional[str] = None        # a data point that counts up by one per sample (loss from gaps)
+
+
+class Asset(Strict):
+    name: str = Field(pattern=_NAME)
+    level: str                                  # the level whose connector reads the device
+    device: str = Field(default="opc-plc", pattern=_NAME)        # ADR device that holds the endpoint
+    endpoint: str = Field(default="oven-plc", pattern=_NAME)     # the device's inbound endpoint name
+    address: str                                # opc.tcp://host:port of the OPC UA server
+    datasets: list[Dataset]
+
+
+class Dataflow(Strict):
+    name: str = Field(pattern=_NAME)
+    level: str                                  # the level whose AIO runs this dataflow
+    source: str                                 # MQTT topic on the level's own broker
+    enrich: dict[str, str] = {}                 # new properties, each a string constant
+    destination: Literal["parent", "eventhubs"] = "parent"
+    topic: Optional[str] = None                 # the parent broker's topic (destination: parent)
+
+
+class EventHubs(Strict):
+    namespace: Optional[str] = None             # None: azure.eventhubs_namespace
+    hub: str = "aio-telemetry"
+    auth: Literal["managed_identity", "connection_string"] = "managed_identity"
+    connection_string_env: str = Field(default=DEFAULT_CONNECTION_STRING_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    consumer_group: str = "$Default"
+
+
+class MqttHops(Strict):
+    """How a level's dataflow reaches its parent's broker (east-west between the nodes)."""
+    mode: Literal["anonymous", "x509"] = "anonymous"
+    port: Optional[int] = Field(default=None, ge=1, le=65535, strict=True)   # None: 1883 anonymous, 8883 x509
+    listener: str = Field(default="publiclistener", pattern=_NAME)
+    issuer: str = "layernet-mqtt-issuer"        # x509: cert-manager issuer of the listener's server certificate
+    client_cert_secret: str = "layernet-mqtt-client"          # x509: the dataflow endpoint's client certificate
+    trusted_ca_configmap: str = "layernet-mqtt-ca"            # x509: CA of the parent's server certificate
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.mode == "x509" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return self.mode == "x509"
+
 
 class Telemetry(Strict):
-    eventhubs_from_levels: list[str] = []
+    eventhubs_from_levels: list[str] = []       # levels below the egress level that send to Event Hubs themselves
+    assets: list[Asset] = []
+    dataflows: list[Dataflow] = []
+    eventhubs: EventHubs = EventHubs()
+    mqtt: MqttHops = MqttHops()
+
+    def asset(self, name: str) -> Asset:
+        for a in self.assets:
+            if a.name == name:
+                return a
+        raise KeyError(f"no asset named {name!r}")
+
+    def dataflows_of(self, level: str) -> list[Dataflow]:
+        return [d for d in self.dataflows if d.level == level]
+
+    def source_asset(self, flow: Dataflow) -> Optional[tuple[Asset, Dataset]]:
+        """The asset dataset whose topic a dataflow reads, if any."""
+        for a in self.assets:
+            if a.level == flow.level:
+                for ds in a.datasets:
+                    if ds.topic == flow.source:
+                        return a, ds
+        return None
+
+
+def eventhubs_namespace(telemetry: Telemetry, azure_namespace: Optional[str]) -> Optional[str]:
+    return telemetry.eventhubs.namespace or azure_namespace
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
+    """Cross-field checks on the raw site mapping: (field path, bad value, what is expected)."""
+    out: list[tuple[str, Any, str]] = []
+    tel = raw.get("telemetry")
+    if not isinstance(tel, dict):
+        return out
+    levels = [lv for lv in raw.get("levels") or [] if isinstance(lv, dict)]
+    names = [lv.get("name") for lv in levels]
+    parent = {lv.get("name"): lv.get("parent") for lv in levels}
+    egress = raw.get("egress_level")
+    ehfrom = tel.get("eventhubs_from_levels") or []
+    eh = tel.get("eventhubs") if isinstance(tel.get("eventhubs"), dict) else {}
+    for key in ("connection_string", "connectionString", "password", "sas_key", "key"):
+        if key in eh:
+            out.append((f"telemetry.eventhubs.{key}", "(hidden)",
+                        "never a site field: export the connection string in the environment variable named by "
+                        f"telemetry.eventhubs.connection_string_env (default {DEFAULT_CONNECTION_STRING_ENV}) and remove this key"))
+    for j, lv in enumerate(ehfrom if isinstance(ehfrom, list) else []):
+        if names and lv not in names:
+            out.append((f"telemetry.eventhubs_from_levels[{j}]", lv, f"a level name ({', '.join(map(str, names))})"))
+
+    assets = tel.get("assets") or []
+    topics: dict[tuple[str, str], str] = {}
+    seen_assets: set = set()
+    for i, a in enumerate(assets if isinstance(assets, list) else []):
+        if not isinstance(a, dict):
+            continue
+        if a.get("name") in seen_assets:
+            out.append((f"telemetry.assets[{i}].name", a.get("name"), "a name no other asset uses"))
+        seen_assets.add(a.get("name"))
+        if names and a.get("level") not in names:
+            out.append((f"telemetry.assets[{i}].level", a.get("level"), f"a level name ({', '.join(map(str, names))})"))
+        addr = a.get("address")
+        if isinstance(addr, str) and not re.match(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$", addr):
+            out.append((f"telemetry.assets[{i}].address", addr, "an OPC UA endpoint such as opc.tcp://opcplc-000000:50000"))
+        for k, ds in enumerate(a.get("datasets") or []):
+            if not isinstance(ds, dict):
+                continue
+            where = f"telemetry.assets[{i}].datasets[{k}]"
+            topic = ds.get("topic")
+            why = check_topic(topic)
+            if why:
+                out.append((f"{where}.topic", topic, why))
+            elif isinstance(a.get("level"), str):
+                topics[(a["level"], topic)] = a.get("name")
+            pts = ds.get("data_points") or []
+            pnames = [p.get("name") for p in pts if isinstance(p, dict)]
+            for m, p in enumerate(pts):
+                if not isinstance(p, dict):
+                    continue
+                nid = p.get("node_id")
+                if isinstance(nid, str) and not _NODE_ID.match(nid):
+                    out.append((f"{where}.data_points[{m}].node_id", nid, "an OPC UA node id such as ns=3;s=SpikeData"))
+                if pnames.count(p.get("name")) > 1:
+                    out.append((f"{where}.data_points[{m}].name", p.get("name"), "a name no other data point of the dataset uses"))
+            seq = ds.get("sequence_point")
+            if seq is not None and seq not in pnames:
+                out.append((f"{where}.sequence_point", seq, f"the name of one of the dataset's data points ({', '.join(map(str, pnames))})"))
+
+    flows = tel.get("dataflows") or []
+    seen_flows: set = set()
+    for i, f in enumerate(flows if isinstance(flows, list) else []):
+        if not isinstance(f, dict):
+            continue
+        where = f"telemetry.dataflows[{i}]"
+        if f.get("name") in seen_flows:
+            out.append((f"{where}.name", f.get("name"), "a name no other dataflow uses"))
+        seen_flows.add(f.get("name"))
+        lv = f.get("level")
+        if names and lv not in names:
+            out.append((f"{where}.level", lv, f"a level name ({', '.join(map(str, names))})"))
+            continue
+        for fld in ("source", "topic"):
+            if f.get(fld) is not None:
+                why = check_topic(f.get(fld))
+                if why:
+                    out.append((f"{where}.{fld}", f.get(fld), why))
+        dest = f.get("destination", "parent")
+        if dest == "parent":
+            if names and not parent.get(lv):
+                out.append((f"{where}.destination", dest, f"eventhubs: {lv} has no parent level to forward to"))
+            if not f.get("topic"):
+                out.append((f"{where}.topic", f.get("topic"), "the topic on the parent's broker, e.g. /l2in/data/oven1"))
+        elif dest == "eventhubs":
+            if lv != egress and lv not in ehfrom:
+                out.append((f"{where}.destination", dest, f"parent: only the egress level ({egress}) and telemetry.eventhubs_from_levels reach Event Hubs"))
+            if f.get("topic") is not None:
+                out.append((f"{where}.topic", f.get("topic"), "no topic for destination eventhubs (the hub is telemetry.eventhubs.hub); remove it"))
+            if not (eh.get("namespace") or (raw.get("azure") or {}).get("eventhubs_namespace")):
+                out.append(("telemetry.eventhubs.namespace", eh.get("namespace"), "an Event Hubs namespace (here or azure.eventhubs_namespace)"))
+        for key, val in (f.get("enrich") or {}).items() if isinstance(f.get("enrich"), dict) else ():
+            if not isinstance(key, str) or not _PROPERTY.match(key):
+                out.append((f"{where}.enrich.{key}", key, "a property name of letters, digits, '_' and '-' starting with a letter"))
+            if isinstance(val, str) and ('"' in val or "\\" in val):
+                out.append((f"{where}.enrich.{key}", val, "a constant without double quotes or backslashes"))
+    return out
+
+
+def check_topic(topic: Any) -> Optional[str]:
+    if not isinstance(topic, str) or not topic:
+        return "an MQTT topic such as clusterl2/data/oven1"
+    if "+" in topic or "#" in topic:
+        return "a topic without the wildcards '+' and '#'"
+    if len(topic.encode()) > 65535 or "\x00" in topic:
+        return "a topic of at most 65535 bytes without NUL"
+    return None
