@@ -1,13 +1,8 @@
 """Isolation rules per level: an nftables ruleset and the human-readable "IP allow list".
 
-What crosses a level boundary, and nothing else:
-
-- the child network -> this level's node on the proxied ports (when this level runs a proxy) and on DNS
-  53/udp+tcp (when this level runs a DNS override);
-- this level's node -> the parent level's node on the proxied ports;
-- the egress level's node -> any address on the proxied ports and its DNS upstreams on 53/udp+tcp;
-- the admin network (jump box) -> every level node;
-- replies to all of the above (connection tracking).
+What crosses a level boundary is exactly the flows model (layernet.flows): the IP allow list is its crossing
+flows; a level's input chain is the flows that end at its node, its output chain the flows its node starts;
+replies to all of them pass by connection tracking.
 
 The ruleset (table ``inet layernet``) is written for a level's own network namespace or host firewall, or
 for the router in front of the level. It drops and counts everything else, so on a K3s node it must be
@@ -17,87 +12,59 @@ from __future__ import annotations
 
 from typing import Optional
 
+from layernet import flows as flows_model
+from layernet.flows import DNS_PORT, Flow  # noqa: F401  (DNS_PORT is part of this module's interface)
+
 TABLE = "layernet"
-DNS_PORT = 53
 
 
-def _ports(site, allowlist=None) -> list[int]:
-    ports = list(site.proxied_ports())
-    if allowlist is not None:
-        ports = [p for p in ports if allowlist.hosts_for_port(p)]
-    return ports
+def _set(items: list) -> str:
+    return str(items[0]) if len(items) == 1 else "{ " + ", ".join(str(p) for p in items) + " }"
 
 
-def _set(ports: list[int]) -> str:
-    return str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(str(p) for p in ports) + " }"
+def _addr(net) -> str:
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def _match(f: Flow) -> str:
+    """The nftables protocol/port match of a flow ("" for any protocol)."""
+    if not f.protocols:
+        return ""
+    if f.protocols == ("tcp",) or f.protocols == ("udp",):
+        return f"{f.protocols[0]} dport {_set(list(f.ports))}" if f.ports else f"meta l4proto {f.protocols[0]}"
+    proto = "meta l4proto { " + ", ".join(f.protocols) + " }"
+    return f"{proto} th dport {_set(list(f.ports))}" if f.ports else proto
+
+
+def _rule(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
 
 
 def firewall_rows(site, allowlist=None) -> list[dict]:
-    """The rules a network team implements, one row per (from, to, protocol, ports).
+    """The rules a network team implements, one row per crossing flow (see layernet.flows).
 
     Keys: level (whose boundary the row opens), from, to, protocol, ports, purpose.
     """
-    ports = ", ".join(str(p) for p in _ports(site, allowlist))
-    rows: list[dict] = []
-
-    def add(level, src, dst, proto, prt, purpose):
-        rows.append({"level": level, "from": src, "to": dst, "protocol": proto, "ports": prt, "purpose": purpose})
-
-    for lv in site.chain:
-        child = site.child(lv)
-        parent = site.parent(lv)
-        add(lv.name, f"{site.admin.network} (admin network)", f"{lv.node_ip} ({lv.name} node)", "any", "any",
-            "administration from the jump box (kubectl, ssh)")
-        if child is not None and lv.proxy:
-            add(lv.name, f"{child.network} ({child.name} network)", f"{lv.node_ip} ({lv.name} node)", "tcp", ports,
-                f"TLS from {child.name} to the {lv.name} proxy (SNI checked against the allow list)")
-        if child is not None and lv.dns_override:
-            add(lv.name, f"{child.network} ({child.name} network)", f"{lv.node_ip} ({lv.name} node)", "udp, tcp",
-                str(DNS_PORT), f"DNS from {child.name} to the {lv.name} DNS override")
-        if parent is not None:
-            add(lv.name, f"{lv.node_ip} ({lv.name} node)", f"{parent.node_ip} ({parent.name} node)", "tcp", ports,
-                f"TLS from {lv.name} to the {parent.name} proxy")
-        if lv.name == site.egress_level:
-            add(lv.name, f"{lv.node_ip} ({lv.name} node)", "any (internet)", "tcp", ports,
-                "allow-listed Azure endpoints, by name through the egress proxy")
-            for up in lv.dns_upstream:
-                add(lv.name, f"{lv.node_ip} ({lv.name} node)", f"{up} (DNS upstream)", "udp, tcp", str(DNS_PORT),
-                    "name resolution for the egress proxy")
-    return rows
+    return [{"level": f.boundary, "from": f.src_label, "to": f.dst_label, "protocol": f.protocols_text(),
+             "ports": f.ports_text(), "purpose": f.purpose} for f in flows_model.crossing(site, allowlist)]
 
 
 def render_nftables(site, level, allowlist=None) -> str:
-    ports = _ports(site, allowlist)
-    child = site.child(level)
-    parent = site.parent(level)
     node = str(level.node_ip)
     I = [
         "ct state established,related accept",
         "ct state invalid drop",
         'iifname "lo" accept',
-        f'ip saddr {site.admin.network} ip daddr {node} accept comment "admin network (jump box)"',
     ]
-    sources = [(level.network, "own network")]
-    if child is not None:
-        sources.append((child.network, f"{child.name} network"))
-    for net, what in sources:
-        if level.proxy and ports:
-            I.append(f'ip saddr {net} ip daddr {node} tcp dport {_set(ports)} accept comment "{what} to the proxy"')
-        if level.dns_override:
-            I.append(f'ip saddr {net} ip daddr {node} meta l4proto {{ udp, tcp }} th dport {DNS_PORT} accept comment "{what} to DNS"')
+    for f in flows_model.inbound(site, level.name, allowlist):
+        I.append(_rule(f"ip saddr {_addr(f.src)} ip daddr {node}", _match(f), f'accept comment "{f.rule}"'))
     I.append('counter drop comment "everything else"')
     O = [
         "ct state established,related accept",
         'oifname "lo" accept',
     ]
-    if parent is not None and ports:
-        O.append(f'ip daddr {parent.node_ip} tcp dport {_set(ports)} accept comment "to the {parent.name} proxy"')
-    if level.name == site.egress_level:
-        if ports:
-            O.append(f'tcp dport {_set(ports)} accept comment "egress proxy to allow-listed endpoints"')
-        if level.dns_upstream:
-            ups = _set([str(u) for u in level.dns_upstream])  # type: ignore[list-item]
-            O.append(f'ip daddr {ups} meta l4proto {{ udp, tcp }} th dport {DNS_PORT} accept comment "DNS upstream"')
+    for f in flows_model.outbound(site, level.name, allowlist):
+        O.append(_rule(f"ip daddr {_addr(f.dst)}" if f.dst is not None else "", _match(f), f'accept comment "{f.rule}"'))
     O.append('counter drop comment "everything else"')
     L = [
         f"# nftables for {site.name}/{level.name} ({level.node_ip}), rendered by layernet (do not edit).",
