@@ -3,18 +3,25 @@ VENV   ?= .venv
 PYTHON ?= python3
 SITE   ?= params/lab.yaml
 BIN     = $(VENV)/bin
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+COREDNS  = .tools/coredns/coredns
 # Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces), curl (health checks in tests)
 APT_PACKAGES = nftables unbound iproute2 curl mosquitto
 
 .PHONY: setup apt demo test jupyter lab-down clean-runs strip
 
-setup: $(VENV)/.installed apt
+setup: $(VENV)/.installed apt $(COREDNS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
+
+# CoreDNS for the lab's DNS levels: built from its Go module at the release pinned in tools/coredns/go.mod
+# (go.sum pins every dependency) into .tools/, rebuilt only when the build files change.
+$(COREDNS): tools/coredns/go.mod tools/coredns/go.sum tools/coredns/main.go
+	cd tools/coredns && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false -ldflags=-s -o $(abspath $@) .
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
