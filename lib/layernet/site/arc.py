@@ -1,9 +1,15 @@
-"""Site section `arc`: how stage 02 Arc-enables each level's cluster."""
+"""Site section `arc`: how stage 02 Arc-enables each level's cluster.
+
+Types and ranges are checked here (field paths come out as ``arc.onboarding_timeout.level9``); the checks that
+need the whole site (a timeout names an existing level, every Arc-enabled level has a cluster name) are in
+`check(site)`, which returns `Problem`s like the model's own checks.
+"""
 from __future__ import annotations
 
-from typing import Optional
+import re
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from layernet.site.base import Strict
 
@@ -14,18 +20,92 @@ DEFAULT_PROVIDERS = [
     "Microsoft.ExtendedLocation", "Microsoft.Kubernetes", "Microsoft.KubernetesConfiguration",
     "Microsoft.IoTOperations", "Microsoft.DeviceRegistry", "Microsoft.SecretSyncController",
 ]
+FEATURES = ("cluster-connect", "custom-locations", "azure-rbac")
+# Per node, before Arc (the sample: without these the agents time out).
+NODE_SYSCTLS = {"fs.inotify.max_user_instances": 8192, "fs.inotify.max_user_watches": 524288,
+                "fs.file-max": 100000}
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$")
+_GATEWAY = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.HybridCompute/gateways/[^/]+$",
+                      re.IGNORECASE)
+# the value type carries the range, so a bad entry is reported at arc.onboarding_timeout.<level>
+Seconds = Annotated[int, Field(ge=60, le=7200, strict=True)]
 
 
 class Arc(Strict):
+    executor: Literal["az", "sdk"] = "az"                # az: the az CLI on the jump box; sdk: ARM calls (the lab)
     custom_locations_oid: Optional[str] = None           # None: derived on the jump box from CUSTOM_LOCATIONS_APP_ID
-    onboarding_timeout: dict[str, int] = {}              # seconds per level name; a level not listed gets the default
+    onboarding_timeout: dict[str, Seconds] = {}              # seconds per level name; a level not listed gets the default
     default_onboarding_timeout: int = Field(default=1200, ge=60, le=7200, strict=True)
     oidc_issuer: bool = Field(default=True, strict=True)
     workload_identity: bool = Field(default=True, strict=True)
     auto_upgrade: bool = Field(default=False, strict=True)
-    features: list[str] = ["cluster-connect", "custom-locations"]
+    features: list[Literal["cluster-connect", "custom-locations", "azure-rbac"]] = ["cluster-connect", "custom-locations"]
     providers: list[str] = DEFAULT_PROVIDERS
     gateway_resource_id: Optional[str] = None
+    kube_config: Optional[str] = None                    # kubeconfig file on the jump box; None: $KUBECONFIG or ~/.kube/config
+    distribution: str = "k3s"                            # what the connected cluster reports (sdk executor body)
+    infrastructure: str = "generic"
+    node_preflight: bool = Field(default=True, strict=True)   # read the node sysctls with a debugger pod per node
+
+    @field_validator("custom_locations_oid")
+    @classmethod
+    def _oid(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _GUID.match(value):
+            raise ValueError("the object id (a GUID) of the Custom Locations service principal, or null to derive it "
+                             f"with `az ad sp show --id {CUSTOM_LOCATIONS_APP_ID} --query id -o tsv`")
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _PROVIDER.match(name):
+                raise ValueError(f"resource provider namespaces such as Microsoft.Kubernetes; {name!r} is not one")
+        if len(set(v.lower() for v in value)) != len(value):
+            raise ValueError("each provider once")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each feature once")
+        return value
+
+    @field_validator("gateway_resource_id")
+    @classmethod
+    def _gateway(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _GATEWAY.match(value):
+            raise ValueError("an Arc gateway resource id: /subscriptions/<guid>/resourceGroups/<rg>/providers/"
+                             "Microsoft.HybridCompute/gateways/<name>")
+        return value
 
     def timeout(self, level: str) -> int:
         return self.onboarding_timeout.get(level, self.default_onboarding_timeout)
+
+
+def check(site: Any, fname: str = "<site>") -> list:
+    """Cross-checks of the `arc` section against the whole site (a `Site` or its raw mapping)."""
+    from layernet.site.model import Problem
+
+    raw = site if isinstance(site, dict) else site.model_dump(mode="json")
+    out: list = []
+    arc = raw.get("arc") if isinstance(raw.get("arc"), dict) else {}
+    levels = [lv for lv in (raw.get("levels") or []) if isinstance(lv, dict)]
+    names = [lv.get("name") for lv in levels if isinstance(lv.get("name"), str)]
+    timeouts = arc.get("onboarding_timeout") or {}
+    if isinstance(timeouts, dict) and names:
+        for key, value in timeouts.items():
+            if key not in names:
+                out.append(Problem(fname, f"arc.onboarding_timeout.{key}", value,
+                                   f"a key that names a level ({', '.join(names)})"))
+    azure = raw.get("azure") if isinstance(raw.get("azure"), dict) else {}
+    clusters = azure.get("clusters") or {}
+    if isinstance(clusters, dict):
+        for lv in levels:
+            if lv.get("reaches_azure", True) and isinstance(lv.get("name"), str) and lv["name"] not in clusters:
+                out.append(Problem(fname, f"azure.clusters.{lv['name']}", None,
+                                   f"the Arc connected-cluster name of level {lv['name']} (it reaches Azure, so stage 02 connects it)"))
+    return out

@@ -1,0 +1,515 @@
+"""Stage 02 on a real site: what Arc looks like now, the exact steps to Arc-enable each level, and how to run them.
+
+Two ways to read the live state (`AzLive`: az on the jump box; `SdkLive`: ARM through the SDK) and two executors
+behind one plan (`AzExecutor` runs the shown command lines; `SdkExecutor` makes the ARM calls of the same steps:
+provider registration, resource group, the connected-cluster PUT with a fresh RSA key — what the lab uses).
+`poll_connected` is the verification for both: azure-mgmt-hybridkubernetes until Connected or the level's timeout.
+
+Order: site-wide steps (providers, resource group), then each Arc-enabled level from the egress level down
+(its node preflight, connect — or update when only settings differ —, enable-features).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from layernet.azure.clients import Arm, as_dict, pick, rid
+from layernet.azure.runner import CommandFailed, Runner, az_json
+from layernet.errors import InputError, StageFailed
+from layernet.site.arc import CUSTOM_LOCATIONS_APP_ID, NODE_SYSCTLS
+from layernet.stages.base import Step, evidence
+
+OID_COMMAND = ["az", "ad", "sp", "show", "--id", CUSTOM_LOCATIONS_APP_ID, "--query", "id", "-o", "tsv"]
+PRE_ONBOARDING_LOGS = "~/.azure/pre_onboarding_check_logs"
+# a failed connect whose output says this is not retried: the pre-onboarding check would only time out again
+CONNECT_FINAL = re.compile(r"pre-?onboarding|diagnostic check", re.I)
+DEBUG_IMAGE = "mcr.microsoft.com/azurelinux/busybox:1.36"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One level's connected cluster as the site wants it."""
+    level: str
+    cluster: str
+    resource_group: str
+    location: str
+    kube_config: str
+    kube_context: Optional[str]
+    timeout: int
+
+
+def targets(site) -> list[Target]:
+    """Arc-enabled levels, egress level first (levels with reaches_azure: false are not connected)."""
+    cfg = _kube_config(site)
+    out = []
+    for lv in site.chain:
+        if not lv.reaches_azure:
+            continue
+        name = site.azure.clusters.get(lv.name)
+        if not name:
+            raise InputError(f"site field azure.clusters.{lv.name} is missing: name the Arc connected cluster of "
+                             f"level {lv.name} (e.g. azure.clusters.{lv.name}: aio-{lv.name})")
+        out.append(Target(lv.name, name, site.azure.resource_group, site.azure.location, cfg,
+                          lv.kube_context, site.arc.timeout(lv.name)))
+    return out
+
+
+def _kube_config(site) -> str:
+    if site.arc.kube_config:
+        return os.path.expanduser(site.arc.kube_config)
+    env = os.environ.get("KUBECONFIG", "")
+    return env.split(os.pathsep)[0] if env else os.path.expanduser("~/.kube/config")
+
+
+# ----------------------------------------------------------------------------------------------- live state
+def cluster_summary(raw: Optional[dict]) -> Optional[dict]:
+    """The fields of a connected cluster that decide the plan (stable between polls: no timestamps)."""
+    if not raw:
+        return None
+    return {
+        "connectivityStatus": pick(raw, "properties", "connectivityStatus") or pick(raw, "connectivityStatus"),
+        "provisioningState": pick(raw, "properties", "provisioningState") or pick(raw, "provisioningState"),
+        "oidcIssuer": bool(pick(raw, "properties", "oidcIssuerProfile", "enabled")
+                           or pick(raw, "oidcIssuerProfile", "enabled")),
+        "workloadIdentity": bool(pick(raw, "properties", "securityProfile", "workloadIdentity", "enabled")
+                                 or pick(raw, "securityProfile", "workloadIdentity", "enabled")),
+        "agentAutoUpgrade": (pick(raw, "properties", "arcAgentProfile", "agentAutoUpgrade")
+                             or pick(raw, "arcAgentProfile", "agentAutoUpgrade") or "Enabled"),
+        "gateway": ((pick(raw, "properties", "gateway", "resourceId") or pick(raw, "gateway", "resourceId") or "")
+                    .lower() or None),
+    }
+
+
+class AzLive:
+    """Reads the live state with az (and helm for the agents' feature settings) on the jump box."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def account(self) -> Optional[str]:
+        res = self.runner.run(["az", "account", "show", "--query", "id", "-o", "tsv"], name="account")
+        return res.stdout.strip() if res.ok else None
+
+    def provider(self, namespace: str) -> str:
+        data = az_json(self.runner, ["az", "provider", "show", "-n", namespace], name=f"provider-{namespace}")
+        return (data or {}).get("registrationState", "NotRegistered")
+
+    def group_exists(self, rg: str) -> bool:
+        res = self.runner.run(["az", "group", "exists", "-n", rg], name="group-exists")
+        if not res.ok:
+            raise CommandFailed(res)
+        return res.stdout.strip().lower() == "true"
+
+    def cluster(self, t: Target) -> Optional[dict]:
+        return az_json(self.runner, ["az", "connectedk8s", "show", "-n", t.cluster, "-g", t.resource_group],
+                       name=f"show-{t.cluster}")
+
+    def features(self, t: Target) -> Optional[list[str]]:
+        """Features enabled in the agents' Helm release (None: unreadable)."""
+        argv = ["helm", "get", "values", "azure-arc", "-n", "azure-arc-release", "-o", "json",
+                "--kubeconfig", t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else [])
+        res = self.runner.run(argv, name=f"features-{t.level}", retry=False)
+        if not res.ok:
+            return None
+        try:
+            values = json.loads(res.stdout or "{}") or {}
+        except json.JSONDecodeError:
+            return None
+        return features_from_values(values)
+
+    def oid(self) -> str:
+        res = self.runner.run(OID_COMMAND, name="custom-locations-oid")
+        oid = res.stdout.strip()
+        if not res.ok or not re.match(r"^[0-9a-fA-F-]{36}$", oid):
+            raise StageFailed("could not derive the Custom Locations object id with `" + shlex.join(OID_COMMAND) +
+                              f"` ({res.tail(2) or 'no output'}); set arc.custom_locations_oid in the site file")
+        return oid
+
+
+def features_from_values(values: dict) -> list[str]:
+    sdv = values.get("systemDefaultValues") or {}
+    out = []
+    if str((sdv.get("clusterconnect-agent") or {}).get("enabled", "")).lower() == "true":
+        out.append("cluster-connect")
+    if str((sdv.get("customLocations") or {}).get("enabled", "")).lower() == "true":
+        out.append("custom-locations")
+    if str((sdv.get("guard") or {}).get("enabled", "")).lower() == "true":
+        out.append("azure-rbac")
+    return out
+
+
+class SdkLive:
+    """Reads the same live state through ARM (the lab; or a jump box without az). Features are agent settings
+    ARM does not hold: they count as enabled once the cluster is Connected."""
+
+    def __init__(self, arm: Arm):
+        self.arm = arm
+        self._res = None
+        self._ck = None
+
+    @property
+    def res(self):
+        self._res = self._res or self.arm.resources()
+        return self._res
+
+    @property
+    def ck(self):
+        self._ck = self._ck or self.arm.connected_kubernetes()
+        return self._ck
+
+    def account(self) -> Optional[str]:
+        return self.arm.subscription_id
+
+    def provider(self, namespace: str) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            return pick(as_dict(self.res.providers.get(namespace)), "registrationState") or "NotRegistered"
+        except ResourceNotFoundError:
+            return "NotRegistered"
+
+    def group_exists(self, rg: str) -> bool:
+        return bool(self.res.resource_groups.check_existence(rg))
+
+    def cluster(self, t: Target) -> Optional[dict]:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            return as_dict(self.ck.connected_cluster.get(t.resource_group, t.cluster))
+        except ResourceNotFoundError:
+            return None
+
+    def features(self, t: Target) -> Optional[list[str]]:
+        c = cluster_summary(self.cluster(t))
+        return ["cluster-connect", "custom-locations", "azure-rbac"] if c and c["connectivityStatus"] == "Connected" else []
+
+    def oid(self) -> str:
+        raise StageFailed("the sdk executor cannot derive the Custom Locations object id: set arc.custom_locations_oid")
+
+
+def observe(site, live) -> dict:
+    """The live state the plan is made against (and that apply re-reads to refuse drift)."""
+    state = {"providers": {ns: live.provider(ns) for ns in site.arc.providers},
+             "group": live.group_exists(site.azure.resource_group), "clusters": {}, "features": {}}
+    for t in targets(site):
+        summary = cluster_summary(live.cluster(t))
+        state["clusters"][t.level] = summary
+        state["features"][t.level] = (sorted(live.features(t) or []) if summary else None)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------- node preflight
+def node_settings(t: Target, runner: Runner) -> dict:
+    """{node: {sysctl: value}} read with one short-lived debugger pod per node (removed afterwards), or
+    {"error": why} when the cluster does not allow it (no access, no image pull, debug forbidden)."""
+    base = ["kubectl", "--kubeconfig", t.kube_config] + (["--context", t.kube_context] if t.kube_context else [])
+    res = runner.run(base + ["get", "nodes", "-o", "json"], name=f"nodes-{t.level}", retry=False)
+    if not res.ok:
+        return {"error": res.tail(1) or f"kubectl get nodes failed (exit {res.rc})"}
+    try:
+        nodes = [n["metadata"]["name"] for n in (json.loads(res.stdout).get("items") or [])]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return {"error": "kubectl get nodes answered something that is not a node list"}
+    before = _debug_pods(base, runner, t.level)
+    out: dict = {}
+    paths = ["/proc/sys/" + k.replace(".", "/") for k in NODE_SYSCTLS]
+    try:
+        for node in nodes:
+            argv = base + ["debug", f"node/{node}", "-n", "default", "-q", "--attach=true", "--image", DEBUG_IMAGE,
+                           "--profile=general", "--", "cat"] + paths
+            r = runner.run(argv, name=f"sysctl-{t.level}-{node}", retry=False, timeout=120)
+            values = [v.strip() for v in r.stdout.strip().splitlines() if v.strip()]
+            if not r.ok or len(values) != len(NODE_SYSCTLS) or not all(v.isdigit() for v in values):
+                return {"error": f"could not read the node settings of {node}: {r.tail(1) or 'no output'}"}
+            out[node] = dict(zip(NODE_SYSCTLS, (int(v) for v in values)))
+    finally:
+        # the debugger pods (node-debugger-<node>-<suffix>) this read created are removed again
+        for pod in sorted(_debug_pods(base, runner, t.level) - before):
+            runner.run(base + ["delete", "pod", pod, "-n", "default", "--wait=false"], name=f"cleanup-{t.level}",
+                       retry=False)
+    return out
+
+
+def _debug_pods(base: list[str], runner: Runner, level: str) -> set[str]:
+    r = runner.run(base + ["get", "pods", "-n", "default", "-o", "name"], name=f"pods-{level}", retry=False)
+    names = [l.strip().removeprefix("pod/") for l in r.stdout.splitlines()] if r.ok else []
+    return {n for n in names if n.startswith("node-debugger-")}
+
+
+def manual_sysctl_command() -> str:
+    return "; ".join(f"sudo sysctl -w {k}={v}" for k, v in NODE_SYSCTLS.items())
+
+
+def preflight_step(t: Target, settings: Optional[dict]) -> Step:
+    target = f"nodes of {t.kube_context or t.level}"
+    wanted = ", ".join(f"{k}>={v}" for k, v in NODE_SYSCTLS.items())
+    if settings is None or "error" in settings:
+        why = (settings or {}).get("error", "node preflight turned off (arc.node_preflight: false)")
+        return Step(t.level, "check node settings (manual)", target, manual_sysctl_command(), skip=True,
+                    reason=f"not readable here ({why}); check on every node: {wanted}")
+    low = [f"{node}: {k}={v} (< {NODE_SYSCTLS[k]})" for node, vals in settings.items()
+           for k, v in vals.items() if v < NODE_SYSCTLS[k]]
+    if low:
+        return Step(t.level, "raise node settings (manual)", target, manual_sysctl_command(), skip=False,
+                    reason="too low, the agents time out without them: " + "; ".join(low) +
+                    " (persist them in /etc/sysctl.d/ and run the plan again)")
+    return Step(t.level, "check node settings", target, "", skip=True,
+                reason=f"{len(settings)} node(s) ok: {wanted}")
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+def connect_argv(site, t: Target, oid: str) -> list[str]:
+    a = site.arc
+    argv = ["az", "connectedk8s", "connect", "-n", t.cluster, "-g", t.resource_group, "--location", t.location,
+            "--custom-locations-oid", oid, "--onboarding-timeout", str(t.timeout)]
+    if a.oidc_issuer:
+        argv.append("--enable-oidc-issuer")
+    if a.workload_identity:
+        argv.append("--enable-workload-identity")
+    if not a.auto_upgrade:
+        argv.append("--disable-auto-upgrade")
+    argv += ["--kube-config", t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else [])
+    if a.gateway_resource_id:
+        argv += ["--gateway-resource-id", a.gateway_resource_id]
+    return argv
+
+
+def update_argv(site, t: Target) -> list[str]:
+    a = site.arc
+    argv = ["az", "connectedk8s", "update", "-n", t.cluster, "-g", t.resource_group,
+            "--auto-upgrade", "true" if a.auto_upgrade else "false"]
+    if a.oidc_issuer:
+        argv.append("--enable-oidc-issuer")
+    if a.workload_identity:
+        argv.append("--enable-workload-identity")
+    if a.gateway_resource_id:
+        argv += ["--gateway-resource-id", a.gateway_resource_id]
+    argv += ["--kube-config", t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else [])
+    return argv
+
+
+def features_argv(site, t: Target, oid: str) -> list[str]:
+    return (["az", "connectedk8s", "enable-features", "-n", t.cluster, "-g", t.resource_group,
+             "--custom-locations-oid", oid, "--features"] + list(site.arc.features) +
+            ["--kube-config", t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else []))
+
+
+def settings_differ(site, have: dict) -> list[str]:
+    a = site.arc
+    want = {"oidcIssuer": a.oidc_issuer, "workloadIdentity": a.workload_identity,
+            "agentAutoUpgrade": "Enabled" if a.auto_upgrade else "Disabled",
+            "gateway": (a.gateway_resource_id or "").lower() or None}
+    return [f"{k} {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
+
+
+def connected_cluster_body(site, t: Target, public_key_b64: str = "<generated at apply>") -> dict:
+    a = site.arc
+    props: dict = {"agentPublicKeyCertificate": public_key_b64, "distribution": a.distribution,
+                   "infrastructure": a.infrastructure,
+                   "oidcIssuerProfile": {"enabled": a.oidc_issuer},
+                   "securityProfile": {"workloadIdentity": {"enabled": a.workload_identity}},
+                   "arcAgentProfile": {"agentAutoUpgrade": "Enabled" if a.auto_upgrade else "Disabled"}}
+    if a.gateway_resource_id:
+        props["gateway"] = {"enabled": True, "resourceId": a.gateway_resource_id}
+    return {"location": t.location, "identity": {"type": "SystemAssigned"}, "properties": props}
+
+
+def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional[dict] = None) -> list[Step]:
+    """The ordered steps: a change where the live state differs from the site, a skip with the reason where not."""
+    sub = site.azure.subscription_id or "<subscription>"
+    rg, loc = site.azure.resource_group, site.azure.location
+    steps: list[Step] = []
+    for ns in site.arc.providers:
+        state = live_state["providers"].get(ns, "NotRegistered")
+        detail = (shlex.join(["az", "provider", "register", "-n", ns]) if executor == "az"
+                  else f"POST /subscriptions/{sub}/providers/{ns}/register")
+        steps.append(Step("site", "register provider", ns, detail, skip=state == "Registered",
+                          reason="Registered" if state == "Registered" else f"registration state {state}"))
+    steps.append(Step("site", "create resource group", rg,
+                      shlex.join(["az", "group", "create", "-l", loc, "-g", rg]) if executor == "az"
+                      else f"PUT /subscriptions/{sub}/resourcegroups/{rg} {json.dumps({'location': loc})}",
+                      skip=bool(live_state["group"]), reason="exists" if live_state["group"] else "missing"))
+    for t in targets(site):
+        if nodes is not None:
+            steps.append(preflight_step(t, nodes.get(t.level)))
+        have = live_state["clusters"].get(t.level)
+        cid = rid(sub, rg, "Microsoft.Kubernetes", "connectedClusters", t.cluster)
+        if executor == "az":
+            connect = shlex.join(connect_argv(site, t, oid))
+        else:
+            connect = f"PUT {cid} {json.dumps(connected_cluster_body(site, t), sort_keys=True)}"
+        diff = settings_differ(site, have) if have else []
+        status = (have or {}).get("connectivityStatus")
+        if have is None:
+            steps.append(Step(t.level, "connect cluster", t.cluster, connect, reason="not connected to Arc yet"))
+        elif status != "Connected":
+            steps.append(Step(t.level, "connect cluster", t.cluster, connect,
+                              reason=f"exists but {status}: onboarding runs again"))
+        elif diff and executor == "az":
+            steps.append(Step(t.level, "update cluster settings", t.cluster, shlex.join(update_argv(site, t)),
+                              reason="Connected; settings differ: " + ", ".join(diff)))
+        elif diff:
+            steps.append(Step(t.level, "connect cluster", t.cluster, connect,
+                              reason="Connected; settings differ: " + ", ".join(diff)))
+        else:
+            steps.append(Step(t.level, "connect cluster", t.cluster, connect, skip=True,
+                              reason=f"Connected with the same settings ({have.get('provisioningState')})"))
+        feats = live_state["features"].get(t.level)
+        missing = [f for f in site.arc.features if f not in (feats or [])]
+        fdetail = (shlex.join(features_argv(site, t, oid)) if executor == "az"
+                   else "agent settings: no ARM call (the agents enable them)")
+        if have is not None and status == "Connected" and feats is not None and not missing:
+            steps.append(Step(t.level, "enable features", t.cluster, fdetail, skip=True,
+                              reason="enabled: " + ", ".join(site.arc.features)))
+        elif site.arc.features:
+            why = ("after connect" if have is None or status != "Connected" else
+                   "not readable (helm values): enable-features is idempotent" if feats is None else
+                   "missing: " + ", ".join(missing))
+            steps.append(Step(t.level, "enable features", t.cluster, fdetail, reason=why))
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------- executors
+Progress = Callable[[str], None]
+
+
+class AzExecutor:
+    """Runs each change's command line exactly as the plan shows it."""
+    name = "az"
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def run(self, step: Step) -> dict:
+        if step.action.endswith("(manual)"):
+            raise StageFailed(f"{step.level}: {step.reason}. On each node of {step.target} run: {step.detail}")
+        argv = shlex.split(step.detail)
+        final = CONNECT_FINAL if step.action == "connect cluster" else None
+        res = self.runner.run(argv, name=f"{step.level}-{step.action}", final=final)
+        return {"rc": res.rc, "attempts": res.attempts, "seconds": res.seconds,
+                "retried_for": ", ".join(res.retried_for), "ok": res.ok, "output": res.tail(3)}
+
+
+class SdkExecutor:
+    """Makes the ARM calls of the same steps through the SDK. The cluster's RSA key pair is generated here; the
+    private key stays in memory (`keys`), handed to whatever installs the agents (the lab's agent stand-in)."""
+    name = "sdk"
+
+    def __init__(self, site, arm: Arm, key_size: int = 4096):
+        self.site, self.arm, self.key_size = site, arm, key_size
+        self.keys: dict[str, Any] = {}
+        self._res = None
+
+    @property
+    def res(self):
+        self._res = self._res or self.arm.resources()
+        return self._res
+
+    def run(self, step: Step) -> dict:
+        t0 = time.monotonic()
+        if step.action.endswith("(manual)"):
+            raise StageFailed(f"{step.level}: {step.reason}. On each node of {step.target} run: {step.detail}")
+        if step.action == "register provider":
+            self.res.providers.register(step.target)
+        elif step.action == "create resource group":
+            self.res.resource_groups.create_or_update(step.target, {"location": self.site.azure.location})
+        elif step.action == "connect cluster":
+            t = next(x for x in targets(self.site) if x.level == step.level)
+            key, pub = new_agent_key(self.key_size)
+            self.keys[t.level] = key
+            body = connected_cluster_body(self.site, t, pub)
+            poller = self.arm.connected_kubernetes().connected_cluster.begin_create_or_replace(
+                t.resource_group, t.cluster, body)
+            poller.result()
+        elif step.action == "enable features":
+            pass    # agent-side settings: nothing to call in ARM
+        else:
+            raise StageFailed(f"the sdk executor has no ARM call for step {step.action!r}")
+        return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "", "ok": True,
+                "output": ""}
+
+
+def new_agent_key(key_size: int = 4096):
+    """An RSA key pair; the public half as agentPublicKeyCertificate: base64 of the PKCS#1 RSAPublicKey DER."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    return key, base64.b64encode(der).decode()
+
+
+# ----------------------------------------------------------------------------------------------- verify
+def poll_connected(site, arm: Arm, refused: Optional[dict[str, list[str]]] = None, interval: float = 10.0,
+                   timeouts: Optional[dict[str, float]] = None, sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic, progress: Optional[Progress] = None) -> list[dict]:
+    """Poll every Arc-enabled level's connected cluster until Connected or its timeout (the site's onboarding
+    timeout unless `timeouts` says otherwise). Returns evidence rows."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    client = arm.connected_kubernetes()
+    tgts = targets(site)
+    start = clock()
+    limit = {t.level: (timeouts or {}).get(t.level, t.timeout) for t in tgts}
+    last: dict[str, Optional[dict]] = {t.level: None for t in tgts}
+    errors: dict[str, str] = {}
+    pending = [t for t in tgts]
+    while pending:
+        for t in list(pending):
+            try:
+                last[t.level] = as_dict(client.connected_cluster.get(t.resource_group, t.cluster))
+                errors.pop(t.level, None)
+            except ResourceNotFoundError:
+                last[t.level], errors[t.level] = None, "the connected cluster does not exist in ARM"
+            except HttpResponseError as exc:
+                errors[t.level] = f"ARM answered {exc.status_code}: {getattr(exc, 'message', exc)}"
+            status = pick(last[t.level] or {}, "properties", "connectivityStatus")
+            if status == "Connected":
+                pending.remove(t)
+                if progress:
+                    progress(f"{t.level}: {t.cluster} Connected after {clock() - start:.0f} s")
+            elif clock() - start >= limit[t.level]:
+                pending.remove(t)
+                if progress:
+                    progress(f"{t.level}: {t.cluster} still {status or 'absent'} after {limit[t.level]} s")
+        if pending:
+            sleep(interval)
+    rows = []
+    for t in tgts:
+        rows += cluster_rows(t, last[t.level], errors.get(t.level), (refused or {}).get(t.level, []), limit[t.level])
+    return rows
+
+
+def cluster_rows(t: Target, raw: Optional[dict], error: Optional[str], refused: list[str], waited: float) -> list[dict]:
+    p = (raw or {}).get("properties") or {}
+    status = p.get("connectivityStatus") or ("absent" if raw is None else "unknown")
+    ok = status == "Connected"
+    hint = failure_hint(t, status, error, refused, waited)
+    version = p.get("agentVersion") or ""
+    seen = p.get("lastConnectivityTime") or ""
+    return [
+        evidence(t.level, "connectivity status", "Connected", status, ok, hint),
+        evidence(t.level, "provisioning state", "Succeeded", p.get("provisioningState") or "",
+                 p.get("provisioningState") == "Succeeded", hint),
+        evidence(t.level, "agent version", "reported", version or "(none)", bool(version), hint),
+        evidence(t.level, "last connectivity time", "reported", str(seen) or "(none)", bool(seen), hint),
+    ]
+
+
+def failure_hint(t: Target, status: str, error: Optional[str], refused: list[str], waited: float) -> str:
+    parts = [f"{t.cluster} is {status} after {waited:.0f} s"]
+    if error:
+        parts.append(error)
+    parts.append(f"look at the pre-onboarding check logs in {PRE_ONBOARDING_LOGS}/{t.cluster}-* on the jump box")
+    if refused:
+        parts.append(f"the proxies refused at {t.level}: {', '.join(sorted(set(refused)))} (add them to the allow list "
+                     "or stop dropping them)")
+    else:
+        parts.append(f"no refused host seen at {t.level} in the audit window: check the agents in namespace "
+                     "azure-arc (kubectl get pods -n azure-arc)")
+    return "; ".join(parts)

@@ -1,0 +1,133 @@
+"""Stage 02 · Arc enable: plan -> apply(plan) -> verify, for every level that reaches Azure (egress level first).
+
+What a notebook calls:
+
+    p = arc.plan(site)                          # desired vs live, then the ordered steps; p.table() shows them
+    done = arc.apply(p, site, run_dir)          # exactly p's changes, live progress, outputs in run_dir/arc/
+    rows = arc.verify(site)                     # connected-cluster status per level (evidence rows)
+
+Executors (site field `arc.executor`): "az" runs the az CLI on the jump box (a real site); "sdk" makes the same
+steps' ARM calls through the SDK (the lab). Both read the live state the same way they change it. Everything that
+talks to ARM takes an `Arm` (credential, base URL, CA bundle), so the lab passes its own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from layernet.azure import arc as az_arc
+from layernet.azure.clients import Arm, arm_for
+from layernet.azure.runner import Runner
+from layernet.errors import InputError, StageFailed
+from layernet.stages.base import Plan, Progress, evidence_table, fingerprint, progress_printer, refuse_drift
+
+STAGE = "arc"
+
+
+def _live(site, executor: str, runner: Optional[Runner], arm: Optional[Arm]):
+    if executor == "az":
+        return az_arc.AzLive(runner or Runner())
+    return az_arc.SdkLive(arm or arm_for(site))
+
+
+def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, executor: Optional[str] = None,
+         read_nodes: Optional[bool] = None) -> Plan:
+    """Read the live state, then list every step in order: changes and skips (with reasons). Changes nothing
+    in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it)."""
+    executor = executor or site.arc.executor
+    runner = runner or Runner()
+    live = _live(site, executor, runner, arm)
+    if executor == "az":
+        account = live.account()
+        if site.azure.subscription_id and account and account.lower() != site.azure.subscription_id.lower():
+            raise InputError(f"az is logged in to subscription {account}, the site (azure.subscription_id) names "
+                             f"{site.azure.subscription_id}: run `az account set --subscription "
+                             f"{site.azure.subscription_id}` on the jump box, then plan again")
+        if account is None:
+            raise InputError("az is not logged in on this jump box: run `az login` (and `az account set "
+                             "--subscription ...`), then plan again")
+    state = az_arc.observe(site, live)
+    oid, oid_source = site.arc.custom_locations_oid, "site"
+    needs_oid = any(c is None or c.get("connectivityStatus") != "Connected" for c in state["clusters"].values()) \
+        or any(set(site.arc.features) - set(f or []) for f in state["features"].values())
+    if not oid and executor == "az" and needs_oid:
+        oid, oid_source = live.oid(), "az ad sp show"
+    oid = oid or "<custom-locations-oid>"
+    nodes = None
+    do_nodes = site.arc.node_preflight if read_nodes is None else read_nodes
+    if executor == "az":
+        nodes = {t.level: (az_arc.node_settings(t, runner) if do_nodes else None) for t in az_arc.targets(site)}
+    steps = az_arc.build_steps(site, state, oid, executor, nodes)
+    if oid_source != "site":
+        from layernet.stages.base import Step
+        steps.insert(0, Step("site", "derive custom locations oid", az_arc.CUSTOM_LOCATIONS_APP_ID,
+                             " ".join(az_arc.OID_COMMAND), skip=True, reason=f"read at plan time: {oid}"))
+    return Plan(STAGE, steps, observed=fingerprint(state), executor=executor,
+                context={"state": state, "oid_source": oid_source})
+
+
+def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None,
+          arm: Optional[Arm] = None, progress: Optional[Progress] = None, executor=None) -> list[dict]:
+    """Run exactly the plan's changes, in order. Refuses when the live state drifted since the plan. Every
+    command's argv, stdout, stderr and exit code land in run_dir/arc/. Returns one row per change."""
+    progress = progress or progress_printer("▸ arc ")
+    record = Path(run_dir) / STAGE if run_dir else None
+    if runner is None:
+        runner = Runner(record_dir=record)
+    elif record and runner.record_dir is None:
+        runner.record_dir = record
+    live = _live(site, plan.executor, runner, arm)
+    refuse_drift(plan, az_arc.observe(site, live))
+    if executor is None:
+        executor = (az_arc.AzExecutor(runner) if plan.executor == "az"
+                    else az_arc.SdkExecutor(site, arm or arm_for(site)))
+    changes = plan.changes
+    blocked = [s for s in changes if s.action.endswith("(manual)")]
+    if blocked:
+        s = blocked[0]
+        raise StageFailed(f"{s.level}: node settings too low; nothing was applied. {s.reason}. "
+                          f"On each node run: {s.detail}")
+    rows = []
+    for i, step in enumerate(changes, 1):
+        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} {step.target}")
+        out = executor.run(step)
+        row = {"level": step.level, "action": step.action, "target": step.target, **out}
+        rows.append(row)
+        if not out["ok"]:
+            hint = ""
+            if step.action == "connect cluster":
+                hint = (f" Look at {az_arc.PRE_ONBOARDING_LOGS}/{step.target}-* on the jump box "
+                        "(the pre-onboarding check's logs) and at the audit of the level's proxies.")
+            where = f" Outputs: {runner.record_dir}." if runner.record_dir else ""
+            raise StageFailed(f"{step.level}: {step.action} {step.target} failed (exit {out['rc']}, "
+                              f"{out['attempts']} attempt(s)): {out['output'] or 'no output'}.{hint}{where}")
+        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} done in {out['seconds']} s"
+                 + (f" (retried: {out['retried_for']})" if out.get("retried_for") else ""))
+    if not changes:
+        progress("nothing to change: every level is already in the desired state")
+    return rows
+
+
+def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str]]] = None,
+           interval: float = 10.0, timeouts: Optional[dict[str, float]] = None, progress: Optional[Progress] = None,
+           **kw) -> list[dict]:
+    """Poll every Arc-enabled level until Connected or its onboarding timeout; evidence rows per level.
+    `refused`: {level: [hosts]} the audit saw refused during the stage (named in the hint on failure)."""
+    return az_arc.poll_connected(site, arm or arm_for(site), refused=refused, interval=interval,
+                                 timeouts=timeouts, progress=progress or progress_printer("▸ arc "), **kw)
+
+
+def applied_table(rows: list[dict]):
+    import pandas as pd
+    cols = ["level", "action", "target", "ok", "rc", "attempts", "seconds", "retried_for", "output"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def verify_table(rows: list[dict]):
+    return evidence_table(rows)
+
+
+def failed(rows: list[dict]) -> Optional[str]:
+    """The first failing row's hint as a one-line message (None when all rows pass)."""
+    bad = [r for r in rows if not r["ok"]]
+    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
