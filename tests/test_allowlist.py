@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from layernet.allowlist import AllowList, Endpoint, catalog, catalog_groups, effective_allowlist, host_matches
-from layernet.site import check_host, known_locations, load_site
+from layernet.site import SiteError, check_host, known_locations, load_site
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "params" / "lab.yaml"
@@ -291,13 +291,16 @@ def test_groups_are_respected():
 
 def test_extra_hosts_string_and_mapping_forms():
     al = lab(allowlist__extra_hosts=["Historian.Contoso.com",
-                                     {"host": "*.opc.contoso.com", "ports": [4840, 443], "purpose": "OPC UA gateway"}])
+                                     {"host": "*.opc.contoso.com", "ports": [8084, 443], "purpose": "OPC UA gateway"}])
     by_host = {e.host: e for e in al.entries}
     hist = by_host["historian.contoso.com"]
     assert (hist.ports, hist.group, hist.purpose) == ((443,), "site-extra", "site-specific")
     opc = by_host["*.opc.contoso.com"]
-    assert (opc.ports, opc.group, opc.purpose) == ((443, 4840), "site-extra", "OPC UA gateway")
-    assert al.ports() == [443, 4840, 8084, 9093]
+    assert (opc.ports, opc.group, opc.purpose) == ((443, 8084), "site-extra", "OPC UA gateway")
+    assert al.ports() == [443, 8084, 9093]
+    # a port no proxy listens on could never work: the site is refused
+    with pytest.raises(SiteError, match=r"extra_hosts\[0\]\.ports\[0\]: got 4840; a port the proxies listen on"):
+        lab(allowlist__extra_hosts=[{"host": "*.opc.contoso.com", "ports": [4840]}])
 
 
 def test_extra_host_already_in_catalog_merges_ports():
@@ -308,11 +311,14 @@ def test_extra_host_already_in_catalog_merges_ports():
 
 
 def test_drop_hosts_and_note_for_absent_host():
-    al = lab(allowlist__drop_hosts=["*.vault.azure.net", "Graph.Windows.net", "not.in.the.list.com"])
+    al = lab(allowlist__drop_hosts=["*.vault.azure.net", "Graph.Windows.net"])
     h = hosts(al)
     assert "*.vault.azure.net" not in h and "graph.windows.net" not in h
     assert "management.azure.com" in h
-    assert al.notes == ("drop_hosts: not.in.the.list.com was not in the list (nothing dropped)",)
+    assert al.notes == ()
+    # dropping a host that no selected group has does nothing: the site is refused
+    with pytest.raises(SiteError, match=r"drop_hosts\[2\]: got 'not.in.the.list.com'; a host of a selected group"):
+        lab(allowlist__drop_hosts=["*.vault.azure.net", "Graph.Windows.net", "not.in.the.list.com"])
 
 
 def test_placeholders_without_value_are_left_out_with_a_note():
@@ -403,10 +409,14 @@ def test_cli_allowlist_prints_a_table():
 
 
 def test_cli_allowlist_shows_notes_and_rejects_bad_site():
-    res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "allowlist.drop_hosts=[nothing.example.com]"],
+    res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "azure.eventhubs_namespace=null"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "note: drop_hosts: nothing.example.com was not in the list (nothing dropped)" in res.stdout
+    assert ("note: <eventhubs_namespace>.servicebus.windows.net left out: set the site value for <eventhubs_namespace>"
+            in res.stdout)
+    res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "allowlist.drop_hosts=[nothing.example.com]"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "allowlist.drop_hosts[0]: got 'nothing.example.com'" in res.stderr
     res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "allowlist.extra_hosts=[graph.microsoft.com/]"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from layernet.site import SiteError, load_site
+from layernet.errors import InputError
+from layernet.site import load_site
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except SiteError as exc:
+    except InputError as exc:  # SiteError included: the input is wrong, nothing was changed
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (LabError, KubeError) as exc:  # the target is not in a state to do this: say so, no traceback

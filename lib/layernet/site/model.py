@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from layernet.site import names
 from layernet.site.aio import Aio
 from layernet.site.arc import Arc
 from layernet.site.base import Strict
 from layernet.site.images import Images
+from layernet.site.load import load_yaml_file, parse_value
+from layernet.site.names import check_host
+from layernet.site.problems import HIDDEN, MISSING, Problem, SiteError
+from layernet.site.secrets import find_secrets, looks_secret
 from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
@@ -26,57 +31,48 @@ CLOUDS = ("public", "usgov", "china")
 
 
 # ----------------------------------------------------------------------------------------------- errors
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    path: str
-    value: Any
-    expected: str
-
-    def __str__(self) -> str:
-        shown = "(missing)" if self.value is _MISSING else repr(self.value)
-        return f"{self.file}: {self.path}: got {shown}; {self.expected}"
-
-
-class SiteError(ValueError):
-    """Every problem of a site file at once. Nothing was changed."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        head = f"{len(problems)} problem(s) in site file {problems[0].file}:" if problems else "invalid site"
-        super().__init__("\n".join([head] + [f"  - {p}" for p in problems]))
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "(missing)"
-
-
-_MISSING = _Missing()
+_MISSING = MISSING
 
 
 # ----------------------------------------------------------------------------------------------- model
 _Strict = Strict
 
 
+def _text_only(expected: str):
+    """A field parsed from text only: YAML's integers, booleans, lists and mappings are type errors, so
+    `node_ip: 1` is never 0.0.0.1."""
+    def check(value: Any) -> Any:
+        if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv4Network)):
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError("layernet_text", expected)
+        return value
+    return BeforeValidator(check)
+
+
+IPv4 = Annotated[ipaddress.IPv4Address, _text_only("an IPv4 address such as 192.168.103.10 (text, not a number)")]
+IPv4Net = Annotated[ipaddress.IPv4Network, _text_only("an IPv4 network in CIDR form such as 192.168.103.0/24")]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+
+
 class Level(_Strict):
     name: str
     number: int = Field(ge=0, le=5, strict=True)
     parent: Optional[str] = None
-    network: ipaddress.IPv4Network
-    node_ip: ipaddress.IPv4Address
-    pod_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.42.0.0/16")
-    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.43.0.0/16")
+    network: IPv4Net
+    node_ip: IPv4
+    pod_cidr: IPv4Net = ipaddress.IPv4Network("10.42.0.0/16")
+    service_cidr: IPv4Net = ipaddress.IPv4Network("10.43.0.0/16")
     proxy: bool = Field(default=False, strict=True)
     dns_override: bool = Field(default=False, strict=True)
     reaches_azure: bool = Field(default=True, strict=True)
-    dns_upstream: list[ipaddress.IPv4Address] = []
+    dns_upstream: list[IPv4] = []
     kube_context: Optional[str] = None
 
 
 class Admin(_Strict):
-    network: ipaddress.IPv4Network
-    jump_box_ip: ipaddress.IPv4Address
+    network: IPv4Net
+    jump_box_ip: IPv4
 
 
 class Azure(_Strict):
@@ -92,7 +88,7 @@ class Azure(_Strict):
 
 class ExtraHost(_Strict):
     host: str
-    ports: list[int] = [443]
+    ports: list[Port] = [443]
     purpose: str = "site-specific"
 
     @model_validator(mode="before")
@@ -109,7 +105,7 @@ class AllowSelection(_Strict):
 
 class LabSettings(_Strict):
     prefix: str = Field(default="ln", pattern=r"^[a-z][a-z0-9]{0,5}$")
-    cloud_network: ipaddress.IPv4Network = ipaddress.IPv4Network("198.51.100.0/24")
+    cloud_network: IPv4Net = ipaddress.IPv4Network("198.51.100.0/24")
     refused_hosts: list[str] = ["evil.example", "exfil.example.net", "management.azure.com.evil.example"]
 
 
@@ -171,44 +167,79 @@ class Site(_Strict):
 
 
 # ----------------------------------------------------------------------------------------------- loading
+MAX_OVERRIDES = 200
+
+
 def load_site(path: str | Path, overrides: Optional[list[str] | dict[str, Any]] = None) -> Site:
     """Read, override and validate a site file. Raises SiteError listing every problem."""
-    path = Path(path)
     fname = str(path)
-    if not path.is_file():
-        raise SiteError([Problem(fname, "(file)", _MISSING, "the site file must exist; pass --site params/lab.yaml or a copy of params/site-example.yaml")])
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise SiteError([Problem(fname, where, str(getattr(exc, "problem", exc)), "valid YAML")]) from None
+    raw = load_yaml_file(path)
     if not isinstance(raw, dict):
-        raise SiteError([Problem(fname, "(top level)", raw, "a mapping with keys name, target, egress_level, admin, levels, azure")])
+        shown = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise SiteError([Problem(fname, "(top level)", MISSING if raw is None else raw,
+                                 f"a mapping with keys name, target, egress_level, admin, levels, azure (this is {shown})")])
     problems: list[Problem] = []
-    for key, value in _normalise_overrides(overrides):
+    items = _normalise_overrides(overrides)
+    if len(items) > MAX_OVERRIDES:
+        raise SiteError([Problem(fname, "(overrides)", MISSING, f"at most {MAX_OVERRIDES} -p overrides; put the values in a copy of the site file")])
+    for key, value in items:
+        if isinstance(value, _BadValue):
+            shown = MISSING if value.text is None else HIDDEN if looks_secret(value.text) else value.text
+            problems.append(Problem(fname, key or "(override)", shown, value.why))
+            continue
         err = _apply_override(raw, key, value)
         if err:
-            problems.append(Problem(fname, key or "(override)", value, err))
+            problems.append(Problem(fname, key or "(override)", HIDDEN if _secret_override(key, value) else value, err))
     if problems:
         raise SiteError(problems)
     return validate_site(raw, fname)
 
 
+def _secret_override(key: str, value: Any) -> bool:
+    from layernet.site.secrets import contains_secret, is_secret_key
+
+    return any(is_secret_key(part) for part in re.split(r"[.\[\]]", key or "")) or contains_secret(value)
+
+
 def validate_site(raw: dict, fname: str = "<site>") -> Site:
     problems: list[Problem] = []
     site: Optional[Site] = None
+    if not isinstance(raw, dict):
+        raise SiteError([Problem(fname, "(top level)", raw, "a mapping with keys name, target, egress_level, admin, levels, azure")])
+    # secrets first: a field holding one is reported once, without its value, and checked no further
+    secret_paths: list[str] = []
+    for path, kind in find_secrets(raw):
+        if kind == "key" and _declared_field(path):
+            continue  # a field of the model (e.g. the name of a Kubernetes Secret), not a secret value
+        secret_paths.append(path)
+        if kind == "key":
+            problems.append(Problem(fname, path, HIDDEN, "no secrets in a site file: this key names a secret (the value "
+                                    "is hidden); remove it and give credentials through the environment or the Azure "
+                                    "credential chain (az login, a managed identity)"))
+        else:
+            problems.append(Problem(fname, path, HIDDEN, "no secrets in a site file: this value looks like a connection "
+                                    "string, token or key (the value is hidden); remove it and give credentials through "
+                                    "the environment or the Azure credential chain"))
     try:
         site = Site.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             problems.append(Problem(fname, _loc(err["loc"]), _value_at(raw, err["loc"]), _expected(err)))
-    problems += _semantic_checks(raw, fname)
-    # a field can be reported twice (type error + semantic); keep the first per path+message
+    try:
+        problems += _semantic_checks(raw, fname)
+    except (TypeError, AttributeError, KeyError, ValueError):
+        # a check tripped over a value of the wrong type: the model has reported that value already
+        if site is not None:
+            raise
+    if site is not None and not problems:
+        problems += _site_checks(site, raw, fname)
+    # a field can be reported twice (type error + semantic); keep the first per path+message, and nothing more
+    # for a field that holds a secret
     seen, unique = set(), []
     for p in problems:
         key = (p.path, p.expected)
-        if key not in seen:
+        hidden_field = p.value is not HIDDEN and any(p.path == s or p.path.startswith((s + ".", s + "[")) for s in secret_paths)
+        if key not in seen and not hidden_field:
             seen.add(key)
             unique.append(p)
     if unique:
@@ -217,81 +248,119 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     return site
 
 
+def _model_of(annotation: Any) -> Optional[type]:
+    todo = [annotation]
+    while todo:
+        ann = todo.pop()
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return ann
+        todo.extend(getattr(ann, "__args__", ()))
+    return None
+
+
+def _declared_field(path: str) -> bool:
+    """Is `path` (e.g. telemetry.mqtt.client_cert_secret) a field the site model declares?"""
+    model: Any = Site
+    parts = [p for p in re.split(r"\.|\[\d+\]", path) if p]
+    for i, part in enumerate(parts):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        if i == len(parts) - 1:
+            return True
+        model = _model_of(field.annotation)
+        if model is None:
+            return False
+    return False
+
+
 def _normalise_overrides(overrides) -> list[tuple[str, Any]]:
     if not overrides:
         return []
     if isinstance(overrides, dict):
         return list(overrides.items())
-    out = []
+    out: list[tuple[str, Any]] = []
     for item in overrides:
+        item = str(item)
         if "=" not in item:
-            out.append((item, _MISSING))
+            key = item.strip()
+            out.append((key, _BadValue(None, f"an override must look like key.path=value, e.g. -p azure.location=westeurope"
+                                            f"{'' if not key else ' (' + key[:60] + '=...)'}")))
             continue
         key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = _BadValue(text)
+        value, why = parse_value(text)
+        if why is not None:
+            value = _BadValue(text, f"a YAML value after '=' ({why}; quote text that holds ':', '[', '{{' or '#', "
+                                    "e.g. -p 'description=\"a: b\"')")
         out.append((key.strip(), value))
     return out
 
 
-@dataclass(frozen=True)
 class _BadValue:
-    text: str
+    def __init__(self, text: str, why: str):
+        self.text, self.why = text, why
 
     def __repr__(self) -> str:
         return repr(self.text)
 
 
-_SEG = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_PIECE = re.compile(r"^([^.\[\]=\s]+)((?:\[\d{1,6}\])*)$")
 
 
-def _split_path(key: str) -> list[str | int]:
+class _PathError(ValueError):
+    pass
+
+
+def split_path(key: str) -> list[str | int]:
+    """`levels[1].node_ip` -> ['levels', 1, 'node_ip']; `levels.level3.proxy` -> ['levels', 'level3', 'proxy'].
+    Raises _PathError (a text for the user) on an empty segment, a stray bracket or a negative index."""
+    if not key:
+        raise _PathError("an override needs a field path, e.g. -p azure.location=westeurope")
     parts: list[str | int] = []
-    for name, idx in _SEG.findall(key):
-        parts.append(int(idx) if idx else name)
+    for piece in key.split("."):
+        m = _PIECE.match(piece)
+        if not m:
+            if piece == "":
+                raise _PathError(f"a field path without empty segments: {key[:80]!r} has '..' or a leading or "
+                                 "trailing '.'; write e.g. azure.location")
+            raise _PathError(f"a field path of names and [index]es separated by '.', e.g. levels[1].node_ip or "
+                             f"levels.level3.proxy; {piece[:60]!r} is not a path segment")
+        parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
     return parts
 
 
 def _apply_override(raw: dict, key: str, value: Any) -> Optional[str]:
     """Set raw[key.path] = value. `levels.level3.proxy` addresses a level by name. Returns an error text."""
-    if value is _MISSING:
-        return "an override must look like key.path=value, e.g. -p azure.location=westeurope"
-    if isinstance(value, _BadValue):
-        return "a YAML value after '=' (quote text that holds ':', '[', '{' or '#', e.g. -p 'description=\"a: b\"')"
-    parts = _split_path(key)
-    if not parts:
-        return "an override needs a field path, e.g. -p azure.location=westeurope"
+    try:
+        parts = split_path(key)
+    except _PathError as exc:
+        return str(exc)
     cur: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        nxt = parts[i + 1]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
         if isinstance(cur, list) and isinstance(part, str):
-            match = [x for x in cur if isinstance(x, dict) and x.get("name") == part]
+            match = [j for j, x in enumerate(cur) if isinstance(x, dict) and x.get("name") == part]
             if not match:
-                return f"no list item named {part!r}; use an index like levels[0] or an existing level name"
-            cur = match[0]
-            continue
+                return f"no list item named {part[:60]!r}; use an index like levels[0] or an existing level name"
+            part = match[0]
         if isinstance(part, int):
             if not isinstance(cur, list) or part >= len(cur):
                 return f"index [{part}] does not exist"
+            if last:
+                cur[part] = value
+                return None
             cur = cur[part]
             continue
         if not isinstance(cur, dict):
-            return f"{part!r} cannot be set inside a {type(cur).__name__}"
+            return "this path does not lead to a settable field" if last else f"{part[:60]!r} cannot be set inside a {type(cur).__name__}"
+        if last:
+            cur[part] = value
+            return None
         if part not in cur or cur[part] is None:
-            cur[part] = [] if isinstance(nxt, int) else {}
+            cur[part] = [] if isinstance(parts[i + 1], int) else {}
         cur = cur[part]
-    last = parts[-1]
-    if isinstance(cur, list) and isinstance(last, int):
-        if last >= len(cur):
-            return f"index [{last}] does not exist"
-        cur[last] = value
-    elif isinstance(cur, dict) and isinstance(last, str):
-        cur[last] = value
-    else:
-        return "this path does not lead to a settable field"
-    return None
+    return "this path does not lead to a settable field"
 
 
 def _loc(loc: tuple) -> str:
@@ -316,6 +385,19 @@ def _value_at(raw: Any, loc: tuple) -> Any:
 
 def _expected(err: dict) -> str:
     typ = err["type"]
+    loc = err["loc"]
+    if typ == "layernet_text":
+        return err["msg"]
+    if "ports" in loc and typ in ("int_type", "int_parsing", "int_from_float", "greater_than_equal", "less_than_equal"):
+        return "a TCP port number 1-65535, unquoted (true, yes and no are not ports)"
+    if "ports" in loc and typ == "list_type":
+        return "a list of port numbers, e.g. ports: [443] (a single number needs brackets)"
+    if typ == "string_type":
+        return "text (a name or words), not a number, list or mapping; quote it if YAML reads it otherwise"
+    if typ == "list_type":
+        return "a list, e.g. [a, b] or one '- item' per line"
+    if typ in ("dict_type", "model_type", "model_attributes_type"):
+        return "a mapping of key: value lines"
     if typ == "extra_forbidden":
         hint = _spelling_hint(err["loc"])
         return f"unknown key: remove it or fix its spelling{hint} (unknown keys are rejected so a typo is never ignored)"
@@ -357,49 +439,34 @@ def _spelling_hint(loc: tuple) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- semantics
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
-
-
-def check_host(host: Any) -> Optional[str]:
-    """Return why `host` is not a valid allow-list host name, or None when it is."""
-    if not isinstance(host, str) or not host:
-        return "a host name such as management.azure.com"
-    if "://" in host:
-        return f"a bare host name without a scheme: drop {host.split('://')[0] + '://'!r}"
-    if "/" in host:
-        return f"a bare host name without a path or trailing slash: use {host.split('/')[0]!r}"
-    if ":" in host:
-        return "a bare host name without a port: list ports in the entry's 'ports' field"
-    if host.endswith("."):
-        return "a host name without a trailing dot"
-    if len(host) > 253:
-        return "a host name of at most 253 characters"
-    labels = host.split(".")
-    if "*" in host:
-        if labels[0] != "*" or "*" in ".".join(labels[1:]) or len(labels) < 3:
-            return "a wildcard only as a whole leading label followed by at least two labels, e.g. *.blob.core.windows.net"
-        labels = labels[1:]
-    if len(labels) < 2:
-        return "a fully qualified name with at least two labels"
-    for label in labels:
-        if not _LABEL.match(label):
-            return f"labels of letters, digits and inner hyphens (1-63 characters); {label!r} is not"
-    return None
-
-
 def _net(value: Any) -> Optional[ipaddress.IPv4Network]:
+    if not isinstance(value, (str, ipaddress.IPv4Network)):
+        return None
     try:
-        return ipaddress.IPv4Network(str(value))
+        return ipaddress.IPv4Network(value)
     except (ValueError, TypeError):
         return None
 
 
 def _ip(value: Any) -> Optional[ipaddress.IPv4Address]:
+    if not isinstance(value, (str, ipaddress.IPv4Address)):
+        return None
     try:
-        return ipaddress.IPv4Address(str(value))
+        return ipaddress.IPv4Address(value)
     except (ValueError, TypeError):
         return None
+
+
+def _str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def known_locations(cloud: str) -> list[str]:
@@ -408,56 +475,67 @@ def known_locations(cloud: str) -> list[str]:
 
 
 def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
+    """Checks across fields, on the raw document: every value is type-checked here before use, because the
+    model reports wrong types itself and these checks must not trip over them."""
     P: list[Problem] = []
 
     def add(path: str, value: Any, expected: str) -> None:
         P.append(Problem(fname, path, value, expected))
 
+    why = names.check_site_name(raw.get("name"))
+    if why:
+        add("name", raw.get("name"), why)
     levels = raw.get("levels")
     if isinstance(levels, list) and not levels:
         add("levels", levels, "at least one level")
     have_levels = isinstance(levels, list) and bool(levels)
-    if not isinstance(levels, list):
-        levels = []
+    levels = _list(levels)
     good = [(i, lv) for i, lv in enumerate(levels) if isinstance(lv, dict)]
-    names: dict[str, int] = {}
+    names_: dict[str, int] = {}
     numbers: dict[Any, int] = {}
     duplicates: set[int] = set()
     for i, lv in good:
-        n = lv.get("name")
-        if isinstance(n, str):
-            if n in names:
-                add(f"levels[{i}].name", n, f"a unique level name; levels[{names[n]}] already uses it")
+        n = _str(lv.get("name"))
+        if n is not None:
+            why = names.check_level_name(n)
+            if why:
+                add(f"levels[{i}].name", n, why)
+                duplicates.add(i)
+            elif n in names_:
+                add(f"levels[{i}].name", n, f"a unique level name; levels[{names_[n]}] already uses it")
                 duplicates.add(i)
             else:
-                names[n] = i
+                names_[n] = i
         num = lv.get("number")
         if isinstance(num, int) and not isinstance(num, bool):
             if num in numbers:
                 add(f"levels[{i}].number", num, f"a unique Purdue number; levels[{numbers[num]}] already uses it")
             else:
                 numbers[num] = i
-    # a level whose name is already taken is reported above and kept out of the chain checks
-    good = [(i, lv) for i, lv in good if i not in duplicates]
-    by_name = {lv.get("name"): (i, lv) for i, lv in good if isinstance(lv.get("name"), str)}
+    # a level whose name is taken or invalid is reported above and kept out of the chain checks
+    good = [(i, lv) for i, lv in good if i not in duplicates and isinstance(lv.get("name"), str)]
+    by_name = {lv["name"]: (i, lv) for i, lv in good}
+    level_list = ", ".join(by_name) or "none defined"
 
     # parents exist, one chain ending at the egress level
-    egress = raw.get("egress_level")
-    if have_levels and isinstance(egress, str) and egress not in by_name:
-        add("egress_level", egress, f"the name of a level ({', '.join(by_name) or 'none defined'})")
+    egress = _str(raw.get("egress_level"))
+    if have_levels and egress is not None and egress not in by_name:
+        add("egress_level", egress, f"the name of a level ({level_list})")
     children: dict[str, list[int]] = {}
     for i, lv in good:
         parent = lv.get("parent")
+        if parent is not None and not isinstance(parent, str):
+            continue  # a type error, reported by the model
         if lv.get("name") == egress:
             if parent is not None:  # reported once, below; the egress level's parent is not a chain link
                 add(f"levels[{i}].parent", parent, f"no parent: {egress} is the egress level, the top of the chain")
             continue
         if parent is None:
-            if isinstance(egress, str) and egress in by_name:
+            if egress in by_name:
                 add(f"levels[{i}].parent", parent, f"a parent level: only the egress level ({egress}) may have none")
             continue
         if parent not in by_name:
-            add(f"levels[{i}].parent", parent, f"the name of another level ({', '.join(by_name)})")
+            add(f"levels[{i}].parent", parent, f"the name of another level ({level_list})")
             continue
         if parent == lv.get("name"):
             add(f"levels[{i}].parent", parent, "a level other than itself")
@@ -472,25 +550,29 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
     cycle_reported = False
     for i, lv in good:
         seen, cur = set(), lv
-        while (isinstance(cur, dict) and cur.get("name") != egress and cur.get("parent") in by_name
+        while (cur.get("name") != egress and _str(cur.get("parent")) in by_name
                and cur.get("parent") != cur.get("name") and cur.get("name") not in seen):
             seen.add(cur.get("name"))
             cur = by_name[cur["parent"]][1]
-        if isinstance(cur, dict) and cur.get("name") == egress:
+        if cur.get("name") == egress:
             on_chain.add(i)
-        elif isinstance(cur, dict) and cur.get("name") in seen and not cycle_reported:
+        elif cur.get("name") in seen and not cycle_reported:
             add(f"levels[{i}].parent", lv.get("parent"), "a chain without cycles that ends at the egress level")
             cycle_reported = True
     chain = [(i, lv) for i, lv in good if i in on_chain]
+
+    def number(lv: dict) -> Optional[int]:
+        n = lv.get("number")
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
     # Purdue numbers grow towards the egress level
     for i, lv in chain:
         p = by_name.get(lv.get("parent")) if lv.get("name") != egress else None
-        if p and isinstance(lv.get("number"), int) and isinstance(p[1].get("number"), int):
-            if p[1]["number"] <= lv["number"]:
-                add(f"levels[{i}].number", lv["number"], f"a Purdue number below its parent's ({p[1]['number']})")
+        if p and number(lv) is not None and number(p[1]) is not None and number(p[1]) <= number(lv):
+            add(f"levels[{i}].number", lv["number"], f"a Purdue number below its parent's ({p[1]['number']})")
 
     # addresses
-    admin = raw.get("admin") if isinstance(raw.get("admin"), dict) else {}
+    admin = _dict(raw.get("admin"))
     nets: list[tuple[str, ipaddress.IPv4Network]] = []
     anet = _net(admin.get("network"))
     if anet:
@@ -498,6 +580,8 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         jb = _ip(admin.get("jump_box_ip"))
         if jb and jb not in anet:
             add("admin.jump_box_ip", str(jb), f"an address inside admin.network {anet}")
+        elif jb and anet.prefixlen < 31 and jb in (anet.network_address, anet.broadcast_address):
+            add("admin.jump_box_ip", str(jb), f"a host address of {anet}, not its network or broadcast address")
     cluster_nets: list[tuple[str, ipaddress.IPv4Network]] = []
     for i, lv in enumerate(levels):
         if not isinstance(lv, dict):
@@ -531,86 +615,173 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
                 own = npath == cpath.rsplit(".", 1)[0] + ".network"
                 where = f"its own level network ({nnet})" if own else f"{npath} ({nnet})"
                 add(cpath, str(cnet), f"a {what} network that does not overlap {where}")
+    # DNS upstreams: a resolver that can answer, not a network's own network or broadcast address
+    for i, lv in good:
+        for k, up in enumerate(_list(lv.get("dns_upstream"))):
+            addr = _ip(up)
+            if addr is None:
+                continue
+            bad = ""
+            if addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
+                bad = "it is the unspecified or broadcast address"
+            elif addr.is_multicast or addr.is_reserved:
+                bad = "it is a multicast or reserved address"
+            else:
+                for npath, nnet in nets:
+                    if nnet.prefixlen < 31 and addr in (nnet.network_address, nnet.broadcast_address):
+                        bad = f"it is the network or broadcast address of {npath} ({nnet})"
+            if bad:
+                add(f"levels[{i}].dns_upstream[{k}]", str(addr), f"the address of a DNS resolver; {bad}")
+    # the lab's cloud network stands in for the internet: it must not overlap the plant
+    lab = _dict(raw.get("lab"))
+    cloud_net = _net(lab.get("cloud_network", "198.51.100.0/24"))
+    if cloud_net:
+        for npath, nnet in nets:
+            if cloud_net.overlaps(nnet):
+                add("lab.cloud_network", str(cloud_net), f"a network that does not overlap {npath} ({nnet}): the lab's cloud stands in for the internet")
+                break
 
     # roles (levels on the chain only): a level below egress reaching Azure needs DNS override and a proxy
     # on every level above it
     for i, lv in chain:
         name = lv.get("name")
         if name == egress:
-            if lv.get("dns_override"):
+            if lv.get("dns_override") is True:
                 add(f"levels[{i}].dns_override", True, "false at the egress level: it resolves Azure names with its own (enterprise) DNS")
             continue
         parent = by_name.get(lv.get("parent"))
         if not parent:
             continue
         pi, plv = parent
-        needs = bool(lv.get("reaches_azure", True)) or bool(lv.get("proxy"))
-        if needs and not plv.get("proxy"):
-            why = "runs a proxy" if lv.get("proxy") else "reaches Azure"
+        if not all(isinstance(x.get(k, False), bool) for x in (lv, plv) for k in ("proxy", "dns_override", "reaches_azure")):
+            continue  # a flag that is not true/false is reported by the model
+        reaches = lv.get("reaches_azure", True)
+        needs = reaches or lv.get("proxy", False)
+        if needs and not plv.get("proxy", False):
+            why = "runs a proxy" if lv.get("proxy") is True else "reaches Azure"
             add(f"levels[{pi}].proxy", plv.get("proxy", False), f"true: {name} {why} through {plv.get('name')}, so {plv.get('name')} must run a proxy (or set levels[{i}].reaches_azure: false)")
-        if lv.get("reaches_azure", True) and not lv.get("dns_override"):
+        if reaches and not lv.get("dns_override", False):
             add(f"levels[{i}].dns_override", lv.get("dns_override", False), f"true: {name} reaches Azure, so its DNS must point Azure names at {plv.get('name')}'s proxy (or set reaches_azure: false)")
     if egress in by_name:
         ei, elv = by_name[egress]
         ups = elv.get("dns_upstream") or []
-        if elv.get("proxy") and not ups:
+        if elv.get("proxy") is True and not ups:
             add(f"levels[{ei}].dns_upstream", ups, "at least one resolver address: the egress proxy resolves Azure names with it (Envoy must not guess from /etc/resolv.conf)")
 
     # kube target needs a context per level; clusters name known levels
     if raw.get("target") == "kube":
         for i, lv in good:
             if not lv.get("kube_context"):
-                add(f"levels[{i}].kube_context", lv.get("kube_context", _MISSING), "the kubectl context of this level's cluster (target: kube)")
-    azure = raw.get("azure") if isinstance(raw.get("azure"), dict) else {}
-    clusters = azure.get("clusters") or {}
-    if isinstance(clusters, dict) and by_name:
-        for k in clusters:
-            if k not in by_name:
-                add(f"azure.clusters.{k}", clusters[k], f"a key that names a level ({', '.join(by_name)})")
+                add(f"levels[{i}].kube_context", lv.get("kube_context", MISSING), "the kubectl context of this level's cluster (target: kube)")
+    azure = _dict(raw.get("azure"))
+    clusters = azure.get("clusters")
+    clusters = clusters if isinstance(clusters, dict) else {} if clusters is None else None
+    if clusters is not None:
+        for k, v in clusters.items():
+            if by_name and k not in by_name:
+                add(f"azure.clusters.{k}", v, f"a key that names a level ({level_list})")
+                continue
+            why = names.check_cluster_name(v)
+            if why:
+                add(f"azure.clusters.{k}", v, why)
+        for i, lv in chain:
+            if lv.get("reaches_azure", True) is not False and lv["name"] not in clusters:
+                add(f"azure.clusters.{lv['name']}", MISSING, f"the Arc connected-cluster name of {lv['name']}, which reaches "
+                    f"Azure (e.g. clusters: {{{lv['name']}: aio-{lv['name']}}}), or set levels[{i}].reaches_azure: false")
     cloud = azure.get("cloud", "public")
     loc = azure.get("location")
     if cloud in CLOUDS and isinstance(loc, str):
         known = known_locations(cloud)
         if loc not in known:
-            close = [k for k in known if k.startswith(loc[:4])][:5]
+            close = [k for k in known if k.startswith(loc[:4])][:5] if len(loc) >= 2 else []
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             other = [c for c in CLOUDS if c != cloud and loc in known_locations(c)]
             if other:
                 hint = f" ({loc} is a location of the {other[0]} cloud: set azure.cloud: {other[0]})"
             add("azure.location", loc, f"an Azure location of the {cloud} cloud, lowercase without spaces{hint}")
     for key, what in (("subscription_id", "subscription"), ("tenant_id", "tenant")):
-        guid = azure.get(key)
-        if guid is not None and not _GUID.match(str(guid)):
-            add(f"azure.{key}", guid, f"a {what} GUID like 00000000-0000-0000-0000-000000000000")
+        why = names.check_guid(azure.get(key), what)
+        if why and isinstance(azure.get(key), str):
+            add(f"azure.{key}", azure.get(key), why)
+    for key, check in (("resource_group", names.check_resource_group),
+                       ("eventhubs_namespace", names.check_eventhubs_namespace),
+                       ("schema_registry_storage", names.check_storage_account)):
+        why = check(azure.get(key))
+        if why:
+            add(f"azure.{key}", azure.get(key), why)
 
     # allow-list selection
-    sel = raw.get("allowlist") if isinstance(raw.get("allowlist"), dict) else {}
+    sel = _dict(raw.get("allowlist"))
     from layernet.allowlist import catalog_groups  # late import: allowlist imports this module
 
     groups = sel.get("groups")
     if isinstance(groups, list):
         known_groups = catalog_groups()
         for j, g in enumerate(groups):
-            if g not in known_groups:
+            if isinstance(g, str) and g not in known_groups:
                 add(f"allowlist.groups[{j}]", g, f"a catalog group ({', '.join(known_groups)})")
-    for j, e in enumerate(sel.get("extra_hosts") or []):
+    for j, e in enumerate(_list(sel.get("extra_hosts"))):
         host = e.get("host") if isinstance(e, dict) else e
         field = f"allowlist.extra_hosts[{j}].host" if isinstance(e, dict) else f"allowlist.extra_hosts[{j}]"
-        why = check_host(host)
-        if why:
-            add(field, host, why)
-        if isinstance(e, dict):
-            for k, port in enumerate(e.get("ports") or []):
-                if not isinstance(port, int) or not 1 <= port <= 65535:
-                    add(f"allowlist.extra_hosts[{j}].ports[{k}]", port, "a TCP port number 1-65535")
-    for j, h in enumerate(sel.get("drop_hosts") or []):
-        why = check_host(h)
-        if why:
-            add(f"allowlist.drop_hosts[{j}]", h, why)
+        if isinstance(host, str):
+            why = check_host(host)
+            if why:
+                add(field, host, why)
+        if isinstance(e, dict) and isinstance(e.get("ports"), list) and not e["ports"]:
+            add(f"allowlist.extra_hosts[{j}].ports", [], "at least one port, e.g. [443] (leave 'ports' out for 443)")
+    for j, h in enumerate(_list(sel.get("drop_hosts"))):
+        if isinstance(h, str):
+            why = check_host(h)
+            if why:
+                add(f"allowlist.drop_hosts[{j}]", h, why)
+    for j, h in enumerate(_list(lab.get("refused_hosts"))):
+        if isinstance(h, str):
+            why = check_host(h)
+            if why:
+                add(f"lab.refused_hosts[{j}]", h, why)
 
-    # telemetry (stage 04): levels, topics, destinations, no secrets in the file
-    from layernet.site.telemetry import check_raw as telemetry_checks
+    # sections whose settings name levels
+    tele = _dict(raw.get("telemetry"))
+    for j, n in enumerate(_list(tele.get("eventhubs_from_levels"))):
+        if isinstance(n, str) and by_name and n not in by_name:
+            add(f"telemetry.eventhubs_from_levels[{j}]", n, f"the name of a level ({level_list})")
+        elif isinstance(n, str) and n == egress:
+            add(f"telemetry.eventhubs_from_levels[{j}]", n, f"a level below the egress level ({egress} sends to Event Hubs directly)")
+    arc = _dict(raw.get("arc"))
+    for k in _dict(arc.get("onboarding_timeout")):
+        if by_name and k not in by_name:
+            add(f"arc.onboarding_timeout.{k}", arc["onboarding_timeout"][k], f"a key that names a level ({level_list})")
+    return P
 
-    for path, value, expected in telemetry_checks(raw):
-        add(path, value, expected)
+
+def _site_checks(site: Site, raw: dict, fname: str) -> list[Problem]:
+    """Checks that need the validated site: values that are valid each on their own but cannot work together."""
+    from layernet.allowlist import effective_allowlist
+    from layernet.site.images import check as check_images  # images a level runs vs its allow list
+
+    P: list[Problem] = []
+    ports = site.proxied_ports()
+    listening = ", ".join(str(p) for p in ports)
+    for j, x in enumerate(site.allowlist.extra_hosts):
+        for k, port in enumerate(x.ports):
+            if port not in ports:
+                P.append(Problem(fname, f"allowlist.extra_hosts[{j}].ports[{k}]", port,
+                                 f"a port the proxies listen on ({listening}); no listener forwards {port}"))
+    undropped = site.model_copy(update={"allowlist": site.allowlist.model_copy(update={"drop_hosts": []})})
+    full = effective_allowlist(undropped)
+    present = {e.host.lower() for e in full.entries}
+    for j, d in enumerate(site.allowlist.drop_hosts):
+        if d.lower() not in present:
+            P.append(Problem(fname, f"allowlist.drop_hosts[{j}]", d, "a host of a selected group, written as "
+                             "`layernet allowlist` shows it; this one is in none, so dropping it does nothing"))
+    effective = effective_allowlist(site)
+    if not effective.entries and any(lv.reaches_azure for lv in site.levels):
+        P.append(Problem(fname, "allowlist.groups", list(site.allowlist.groups), "an allow list that is not empty: "
+                         "levels reach Azure, so select groups (arc-core, arc-cluster-connect, aio) or extra hosts"))
+    for j, h in enumerate(site.lab.refused_hosts):
+        hit = effective.match(h)
+        if hit is not None:
+            P.append(Problem(fname, f"lab.refused_hosts[{j}]", h, f"a host the allow list refuses; {hit.host} "
+                             "allows it, so the lab's refusal check could never pass"))
+    P += check_images(site, fname)
     return P

@@ -1,0 +1,65 @@
+"""A problem of a site file (file, field path, bad value, what was expected) and the error that lists them.
+
+A value is shown cut to a bounded length, and a value that looks like a secret is never shown at all.
+"""
+from __future__ import annotations
+
+import reprlib
+from dataclasses import dataclass
+from typing import Any
+
+from layernet.errors import InputError
+from layernet.site.secrets import contains_secret
+
+SHOWN_CHARS = 80
+
+
+class _Marker:
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+MISSING = _Marker("(missing)")
+HIDDEN = _Marker("(value hidden)")
+
+_repr = reprlib.Repr()
+_repr.maxlevel = 2
+_repr.maxstring = SHOWN_CHARS
+_repr.maxother = SHOWN_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
+_repr.maxlong = 40
+
+
+def show(value: Any) -> str:
+    """A bounded, secret-free rendering of a bad value for an error line."""
+    if isinstance(value, _Marker):
+        return value.text
+    if contains_secret(value):
+        return "(value hidden: it looks like a secret)"
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return repr(value[:SHOWN_CHARS]) + f"... ({len(value)} characters)"
+    text = _repr.repr(value)
+    return text if len(text) <= 2 * SHOWN_CHARS else text[:2 * SHOWN_CHARS] + "..."
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    path: str
+    value: Any
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: got {show(self.value)}; {self.expected}"
+
+
+class SiteError(InputError, ValueError):
+    """Every problem of a site file at once. Nothing was changed."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        head = f"{len(problems)} problem(s) in site file {problems[0].file}:" if problems else "invalid site"
+        super().__init__("\n".join([head] + [f"  - {p}" for p in problems]))

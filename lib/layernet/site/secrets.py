@@ -1,0 +1,90 @@
+"""What looks like a secret: a key named like one (whole words: `client_secret`, `SharedAccessKey`, not `kansas`
+or `secret_sync`)
+or a value shaped like one (a connection string, a JWT, a SAS signature, a private key).
+
+Secrets never travel in a site file, a -p/-s parameter, a manifest or an error message: credentials come from
+the environment and the Azure credential chain.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator
+
+# single words, and words that are secrets when written together (split or joined: account_key, AccountKey)
+_WORDS = {"secret", "secrets", "password", "passwords", "passwd", "pwd", "passphrase", "token", "tokens",
+          "credential", "credentials", "sas", "apikey", "privatekey", "accountkey", "sharedaccesskey",
+          "connectionstring", "connstr", "clientsecret", "accesskey"}
+_PAIRS = {("api", "key"), ("private", "key"), ("account", "key"), ("access", "key"), ("connection", "string"),
+          ("conn", "str"), ("client", "secret"), ("shared", "access")}
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+SECRET_VALUE = re.compile(
+    r"(?i:\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|SharedAccessKeyName|Password|Pwd|ClientSecret)\s*=)"
+    r"|(?i:\bDefaultEndpointsProtocol\s*=)"
+    r"|(?i:\bEndpoint\s*=\s*sb://)"
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"          # a JWT: base64url header.payload.signature
+    r"|[?&]sig=[A-Za-z0-9%+/=]{8,}"                                        # a SAS URL's signature
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+
+
+def key_words(key: str) -> list[str]:
+    """`SharedAccessKey` -> [shared, access, key]; `client_secret` -> [client, secret]."""
+    return [w.lower() for w in _CAMEL.findall(str(key))]
+
+
+def is_secret_key(key: Any) -> bool:
+    """A key whose last word names a secret (`sas_token`, `AccountKey`), not one that merely mentions one
+    (`secret_sync`) or contains its letters (`kansas`)."""
+    words = key_words(str(key))
+    if not words:
+        return False
+    joined = "".join(words)
+    return (words[-1] in _WORDS or tuple(words[-2:]) in _PAIRS
+            or any(joined.endswith(w) and len(w) > 6 for w in _WORDS))
+
+
+def looks_secret(text: Any) -> bool:
+    return isinstance(text, str) and SECRET_VALUE.search(text) is not None
+
+
+def contains_secret(value: Any, budget: int = 200) -> bool:
+    """A secret-looking string anywhere in the first `budget` items of a value (for what an error would show)."""
+    todo, seen = [value], 0
+    while todo and seen < budget:
+        v = todo.pop()
+        seen += 1
+        if isinstance(v, str):
+            if looks_secret(v):
+                return True
+        elif isinstance(v, dict):
+            todo.extend(v.values())
+            todo.extend(k for k in v if isinstance(k, str))
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+    return False
+
+
+def find_secrets(raw: Any, budget: int = 200_000) -> Iterator[tuple[str, str]]:
+    """(field path, 'key' or 'value') for every secret-looking key or value of a loaded site document."""
+    todo: list[tuple[str, Any]] = [("", raw)]
+    ids: set[int] = set()
+    while todo and budget > 0:
+        path, v = todo.pop()
+        budget -= 1
+        if isinstance(v, (dict, list)):
+            if id(v) in ids:  # a shared (aliased) value is checked once
+                continue
+            ids.add(id(v))
+        if isinstance(v, dict):
+            for k, item in v.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if is_secret_key(k):
+                    yield sub, "key"
+                else:
+                    todo.append((sub, item))
+        elif isinstance(v, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+        elif looks_secret(v):
+            yield path or "(top level)", "value"
