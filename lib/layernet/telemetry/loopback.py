@@ -1,0 +1,278 @@
+"""The telemetry flow of a site on loopback: real mosquitto brokers, the OPC PLC, the connector and the dataflows.
+
+Each level gets its own loopback address (127.<net>.<n>.1, from a /24 per level), so the rendered records are used
+exactly as rendered: the MQTT endpoint of a level points at its parent's node address and listener port. Every
+process is started here, recorded by PID and stopped by that PID.
+
+    site = loopback_site("params/lab.yaml", port=free_port(...))
+    with LoopbackFlow(site, workdir) as flow:
+        flow.start_connector()
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from layernet.render.telemetry import find, render
+from layernet.site import Site, validate_site
+
+MOSQUITTO = "mosquitto"
+_BASE_LEVEL_NET = {"level4": 4, "level3": 3, "level2": 2}
+
+
+def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int = 18830, opc_port: int = 50400,
+                  assets: int = 1, rate_hz: Optional[float] = None) -> Site:
+    """The base site's telemetry on 127.<net>.<level number>.1; `assets` copies of its first asset (oven1..N),
+    each with its own topics and dataflows; `rate_hz` sets sampling and publishing to that rate."""
+    raw = yaml.safe_load(Path(base).read_text())
+    raw["admin"] = {"network": f"127.{net}.0.0/24", "jump_box_ip": f"127.{net}.0.50"}
+    for lv in raw["levels"]:
+        n = lv["number"]
+        lv["network"] = f"127.{net}.{n}.0/24"
+        lv["node_ip"] = f"127.{net}.{n}.1"
+    tel = raw.setdefault("telemetry", {})
+    tel.setdefault("mqtt", {})
+    tel["mqtt"].update({"mode": "anonymous", "port": port})
+    proto = copy.deepcopy(tel["assets"][0])
+    level_num = {lv["name"]: lv["number"] for lv in raw["levels"]}
+    proto["address"] = f"opc.tcp://127.{net}.{level_num[proto['level']]}.1:{opc_port}"
+    if rate_hz:
+        ms = max(1, int(round(1000 / rate_hz)))
+        for ds in proto["datasets"]:
+            ds["publishing_ms"] = ms
+            for p in ds["data_points"]:
+                p["sampling_ms"] = ms
+    flows = tel["dataflows"]
+    new_assets, new_flows = [], []
+    for k in range(1, assets + 1):
+        a = copy.deepcopy(proto)
+        old = proto["name"]
+        a["name"] = old if assets == 1 else f"{old.rstrip('0123456789')}{k}"
+        for ds in a["datasets"]:
+            ds["topic"] = ds["topic"].replace(old, a["name"])
+        new_assets.append(a)
+        for f in flows:
+            g = copy.deepcopy(f)
+            if assets > 1:
+                g["name"] = f"{f['name']}-{a['name']}"
+            for key in ("source", "topic"):
+                if g.get(key):
+                    g[key] = g[key].replace(old, a["name"])
+            new_flows.append(g)
+    tel["assets"], tel["dataflows"] = new_assets, new_flows
+    return validate_site(raw, f"{base} (loopback 127.{net}.x.1)")
+
+
+def free_port(hosts: list[str], start: int = 18830, tries: int = 200) -> int:
+    """A TCP port free on every one of `hosts`."""
+    for port in range(start, start + tries):
+        socks = []
+        try:
+            for h in hosts:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((h, port))
+                socks.append(s)
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no free port in {start}..{start + tries} on {hosts}")
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def mosquitto_conf(host: str, port: int, tls: Optional[dict] = None) -> str:
+    lines = [
+        "per_listener_settings false",
+        "persistence false",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "max_queued_messages 1000000",
+        "max_inflight_messages 0",
+        "set_tcp_nodelay true",
+        f"listener {port} {host}",
+    ]
+    if tls:
+        lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
+                  "require_certificate true", "use_identity_as_username true", "allow_anonymous false"]
+    else:
+        lines.append("allow_anonymous true")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """utime + stime of a process (seconds), None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class LoopbackFlow:
+    """Brokers per level, the OPC PLC, dataflows per level; the connector when asked. A context manager."""
+
+    def __init__(self, site: Site, workdir: Path, kafka: Optional[dict] = None, fast_ms: Optional[int] = None):
+        self.site = site
+        self.dir = Path(workdir)
+        self.kafka = kafka              # {"connection_string", "ca"} to run the Kafka leg; None: stop at the egress broker
+        self.procs: dict[str, Proc] = {}
+        self.resources = render(site)
+        asset_ms = [p.sampling_ms for a in site.telemetry.assets for ds in a.datasets for p in ds.data_points]
+        self.fast_ms = fast_ms or (min(asset_ms) if asset_ms else 1000)
+
+    # ---- processes
+    def _start(self, name: str, argv: list[str], env: Optional[dict] = None) -> Proc:
+        log = self.dir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env=env or os.environ.copy(), cwd=str(self.dir))
+        proc = Proc(name, p, log)
+        self.procs[name] = proc
+        return proc
+
+    def _wait_line(self, proc: Proc, text: str, timeout: float = 20.0) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if text in proc.log.read_text(errors="replace"):
+                return
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}): {proc.log.read_text()[-800:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{proc.name}: no {text!r} in {proc.log} after {timeout:.0f} s")
+
+    def brokers(self) -> dict[str, tuple[str, int]]:
+        port = self.site.telemetry.mqtt.effective_port
+        return {lv.name: (str(lv.node_ip), port) for lv in self.site.levels}
+
+    def level_file(self, level: str) -> Path:
+        return self.dir / "resources" / f"{level}.json"
+
+    def start(self) -> "LoopbackFlow":
+        if shutil.which(MOSQUITTO) is None and not Path("/usr/sbin/mosquitto").exists():
+            raise RuntimeError("mosquitto is not installed: make apt (Debian package mosquitto)")
+        exe = shutil.which(MOSQUITTO) or "/usr/sbin/mosquitto"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        from layernet.render.telemetry import to_json
+
+        for level, recs in self.resources.items():
+            self.level_file(level).parent.mkdir(parents=True, exist_ok=True)
+            self.level_file(level).write_text(to_json(recs))
+        for level, (host, port) in sorted(self.brokers().items()):
+            conf = self.dir / f"mosquitto-{level}.conf"
+            conf.write_text(mosquitto_conf(host, port))
+            self._start(f"{level}-broker", [exe, "-c", str(conf)])
+        for level, (host, port) in self.brokers().items():
+            wait_port(host, port)
+        addresses = sorted({a.address for a in self.site.telemetry.assets})
+        for i, addr in enumerate(addresses):
+            hostport = addr.split("://", 1)[1].split("/", 1)[0]
+            host, _, port = hostport.rpartition(":")
+            p = self._start(f"opcplc-{i}", [sys.executable, "-m", "layernet.lab.opcplc", "--host", host, "--port", port,
+                                            "--fast-ms", str(self.fast_ms)])
+            self._wait_line(p, "opcplc: serving", 30)
+        env = os.environ.copy()
+        if self.kafka:
+            env["LAYERNET_EVENTHUBS_CONNECTION_STRING"] = self.kafka["connection_string"]
+        for level, recs in self.resources.items():
+            flows = find(recs, "dataflows")
+            if not flows:
+                continue
+            to_kafka = [f for f in flows if any(op.get("destinationSettings", {}).get("endpointRef") == "eventhubs"
+                                                for op in f["body"]["properties"]["operations"])]
+            if to_kafka and len(to_kafka) == len(flows) and not self.kafka:
+                continue
+            host, port = self.brokers()[level]
+            argv = [sys.executable, "-m", "layernet.lab.dataflow", "--resources", str(self.level_file(level)),
+                    "--local", f"{host}:{port}", "--name", f"df-{level}"]
+            if self.kafka and self.kafka.get("ca"):
+                argv += ["--ca", self.kafka["ca"]]
+            p = self._start(f"{level}-dataflow", argv, env)
+            self._wait_line(p, "dataflow: running")
+        return self
+
+    def start_connector(self) -> None:
+        for level in sorted({a.level for a in self.site.telemetry.assets}):
+            host, port = self.brokers()[level]
+            self._start(f"{level}-connector", [sys.executable, "-m", "layernet.lab.connector", "--resources",
+                                               str(self.level_file(level)), "--broker", f"{host}:{port}"])
+
+    def stop_connector(self, timeout: float = 10.0) -> None:
+        for name in [n for n in self.procs if n.endswith("-connector")]:
+            self._stop_one(name, timeout)
+
+    def _stop_one(self, name: str, timeout: float) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.popen.poll() is not None:
+            return
+        proc.popen.terminate()
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(5)
+
+    def cpu(self) -> dict[str, Optional[float]]:
+        return {name: cpu_seconds(p.pid) for name, p in self.procs.items()}
+
+    def stop(self) -> None:
+        order = [n for n in self.procs if n.endswith("-connector")] + \
+                [n for n in self.procs if n.endswith("-dataflow")] + \
+                [n for n in self.procs if n.startswith("opcplc")] + \
+                [n for n in self.procs if n.endswith("-broker")]
+        for name in order:
+            self._stop_one(name, 10.0)
+
+    def __enter__(self) -> "LoopbackFlow":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def logs(self) -> dict[str, str]:
+        return {name: p.log.read_text(errors="replace") for name, p in self.procs.items()}
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,394 @@
+"""Message-level proof of the telemetry path: routes from the site, taps per hop, and the analysis.
+
+One code path for the lab and real sites:
+- `routes(site)`: for every asset dataset, the hops its messages take (the asset level's broker, then each
+  parent's broker the dataflows forward to, then the event hub), with the enrichment properties expected at each.
+- `MqttTap` subscribes to a hop's topic on a level's broker; `consume_kafka` reads the event hub for a window
+  (lab: SASL PLAIN with the connection string; real site: OAUTHBEARER with an Entra token).
+- `analyse(routes, records)` joins the hops message by message (identity: the data points' source timestamps)
+  and returns typed tables: per hop received / lost / missing enrichment / sequence gaps / hop latency, and the
+  end-to-end latency from the OPC UA source timestamp; `problems` names the first hop where messages stopped.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Optional
+
+from layernet.site import Site
+from layernet.site.telemetry import eventhubs_namespace
+
+
+# ----------------------------------------------------------------------------------------------- routes
+@dataclass(frozen=True)
+class Hop:
+    index: int
+    name: str                        # "level2 broker", "event hub aio-telemetry"
+    kind: str                        # "mqtt" or "kafka"
+    level: Optional[str]             # the broker's level (None for the event hub)
+    topic: str                       # MQTT topic, or the hub for Kafka
+    key: Optional[str]               # Kafka: the message key (the MQTT topic the egress dataflow read)
+    expect: tuple[tuple[str, str], ...]   # enrichment properties present from this hop on
+    via: Optional[str]               # the dataflow that carried messages here (None at the first hop)
+
+
+@dataclass(frozen=True)
+class Route:
+    asset: str
+    dataset: str
+    points: tuple[str, ...]
+    sequence_point: Optional[str]
+    hops: tuple[Hop, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.asset}/{self.dataset}"
+
+
+def routes(site: Site, include_eventhubs: bool = True) -> list[Route]:
+    """The path of every asset dataset through the site's dataflows (a dataflow reads the topic the previous
+    hop wrote, on its own level's broker)."""
+    tel = site.telemetry
+    hub = tel.eventhubs.hub
+    ns = eventhubs_namespace(tel, site.azure.eventhubs_namespace)
+    out = []
+    for a in tel.assets:
+        for ds in a.datasets:
+            level, topic, expect = a.level, ds.topic, []
+            hops = [Hop(0, f"{level} broker", "mqtt", level, topic, None, (), None)]
+            seen = set()
+            while (level, topic) not in seen:
+                seen.add((level, topic))
+                flow = next((f for f in tel.dataflows if f.level == level and f.source == topic), None)
+                if flow is None:
+                    break
+                expect = expect + list(flow.enrich.items())
+                if flow.destination == "eventhubs":
+                    if include_eventhubs:
+                        hops.append(Hop(len(hops), f"event hub {ns}/{hub}", "kafka", None, hub, topic,
+                                        tuple(expect), flow.name))
+                    break
+                level, topic = site.level(level).parent, flow.topic
+                hops.append(Hop(len(hops), f"{level} broker", "mqtt", level, topic, None, tuple(expect), flow.name))
+            out.append(Route(a.name, ds.name, tuple(p.name for p in ds.data_points), ds.sequence_point, tuple(hops)))
+    return out
+
+
+def broker_addresses(site: Site) -> dict[str, tuple[str, int]]:
+    """Where a tap reaches each level's broker: the node address and the listener port of the MQTT hops."""
+    port = site.telemetry.mqtt.effective_port
+    return {lv.name: (str(lv.node_ip), port) for lv in site.levels}
+
+
+# ----------------------------------------------------------------------------------------------- taps
+@dataclass
+class Record:
+    t: float                         # receive time (time.time())
+    topic: str                       # MQTT topic, or the Kafka topic (hub)
+    key: Optional[str]               # Kafka key
+    payload: bytes
+
+
+class MqttTap:
+    """Subscribes (QoS 1) to topics on one broker and keeps every message with its receive time."""
+
+    def __init__(self, host: str, port: int, topics: list[str], name: str = "layernet-tap", tls=None):
+        self.host, self.port, self.topics = host, port, sorted(set(topics))
+        self.name, self.tls = name, tls
+        self.records: list[Record] = []
+        self._lock = threading.Lock()
+        self._client = None
+
+    def start(self) -> "MqttTap":
+        from layernet.lab.dataflow import connect_mqtt
+
+        def on_message(client, userdata, msg):
+            rec = Record(time.time(), msg.topic, None, bytes(msg.payload))
+            with self._lock:
+                self.records.append(rec)
+
+        self._client = connect_mqtt(self.host, self.port, f"{self.name}-{self.host}-{self.port}", self.tls,
+                                    on_message=on_message, subscribe=self.topics)
+        return self
+
+    def stop(self) -> list[Record]:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+        with self._lock:
+            return list(self.records)
+
+
+def kafka_consumer_config(site: Site, connection_string: Optional[str] = None, ca: Optional[str] = None,
+                          credential=None, group: Optional[str] = None) -> dict:
+    """confluent-kafka consumer settings for the site's Event Hubs Kafka endpoint.
+
+    With a connection string (the lab; a real site that chose it): SASL PLAIN, user `$ConnectionString`.
+    Otherwise OAUTHBEARER with a token for `https://<namespace>.servicebus.windows.net/.default` from the
+    azure-identity credential given (DefaultAzureCredential when None)."""
+    ns = eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace)
+    host = f"{ns}.servicebus.windows.net:9093"
+    conf: dict[str, Any] = {
+        "bootstrap.servers": host,
+        "security.protocol": "SASL_SSL",
+        "group.id": group or site.telemetry.eventhubs.consumer_group,
+        "auto.offset.reset": "latest",
+        "enable.auto.commit": False,
+        "client.id": "layernet-verify",
+    }
+    if ca:
+        conf["ssl.ca.location"] = ca
+    if connection_string:
+        conf.update({"sasl.mechanisms": "PLAIN", "sasl.username": "$ConnectionString", "sasl.password": connection_string})
+        return conf
+    scope = f"https://{ns}.servicebus.windows.net/.default"
+
+    def oauth_cb(_config):
+        cred = credential
+        if cred is None:
+            from azure.identity import DefaultAzureCredential
+
+            cred = DefaultAzureCredential()
+        tok = cred.get_token(scope)
+        return tok.token, float(tok.expires_on)
+
+    conf.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": oauth_cb})
+    return conf
+
+
+def consume_kafka(conf: dict, topic: str, seconds: float, ready: Optional[threading.Event] = None,
+                  stop: Optional[threading.Event] = None) -> list[Record]:
+    """Read `topic` for `seconds` (from the partitions' ends at assignment time). Sets `ready` once assigned."""
+    from confluent_kafka import Consumer, KafkaException
+
+    consumer = Consumer(conf)
+    assigned = threading.Event()
+
+    def on_assign(c, parts):
+        assigned.set()
+        if ready is not None:
+            ready.set()
+
+    consumer.subscribe([topic], on_assign=on_assign)
+    out: list[Record] = []
+    end = time.time() + seconds
+    try:
+        while time.time() < end and not (stop is not None and stop.is_set()):
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().fatal():
+                    raise KafkaException(msg.error())
+                continue
+            key = msg.key().decode(errors="replace") if msg.key() is not None else None
+            out.append(Record(time.time(), msg.topic(), key, msg.value() or b""))
+    finally:
+        consumer.close()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- analysis
+def _ts(text: Any) -> Optional[float]:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Seen:
+    t: float
+    body: dict
+
+
+def _identity(route: Route, body: dict) -> Optional[str]:
+    stamps = []
+    for p in route.points:
+        v = body.get(p)
+        if isinstance(v, dict) and "SourceTimestamp" in v:
+            stamps.append(f"{p}={v['SourceTimestamp']}")
+    return "|".join(stamps) if stamps else None
+
+
+def _source_time(route: Route, body: dict) -> Optional[float]:
+    ts = [_ts(body.get(p, {}).get("SourceTimestamp")) for p in route.points if isinstance(body.get(p), dict)]
+    ts = [t for t in ts if t is not None]
+    return max(ts) if ts else None
+
+
+def _hop_records(route: Route, hop: Hop, records: dict[int, list[Record]] | list[Record]) -> list[Record]:
+    recs = records.get(hop.index, []) if isinstance(records, dict) else records
+    if hop.kind == "kafka":
+        return [r for r in recs if r.topic == hop.topic and (r.key is None or r.key == hop.key)]
+    return [r for r in recs if r.topic == hop.topic]
+
+
+def _pct(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return round(s[lo] + (s[hi] - s[lo]) * (k - lo), 3)
+
+
+@dataclass
+class Analysis:
+    hops: Any                         # pandas DataFrame, one row per route and hop
+    latency: Any                      # pandas DataFrame, one row per message and segment (ms)
+    summary: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]], until: Optional[float] = None,
+            grace_s: float = 2.0) -> Analysis:
+    """records[route.label][hop.index] = what the tap of that hop received. Only messages first seen at hop 0 at
+    least `grace_s` before `until` (default: the last record) are judged, so the window's tail is not loss."""
+    import pandas as pd
+
+    rows, lat_rows, problems = [], [], []
+    summary: dict = {"routes": len(route_list), "messages": 0, "delivered": 0, "lost": 0}
+    e2e_all: list[float] = []
+    for route in route_list:
+        recs = records.get(route.label, {})
+        seen: list[dict[str, _Seen]] = []
+        bad_fields: list[int] = []
+        dups: list[int] = []
+        received: list[int] = []
+        for hop in route.hops:
+            per: dict[str, _Seen] = {}
+            bad = dup = n = 0
+            for r in sorted(_hop_records(route, hop, recs), key=lambda r: r.t):
+                try:
+                    body = json.loads(r.payload)
+                except ValueError:
+                    bad += 1
+                    continue
+                if not isinstance(body, dict):
+                    bad += 1
+                    continue
+                n += 1
+                ident = _identity(route, body)
+                if ident is None:
+                    bad += 1
+                    continue
+                if ident in per:
+                    dup += 1
+                    continue
+                if any(body.get(k) != v for k, v in hop.expect):
+                    bad += 1
+                per[ident] = _Seen(r.t, body)
+            seen.append(per)
+            bad_fields.append(bad)
+            dups.append(dup)
+            received.append(n)
+        first = seen[0] if seen else {}
+        last_t = until
+        if last_t is None:
+            last_t = max((s.t for per in seen for s in per.values()), default=0.0)
+        judged = {k for k, s in first.items() if s.t <= last_t - grace_s}
+        summary["messages"] += len(judged)
+        prev_missing: set = set()
+        for i, hop in enumerate(route.hops):
+            per = seen[i]
+            arrived = judged & set(per)
+            missing = judged - arrived
+            new_missing = missing - prev_missing
+            seqs = sorted({per[k].body.get(route.sequence_point, {}).get("Value") for k in arrived}
+                          - {None}) if route.sequence_point else []
+            seqs = [s for s in seqs if isinstance(s, int)]
+            gaps = (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0
+            hop_lat = []
+            if i > 0:
+                for k in arrived:
+                    if k in seen[i - 1]:
+                        hop_lat.append((per[k].t - seen[i - 1][k].t) * 1000)
+                        lat_rows.append({"route": route.label, "segment": f"{route.hops[i-1].name} -> {hop.name}",
+                                         "ms": round(hop_lat[-1], 3)})
+            rows.append({
+                "route": route.label, "hop": i, "name": hop.name, "kind": hop.kind, "topic": hop.topic,
+                "via": hop.via or "", "received": received[i], "judged": len(judged), "arrived": len(arrived),
+                "lost": len(missing), "lost_here": len(new_missing), "duplicates": dups[i],
+                "bad_or_unenriched": bad_fields[i], "sequence_gaps": gaps,
+                "hop_p50_ms": _pct(hop_lat, 0.5), "hop_p99_ms": _pct(hop_lat, 0.99),
+            })
+            if new_missing and not problems_for(problems, route.label):
+                came = route.hops[i - 1].name if i else "the source"
+                problems.append(f"{route.label}: {len(new_missing)} of {len(judged)} messages did not reach {hop.name} "
+                                f"from {came} (dataflow {hop.via or '-'}); they stopped at {came}")
+            if bad_fields[i]:
+                want = ", ".join(f"{k}={v}" for k, v in hop.expect) or "the data points"
+                problems.append(f"{route.label}: {bad_fields[i]} message(s) at {hop.name} without {want}")
+            prev_missing = missing
+        if route.hops:
+            final = seen[-1]
+            for k in judged & set(final):
+                src = _source_time(route, final[k].body)
+                if src is not None:
+                    ms = (final[k].t - src) * 1000
+                    e2e_all.append(ms)
+                    lat_rows.append({"route": route.label, "segment": "end to end (OPC UA source time)", "ms": round(ms, 3)})
+            delivered = len(judged & set(final))
+            summary["delivered"] += delivered
+            summary["lost"] += len(judged) - delivered
+        if not judged:
+            problems.append(f"{route.label}: no message seen at {route.hops[0].name if route.hops else 'the source'} "
+                            f"(topic {route.hops[0].topic if route.hops else '-'}): is the connector publishing?")
+    summary["e2e_p50_ms"] = _pct(e2e_all, 0.5)
+    summary["e2e_p99_ms"] = _pct(e2e_all, 0.99)
+    summary["e2e_max_ms"] = round(max(e2e_all), 3) if e2e_all else None
+    summary["loss"] = (summary["lost"] / summary["messages"]) if summary["messages"] else None
+    return Analysis(pd.DataFrame(rows), pd.DataFrame(lat_rows, columns=["route", "segment", "ms"]), summary, problems)
+
+
+def problems_for(problems: list[str], label: str) -> bool:
+    return any(p.startswith(f"{label}: ") and "did not reach" in p for p in problems)
+
+
+# ----------------------------------------------------------------------------------------------- one window
+def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, int]]] = None,
+            kafka_conf: Optional[dict] = None, mqtt_tls=None, include_eventhubs: bool = True,
+            started: Optional[Callable[[], None]] = None) -> tuple[list[Route], dict[str, dict[int, list[Record]]]]:
+    """Tap every hop of every route for `seconds`: one MQTT tap per broker, one Kafka consumer for the hub.
+    `started` is called once every tap is subscribed (e.g. to start the publisher in a test)."""
+    route_list = routes(site, include_eventhubs=include_eventhubs and kafka_conf is not None)
+    brokers = brokers or broker_addresses(site)
+    topics: dict[str, set] = {}
+    for r in route_list:
+        for h in r.hops:
+            if h.kind == "mqtt":
+                topics.setdefault(h.level, set()).add(h.topic)
+    taps = {lv: MqttTap(*brokers[lv], sorted(t), tls=mqtt_tls).start() for lv, t in sorted(topics.items())}
+    kafka_records: list[Record] = []
+    kthread = None
+    hub = site.telemetry.eventhubs.hub
+    if kafka_conf is not None and any(h.kind == "kafka" for r in route_list for h in r.hops):
+        ready = threading.Event()
+        kthread = threading.Thread(target=lambda: kafka_records.extend(consume_kafka(kafka_conf, hub, seconds + 5, ready)),
+                                   daemon=True)
+        kthread.start()
+        ready.wait(30)
+    if started is not None:
+        started()
+    time.sleep(seconds)
+    got = {lv: tap.stop() for lv, tap in taps.items()}
+    if kthread is not None:
+        kthread.join(timeout=seconds + 15)
+    records: dict[str, dict[int, list[Record]]] = {}
+    for r in route_list:
+        per = {}
+        for h in r.hops:
+            per[h.index] = kafka_records if h.kind == "kafka" else got.get(h.level, [])
+        records[r.label] = per
+    return route_list, records
