@@ -1,4 +1,4 @@
-"""The lab CA and the cloud stand-in's server certificate (cryptography package, EC P-256: fast to make).
+"""The lab CA and the cloud stand-in's server certificates (cryptography package, EC P-256: fast to make).
 
 The CA lives in `<state>/ca/` (key mode 0600, folder 0700) and is kept across `lab up` runs while it is valid;
 the server certificate is issued at every `lab up` with a SAN for every allow-listed host pattern (wildcards
@@ -62,8 +62,11 @@ def ensure_ca(ca_dir: Path, days: int = 365) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def issue_server_cert(ca_dir: Path, out_dir: Path, names: Iterable[str], ips: Iterable = (), days: int = 30) -> tuple[Path, Path]:
-    """A server certificate signed by the lab CA with a DNS SAN per name (e.g. `*.servicebus.windows.net`)."""
+def issue_server_cert(ca_dir: Path, out_dir: Path, names: Iterable[str], ips: Iterable = (), days: int = 30,
+                      stem: str = "server") -> tuple[Path, Path]:
+    """A server certificate signed by the lab CA with a DNS SAN per name (e.g. `*.servicebus.windows.net`),
+    written as `<out_dir>/<stem>.crt` (with the CA appended) and `<stem>.key`: the cloud's echo uses one for
+    every allowed name, each HTTPS app one for exactly its own names."""
     ca_cert_path, ca_key_path = ensure_ca(ca_dir)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
@@ -81,7 +84,7 @@ def issue_server_cert(ca_dir: Path, out_dir: Path, names: Iterable[str], ips: It
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = out_dir / "server.crt", out_dir / "server.key"
+    cert_path, key_path = out_dir / f"{stem}.crt", out_dir / f"{stem}.key"
     _write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
     return cert_path, key_path
