@@ -8,8 +8,11 @@ import pytest
 import yaml
 
 from layernet.render import render_site
-from layernet.render.envoy import ADMIN_PORT, ENVOY_IMAGE
+from layernet.images import parse_ref
+from layernet.render.envoy import ADMIN_PORT
 from layernet.render.manifests import CONFIG_ANNOTATION, render_envoy_manifests
+from layernet.site import Site
+from layernet.site.images import DEFAULTS
 
 K8S_VERSION = "1.33.0"
 
@@ -43,7 +46,11 @@ def test_envoy_objects(site, allowlist):
     pod = deploy["spec"]["template"]
     assert pod["metadata"]["annotations"][CONFIG_ANNOTATION] == hashlib.sha256(envoy_yaml.encode()).hexdigest()
     c = pod["spec"]["containers"][0]
-    assert c["image"] == ENVOY_IMAGE and ":" in ENVOY_IMAGE and not ENVOY_IMAGE.endswith(":latest")
+    # the image comes from the site: the lab leaves images.envoy at null, so the public cloud's MCR default
+    assert c["image"] == site.images.reference("envoy", site.azure.cloud) == DEFAULTS["public"]["envoy"]
+    ref = parse_ref(c["image"])
+    assert ref.registry == "mcr.microsoft.com" and ref.tag and ref.tag != "latest"
+    assert c["imagePullPolicy"] == "IfNotPresent"
     assert "--disable-hot-restart" in c["args"]
     assert c["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
     assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["externalTrafficPolicy"] == "Local"
@@ -60,3 +67,23 @@ def test_changed_config_changes_the_pod_template(site):
     ann = lambda d: d["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION]  # noqa: E731
     assert ann(a) != ann(b)
     assert ann(a) == ann(_docs(render_envoy_manifests(site, lv, "admin: {}\n", [443]))[2])
+
+
+def _site_with_images(site, **images):
+    raw = site.model_dump(mode="json")
+    raw["images"] = {**raw["images"], **images}
+    return Site.model_validate(raw)
+
+
+def test_image_and_pull_policy_follow_the_site(site):
+    mirror = "registry.plant.example/envoyproxy/envoy:v1.34.10"
+    other = _site_with_images(site, envoy=mirror, mode={"level3": "import"})
+    containers = {}
+    for lv in ("level4", "level3"):
+        deploy = _docs(render_envoy_manifests(other, other.level(lv), "admin: {}\n", [443]))[2]
+        kubernetes_validate.validate(deploy, K8S_VERSION, strict=True)
+        containers[lv] = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert containers["level4"]["image"] == containers["level3"]["image"] == mirror
+    assert containers["level4"]["imagePullPolicy"] == "IfNotPresent"
+    # an importing level never pulls: a missing import fails at once instead of waiting on the chain
+    assert containers["level3"]["imagePullPolicy"] == "Never"

@@ -20,6 +20,7 @@ from layernet.render.dns import RPZ_FILE, UNBOUND_CONF, render_coredns, render_u
 from layernet.render.envoy import ENVOY_ARGS, envoy_config, render_envoy
 from layernet.render.firewall import firewall_rows, render_allow_list_md, render_nftables
 from layernet.render.manifests import render_envoy_manifests
+from layernet.images import render_import
 
 __all__ = ["Artifact", "render_site", "write_artifacts", "firewall_rows", "ENVOY_ARGS", "TARGETS"]
 
@@ -59,6 +60,8 @@ def render_site(site, allowlist, target: str = "lab", *, state_dir: Optional[Pat
                 out.append(Artifact(lv.name, "coredns-external.yaml", "coredns", external))
         out.append(Artifact(lv.name, "nftables.nft", "firewall", render_nftables(site, lv, allowlist)))
         out.append(Artifact(lv.name, "ip-allow-list.md", "firewall-table", render_allow_list_md(site, lv, allowlist)))
+        if target == "kube" and site.images.mode_of(lv.name) == "import":  # air gap: archives to carry, import commands
+            out.append(Artifact(lv.name, "images-import.md", "images", render_import(site, lv)))
     return out
 
 

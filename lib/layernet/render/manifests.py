@@ -4,6 +4,9 @@
   bootstrap rolls the pods without a manual delete;
 - Envoy runs as a non-root user; ``net.ipv4.ip_unprivileged_port_start=0`` (a namespaced, safe sysctl)
   lets it bind 443 without extra capabilities;
+- the image comes from the site (``images.envoy``, default from `layernet.site.images.DEFAULTS`); a level whose
+  ``images.mode`` is ``import`` gets ``imagePullPolicy: Never``, so a missing import fails at once
+  (ErrImageNeverPull) instead of waiting on a pull that cannot reach a registry;
 - the LoadBalancer Service publishes the listener ports only (the admin port stays on 127.0.0.1 inside the
   pod) with ``externalTrafficPolicy: Local``, so Envoy sees the real client address that its
   source-range filter chains check.
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from layernet.render.envoy import ENVOY_ARGS, ENVOY_IMAGE
+from layernet.render.envoy import ENVOY_ARGS
 from layernet.render.util import dump_yaml_all
 
 NAMESPACE = "layernet"
@@ -23,6 +26,10 @@ ENVOY_UID = 101
 
 def config_sha256(envoy_yaml: str) -> str:
     return hashlib.sha256(envoy_yaml.encode()).hexdigest()
+
+
+def pull_policy(site, level) -> str:
+    return "Never" if site.images.mode_of(level.name) == "import" else "IfNotPresent"
 
 
 def envoy_objects(site, level, envoy_yaml: str, listener_ports: list[int]) -> list[dict]:
@@ -37,8 +44,8 @@ def envoy_objects(site, level, envoy_yaml: str, listener_ports: list[int]) -> li
     }
     container = {
         "name": "envoy",
-        "image": ENVOY_IMAGE,
-        "imagePullPolicy": "IfNotPresent",
+        "image": site.images.reference("envoy", site.azure.cloud),
+        "imagePullPolicy": pull_policy(site, level),
         "command": ["envoy"],
         "args": ["-c", "/etc/envoy/envoy.yaml", *ENVOY_ARGS, "--log-level", "info"],
         "ports": [{"name": f"tls-{p}", "containerPort": p, "protocol": "TCP"} for p in listener_ports],
