@@ -20,8 +20,10 @@ Kinds today:
   uplink       a level's node -> its parent's proxy, on the proxied ports
   egress       the egress level's node -> the internet, on the proxied ports (by name through the egress proxy)
   egress-dns   the egress level's node -> each of its DNS upstreams, 53/udp+tcp
-  mqtt         a child level's node -> its parent's node on the MQTT port (east-west, not through Envoy), when the
-               site's telemetry sends messages up between the levels' brokers
+  mqtt         a level's node -> its parent's node on the MQTT port (east-west, not through Envoy), when one of the
+               level's dataflows sends to the parent's broker (telemetry.dataflows, telemetry.mqtt)
+  kafka        the egress level's node -> the internet on 9093, when its dataflow sends to Event Hubs and 9093 is
+               not already a proxied port
 
 A new kind of traffic is one more block in `flows()`: every consumer above follows.
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 DNS_PORT = 53
+KAFKA_PORT = 9093
 ANY = ()      # protocols/ports: any
 
 
@@ -86,17 +89,23 @@ def proxy_ports(site, allowlist=None) -> tuple[int, ...]:
     return tuple(ports)
 
 
-def mqtt_port(site) -> Optional[int]:
-    """The port the levels' brokers talk to each other on (the telemetry section's `hop_port`), or None when the
-    site sends no telemetry up between levels."""
-    port = getattr(getattr(site, "telemetry", None), "hop_port", None)
-    return int(port) if isinstance(port, int) and not isinstance(port, bool) else None
+def mqtt_up(site, level: str) -> Optional[int]:
+    """The MQTT port on which `level`'s dataflows send to the parent's broker, or None when none does."""
+    tel = getattr(site, "telemetry", None)
+    if tel is None or not any(d.level == level and d.destination == "parent" for d in tel.dataflows):
+        return None
+    return tel.mqtt.effective_port
 
 
-def flows(site, allowlist=None, extra_kinds: Optional[list] = None) -> list[Flow]:
+def kafka_out(site, level: str) -> bool:
+    """Does `level` run a dataflow whose destination is Event Hubs (Kafka on 9093)?"""
+    tel = getattr(site, "telemetry", None)
+    return tel is not None and any(d.level == level and d.destination == "eventhubs" for d in tel.dataflows)
+
+
+def flows(site, allowlist=None) -> list[Flow]:
     """Every allowed flow, in a fixed order: per level from the egress level down, inbound then outbound."""
     ports = proxy_ports(site, allowlist)
-    mqtt = mqtt_port(site)
     out: list[Flow] = []
     for lv in site.chain:
         child, parent = site.child(lv), site.parent(lv)
@@ -116,18 +125,20 @@ def flows(site, allowlist=None, extra_kinds: Optional[list] = None) -> list[Flow
                 out.append(Flow("dns" if crosses else "dns-local", src.name, src.network, slabel, lv.name, node,
                                 nlabel, ("udp", "tcp"), (DNS_PORT,), lv.name, "DNS override",
                                 f"DNS from {src.name} to the {lv.name} DNS override", f"{what} to DNS", crosses))
-        if child is not None and mqtt is not None:
+        mqtt_in = mqtt_up(site, child.name) if child is not None else None
+        if mqtt_in is not None:
             out.append(Flow("mqtt", child.name, _host(child.node_ip), f"{child.node_ip} ({child.name} node)", lv.name,
-                            node, nlabel, ("tcp",), (mqtt,), lv.name, "direct",
+                            node, nlabel, ("tcp",), (mqtt_in,), lv.name, "direct",
                             f"MQTT from the {child.name} broker's dataflow to the {lv.name} broker (east-west)",
                             f"{child.name} node to the MQTT broker"))
         if parent is not None and ports:
             out.append(Flow("uplink", lv.name, node, nlabel, parent.name, _host(parent.node_ip),
                             f"{parent.node_ip} ({parent.name} node)", ("tcp",), ports, lv.name, "envoy (SNI)",
                             f"TLS from {lv.name} to the {parent.name} proxy", f"to the {parent.name} proxy"))
-        if parent is not None and mqtt is not None:
+        mqtt_out = mqtt_up(site, lv.name) if parent is not None else None
+        if mqtt_out is not None:
             out.append(Flow("mqtt", lv.name, node, nlabel, parent.name, _host(parent.node_ip),
-                            f"{parent.node_ip} ({parent.name} node)", ("tcp",), (mqtt,), lv.name, "direct",
+                            f"{parent.node_ip} ({parent.name} node)", ("tcp",), (mqtt_out,), lv.name, "direct",
                             f"MQTT from {lv.name} to the {parent.name} broker (east-west)",
                             f"to the {parent.name} MQTT broker"))
         if lv.name == site.egress_level:
@@ -135,12 +146,14 @@ def flows(site, allowlist=None, extra_kinds: Optional[list] = None) -> list[Flow
                 out.append(Flow("egress", lv.name, node, nlabel, None, None, "any (internet)", ("tcp",), ports,
                                 lv.name, "envoy (SNI)", "allow-listed Azure endpoints, by name through the egress proxy",
                                 "egress proxy to allow-listed endpoints"))
+            if kafka_out(site, lv.name) and KAFKA_PORT not in ports:
+                out.append(Flow("kafka", lv.name, node, nlabel, None, None, "any (internet)", ("tcp",), (KAFKA_PORT,),
+                                lv.name, "direct", "Kafka to Event Hubs (<namespace>.servicebus.windows.net) from the "
+                                "egress level's dataflow", "dataflow to Event Hubs (Kafka)"))
             for up in lv.dns_upstream:
                 out.append(Flow("egress-dns", lv.name, node, nlabel, None, _host(up), f"{up} (DNS upstream)",
                                 ("udp", "tcp"), (DNS_PORT,), lv.name, "direct", "name resolution for the egress proxy",
                                 "DNS upstream"))
-    for extra in extra_kinds or []:
-        out.extend(extra(site, allowlist))
     return out
 
 
@@ -178,3 +191,20 @@ def hops(site, allowlist=None) -> list[dict]:
         if label not in labels:
             labels.append(label)
     return [{"from": a, "to": b, "labels": labels} for (a, b), labels in order.items()]
+
+
+def reaches(site, src_level: str, dst_ip, proto: str, port: Optional[int], allowlist=None) -> bool:
+    """Would a packet from `src_level`'s node to dst_ip get through every firewall on its way?
+
+    It must leave the source (an outbound flow of the source level), pass the router (a crossing flow), and,
+    when it ends at a level's node, be let in there (an inbound flow of that level)."""
+    everything = flows(site, allowlist)
+    src_ip = site.level(src_level).node_ip
+    dst = ipaddress.ip_address(dst_ip)
+    out_ok = any(f.allows(src_ip, dst, proto, port) for f in everything
+                 if f.src_level == src_level and f.src_is_node and f.boundary == src_level)
+    target = next((lv for lv in site.levels if lv.node_ip == dst), None)
+    if target is None:
+        return out_ok
+    return out_ok and any(f.allows(src_ip, dst, proto, port) for f in everything
+                          if f.dst_level == target.name and f.boundary == target.name)

@@ -15,11 +15,15 @@ a ClientHello without SNI and non-TLS bytes (every name checked with `AllowList.
 happens to be allowed is never expected to fail):
 - from each child level, `refused` against its parent proxy's node IP on every proxied port;
 - at each DNS-override level without an upstream resolver, `dns-refused` for every refused name.
+
+Every other flow of the flows model that leaves a level's node directly for another level's node (no proxy: MQTT
+between the brokers) gets a `path` check per port: the TCP path must be open.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from layernet import flows as flows_model
 from layernet.allowlist import AllowList, is_wildcard
 from layernet.probe import NO_SNI, NON_TLS
 
@@ -86,5 +90,10 @@ def build_matrix(site, allowlist: AllowList, ca_file: Optional[str], cloud_ip: O
         if level.dns_override and not level.dns_upstream:
             for name in refused:
                 checks.append({"kind": "dns-refused", "host": name, "server": str(level.node_ip)})
+        for flow in flows_model.outbound(site, level.name, allowlist):
+            if flow.via == "direct" and flow.dst_level is not None:
+                for port in flow.ports:
+                    checks.append({"kind": "path", "host": flow.dst_label, "port": port,
+                                   "connect_ip": str(flow.dst.network_address), "flow": flow.purpose})
         matrix[level.name] = checks
     return matrix

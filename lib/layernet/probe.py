@@ -23,6 +23,9 @@ Check kinds (JSON objects; ``kind`` selects one; optional everywhere: ``timeout`
                  host must equal the SNI and peer's address must equal expect_peer (when given). With
                  ``expect_echo: false`` (real endpoints, which send nothing first) the verified handshake is the
                  proof. ``proxy`` names the level whose proxy listens at connect_ip.
+``path``         {connect_ip, port, flow?}
+                 a non-TLS flow of the site (MQTT between brokers): ok when the TCP path is open (the target
+                 connects or refuses); a timeout or local firewall refusal fails.
 ``refused``      {host, port, connect_ip, proxy?}
                  ok when the connection is reset or closed before a TLS handshake completes. host "" or
                  "(no-sni)" sends a ClientHello without SNI; "(non-tls)" sends plain HTTP bytes instead of TLS.
@@ -368,7 +371,27 @@ def check_refused(level: str, c: dict, deadline: Deadline) -> dict:
         raw.close()
 
 
-CHECKS = {"dns": check_dns, "dns-refused": check_dns_refused, "tls": check_tls, "refused": check_refused}
+def check_path(level: str, c: dict, deadline: Deadline) -> dict:
+    """A non-TLS flow (e.g. MQTT between the levels' brokers): the TCP path to connect_ip:port must be open.
+    Open means the far end answered (connected, or refused because its service is not running yet); a timeout or
+    a local firewall refusal means a firewall on the way drops it."""
+    port, ip = int(c["port"]), c["connect_ip"]
+    what = c.get("flow") or "flow"
+    row = {"expected": f"TCP path open ({what})", "port": port}
+    try:
+        raw = _connect(ip, port, deadline)
+    except Exception as exc:  # noqa: BLE001
+        failure = _failure(exc)
+        if failure == "connection refused":
+            return dict(row, observed="open (nothing listens yet: connection refused by the target)", ok=True, hint="")
+        return dict(row, observed=f"connect: {failure}", ok=False,
+                    hint=f"{ip}:{port} is not reachable for {what}: {_connect_hint(exc, f'{ip}:{port}')}")
+    raw.close()
+    return dict(row, observed="open (connected)", ok=True, hint="")
+
+
+CHECKS = {"dns": check_dns, "dns-refused": check_dns_refused, "tls": check_tls, "refused": check_refused,
+          "path": check_path}
 
 
 # ----------------------------------------------------------------------------------------------- running

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from html import escape
 
+from layernet import flows as flows_model
 from layernet.site import Site
 
 W, BOX_W, BOX_H, GAP, TOP = 900, 430, 92, 74, 120
@@ -12,7 +13,7 @@ X0 = 60
 def topology_svg(site: Site, allowed_names: int | None = None) -> str:
     """Levels from the internet down, node IPs, proxy/DNS roles, the allowed hops and where the internet is."""
     chain = site.chain
-    ports = ", ".join(str(p) for p in site.proxied_ports())
+    hops = {(h["from"], h["to"]): h["labels"] for h in flows_model.hops(site)}
     h = TOP + len(chain) * (BOX_H + GAP) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" '
            'font-family="Segoe UI, Roboto, Helvetica, Arial, sans-serif" role="img">',
@@ -61,21 +62,23 @@ def topology_svg(site: Site, allowed_names: int | None = None) -> str:
         # admin line
         out.append(f'<line x1="{X0 + BOX_W}" y1="{y + BOX_H / 2}" x2="{jx}" y2="{jy + 32}" stroke="#8c959f" '
                    'stroke-dasharray="4 4" marker-start="url(#arrg)"/>')
-        # hop up
+        # hop up: the crossing flows of this level (layernet.flows), one label per kind
+        hop = hops.get((lv.name, "internet" if egress else site.parent(lv).name), [])
+        text = " · ".join(hop) if hop else "nothing crosses"
         if egress:
             out.append(f'<line x1="{cx}" y1="{y}" x2="{cx}" y2="84" stroke="#1a7f37" stroke-width="3" marker-end="url(#arr)"/>')
-            out.append(f'<text x="{cx + 10}" y="{(y + 84) / 2 + 4:.0f}" font-size="12" fill="#1a7f37">TCP {ports} (TLS passthrough)</text>')
+            out.append(f'<text x="{cx + 10}" y="{(y + 84) / 2 + 4:.0f}" font-size="12" fill="#1a7f37">{escape(text)}</text>')
         else:
             parent_y = y - GAP
             out.append(f'<line x1="{cx}" y1="{y}" x2="{cx}" y2="{parent_y}" stroke="#1a7f37" stroke-width="3" marker-end="url(#arr)"/>')
-            label = f"to {site.parent(lv).name} proxy: TCP {ports} only"
+            label = f"to {site.parent(lv).name}: {text} only"
             out.append(f'<text x="{cx + 10}" y="{y - GAP / 2 + 4:.0f}" font-size="12" fill="#1a7f37">{escape(label)}</text>')
             # blocked direct path to the internet
             bxp = X0 - 30
             out.append(f'<line x1="{X0}" y1="{y + 20}" x2="{bxp}" y2="{y + 20}" stroke="#cf222e" stroke-width="2"/>')
             out.append(f'<text x="{bxp - 4}" y="{y + 25}" text-anchor="end" font-size="16" fill="#cf222e" font-weight="700">✕</text>')
     legend_y = h - 18
-    out.append(f'<text x="{X0}" y="{legend_y}" font-size="12" fill="#57606a">Green: the only hops allowed (proxied ports, by SNI). '
+    out.append(f'<text x="{X0}" y="{legend_y}" font-size="12" fill="#57606a">Green: the only hops allowed (from the flows model). '
                '✕: no direct internet path. Dashed: admin network (jump box).</text>')
     out.append("</svg>")
     return "\n".join(out)

@@ -31,16 +31,23 @@ def test_topology_addresses(lab_site):
     assert all(len(l.router_if) <= 15 and len(l.ifname) <= 15 for l in topo.links)
 
 
-def test_router_ruleset_allows_only_adjacent_admin_and_egress(lab_site):
+def test_router_ruleset_forwards_exactly_the_crossing_flows(lab_site):
     rules = netns.router_ruleset(lab_site, netns.topology(lab_site))
-    accepts = [l.strip() for l in rules.splitlines() if l.strip().endswith("accept") and "saddr" in l]
-    pairs = {(l.split("ip saddr ")[1].split()[0], l.split("ip daddr ")[1].split()[0]) for l in accepts}
-    assert pairs == {
-        ("192.168.103.0/24", "192.168.104.0/24"), ("192.168.104.0/24", "192.168.103.0/24"),
-        ("192.168.102.0/24", "192.168.103.0/24"), ("192.168.103.0/24", "192.168.102.0/24"),
-        ("192.168.0.0/24", "192.168.104.0/24"), ("192.168.0.0/24", "192.168.103.0/24"),
-        ("192.168.0.0/24", "192.168.102.0/24"), ("192.168.104.0/24", "198.51.100.0/24"),
+    accepts = [l.strip() for l in rules.splitlines() if l.strip().endswith('"') and " accept comment " in l]
+    got = {(l.split("ip saddr ")[1].split()[0], l.split("ip daddr ")[1].split()[0],
+            l.split("ip daddr ")[1].split(" ", 1)[1].split(" accept")[0] if " dport " in l else "any") for l in accepts}
+    ports, dns = "tcp dport { 443, 8084, 9093 }", "meta l4proto { udp, tcp } th dport 53"
+    assert got == {
+        ("192.168.0.0/24", "192.168.104.10", "any"), ("192.168.0.0/24", "192.168.103.10", "any"),
+        ("192.168.0.0/24", "192.168.102.10", "any"),
+        ("192.168.103.0/24", "192.168.104.10", ports), ("192.168.103.10", "192.168.104.10", ports),
+        ("192.168.102.0/24", "192.168.103.10", ports), ("192.168.102.10", "192.168.103.10", ports),
+        ("192.168.102.0/24", "192.168.103.10", dns),
+        ("192.168.104.10", "198.51.100.0/24", ports), ("192.168.104.10", "198.51.100.53", dns),
     }
+    # nothing flows downwards or skips a level: a parent never opens a connection into its child's network
+    assert not any("ip saddr 192.168.104" in l and "ip daddr 192.168.10" in l for l in accepts)
+    assert not any("192.168.102" in l and ("192.168.104" in l or "198.51.100" in l) for l in accepts)
     assert "policy drop" in rules and 'log prefix "layernet-rtr drop " counter drop' in rules
 
 

@@ -19,13 +19,14 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet import flows as flows_model
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.harden.names import corpus
 from layernet.lab import commands, netns
 from layernet.progress import step
 
-TCP_PORTS = (22, 53, 80, 443, 853, 1053, 3128, 6443, 8080, 8084, 8443, 9093, 9901, 10250)
+TCP_PORTS = (22, 53, 80, 443, 853, 1053, 1883, 3128, 6443, 8080, 8084, 8443, 8883, 9093, 9901, 10250)
 UDP_PORTS = (53, 123, 161, 443, 1053)
 SCAN_TIMEOUT = 0.5
 DIFF_COLUMNS = ["level", "from", "port", "family", "mode", "name", "expected", "envoy", "chain", "client", "ok"]
@@ -162,42 +163,24 @@ def source_enforcement(site, host: Optional[str] = None, port: int = 443) -> pd.
 
 
 # ----------------------------------------------------------------------------------------------- item 3
-def _adjacent(site, a, b) -> bool:
-    return site.parent(a) is b or site.parent(b) is a or a is b
-
-
 def scan_plan(site) -> dict[str, list[dict]]:
-    """{level: [target]} with `expect` "unreachable" for non-adjacent levels and the cloud, and a few
-    "reachable" controls (the paths the site opens on purpose)."""
+    """{level: [target]}: from every level's node, every other level's node and the cloud's addresses on a set of
+    TCP/UDP ports and ICMP. `expect` comes from the flows model (layernet.flows.reaches): "reachable" exactly
+    when the site opens that path on purpose, "unreachable" everywhere else."""
     topo = netns.topology(site)
-    cloud = [str(topo.cloud_tls_ip), str(topo.cloud_dns_ip)]
-    proxied = set(site.proxied_ports())
+    addrs = [(str(o.node_ip), f"{o.name} node") for o in site.levels]
+    addrs += [(str(topo.cloud_tls_ip), "cloud"), (str(topo.cloud_dns_ip), "cloud DNS")]
     plan: dict[str, list[dict]] = {}
     for lv in site.levels:
         targets = []
-
-        def add(ip, what, egress_cloud=False):
-            for p in TCP_PORTS:
-                if not (egress_cloud and p in proxied | {53}):
-                    targets.append({"ip": ip, "proto": "tcp", "port": p, "what": what, "expect": "unreachable"})
-            for p in UDP_PORTS:
-                if not (egress_cloud and p == 53):
-                    targets.append({"ip": ip, "proto": "udp", "port": p, "what": what, "expect": "unreachable"})
-            targets.append({"ip": ip, "proto": "icmp", "port": None, "what": what, "expect": "unreachable"})
-
-        for other in site.levels:
-            if not _adjacent(site, lv, other):
-                add(str(other.node_ip), f"{other.name} node (not adjacent)")
-        egress = lv.name == site.egress_level
-        for ip in cloud:
-            add(ip, "cloud" + (" (egress level: other than the proxied ports and DNS)" if egress else ""), egress)
-        parent = site.parent(lv)
-        if parent is not None and parent.proxy:
-            targets.append({"ip": str(parent.node_ip), "proto": "tcp", "port": 443,
-                            "what": f"{parent.name} proxy (control)", "expect": "reachable"})
-        if egress:
-            targets.append({"ip": str(topo.cloud_tls_ip), "proto": "tcp", "port": 443,
-                            "what": "cloud TLS from the egress level (control)", "expect": "reachable"})
+        for ip, what in addrs:
+            if ip == str(lv.node_ip):
+                continue
+            probes = [("tcp", p) for p in TCP_PORTS] + [("udp", p) for p in UDP_PORTS] + [("icmp", None)]
+            for proto, port in probes:
+                ok = flows_model.reaches(site, lv.name, ip, proto, port)
+                targets.append({"ip": ip, "proto": proto, "port": port, "what": what,
+                                "expect": "reachable" if ok else "unreachable"})
         plan[lv.name] = targets
     return plan
 

@@ -162,27 +162,33 @@ def _sysctl_script(forward: bool) -> str:
     return " ".join(f"{k}={v}" for k, v in keys.items())
 
 
+def _link_for(topo: Topology, net: ipaddress.IPv4Network) -> Optional[Link]:
+    return next((l for l in topo.links if net.subnet_of(l.network)), None)
+
+
 def router_ruleset(site, topo: Topology) -> str:
-    """The router's forward chain: adjacent levels both ways, admin -> levels, egress -> cloud; the rest is
-    counted, logged (when the host logs namespaces) and dropped."""
-    ifs = {l.ns: l.router_if for l in topo.links}
+    """The router's forward chain: exactly the crossing flows of the flows model (layernet.flows) between the
+    segments it joins, the internet being the cloud network; the rest is counted, logged (when the host logs
+    namespaces) and dropped. Replies pass by connection tracking."""
+    from layernet import flows as flows_model
+    from layernet.render.firewall import _addr, _match
+
+    cloud = topo.link_of(topo.cloud_ns)
     lines = [f"table inet {ROUTER_TABLE} {{", "  chain forward {",
              "    type filter hook forward priority filter; policy drop;",
              "    ct state established,related accept",
              "    ct state invalid drop"]
-    for lv in site.levels:
-        parent = site.parent(lv)
-        if parent is None:
+    seen = set()
+    for f in flows_model.crossing(site):
+        dst = f.dst if f.dst is not None else cloud.network
+        src_link, dst_link = _link_for(topo, f.src), _link_for(topo, dst)
+        if src_link is None or dst_link is None or src_link is dst_link:
             continue
-        a, b = topo.level_ns[lv.name], topo.level_ns[parent.name]
-        lines.append(f'    iifname "{ifs[a]}" oifname "{ifs[b]}" ip saddr {lv.network} ip daddr {parent.network} accept')
-        lines.append(f'    iifname "{ifs[b]}" oifname "{ifs[a]}" ip saddr {parent.network} ip daddr {lv.network} accept')
-    for lv in site.levels:
-        lines.append(f'    iifname "to-admin" oifname "{ifs[topo.level_ns[lv.name]]}" ip saddr {site.admin.network} '
-                     f"ip daddr {lv.network} accept")
-    eg = site.egress
-    lines.append(f'    iifname "{ifs[topo.level_ns[eg.name]]}" oifname "to-cloud" ip saddr {eg.network} '
-                 f"ip daddr {site.lab.cloud_network} accept")
+        rule = " ".join(p for p in (f'iifname "{src_link.router_if}" oifname "{dst_link.router_if}"',
+                                     f"ip saddr {_addr(f.src)} ip daddr {_addr(dst)}", _match(f)) if p)
+        if rule not in seen:
+            seen.add(rule)
+            lines.append(f'    {rule} accept comment "{f.kind}"')
     lines += ['    log prefix "layernet-rtr drop " counter drop', "  }", "}"]
     return "\n".join(lines) + "\n"
 

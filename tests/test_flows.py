@@ -1,0 +1,116 @@
+"""flows.py: the one model of allowed traffic, and every consumer following it."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from layernet import flows
+from layernet.allowlist import effective_allowlist
+from layernet.harden.checks import scan_plan
+from layernet.lab import netns
+from layernet.matrix import build_matrix
+from layernet.render.firewall import firewall_rows, render_nftables
+from layernet.site import load_site
+from layernet.topology import topology_svg
+
+LAB = "params/lab.yaml"
+NO_TELEMETRY = ["telemetry.dataflows=[]"]
+L4, L3, L2 = "192.168.104.10", "192.168.103.10", "192.168.102.10"
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return load_site(LAB, NO_TELEMETRY)
+
+
+@pytest.fixture(scope="module")
+def with_mqtt():
+    return load_site(LAB)
+
+
+def kinds(site, level=None):
+    return [(f.kind, f.src_level, f.dst_level) for f in flows.flows(site) if level in (None, f.boundary)]
+
+
+def test_the_flows_of_a_three_level_site(plain):
+    assert kinds(plain) == [
+        ("admin", None, "level4"), ("proxy-local", "level4", "level4"), ("proxy", "level3", "level4"),
+        ("egress", "level4", None), ("egress-dns", "level4", None),
+        ("admin", None, "level3"), ("proxy-local", "level3", "level3"), ("dns-local", "level3", "level3"),
+        ("proxy", "level2", "level3"), ("dns", "level2", "level3"), ("uplink", "level3", "level4"),
+        ("admin", None, "level2"), ("dns-local", "level2", "level2"), ("uplink", "level2", "level3"),
+    ]
+    up = next(f for f in flows.flows(plain) if f.kind == "uplink" and f.src_level == "level2")
+    assert (str(up.src), str(up.dst), up.protocols, up.ports) == (f"{L2}/32", f"{L3}/32", ("tcp",), (443, 8084, 9093))
+
+
+@pytest.mark.parametrize("src, dst, proto, port, expected", [
+    ("level2", L3, "tcp", 443, True),       # uplink through the level3 proxy
+    ("level2", L3, "tcp", 22, False),
+    ("level2", L3, "udp", 53, False),       # level2 resolves with its own override, never its parent's
+    ("level2", L4, "tcp", 443, False),      # never skips a level
+    ("level2", "198.51.100.10", "tcp", 443, False),
+    ("level3", L4, "tcp", 8084, True),
+    ("level3", L2, "tcp", 443, False),      # never downwards
+    ("level4", L3, "tcp", 443, False),      # the egress flow goes out, not into a child's node
+    ("level4", "198.51.100.10", "tcp", 9093, True),
+    ("level4", "198.51.100.10", "udp", 443, False),
+    ("level4", "198.51.100.53", "udp", 53, True),
+    ("level4", "198.51.100.10", "udp", 53, False),
+    ("level4", "198.51.100.10", "icmp", None, False),
+])
+def test_reaches(plain, src, dst, proto, port, expected):
+    assert flows.reaches(plain, src, dst, proto, port) is expected
+
+
+def test_a_new_flow_kind_reaches_every_consumer(plain, with_mqtt):
+    """MQTT between the levels' brokers (telemetry dataflows sending to the parent) is one block in flows.py;
+    the IP allow list, nftables, the router, the probe matrix, the isolation scan and the picture follow."""
+    assert ("mqtt", "level2", "level3") not in kinds(plain)
+    assert ("mqtt", "level2", "level3") in kinds(with_mqtt) and ("mqtt", "level3", "level4") in kinds(with_mqtt)
+    port = with_mqtt.telemetry.mqtt.effective_port
+
+    rows = [r for r in firewall_rows(with_mqtt) if r["ports"] == str(port)]
+    assert {(r["from"].split()[0], r["to"].split()[0]) for r in rows} == {(L2, L3), (L3, L4)}
+    assert not [r for r in firewall_rows(plain) if r["ports"] == str(port)]
+
+    l3 = render_nftables(with_mqtt, with_mqtt.level("level3"))
+    assert f"ip saddr {L2} ip daddr {L3} tcp dport {port} accept" in l3               # input from the child
+    assert f"ip daddr {L4} tcp dport {port} accept" in l3                             # output to the parent
+    assert f"dport {port}" not in render_nftables(plain, plain.level("level3"))
+
+    router = netns.router_ruleset(with_mqtt, netns.topology(with_mqtt))
+    assert f"ip saddr {L2} ip daddr {L3} tcp dport {port} accept" in router
+    assert f"dport {port}" not in netns.router_ruleset(plain, netns.topology(plain))
+
+    al = effective_allowlist(with_mqtt)
+    paths = [c for c in build_matrix(with_mqtt, al, None)["level2"] if c["kind"] == "path"]
+    assert [(c["connect_ip"], c["port"]) for c in paths] == [(L3, port)]
+    assert not [c for lv in build_matrix(plain, al, None).values() for c in lv if c["kind"] == "path"]
+
+    scan = {(t["ip"], t["proto"], t["port"]): t["expect"] for t in scan_plan(with_mqtt)["level2"]}
+    assert scan[(L3, "tcp", port)] == "reachable" and scan[(L4, "tcp", port)] == "unreachable"
+    assert {(t["ip"], t["proto"], t["port"]): t["expect"] for t in scan_plan(plain)["level2"]}[(L3, "tcp", port)] \
+        == "unreachable"
+
+    svg = topology_svg(with_mqtt)
+    assert re.search(rf"to level3: TLS 443, 8084, 9093 \(SNI\) · MQTT {port} only", svg)
+    assert f"MQTT {port}" not in topology_svg(plain)
+
+
+def test_x509_hops_use_the_tls_port(with_mqtt):
+    site = load_site(LAB, ["telemetry.mqtt.mode=x509"])
+    assert {f.ports for f in flows.flows(site) if f.kind == "mqtt"} == {(8883,)}
+
+
+def test_kafka_from_the_egress_level_only_when_a_dataflow_sends_there(plain):
+    site = load_site(LAB, ["telemetry.eventhubs_from_levels=[]"])
+    has_eh = any(d.destination == "eventhubs" and d.level == "level4" for d in site.telemetry.dataflows)
+    kafka = [f for f in flows.flows(site) if f.kind == "kafka"]
+    assert 9093 not in site.proxied_ports()
+    assert bool(kafka) == has_eh
+    if kafka:
+        assert (kafka[0].src_level, kafka[0].dst, kafka[0].ports) == ("level4", None, (9093,))
+        assert flows.reaches(site, "level4", "198.51.100.10", "tcp", 9093)
+    assert not [f for f in flows.flows(plain) if f.kind == "kafka"]
