@@ -5,12 +5,13 @@ SITE   ?= params/lab.yaml
 BIN     = $(VENV)/bin
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 COREDNS  = .tools/coredns/coredns
+KAFKA    = .tools/kafka/.installed
 # Debian packages the local lab needs: nftables (isolation), unbound (DNS overrides), iproute2 (namespaces), curl (health checks in tests)
-APT_PACKAGES = nftables unbound iproute2 curl mosquitto
+APT_PACKAGES = nftables unbound iproute2 curl mosquitto openjdk-17-jre-headless maven
 
 .PHONY: setup apt demo test jupyter lab-down clean-runs strip
 
-setup: $(VENV)/.installed apt $(COREDNS)
+setup: $(VENV)/.installed apt $(COREDNS) $(KAFKA)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,13 @@ $(VENV)/.installed: pyproject.toml
 # (go.sum pins every dependency) into .tools/, rebuilt only when the build files change.
 $(COREDNS): tools/coredns/go.mod tools/coredns/go.sum tools/coredns/main.go
 	cd tools/coredns && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false -ldflags=-s -o $(abspath $@) .
+
+# Apache Kafka for the lab's Event Hubs: the broker jars from Maven Central at the version pinned in
+# tools/kafka/pom.xml, copied into .tools/kafka/libs/ (Java 17 runs them), fetched again only when the pom changes.
+$(KAFKA): tools/kafka/pom.xml
+	rm -rf .tools/kafka/libs
+	mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml package
+	touch $@
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -202,6 +202,10 @@ def _stale_shm() -> list[Path]:
 def cleanup(site) -> list[str]:
     """Remove everything a lab with this prefix may have left: processes, namespaces, links, files."""
     done = []
+    from layernet.lab import kafka
+
+    if kafka.stop(site):
+        done.append("stopped the Kafka broker (Event Hubs)")
     table = load_procs(site)
     stopped = procs.stop(table.values())
     topo = netns.topology(site)
@@ -433,6 +437,11 @@ def leftovers(site) -> list[str]:
         if r.get("dev") == topo.jump_if:
             out.append(f"route {r.get('dst')}")
     out += [f"process {p.name} ({p.pid})" for p in load_procs(site).values() if procs.alive(p)]
+    from layernet.lab import kafka
+
+    broker = kafka.running_proc(site)
+    if broker is not None:
+        out.append(f"process {broker.name} ({broker.pid})")
     if netns.NETNS_ETC.is_dir():
         out += [f"file {d}" for d in netns.NETNS_ETC.glob(f"{topo.prefix}-*")]
     return out
@@ -518,6 +527,11 @@ def status(site) -> list[dict]:
     loaded = drops is not None
     rows.append({"level": "router", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": "-", "dns": "-",
                  "nft": f"loaded, {drops} dropped" if loaded else "missing", "ok": loaded})
+    from layernet.lab import kafka
+
+    row = kafka.status_row(site)      # only once a runbook or test started the broker
+    if row is not None:
+        rows.append(row)
     return rows
 
 

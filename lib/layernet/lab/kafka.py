@@ -1,0 +1,666 @@
+"""A real Apache Kafka broker as the lab's Event Hubs namespace `<namespace>.servicebus.windows.net:9093`.
+
+Event Hubs speaks Kafka on 9093: TLS, SASL PLAIN with the user name `$ConnectionString` and the namespace's
+connection string as password, and it advertises `<namespace>.servicebus.windows.net:9093`. The lab runs the
+pinned broker that `make kafka` fetched from Maven Central (tools/kafka/pom.xml -> .tools/kafka/libs/) in the
+cloud namespace, one node in KRaft mode with a 256 MB heap:
+
+    EVENTHUBS  127.0.0.1:19093  SASL_SSL, PLAIN; certificate from the lab CA for the namespace's name;
+                                advertised as <namespace>.servicebus.windows.net:9093
+    INTERNAL   127.0.0.1:19092  plaintext, loopback of the cloud namespace only: inter-broker and topic set-up
+    CONTROLLER 127.0.0.1:19094  the KRaft controller
+
+Clients reach it the way real traffic goes: the name resolves (through the level's DNS) to the cloud's TLS
+front, which reads `<state>/cloud/routes.json` and splices a connection whose server name is listed for port
+9093 to the backend 127.0.0.1:19093, unchanged (TLS end to end). `start` writes that route, `stop` removes it.
+
+The connection string is made per lab (`<state>/kafka/connection-string`, mode 0600) and reaches clients only
+through `connection_string(site)` or the environment (`client_env`); it is never printed and never part of an
+error. One topic per event hub of the site. `start(site)` is idempotent; `stop(site)` stops the broker and
+removes its data and secrets (`layernet lab down` does the same).
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Optional
+
+from layernet.lab import LabError, netns, pki, procs
+from layernet.lab import state_dir as _state_dir
+
+KAFKA_VERSION = "4.1.1"                  # keep equal to kafka.version in tools/kafka/pom.xml
+DEFAULT_HUB = "telemetry"                # the event hub when the site names none
+PUBLIC_PORT = 9093                       # the Event Hubs Kafka port (what clients dial, through the front)
+LISTEN_PORT = 19093                      # the broker's TLS listener inside the cloud namespace (the route's backend)
+INTERNAL_PORT = 19092
+CONTROLLER_PORT = 19094
+LOOPBACK = "127.0.0.1"
+USERNAME = "$ConnectionString"
+KEY_NAME = "RootManageSharedAccessKey"
+ENV_VAR = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
+HEAP = "256m"
+READY_TIMEOUT = 15.0
+PROC_NAME = "cloud/kafka"
+SUFFIX = {"public": "servicebus.windows.net", "usgov": "servicebus.usgovcloudapi.net",
+          "china": "servicebus.chinacloudapi.cn"}
+JVM_OPTS = ["-Xms" + HEAP, "-Xmx" + HEAP, "-XX:MaxDirectMemorySize=64m", "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=64m", "-XX:MaxMetaspaceSize=128m",
+            "-XX:+ExitOnOutOfMemoryError", "-Xss512k", "-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true", "-Dfile.encoding=UTF-8"]
+Progress = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------------------------- where things are
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def kafka_home() -> Path:
+    """The folder `make kafka` fills (override with LAYERNET_KAFKA_HOME)."""
+    return Path(os.environ.get("LAYERNET_KAFKA_HOME") or repo_root() / ".tools" / "kafka")
+
+
+def libs_dir() -> Path:
+    return kafka_home() / "libs"
+
+
+def java_binary() -> Optional[str]:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def missing() -> str:
+    """Why the broker cannot run here ("" when it can)."""
+    if not java_binary():
+        return "java not found: install a Java 17 runtime (Debian: apt-get install -y openjdk-17-jre-headless)"
+    jar = libs_dir() / f"kafka_2.13-{KAFKA_VERSION}.jar"
+    if not jar.is_file():
+        return (f"Apache Kafka {KAFKA_VERSION} is not built: run `make kafka` (fetches it from Maven Central "
+                f"into {kafka_home()})")
+    return ""
+
+
+def kafka_dir(site) -> Path:
+    return _state_dir(site) / "kafka"
+
+
+def routes_path(site) -> Path:
+    """The cloud front's route table (a JSON list of {"names", "port", "backend"})."""
+    return _state_dir(site) / "cloud" / "routes.json"
+
+
+def _record_path(site) -> Path:
+    return kafka_dir(site) / "pid.json"
+
+
+def _cs_path(site) -> Path:
+    return kafka_dir(site) / "connection-string"
+
+
+# ----------------------------------------------------------------------------------------------- site facts
+def namespace_name(site) -> str:
+    tel = getattr(site, "telemetry", None)
+    eh = getattr(tel, "eventhubs", None)
+    name = getattr(eh, "namespace", None) or site.azure.eventhubs_namespace
+    if not name:
+        raise LabError("the site names no Event Hubs namespace: set azure.eventhubs_namespace in the site file")
+    return name
+
+
+def host(site) -> str:
+    """`<namespace>.servicebus.windows.net` (the suffix of the site's Azure cloud)."""
+    return f"{namespace_name(site)}.{SUFFIX.get(site.azure.cloud, SUFFIX['public'])}".lower()
+
+
+def hubs(site) -> list[str]:
+    """The event hubs (one Kafka topic each): the site's telemetry hub, else DEFAULT_HUB."""
+    tel = getattr(site, "telemetry", None)
+    eh = getattr(tel, "eventhubs", None)
+    names = getattr(eh, "hubs", None) or [getattr(eh, "hub", None) or DEFAULT_HUB]
+    return list(dict.fromkeys(str(n) for n in names))
+
+
+def route(site) -> dict:
+    return {"names": [host(site)], "port": PUBLIC_PORT, "backend": f"{LOOPBACK}:{LISTEN_PORT}"}
+
+
+# ----------------------------------------------------------------------------------------------- the secret
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def new_connection_string(site) -> str:
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    return f"Endpoint=sb://{host(site)}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={key}"
+
+
+def connection_string(site) -> str:
+    """This lab's Event Hubs connection string (made on first use, kept in the state folder with mode 0600)."""
+    path = _cs_path(site)
+    try:
+        text = path.read_text().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    text = new_connection_string(site)
+    _write_private(path, text + "\n")
+    return text
+
+
+def client_env(site, base: Optional[dict] = None) -> dict:
+    """An environment for a client process: `base` (default os.environ) plus the connection string."""
+    env = dict(os.environ if base is None else base)
+    env[ENV_VAR] = connection_string(site)
+    return env
+
+
+def client_config(site=None, *, bootstrap: Optional[str] = None, password: Optional[str] = None,
+                  ca: Optional[str] = None) -> dict:
+    """The librdkafka settings a real Event Hubs needs: SASL_SSL, PLAIN, `$ConnectionString` and the
+    connection string (from `password`, else the environment variable ENV_VAR), CA = the lab CA (`ca`, default
+    the lab's)."""
+    if password is None:
+        password = os.environ.get(ENV_VAR)
+        if not password:
+            raise LabError(f"no Event Hubs connection string: set {ENV_VAR} (layernet.lab.kafka.client_env)")
+    conf = {
+        "bootstrap.servers": bootstrap or f"{host(site)}:{PUBLIC_PORT}",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": USERNAME,
+        "sasl.password": password,
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    if ca is None and site is not None:
+        ca = str(_state_dir(site) / "ca" / pki.CA_CERT)
+    if ca:
+        conf["ssl.ca.location"] = ca
+    return conf
+
+
+def redact(text: str, site) -> str:
+    """`text` without this lab's connection string or its key."""
+    try:
+        cs = _cs_path(site).read_text().strip()
+    except OSError:
+        return text
+    if cs:
+        text = text.replace(cs, "***")
+        key = cs.rsplit("SharedAccessKey=", 1)[-1]
+        if key:
+            text = text.replace(key, "***")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def render_properties(site, paths: dict) -> str:
+    """server.properties of the one-node KRaft broker (no secret in it: PEM key file, JAAS file apart)."""
+    lines = [
+        "# layernet lab: Apache Kafka as the Event Hubs namespace " + host(site),
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{LOOPBACK}:{CONTROLLER_PORT}",
+        f"listeners=EVENTHUBS://{LOOPBACK}:{LISTEN_PORT},INTERNAL://{LOOPBACK}:{INTERNAL_PORT},"
+        f"CONTROLLER://{LOOPBACK}:{CONTROLLER_PORT}",
+        f"advertised.listeners=EVENTHUBS://{host(site)}:{PUBLIC_PORT},INTERNAL://{LOOPBACK}:{INTERNAL_PORT}",
+        "listener.security.protocol.map=EVENTHUBS:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "controller.listener.names=CONTROLLER",
+        "listener.name.eventhubs.sasl.enabled.mechanisms=PLAIN",
+        "sasl.enabled.mechanisms=PLAIN",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={paths['keystore']}",
+        "ssl.client.auth=none",
+        "ssl.enabled.protocols=TLSv1.2,TLSv1.3",
+        "ssl.endpoint.identification.algorithm=https",
+        f"log.dirs={paths['data']}",
+        f"metadata.log.dir={paths['data']}",
+        "num.partitions=1",
+        "default.replication.factor=1",
+        "auto.create.topics.enable=false",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "num.network.threads=2",
+        "num.io.threads=2",
+        "num.recovery.threads.per.data.dir=1",
+        "background.threads=2",
+        "log.retention.hours=24",
+        "log.segment.bytes=16777216",
+        "message.max.bytes=1048576",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_jaas(connection_string: str) -> str:
+    """The broker's JAAS file: PLAIN accepts exactly one user, `$ConnectionString`, with this password."""
+    if '"' in connection_string or "\\" in connection_string:
+        raise LabError("the lab connection string must not contain quotes or backslashes")
+    return ("KafkaServer {\n"
+            "  org.apache.kafka.common.security.plain.PlainLoginModule required\n"
+            f'  user_{USERNAME}="{connection_string}";\n'
+            "};\n")
+
+
+def render_log4j(log_file: Path) -> str:
+    return "\n".join([
+        "status = warn",
+        "appender.out.type = Console",
+        "appender.out.name = OUT",
+        "appender.out.layout.type = PatternLayout",
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+        "rootLogger.level = WARN",
+        "rootLogger.appenderRef.out.ref = OUT",
+        "logger.server.name = kafka.server.KafkaRaftServer",
+        "logger.server.level = INFO",
+        "logger.auth.name = org.apache.kafka.common.network.Selector",
+        "logger.auth.level = INFO",
+        "",
+    ])
+
+
+def _paths(site) -> dict:
+    d = kafka_dir(site)
+    return {"dir": d, "data": d / "data", "keystore": d / "tls" / "broker.pem", "properties": d / "server.properties",
+            "jaas": d / "jaas.conf", "log4j": d / "log4j2.properties", "log": d / "kafka.out"}
+
+
+def argv(site) -> list[str]:
+    p = _paths(site)
+    return ([java_binary() or "java"] + JVM_OPTS +
+            [f"-Djava.security.auth.login.config={p['jaas']}", f"-Dlog4j2.configurationFile={p['log4j']}",
+             "-cp", str(libs_dir() / "*"), "kafka.Kafka", str(p["properties"])])
+
+
+def _write_configs(site) -> dict:
+    """Write the broker's files: properties, JAAS (0600), PEM key store (0600), log4j; format the storage."""
+    p = _paths(site)
+    d = p["dir"]
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    ca_dir = _state_dir(site) / "ca"
+    tls = d / "tls"
+    cert, key = pki.issue_server_cert(ca_dir, tls, [host(site)])
+    _write_private(p["keystore"], key.read_text() + cert.read_text())
+    _write_private(p["jaas"], render_jaas(connection_string(site)))
+    p["properties"].write_text(render_properties(site, p))
+    p["log4j"].write_text(render_log4j(p["log"]))
+    if p["data"].exists():
+        shutil.rmtree(p["data"])
+    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    fmt = subprocess.run([java_binary() or "java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+                          f"-Dlog4j2.configurationFile={p['log4j']}", "-cp", str(libs_dir() / "*"),
+                          "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(p["properties"])],
+                         capture_output=True, text=True, timeout=60)
+    if fmt.returncode != 0:
+        raise LabError(f"formatting the Kafka storage failed ({fmt.returncode}): "
+                       f"{redact((fmt.stderr or fmt.stdout).strip()[-800:], site)}")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- routes
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_routes(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _update_routes(site, add: Optional[dict], remove_names: set) -> None:
+    path = routes_path(site)
+    if add is None and not path.exists():
+        return
+    with _locked(path.with_name(".routes.lock")):
+        entries = [e for e in _read_routes(path) if not (
+            isinstance(e, dict) and e.get("port") == PUBLIC_PORT
+            and {str(n).lower() for n in e.get("names") or []} & remove_names)]
+        if add is not None:
+            entries.append(add)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(entries, indent=1) + "\n")
+        tmp.replace(path)
+
+
+def add_route(site) -> None:
+    """List the namespace's name on port 9093 in the front's route table (replacing an older entry)."""
+    r = route(site)
+    _update_routes(site, r, set(r["names"]))
+
+
+def remove_route(site) -> None:
+    _update_routes(site, None, {host(site)})
+
+
+# ----------------------------------------------------------------------------------------------- life cycle
+def _load_record(site) -> Optional[procs.Proc]:
+    try:
+        return procs.Proc(**json.loads(_record_path(site).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def running_proc(site) -> Optional[procs.Proc]:
+    p = _load_record(site)
+    return p if p is not None and procs.alive(p) else None
+
+
+def rss_mb(pid: int) -> Optional[float]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _cloud_ns(site) -> str:
+    return netns.ns_name(site, "cloud")
+
+
+def _tail(site, path: Path, n: int = 20) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return "(no output)"
+    return redact("\n".join(lines), site)
+
+
+TOPICS_SCRIPT = r"""
+import json, sys, time
+from confluent_kafka.admin import AdminClient, NewTopic
+boot, names, deadline = sys.argv[1], json.loads(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+admin = AdminClient({"bootstrap.servers": boot})
+want = set(names)
+while True:
+    try:
+        have = admin.list_topics(timeout=2).topics
+        break
+    except Exception as exc:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": str(exc)})); sys.exit(1)
+        time.sleep(0.05)
+new = [NewTopic(t, num_partitions=1, replication_factor=1) for t in sorted(want - set(have))]
+if new:
+    for t, fut in admin.create_topics(new, operation_timeout=10).items():
+        try:
+            fut.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                print(json.dumps({"error": f"{t}: {exc}"})); sys.exit(1)
+while True:
+    md = admin.list_topics(timeout=2).topics
+    ready = [t for t in want if t in md and md[t].partitions and all(p.leader >= 0 for p in md[t].partitions.values())]
+    if len(ready) == len(want):
+        break
+    if time.monotonic() > deadline:
+        print(json.dumps({"error": f"topics without a leader: {sorted(want - set(ready))}"})); sys.exit(1)
+    time.sleep(0.05)
+print(json.dumps({"topics": sorted(want), "created": [t.topic for t in new]}))
+"""
+
+
+def ensure_topics(site, names: Optional[list[str]] = None, timeout: float = 10.0) -> dict:
+    """Create the topics (one per event hub) through the internal listener, from inside the cloud namespace."""
+    names = list(names or hubs(site))
+    proc = netns.ns_exec(_cloud_ns(site), [sys.executable, "-c", TOPICS_SCRIPT, f"{LOOPBACK}:{INTERNAL_PORT}",
+                                           json.dumps(names), str(timeout)], check=False)
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        out = {"error": (proc.stderr or proc.stdout).strip()[-500:]}
+    if proc.returncode != 0 or "error" in out:
+        raise LabError(f"creating the event hub topics {names} failed: {redact(str(out.get('error')), site)}")
+    return out
+
+
+def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIMEOUT) -> dict:
+    """Start the broker in the lab's cloud namespace (nothing to do when it already runs), create one topic per
+    event hub, list its route for the front. Returns {"pid", "seconds", "rss_mb", "host", "topics", "started"}."""
+    why = missing()
+    if why:
+        raise LabError(why)
+    ns = _cloud_ns(site)
+    if ns not in netns.list_namespaces():
+        raise LabError(f"namespace {ns} does not exist: bring the lab up first (layernet lab up)")
+    t0 = time.monotonic()
+    with _locked(kafka_dir(site) / ".lock"):
+        p = running_proc(site)
+        started = p is None
+        if started:
+            paths = _write_configs(site)
+            t_fmt = time.monotonic() - t0
+            paths["log"].unlink(missing_ok=True)
+            p = procs.start(PROC_NAME, ns, argv(site), paths["log"])
+            _record_path(site).write_text(json.dumps(p.__dict__))
+            deadline = t0 + timeout
+            try:
+                while procs.listening(p.pid, [LISTEN_PORT, INTERNAL_PORT]) != {LISTEN_PORT, INTERNAL_PORT}:
+                    if not procs.alive(p):
+                        raise LabError(f"Kafka exited during start-up; its output ({paths['log']}):\n"
+                                       f"{_tail(site, paths['log'])}")
+                    if time.monotonic() > deadline:
+                        raise LabError(f"Kafka not listening after {timeout:.0f} s; see {paths['log']}")
+                    time.sleep(0.05)
+                t_listen = time.monotonic() - t0
+                topics = ensure_topics(site, timeout=max(1.0, deadline - time.monotonic()))
+            except BaseException:
+                stop(site)
+                raise
+        else:
+            topics = ensure_topics(site)
+        add_route(site)
+    seconds = time.monotonic() - t0
+    info = {"pid": p.pid, "seconds": round(seconds, 2), "rss_mb": rss_mb(p.pid), "host": host(site),
+            "port": PUBLIC_PORT, "backend": f"{LOOPBACK}:{LISTEN_PORT}", "topics": topics["topics"],
+            "started": started}
+    if progress:
+        if started:
+            progress(f"Kafka {KAFKA_VERSION} ready as {host(site)}:{PUBLIC_PORT} in {seconds:.2f} s "
+                     f"(storage format {t_fmt:.2f} s, listening at {t_listen:.2f} s; RSS {info['rss_mb']} MB; "
+                     f"topics {', '.join(info['topics'])})")
+        else:
+            progress(f"Kafka already running as {host(site)}:{PUBLIC_PORT} (pid {p.pid})")
+    return info
+
+
+def stop(site, clean: bool = True, timeout: float = 10.0) -> bool:
+    """Stop the broker, remove its route and (clean) its data, key material and connection string; the broker
+    log stays for inspection. True when a running broker was stopped."""
+    p = running_proc(site)
+    stopped = False
+    if p is not None:
+        procs.terminate([p.pid], timeout=timeout)
+        stopped = True
+    try:
+        remove_route(site)
+    except OSError:
+        pass
+    _record_path(site).unlink(missing_ok=True)
+    if clean:
+        d = kafka_dir(site)
+        for name in ("data", "tls"):
+            shutil.rmtree(d / name, ignore_errors=True)
+        for name in ("jaas.conf", "connection-string"):
+            (d / name).unlink(missing_ok=True)
+    return stopped
+
+
+def is_running(site) -> bool:
+    return running_proc(site) is not None
+
+
+def status_row(site) -> Optional[dict]:
+    """A `lab status` row when the broker was started (None otherwise)."""
+    p = _load_record(site)
+    if p is None:
+        return None
+    alive = procs.alive(p)
+    ready = alive and procs.listening(p.pid, [LISTEN_PORT]) == {LISTEN_PORT}
+    cell = f"kafka {p.pid}" + (f" {rss_mb(p.pid)} MB" if alive else " dead")
+    return {"level": "eventhubs", "namespace": p.ns, "ns": "yes" if p.ns in netns.list_namespaces() else "no",
+            "envoy": cell, "dns": "-", "nft": "-", "ok": bool(ready)}
+
+
+CLIENT_SCRIPT = r"""
+import json, logging, os, re, socket, sys, time, uuid
+from confluent_kafka import Consumer, KafkaException, Producer
+spec = json.loads(sys.argv[1])
+conf = dict(spec["conf"])
+if conf.get("security.protocol", "").startswith("SASL"):
+    conf["sasl.password"] = os.environ.get(spec["env"], "")
+out = {"bootstrap": conf["bootstrap.servers"], "protocol": conf.get("security.protocol")}
+errors = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        text = record.getMessage()
+        if record.levelno >= logging.INFO and (text.startswith("FAIL ") or "security.protocol" in text):
+            errors.append(re.sub(r"^\w+ \[rdkafka#[^\]]*\] \[thrd:[^\]]*\]: ", "", text))
+
+log = logging.getLogger("kafka-client")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(Keep())
+conf["error_cb"] = lambda err: errors.append(err.str())
+conf["logger"] = log
+host = conf["bootstrap.servers"].rsplit(":", 1)[0]
+t0 = time.monotonic()
+try:
+    out["resolved"] = sorted({a[4][0] for a in socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)})
+except OSError as exc:
+    out["resolved"] = []
+    errors.append(f"resolve {host}: {exc}")
+try:
+    prod = Producer({**conf, "linger.ms": 5, "message.timeout.ms": int(spec["timeout"] * 1000)})
+    deadline, md = time.monotonic() + spec["timeout"], None
+    while md is None:
+        try:
+            md = prod.list_topics(timeout=1)
+        except KafkaException as exc:
+            prod.poll(0.2)
+            if errors or time.monotonic() > deadline:
+                prod.poll(0.5)
+                raise
+    out["brokers"] = sorted(f"{b.host}:{b.port}" for b in md.brokers.values())
+    out["topics"] = sorted(t for t in md.topics if not t.startswith("__"))
+    if spec["messages"]:
+        run = uuid.uuid4().hex
+        delivered = []
+        for i in range(spec["messages"]):
+            prod.produce(spec["topic"], key=run, value=json.dumps({"run": run, "seq": i}),
+                         on_delivery=lambda err, msg: delivered.append(err.str() if err else "ok"))
+        prod.flush(spec["timeout"])
+        out["produced"] = delivered.count("ok")
+        if delivered.count("ok") != len(delivered):
+            errors += [d for d in delivered if d != "ok"][:3]
+        cons = Consumer({**conf, "group.id": "layernet-" + run, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+        cons.subscribe([spec["topic"]])
+        seen, deadline = set(), time.monotonic() + spec["timeout"]
+        while len(seen) < spec["messages"] and time.monotonic() < deadline:
+            msg = cons.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                errors.append(msg.error().str())
+                continue
+            body = json.loads(msg.value())
+            if body.get("run") == run:
+                seen.add(body["seq"])
+        cons.close()
+        out["consumed"] = len(seen)
+except KafkaException as exc:
+    errors.append(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc))
+out["errors"] = list(dict.fromkeys(re.sub(r" \(after \d+ms in state \w+\)", "", e) for e in errors))[:8]
+out["ms"] = round(1000 * (time.monotonic() - t0), 1)
+print(json.dumps(out))
+"""
+
+
+def client_run(site, ns: str, *, messages: int = 10, topic: Optional[str] = None, bootstrap: Optional[str] = None,
+               password: Optional[str] = None, protocol: str = "SASL_SSL", timeout: float = 10.0,
+               extra: Optional[dict] = None, wrap: Optional[list[str]] = None) -> dict:
+    """Run a confluent-kafka (librdkafka) client inside namespace `ns` with the Event Hubs settings: it resolves
+    the name with that namespace's DNS, lists the metadata, produces `messages` and consumes them back (0: only
+    the metadata). The connection string travels in the client's environment only (`password` replaces it,
+    for refusal tests). Returns {"resolved", "brokers", "topics", "produced", "consumed", "errors", "ms"}."""
+    conf = client_config(site, bootstrap=bootstrap, password="")
+    conf.pop("sasl.password")
+    if protocol != "SASL_SSL":
+        conf = {"bootstrap.servers": conf["bootstrap.servers"], "security.protocol": protocol}
+    conf.update(extra or {})
+    spec = {"conf": conf, "env": ENV_VAR, "topic": topic or hubs(site)[0], "messages": messages, "timeout": timeout}
+    env = client_env(site)
+    if password is not None:
+        env[ENV_VAR] = password
+    cmd = ["ip", "netns", "exec", ns] + list(wrap or []) + [sys.executable, "-c", CLIENT_SCRIPT, json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout * 3 + 15)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise LabError(f"the Kafka client in {ns} failed ({proc.returncode}): "
+                       f"{redact(proc.stderr.strip()[-600:], site)}") from None
+
+
+def main(argv_: Optional[list[str]] = None) -> int:
+    """`python -m layernet.lab.kafka start|stop --site FILE [-p KEY=VALUE ...]` (for runbooks and by hand)."""
+    import argparse
+
+    from layernet.site import load_site
+
+    ap = argparse.ArgumentParser(prog="python -m layernet.lab.kafka", description=main.__doc__)
+    ap.add_argument("action", choices=["start", "stop"])
+    ap.add_argument("--site", required=True)
+    ap.add_argument("-p", dest="overrides", action="append", default=[])
+    args = ap.parse_args(argv_)
+    site = load_site(Path(args.site), args.overrides)
+    try:
+        if args.action == "start":
+            start(site, progress=lambda m: print(m, flush=True))
+        else:
+            print("stopped" if stop(site) else "not running")
+    except LabError as exc:
+        print(f"error: {redact(str(exc), site)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
