@@ -190,7 +190,8 @@ def hops(site, allowlist=None) -> list[dict]:
         labels = order.setdefault(key, [])
         if label not in labels:
             labels.append(label)
-    return [{"from": a, "to": b, "labels": labels} for (a, b), labels in order.items()]
+    tls_first = lambda label: not label.startswith("TLS")  # noqa: E731
+    return [{"from": a, "to": b, "labels": sorted(labels, key=tls_first)} for (a, b), labels in order.items()]
 
 
 def reaches(site, src_level: str, dst_ip, proto: str, port: Optional[int], allowlist=None) -> bool:
