@@ -44,6 +44,8 @@ def test_router_ruleset_forwards_exactly_the_crossing_flows(lab_site):
         ("192.168.102.0/24", "192.168.103.10", ports), ("192.168.102.10", "192.168.103.10", ports),
         ("192.168.102.0/24", "192.168.103.10", dns),
         ("192.168.104.10", "198.51.100.0/24", ports), ("192.168.104.10", "198.51.100.53", dns),
+        # the lab's telemetry dataflows send up between the brokers (east-west MQTT, not through Envoy)
+        ("192.168.102.10", "192.168.103.10", "tcp dport 1883"), ("192.168.103.10", "192.168.104.10", "tcp dport 1883"),
     }
     # nothing flows downwards or skips a level: a parent never opens a connection into its child's network
     assert not any("ip saddr 192.168.104" in l and "ip daddr 192.168.10" in l for l in accepts)
