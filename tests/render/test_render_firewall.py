@@ -84,6 +84,6 @@ def test_allow_list_markdown(site, allowlist):
     assert md.startswith("# IP allow list: lab / level3")
     assert "| from | to | protocol | ports | purpose |" in md
     table = [l for l in md.splitlines() if l.startswith("| ")]
-    # header + separator + 5 rules of level3: admin, TLS and DNS from level2, MQTT from the level2 broker, uplink
-    assert len(table) == 2 + 5
+    # header + separator + 6 rules of level3: admin, TLS, DNS and MQTT from level2, TLS and MQTT up to level4
+    assert len(table) == 2 + 6
     assert "| 192.168.102.10 (level2 node) | 192.168.103.10 (level3 node) | tcp | 1883 |" in md
