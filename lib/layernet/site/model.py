@@ -211,6 +211,8 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     for path, kind in find_secrets(raw):
         if kind == "key" and _declared_field(path):
             continue  # a field of the model (e.g. the name of a Kubernetes Secret), not a secret value
+        if any(path.startswith((s + ".", s + "[")) or path == s for s in secret_paths):
+            continue  # inside a field already refused
         secret_paths.append(path)
         if kind == "key":
             problems.append(Problem(fname, path, HIDDEN, "no secrets in a site file: this key names a secret (the value "
@@ -225,12 +227,13 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     except ValidationError as exc:
         for err in exc.errors():
             problems.append(Problem(fname, _loc(err["loc"]), _value_at(raw, err["loc"]), _expected(err)))
-    try:
-        problems += _semantic_checks(raw, fname)
-    except (TypeError, AttributeError, KeyError, ValueError):
-        # a check tripped over a value of the wrong type: the model has reported that value already
-        if site is not None:
-            raise
+    for checks in (_semantic_checks, _section_checks):
+        try:
+            problems += checks(raw, fname)
+        except (TypeError, AttributeError, KeyError, ValueError):
+            # a check tripped over a value of the wrong type: the model has reported that value already
+            if site is not None:
+                raise
     if site is not None and not problems:
         problems += _site_checks(site, raw, fname)
     # a field can be reported twice (type error + semantic); keep the first per path+message, and nothing more
@@ -602,6 +605,10 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             cluster_nets.append((f"levels[{i}].service_cidr", svc))
         if pod and svc and pod.overlaps(svc):
             add(f"levels[{i}].service_cidr", str(svc), f"a service network that does not overlap the level's pod network {pod}")
+    for npath, nnet in nets:
+        if nnet.prefixlen > 30:
+            add(npath, str(nnet), "a network of at least 4 addresses (prefix /30 or shorter): it holds a node, "
+                "a router and its network and broadcast addresses")
     for a in range(len(nets)):
         for b in range(a + 1, len(nets)):
             if nets[a][1].overlaps(nets[b][1]):
@@ -635,7 +642,9 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
     # the lab's cloud network stands in for the internet: it must not overlap the plant
     lab = _dict(raw.get("lab"))
     cloud_net = _net(lab.get("cloud_network", "198.51.100.0/24"))
-    if cloud_net:
+    if cloud_net and cloud_net.prefixlen > 30:
+        add("lab.cloud_network", str(cloud_net), "a network of at least 4 addresses (prefix /30 or shorter)")
+    elif cloud_net:
         for npath, nnet in nets:
             if cloud_net.overlaps(nnet):
                 add("lab.cloud_network", str(cloud_net), f"a network that does not overlap {npath} ({nnet}): the lab's cloud stands in for the internet")
@@ -684,10 +693,6 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             why = names.check_cluster_name(v)
             if why:
                 add(f"azure.clusters.{k}", v, why)
-        for i, lv in chain:
-            if lv.get("reaches_azure", True) is not False and lv["name"] not in clusters:
-                add(f"azure.clusters.{lv['name']}", MISSING, f"the Arc connected-cluster name of {lv['name']}, which reaches "
-                    f"Azure (e.g. clusters: {{{lv['name']}: aio-{lv['name']}}}), or set levels[{i}].reaches_azure: false")
     cloud = azure.get("cloud", "public")
     loc = azure.get("location")
     if cloud in CLOUDS and isinstance(loc, str):
@@ -740,17 +745,19 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             if why:
                 add(f"lab.refused_hosts[{j}]", h, why)
 
-    # sections whose settings name levels
-    tele = _dict(raw.get("telemetry"))
-    for j, n in enumerate(_list(tele.get("eventhubs_from_levels"))):
-        if isinstance(n, str) and by_name and n not in by_name:
-            add(f"telemetry.eventhubs_from_levels[{j}]", n, f"the name of a level ({level_list})")
-        elif isinstance(n, str) and n == egress:
-            add(f"telemetry.eventhubs_from_levels[{j}]", n, f"a level below the egress level ({egress} sends to Event Hubs directly)")
-    arc = _dict(raw.get("arc"))
-    for k in _dict(arc.get("onboarding_timeout")):
-        if by_name and k not in by_name:
-            add(f"arc.onboarding_timeout.{k}", arc["onboarding_timeout"][k], f"a key that names a level ({level_list})")
+    return P
+
+
+def _section_checks(raw: dict, fname: str) -> list[Problem]:
+    """The later sections' own cross-checks on the raw document (level names they refer to, and more)."""
+    from layernet.site import arc, telemetry
+
+    P: list[Problem] = []
+    if hasattr(telemetry, "check_raw"):
+        P += [Problem(fname, path, HIDDEN if value == "(hidden)" else value, expected)
+              for path, value, expected in telemetry.check_raw(raw)]
+    if hasattr(arc, "check"):
+        P += list(arc.check(raw, fname))
     return P
 
 

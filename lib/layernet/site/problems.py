@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from layernet.errors import InputError
-from layernet.site.secrets import contains_secret
+from layernet.site.secrets import contains_secret, redact
 
 SHOWN_CHARS = 80
+EXPECTED_CHARS = 400
 
 
 class _Marker:
@@ -53,7 +54,13 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.path}: got {show(self.value)}; {self.expected}"
+        expected = redact(str(self.expected))
+        if len(expected) > EXPECTED_CHARS:
+            expected = expected[:EXPECTED_CHARS] + "..."
+        path = redact(str(self.path))
+        if len(path) > SHOWN_CHARS * 2:
+            path = path[:SHOWN_CHARS * 2] + "..."
+        return f"{self.file}: {path}: got {show(self.value)}; {expected}"
 
 
 class SiteError(InputError, ValueError):

@@ -29,6 +29,14 @@ SECRET_VALUE = re.compile(
 )
 
 
+_REDACT = re.compile(r"(?:" + SECRET_VALUE.pattern + r")[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """`text` with every secret-looking part replaced by (hidden)."""
+    return _REDACT.sub("(hidden)", text)
+
+
 def key_words(key: str) -> list[str]:
     """`SharedAccessKey` -> [shared, access, key]; `client_secret` -> [client, secret]."""
     return [w.lower() for w in _CAMEL.findall(str(key))]
@@ -82,8 +90,7 @@ def find_secrets(raw: Any, budget: int = 200_000) -> Iterator[tuple[str, str]]:
                 sub = f"{path}.{k}" if path else str(k)
                 if is_secret_key(k):
                     yield sub, "key"
-                else:
-                    todo.append((sub, item))
+                todo.append((sub, item))
         elif isinstance(v, list):
             todo.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
         elif looks_secret(v):
