@@ -283,7 +283,7 @@ def test_groups_are_respected():
     al = lab(allowlist__groups=["arc-core"])
     assert {e.group for e in al.entries} == {"arc-core"}
     assert "eastus.obo.arc.azure.com" not in hosts(al)
-    al = lab(allowlist__groups=["monitoring"])
+    al = lab(allowlist__groups=["monitoring"], images__default_mode="import")   # no registry allowed: images carried
     assert hosts(al) == {"*.ods.opinsights.azure.com", "*.oms.opinsights.azure.com", "*.monitoring.azure.com",
                          "*.prod.microsoftmetrics.com", "*.prod.hot.ingestion.msftcloudes.com",
                          "dc.services.visualstudio.com"}

@@ -160,7 +160,7 @@ def test_registry_on_a_port_the_proxies_do_not_carry():
                            {"host": "registry.plant.example", "ports": [5000]})
     problems = check(site_of(raw))
     below = [p for p in problems if "level4" not in p.expected.split(":")[0]]
-    assert below and all("not the registry's port 5000" in p.expected for p in below)
+    assert below and all("not the registry's port 5000; use a registry on port 443" in p.expected for p in below)
 
 
 def test_data_endpoints_must_be_reachable_too():
@@ -187,6 +187,8 @@ def test_level_that_reaches_nothing_must_import():
     problems = check(site_of(raw))
     assert len(problems) == 1 and problems[0].path == "images.probe"
     assert "level2 reaches nothing outside the plant (reaches_azure: false)" in problems[0].expected
+    assert problems[0].expected.endswith("carry the image: images.mode.level2: import")
+    assert "Allow those hosts" not in problems[0].expected
     assert check(site_of(with_images(raw, mode={"level2": "import"}))) == []
 
 

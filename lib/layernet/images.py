@@ -164,21 +164,24 @@ def _allowed(allowlist: AllowList, host: str, port: int) -> bool:
 
 
 def unreachable(site, allowlist: AllowList, level: str, ref: ImageRef) -> tuple[list[str], str]:
-    """(missing hosts, why) for pulling `ref` at `level`; ([], "") when every host is reachable."""
+    """(missing hosts, why and what to do) for pulling `ref` at `level`; ([], "") when every host is reachable."""
     lv = site.level(level)
     hosts = registry_hosts(ref, site)
     port = ref.pull_port
+    carry = f"carry the image: images.mode.{level}: import"
     if lv.name != site.egress_level and not lv.reaches_azure:
         return hosts, (f"{level} reaches nothing outside the plant (reaches_azure: false), so it cannot pull from "
-                       f"{ref.registry}")
+                       f"{ref.registry}; {carry}")
     if lv.name != site.egress_level and port not in site.proxied_ports():
         return hosts, (f"the proxies carry only ports {', '.join(map(str, site.proxied_ports()))}, not the "
-                       f"registry's port {port}")
+                       f"registry's port {port}; use a registry on port 443 or {carry}")
     missing = [h for h in hosts if not _allowed(allowlist, h, port)]
     if not missing:
         return [], ""
     return missing, (f"{level} reaches registries only through the allow list, which does not let it reach "
-                     f"{', '.join(missing)} on port {port}")
+                     f"{', '.join(missing)} on port {port}. Allow those hosts (allowlist.extra_hosts or a catalog "
+                     f"group), use a registry the list allows (mcr.microsoft.com, or a plant mirror listed in "
+                     f"allowlist.extra_hosts), or {carry}")
 
 
 def check(site, file: str = "<site>", allowlist: Optional[AllowList] = None) -> list:
@@ -214,10 +217,7 @@ def check(site, file: str = "<site>", allowlist: Optional[AllowList] = None) -> 
             continue
         missing, why = unreachable(site, al, li.level, ref)
         if missing:
-            problems.append(Problem(file, f"images.{li.role}", li.image, (
-                f"an image {li.level} can fetch: {why}. Allow those hosts (allowlist.extra_hosts or a catalog "
-                f"group), use a registry the list allows (mcr.microsoft.com, or a plant mirror listed in "
-                f"allowlist.extra_hosts), or carry the image: images.mode.{li.level}: import")))
+            problems.append(Problem(file, f"images.{li.role}", li.image, f"an image {li.level} can fetch: {why}"))
     return problems
 
 

@@ -131,7 +131,9 @@ def test_override_by_index():
 
 def test_override_by_level_name():
     site = load_site(LAB, ["levels.level3.proxy=false", "levels.level3.reaches_azure=false",
-                           "levels.level2.reaches_azure=false", "levels.level2.dns_override=false"])
+                           "levels.level2.reaches_azure=false", "levels.level2.dns_override=false",
+                           # levels that reach nothing carry their images (layernet.images)
+                           "images.mode.level3=import", "images.mode.level2=import"])
     assert site.level("level3").proxy is False
 
 
