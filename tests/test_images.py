@@ -292,3 +292,15 @@ def test_archive_names_are_distinct_file_names():
 
 def test_image_ref_is_a_value():
     assert parse_ref("python:3.12") == ImageRef("python:3.12", "docker.io", None, "library/python", "3.12", None)
+
+
+def test_kube_probe_job_uses_the_site_image_and_never_pulls_on_importing_levels():
+    from layernet.targets.kube import KubeTarget
+
+    site = site_of(with_images(raw_lab(), probe="registry.plant.example/python:3.12", mode={"level2": "import"}))
+    t = KubeTarget(site)
+    pods = {lv: t.probe_job(lv, f"layernet-probe-{lv}-x")[1]["spec"]["template"]["spec"]["containers"][0]
+            for lv in ("level3", "level2")}
+    assert {c["image"] for c in pods.values()} == {"registry.plant.example/python:3.12"}
+    assert pods["level3"]["imagePullPolicy"] == "IfNotPresent" and pods["level2"]["imagePullPolicy"] == "Never"
+    assert pods["level2"]["command"][0] == "python3"

@@ -297,8 +297,9 @@ def test_probe_runs_as_a_job_and_cleans_up(target, double, tmp_path):
     spec = job_post.body["spec"]
     pod = spec["template"]["spec"]
     assert spec["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
-    assert pod["containers"][0]["image"] == "python:3.12-slim"
-    assert pod["containers"][0]["command"] == ["python", "/probe/probe.py", "/probe/checks.json"]
+    assert pod["containers"][0]["image"] == target.site.images.reference("probe", target.site.azure.cloud)  # images.probe
+    assert pod["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    assert pod["containers"][0]["command"] == ["python3", "/probe/probe.py", "/probe/checks.json"]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "probe", "mountPath": "/probe", "readOnly": True}]
     assert pod["volumes"] == [{"name": "probe", "configMap": {"name": name}}]
     assert shorts(double)[2:] == [

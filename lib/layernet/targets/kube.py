@@ -169,13 +169,15 @@ class KubeTarget(Target):
     kind = "kube"
 
     def __init__(self, site, clients: Optional[dict] = None, configuration=None, namespace: str = "layernet",
-                 probe_image: str = "python:3.12-slim", envoy_deployment: str = "layernet-envoy",
+                 probe_image: Optional[str] = None, envoy_deployment: str = "layernet-envoy",
                  rollout_timeout: float = 300.0, job_timeout: float = 180.0, poll_interval: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep):
         """`clients` maps level name -> kubernetes ApiClient; `configuration` (a kubernetes Configuration)
         is used for every level instead of the kubeconfig contexts (tests point it at a test double)."""
         self.site = site
-        self.namespace, self.probe_image, self.envoy_deployment = namespace, probe_image, envoy_deployment
+        self.namespace, self.envoy_deployment = namespace, envoy_deployment
+        # the site's images.probe (checked against the allow list by validation) unless given here
+        self.probe_image = probe_image or site.images.reference("probe", site.azure.cloud)
         self.rollout_timeout, self.job_timeout, self.poll_interval = rollout_timeout, job_timeout, poll_interval
         self.sleep = sleep
         self._clients = dict(clients or {})
@@ -304,7 +306,8 @@ class KubeTarget(Target):
                                             "seccompProfile": {"type": "RuntimeDefault"}},
                         "containers": [{
                             "name": "probe", "image": self.probe_image,
-                            "command": ["python", "/probe/probe.py", "/probe/checks.json"],
+                            "imagePullPolicy": "Never" if self.site.images.mode_of(level) == "import" else "IfNotPresent",
+                            "command": ["python3", "/probe/probe.py", "/probe/checks.json"],
                             "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
                             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                                 "capabilities": {"drop": ["ALL"]}},
