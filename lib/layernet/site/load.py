@@ -191,6 +191,9 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
                 place(col.value, col.size, col.mark)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if "nesting depth" in str(exc.problem):
+            raise YamlProblem(_at(mark), f"at most {max_depth} levels of nesting; this file nests deeper "
+                              "(a site file is a few levels deep)") from None
         raise YamlProblem(_at(mark), f"valid YAML ({str(exc.problem or exc.context or 'parse error')[:120]})") from None
     except yaml.YAMLError as exc:  # reader errors: characters YAML does not allow
         raise YamlProblem("(file)", f"valid YAML text ({str(exc).splitlines()[0][:120]})") from None

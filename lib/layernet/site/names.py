@@ -31,6 +31,8 @@ def check_host(host: Any) -> Optional[str]:
         puny = _punycode(host)
         hint = f" ({puny!r})" if puny and puny.isascii() else ""
         return f"an ASCII host name: write an internationalised name as punycode (xn--...){hint}"
+    if host.startswith("[") or _is_ip(host):
+        return "a host name, not an IP address (the proxies route by TLS server name, which is never an address)"
     if "://" in host:
         return f"a bare host name without a scheme: drop {host.split('://')[0][:20] + '://'!r}"
     if "/" in host:
@@ -41,8 +43,6 @@ def check_host(host: Any) -> Optional[str]:
         return "a host name without a trailing dot"
     if len(host) > 253:
         return "a host name of at most 253 characters"
-    if host.startswith("[") or _is_ip(host):
-        return "a host name, not an IP address (the proxies route by TLS server name, which is never an address)"
     labels = host.split(".")
     if "*" in host:
         if labels[0] != "*" or "*" in ".".join(labels[1:]) or len(labels) < 3:
