@@ -24,6 +24,7 @@ EXAMPLE = ROOT / "params" / "site-example.yaml"
 LAYERNET = shutil.which("layernet", path=str(Path(sys.executable).parent)) or str(Path(sys.executable).parent / "layernet")
 HUB_ENVOY = "envoyproxy/envoy:v1.40.0"
 HUB_HOSTS = ["registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com",
+             "production.cloudfront.docker.com",
              "docker-images-prod.6aa30f8b08e16409b46e0173d6de2f56.r2.cloudflarestorage.com"]
 
 
@@ -143,7 +144,8 @@ def test_allowing_the_hosts_makes_it_pass_and_each_missing_host_is_named():
     raw = with_images(raw_lab(), envoy=HUB_ENVOY)
     assert check(site_of(with_extra_hosts(raw, *HUB_HOSTS))) == []
     problems = check(site_of(with_extra_hosts(raw, *HUB_HOSTS[:2])))
-    assert problems and all("production.cloudflare.docker.com, docker-images-prod." in p.expected for p in problems)
+    assert problems and all("reach production.cloudflare.docker.com, production.cloudfront.docker.com, docker-images-prod."
+                            in p.expected for p in problems)
     assert all("registry-1.docker.io" not in p.expected for p in problems)
 
 

@@ -27,13 +27,14 @@ _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "
 # The hosts a pull from a registry touches besides the registry host itself: token services, blob storage,
 # CDNs that the registry redirects layer downloads to. Sources: Microsoft Artifact Registry's client
 # firewall rules (mcr.microsoft.com + *.data.mcr.microsoft.com), Docker's allow list for Docker Hub
-# (registry, auth, the Cloudflare CDN and the R2 bucket that anonymous pulls are redirected to), GitHub's
+# (registry, auth, the Cloudflare and CloudFront CDNs, the R2 bucket anonymous pulls are redirected to), GitHub's
 # container registry (blobs from pkg-containers.githubusercontent.com), Azure Container Registry without
 # dedicated data endpoints (blobs from *.blob.core.windows.net). A site overrides a registry's list with
 # images.registry_hosts (e.g. an ACR with dedicated data endpoints, or a plant mirror that redirects).
 REGISTRY_HOSTS: dict[str, tuple[str, ...]] = {
     "mcr.microsoft.com": ("mcr.microsoft.com", "*.data.mcr.microsoft.com"),
     DOCKER_HUB: ("registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com",
+                 "production.cloudfront.docker.com",
                  "docker-images-prod.6aa30f8b08e16409b46e0173d6de2f56.r2.cloudflarestorage.com"),
     "ghcr.io": ("ghcr.io", "pkg-containers.githubusercontent.com"),
     "*.azurecr.io": ("*.blob.core.windows.net",),
