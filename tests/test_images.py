@@ -306,3 +306,10 @@ def test_kube_probe_job_uses_the_site_image_and_never_pulls_on_importing_levels(
     assert {c["image"] for c in pods.values()} == {"registry.plant.example/python:3.12"}
     assert pods["level3"]["imagePullPolicy"] == "IfNotPresent" and pods["level2"]["imagePullPolicy"] == "Never"
     assert pods["level2"]["command"][0] == "python3"
+
+
+def test_advice_names_the_registry_of_the_sites_cloud():
+    raw = raw_lab()
+    raw["azure"].update(cloud="china", location="chinaeast2")
+    problems = check(site_of(with_images(raw, envoy=HUB_ENVOY)))
+    assert problems and all("use a registry the list allows (mcr.azk8s.cn," in p.expected for p in problems)

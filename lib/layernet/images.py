@@ -181,8 +181,12 @@ def unreachable(site, allowlist: AllowList, level: str, ref: ImageRef) -> tuple[
         return [], ""
     return missing, (f"{level} reaches registries only through the allow list, which does not let it reach "
                      f"{', '.join(missing)} on port {port}. Allow those hosts (allowlist.extra_hosts or a catalog "
-                     f"group), use a registry the list allows (mcr.microsoft.com, or a plant mirror listed in "
+                     f"group), use a registry the list allows ({_default_registry(site)}, or a plant mirror listed in "
                      f"allowlist.extra_hosts), or {carry}")
+
+
+def _default_registry(site) -> str:
+    return parse_ref(DEFAULTS.get(site.azure.cloud, DEFAULTS["public"])["envoy"]).registry
 
 
 def check(site, file: str = "<site>", allowlist: Optional[AllowList] = None) -> list:
