@@ -128,7 +128,8 @@ class AppServer:
             self.logs[spec.name] = log
             app = PeerMiddleware(LogMiddleware(spec.app, spec.name, log), self.peers)
             configs.append(uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
-                                          access_log=False, lifespan="off", ws="websockets-sansio", timeout_keep_alive=30))
+                                          access_log=False, lifespan="off", ws="websockets-sansio", timeout_keep_alive=30,
+                                          timeout_graceful_shutdown=1))
             socks.append(s)
 
         def run() -> None:
@@ -157,8 +158,8 @@ class AppServer:
                 for spec in self.specs]
 
     def stop(self) -> None:
-        for srv in self._servers:
-            srv.should_exit = True
+        for srv in self._servers:      # no graceful wait: idle keep-alive clients never send close_notify
+            srv.should_exit = srv.force_exit = True
         if self._thread:
             self._thread.join(10)
         for log in self.logs.values():

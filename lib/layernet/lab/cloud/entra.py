@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from urllib.parse import parse_qsl
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -164,7 +165,7 @@ def build(directory: Directory, signer: Signer) -> Starlette:
         tenant = request.path_params["tenant"]
         if not known(tenant):
             return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
-        form = await request.form()
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):

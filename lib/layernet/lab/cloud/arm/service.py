@@ -69,7 +69,7 @@ class ArmSettings:
     tenant_id: str = "00000000-0000-0000-0000-00000000000a"
     subscriptions: dict = field(default_factory=lambda: {"00000000-0000-0000-0000-000000000001": "layernet lab"})
     location: str = "westeurope"
-    retry_after: str = "1"
+    retry_after: str = "1"                 # seconds; "0.05" (sub-second) is sent as Retry-After-Ms
     register_seconds: float = 0.0
     page_size: int = 100
     preregistered: tuple = ("Microsoft.Resources", "Microsoft.Authorization", "Microsoft.Features")
@@ -115,7 +115,7 @@ class Arm:
         rest = low[2:]
         if not rest:
             return Reply(200, self._subscription(sub)) if c.method == "GET" else _method_not_allowed(c)
-        if rest[0] == "providers" and len(rest) <= 3:
+        if rest[0] == "providers" and (len(rest) <= 2 or (len(rest) == 3 and rest[2] in ("register", "unregister"))):
             return self._providers(c, sub)
         if rest[0] == "providers" and len(rest) == 6 and rest[2] == "locations" and rest[4] in ("operationstatuses", "operationresults"):
             return self._operation(c, segs[7], results=rest[4] == "operationresults")
@@ -421,8 +421,16 @@ class Arm:
         return (f"{c.base_url}/subscriptions/{op['sub']}/providers/{op['namespace']}/locations/{op['location']}/"
                 f"{what}/{op['id']}?api-version={op['apiVersion']}")
 
+    def _retry_headers(self) -> dict:
+        """ARM's `Retry-After` (whole seconds); a sub-second lab setting goes out as `Retry-After-Ms`, which
+        azure-core also honours (clients parse Retry-After as an integer)."""
+        text = str(self.settings.retry_after)
+        if text.isdigit():
+            return {"Retry-After": text}
+        return {"Retry-After-Ms": str(max(1, int(round(float(text) * 1000))))}
+
     def _op_headers(self, op: dict, c: "_Call", location: bool, async_op: bool) -> dict:
-        h = {"Retry-After": str(self.settings.retry_after)}
+        h = self._retry_headers()
         if async_op:
             h["Azure-AsyncOperation"] = self._op_url(op, c, results=False)
         if location:
@@ -488,7 +496,7 @@ class Arm:
             body["endTime"] = op["endTime"]
         if op.get("error"):
             body["error"] = op["error"]
-        headers = {"Retry-After": str(self.settings.retry_after)} if op["status"] == "InProgress" else {}
+        headers = self._retry_headers() if op["status"] == "InProgress" else {}
         return Reply(200, body, headers)
 
     def _delete_tree(self, rid: str) -> None:
