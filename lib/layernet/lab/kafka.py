@@ -86,8 +86,8 @@ def missing() -> str:
         return "java not found: install a Java 17 runtime (Debian: apt-get install -y openjdk-17-jre-headless)"
     jar = libs_dir() / f"kafka_2.13-{KAFKA_VERSION}.jar"
     if not jar.is_file():
-        return (f"Apache Kafka {KAFKA_VERSION} is not built: run `make kafka` (fetches it from Maven Central "
-                f"into {kafka_home()})")
+        return (f"Apache Kafka {KAFKA_VERSION} is not fetched: run `make setup` (tools/kafka/pom.xml takes it "
+                f"from Maven Central into {kafka_home()})")
     return ""
 
 
@@ -132,7 +132,11 @@ def hubs(site) -> list[str]:
 
 
 def route(site) -> dict:
-    return {"names": [host(site)], "port": PUBLIC_PORT, "backend": f"{LOOPBACK}:{LISTEN_PORT}"}
+    """The front's route: the namespace's name on 9093 to the broker. Every other name under the Event Hubs
+    suffix on 9093 goes to the broker too, whose certificate names only the lab's namespace, so a client that
+    dials a wrong namespace fails TLS verification with a clear error instead of reaching the echo."""
+    suffix = host(site).split(".", 1)[1]
+    return {"names": [host(site), f"*.{suffix}"], "port": PUBLIC_PORT, "backend": f"{LOOPBACK}:{LISTEN_PORT}"}
 
 
 # ----------------------------------------------------------------------------------------------- the secret
