@@ -117,7 +117,9 @@ class _Dataset:
 
     def _flush(self) -> None:
         self.pending = False
-        msg = {p.name: self.latest[p.name] for p in self.spec.points if p.name in self.latest}
+        if len(self.latest) < len(self.spec.points):
+            return          # start-up: the first message waits until every data point has reported once
+        msg = {p.name: self.latest[p.name] for p in self.spec.points}
         if msg:
             self.publish(self.spec.topic, json.dumps(msg, separators=(",", ":")).encode())
             self.sent += 1

@@ -34,7 +34,8 @@ _BASE_LEVEL_NET = {"level4": 4, "level3": 3, "level2": 2}
 def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int = 18830, opc_port: int = 50400,
                   assets: int = 1, rate_hz: Optional[float] = None) -> Site:
     """The base site's telemetry on 127.<net>.<level number>.1; `assets` copies of its first asset (oven1..N),
-    each with its own topics and dataflows; `rate_hz` sets sampling and publishing to that rate."""
+    each with its own topics and dataflows; `rate_hz` is the message rate per asset (the simulator ticks at it,
+    sampling and publishing run twice as fast)."""
     raw = yaml.safe_load(Path(base).read_text())
     raw["admin"] = {"network": f"127.{net}.0.0/24", "jump_box_ip": f"127.{net}.0.50"}
     for lv in raw["levels"]:
@@ -48,7 +49,8 @@ def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int
     level_num = {lv["name"]: lv["number"] for lv in raw["levels"]}
     proto["address"] = f"opc.tcp://127.{net}.{level_num[proto['level']]}.1:{opc_port}"
     if rate_hz:
-        ms = max(1, int(round(1000 / rate_hz)))
+        # sample twice per simulator tick, as the sample does (500 ms against OPC PLC's 1 s): one message per tick
+        ms = max(1, int(round(500 / rate_hz)))
         for ds in proto["datasets"]:
             ds["publishing_ms"] = ms
             for p in ds["data_points"]:
@@ -155,7 +157,7 @@ class LoopbackFlow:
         self.procs: dict[str, Proc] = {}
         self.resources = render(site)
         asset_ms = [p.sampling_ms for a in site.telemetry.assets for ds in a.datasets for p in ds.data_points]
-        self.fast_ms = fast_ms or (min(asset_ms) if asset_ms else 1000)
+        self.fast_ms = fast_ms or (2 * min(asset_ms) if asset_ms else 1000)   # the OPC PLC's tick
 
     # ---- processes
     def _start(self, name: str, argv: list[str], env: Optional[dict] = None) -> Proc:
