@@ -54,7 +54,12 @@ def secret_in(argv: Sequence[str]) -> Optional[str]:
 def check_argv(argv: Sequence[str]) -> None:
     why = secret_in(argv)
     if why:
-        raise InputError(f"refusing to run {argv[0]} {' '.join(argv[1:3])} ...: {why} would put a secret on the "
+        words = []
+        for a in argv[1:4]:
+            if a.startswith("-") or secret_in([a]):
+                break
+            words.append(a)
+        raise InputError(f"refusing to run {' '.join([argv[0]] + words)} ...: {why} would put a secret on the "
                          "command line; use `az login` on the jump box or the Azure credential chain instead")
 
 
