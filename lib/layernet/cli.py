@@ -53,9 +53,16 @@ def cmd_render(args) -> int:
     from layernet.allowlist import effective_allowlist
     from layernet.render import render_site, write_artifacts
 
+    from layernet.runfolder import check_out_dir
+
     site = _load(args)
     arts = render_site(site, effective_allowlist(site), target=args.target or site.target)
-    for path in write_artifacts(arts, Path(args.out)):
+    out = check_out_dir(args.out)
+    for art in arts:  # level names are DNS labels; this keeps any artifact path inside --out all the same
+        dest = (out / art.level / art.name).resolve()
+        if not dest.is_relative_to(out):
+            raise InputError(f"render: artifact {art.level}/{art.name} would be written outside --out {args.out}")
+    for path in write_artifacts(arts, out):
         print(path)
     return EXIT_OK
 
@@ -87,7 +94,10 @@ def cmd_probe(args) -> int:
 def cmd_harden(args) -> int:
     from layernet.harden.report import cli
 
-    return cli(_load(args), args.out)
+    from layernet.runfolder import check_out_dir
+
+    site = _load(args)
+    return cli(site, str(check_out_dir(args.out)) if args.out is not None else None)
 
 
 def cmd_run(args) -> int:
@@ -107,12 +117,38 @@ def cmd_run(args) -> int:
 def cmd_audit(args) -> int:
     from layernet.audit.cli import run_audit_cli
     from layernet.audit.collect import AuditInputError
+    from layernet.runfolder import check_out_dir
 
+    _check_since(args.since)
+    site = _load(args) if args.site else None
+    if args.out is not None:
+        args.out = str(check_out_dir(args.out))
     try:
-        return run_audit_cli(args.logdir, site=_load(args) if args.site else None, since=args.since, out=args.out)
+        return run_audit_cli(args.logdir, site=site, since=args.since, out=args.out,
+                             run=args.run)
     except AuditInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _check_since(text: str) -> None:
+    """--since: a time in the past (ISO 8601) or a duration back from now that a calendar can hold."""
+    from datetime import datetime, timezone
+
+    from layernet.audit.collect import AuditInputError, parse_since
+
+    shown = text if len(text) <= 60 else text[:60] + "..."
+    try:
+        when = parse_since(text)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, AuditInputError):
+            raise InputError(str(exc)) from None
+        raise InputError(f"--since {shown}: out of range; give a duration back from now such as 2h or 30d, or an "
+                         "ISO 8601 time such as 2025-03-01T08:00:00Z") from None
+    if when is not None and when > datetime.now(timezone.utc):
+        raise InputError(f"--since {shown}: is in the future; give a time in the past or a duration such as 2h")
+    if when is not None and when.year < 2000:
+        raise InputError(f"--since {shown}: out of range (before the year 2000); give a recent time or a duration such as 30d")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE")
     p.add_argument("--since", default="", help="ISO 8601 time or a duration back from now (2h, 1d)")
     p.add_argument("--out", help="write connections.csv and connections.parquet under OUT/audit/")
+    p.add_argument("--run", default="", help="run folder whose probe traffic is expected (default: the site's newest "
+                                             "run with probes; 'none': no run)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("harden", help="hardening evidence on a running lab: name differential, sources, isolation, DNS")
@@ -183,17 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if command is not None:
         args.cmd = command
-    from layernet.lab import LabError
-    from layernet.targets.kube import KubeError
-
     try:
         return args.func(args)
     except InputError as exc:  # SiteError included: the input is wrong, nothing was changed
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LabError, KubeError) as exc:  # the target is not in a state to do this: say so, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except Exception as exc:
+        from layernet.lab import LabError
+        from layernet.targets.kube import KubeError
+
+        if isinstance(exc, (LabError, KubeError)):  # the target is not in a state to do this: say so, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,19 +24,19 @@ from typing import Any, Callable, Optional
 import yaml
 
 from layernet import __version__
+from layernet.errors import InputError
 from layernet.progress import MARK
 from layernet.report import notebook_to_html, write_index, write_json
-from layernet.site import SiteError, load_site
+from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
+from layernet.site import SiteError, is_secret_key, load_site, looks_secret, parse_value
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK_DIR = REPO_ROOT / "runbooks"
 DEFAULT_RUNS = REPO_ROOT / "runs"
-SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential|api[_-]?key|private[_-]?key|connection[_-]?string|sas",
-                          re.IGNORECASE)
 _STAGE_KEYS = {"name", "notebook", "parameters", "timeout"}
 
 
-class RunnerInputError(ValueError):
+class RunnerInputError(InputError, ValueError):
     """Bad input to a run (invalid site, unknown runbook, secret-looking parameter). Nothing was run or written."""
 
 
@@ -90,7 +89,7 @@ def load_runbook(ref: str) -> Runbook:
             problems.append(f"{where}.notebook: {st.get('notebook')!r} does not exist (relative to {path.parent})")
         params = st.get("parameters") or {}
         for key in params:
-            if SECRET_WORDS.search(str(key)):
+            if is_secret_key(key) or looks_secret(params[key]):
                 problems.append(f"{where}.parameters.{key}: secrets may not be passed as parameters; "
                                 "set them in the environment or use the Azure credential chain")
         stages.append(Stage(str(st.get("name") or nb.stem), nb, dict(params), st.get("timeout")))
@@ -120,10 +119,13 @@ def tool_versions() -> dict[str, str]:
 
 def _check_overrides(overrides: list[str]) -> None:
     for ov in overrides:
-        key = ov.split("=", 1)[0]
-        if SECRET_WORDS.search(key):
-            raise RunnerInputError(f"-p {key}=...: secrets may not be passed as parameters; set them in the environment "
-                                   "or use the Azure credential chain")
+        key, _, value = str(ov).partition("=")
+        if any(is_secret_key(part) for part in re.split(r"[.\[\]]", key)):
+            raise RunnerInputError(f"-p {key[:80]}=...: secrets may not be passed as parameters (the value is hidden); "
+                                   "set them in the environment or use the Azure credential chain")
+        if looks_secret(value):
+            raise RunnerInputError(f"-p {key[:80]}=...: the value looks like a connection string, token or key (it is "
+                                   "hidden and was not stored); secrets may not be passed as parameters")
 
 
 def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
@@ -133,22 +135,38 @@ def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
     for item in items:
         key, sep, text = item.partition("=")
         stage, dot, param = key.partition(".")
-        if not sep or not dot or not param:
-            problems.append(f"-s {item}: expected STAGE.KEY=VALUE, e.g. -s audit.log_dir=/evidence/logs")
+        shown = f"{key[:80]}=..." if looks_secret(text) or is_secret_key(param) else (item if len(item) <= 120 else item[:120] + "...")
+        value, why = parse_value(text) if sep else (None, None)
+        if not sep or not dot or not param or not stage or "." in param:
+            problems.append(f"-s {shown}: expected STAGE.KEY=VALUE, e.g. -s audit.log_dir=/evidence/logs")
+        elif is_secret_key(param) or looks_secret(text):
+            problems.append(f"-s {shown}: secrets may not be passed as parameters (the value is hidden and was not stored)")
         elif stage not in stages:
-            problems.append(f"-s {item}: runbook {book.name} has no stage {stage!r} (stages: {', '.join(stages)})")
+            problems.append(f"-s {shown}: runbook {book.name} has no stage {stage[:60]!r} (stages: {', '.join(stages)})")
         elif param not in stages[stage].parameters:
             known = ", ".join(stages[stage].parameters) or "none"
-            problems.append(f"-s {item}: stage {stage} has no parameter {param!r} (parameters: {known})")
-        elif SECRET_WORDS.search(param):
-            problems.append(f"-s {item}: secrets may not be passed as parameters")
+            problems.append(f"-s {shown}: stage {stage} has no parameter {param[:60]!r} (parameters: {known})")
+        elif why is not None:
+            problems.append(f"-s {shown}: the value after '=' is not one YAML value ({why}); quote text, "
+                            "e.g. -s 'audit.since=\"2h\"'")
         else:
-            value = yaml.safe_load(text) if text.strip() else ""
             st = stages[stage]
             stages[stage] = Stage(st.name, st.notebook, {**st.parameters, param: value}, st.timeout)
     if problems:
         raise RunnerInputError("\n".join(problems))
     return Runbook(book.name, book.path, book.description, tuple(stages[s.name] for s in book.stages))
+
+
+def _check_stage_inputs(book: Runbook, site) -> None:
+    """Stage inputs that can be checked before anything runs: a folder of saved logs for the audit."""
+    for st in book.stages:
+        if st.parameters.get("log_dir"):
+            from layernet.audit.collect import AuditInputError, check_logdir
+
+            try:
+                check_logdir(st.parameters["log_dir"], site)
+            except AuditInputError as exc:
+                raise RunnerInputError(f"-s {st.name}.log_dir: {exc}") from None
 
 
 def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Optional[list[str]] = None,
@@ -161,33 +179,40 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
     previous: Optional[dict] = None
     if resume:
         run_dir = Path(resume).resolve()
-        mpath = run_dir / "manifest.json"
-        if not mpath.is_file():
-            raise RunnerInputError(f"--resume {resume}: no manifest.json there; give a run folder made by `layernet run`")
-        previous = json.loads(mpath.read_text())
+        try:
+            previous = read_manifest(resume)
+        except InputError as exc:
+            raise RunnerInputError(str(exc)) from None
         site_path = site_path or previous["site"]["path"]
-        overrides = overrides or list(previous["site"].get("overrides") or [])
-        runbook = previous["runbook_path"] if Path(previous["runbook_path"]).is_file() else previous["runbook"]
+        overrides = overrides or [str(o) for o in previous["site"].get("overrides") or []]
         dry_run = dry_run or bool(previous.get("dry_run"))
-        stage_params = stage_params or list(previous.get("stage_params") or [])
+        stage_params = stage_params or [str(o) for o in previous.get("stage_params") or []]
     if not site_path:
         raise RunnerInputError("--site is required, e.g. --site params/lab.yaml")
     _check_overrides(overrides)
-    book = apply_stage_params(load_runbook(runbook), stage_params)
+    book = load_runbook(runbook)
+    if previous is not None and previous["runbook"] != book.name:
+        raise RunnerInputError(f"--resume {resume}: that folder is a run of runbook {previous['runbook'][:60]!r}, not "
+                               f"{book.name!r}; resume it with `layernet run {previous['runbook'][:60]} --resume {resume}`")
+    book = apply_stage_params(book, stage_params)
     site_file = Path(site_path).resolve()
     try:
         site = load_site(site_file, overrides)
     except SiteError as exc:
         raise RunnerInputError(str(exc)) from None
+    _check_stage_inputs(book, site)
 
     if previous is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        run_id = f"{stamp}-{book.name}-{uuid.uuid4().hex[:6]}"
-        run_dir = Path(out_dir).resolve() / run_id if out_dir else DEFAULT_RUNS / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
+        parent = check_out_dir(out_dir) if out_dir is not None else DEFAULT_RUNS
+        run_id, run_dir = new_run_dir(parent, book.name)
     else:
         run_id = previous["run_id"]
-    (run_dir / "results").mkdir(exist_ok=True)
+        if out_dir is not None:
+            progress(f"note: --out {out_dir} is ignored with --resume: the run continues in {run_dir}")
+    try:
+        (run_dir / "results").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RunnerInputError(f"--resume {resume}: the run folder is not writable ({exc.strerror or exc})") from None
 
     prev_status = {s["name"]: s for s in (previous or {}).get("stages", [])}
     first_todo = 0
@@ -223,7 +248,13 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
     write_json(run_dir / "manifest.json", manifest)
     write_index(run_dir, manifest)
 
-    lab_was_up = _lab_up(site) if site.target == "lab" else None
+    # the lab is taken down at the end only when this run brought it up: nothing of it existed before (a lab
+    # that is up, half up or left over belongs to someone else's work and is left as it is)
+    lab_state = _lab_state(site) if site.target == "lab" else None
+    manifest["lab_at_start"] = lab_state
+    if lab_state is not None and lab_state != "up" and dry_run:
+        progress(f"note: the lab of site {site.name} (prefix {site.lab.prefix}) is {lab_state}: this dry run plans "
+                 "against it as it is and collects no live evidence; logs left from an earlier run are not current")
     progress(f"layernet run {book.name}: {len(book.stages)} stage(s), site {site.name} ({site.target}){' [dry run]' if dry_run else ''}")
     progress(f"run folder: {run_dir}")
     ok = True
@@ -241,7 +272,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
                     later["status"] = "skipped"
                 break
     finally:
-        if site.target == "lab" and not keep_lab and lab_was_up is False and not dry_run:
+        if lab_state == "down" and not keep_lab and not dry_run:
             _lab_down(site, progress)
         manifest["finished"] = _now()
         write_json(run_dir / "manifest.json", manifest)
@@ -259,7 +290,7 @@ def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overri
     out_html = run_dir / f"{stem}.html"
     params = {"site_path": str(site_file), "site_overrides": overrides, "dry_run": dry_run,
               "run_dir": str(run_dir), "stage": st.name, **st.parameters}
-    manifest["parameters"][st.name] = {k: v for k, v in params.items() if not SECRET_WORDS.search(k)}
+    manifest["parameters"][st.name] = {k: v for k, v in params.items() if not is_secret_key(k) and not looks_secret(v)}
     entry.update(status="running", start=_now(), error=None, results={})
     t0 = time.monotonic()
     progress(f"[{i + 1}/{total}] {st.name}: running {entry['notebook']}")
@@ -329,10 +360,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _lab_up(site) -> bool:
-    from layernet.lab.commands import lab_is_up
+def _lab_state(site) -> str:
+    """"up", "down" (nothing of it exists) or "partly up" (namespaces, links or processes left)."""
+    from layernet.lab.commands import lab_is_up, leftovers
 
-    return bool(lab_is_up(site))
+    if lab_is_up(site):
+        return "up"
+    return "partly up" if leftovers(site) else "down"
 
 
 def _lab_down(site, progress) -> None:

@@ -106,7 +106,9 @@ def test_paths_join_exactly_on_upstream_local_address(site, allowlist):
 def test_anomalies(site, allowlist):
     lines = small_log() + [
         rec(time=T(8), source="172.16.0.9:1", sni="management.azure.com"),                      # allowed, odd source
-        refused_name(time=T(9), level="level4", source=f"{L3}:2", sni="exfil.example.net"),      # forwarded by L3
+        rec(time=T(9), sni="exfil.example.net", upstream_local=f"{L3}:2"),                      # L3 forwarded it
+        refused_name(time=T(9), level="level4", source=f"{L3}:2", sni="exfil.example.net"),      # ... proven
+        refused_name(time=T(8.5), level="level4", source=f"{L3}:3", sni="exfil.example.net"),    # L3's own workload
         refused_name(time=T(10), sni=None),                                                      # no SNI
         refused_name(time=T(11), sni=None, tf="TLS_error:|HTTP_REQUEST"),                         # not TLS
         rec(time="2025-03-01T09:00:00.000Z", sni="mcr.microsoft.com"),                           # after a gap
@@ -119,6 +121,7 @@ def test_anomalies(site, allowlist):
         ("unexpected-source", "level3", "10.9.0.5", "management.azure.com", 1),
         ("unexpected-source", "level3", "172.16.0.9", "management.azure.com", 1),
         ("forwarded-unallowed", "level4", L3, "exfil.example.net", 1),
+        ("child-workload-refused", "level4", L3, "exfil.example.net", 1),
         ("no-sni", "level3", "192.168.102.10", "", 1),
         ("non-tls", "level3", "192.168.102.10", "", 1),
         ("log-gap", "level3", "", "", 0),

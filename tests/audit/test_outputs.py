@@ -57,8 +57,8 @@ def test_read_logdir_and_since(tmp_path):
     (tmp_path / "level4.log").write_text(rec(level="level4") + "\n")
     (tmp_path / "level3").mkdir()
     (tmp_path / "level3" / "envoy-access.log").write_text(rec() + "\n")
-    assert collect.read_logdir(tmp_path) == {"level3": tmp_path / "level3" / "envoy-access.log",
-                                             "level4": tmp_path / "level4.log"}
+    assert collect.read_logdir(tmp_path) == {"level3": [tmp_path / "level3" / "envoy-access.log"],
+                                             "level4": [tmp_path / "level4.log"]}
     with pytest.raises(collect.AuditInputError, match="no log for level"):
         collect.read_logdir(tmp_path, ["level4", "level9"])
     with pytest.raises(collect.AuditInputError, match="no such folder"):
@@ -169,6 +169,7 @@ def test_cli_audit(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1           # a malformed line and anomalies
     assert "9 connection(s), 1 malformed" in out and "refused attempts" in out and "evil.example" in out
+    assert "audit FAILED: 1 malformed line(s), 1 anomaly group(s)" in out       # the stage says the same
     assert (tmp_path / "out" / "audit" / "connections.parquet").is_file()
     assert main(["audit", str(tmp_path / "nope")]) == 2
 
@@ -186,9 +187,11 @@ def test_notebook_runs_on_saved_logs_and_reports_offline(tmp_path):
     raw = json.loads(nb.read_text())
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in raw["cells"] if c["cell_type"] == "code")
     out = run_dir / "05-audit.ipynb"
-    pm.execute_notebook(str(nb), str(out), cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
-                        parameters={"site_path": str(ROOT / "params" / "lab.yaml"), "run_dir": str(run_dir),
-                                    "log_dir": str(logs)})
+    # the same logs as test_cli_audit: the stage fails on the verdict the CLI prints (exit 1 there)
+    with pytest.raises(pm.PapermillExecutionError, match="audit FAILED: 1 malformed line"):
+        pm.execute_notebook(str(nb), str(out), cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
+                            parameters={"site_path": str(ROOT / "params" / "lab.yaml"), "run_dir": str(run_dir),
+                                        "log_dir": str(logs)})
     html = notebook_to_html(out, run_dir / "05-audit.html", title="audit").read_text()
     assert remote_references(html) == []
     assert html.count("Plotly.newPlot") >= 3 and "comparison skipped" in html

@@ -80,8 +80,8 @@ def test_malformed_lines_are_counted_with_samples_never_dropped(allowlist):
     assert set(s.columns) == {"level", "reason", "lines", "first_line", "sample"} and s["lines"].sum() == 8
 
 
-def test_many_lines_take_the_fast_path_and_keep_line_numbers(monkeypatch, allowlist):
-    monkeypatch.setattr(parse, "BLOCK_BYTES", 4096)      # many blocks
+def test_many_lines_keep_line_numbers(monkeypatch, allowlist):
+    monkeypatch.setattr(parse, "SCAN_BYTES", 4096)       # the byte scan reads many pieces
     lines = [rec(time=f"2025-03-01T08:00:{i // 1000:02d}.{i % 1000:03d}Z", cid=i) for i in range(3000)]
     lines[1234] = lines[1234][:50]
     lines[2500] = "garbage"

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import pandas as pd
+import ipaddress
+from typing import TYPE_CHECKING
 
-from layernet.audit.parse import ms_ints
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROBE_FILE = Path("results") / "probes.json"
 PROBE_STAGE = "infrastructure"
@@ -44,9 +45,11 @@ def save_probe_rows(run_dir, df, stage: str = PROBE_STAGE) -> Optional[Path]:
     return path
 
 
-def load_probes(run_dir) -> tuple[pd.DataFrame, Optional[datetime], Optional[datetime]]:
+def load_probes(run_dir) -> tuple["pd.DataFrame", Optional[datetime], Optional[datetime]]:
     """(probe rows, window start, window end) of the run; empty rows when the run probed nothing.
     The window starts when the probing stage started (manifest.json) and ends when the rows were saved."""
+    import pandas as pd
+
     path = Path(run_dir) / PROBE_FILE if run_dir else None
     if path is None or not path.is_file():
         return pd.DataFrame(columns=["level", "check", "host", "port", "ok"]), None, None
@@ -70,8 +73,10 @@ def _path_levels(site, level: str) -> list[str]:
     return out
 
 
-def expected_counts(rows: pd.DataFrame, site) -> pd.DataFrame:
+def expected_counts(rows: "pd.DataFrame", site) -> "pd.DataFrame":
     """Per proxy level: the allowed and refused connections the probe rows imply."""
+    import pandas as pd
+
     levels = [lv.name for lv in reversed(site.chain) if lv.proxy]
     allowed = dict.fromkeys(levels, 0)
     refused = dict.fromkeys(levels, 0)
@@ -87,7 +92,7 @@ def expected_counts(rows: pd.DataFrame, site) -> pd.DataFrame:
                          "expected_refused": [refused[l] for l in levels]})
 
 
-def probe_names(rows: pd.DataFrame) -> set[str]:
+def probe_names(rows: "pd.DataFrame") -> set[str]:
     """Server names the probes used ("" for the checks without SNI and the non-TLS bytes)."""
     names = set()
     for h in rows.get("host", []):
@@ -96,36 +101,73 @@ def probe_names(rows: pd.DataFrame) -> set[str]:
     return names
 
 
-def compare_with_probes(df: pd.DataFrame, rows: pd.DataFrame, site, start: Optional[datetime] = None,
-                        end: Optional[datetime] = None, only_probe_names: Optional[bool] = None) -> pd.DataFrame:
+def expected_traffic(rows: "pd.DataFrame", site, start: Optional[datetime], end: Optional[datetime]):
+    """The probe matrix as expected traffic for the anomaly findings: its window (with slack), the names it
+    used and the addresses it came from (each probing level's node address and pod network)."""
+    from layernet.audit.findings import Expected
+
+    if rows is None or not len(rows) or start is None or end is None:
+        return Expected()
+    sources = []
+    for name in sorted({str(x) for x in rows["level"]}):
+        try:
+            lv = site.level(name)
+        except KeyError:
+            continue
+        sources += [ipaddress.ip_network(f"{lv.node_ip}/32"), lv.pod_cidr]
+    return Expected(start - SLACK, end + SLACK, probe_names(rows), sources)
+
+
+def find_run(site, runs_dir: Path) -> Optional[Path]:
+    """The newest run folder of this site (manifest's site name) that saved probe rows, or None."""
+    if not runs_dir.is_dir():
+        return None
+    for d in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
+        m = d / "manifest.json"
+        if (d / PROBE_FILE).is_file() and m.is_file():
+            try:
+                if json.loads(m.read_text()).get("site", {}).get("name") == site.name:
+                    return d
+            except ValueError:
+                continue
+    return None
+
+
+def compare_with_probes(data, rows: "pd.DataFrame", site, start: Optional[datetime] = None,
+                        end: Optional[datetime] = None, only_probe_names: Optional[bool] = None) -> "pd.DataFrame":
     """Expected (from the probe rows) vs audited (connections logged between start and end) per proxy level.
     `only_probe_names` (default: on a kube site, where real workloads share the proxies) counts only
-    connections whose name a probe used."""
+    connections whose name a probe used. `data`: a Parsed or a connection DataFrame."""
+    from layernet.audit.findings import _tab
+
     exp = expected_counts(rows, site)
-    sel = np.ones(len(df), dtype=bool)
-    t = ms_ints(df["time"]) if len(df) else np.array([], dtype=np.int64)
+    t = _tab(data)
+    where, params = ["true"], []
     if start is not None:
-        sel &= t >= int((start - SLACK).timestamp() * 1000)
+        where.append("time >= ?")
+        params.append(start - SLACK)
     if end is not None:
-        sel &= t <= int((end + SLACK).timestamp() * 1000)
+        where.append("time <= ?")
+        params.append(end + SLACK)
     if only_probe_names is None:
         only_probe_names = site.target == "kube"
-    if only_probe_names and len(df):
-        sel &= np.asarray(df["sni"].astype(str).str.lower().isin(probe_names(rows)))
-    w = df[sel]
-    lv = w["level"].astype(str)
-    v = w["verdict"].astype(str)
-    def count(mask):
-        return lv[mask].value_counts()
-    exp["audit_allowed"] = exp["level"].map(count(v == "allowed")).fillna(0).astype("int64")
-    exp["audit_refused"] = exp["level"].map(count(v.isin(["refused-name", "refused-source"]))).fillna(0).astype("int64")
-    exp["audit_upstream_failure"] = exp["level"].map(count(v == "upstream-failure")).fillna(0).astype("int64")
+    if only_probe_names:
+        names = sorted(probe_names(rows)) or [""]
+        where.append("lower(sni) IN (" + ", ".join("?" for _ in names) + ")")
+        params += names
+    got = t.df(f"""SELECT level, count(*) FILTER (WHERE verdict = 'allowed') AS audit_allowed,
+            count(*) FILTER (WHERE verdict IN ('refused-name', 'refused-source')) AS audit_refused,
+            count(*) FILTER (WHERE verdict = 'upstream-failure') AS audit_upstream_failure
+        FROM {t.name} WHERE {' AND '.join(where)} GROUP BY level""", params)
+    exp = exp.merge(got, on="level", how="left")
+    for c in ("audit_allowed", "audit_refused", "audit_upstream_failure"):
+        exp[c] = exp[c].fillna(0).astype("int64")
     exp["match"] = (exp["expected_allowed"] == exp["audit_allowed"]) & (exp["expected_refused"] == exp["audit_refused"]) \
         & (exp["audit_upstream_failure"] == 0)
     return exp[COMPARE_COLUMNS]
 
 
-def require_match(table: pd.DataFrame, rows: Optional[pd.DataFrame] = None) -> str:
+def require_match(table: "pd.DataFrame", rows: Optional["pd.DataFrame"] = None) -> str:
     """Raise when any level's counts differ from what the probes imply; else say what matched."""
     if rows is not None and len(rows) == 0:
         return "no probe rows in this run (the infrastructure stage did not probe): comparison skipped"

@@ -1,31 +1,96 @@
-"""Findings: DataFrames computed from the connection table (`parse.parse_logs(...).connections`).
+"""Findings: SQL over the connection table, returned as pandas DataFrames.
+
+Every function takes either a `Parsed` (the DuckDB table the parser built: nothing is copied into pandas) or a
+connection DataFrame (it is registered in a throwaway DuckDB connection). Levels, verdicts, entries and source
+classes are always joined by their value, never by position or categorical code.
 
 - `per_level`     per proxy level: connections by verdict, bytes, distinct sources and names, first/last;
 - `refused`       refused attempts grouped by name, source, level and verdict, with first/last seen and count;
 - `coverage`      every allow-list entry: connections that used it, last use; `unused_entries` lists the rest;
 - `paths`         end-to-end: an inner level's connection joined to the one it caused at the level above;
-- `anomalies`     sources outside a level's networks, names an inner proxy should have refused, no SNI /
-                  not TLS, gaps in a level's log and levels that logged nothing.
+- `anomalies`     sources outside a level's networks, names a child proxy forwarded although it should have
+                  refused them, refused attempts by a child level's own workloads, no SNI / not TLS, gaps in a
+                  level's log, levels that logged nothing, and the log checks of the parser; probe traffic of
+                  the run is marked expected.
 """
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-import pandas as pd
+from layernet.audit.parse import TABLE, VERDICTS, Parsed
 
-from layernet.audit.parse import VERDICTS, ms_ints
+if TYPE_CHECKING:
+    import pandas as pd
 
 REFUSED = ("refused-name", "refused-source")
 PER_LEVEL_COLUMNS = ["level", "connections", "allowed", "refused_name", "refused_source", "upstream_failure",
                      "bytes_in", "bytes_out", "distinct_sources", "distinct_names", "first_seen", "last_seen"]
 REFUSED_COLUMNS = ["name", "source", "level", "verdict", "ports", "count", "first_seen", "last_seen"]
 COVERAGE_COLUMNS = ["host", "ports", "group", "connections", "refused_source", "levels", "last_used", "used"]
-ANOMALY_COLUMNS = ["kind", "level", "source", "name", "count", "first_seen", "last_seen", "detail"]
+ANOMALY_COLUMNS = ["kind", "level", "source", "name", "count", "first_seen", "last_seen", "expected", "detail"]
 SOURCE_CLASSES = ["child proxy", "child network", "own network", "pods", "other"]
-DEFAULT_GAP = pd.Timedelta(minutes=15)
+# reported, but not a failure: the proxy did its job (a refused attempt by a child level's own workloads)
+INFO_KINDS = frozenset({"child-workload-refused"})
+DEFAULT_GAP_MINUTES = 15
 DEFAULT_JOIN_WINDOW_MS = 5000   # the inner proxy's connect timeout: the upper connection starts within it
+
+
+def _td(minutes: float):
+    import pandas as pd
+
+    return pd.Timedelta(minutes=minutes)
+
+
+def __getattr__(name):          # DEFAULT_GAP without importing pandas at module load
+    if name == "DEFAULT_GAP":
+        return _td(DEFAULT_GAP_MINUTES)
+    raise AttributeError(name)
+
+
+@dataclass
+class Expected:
+    """Traffic a run caused on purpose (the probe matrix): connections in the window, with one of the names,
+    from one of the sources, are expected and never an anomaly."""
+    start: Optional[datetime] = None
+    end: Optional[datetime] = None
+    names: set = field(default_factory=set)            # lower case; "" = no server name
+    sources: list = field(default_factory=list)        # ip networks
+
+    def __bool__(self) -> bool:
+        return bool(self.names and self.sources and self.start and self.end)
+
+
+# ----------------------------------------------------------------------------------------------- the table
+class _Tab:
+    """A DuckDB connection and the name of a connection table in it."""
+
+    def __init__(self, data):
+        if isinstance(data, Parsed):
+            self.db, self.name = data.db, data.table
+            return
+        from layernet.audit.parse import connect
+
+        self.db = connect()
+        self.name = TABLE
+        df = data
+        self.db.register("_df", df)
+        cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in df.columns
+                         if str(df[c].dtype) in ("category", "object", "string", "str"))
+        self.db.execute(f"CREATE TABLE {self.name} AS SELECT * {'REPLACE (' + cast + ')' if cast else ''} FROM _df")
+        self.db.unregister("_df")
+
+    def df(self, sql: str, params=None) -> "pd.DataFrame":
+        return self.db.execute(sql, params or []).df()
+
+    def rows(self, sql: str, params=None) -> list:
+        return self.db.execute(sql, params or []).fetchall()
+
+
+def _tab(data) -> _Tab:
+    return data if isinstance(data, _Tab) else _Tab(data)
 
 
 def proxy_levels(site) -> list:
@@ -33,84 +98,88 @@ def proxy_levels(site) -> list:
     return [lv for lv in reversed(site.chain) if lv.proxy]
 
 
-def _levels_in(df: pd.DataFrame, site=None) -> list[str]:
+def _levels_in(t: _Tab, site=None) -> list[str]:
     names = [lv.name for lv in proxy_levels(site)] if site is not None else []
-    seen = [str(x) for x in df["level"].unique()] if len(df) else []
-    return names + sorted(x for x in seen if x not in names)
+    seen = [r[0] for r in t.rows(f"SELECT DISTINCT level FROM {t.name} ORDER BY level")]
+    return names + [x for x in seen if x not in names]
+
+
+def _utc_ms(col: "pd.Series") -> "pd.Series":
+    import pandas as pd
+
+    if col.empty:
+        return pd.Series(col.to_numpy(), dtype="datetime64[ms, UTC]", index=col.index)
+    return pd.to_datetime(col, utc=True).astype("datetime64[ms, UTC]")
 
 
 # ----------------------------------------------------------------------------------------------- per level
-def per_level(df: pd.DataFrame, site=None) -> pd.DataFrame:
-    """One row per level (every proxy level of the site, also one that logged nothing)."""
-    levels = _levels_in(df, site)
+def per_level(data, site=None) -> "pd.DataFrame":
+    """One row per level (every proxy level of the site, also one that logged nothing), joined by level name."""
+    import pandas as pd
+
+    t = _tab(data)
+    levels = _levels_in(t, site)
     if not levels:
         return pd.DataFrame(columns=PER_LEVEL_COLUMNS)
-    lv = df["level"].astype(pd.CategoricalDtype(levels))
-    lc = lv.cat.codes.to_numpy().astype(np.int64)
-    vc = df["verdict"].cat.codes.to_numpy().astype(np.int64)
-    counts = pd.DataFrame(np.bincount(lc * len(VERDICTS) + vc, minlength=len(levels) * len(VERDICTS))
-                          .reshape(len(levels), len(VERDICTS)), index=levels, columns=VERDICTS)
-    g = df.groupby(lv, observed=False)
-    named = np.asarray(df["sni"] != "")
-    out = pd.DataFrame({
-        "level": levels,
-        "connections": counts.sum(axis=1).to_numpy(),
-        "allowed": counts["allowed"].to_numpy(),
-        "refused_name": counts["refused-name"].to_numpy(),
-        "refused_source": counts["refused-source"].to_numpy(),
-        "upstream_failure": counts["upstream-failure"].to_numpy(),
-        "bytes_in": g["bytes_in"].sum().reindex(levels, fill_value=0).to_numpy(),
-        "bytes_out": g["bytes_out"].sum().reindex(levels, fill_value=0).to_numpy(),
-        "distinct_sources": g["source_ip"].nunique().reindex(levels, fill_value=0).to_numpy(),
-        "distinct_names": df[named].groupby(lv[named], observed=False)["sni"].nunique().reindex(levels, fill_value=0).to_numpy(),
-        "first_seen": g["time"].min().reindex(levels).to_numpy(),
-        "last_seen": g["time"].max().reindex(levels).to_numpy(),
-    })
+    agg = t.df(f"""SELECT level, count(*) AS connections,
+            count(*) FILTER (WHERE verdict = 'allowed') AS allowed,
+            count(*) FILTER (WHERE verdict = 'refused-name') AS refused_name,
+            count(*) FILTER (WHERE verdict = 'refused-source') AS refused_source,
+            count(*) FILTER (WHERE verdict = 'upstream-failure') AS upstream_failure,
+            sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out,
+            count(DISTINCT source_ip) AS distinct_sources,
+            count(DISTINCT sni) FILTER (WHERE sni <> '') AS distinct_names,
+            min(time) AS first_seen, max(time) AS last_seen
+        FROM {t.name} GROUP BY level""")
+    out = pd.DataFrame({"level": levels}).merge(agg, on="level", how="left")
     for c in PER_LEVEL_COLUMNS[1:10]:
-        out[c] = out[c].astype("int64")
+        out[c] = out[c].fillna(0).astype("int64")
+    for c in ("first_seen", "last_seen"):
+        out[c] = _utc_ms(out[c])
     return out[PER_LEVEL_COLUMNS]
 
 
 # ----------------------------------------------------------------------------------------------- refused
-def refused(df: pd.DataFrame) -> pd.DataFrame:
+def refused(data) -> "pd.DataFrame":
     """Refused attempts by name (SNI, "" when none), source address, level and verdict; most frequent first."""
-    r = df[df["verdict"].isin(REFUSED)]
-    if r.empty:
-        return pd.DataFrame(columns=REFUSED_COLUMNS)
-    keys = ["sni", "source_ip", "level", "verdict"]
-    g = r.groupby(keys, observed=True, sort=False)
-    out = g.agg(count=("time", "size"), first_seen=("time", "min"), last_seen=("time", "max")).reset_index()
-    ports = g["listener_port"].unique().reset_index(drop=True)
-    out["ports"] = [", ".join(str(p) for p in sorted(v)) for v in ports]
-    out = out.rename(columns={"sni": "name", "source_ip": "source"})
-    for c in ("name", "source", "level", "verdict"):
-        out[c] = out[c].astype(str)
-    out = out.sort_values(["count", "name", "source", "level"], ascending=[False, True, True, True], ignore_index=True)
+    t = _tab(data)
+    out = t.df(f"""SELECT sni AS name, source_ip AS source, level, verdict,
+            array_to_string(list_sort(list(DISTINCT listener_port)), ', ') AS ports,
+            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
+        FROM {t.name} WHERE verdict IN ('refused-name', 'refused-source')
+        GROUP BY ALL ORDER BY count DESC, name, source, level, verdict""")
+    out["count"] = out["count"].astype("int64")
+    for c in ("first_seen", "last_seen"):
+        out[c] = _utc_ms(out[c])
     return out[REFUSED_COLUMNS]
 
 
 # ----------------------------------------------------------------------------------------------- coverage
-def coverage(df: pd.DataFrame, allowlist) -> pd.DataFrame:
+def coverage(data, allowlist) -> "pd.DataFrame":
     """Every allow-list entry with the connections that used it (allowed or upstream failure), the refused-source
     attempts on it, the levels where it was used and the last use. Unused entries have `used` False."""
-    rows = allowlist.rows()
-    base = pd.DataFrame(rows, columns=["host", "ports", "group", "purpose"])[["host", "ports", "group"]]
-    used = df[np.asarray(df["verdict"].isin(["allowed", "upstream-failure"])) & np.asarray(df["entry"] != "")]
-    g = used.groupby("entry", observed=True)
-    conn = g.size()
-    last = g["time"].max()
-    levels = g["level"].unique().map(lambda v: ", ".join(sorted(str(x) for x in v)))
-    rs = df[np.asarray(df["verdict"] == "refused-source") & np.asarray(df["entry"] != "")]
-    rsc = rs.groupby("entry", observed=True).size()
-    base["connections"] = base["host"].map(conn).fillna(0).astype("int64")
-    base["refused_source"] = base["host"].map(rsc).fillna(0).astype("int64")
-    base["levels"] = [levels.get(h, "") for h in base["host"]]
-    base["last_used"] = pd.Series([last.get(h, pd.NaT) for h in base["host"]], dtype="datetime64[ms, UTC]")
-    base["used"] = base["connections"] > 0
-    return base.sort_values(["used", "connections", "host"], ascending=[True, False, True], ignore_index=True)[COVERAGE_COLUMNS]
+    import pandas as pd
+
+    t = _tab(data)
+    base = pd.DataFrame(allowlist.rows(), columns=["host", "ports", "group", "purpose"])[["host", "ports", "group"]]
+    used = t.df(f"""SELECT entry AS host,
+            count(*) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS connections,
+            count(*) FILTER (WHERE verdict = 'refused-source') AS refused_source,
+            array_to_string(list_sort(list(DISTINCT level) FILTER (WHERE verdict IN ('allowed', 'upstream-failure'))),
+                            ', ') AS levels,
+            max(time) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS last_used
+        FROM {t.name} WHERE entry <> '' GROUP BY entry""")
+    out = base.merge(used, on="host", how="left")
+    for c in ("connections", "refused_source"):
+        out[c] = out[c].fillna(0).astype("int64")
+    out["levels"] = out["levels"].fillna("").astype(str)
+    out["last_used"] = _utc_ms(out["last_used"])
+    out["used"] = out["connections"] > 0
+    return out.sort_values(["used", "connections", "host"], ascending=[True, False, True],
+                           ignore_index=True)[COVERAGE_COLUMNS]
 
 
-def unused_entries(cov: pd.DataFrame) -> pd.DataFrame:
+def unused_entries(cov: "pd.DataFrame") -> "pd.DataFrame":
     """Entries no connection used: candidates to remove from the site's allow list."""
     return cov[~cov["used"]][["host", "ports", "group"]].reset_index(drop=True)
 
@@ -126,178 +195,162 @@ def _networks(site, level) -> dict[str, list]:
     }
 
 
-def source_class(df: pd.DataFrame, site) -> pd.Categorical:
-    """Per connection: where its source sits relative to its level (child proxy, child network, own network,
-    pods, other). Computed once per distinct (level, source address)."""
-    if df.empty:
-        return pd.Categorical([], categories=SOURCE_CLASSES)
-    lv, src = df["level"].cat, df["source_ip"].cat
-    key = lv.codes.to_numpy().astype(np.int64) * (len(src.categories) + 1) + src.codes.to_numpy()
-    codes, uniques = pd.factorize(key)
-    nets_by_level = {}
-    out = []
-    for u in uniques:
-        lvname = str(lv.categories[int(u) // (len(src.categories) + 1)])
-        ip = str(src.categories[int(u) % (len(src.categories) + 1)])
-        if lvname not in nets_by_level:
-            try:
-                nets_by_level[lvname] = _networks(site, site.level(lvname))
-            except KeyError:
-                nets_by_level[lvname] = {}
-        cls = "other"
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            addr = None
-        if addr is not None:
-            for name, nets in nets_by_level[lvname].items():
-                if any(addr in net for net in nets):
-                    cls = name
-                    break
-        out.append(SOURCE_CLASSES.index(cls))
-    return pd.Categorical.from_codes(np.asarray(out, dtype=np.int8)[codes], categories=SOURCE_CLASSES)
+def _classify(site, level: str, ip: str) -> str:
+    try:
+        nets = _networks(site, site.level(level))
+        addr = ipaddress.ip_address(ip)
+    except (KeyError, ValueError):
+        return "other"
+    for name, ns in nets.items():
+        if any(addr in n for n in ns):
+            return name
+    return "other"
+
+
+def _source_classes(t: _Tab, site) -> str:
+    """A table `_cls(level, source_ip, cls)`, one row per distinct pair (computed in Python, joined by key)."""
+    pairs = t.rows(f"SELECT DISTINCT level, source_ip FROM {t.name}")
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
+    if pairs:
+        t.db.executemany("INSERT INTO _cls VALUES (?, ?, ?)", [[lv, ip, _classify(site, lv, ip)] for lv, ip in pairs])
+    return "_cls"
+
+
+def source_class(data, site):
+    """Per connection (in table order): where its source sits relative to its level (child proxy, child
+    network, own network, pods, other)."""
+    import pandas as pd
+
+    t = _tab(data)
+    _source_classes(t, site)
+    rows = t.rows(f"""SELECT c.cls FROM (SELECT rowid AS rid, level, source_ip FROM {t.name}) x
+                      JOIN _cls c USING (level, source_ip) ORDER BY rid""")
+    return pd.Categorical([r[0] for r in rows], categories=SOURCE_CLASSES)
 
 
 # ----------------------------------------------------------------------------------------------- paths
-def _ms(df: pd.DataFrame) -> np.ndarray:
-    return ms_ints(df["time"])
-
-
-def _take(col: pd.Series, idx: np.ndarray) -> pd.Categorical:
-    """Categorical values of `col` at positions `idx` (-1 gives "")."""
-    cat = col.cat
-    codes = cat.codes.to_numpy()
-    cats = list(cat.categories)
-    if "" not in cats:
-        cats.append("")
-    empty = cats.index("")
-    out = np.where(idx >= 0, codes[np.maximum(idx, 0)], empty)
-    out = np.where(out < 0, empty, out)
-    return pd.Categorical.from_codes(out, categories=cats)
-
-
-def _link(df: pd.DataFrame, inner: np.ndarray, outer: np.ndarray, window_ms: int) -> np.ndarray:
-    """Positions: for each inner row (positions `inner`) the outer row it caused, -1 when none; one to one.
-    Exact on the inner proxy's upstream local address when the log has it; otherwise the first unused outer
-    connection with the same name and port that starts within `window_ms` after the inner one."""
-    res = np.full(len(inner), -1, dtype=np.int64)
-    if not len(inner) or not len(outer):
-        return res
-    local = df["upstream_local"].to_numpy(dtype=object)
-    has_local = local[inner] != ""
-    if has_local.any():
-        key_out = pd.Series(outer, index=(df["source_ip"].astype(str).to_numpy()[outer] + ":"
-                                          + df["source_port"].to_numpy()[outer].astype(str)))
-        key_out = key_out[~key_out.index.duplicated()]
-        hit = key_out.reindex(local[inner][has_local]).to_numpy()
-        res[np.flatnonzero(has_local)] = np.where(pd.isna(hit), -1, hit).astype(np.int64)
-        used = set(res[res >= 0].tolist())
-        outer = np.array([o for o in outer if o not in used], dtype=np.int64)
-    todo = np.flatnonzero(~has_local)
-    if not len(todo) or not len(outer):
-        return res
-    t = _ms(df)
-    key = df["sni"].cat.codes.to_numpy().astype(np.int64) * 65536 + df["listener_port"].to_numpy(np.int64)
-    lo = np.lexsort((t[inner[todo]], key[inner[todo]]))
-    ro = np.lexsort((t[outer], key[outer]))
-    lk, lt, li = key[inner[todo]][lo].tolist(), t[inner[todo]][lo].tolist(), todo[lo].tolist()
-    rk, rt, rj = key[outer][ro].tolist(), t[outer][ro].tolist(), outer[ro].tolist()
-    # first come, first served: each inner connection takes the earliest unused upper connection with the same
-    # key that starts no earlier than it and within the window (optimal for equal-width windows)
-    j, nr = 0, len(rk)
-    for k, tt, i in zip(lk, lt, li):
-        while j < nr and (rk[j] < k or (rk[j] == k and rt[j] < tt)):
+def _greedy(inner: list, outer: list, window_ms: int) -> list[tuple[int, int]]:
+    """(inner id, outer id) pairs: each inner connection takes the earliest unused outer connection with the same
+    key that starts no earlier than it and within the window. Rows are (key, time ms, id), sorted."""
+    out, j, nr = [], 0, len(outer)
+    for k, tt, i in inner:
+        while j < nr and (outer[j][0] < k or (outer[j][0] == k and outer[j][1] < tt)):
             j += 1
-        if j < nr and rk[j] == k and rt[j] - tt <= window_ms:
-            res[i] = rj[j]
+        if j < nr and outer[j][0] == k and outer[j][1] - tt <= window_ms:
+            out.append((i, outer[j][2]))
             j += 1
-    return res
+    return out
 
 
-def paths(df: pd.DataFrame, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> pd.DataFrame:
-    """One row per end-to-end path: it starts at the innermost level that saw it (origin = the source there)
-    and follows each connection to the one it caused at the level above (same name and port, from the inner
-    proxy's node IP, starting within `window_ms`). Hop latency = the upper connection's start minus the inner
-    one's (ms resolution, as Envoy logs START_TIME)."""
+def _links(t: _Tab, site, window_ms: int) -> list[str]:
+    """A table `_next(id, next_id, next_level, hop_ms)`: each inner connection and the one it caused at the level
+    above. Exact on the inner proxy's upstream local address when the log has it; otherwise the first unused
+    upper connection with the same name and port that starts within `window_ms` after the inner one."""
     levels = proxy_levels(site)
     names = [lv.name for lv in levels]
-    hop_names = [f"hop_ms_{a}_{b}" for a, b in zip(names, names[1:])]
-    columns = ["start", "origin", "origin_level", "name", "port", "path", "verdict", "refused_at", "destination",
-               "duration_ms", "bytes_in", "bytes_out"] + hop_names
-    n = len(df)
-    if not n or not names:
-        return pd.DataFrame(columns=columns)
-    df = df.reset_index(drop=True)
-    t = _ms(df)
-    vcodes = df["verdict"].cat.codes.to_numpy()
-    refused_codes = [VERDICTS.index(v) for v in REFUSED]
-    passing = np.isin(vcodes, [VERDICTS.index("allowed"), VERDICTS.index("upstream-failure")])
-    at = {lv: np.asarray(df["level"] == lv) for lv in names}
-    nxt = {}
-    continued = np.zeros(n, dtype=bool)
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT)")
     for inner, outer in zip(levels, levels[1:]):
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
-        a = np.flatnonzero(at[inner.name] & passing)
-        b = np.flatnonzero(at[outer.name] & np.asarray(df["source_ip"] == str(inner.node_ip)))
-        link = np.full(n, -1, dtype=np.int64)
-        link[a] = _link(df, a, b, window_ms)
-        nxt[inner.name] = link
-        continued[link[link >= 0]] = True
-    frames = []
-    for pos, lv in enumerate(names):
-        start = np.flatnonzero(at[lv] & ~continued)
-        if not len(start):
+        p = [inner.name, outer.name, str(inner.node_ip), window_ms]
+        t.db.execute(f"""INSERT INTO _next
+            SELECT id, next_id, ?, hop_ms FROM (
+              SELECT i.rowid AS id, o.rowid AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
+                     row_number() OVER (PARTITION BY o.rowid ORDER BY o.time - i.time, i.rowid) AS k
+              FROM {t.name} i JOIN {t.name} o
+                ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
+              WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
+                AND i.verdict IN ('allowed', 'upstream-failure')
+                AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?
+              QUALIFY row_number() OVER (PARTITION BY i.rowid ORDER BY abs(epoch_ms(o.time) - epoch_ms(i.time))) = 1)
+            WHERE k = 1""", [outer.name] + p)
+        # without the upstream local address: by name, port and time
+        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), rowid
+            FROM {t.name} WHERE level = ? AND upstream_local = '' AND verdict IN ('allowed', 'upstream-failure')
+            ORDER BY 1, 2, 3""", [inner.name])
+        if not inner_rows:
             continue
-        cur, last = start.copy(), start.copy()
-        hops = np.ones(len(start), dtype=np.int64)
-        verdict = vcodes[start].copy()
-        refused_at = np.where(np.isin(verdict, refused_codes), pos, -1)
-        hop_cols = {}
-        for k in range(pos + 1, len(names)):
-            link = nxt.get(names[k - 1])
-            if link is None:
-                break
-            up = np.where(cur >= 0, link[np.maximum(cur, 0)], -1)
-            has = up >= 0
-            hop_cols[f"hop_ms_{names[k - 1]}_{names[k]}"] = np.where(has, t[np.maximum(up, 0)] - t[np.maximum(cur, 0)],
-                                                                      np.nan)
-            v_up = vcodes[np.maximum(up, 0)]
-            verdict = np.where(has, v_up, verdict)
-            refused_at = np.where(has & np.isin(v_up, refused_codes) & (refused_at < 0), k, refused_at)
-            hops += has
-            last = np.where(has, up, last)
-            cur = up
-        path_names = [" > ".join(names[pos:pos + h]) for h in range(1, len(names) - pos + 1)]
-        at_names = [""] + names
-        frame = {
-            "start": t[start], "origin": _take(df["source_ip"], start),
-            "origin_level": pd.Categorical([lv] * len(start), categories=names),
-            "name": _take(df["sni"], start), "port": df["listener_port"].to_numpy()[start],
-            "path": pd.Categorical.from_codes(hops - 1, categories=path_names),
-            "verdict": pd.Categorical.from_codes(verdict, categories=VERDICTS),
-            "refused_at": pd.Categorical.from_codes(refused_at + 1, categories=at_names),
-            "destination": _take(df["upstream_host"], last),
-            "duration_ms": df["duration_ms"].to_numpy()[start],
-            "bytes_in": df["bytes_in"].to_numpy()[last], "bytes_out": df["bytes_out"].to_numpy()[last],
-        }
-        frame.update(hop_cols)
-        frames.append(pd.DataFrame(frame))
-    out = pd.concat(frames, ignore_index=True)
-    for c in ("origin", "name", "destination", "path", "origin_level", "refused_at"):
+        outer_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), rowid
+            FROM {t.name} WHERE level = ? AND source_ip = ? AND rowid NOT IN (SELECT next_id FROM _next)
+            ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
+        pairs = _greedy(inner_rows, outer_rows, window_ms)
+        if pairs:
+            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL)", [[i, o, outer.name] for i, o in pairs])
+            t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time)
+                FROM {t.name} i, {t.name} o WHERE _next.hop_ms IS NULL AND i.rowid = _next.id
+                AND o.rowid = _next.next_id""")
+    return names
+
+
+def _paths_sql(t: _Tab, site, window_ms: int) -> tuple[str, list[str]]:
+    names = _links(t, site, window_ms)
+    hops = list(zip(names, names[1:]))
+    steps = max(0, len(names) - 1)
+    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.rowid' if k == 1 else f'n{k - 1}.next_id'}"
+                    for k in range(1, steps + 1))
+    last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.rowid"]) + ")"
+    path = "concat_ws(' > ', s.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
+    hop_cols = []
+    for a, b in hops:
+        cases = " ".join(f"WHEN n{k}.next_level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))
+        hop_cols.append(f"CAST(CASE {cases} END AS DOUBLE) AS \"hop_ms_{a}_{b}\"" if cases else
+                        f"CAST(NULL AS DOUBLE) AS \"hop_ms_{a}_{b}\"")
+    levels_in = ", ".join(f"'{n}'" for n in names) or "''"
+    sql = f"""SELECT s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
+            s.listener_port AS port, {path} AS path, l.verdict,
+            CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at,
+            l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out
+            {''.join(', ' + h for h in hop_cols)}
+        FROM (SELECT rowid, * FROM {t.name} WHERE level IN ({levels_in})
+              AND rowid NOT IN (SELECT next_id FROM _next)) s {joins}
+        JOIN (SELECT rowid AS lid, * FROM {t.name}) l ON l.lid = {last}
+        ORDER BY s.time, s.rowid"""
+    return sql, [f"hop_ms_{a}_{b}" for a, b in hops]
+
+
+PATH_COLUMNS = ["start", "origin", "origin_level", "name", "port", "path", "verdict", "refused_at", "destination",
+                "duration_ms", "bytes_in", "bytes_out"]
+
+
+def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+    """One row per end-to-end path: it starts at the innermost level that saw it (origin = the source there)
+    and follows each connection to the one it caused at the level above. Hop latency = the upper connection's
+    start minus the inner one's (ms resolution, as Envoy logs START_TIME)."""
+    import pandas as pd
+
+    t = _tab(data)
+    sql, hop_names = _paths_sql(t, site, window_ms)
+    t.db.execute(f"CREATE OR REPLACE TEMP TABLE _paths AS {sql}")
+    out = t.df("SELECT * FROM _paths")
+    names = [lv.name for lv in proxy_levels(site)]
+    out["start"] = _utc_ms(out["start"])
+    for c in ("origin", "name", "destination"):
         out[c] = out[c].astype("category")
-    for c in hop_names:
-        if c not in out:
-            out[c] = np.nan
-    order = np.argsort(out["start"].to_numpy(), kind="stable")
-    out = out.take(order).reset_index(drop=True)
-    out["start"] = pd.to_datetime(out["start"].to_numpy(), unit="ms", utc=True).astype("datetime64[ms, UTC]")
-    return out[columns]
+    out["origin_level"] = pd.Categorical(out["origin_level"], categories=names)
+    out["path"] = out["path"].astype("category")
+    out["verdict"] = pd.Categorical(out["verdict"], categories=VERDICTS)
+    out["refused_at"] = pd.Categorical(out["refused_at"], categories=[""] + names)
+    for c in ("port",):
+        out[c] = out[c].astype("int32")
+    for c in ("duration_ms", "bytes_in", "bytes_out"):
+        out[c] = out[c].astype("int64")
+    return out[PATH_COLUMNS + hop_names]
 
 
-def hop_latency(p: pd.DataFrame) -> pd.DataFrame:
+def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+    """Paths by path and outcome, computed in SQL (no row of the path table goes to pandas)."""
+    t = _tab(data)
+    sql, _ = _paths_sql(t, site, window_ms)
+    return t.df(f"""SELECT path, verdict, refused_at, count(*) AS paths FROM ({sql}) GROUP BY ALL
+                    ORDER BY paths DESC, path, verdict""")
+
+
+def hop_latency(p) -> "pd.DataFrame":
     """Per hop: how many paths crossed it and the median / 95th percentile / max of its latency (ms)."""
+    import numpy as np
+    import pandas as pd
+
     rows = []
     for c in [c for c in p.columns if c.startswith("hop_ms_")]:
         s = p[c].dropna()
@@ -308,91 +361,186 @@ def hop_latency(p: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
 
 
+def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+    """`hop_latency` of the paths, computed in SQL."""
+    import pandas as pd
+
+    t = _tab(data)
+    sql, hop_names = _paths_sql(t, site, window_ms)
+    if not hop_names:
+        return pd.DataFrame(columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
+    parts = [f"""SELECT '{h[len('hop_ms_'):].replace('_', ' > ', 1)}' AS hop, count("{h}") AS paths,
+                   quantile_cont("{h}", 0.5) AS p50_ms, quantile_cont("{h}", 0.95) AS p95_ms, max("{h}") AS max_ms
+                 FROM p""" for h in hop_names]
+    out = t.df(f"WITH p AS ({sql}) " + " UNION ALL ".join(parts))
+    out["paths"] = out["paths"].astype("int64")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- anomalies
-def _grouped(rows: pd.DataFrame, kind: str, detail) -> pd.DataFrame:
-    if rows.empty:
-        return pd.DataFrame(columns=ANOMALY_COLUMNS)
-    g = rows.groupby(["level", "source_ip", "sni"], observed=True, sort=True)
-    out = g.agg(count=("time", "size"), first_seen=("time", "min"), last_seen=("time", "max")).reset_index()
-    out = out.rename(columns={"source_ip": "source", "sni": "name"})
-    for c in ("level", "source", "name"):
-        out[c] = out[c].astype(str)
-    out.insert(0, "kind", kind)
-    out["detail"] = [detail(r) for r in out.itertuples()]
-    return out[ANOMALY_COLUMNS]
+def _expected_sql(t: _Tab, expected: Optional[Expected]) -> str:
+    """A SQL predicate: the connection is traffic the run caused on purpose."""
+    if not expected:
+        return "false"
+    ips = [r[0] for r in t.rows(f"SELECT DISTINCT source_ip FROM {t.name}")]
+    keep = []
+    for ip in ips:
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if any(a in n for n in expected.sources):
+            keep.append(ip)
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _probe_src (ip VARCHAR)")
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _probe_name (name VARCHAR)")
+    if keep:
+        t.db.executemany("INSERT INTO _probe_src VALUES (?)", [[ip] for ip in keep])
+    t.db.executemany("INSERT INTO _probe_name VALUES (?)", [[n] for n in sorted(expected.names)])
+    return (f"(time BETWEEN TIMESTAMPTZ '{expected.start.isoformat()}' AND TIMESTAMPTZ '{expected.end.isoformat()}'"
+            " AND lower(sni) IN (SELECT name FROM _probe_name) AND source_ip IN (SELECT ip FROM _probe_src))")
 
 
-def anomalies(df: pd.DataFrame, site, allowlist=None, gap: pd.Timedelta = DEFAULT_GAP,
-              since: Optional[pd.Timestamp] = None, until: Optional[pd.Timestamp] = None) -> pd.DataFrame:
-    """Every anomaly, grouped (kind, level, source, name) with count and first/last seen:
+def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expected: Optional[Expected] = None,
+              checks: Optional["pd.DataFrame"] = None, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+    """Every anomaly, grouped (kind, level, source, name, expected) with count and first/last seen:
 
     - ``unexpected-source``: a source that is neither the level's child network, its own network nor its pods;
-    - ``forwarded-unallowed``: a name that reached a level from its child proxy although the allow list (which
-      the child proxy enforces) has no entry for it: the child should have refused it;
+    - ``forwarded-unallowed``: a name without an allow-list entry that the child proxy forwarded (its own log
+      has the connection whose upstream local address is this connection's source): it should have refused it;
+    - ``child-workload-refused``: the same from the child's node address without such proof: the child level's
+      own workloads (agents, pods SNATed to the node address) tried it and this proxy refused it (not a failure);
     - ``no-sni`` / ``non-tls``: a connection without a server name; non-TLS when Envoy names a TLS error;
     - ``log-gap``: no record in a level's log for longer than `gap` (also from `since` and up to `until`);
-    - ``no-records``: a proxy level whose log holds nothing.
-    """
-    parts = []
-    cls = source_class(df, site)
-    nets = {lv.name: _networks(site, lv) for lv in proxy_levels(site)}
+    - ``no-records``: a proxy level whose log holds nothing;
+    - the parser's log checks (``level-mismatch``, ``future-time``, ``time-backwards``) when `checks` is given.
 
-    def where(r):
-        n = nets.get(r.level, {})
-        own = ", ".join(str(x) for k in ("own network", "child network", "pods") for x in n.get(k, []))
-        return f"{r.source} is outside the networks {r.level} serves ({own})"
-    parts.append(_grouped(df[np.asarray(cls == "other")], "unexpected-source", where))
-    if allowlist is not None:
-        fwd = df[np.asarray(cls == "child proxy") & np.asarray(df["entry"] == "")]
-        parts.append(_grouped(fwd, "forwarded-unallowed",
-                              lambda r: f"{r.name or '(no name)'} came from the child proxy {r.source}, which should "
-                                        f"have refused it (no allow-list entry for it on this port)"))
-    no_name = np.asarray(df["sni"] == "")
-    tls_err = np.asarray(df["transport_failure"] != "")
-    parts.append(_grouped(df[no_name & tls_err], "non-tls", lambda r: "bytes that are not a TLS ClientHello"))
-    parts.append(_grouped(df[no_name & ~tls_err], "no-sni", lambda r: "a TLS ClientHello without a server name"))
-    gaps = []
-    for lv in _levels_in(df, site):
-        t = df.loc[np.asarray(df["level"] == lv), "time"]
-        if t.empty:
-            gaps.append({"kind": "no-records", "level": lv, "source": "", "name": "", "count": 0,
-                         "first_seen": since, "last_seen": until, "detail": f"{lv}'s proxy log holds no record"})
+    Connections of `expected` (the run's probe traffic) are grouped apart with ``expected`` True.
+    """
+    import pandas as pd
+
+    t = _tab(data)
+    gap = _td(DEFAULT_GAP_MINUTES) if gap is None else gap
+    _source_classes(t, site)
+    exp = _expected_sql(t, expected)
+    nets = {lv.name: _networks(site, lv) for lv in proxy_levels(site)}
+    child_of = {lv.name: site.child(lv) for lv in proxy_levels(site)}
+    # connections the child proxy provably forwarded: its log has the connection that caused this one
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _fwd (rid BIGINT)")
+    for lv in proxy_levels(site):
+        child = child_of[lv.name]
+        if child is None or not child.proxy:
             continue
-        e = np.sort(ms_ints(t))
+        t.db.execute(f"""INSERT INTO _fwd SELECT DISTINCT o.rowid FROM {t.name} o JOIN {t.name} i
+            ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
+            WHERE o.level = ? AND i.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
+              AND abs(epoch_ms(o.time) - epoch_ms(i.time)) <= ?""", [lv.name, child.name, str(child.node_ip), window_ms])
+    allow = "true" if allowlist is not None else "false"
+    rows = t.df(f"""WITH c AS (SELECT x.rowid AS rid, x.*, k.cls, {exp} AS expected
+                                FROM {t.name} x JOIN _cls k USING (level, source_ip)),
+        tagged AS (
+          SELECT 'unexpected-source' AS kind, * FROM c WHERE cls = 'other'
+          UNION ALL SELECT 'forwarded-unallowed', * FROM c
+            WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid IN (SELECT rid FROM _fwd)
+          UNION ALL SELECT 'child-workload-refused', * FROM c
+            WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid NOT IN (SELECT rid FROM _fwd)
+          UNION ALL SELECT 'non-tls', * FROM c WHERE sni = '' AND transport_failure <> ''
+          UNION ALL SELECT 'no-sni', * FROM c WHERE sni = '' AND transport_failure = '')
+        SELECT kind, level, source_ip AS source, sni AS name, count(*) AS count, min(time) AS first_seen,
+               max(time) AS last_seen, expected
+        FROM tagged GROUP BY ALL ORDER BY kind, level, source, name, expected""")
+
+    def detail(r) -> str:
+        child = child_of.get(r.level)
+        if r.kind == "unexpected-source":
+            n = nets.get(r.level, {})
+            own = ", ".join(str(x) for k in ("own network", "child network", "pods") for x in n.get(k, []))
+            return f"{r.source} is outside the networks {r.level} serves ({own})"
+        if r.kind == "forwarded-unallowed":
+            return (f"{r.name or '(no name)'} came through the child proxy {r.source} ({child.name if child else '?'}'s "
+                    f"log shows it forwarded the connection), which should have refused it (no allow-list entry)")
+        if r.kind == "child-workload-refused":
+            return (f"{r.name or '(no name)'} from {r.source}, {child.name if child else 'the child level'}'s node "
+                    f"address, has no allow-list entry and was refused here; the child proxy's log shows no "
+                    f"connection it forwarded as this one, so it is a refused attempt by that level's own "
+                    f"workloads (agents, or pods whose traffic is SNATed to the node address)")
+        if r.kind == "non-tls":
+            return "bytes that are not a TLS ClientHello"
+        return "a TLS ClientHello without a server name"
+
+    rows["detail"] = [detail(r) for r in rows.itertuples()] if len(rows) else []
+    parts = [rows]
+    gaps = []
+    limit_ms = int(gap / _td(1) * 60_000)
+    for lv in _levels_in(t, site):
+        times = [r[0] for r in t.rows(f"SELECT min(epoch_ms(time)) FROM {t.name} WHERE level = ?", [lv])]
+        if times[0] is None:
+            if site is not None and lv in nets:
+                gaps.append({"kind": "no-records", "level": lv, "source": "", "name": "", "count": 0,
+                             "first_seen": since, "last_seen": until, "expected": False,
+                             "detail": f"{lv}'s proxy log holds no record"})
+            continue
+        edges = []
         if since is not None:
-            e = np.concatenate(([pd.Timestamp(since).value // 1_000_000], e))
+            edges.append(f"SELECT {int(pd.Timestamp(since).value // 1_000_000)} AS e")
         if until is not None:
-            e = np.concatenate((e, [pd.Timestamp(until).value // 1_000_000]))
-        d = np.diff(e)
-        limit = gap // pd.Timedelta(milliseconds=1)
-        for k in np.flatnonzero(d > limit):
+            edges.append(f"SELECT {int(pd.Timestamp(until).value // 1_000_000)} AS e")
+        extra = "".join(" UNION ALL " + e for e in edges)
+        for a, b in t.rows(f"""SELECT p, e FROM (SELECT e, lag(e) OVER (ORDER BY e) AS p FROM (
+                                 SELECT epoch_ms(time) AS e FROM {t.name} WHERE level = ? {extra}))
+                               WHERE e - p > ? ORDER BY p""", [lv, limit_ms]):
             gaps.append({"kind": "log-gap", "level": lv, "source": "", "name": "", "count": 0,
-                         "first_seen": pd.Timestamp(int(e[k]), unit="ms", tz="UTC"),
-                         "last_seen": pd.Timestamp(int(e[k + 1]), unit="ms", tz="UTC"),
-                         "detail": f"no record for {pd.Timedelta(milliseconds=int(d[k]))} (threshold {gap})"})
+                         "first_seen": pd.Timestamp(int(a), unit="ms", tz="UTC"),
+                         "last_seen": pd.Timestamp(int(b), unit="ms", tz="UTC"), "expected": False,
+                         "detail": f"no record for {pd.Timedelta(milliseconds=int(b - a))} (threshold {gap})"})
     if gaps:
         parts.append(pd.DataFrame(gaps, columns=ANOMALY_COLUMNS))
+    if checks is not None and len(checks):
+        parts.append(pd.DataFrame({"kind": checks["check"], "level": checks["level"], "source": checks["file"],
+                                   "name": "", "count": checks["lines"], "first_seen": pd.NaT, "last_seen": pd.NaT,
+                                   "expected": False,
+                                   "detail": [f"{n} line(s) from line {f}: {s}" for n, f, s in
+                                              zip(checks["lines"], checks["first_line"], checks["sample"])]}))
     parts = [p for p in parts if not p.empty]
     if not parts:
-        out = pd.DataFrame(columns=ANOMALY_COLUMNS)
+        out = pd.DataFrame({c: pd.Series(dtype=object) for c in ANOMALY_COLUMNS})
         out["count"] = out["count"].astype("int64")
+        out["expected"] = out["expected"].astype(bool)
         return out
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat([p[ANOMALY_COLUMNS] for p in parts], ignore_index=True)
     out["count"] = out["count"].astype("int64")
+    out["expected"] = out["expected"].astype(bool)
+    for c in ("first_seen", "last_seen"):
+        out[c] = _utc_ms(out[c])
     return out[ANOMALY_COLUMNS]
 
 
-def anomaly_summary(a: pd.DataFrame) -> pd.DataFrame:
+def problems(a: "pd.DataFrame") -> "pd.DataFrame":
+    """The anomalies that fail an audit: not expected (probe traffic) and not informational."""
     if a.empty:
-        return pd.DataFrame(columns=["kind", "level", "groups", "connections"])
-    return (a.groupby(["kind", "level"], sort=True).agg(groups=("kind", "size"), connections=("count", "sum"))
-            .reset_index())
+        return a
+    return a[~a["expected"].astype(bool) & ~a["kind"].isin(INFO_KINDS)]
+
+
+def anomaly_summary(a: "pd.DataFrame") -> "pd.DataFrame":
+    import pandas as pd
+
+    if a.empty:
+        return pd.DataFrame(columns=["kind", "level", "expected", "groups", "connections"])
+    return (a.groupby(["kind", "level", "expected"], sort=True).agg(groups=("kind", "size"),
+                                                                   connections=("count", "sum")).reset_index())
 
 
 # ----------------------------------------------------------------------------------------------- all
-def all_findings(df: pd.DataFrame, site, allowlist, gap: pd.Timedelta = DEFAULT_GAP) -> dict[str, pd.DataFrame]:
-    cov = coverage(df, allowlist)
-    p = paths(df, site)
-    return {"per_level": per_level(df, site), "refused": refused(df), "coverage": cov,
-            "unused_entries": unused_entries(cov), "paths": p, "hop_latency": hop_latency(p),
-            "anomalies": anomalies(df, site, allowlist, gap)}
+def all_findings(data, site, allowlist, gap=None, rows: bool = True) -> dict:
+    """Every finding. With `rows` False the path table stays in DuckDB (its summary and hop latency come back)."""
+    t = _tab(data)
+    cov = coverage(t, allowlist)
+    out = {"per_level": per_level(t, site), "refused": refused(t), "coverage": cov,
+           "unused_entries": unused_entries(cov)}
+    if rows:
+        p = paths(t, site)
+        out.update(paths=p, hop_latency=hop_latency(p))
+    else:
+        out.update(path_summary=path_summary(t, site), hop_latency=hop_latency_sql(t, site))
+    out["anomalies"] = anomalies(t, site, allowlist, gap)
+    return out

@@ -11,6 +11,8 @@ import pandas as pd
 from layernet.allowlist import AllowList, effective_allowlist
 from layernet.audit import collect, compare, export as export_mod, findings
 from layernet.audit.parse import Parsed, parse_logs
+from layernet.audit.verdict import verdict
+from layernet.errors import StageFailed
 from layernet.progress import step
 
 
@@ -33,12 +35,12 @@ def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
     when = collect.parse_since(since)
     al = effective_allowlist(site)
     if log_dir:
-        files = collect.read_logdir(log_dir, collect.proxy_level_names(site))
+        levels = collect.proxy_level_names(site)
+        files = collect.read_logdir(log_dir, levels)
         source = f"folder {log_dir}"
-        parsed = parse_logs(files, al)
-        if when is not None:
-            keep = parsed.connections["time"] >= pd.Timestamp(when)
-            parsed.connections = parsed.connections[keep].reset_index(drop=True)
+        parsed = parse_logs(files, al, sources_are_levels=True)
+        collect.check_records(parsed, levels, log_dir)
+        parsed.since(when)
     else:
         if target is None:
             from layernet.targets.base import get_target
@@ -46,8 +48,8 @@ def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
             target = get_target(site)
         source = f"target {site.target}"
         until = datetime.now(timezone.utc)
-        parsed = parse_logs(collect.collect(site, target, when), al)
-    step(f"audit: {len(parsed.connections)} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
+        parsed = parse_logs(collect.collect(site, target, when), al, sources_are_levels=True, now=until)
+    step(f"audit: {parsed.records} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
     return Audit(site, al, parsed, source, when, until if not log_dir else None)
 
 
@@ -64,15 +66,15 @@ def malformed(a: Audit) -> pd.DataFrame:
 
 
 def per_level(a: Audit) -> pd.DataFrame:
-    return findings.per_level(a.connections, a.site)
+    return findings.per_level(a.parsed, a.site)
 
 
 def refused(a: Audit, top: int = 50) -> pd.DataFrame:
-    return findings.refused(a.connections).head(top)
+    return findings.refused(a.parsed).head(top)
 
 
 def coverage(a: Audit) -> pd.DataFrame:
-    return findings.coverage(a.connections, a.allowlist)
+    return findings.coverage(a.parsed, a.allowlist)
 
 
 def unused(a: Audit) -> pd.DataFrame:
@@ -80,7 +82,7 @@ def unused(a: Audit) -> pd.DataFrame:
 
 
 def paths(a: Audit) -> pd.DataFrame:
-    return findings.paths(a.connections, a.site)
+    return findings.paths(a.parsed, a.site)
 
 
 def path_summary(p: pd.DataFrame) -> pd.DataFrame:
@@ -91,14 +93,17 @@ def path_summary(p: pd.DataFrame) -> pd.DataFrame:
             .sort_values("paths", ascending=False, ignore_index=True))
 
 
-def anomalies(a: Audit, gap_minutes: float = 15) -> pd.DataFrame:
-    return findings.anomalies(a.connections, a.site, a.allowlist, pd.Timedelta(minutes=gap_minutes), since=a.since,
-                              until=pd.Timestamp(a.until) if a.until else None)
+def anomalies(a: Audit, gap_minutes: float = 15, run_dir: str = "") -> pd.DataFrame:
+    """Every anomaly; the probe traffic of this run (`run_dir`) is marked expected."""
+    rows, start, end = compare.load_probes(run_dir)
+    return findings.anomalies(a.parsed, a.site, a.allowlist, pd.Timedelta(minutes=gap_minutes), since=a.since,
+                              until=pd.Timestamp(a.until) if a.until else None,
+                              expected=compare.expected_traffic(rows, a.site, start, end), checks=a.parsed.checks)
 
 
 def probe_comparison(a: Audit, run_dir: str) -> pd.DataFrame:
     rows, start, end = compare.load_probes(run_dir)
-    table = compare.compare_with_probes(a.connections, rows, a.site, start, end)
+    table = compare.compare_with_probes(a.parsed, rows, a.site, start, end)
     table.attrs["probe_rows"] = len(rows)
     return table
 
@@ -112,16 +117,36 @@ def export(a: Audit, run_dir: str) -> pd.DataFrame:
 
 def results(a: Audit, cmp: pd.DataFrame, anomalies_: pd.DataFrame) -> dict:
     per = per_level(a)
-    return {"connections": int(len(a.connections)), "malformed_lines": int(len(a.parsed.malformed)),
+    v = verdict(a.parsed, anomalies_)
+    return {"connections": a.parsed.records, "malformed_lines": int(len(a.parsed.malformed)),
             "allowed": int(per["allowed"].sum()), "refused": int(per["refused_name"].sum() + per["refused_source"].sum()),
-            "anomalies": int(len(anomalies_)), "probe_match": bool(cmp["match"].all()) if cmp.attrs.get("probe_rows") else None}
+            "anomalies": int(len(anomalies_)), "anomaly_problems": v.problems, "expected_anomalies": v.expected,
+            "verdict": "passed" if v.passed else "failed",
+            "probe_match": bool(cmp["match"].all()) if cmp.attrs.get("probe_rows") else None}
 
 
-def require(cmp: pd.DataFrame) -> str:
-    """Fail the stage when the audit and the probe matrix disagree (skipped when this run probed nothing)."""
+def require_verdict(a: Audit, anomalies_: pd.DataFrame) -> str:
+    """Fail the stage on the verdict `layernet audit` gives for the same logs: malformed lines or anomalies that
+    are neither the run's probe traffic nor informational."""
+    v = verdict(a.parsed, anomalies_)
+    if not v.passed:
+        raise StageFailed(v.text() + " (listed above; `layernet audit` of the same logs exits 1 on them too)")
+    return v.text()
+
+
+def require(cmp: pd.DataFrame, a: Optional[Audit] = None, anomalies_: Optional[pd.DataFrame] = None) -> str:
+    """Fail the stage when the audit and the probe matrix disagree (skipped when this run probed nothing), and
+    with `a` and its anomalies on the same verdict as `layernet audit`: malformed lines or unexpected anomalies."""
     if not cmp.attrs.get("probe_rows"):
-        return "no probe rows in this run (the infrastructure stage did not probe): comparison skipped"
-    return compare.require_match(cmp)
+        said = "no probe rows in this run (the infrastructure stage did not probe): comparison skipped"
+    else:
+        said = compare.require_match(cmp)
+    if a is not None and anomalies_ is not None:
+        v = verdict(a.parsed, anomalies_)
+        if not v.passed:
+            raise StageFailed(v.text() + " (the tables above list them; `layernet audit` gives the same verdict)")
+        said += "; " + v.text()
+    return said
 
 
 def hop_latency(p: pd.DataFrame) -> pd.DataFrame:
