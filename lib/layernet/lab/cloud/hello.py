@@ -86,7 +86,20 @@ def parse_client_hello(hs: bytes) -> Hello:
 
 def peek_hello(sock: socket.socket, timeout: float = 10.0) -> Hello:
     """Wait for the whole ClientHello on `sock` without reading it. Raises NotTLS, or OSError/timeout."""
-    sock.settimeout(timeout)
+    # a blocking socket with a receive timeout: MSG_WAITALL then waits for segments still to come (a Python
+    # socket timeout would make the socket non-blocking, and a peek would return what is there at once)
+    sock.settimeout(None)
+    sec = max(0.001, float(timeout))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(sec), int((sec % 1) * 1e6)))
+    try:
+        return _peek(sock)
+    except BlockingIOError:
+        raise socket.timeout("no complete ClientHello in time") from None
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+
+
+def _peek(sock: socket.socket) -> Hello:
     want = 5
     while True:
         buf = sock.recv(want, socket.MSG_PEEK | socket.MSG_WAITALL)
