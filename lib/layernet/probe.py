@@ -19,7 +19,8 @@ Check kinds (JSON objects; ``kind`` selects one; optional everywhere: ``timeout`
 ``tls``          {host, port, connect_ip?, server?, ca_file?, expect_peer?, expect_echo?, proxy?}
                  TLS handshake with SNI=host to connect_ip:port (connect_ip resolved through ``server`` with the
                  DNS client when absent); the chain must verify against ca_file (system trust when absent) and
-                 the certificate must match host; the far end then sends one JSON line {"host","port","peer"}:
+                 the certificate must match host; the client offers the ALPN protocol "layernet-echo", for
+                 which the lab cloud answers with its echo whatever the name, one JSON line {"host","port","peer"}:
                  host must equal the SNI and peer's address must equal expect_peer (when given). With
                  ``expect_echo: false`` (real endpoints, which send nothing first) the verified handshake is the
                  proof. ``proxy`` names the level whose proxy listens at connect_ip.
@@ -45,6 +46,7 @@ import sys
 import time
 
 NO_SNI = "(no-sni)"
+ECHO_ALPN = "layernet-echo"
 NON_TLS = "(non-tls)"
 DEFAULT_TIMEOUT = 3.0
 ROW_FIELDS = ("level", "check", "host", "port", "expected", "observed", "ok", "latency_ms", "hint")
@@ -282,6 +284,8 @@ def check_tls(level: str, c: dict, deadline: Deadline) -> dict:
         ip = answers[0][1]
     where = f"{ip}:{port}" + (f" ({c['proxy']})" if c.get("proxy") else "")
     ctx = ssl.create_default_context(cafile=c.get("ca_file") or None)
+    if echo:
+        ctx.set_alpn_protocols([ECHO_ALPN])    # the lab cloud answers this protocol with its echo, whatever the name
     try:
         raw = _connect(ip, port, deadline)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row

@@ -17,6 +17,7 @@ try:
     s = socket.create_connection((ip, port), timeout=3)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["layernet-echo"])      # the cloud's echo, also for names its apps serve
     tls = ctx.wrap_socket(s, server_hostname=host)
     line = b""
     while not line.endswith(b"\n"):

@@ -18,8 +18,9 @@ stdout. ``{"op": ...}`` selects what to do:
            firewall refusal (EPERM), a timeout or an ICMP error from a router is unreachable.
 ``load``   {connect_ip, port, hosts: [...], ca_file, clients, seconds, timeout?}
            ``clients`` threads open new TLS connections (verified, SNI from ``hosts`` in turn) for
-           ``seconds``; each reads the far end's one line. Answer: {connections, failed, errors (a sample),
-           connect_ms, handshake_ms (sorted samples, at most 20000 each), seconds}.
+           ``seconds``, offering the ALPN protocol "layernet-echo" (the lab cloud's echo); each reads the far
+           end's one line. Answer: {connections, failed, errors (a sample), connect_ms, handshake_ms (sorted
+           samples, at most 20000 each), seconds}.
 
 Traffic goes only to the addresses in the request; the caller checks they belong to the lab.
 """
@@ -260,6 +261,7 @@ def run_load(req: dict) -> dict:
     timeout = float(req.get("timeout", 5.0))
     ip, port, hosts = req["connect_ip"], int(req["port"]), list(req["hosts"])
     ctx = ssl.create_default_context(cafile=req["ca_file"])
+    ctx.set_alpn_protocols(["layernet-echo"])      # the lab cloud's echo, also for names its apps serve
     lock = threading.Lock()
     stats = {"connections": 0, "failed": 0, "errors": [], "connect_ms": [], "handshake_ms": []}
     start = time.monotonic()

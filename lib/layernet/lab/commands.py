@@ -258,12 +258,35 @@ def _service_specs(site) -> list[tuple[str, str, list[str], Path]]:
     return out
 
 
+def _cloud_app_args(site, d: Path) -> list[str]:
+    """The cloud's HTTPS apps (Entra, ARM, Arc, MCR) for the site's region, with their state in `d`; heartbeats
+    count only from the egress level's node address. Outside the public cloud the cloud is the echo alone."""
+    if site.azure.cloud != "public":
+        return []
+    args = ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
+            "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip)]
+    if site.azure.subscription_id:
+        args += ["--subscription-id", site.azure.subscription_id]
+    if site.azure.tenant_id:
+        args += ["--tenant-id", site.azure.tenant_id]
+    return args
+
+
+def cloud_app_names(site) -> list[str]:
+    """The names the cloud's HTTPS apps serve (none outside the public cloud, which the apps do not model)."""
+    from layernet.lab.cloud.apps import host_names
+
+    if site.azure.cloud != "public":
+        return []
+    return [n for names in host_names(site.azure.location).values() for n in names]
+
+
 def _cloud_specs(site, topo: netns.Topology, cert: Path, key: Path) -> list[tuple[str, str, list[str], Path]]:
     d = state_dir(site) / "cloud"
     conf = d / "unbound.conf"
     conf.write_text(cloud.dns_config(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip), str(d)))
     tls = [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
-           "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(cert), "--key", str(key)]
+           "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(cert), "--key", str(key)] + _cloud_app_args(site, d)
     return [("cloud/dns", topo.cloud_ns, ["unbound", "-d", "-c", str(conf)], d / "unbound.out"),
             ("cloud/tls", topo.cloud_ns, tls, d / "tls.out")]
 
@@ -386,6 +409,7 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             from layernet.allowlist import effective_allowlist
 
             names = [e.host for e in effective_allowlist(site).entries] + list(site.lab.refused_hosts)
+            names += cloud_app_names(site)          # the echo answers those names too (probes ask it by ALPN)
             cert, key = pki.issue_server_cert(root / "ca", root / "cloud", names, ips=[topo.cloud_tls_ip])
             t.step(f"lab CA and cloud certificate ({len(names)} names)")
             if artifacts is None:

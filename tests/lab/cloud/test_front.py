@@ -215,3 +215,14 @@ def test_mcr_manifest_and_blob_through_the_data_host(lcloud):
     b = requests.get(f"https://mcr.microsoft.com/v2/azurearck8s/agent/blobs/{layer['digest']}", verify=ca, timeout=5)
     assert b.status_code == 200 and len(b.content) == layer["size"]
     assert b.history and b.history[0].status_code == 307 and f"{REGION}.data.mcr.microsoft.com" in b.url
+
+
+def test_probe_offers_the_echo_alpn_so_app_names_still_prove_the_path(lcloud):
+    from layernet.probe import run_check
+
+    port = lcloud.port(443)
+    for host in ("management.azure.com", "login.microsoftonline.com", "anything.example.test"):
+        row = run_check("level4", {"kind": "tls", "host": host, "port": port, "connect_ip": "127.0.0.1",
+                                   "ca_file": str(lcloud.ca), "expect_peer": "127.0.0.1"})
+        assert row["ok"], row
+        assert f"far end saw host {host}, peer 127.0.0.1" in row["observed"]
