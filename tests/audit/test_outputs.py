@@ -198,3 +198,17 @@ def test_notebook_runs_on_saved_logs_and_reports_offline(tmp_path):
     results = json.loads((run_dir / "results" / "audit.json").read_text())
     assert results["connections"] == 9 and results["malformed_lines"] == 1 and results["probe_match"] is None
     assert (run_dir / "audit" / "connections.csv").is_file()
+
+
+def test_over_time_is_never_blank_and_bins_follow_the_window(allowlist):
+    one = parse_logs({"level3": [rec(time=T(1))]}, allowlist)
+    f = charts.over_time(one)
+    shown = [t for t in f.data if sum(t.y)]
+    assert len(shown) == 1 and "markers" in shown[0].mode and sum(shown[0].y) == 1     # one bin, still drawn
+    assert f.layout.xaxis.title.text.endswith("bins of 1 s")
+    hour = charts.over_time(one, since=pd.Timestamp("2025-03-01T08:00:00Z"), until=pd.Timestamp("2025-03-01T09:00:00Z"))
+    assert hour.layout.xaxis.title.text.endswith("bins of 30 s") and len(hour.data[0].x) == 121
+    assert sum(hour.data[0].y) == 1
+    day = charts.over_time(one, until=pd.Timestamp("2025-03-02T08:00:00Z"))
+    assert day.layout.xaxis.title.text.endswith("bins of 900 s")
+    assert charts.bin_seconds(0) == 1 and charts.bin_seconds(7 * 86400 * 1000) == 3600

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from layernet.audit.findings import REFUSED, source_class
-from layernet.audit.parse import ms_ints
+from layernet.audit.findings import source_class
 
 BIN_CHOICES_S = [1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400]
 MAX_BINS = 200
@@ -19,29 +18,45 @@ _plotly_included = False
 
 
 def bin_seconds(span_ms: int) -> int:
+    """The smallest bin of BIN_CHOICES_S that cuts the window into at most MAX_BINS bins."""
     for s in BIN_CHOICES_S:
         if span_ms / (s * 1000) <= MAX_BINS:
             return s
     return BIN_CHOICES_S[-1]
 
 
-def over_time(df: pd.DataFrame) -> go.Figure:
-    """Connections per time bin, one line per level and outcome (allowed / refused)."""
+def over_time(data, since=None, until=None) -> go.Figure:
+    """Connections per time bin, one line per level and outcome (allowed / refused). The bin comes from the
+    window (`since`..`until`, else the first and last connection); every bin of the window is drawn, with
+    markers, so a window with one busy bin still shows. `data`: a Parsed or a connection DataFrame."""
+    from layernet.audit.findings import _tab
+
     fig = go.Figure()
     fig.update_layout(title="Connections over time per level", xaxis_title="time (UTC)",
                       yaxis_title="connections per bin", template="plotly_white", height=420)
-    if df.empty:
+    t = _tab(data)
+    lo, hi = t.rows(f"SELECT min(epoch_ms(time)), max(epoch_ms(time)) FROM {t.name}")[0]
+    if lo is None:
         return fig
-    t = ms_ints(df["time"])
-    width = bin_seconds(int(t.max() - t.min())) * 1000
-    b = (t - t.min()) // width
-    refused = np.asarray(df["verdict"].isin(REFUSED))
-    for level in [str(x) for x in df["level"].cat.categories if (df["level"] == x).any()]:
-        at = np.asarray(df["level"] == level)
-        for label, mask in (("allowed", at & ~refused), ("refused", at & refused)):
-            counts = np.bincount(b[mask], minlength=int(b.max()) + 1)
-            x = pd.to_datetime(t.min() + np.arange(len(counts)) * width, unit="ms", utc=True)
-            fig.add_trace(go.Scatter(x=x, y=counts, mode="lines", name=f"{level} {label}",
+    start = int(pd.Timestamp(since).value // 1_000_000) if since is not None else int(lo)
+    end = int(pd.Timestamp(until).value // 1_000_000) if until is not None else int(hi)
+    start, end = min(start, int(lo)), max(end, int(hi))
+    width = bin_seconds(end - start) * 1000
+    start -= start % width                               # bins on round times
+    nbins = int((end - start) // width) + 1
+    counts = t.rows(f"""SELECT level, verdict IN ('refused-name', 'refused-source') AS refused,
+                           (epoch_ms(time) - ?) // ? AS b, count(*) FROM {t.name} GROUP BY ALL""", [start, width])
+    x = pd.to_datetime(start + np.arange(nbins, dtype=np.int64) * width, unit="ms", utc=True)
+    by = {}
+    for level, refused, b, n in counts:
+        by.setdefault((level, bool(refused)), np.zeros(nbins, dtype=np.int64))[int(b)] += n
+    levels = sorted({k[0] for k in by})
+    for level in levels:
+        for label, refused in (("allowed", False), ("refused", True)):
+            y = by.get((level, refused))
+            if y is None:
+                y = np.zeros(nbins, dtype=np.int64)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{level} {label}",
                                      line={"dash": "solid" if label == "allowed" else "dot"}))
     fig.update_layout(xaxis_title=f"time (UTC), bins of {width // 1000} s")
     return fig
