@@ -1,0 +1,504 @@
+"""Stage 03 on a real site: deploy Azure IoT Operations on every Arc-enabled level.
+
+Two executors behind one plan shape:
+- "az": the az CLI on the jump box (`az storage ...`, `az iot ops schema registry create`, `az iot ops ns create`,
+  `az iot ops init`, `az iot ops create ...`, `az role assignment create`); each step skipped when the live
+  state already matches.
+- "arm": template deployments with azure-mgmt-resource-deployments. Per level three deployments: the
+  prerequisites (storage account with hierarchical namespace, container, schema registry, ADR namespace, the
+  registry's role on its container; a template this module writes), then the pinned release's enablement and
+  instance templates, fetched at plan time on the jump box and kept in the run folder. What-if is the plan; a
+  deployment whose what-if shows no change is a skip.
+`verify_aio` is the check for both and for the lab: azure-mgmt-iotoperations (instance, broker, listeners,
+dataflow profile and endpoint) and azure-mgmt-kubernetesconfiguration-extensions (extension states).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+import urllib.request
+import ssl
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from layernet.azure.clients import Arm, as_dict, pick, rid
+from layernet.azure.runner import CommandFailed, Runner, az_json
+from layernet.errors import StageFailed
+from layernet.stages.base import Step, evidence
+
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
+ENABLEMENT_EXTENSIONS = ("microsoft.certmanagement", "microsoft.azure.secretstore")
+INSTANCE_EXTENSION = "microsoft.iotoperations"
+PRINCIPAL_PLACEHOLDER = "<principal id of schema registry {name}>"
+
+
+# ----------------------------------------------------------------------------------------------- desired
+def levels(site) -> list:
+    """The resolved AIO names of every Arc-enabled level, egress level first."""
+    out = []
+    for lv in site.chain:
+        if not lv.reaches_azure:
+            continue
+        r = site.aio.for_level(site, lv.name)
+        if not r.storage_account:
+            from layernet.errors import InputError
+            raise InputError(f"site field aio.levels.{lv.name}.schema_registry.storage_account is empty: name the "
+                             "schema registry's storage account there or in azure.schema_registry_storage")
+        out.append(r)
+    return out
+
+
+def ids(site, r) -> dict:
+    sub, rg = site.azure.subscription_id or "<subscription>", site.azure.resource_group
+    sa = rid(sub, rg, "Microsoft.Storage", "storageAccounts", r.storage_account)
+    return {"storage": sa, "container": f"{sa}/blobServices/default/containers/{r.container}",
+            "registry": rid(sub, rg, "Microsoft.DeviceRegistry", "schemaRegistries", r.registry),
+            "namespace": rid(sub, rg, "Microsoft.DeviceRegistry", "namespaces", r.adr_namespace),
+            "cluster": rid(sub, rg, "Microsoft.Kubernetes", "connectedClusters", r.cluster),
+            "custom_location": rid(sub, rg, "Microsoft.ExtendedLocation", "customLocations", r.custom_location),
+            "instance": rid(sub, rg, "Microsoft.IoTOperations", "instances", r.instance)}
+
+
+# ----------------------------------------------------------------------------------------------- az: live state
+class AzLive:
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def cli_version(self) -> Optional[str]:
+        data = az_json(self.runner, ["az", "extension", "show", "--name", "azure-iot-ops"], name="cli-version")
+        return (data or {}).get("version")
+
+    def level(self, site, r) -> dict:
+        rg = site.azure.resource_group
+        q = self.runner
+        sa = az_json(q, ["az", "storage", "account", "show", "-n", r.storage_account, "-g", rg],
+                     name=f"{r.level}-storage")
+        container = None
+        if sa:
+            res = az_json(q, ["az", "storage", "container", "exists", "-n", r.container, "--account-name",
+                              r.storage_account, "--auth-mode", "login"], name=f"{r.level}-container")
+            container = bool((res or {}).get("exists"))
+        reg = az_json(q, ["az", "iot", "ops", "schema", "registry", "show", "-n", r.registry, "-g", rg],
+                      name=f"{r.level}-registry")
+        ns = az_json(q, ["az", "iot", "ops", "ns", "show", "-n", r.adr_namespace, "-g", rg], name=f"{r.level}-ns")
+        exts = az_json(q, ["az", "k8s-extension", "list", "--cluster-name", r.cluster, "--cluster-type",
+                           "connectedClusters", "-g", rg], name=f"{r.level}-extensions") or []
+        inst = az_json(q, ["az", "iot", "ops", "show", "-n", r.instance, "-g", rg], name=f"{r.level}-instance")
+        principal = pick(reg or {}, "identity", "principalId")
+        role = None
+        if principal:
+            scope = ids(site, r)["container"]
+            found = az_json(q, ["az", "role", "assignment", "list", "--assignee", principal, "--role",
+                                STORAGE_BLOB_DATA_CONTRIBUTOR, "--scope", scope], name=f"{r.level}-role") or []
+            role = bool(found)
+        return {
+            "storage": None if not sa else {"id": sa.get("id"), "hns": bool(sa.get("isHnsEnabled"))},
+            "container": container,
+            "registry": None if not reg else {"id": reg.get("id"), "principal": principal,
+                                              "state": pick(reg, "properties", "provisioningState")},
+            "namespace": None if not ns else {"id": ns.get("id"), "state": pick(ns, "properties", "provisioningState")},
+            "extensions": sorted({(pick(e, "extensionType") or pick(e, "properties", "extensionType") or "").lower():
+                                  (pick(e, "provisioningState") or pick(e, "properties", "provisioningState"))
+                                  for e in exts}.items()),
+            "instance": None if not inst else {"id": inst.get("id"),
+                                               "state": pick(inst, "properties", "provisioningState")},
+            "role": role,
+        }
+
+
+def observe_az(site, live: AzLive) -> dict:
+    return {"cli": live.cli_version(), "levels": {r.level: live.level(site, r) for r in levels(site)}}
+
+
+# ----------------------------------------------------------------------------------------------- az: commands
+def storage_argv(site, r) -> list[str]:
+    return ["az", "storage", "account", "create", "-n", r.storage_account, "-g", site.azure.resource_group,
+            "--location", site.azure.location, "--sku", "Standard_LRS", "--kind", "StorageV2",
+            "--hierarchical-namespace", "true"]
+
+
+def container_argv(r) -> list[str]:
+    return ["az", "storage", "container", "create", "-n", r.container, "--account-name", r.storage_account,
+            "--auth-mode", "login"]
+
+
+def registry_argv(site, r, sa_id: str) -> list[str]:
+    return ["az", "iot", "ops", "schema", "registry", "create", "-g", site.azure.resource_group, "-n", r.registry,
+            "--registry-namespace", r.registry_namespace, "--sa-resource-id", sa_id, "--sa-container", r.container]
+
+
+def namespace_argv(site, r) -> list[str]:
+    return ["az", "iot", "ops", "ns", "create", "-n", r.adr_namespace, "-g", site.azure.resource_group]
+
+
+def role_argv(principal: str, scope: str) -> list[str]:
+    return ["az", "role", "assignment", "create", "--assignee-object-id", principal, "--assignee-principal-type",
+            "ServicePrincipal", "--role", STORAGE_BLOB_DATA_CONTRIBUTOR, "--scope", scope]
+
+
+def init_argv(site, r) -> list[str]:
+    return ["az", "iot", "ops", "init", "-g", site.azure.resource_group, "--cluster", r.cluster]
+
+
+def create_argv(site, r, sr_id: str, ns_id: str) -> list[str]:
+    b = r.broker
+    argv = ["az", "iot", "ops", "create", "-g", site.azure.resource_group, "--cluster", r.cluster,
+            "--custom-location", r.custom_location, "-n", r.instance, "--sr-resource-id", sr_id,
+            "--ns-resource-id", ns_id,
+            "--broker-frontend-replicas", str(b.frontend_replicas), "--broker-frontend-workers", str(b.frontend_workers),
+            "--broker-backend-part", str(b.backend_partitions), "--broker-backend-workers", str(b.backend_workers),
+            "--broker-backend-rf", str(b.backend_redundancy_factor), "--broker-mem-profile", b.memory_profile]
+    if r.listener == "insecure-1883":
+        argv.append("--add-insecure-listener")
+    return argv
+
+
+def az_steps(site, state: dict) -> list[Step]:
+    steps: list[Step] = []
+    pin = site.aio.cli_version
+    if pin:
+        have = state.get("cli")
+        argv = ["az", "extension", "add", "--upgrade", "--name", "azure-iot-ops", "--version", pin]
+        steps.append(Step("site", "pin azure-iot-ops CLI", "azure-iot-ops", shlex.join(argv), skip=have == pin,
+                          reason=f"version {have}" if have == pin else f"have {have or 'none'}, want {pin}"))
+    made_storage: dict[str, str] = {}
+    for r in levels(site):
+        live = state["levels"][r.level]
+        i = ids(site, r)
+        sa = live["storage"]
+        if sa and not sa["hns"]:
+            raise StageFailed(f"{r.level}: storage account {r.storage_account} exists without hierarchical namespace, "
+                              "which cannot be turned on later: name another account in "
+                              f"aio.levels.{r.level}.schema_registry.storage_account")
+        if sa or r.storage_account in made_storage:
+            why = "exists (hierarchical namespace)" if sa else f"created by the {made_storage[r.storage_account]} step"
+            steps.append(Step(r.level, "create storage account", r.storage_account,
+                              shlex.join(storage_argv(site, r)), skip=True, reason=why))
+        else:
+            made_storage[r.storage_account] = r.level
+            steps.append(Step(r.level, "create storage account", r.storage_account, shlex.join(storage_argv(site, r)),
+                              reason="missing"))
+        steps.append(Step(r.level, "create container", f"{r.storage_account}/{r.container}",
+                          shlex.join(container_argv(r)), skip=bool(live["container"]),
+                          reason="exists" if live["container"] else "missing"))
+        sa_id = (sa or {}).get("id") or i["storage"]
+        reg = live["registry"]
+        steps.append(Step(r.level, "create schema registry", r.registry, shlex.join(registry_argv(site, r, sa_id)),
+                          skip=reg is not None, reason=f"exists ({reg['state']})" if reg else "missing"))
+        sr_id = (reg or {}).get("id") or i["registry"]
+        ns = live["namespace"]
+        steps.append(Step(r.level, "create ADR namespace", r.adr_namespace, shlex.join(namespace_argv(site, r)),
+                          skip=ns is not None, reason=f"exists ({ns['state']})" if ns else "missing"))
+        ns_id = (ns or {}).get("id") or i["namespace"]
+        if site.aio.schema_registry_role:
+            principal = (reg or {}).get("principal")
+            shown = principal or PRINCIPAL_PLACEHOLDER.format(name=r.registry)
+            has = bool(live["role"])
+            steps.append(Step(r.level, "assign Storage Blob Data Contributor", i["container"],
+                              shlex.join(role_argv(shown, i["container"])), skip=has,
+                              reason="assigned" if has else ("missing" if principal else
+                                                             "missing; the registry's principal id is read at apply")))
+        exts = dict(live["extensions"])
+        ok = all(exts.get(t) == "Succeeded" for t in ENABLEMENT_EXTENSIONS)
+        steps.append(Step(r.level, "init (enablement)", r.cluster, shlex.join(init_argv(site, r)), skip=ok,
+                          reason="extensions Succeeded: " + ", ".join(ENABLEMENT_EXTENSIONS) if ok else
+                          "extensions: " + ", ".join(f"{t} {exts.get(t, 'missing')}" for t in ENABLEMENT_EXTENSIONS)))
+        inst = live["instance"]
+        done = bool(inst) and inst.get("state") == "Succeeded"
+        steps.append(Step(r.level, "create instance", r.instance, shlex.join(create_argv(site, r, sr_id, ns_id)),
+                          skip=done, reason="exists (Succeeded)" if done else
+                          (f"exists but {inst.get('state')}" if inst else "missing")))
+    return steps
+
+
+class AzExecutor:
+    name = "az"
+
+    def __init__(self, site, runner: Runner):
+        self.site, self.runner = site, runner
+
+    def run(self, step: Step) -> dict:
+        argv = shlex.split(step.detail)
+        if step.action.startswith("assign") and any(a.startswith("<principal id") for a in argv):
+            r = next(x for x in levels(self.site) if x.level == step.level)
+            reg = az_json(self.runner, ["az", "iot", "ops", "schema", "registry", "show", "-n", r.registry, "-g",
+                                        self.site.azure.resource_group], name=f"{r.level}-registry-principal")
+            principal = pick(reg or {}, "identity", "principalId")
+            if not principal:
+                raise StageFailed(f"{step.level}: schema registry {r.registry} has no managed identity principal; "
+                                  "cannot assign its storage role")
+            argv = [principal if a.startswith("<principal id") else a for a in argv]
+        res = self.runner.run(argv, name=f"{step.level}-{step.action}")
+        return {"rc": res.rc, "attempts": res.attempts, "seconds": res.seconds,
+                "retried_for": ", ".join(res.retried_for), "ok": res.ok, "output": res.tail(3)}
+
+
+# ----------------------------------------------------------------------------------------------- arm executor
+def fetch_template(url: str, dest: Path, sha256: Optional[str] = None, verify: Any = True,
+                   timeout: float = 60) -> tuple[dict, str, Path]:
+    """Download a template on the jump box, check its digest when pinned, keep the copy in `dest`."""
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
+            data = resp.read()
+    except OSError as exc:
+        raise StageFailed(f"could not fetch the template {url} on this jump box: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 and digest != sha256:
+        raise StageFailed(f"the template {url} has sha256 {digest}, the site pins {sha256}: nothing was deployed; "
+                          "check the release tag and the pinned digest")
+    try:
+        template = json.loads(data)
+    except json.JSONDecodeError:
+        raise StageFailed(f"the template {url} is not JSON (a release asset URL must point at the .json file)") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "template.json"
+    path = dest / f"{digest[:12]}-{name}"
+    path.write_bytes(data)
+    return template, digest, path
+
+
+def prereq_template(site, r) -> dict:
+    """The prerequisites of one level as an ARM template: storage account (hierarchical namespace), its
+    container, the schema registry (system identity), the ADR namespace and the registry's role on the container."""
+    loc = site.azure.location
+    sa_type = "Microsoft.Storage/storageAccounts"
+    res: list[dict] = [
+        {"type": sa_type, "apiVersion": "2023-05-01", "name": r.storage_account, "location": loc,
+         "sku": {"name": "Standard_LRS"}, "kind": "StorageV2",
+         "properties": {"isHnsEnabled": True, "minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False}},
+        {"type": f"{sa_type}/blobServices/containers", "apiVersion": "2023-05-01",
+         "name": f"{r.storage_account}/default/{r.container}",
+         "dependsOn": [f"[resourceId('{sa_type}', '{r.storage_account}')]"], "properties": {}},
+        {"type": "Microsoft.DeviceRegistry/schemaRegistries", "apiVersion": "2025-10-01", "name": r.registry,
+         "location": loc, "identity": {"type": "SystemAssigned"},
+         "dependsOn": [f"[resourceId('{sa_type}/blobServices/containers', '{r.storage_account}', 'default', '{r.container}')]"],
+         "properties": {"namespace": r.registry_namespace,
+                        "storageAccountContainerUrl": f"https://{r.storage_account}.blob.core.windows.net/{r.container}"}},
+        {"type": "Microsoft.DeviceRegistry/namespaces", "apiVersion": "2025-10-01", "name": r.adr_namespace,
+         "location": loc, "properties": {}},
+    ]
+    if site.aio.schema_registry_role:
+        scope = f"{sa_type}/{r.storage_account}/blobServices/default/containers/{r.container}"
+        res.append({
+            "type": "Microsoft.Authorization/roleAssignments", "apiVersion": "2022-04-01",
+            "scope": scope,
+            "name": f"[guid('{scope}', '{r.registry}', '{STORAGE_BLOB_DATA_CONTRIBUTOR}')]",
+            "dependsOn": [f"[resourceId('Microsoft.DeviceRegistry/schemaRegistries', '{r.registry}')]"],
+            "properties": {
+                "roleDefinitionId": f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{STORAGE_BLOB_DATA_CONTRIBUTOR}')]",
+                "principalId": f"[reference(resourceId('Microsoft.DeviceRegistry/schemaRegistries', '{r.registry}'), '2025-10-01', 'full').identity.principalId]",
+                "principalType": "ServicePrincipal"}})
+    return {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+            "contentVersion": "1.0.0.0", "resources": res}
+
+
+def candidate_parameters(site, r, kind: str) -> dict:
+    """Values this site gives for the parameters the release templates may declare (only declared ones are sent)."""
+    i = ids(site, r)
+    b = r.broker
+    common = {"clusterName": r.cluster, "clusterLocation": site.azure.location, "location": site.azure.location,
+              "kubernetesDistro": "K3s", "trustConfig": {"source": "SelfSigned"}}
+    if kind == "enablement":
+        return {**common, "schemaRegistryId": i["registry"]}
+    listeners = {"insecure-1883": True, "tls": False}
+    return {**common, "customLocationName": r.custom_location, "instanceName": r.instance,
+            "clusterNamespace": "azure-iot-operations", "schemaRegistryId": i["registry"],
+            "adrNamespaceId": i["namespace"], "namespaceResourceId": i["namespace"],
+            "deployResourceSyncRules": False,
+            "brokerConfig": {"frontendReplicas": b.frontend_replicas, "frontendWorkers": b.frontend_workers,
+                             "backendPartitions": b.backend_partitions, "backendWorkers": b.backend_workers,
+                             "backendRedundancyFactor": b.backend_redundancy_factor,
+                             "memoryProfile": b.memory_profile, "serviceType": "ClusterIp"},
+            "addInsecureListener": listeners[r.listener]}
+
+
+def parameters_for(template: dict, candidates: dict, what: str) -> dict:
+    declared = template.get("parameters") or {}
+    params = {k: {"value": candidates[k]} for k in declared if k in candidates}
+    missing = [k for k, spec in declared.items() if k not in candidates and "defaultValue" not in (spec or {})]
+    if missing:
+        raise StageFailed(f"the {what} template requires parameter(s) {', '.join(sorted(missing))} that layernet does "
+                          "not know how to fill: check the pinned release (aio.release_tag) against this version")
+    return params
+
+
+def deployment_body(template: dict, parameters: dict) -> dict:
+    return {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}}
+
+
+NO_CHANGE = {"NoChange", "Ignore"}
+
+
+def summarize_what_if(result: Any) -> tuple[bool, str]:
+    d = as_dict(result)
+    changes = pick(d, "properties", "changes") or pick(d, "changes") or []
+    counts: dict[str, int] = {}
+    for c in changes:
+        t = pick(c, "changeType") or "Unknown"
+        counts[t] = counts.get(t, 0) + 1
+    error = pick(d, "error") or pick(d, "properties", "error")
+    if error:
+        raise StageFailed(f"what-if failed: {pick(error, 'code')}: {pick(error, 'message')}")
+    text = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "no resources"
+    return all(t in NO_CHANGE for t in counts), text
+
+
+class ArmDeployments:
+    """The arm executor's plan and apply: one deployment per (level, part), what-if first."""
+    name = "arm"
+
+    def __init__(self, site, arm: Arm, template_dir: Path, verify_fetch: Any = True):
+        self.site, self.arm, self.dir, self.verify_fetch = site, arm, Path(template_dir), verify_fetch
+        self._client = None
+        self.bodies: dict[str, dict] = {}      # deployment name -> the exact request body (no secrets)
+        self.templates: dict[str, tuple[str, str]] = {}   # kind -> (sha256, kept copy)
+
+    @property
+    def client(self):
+        self._client = self._client or self.arm.deployments()
+        return self._client
+
+    def fetch(self) -> dict[str, dict]:
+        out = {}
+        for kind in ("enablement", "instance"):
+            url = self.site.aio.template_url(kind)
+            if not url:
+                raise StageFailed(f"no template URL for the {kind} template: set aio.release_tag or "
+                                  f"aio.templates.{kind}_url (executor: arm)")
+            pin = getattr(self.site.aio.templates, f"{kind}_sha256")
+            tpl, digest, path = fetch_template(url, self.dir, pin, self.verify_fetch)
+            self.templates[kind] = (digest, str(path))
+            out[kind] = tpl
+        return out
+
+    def deployments(self) -> list[tuple[str, str, str, dict]]:
+        """(level, part, deployment name, body) in order."""
+        fetched = self.fetch()
+        out = []
+        for r in levels(self.site):
+            pre = prereq_template(self.site, r)
+            out.append((r.level, "prerequisites", f"layernet-aio-prereq-{r.level}", deployment_body(pre, {})))
+            for kind in ("enablement", "instance"):
+                tpl = fetched[kind]
+                params = parameters_for(tpl, candidate_parameters(self.site, r, kind), kind)
+                out.append((r.level, kind, f"layernet-aio-{kind}-{r.level}", deployment_body(tpl, params)))
+        return out
+
+    def what_if(self, name: str, body: dict) -> tuple[bool, str]:
+        poller = self.client.deployments.begin_what_if(self.site.azure.resource_group, name, body)
+        return summarize_what_if(poller.result())
+
+    def plan_steps(self) -> tuple[list[Step], dict]:
+        steps, observed = [], {}
+        for level, part, name, body in self.deployments():
+            self.bodies[name] = body
+            same, text = self.what_if(name, body)
+            observed[name] = text
+            params = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
+            tpl = "generated" if part == "prerequisites" else f"{part} template sha256 {self.templates[part][0][:12]}"
+            detail = f"deployment {name} in {self.site.azure.resource_group}: {tpl}; parameters {json.dumps(params, sort_keys=True)}"
+            steps.append(Step(level, f"deploy {part}", name, detail, skip=same, reason=f"what-if: {text}"))
+        return steps, observed
+
+    def run(self, step: Step) -> dict:
+        t0 = time.monotonic()
+        body = self.bodies[step.target]
+        poller = self.client.deployments.begin_create_or_update(self.site.azure.resource_group, step.target, body)
+        res = as_dict(poller.result())
+        state = pick(res, "properties", "provisioningState")
+        ok = state == "Succeeded"
+        err = pick(res, "properties", "error") or {}
+        return {"rc": 0 if ok else 1, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "",
+                "ok": ok, "output": "" if ok else f"{state}: {pick(err, 'code')}: {pick(err, 'message')}"}
+
+
+# ----------------------------------------------------------------------------------------------- verify
+def _state_of(obj: Optional[dict]) -> str:
+    return pick(obj or {}, "properties", "provisioningState") or ("absent" if obj is None else "unknown")
+
+
+def _error_of(obj: Optional[dict]) -> str:
+    err = pick(obj or {}, "properties", "error") or {}
+    msg = pick(err, "message")
+    if not msg:
+        for s in pick(obj or {}, "properties", "statuses") or []:
+            if pick(s, "level") in ("Error", "Warning") or pick(s, "code"):
+                msg = pick(s, "message")
+                break
+    return msg or ""
+
+
+def read_level(site, arm_clients: tuple, r) -> list[tuple[str, str, Optional[dict], str]]:
+    """(check, resource path, resource or None, error) for one level."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    io, ext = arm_clients
+    rg = site.azure.resource_group
+    out = []
+
+    def get(check: str, what: str, fn, *args):
+        try:
+            out.append((check, what, as_dict(fn(*args)), ""))
+        except ResourceNotFoundError:
+            out.append((check, what, None, "not found"))
+        except HttpResponseError as exc:
+            out.append((check, what, None, f"ARM answered {exc.status_code}: {getattr(exc, 'message', exc)}"))
+
+    get("instance", f"instances/{r.instance}", io.instance.get, rg, r.instance)
+    get("broker", f"instances/{r.instance}/brokers/default", io.broker.get, rg, r.instance, "default")
+    listeners = ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
+    for name in listeners:
+        get(f"listener {name}", f"brokers/default/listeners/{name}", io.broker_listener.get, rg, r.instance,
+            "default", name)
+    get("dataflow profile", f"instances/{r.instance}/dataflowProfiles/default", io.dataflow_profile.get, rg,
+        r.instance, "default")
+    get("dataflow endpoint", f"instances/{r.instance}/dataflowEndpoints/default", io.dataflow_endpoint.get, rg,
+        r.instance, "default")
+    try:
+        exts = [as_dict(e) for e in ext.extensions.list(rg, "Microsoft.Kubernetes", "connectedClusters", r.cluster)]
+        err = ""
+    except HttpResponseError as exc:
+        exts, err = [], f"ARM answered {exc.status_code}: {getattr(exc, 'message', exc)}"
+    by_type = {(pick(e, "properties", "extensionType") or "").lower(): e for e in exts}
+    for t in ENABLEMENT_EXTENSIONS + (INSTANCE_EXTENSION,):
+        e = by_type.get(t)
+        name = pick(e or {}, "name") or t
+        out.append((f"extension {t}", f"connectedClusters/{r.cluster}/extensions/{name}", e,
+                    err or ("" if e else "not installed")))
+    return out
+
+
+def verify_aio(site, arm: Arm, refused: Optional[dict[str, list[str]]] = None, timeout: float = 0,
+               interval: float = 10, sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Evidence rows per level; with `timeout`, polls until every resource is Succeeded, one Failed, or time is up."""
+    clients = (arm.iotoperations(), arm.extensions())
+    start = clock()
+    while True:
+        seen = {r.level: (r, read_level(site, clients, r)) for r in levels(site)}
+        states = [_state_of(obj) for _, reads in seen.values() for _, _, obj, _ in reads]
+        settled = all(s in ("Succeeded", "Failed", "Canceled") for s in states)
+        if settled or clock() - start >= timeout:
+            break
+        if progress:
+            waiting = sum(s not in ("Succeeded", "Failed", "Canceled") for s in states)
+            progress(f"{waiting} resource(s) still provisioning after {clock() - start:.0f} s")
+        sleep(interval)
+    rows = []
+    for level, (r, reads) in seen.items():
+        hosts = sorted(set((refused or {}).get(level, [])))
+        for check, what, obj, err in reads:
+            state = _state_of(obj)
+            ok = state == "Succeeded"
+            why = err or _error_of(obj)
+            hint = f"{what} is {state}" + (f": {why}" if why else "")
+            hint += (f"; the proxies refused at {level}: {', '.join(hosts)}" if hosts else
+                     f"; no refused host seen at {level} in the audit window")
+            rows.append(evidence(level, check, "Succeeded", state, ok, hint))
+    return rows
