@@ -126,18 +126,17 @@ class _Dataset:
 
 
 async def run(specs: list[DatasetSpec], publish, stop: asyncio.Event) -> dict[str, int]:
-    """Subscribe every dataset (one client per endpoint address) and publish until `stop` is set."""
-    from asyncua import Client, ua
+    """Subscribe every dataset and publish until `stop` is set. One session per dataset: a session's publish
+    requests are answered one subscription at a time, so sessions shared by many datasets cap the rate."""
+    from asyncua import Client
 
     clients: dict[str, Client] = {}
     sets = []
     try:
         for spec in specs:
-            client = clients.get(spec.address)
-            if client is None:
-                client = Client(spec.address, timeout=10)
-                await client.connect()
-                clients[spec.address] = client
+            client = Client(spec.address, timeout=10)
+            await client.connect()
+            clients[f"{spec.asset}/{spec.name}"] = client
             ds = _Dataset(spec, publish)
             sub = await client.create_subscription(spec.publishing_ms, ds)
             for p in spec.points:

@@ -278,3 +278,46 @@ class LoopbackFlow:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def measure(site: Site, seconds: float, workdir: Path, warmup_s: float = 2.0, kafka: Optional[dict] = None,
+            kafka_conf: Optional[dict] = None) -> dict:
+    """Run the site's flow on loopback for a window and return loss, latency and the CPU of every process.
+
+    CPU is the share of one core each process used during the window (utime + stime over wall time)."""
+    from layernet.telemetry.verify import analyse, observe
+
+    with LoopbackFlow(site, workdir, kafka=kafka) as flow:
+        flow.start_connector()
+        time.sleep(warmup_s)
+        cpu0, t0 = flow.cpu(), time.time()
+        route_list, records = observe(site, seconds, brokers=flow.brokers(), kafka_conf=kafka_conf)
+        cpu1, t1 = flow.cpu(), time.time()
+        logs = flow.logs()
+    a = analyse(route_list, records)
+    wall = t1 - t0
+    cpu = {name: round(100 * (cpu1[name] - cpu0[name]) / wall, 1)
+           for name in sorted(cpu1) if cpu0.get(name) is not None and cpu1.get(name) is not None}
+    s = a.summary
+    return {
+        "assets": len(site.telemetry.assets), "seconds": round(wall, 1), "messages": s["messages"],
+        "delivered": s["delivered"], "lost": s["lost"], "rate_msgs_per_s": round(s["messages"] / max(seconds - 2.0, 0.1), 1),
+        "e2e_p50_ms": s["e2e_p50_ms"], "e2e_p99_ms": s["e2e_p99_ms"], "e2e_max_ms": s["e2e_max_ms"],
+        "hop_p99_ms": {seg: round(float(v), 3) for seg, v in a.latency.groupby("segment")["ms"].quantile(0.99).items()}
+        if len(a.latency) else {},
+        # gaps in the counter the connector already missed (sampling at the source) vs gaps added on the way
+        "source_sequence_gaps": int(a.hops[a.hops["hop"] == 0]["sequence_gaps"].sum()) if len(a.hops) else 0,
+        "added_sequence_gaps": _added_gaps(a.hops),
+        "cpu_percent": cpu, "problems": a.problems[:5],
+        "errors": {n: t[-300:] for n, t in logs.items() if "Traceback" in t},
+    }
+
+
+def _added_gaps(hops) -> int:
+    if not len(hops):
+        return 0
+    total = 0
+    for _, rows in hops.groupby("route"):
+        rows = rows.sort_values("hop")
+        total += int(rows["sequence_gaps"].iloc[-1] - rows["sequence_gaps"].iloc[0])
+    return total

@@ -369,7 +369,6 @@ def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, i
         for h in r.hops:
             if h.kind == "mqtt":
                 topics.setdefault(h.level, set()).add(h.topic)
-    taps = {lv: MqttTap(*brokers[lv], sorted(t), tls=mqtt_tls).start() for lv, t in sorted(topics.items())}
     kafka_records: list[Record] = []
     kthread = None
     hub = site.telemetry.eventhubs.hub
@@ -379,6 +378,11 @@ def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, i
                                    daemon=True)
         kthread.start()
         ready.wait(30)
+    # downstream first: a message the first hop's tap sees was published after every later tap subscribed
+    depth = {h.level: h.index for r in route_list for h in r.hops if h.kind == "mqtt"}
+    taps = {}
+    for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):
+        taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), tls=mqtt_tls).start()
     if started is not None:
         started()
     time.sleep(seconds)
