@@ -40,6 +40,13 @@ class StaticToken:
         return AccessTokenInfo("test-token", int(time.time()) + 3600)
 
 
+COLLECTIONS = {"extensions", "listeners", "dataflowendpoints", "dataflowprofiles", "deployments"}
+
+
+class RawBody(bytes):
+    """A response body sent as is (not JSON-encoded)."""
+
+
 @dataclass
 class Request:
     method: str
@@ -60,7 +67,7 @@ class ArmDouble:
         self.providers: dict[str, str] = {}
         self.ops: dict[str, dict] = {}
         self.on_put: dict[str, Callable[[dict], None]] = {}
-        self.what_if_changes: list[dict] = []
+        self.files: dict[str, bytes] = {}          # static files served by path (templates to fetch)
         self.lro_polls = lro_polls
         self._fail: list[dict] = []
         self.lock = threading.Lock()
@@ -106,7 +113,7 @@ class ArmDouble:
                     return raw.decode(errors="replace")
 
             def _send(self, status: int, body: Any = None, headers: Optional[dict] = None):
-                data = b"" if body is None else json.dumps(body).encode()
+                data = b"" if body is None else body if isinstance(body, RawBody) else json.dumps(body).encode()
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -140,6 +147,8 @@ class ArmDouble:
             if f["times"] > 0 and f["method"] == method and f["fragment"] in low:
                 f["times"] -= 1
                 return self._err(f["status"], f["code"], f["message"])
+        if method == "GET" and path in self.files:
+            return 200, RawBody(self.files[path]), {}
         if "operationstatuses" in low or low.startswith("/ops/"):
             return self._op(low)
         if "api-version" not in query:
@@ -164,10 +173,14 @@ class ArmDouble:
                 return (201 if created else 200), res, {}
         m = re.match(r"^(.*/providers/microsoft\.resources/deployments/[^/]+)/whatif$", low)
         if m and method == "POST":
-            op = self._new_op({"status": "Succeeded", "properties": {"changes": self.what_if_changes}}, result=True)
+            op = self._new_op({"status": "Succeeded", "properties": {"changes": self._what_if(m.group(1), body)}},
+                              result=True)
             return 202, None, {"Location": f"{self.url}/ops/{op}", "Retry-After": "0"}
         if method == "GET":
             res = self.store.get(low)
+            if res is None and low.rsplit("/", 1)[-1] in COLLECTIONS:
+                items = [v for k, v in self.store.items() if k.startswith(low + "/") and "/" not in k[len(low) + 1:]]
+                return 200, {"value": items, "nextLink": None}, {}
             if res is None:
                 return self._err(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
             return 200, res, {}
@@ -186,6 +199,15 @@ class ArmDouble:
             self.store.pop(low, None)
             return 200, None, {}
         return self._err(405, "MethodNotAllowed", f"{method} {path}")
+
+    def _what_if(self, deployment: str, body: Any) -> list[dict]:
+        """NoChange when the same template and parameters were deployed under this name, else Create per resource."""
+        have = self.store.get(deployment)
+        want = (body or {}).get("properties") or {}
+        if have and all(have["properties"].get(k) == want.get(k) for k in ("template", "parameters")):
+            return [{"resourceId": deployment, "changeType": "NoChange"}]
+        return [{"resourceId": f"{r.get('type')}/{r.get('name')}", "changeType": "Create"}
+                for r in (want.get("template") or {}).get("resources") or []]
 
     def _new_op(self, state: dict, resource: Optional[str] = None, result: bool = False) -> str:
         op = uuid.uuid4().hex[:12]
