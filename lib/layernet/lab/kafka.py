@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -315,6 +316,19 @@ def _write_configs(site) -> dict:
     p["log4j"].write_text(render_log4j(p["log"]))
     if p["data"].exists():
         shutil.rmtree(p["data"])
+    _format_storage(site, p)
+    return p
+
+
+def _format_storage(site, p: dict) -> None:
+    """An empty KRaft log folder. `kafka-storage format` runs once per broker version and node settings; its
+    result (meta.properties, bootstrap checkpoint) is kept in .tools/kafka/storage-<key>/ and copied, which
+    saves a JVM start on every `start`."""
+    key = hashlib.sha256(f"{KAFKA_VERSION} node.id=1 {LOOPBACK}:{CONTROLLER_PORT}".encode()).hexdigest()[:16]
+    template = kafka_home() / f"storage-{key}"
+    if (template / "meta.properties").is_file():
+        shutil.copytree(template, p["data"])
+        return
     cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run([java_binary() or "java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
                           f"-Dlog4j2.configurationFile={p['log4j']}", "-cp", str(libs_dir() / "*"),
@@ -323,7 +337,12 @@ def _write_configs(site) -> dict:
     if fmt.returncode != 0:
         raise LabError(f"formatting the Kafka storage failed ({fmt.returncode}): "
                        f"{redact((fmt.stderr or fmt.stdout).strip()[-800:], site)}")
-    return p
+    tmp = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copytree(p["data"], tmp)
+        tmp.rename(template)
+    except OSError:                      # another lab stored it first, or the folder is read-only
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------- routes
@@ -497,7 +516,7 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
     if progress:
         if started:
             progress(f"Kafka {KAFKA_VERSION} ready as {host(site)}:{PUBLIC_PORT} in {seconds:.2f} s "
-                     f"(storage format {t_fmt:.2f} s, listening at {t_listen:.2f} s; RSS {info['rss_mb']} MB; "
+                     f"(configs and storage {t_fmt:.2f} s, listening at {t_listen:.2f} s; RSS {info['rss_mb']} MB; "
                      f"topics {', '.join(info['topics'])})")
         else:
             progress(f"Kafka already running as {host(site)}:{PUBLIC_PORT} (pid {p.pid})")
