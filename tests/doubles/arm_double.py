@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -103,6 +104,10 @@ class ArmDouble:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                super().setup()
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _body(self):
                 n = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,231 @@
+"""Stage 03 with the arm executor and the verification shared with the lab, against the HTTPS ARM double:
+templates fetched at plan time and kept in the run folder, what-if as the plan, the exact deployment requests
+(body and the parameters derived from the site), digest pins, an unknown required parameter, idempotent re-plan,
+and evidence rows with hints. The templates are small ones of our own (the release's are never copied here)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
+from arm_double import ArmDouble, StaticToken  # noqa: E402
+from sites import example_site  # noqa: E402
+
+from layernet.azure.clients import Arm  # noqa: E402
+from layernet.errors import DriftError, StageFailed  # noqa: E402
+from layernet.stages import aio  # noqa: E402
+
+SUB = "00000000-0000-0000-0000-000000000000"
+RG = "rg-plant-example"
+PFX = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers"
+
+ENABLEMENT = {
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+    "contentVersion": "1.0.0.0",
+    "parameters": {"clusterName": {"type": "string"},
+                   "trustConfig": {"type": "object", "defaultValue": {"source": "SelfSigned"}},
+                   "advancedConfig": {"type": "object", "defaultValue": {}}},
+    "resources": [{"type": "Microsoft.KubernetesConfiguration/extensions", "apiVersion": "2023-05-01",
+                   "name": "secret-store", "properties": {"extensionType": "microsoft.azure.secretstore"}}],
+}
+INSTANCE = {
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+    "contentVersion": "1.0.0.0",
+    "parameters": {"clusterName": {"type": "string"}, "customLocationName": {"type": "string"},
+                   "instanceName": {"type": "string"}, "schemaRegistryId": {"type": "string"},
+                   "adrNamespaceId": {"type": "string"}, "brokerConfig": {"type": "object"},
+                   "addInsecureListener": {"type": "bool", "defaultValue": False}},
+    "resources": [{"type": "Microsoft.IoTOperations/instances", "apiVersion": "2025-10-01",
+                   "name": "[parameters('instanceName')]", "properties": {}}],
+}
+
+
+def quiet(_m):
+    pass
+
+
+@pytest.fixture
+def armd(tmp_path):
+    d = ArmDouble(tmp_path / "arm")
+    d.files["/rel/v9.9.9/azure-iot-operations-enablement.json"] = json.dumps(ENABLEMENT).encode()
+    d.files["/rel/v9.9.9/azure-iot-operations-instance.json"] = json.dumps(INSTANCE, indent=1).encode()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def conn(armd):
+    return Arm(SUB, StaticToken(), armd.url, str(armd.ca), extra={"polling_interval": 0})
+
+
+def arm_site(armd, **templates):
+    t = {"enablement_url": f"{armd.url}/rel/v9.9.9/azure-iot-operations-enablement.json",
+         "instance_url": f"{armd.url}/rel/v9.9.9/azure-iot-operations-instance.json", **templates}
+    return example_site(aio={"executor": "arm", "templates": t})
+
+
+def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_path):
+    site = arm_site(armd)
+    p = aio.plan(site, run_dir=tmp_path / "run", arm=conn, verify_fetch=str(armd.ca))
+    assert p.executor == "arm"
+    assert [(s.level, s.action) for s in p.steps] == [
+        (lv, f"deploy {part}") for lv in ("level4", "level3", "level2")
+        for part in ("prerequisites", "enablement", "instance")]
+    assert all(not s.skip for s in p.steps)
+    assert p.steps[2].reason == "what-if: 1 Create"
+    kept = sorted((tmp_path / "run" / "aio" / "templates").iterdir())
+    assert len(kept) == 2
+    inst_bytes = armd.files["/rel/v9.9.9/azure-iot-operations-instance.json"]
+    digest = hashlib.sha256(inst_bytes).hexdigest()
+    assert (tmp_path / "run" / "aio" / "templates" / f"{digest[:12]}-azure-iot-operations-instance.json").read_bytes() == inst_bytes
+    assert f"instance template sha256 {digest[:12]}" in p.steps[2].detail
+    whatifs = armd.calls("POST", "/whatIf")
+    assert [r.path.split("/")[-2] for r in whatifs][:3] == [
+        "layernet-aio-prereq-level4", "layernet-aio-enablement-level4", "layernet-aio-instance-level4"]
+    assert armd.calls("PUT") == []      # planning deployed nothing
+
+
+def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
+    site = arm_site(armd)
+    p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    rows = aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
+    assert len(rows) == 9 and all(r["ok"] for r in rows)
+    puts = armd.calls("PUT", "/providers/Microsoft.Resources/deployments/")
+    assert [r.path.rsplit("/", 1)[1] for r in puts] == [
+        f"layernet-aio-{part}-{lv}" for lv in ("level4", "level3", "level2")
+        for part in ("prereq", "enablement", "instance")]
+    inst = next(r for r in puts if r.path.endswith("layernet-aio-instance-level3"))
+    assert inst.body == {"properties": {"mode": "Incremental", "template": INSTANCE, "parameters": {
+        "clusterName": {"value": "aio-plant-l3"},
+        "customLocationName": {"value": "aio-plant-l3-cl"},
+        "instanceName": {"value": "aio-plant-l3-ops"},
+        "schemaRegistryId": {"value": f"{PFX}/Microsoft.DeviceRegistry/schemaRegistries/aio-plant-l3-sr"},
+        "adrNamespaceId": {"value": f"{PFX}/Microsoft.DeviceRegistry/namespaces/aio-plant-l3-ns"},
+        "brokerConfig": {"value": {"frontendReplicas": 1, "frontendWorkers": 1, "backendPartitions": 1,
+                                   "backendWorkers": 1, "backendRedundancyFactor": 2, "memoryProfile": "Low",
+                                   "serviceType": "ClusterIp"}},
+        "addInsecureListener": {"value": True}}}}
+    enab = next(r for r in puts if r.path.endswith("layernet-aio-enablement-level4"))
+    assert enab.body["properties"]["parameters"] == {"clusterName": {"value": "aio-plant-l4"},
+                                                     "trustConfig": {"value": {"source": "SelfSigned"}}}
+    pre = next(r for r in puts if r.path.endswith("layernet-aio-prereq-level2"))
+    res = {x["type"]: x for x in pre.body["properties"]["template"]["resources"]}
+    assert res["Microsoft.Storage/storageAccounts"]["properties"]["isHnsEnabled"] is True
+    assert res["Microsoft.Storage/storageAccounts/blobServices/containers"]["name"] == "plantexamplesr/default/aio-plant-l2-schemas"
+    assert res["Microsoft.DeviceRegistry/schemaRegistries"]["properties"]["namespace"] == "aio-plant-l2-sr"
+    assert res["Microsoft.DeviceRegistry/namespaces"]["name"] == "aio-plant-l2-ns"
+    assert "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in res["Microsoft.Authorization/roleAssignments"]["properties"]["roleDefinitionId"]
+    # the second plan is empty: what-if sees the same templates and parameters deployed
+    again = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    assert again.empty, again.table()
+    assert {s.reason for s in again.steps} == {"what-if: 1 NoChange"}
+
+
+def test_apply_refuses_drift(armd, conn, tmp_path):
+    site = arm_site(armd)
+    p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    name = "layernet-aio-prereq-level4"
+    deployed = p.context["deployer"].bodies[name]
+    armd.put_resource(f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/microsoft.resources/deployments/{name}",
+                      {"properties": dict(deployed["properties"], provisioningState="Succeeded")})
+    with pytest.raises(DriftError):
+        aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
+    assert armd.calls("PUT") == []
+
+
+def test_a_pinned_digest_that_does_not_match_is_refused(armd, conn, tmp_path):
+    site = arm_site(armd, instance_sha256="0" * 64)
+    with pytest.raises(StageFailed, match="pins 0000.*nothing was deployed"):
+        aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    good = hashlib.sha256(armd.files["/rel/v9.9.9/azure-iot-operations-instance.json"]).hexdigest()
+    p = aio.plan(arm_site(armd, instance_sha256=good), run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    assert len(p.steps) == 9
+
+
+def test_an_unknown_required_parameter_is_named(armd, conn, tmp_path):
+    armd.files["/rel/v9.9.9/azure-iot-operations-instance.json"] = json.dumps(
+        {**INSTANCE, "parameters": {**INSTANCE["parameters"], "fleetId": {"type": "string"}}}).encode()
+    with pytest.raises(StageFailed, match="instance template requires parameter\\(s\\) fleetId"):
+        aio.plan(arm_site(armd), run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+
+
+def test_a_template_url_that_cannot_be_fetched_says_so(armd, conn, tmp_path):
+    site = arm_site(armd, enablement_url=f"{armd.url}/rel/v0/missing.json")
+    with pytest.raises(StageFailed, match="could not fetch the template .*missing.json on this jump box"):
+        aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+
+
+# ----------------------------------------------------------------------------------------------- verify
+def seed_level(armd: ArmDouble, cluster: str, instance: str, insecure=True, states=None):
+    states = states or {}
+    base = f"{PFX}/Microsoft.IoTOperations/instances/{instance}"
+
+    def put(path, state):
+        armd.put_resource(path, {"id": path, "name": path.rsplit("/", 1)[1],
+                                 "properties": {"provisioningState": state}})
+    put(base, states.get("instance", "Succeeded"))
+    put(f"{base}/brokers/default", states.get("broker", "Succeeded"))
+    put(f"{base}/brokers/default/listeners/default", states.get("listener default", "Succeeded"))
+    if insecure:
+        put(f"{base}/brokers/default/listeners/default-insecure", states.get("listener default-insecure", "Succeeded"))
+    put(f"{base}/dataflowProfiles/default", "Succeeded")
+    put(f"{base}/dataflowEndpoints/default", "Succeeded")
+    ext = f"{PFX}/Microsoft.Kubernetes/connectedClusters/{cluster}/providers/Microsoft.KubernetesConfiguration/extensions"
+    for name, t in (("cert-manager", "microsoft.certmanagement"), ("secret-store", "microsoft.azure.secretstore"),
+                    ("azure-iot-operations-x1", "microsoft.iotoperations")):
+        armd.put_resource(f"{ext}/{name}", {"id": f"{ext}/{name}", "name": name, "properties": {
+            "extensionType": t, "provisioningState": states.get(t, "Succeeded"),
+            "statuses": [] if states.get(t, "Succeeded") == "Succeeded" else
+            [{"code": "InstallationFailed", "level": "Error", "message": "image pull from mcr.microsoft.com refused"}]}})
+
+
+CHECKS = ["instance", "broker", "listener default", "listener default-insecure", "dataflow profile",
+          "dataflow endpoint", "extension microsoft.certmanagement", "extension microsoft.azure.secretstore",
+          "extension microsoft.iotoperations"]
+
+
+def test_verify_reads_every_resource_of_every_level(armd, conn):
+    for lv in ("l4", "l3", "l2"):
+        seed_level(armd, f"aio-plant-{lv}", f"aio-plant-{lv}-ops")
+    rows = aio.verify(example_site(), arm=conn, progress=quiet)
+    assert [(r["level"], r["check"]) for r in rows] == [(lv, c) for lv in ("level4", "level3", "level2") for c in CHECKS]
+    assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+    assert aio.failed(rows) is None
+    assert armd.calls("GET", "/brokers/default/listeners/default-insecure")
+    assert all(r.query.get("api-version") for r in armd.requests)
+
+
+def test_verify_names_the_failed_resource_its_error_and_refused_hosts(armd, conn):
+    seed_level(armd, "aio-plant-l4", "aio-plant-l4-ops")
+    seed_level(armd, "aio-plant-l3", "aio-plant-l3-ops")
+    seed_level(armd, "aio-plant-l2", "aio-plant-l2-ops", states={"microsoft.iotoperations": "Failed"})
+    armd.store.pop(f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure".lower())
+    rows = aio.verify(example_site(), arm=conn, progress=quiet, refused={"level2": ["mcr.microsoft.com"]})
+    bad = {(r["level"], r["check"]): r for r in rows if not r["ok"]}
+    assert set(bad) == {("level3", "listener default-insecure"), ("level2", "extension microsoft.iotoperations")}
+    l3 = bad[("level3", "listener default-insecure")]
+    assert l3["observed"] == "absent" and "brokers/default/listeners/default-insecure is absent: not found" in l3["hint"]
+    l2 = bad[("level2", "extension microsoft.iotoperations")]
+    assert l2["observed"] == "Failed"
+    assert "extensions/azure-iot-operations-x1 is Failed: image pull from mcr.microsoft.com refused" in l2["hint"]
+    assert "the proxies refused at level2: mcr.microsoft.com" in l2["hint"]
+
+
+def test_verify_polls_until_settled(armd, conn):
+    for lv in ("l4", "l3", "l2"):
+        seed_level(armd, f"aio-plant-{lv}", f"aio-plant-{lv}-ops")
+    key = f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l4-ops/brokers/default".lower()
+    armd.store[key]["properties"]["provisioningState"] = "Provisioning"
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+        if now[0] >= 30:
+            armd.store[key]["properties"]["provisioningState"] = "Succeeded"
+    rows = aio.verify(example_site(), arm=conn, timeout=600, interval=10, sleep=sleep, clock=lambda: now[0],
+                      progress=quiet)
+    assert all(r["ok"] for r in rows) and now[0] == 30
