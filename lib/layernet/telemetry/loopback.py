@@ -321,3 +321,47 @@ def _added_gaps(hops) -> int:
         rows = rows.sort_values("hop")
         total += int(rows["sequence_gaps"].iloc[-1] - rows["sequence_gaps"].iloc[0])
     return total
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """python -m layernet.telemetry.loopback --site FILE [-p K=V] [--seconds N] [--kafka-ca PEM]: one measured
+    window, as JSON. With --kafka-ca the egress dataflow produces to the site's Event Hubs Kafka endpoint and a
+    consumer reads the hub (the connection string comes from LAYERNET_EVENTHUBS_CONNECTION_STRING); run it inside
+    a lab namespace that resolves and reaches that endpoint (ip netns exec <prefix>-<egress level> ...)."""
+    import argparse
+    import tempfile
+
+    from layernet.site import load_site
+    from layernet.telemetry.verify import kafka_consumer_config
+
+    ap = argparse.ArgumentParser(prog="python -m layernet.telemetry.loopback", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--site", default="params/lab.yaml")
+    ap.add_argument("-p", dest="overrides", action="append", default=[])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--assets", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--net", type=int, default=79)
+    ap.add_argument("--kafka-ca")
+    args = ap.parse_args(argv)
+    base = load_site(args.site, args.overrides)
+    hosts = [f"127.{args.net}.{lv.number}.1" for lv in base.levels]
+    with tempfile.TemporaryDirectory(prefix="telemetry-") as d:
+        tmp_site = Path(d) / "site.yaml"
+        tmp_site.write_text(yaml.safe_dump(base.model_dump(mode="json"), sort_keys=False))
+        site = loopback_site(tmp_site, net=args.net, port=free_port(hosts, 18870),
+                             opc_port=free_port(hosts[-1:], 50700), assets=args.assets, rate_hz=args.rate)
+        kafka = kconf = None
+        if args.kafka_ca:
+            cs = os.environ.get(site.telemetry.eventhubs.connection_string_env)
+            if not cs:
+                print(f"error: {site.telemetry.eventhubs.connection_string_env} is not set", file=sys.stderr)
+                return 2
+            kafka = {"connection_string": cs, "ca": args.kafka_ca}
+            kconf = kafka_consumer_config(site, connection_string=cs, ca=args.kafka_ca, group="layernet-verify")
+        result = measure(site, args.seconds, Path(d) / "run", kafka=kafka, kafka_conf=kconf)
+    print(json.dumps(result, sort_keys=True))
+    return 0 if not result["lost"] and not result["problems"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -169,6 +169,11 @@ def consume_kafka(conf: dict, topic: str, seconds: float, ready: Optional[thread
     assigned = threading.Event()
 
     def on_assign(c, parts):
+        # start at each partition's end as of now, so everything produced after `ready` is read
+        for p in parts:
+            lo, hi = c.get_watermark_offsets(p, timeout=10)
+            p.offset = hi
+        c.assign(parts)
         assigned.set()
         if ready is not None:
             ready.set()
@@ -377,7 +382,8 @@ def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, i
         kthread = threading.Thread(target=lambda: kafka_records.extend(consume_kafka(kafka_conf, hub, seconds + 5, ready)),
                                    daemon=True)
         kthread.start()
-        ready.wait(30)
+        if not ready.wait(30):
+            raise TimeoutError(f"no partition of event hub {hub} was assigned to the consumer within 30 s")
     # downstream first: a message the first hop's tap sees was published after every later tap subscribed
     depth = {h.level: h.index for r in route_list for h in r.hops if h.kind == "mqtt"}
     taps = {}

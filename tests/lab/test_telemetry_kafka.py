@@ -1,0 +1,69 @@
+"""The Kafka leg of the telemetry flow: the egress dataflow produces to the lab's Event Hubs (real Apache Kafka
+behind the cloud's TLS front) exactly as rendered, and the verify consumer reads every message back.
+
+The test builds a lab of its own (prefix `tm`, address plan 10.93.0.0/16), starts the broker, and runs one measured
+window inside the egress level's namespace: mosquitto brokers, the OPC PLC, the connector and the dataflows on that
+namespace's loopback, the egress dataflow resolving `<namespace>.servicebus.windows.net` with the level's DNS and
+producing with SASL PLAIN `$ConnectionString`. The lab is ALWAYS taken down at the end."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from layernet.lab import kafka, pki
+from layernet.site import load_site
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_SITE = ROOT / "params" / "lab.yaml"
+PREFIX, BASE = "tm", "10.93.0.0/16"
+
+
+def overrides() -> list[str]:
+    from layernet.harden.lab import shifted_plan
+
+    return [f"lab.prefix={PREFIX}"] + shifted_plan(load_site(LAB_SITE), BASE)
+
+
+@pytest.fixture(scope="module")
+def eh_lab():
+    from layernet.lab import commands
+
+    why = commands.missing_requirements() or kafka.missing()
+    if why:
+        pytest.skip(why)
+    site = load_site(LAB_SITE, overrides())
+    clash = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+             if n.startswith(PREFIX + "-")]
+    assert not clash or commands.state_dir(site).exists(), f"namespaces {clash} are not from this test's lab"
+    with commands.running(site):
+        kafka.start(site)
+        yield site
+    assert commands.leftovers(site) == []
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_every_message_reaches_the_event_hub_enriched(eh_lab):
+    from layernet.lab import commands
+
+    site = eh_lab
+    ns = f"{site.lab.prefix}-{site.egress_level}"
+    ca = str(commands.state_dir(site) / "ca" / pki.CA_CERT)
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.telemetry.loopback", "--site", str(LAB_SITE),
+            "--seconds", "8", "--rate", "10", "--assets", "2", "--kafka-ca", ca]
+    for o in overrides():
+        argv += ["-p", o]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=kafka.client_env(site), timeout=240, cwd=ROOT)
+    secret = kafka.connection_string(site)
+    assert secret not in proc.stdout and secret not in proc.stderr
+    assert proc.stdout.strip(), proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["problems"] == [] and out["errors"] == {}, out
+    assert out["lost"] == 0 and out["delivered"] == out["messages"] >= 2 * 50
+    assert "level4 broker -> event hub layernet-lab-ehns/aio-telemetry" in out["hop_p99_ms"]
+    assert out["added_sequence_gaps"] == 0
+    assert proc.returncode == 0
