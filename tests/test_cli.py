@@ -21,7 +21,7 @@ def test_render_writes_one_folder_per_level(tmp_path: Path):
     proc = _run("render", "--site", LAB, "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     written = {Path(p).relative_to(tmp_path / "out").as_posix() for p in proc.stdout.split()}
-    assert {"level4/envoy.yaml", "level3/envoy.yaml", "level3/unbound.conf", "level2/unbound.conf",
+    assert {"level4/envoy.yaml", "level3/envoy.yaml", "level3/Corefile", "level2/custom/layernet.server",
             "level4/nftables.nft", "level2/ip-allow-list.md"} <= written
     assert "level2/envoy.yaml" not in written  # level2 runs no proxy
     kube = _run("render", "--site", LAB, "--out", str(tmp_path / "kube"), "--target", "kube")

@@ -1,4 +1,4 @@
-"""The running lab: real namespaces, Envoy, unbound, nftables and the cloud stand-in (root only).
+"""The running lab: real namespaces, Envoy, CoreDNS, nftables and the cloud stand-in (root only).
 
 The tests run in file order on one session lab; the last ones crash it, rebuild it and take it down."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_up_creates_namespaces_and_processes(lab, lab_site):
     topo = netns.topology(lab_site)
     assert set(topo.namespaces) <= set(netns.list_namespaces())
     table = commands.load_procs(lab_site)
-    assert set(table) == {"cloud/dns", "cloud/tls", "level4/envoy", "level3/envoy", "level3/unbound", "level2/unbound"}
+    assert set(table) == {"cloud/dns", "cloud/tls", "level4/envoy", "level3/envoy", "level3/coredns", "level2/coredns"}
     assert all(procs.alive(p) for p in table.values())
     for p in table.values():
         assert p.pid in procs.ns_pids(p.ns)

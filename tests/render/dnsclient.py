@@ -1,9 +1,19 @@
-"""A very small DNS client (standard library only) for tests against a real DNS server on loopback."""
+"""A very small DNS client (standard library only) for tests against a real DNS server.
+
+Also a command, for servers inside a network namespace (run it there with `ip netns exec NS python dnsclient.py`):
+
+    batch SERVER PORT      questions on stdin as a JSON list of [name, type, tcp]; one JSON reply per question
+                           on stdout: {"rcode", "answers": [[owner, type, ttl, data]], "seconds", "aa"}
+    upstream ADDR PORT LOG a UDP DNS server answering every A question with 203.0.113.7 (other types: NODATA)
+                           and appending each question name to LOG
+"""
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -100,3 +110,49 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
             raise ConnectionError("connection closed")
         buf += chunk
     return buf
+
+
+def serve_upstream(addr: str, port: int, log_path: str) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # CoreDNS binds port 53 on every address with SO_REUSEPORT; sharing the port needs the option on both.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((addr, port))
+    with open(log_path, "a") as log:
+        while True:
+            msg, peer = sock.recvfrom(4096)
+            name, off = _read_name(msg, 12)
+            qtype = struct.unpack("!H", msg[off:off + 2])[0]
+            log.write(name.rstrip(".").lower() + "\n")
+            log.flush()
+            question = msg[12:off + 4]
+            if qtype == 1:
+                ans = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton("203.0.113.7")
+                head = msg[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0)
+            else:
+                ans = b""
+                head = msg[:2] + struct.pack("!HHHHH", 0x8180, 1, 0, 0, 0)
+            sock.sendto(head + question + ans, peer)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["batch"]:
+        server, port = argv[1], int(argv[2])
+        out = []
+        for name, qtype, tcp in json.load(sys.stdin):
+            try:
+                r = query(server, port, name, qtype, timeout=2.0, tcp=bool(tcp))
+                out.append({"rcode": r.rcode, "seconds": r.seconds, "aa": r.aa,
+                            "answers": [[a.name, a.rtype, a.ttl, a.data] for a in r.answers]})
+            except OSError as exc:          # a timeout is a result the test reports, not a crash
+                out.append({"rcode": f"error: {exc!r}", "seconds": None, "aa": False, "answers": []})
+        json.dump(out, sys.stdout)
+        return 0
+    if argv[:1] == ["upstream"]:
+        serve_upstream(argv[1], int(argv[2]), argv[3])
+        return 0
+    print("usage: dnsclient.py batch SERVER PORT | upstream ADDR PORT LOG", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

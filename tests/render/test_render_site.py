@@ -21,10 +21,11 @@ def test_lab_artifacts_per_level(site, allowlist):
     assert _names(arts) == {
         ("level4", "envoy.yaml", "envoy"), ("level4", "nftables.nft", "firewall"),
         ("level4", "ip-allow-list.md", "firewall-table"),
-        ("level3", "envoy.yaml", "envoy"), ("level3", "unbound.conf", "dns-lab"),
-        ("level3", "unbound-redirect.rpz", "dns-lab"), ("level3", "nftables.nft", "firewall"),
+        ("level3", "envoy.yaml", "envoy"), ("level3", "Corefile", "dns-lab"), ("level3", "NodeHosts", "dns-lab"),
+        ("level3", "custom/layernet.server", "dns-lab"), ("level3", "nftables.nft", "firewall"),
         ("level3", "ip-allow-list.md", "firewall-table"),
-        ("level2", "unbound.conf", "dns-lab"), ("level2", "unbound-redirect.rpz", "dns-lab"),
+        ("level2", "Corefile", "dns-lab"), ("level2", "NodeHosts", "dns-lab"),
+        ("level2", "custom/layernet.server", "dns-lab"),
         ("level2", "nftables.nft", "firewall"), ("level2", "ip-allow-list.md", "firewall-table"),
     }
 
@@ -59,8 +60,8 @@ def test_deterministic(site, allowlist, target, tmp_path):
 def test_lab_paths_follow_state_dir(site, allowlist, tmp_path):
     arts = {(a.level, a.name): a.content for a in render_site(site, allowlist, "lab", state_dir=tmp_path)}
     assert f"path: {tmp_path}/level3/envoy-access.log" in arts[("level3", "envoy.yaml")]
-    assert f'logfile: "{tmp_path}/level2/unbound.log"' in arts[("level2", "unbound.conf")]
-    assert f'zonefile: "{tmp_path}/level2/unbound-redirect.rpz"' in arts[("level2", "unbound.conf")]
+    assert f"hosts {tmp_path}/level2/NodeHosts {{" in arts[("level2", "Corefile")]
+    assert f"import {tmp_path}/level2/custom/*.server" in arts[("level2", "Corefile")]
     default = {(a.level, a.name): a.content for a in render_site(site, allowlist, "lab")}
     assert "path: /var/lib/layernet/ln/level4/envoy-access.log" in default[("level4", "envoy.yaml")]
 

@@ -60,12 +60,12 @@ def test_levels_table_order_and_roles(site):
 
 def test_tools_and_missing_tool_error(site):
     df = preflight.tools(site)
-    assert set(df["tool"]) == {"envoy", "unbound", "nft", "ip"}
+    assert set(df["tool"]) == {"envoy", "coredns", "nft", "ip"}
     envoy = df[df["tool"] == "envoy"].iloc[0]
     assert envoy["found"] == "yes" and envoy["version"].count(".") == 2
     broken = df.copy()
-    broken.loc[broken["tool"] == "unbound", "found"] = "MISSING"
-    with pytest.raises(RuntimeError, match="unbound: apt-get install -y unbound"):
+    broken.loc[broken["tool"] == "coredns", "found"] = "MISSING"
+    with pytest.raises(RuntimeError, match=r"coredns: make setup"):
         preflight.require_tools(broken)
     preflight.require_tools(df[df["found"] == "yes"])
 

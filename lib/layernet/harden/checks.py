@@ -208,8 +208,29 @@ def isolation(site, timeout: float = SCAN_TIMEOUT) -> pd.DataFrame:
     return df
 
 
-_REPLY = re.compile(r"info: (\S+) (\S+)\. (\S+) IN (\S+) ([0-9.]+) (\d) \d+$")
-_QUERY = re.compile(r"info: (\S+) (\S+)\. (\S+) IN$")
+# A line of CoreDNS's `log` plugin (default format): client, id, "TYPE CLASS NAME PROTO SIZE DO BUFSIZE", rcode,
+# flags, response size, duration.
+_LOG_LINE = re.compile(r'\] (\S+) - \d+ "(\S+) IN (\S+) (?:udp|tcp) \d+ \S+ \d+" (\S+) (\S+) \d+ ([0-9.e-]+)s')
+_FORWARD = re.compile(r"^\s*forward\s+\S+\s+(.+?)\s*(?:\{)?\s*$", re.M)
+
+
+def _coredns_log(text: str) -> dict[str, list[tuple[str, str, str]]]:
+    """name (lower case, no trailing dot) -> [(client, rcode, seconds)] from CoreDNS `log` lines."""
+    out: dict[str, list] = {}
+    for line in text.splitlines():
+        m = _LOG_LINE.search(line)
+        if m:
+            out.setdefault(m.group(3).lower().rstrip("."), []).append((m.group(1), m.group(4), m.group(6)))
+    return out
+
+
+def _forwards_outside(conf_dir) -> list[str]:
+    """Addresses outside the level that the level's CoreDNS config (Corefile and imported custom keys)
+    forwards to; loopback targets stay in the level (K3s's block asking the coredns-external block)."""
+    texts = [p.read_text() for p in [conf_dir / commands.DNS_CONF, *sorted((conf_dir / "custom").glob("*"))]
+             if p.is_file()]
+    targets = [t for text in texts for m in _FORWARD.finditer(text) for t in m.group(1).split()]
+    return sorted({t for t in targets if not t.startswith("127.")})
 
 
 def _dns_names(site, al, limit: int) -> tuple[list[str], list[str]]:
@@ -234,8 +255,8 @@ def _dns_names(site, al, limit: int) -> tuple[list[str], list[str]]:
 
 def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     """Query each inner DNS level (DNS override, no upstream) for names outside the allow list, then read its
-    query log: each must be answered by unbound itself (a local action, "cached" flag 1), and the upstream
-    DNS in the cloud must have seen no name outside the allow list at all."""
+    CoreDNS query log: each must have been answered by that CoreDNS, whose config forwards nowhere outside the
+    level, and the upstream DNS in the cloud must have seen no name outside the allow list at all."""
     from layernet.targets.lab import LabTarget
 
     al = effective_allowlist(site)
@@ -245,36 +266,32 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     rows = []
     inner = [lv for lv in site.levels if lv.dns_override and lv.name != site.egress_level]
     for lv in inner:
-        log = commands.level_dir(site, lv.name) / "unbound.log"
+        d = commands.level_dir(site, lv.name)
+        log = d / "coredns.out"
         start = log.stat().st_size if log.exists() else 0
         server = str(lv.node_ip)
         checks = [{"kind": "dns-refused", "host": n, "server": server} for n in refused]
         checks += [{"kind": "dns", "host": n, "server": server} for n in allowed]
         probe_rows = target.probe(lv.name, checks)
         time.sleep(0.3)
-        text = log.read_text(errors="replace")[start:] if log.exists() else ""
-        replies: dict[str, list] = {}
-        for line in text.splitlines():
-            m = _REPLY.search(line)
-            if m:
-                replies.setdefault(m.group(2).lower(), []).append((m.group(4), m.group(5), m.group(6)))
-        forwarded_conf = "forward-zone" in (commands.level_dir(site, lv.name) / "unbound.conf").read_text()
+        with open(log, "rb") if log.exists() else open("/dev/null", "rb") as f:
+            f.seek(start)
+            replies = _coredns_log(f.read().decode(errors="replace"))
+        outside = _forwards_outside(d)
         for n, pr in zip(refused + allowed, probe_rows):
             seen = replies.get(n.lower().rstrip("."), [])
-            local = bool(seen) and all(flag == "1" for _, _, flag in seen)
             is_refused = n in refused
+            local = bool(seen) and (not outside or not is_refused)
             rows.append({"level": lv.name, "name": n, "allowed": not is_refused,
-                         "answer": pr["observed"], "log_reply": "; ".join(f"{r} {t}s cached={f}" for r, t, f in seen) or "(none)",
-                         "answered_locally": local, "forward_zone": forwarded_conf,
-                         "ok": bool(pr["ok"]) and local and (not forwarded_conf or not is_refused)})
+                         "answer": pr["observed"], "log_reply": "; ".join(f"{r} {s}s from {c}" for c, r, s in seen) or "(none)",
+                         "answered_locally": local, "forward_zone": ", ".join(outside) or None,
+                         "ok": bool(pr["ok"]) and local})
     # the upstream DNS: every name it was ever asked must be allowed
-    up_log = commands.state_dir(site) / "cloud" / "unbound.log"
+    up_log = commands.state_dir(site) / "cloud" / "coredns.out"
     asked = []
     if up_log.exists():
-        for line in up_log.read_text(errors="replace").splitlines():
-            m = _QUERY.search(line) or _REPLY.search(line)
-            if m:
-                asked.append(m.group(2))
+        for name, seen in _coredns_log(up_log.read_text(errors="replace")).items():
+            asked += [name] * len(seen)
     outside = sorted({n for n in asked if not any(al.allows(n, p) for p in ports)})
     rows.append({"level": "cloud (upstream DNS)", "name": f"{len(asked)} queries, {len(set(asked))} names",
                  "allowed": None, "answer": ", ".join(outside[:10]) or "only allow-list names",

@@ -2,13 +2,13 @@
 
 Same input, byte-identical output. `render_site` returns every artifact of every level for a target:
 
-- lab:  envoy.yaml (proxy levels), unbound.conf + unbound-redirect.rpz (DNS-override levels),
-        nftables.nft and ip-allow-list.md (every level)
+- lab:  envoy.yaml (proxy levels), Corefile + NodeHosts + custom/<key> per coredns-custom data key
+        (DNS-override levels), nftables.nft and ip-allow-list.md (every level)
 - kube: envoy.yaml + envoy-manifests.yaml (proxy levels), coredns-custom.yaml + coredns-external.yaml
         (DNS-override levels), nftables.nft and ip-allow-list.md (every level)
 
-On the lab, unbound.conf names the RPZ file by absolute path, <state_dir>/<level>/unbound-redirect.rpz,
-which is where ``write_artifacts(artifacts, state_dir)`` puts it.
+On the lab, the Corefile names NodeHosts and custom/ by absolute path under <state_dir>/<level>/, which is
+where ``write_artifacts(artifacts, state_dir)`` puts them.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from layernet.render.dns import RPZ_FILE, UNBOUND_CONF, render_coredns, render_unbound
+from layernet.render.dns import lab_coredns_files, render_coredns
 from layernet.render.envoy import ENVOY_ARGS, envoy_config, render_envoy
 from layernet.render.firewall import firewall_rows, render_allow_list_md, render_nftables
 from layernet.render.manifests import render_envoy_manifests
@@ -51,9 +51,8 @@ def render_site(site, allowlist, target: str = "lab", *, state_dir: Optional[Pat
                                     render_envoy_manifests(site, lv, text, ports)))
         if lv.dns_override:
             if target == "lab":
-                conf, zone = render_unbound(site, allowlist, lv, state_dir=state_dir)
-                out.append(Artifact(lv.name, UNBOUND_CONF, "dns-lab", conf))
-                out.append(Artifact(lv.name, RPZ_FILE, "dns-lab", zone))
+                for name, content in lab_coredns_files(site, allowlist, lv, state_dir=state_dir):
+                    out.append(Artifact(lv.name, name, "dns-lab", content))
             else:
                 custom, external = render_coredns(site, allowlist, lv)
                 out.append(Artifact(lv.name, "coredns-custom.yaml", "coredns", custom))

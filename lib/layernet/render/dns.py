@@ -1,38 +1,29 @@
-"""DNS override per level: every allowed name answers with the parent level's node IP (where its proxy listens).
+"""DNS override per level, served by CoreDNS: every allowed name answers with the parent level's node IP (where
+its proxy listens).
 
-Two renderings of the same behaviour:
+What a K3s site receives is the ``coredns-custom`` ConfigMap with one ``*.server`` key (K3s imports it at the top
+level of its Corefile) plus the ``coredns-external`` LoadBalancer Service that publishes DNS on the node. The lab
+runs the same CoreDNS release with a Corefile shaped like K3s's default one (`k3s_corefile`) that imports the
+ConfigMap's data keys, written byte for byte as files (`lab_coredns_files`).
 
-- CoreDNS (K3s): the ``coredns-custom`` ConfigMap with one ``*.server`` key, plus the ``coredns-external``
-  LoadBalancer Service that publishes DNS on the node.
-- unbound (the lab, or any plain Linux host): ``unbound.conf`` plus a response-policy zone
-  ``unbound-redirect.rpz`` kept next to it.
-
-Behaviour (both):
+Behaviour:
 
 - an exact allowed name answers A = parent node IP, and nothing below it is redirected;
-- ``*.x`` answers every name below x with the owner equal to the question; x itself is not redirected
-  unless it is allowed on its own;
+- ``*.x`` answers every name below x; x itself is not redirected unless it is allowed on its own;
+- the answer's owner is the question name as asked (letter case included);
 - any other type (AAAA, HTTPS, ...) for a redirected name gets an empty NOERROR answer (NODATA);
-- every other name goes to the level's ``dns_upstream``, or is answered at once when it has none, so a
-  client never waits for a timeout: REFUSED (CoreDNS: always; unbound: names outside the allow-list
-  zones), or, with unbound, NXDOMAIN below an exact name and NODATA for a wildcard apex (see below).
+- every other name goes to the level's ``dns_upstream``; without one it is answered at once, so a client
+  never waits for a timeout and no name outside the allow list leaves the level: REFUSED outside the
+  allow-list zones, and inside them NODATA for names with redirected names below them (a wildcard's apex),
+  NXDOMAIN for the rest (names below an exact name).
 
-Why unbound and not dnsmasq: dnsmasq's ``address=/zone/IP`` answers AAAA under a wildcard zone with
-NXDOMAIN, which some clients take as "the name does not exist".
-
-How unbound does it: unbound's ``local-zone ... redirect`` answers the zone apex AND every name below it,
-and unbound's ``local-data`` has no wildcards, so neither an exact name (its sub-names would be redirected
-too) nor ``*.x`` without x can be written with local zones. Instead every redirect is a QNAME trigger in a
-response-policy zone (unbound's RPZ, module ``respip``): exact triggers match only themselves, ``*.x``
-only names below x, answers carry the question name, and other types get NODATA. With an upstream,
-every name the RPZ does not match is forwarded. Without one, ``local-zone "." refuse`` refuses
-everything else; unbound consults local zones before the RPZ, so each allow-list zone is opened with
-``local-zone "z." transparent`` and the RPZ also answers the rest of those zones (see `rpz_records`),
-since after the RPZ only recursion, towards unreachable root servers, would be left.
+Server blocks of the ``*.server`` key: one block on port 53 for the allow-list zones (in the cluster, more
+specific than K3s's ``.:53`` block, so these names never reach its ``forward``), and the same on port 1053 for
+clients outside the cluster (the coredns-external Service publishes it as the node's port 53): the allow-list
+zones, or every name (``.:1053``) when the level has an upstream.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +34,6 @@ from layernet.render.envoy import default_state_dir
 from layernet.render.util import dump_yaml_all
 
 TTL = 60
-RPZ_NAME = "layernet.rpz."
-RPZ_FILE = "unbound-redirect.rpz"
-UNBOUND_CONF = "unbound.conf"
 COREDNS_NAMESPACE = "kube-system"
 COREDNS_CUSTOM = "coredns-custom"
 COREDNS_SERVER_KEY = "layernet.server"
@@ -53,6 +41,14 @@ COREDNS_SELECTOR = {"k8s-app": "kube-dns"}
 # Port of the extra CoreDNS server block that serves every name for clients outside the cluster (the node's
 # resolver, hosts of the level network); the coredns-external Service publishes it as port 53.
 COREDNS_EXTERNAL_PORT = 1053
+# The lab's files per DNS level, in <state>/<level>/: K3s keeps them in /etc/coredns/ (Corefile, NodeHosts)
+# and /etc/coredns/custom/ (the coredns-custom keys).
+LAB_COREFILE = "Corefile"
+NODE_HOSTS = "NodeHosts"
+CUSTOM_DIR = "custom"
+# health and ready as in K3s (ports 8080 and 8181), on loopback: only the lab's readiness check asks them.
+HEALTH_ADDR = "127.0.0.1:8080"
+READY_ADDR = "127.0.0.1:8181"
 
 
 @dataclass(frozen=True)
@@ -89,140 +85,6 @@ def dns_plan(site, allowlist, level) -> DnsPlan:
     return DnsPlan(level.name, str(parent.node_ip), exact, wild, tuple(str(u) for u in level.dns_upstream))
 
 
-def _fqdn(name: str) -> str:
-    return name.rstrip(".") + "."
-
-
-# ----------------------------------------------------------------------------------------------- unbound
-def rpz_records(plan: DnsPlan) -> list[str]:
-    """Response-policy records (owners relative to the RPZ origin), in a fixed order.
-
-    DNS wildcard rules apply inside the RPZ: ``*.o`` only serves names whose closest existing ancestor is
-    o, and a name that exists only as an ancestor of other records (an empty non-terminal) matches
-    nothing. So every node of the tree (exact names, wildcard apexes and the names between them and
-    their zone) gets an explicit record, and so does the wildcard below it:
-
-    - node allowed (by `host_matches`): ``o A ip``; else, without an upstream, NODATA (``o CNAME *.``),
-      since names exist below it; with an upstream nothing, so it is forwarded;
-    - below a node: ``*.o A ip`` when names below o are allowed (o is a wildcard zone or lies under one);
-      else, without an upstream, NXDOMAIN (``*.o CNAME .``); with an upstream nothing.
-    """
-    every = set(plan.exact) | set(plan.wildcards)
-    zones = plan.zones()
-    nodes: set[str] = set()
-    for name in every:
-        labels = name.split(".")
-        for i in range(len(labels)):
-            anc = ".".join(labels[i:])
-            nodes.add(anc)
-            if anc in zones:
-                break
-    out: list[str] = []
-    for o in sorted(nodes, key=lambda n: (list(reversed(n.split("."))), n)):
-        if plan.allowed(o):
-            out.append(f"{o} A {plan.answer_ip}")
-        elif not plan.upstream:
-            out.append(f"{o} CNAME *.")
-        if o in plan.wildcards or plan.covered(o):
-            out.append(f"*.{o} A {plan.answer_ip}")
-        elif not plan.upstream:
-            out.append(f"*.{o} CNAME .")
-    return out
-
-
-def unbound_server_basics(interfaces: list[str], port: int, workdir: Path) -> list[str]:
-    """The `server:` lines every unbound of layernet shares: IPv4 only, foreground, no chroot or user change,
-    logs and query log in `workdir` (unbound runs under the lab's supervisor or a service manager)."""
-    return [f"  interface: {i}" for i in interfaces] + [
-        f"  port: {port}",
-        "  interface-automatic: no",
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        "  do-daemonize: no",
-        '  username: ""',
-        '  chroot: ""',
-        '  pidfile: ""',
-        f'  directory: "{workdir}"',
-        f'  logfile: "{Path(workdir) / "unbound.log"}"',
-        "  use-syslog: no",
-        "  verbosity: 1",
-        "  log-queries: yes",
-    ]
-
-
-def render_unbound(site, allowlist, level, *, state_dir: Optional[Path] = None,
-                   interfaces: Optional[list[str]] = None, port: int = 53,
-                   upstream_port: int = 53) -> tuple[str, str]:
-    """(unbound.conf, unbound-redirect.rpz) for `level`. Both files belong in <state_dir>/<level>/.
-
-    `interfaces` defaults to the level's node IP and 127.0.0.1, `port` and `upstream_port` to 53; tests pass
-    a loopback address and unprivileged ports.
-    """
-    plan = dns_plan(site, allowlist, level)
-    base = (Path(state_dir) if state_dir is not None else default_state_dir(site)) / level.name
-    ifaces = list(interfaces) if interfaces is not None else [str(level.node_ip), "127.0.0.1"]
-    allowed_nets = [level.network]
-    child = site.child(level)
-    if child is not None:
-        allowed_nets.append(child.network)
-    allowed_nets += [level.pod_cidr, ipaddress.IPv4Network("127.0.0.0/8")]
-    seen: list = []
-    for n in allowed_nets:
-        if n not in seen:
-            seen.append(n)
-
-    L = [
-        f"# unbound for {site.name}/{level.name}, rendered by layernet (do not edit).",
-        f"# Allowed names answer {plan.answer_ip} (the {site.parent(level).name} proxy); other names are "
-        + (f"forwarded to {', '.join(plan.upstream)}." if plan.upstream else "refused."),
-        "# Run in the foreground: unbound -d -c unbound.conf",
-        "server:",
-    ]
-    L += unbound_server_basics(ifaces, port, base)
-    L += [
-        "  log-replies: yes",
-        "  log-local-actions: yes",
-        "  log-servfail: yes",
-        "  num-threads: 1",
-        "  so-reuseport: no",
-        "  hide-identity: yes",
-        "  hide-version: yes",
-        '  module-config: "respip iterator"',
-        "  do-not-query-localhost: no",
-        "  access-control: 0.0.0.0/0 refuse",
-    ]
-    L += [f"  access-control: {n} allow" for n in seen]
-    if not plan.upstream:
-        L.append('  local-zone: "." refuse')
-        for z in plan.zones():
-            L.append(f'  local-zone: "{_fqdn(z)}" transparent')
-    L += [
-        "rpz:",
-        f'  name: "{RPZ_NAME}"',
-        f'  zonefile: "{base / RPZ_FILE}"',
-        "  rpz-log: yes",
-        '  rpz-log-name: "layernet"',
-    ]
-    if plan.upstream:
-        L += ["forward-zone:", '  name: "."']
-        suffix = "" if upstream_port == 53 else f"@{upstream_port}"
-        L += [f"  forward-addr: {u}{suffix}" for u in plan.upstream]
-    conf = "\n".join(L) + "\n"
-
-    Z = [
-        f"; response-policy zone for {site.name}/{level.name}, rendered by layernet (do not edit).",
-        f"$ORIGIN {RPZ_NAME}",
-        f"$TTL {TTL}",
-        "@ SOA localhost. hostmaster.localhost. 1 3600 600 86400 60",
-        "@ NS localhost.",
-    ]
-    Z += rpz_records(plan)
-    zone = "\n".join(Z) + "\n"
-    return conf, zone
-
-
 # ----------------------------------------------------------------------------------------------- CoreDNS
 def _regex(host: str) -> str:
     if is_wildcard(host):
@@ -235,31 +97,57 @@ def name_regexes(plan: DnsPlan) -> list[str]:
     return [_regex(h) for h in sorted(set(plan.exact) | {"*." + x for x in plan.wildcards})]
 
 
+def empty_nodes(plan: DnsPlan) -> list[str]:
+    """Names inside the allow-list zones that are not redirected but have redirected names below them (a
+    wildcard's apex, the names between a zone and a deeper allowed name): they exist, so they get NODATA."""
+    zones = plan.zones()
+    out: set[str] = set()
+    for name in set(plan.exact) | set(plan.wildcards):
+        labels = name.split(".")
+        for i in range(len(labels)):
+            anc = ".".join(labels[i:])
+            if (anc in plan.wildcards or anc != name) and not plan.allowed(anc):
+                out.add(anc)
+            if anc in zones:
+                break
+    return sorted(out)
+
+
 def _corefile_body(plan: DnsPlan) -> list[str]:
     regexes = name_regexes(plan)
     B = ["    log", "    errors", "    template IN A {"]
     B += [f'        match "{r}"' for r in regexes]
-    B += [f'        answer "{{{{ .Name }}}} {TTL} IN A {plan.answer_ip}"', "        fallthrough", "    }"]
+    # .Question.Name is the name as asked; .Name is lower-cased by CoreDNS, which would change the owner.
+    B += [f'        answer "{{{{ .Question.Name }}}} {TTL} IN A {plan.answer_ip}"', "        fallthrough", "    }"]
     B += ["    template IN ANY {"]
     B += [f'        match "{r}"' for r in regexes]
+    if not plan.upstream:
+        B += [f'        match "{_regex(n)}"' for n in empty_nodes(plan)]
     B += ["        rcode NOERROR", "        fallthrough", "    }"]
     if plan.upstream:
         B += [f"    forward . {' '.join(plan.upstream)}"]
     else:
-        B += ["    template ANY ANY {", "        rcode REFUSED", "    }"]
+        # Not REFUSED here: a template that answers REFUSED makes CoreDNS send a second reply, which breaks
+        # the next query on a TCP connection. Names outside every zone are refused by CoreDNS itself.
+        B += ["    template ANY ANY {", "        rcode NXDOMAIN", "    }"]
     return B
 
 
 def render_corefile(plan: DnsPlan) -> str:
+    """The ``*.server`` key. Port 53 (in-cluster): the allow-list zones only, so every other name reaches K3s's
+    own ``.:53`` block. Port 1053 (outside the cluster): with an upstream every name, else the allow-list zones
+    only, and CoreDNS refuses a name no server block holds, at once and with a single reply."""
     body = _corefile_body(plan)
-    zones = " ".join(f"{z}:53" for z in plan.zones())
+    zones = plan.zones()
+    external = [f".:{COREDNS_EXTERNAL_PORT}"] if plan.upstream else [f"{z}:{COREDNS_EXTERNAL_PORT}" for z in zones]
     L = [
         "# Rendered by layernet. In-cluster queries (kube-dns, port 53) for the allow-list zones:",
-        zones + " {",
+        " ".join(f"{z}:53" for z in zones) + " {",
         *body,
         "}",
-        "# Every name, for clients outside the cluster (published as port 53 by the coredns-external Service):",
-        f".:{COREDNS_EXTERNAL_PORT} {{",
+        "# Clients outside the cluster (published as port 53 by the coredns-external Service): "
+        + ("every name." if plan.upstream else "the allow-list zones; other names are refused."),
+        " ".join(external) + " {",
         *body,
         "}",
     ]
@@ -297,3 +185,79 @@ def render_coredns(site, allowlist, level) -> tuple[str, str]:
     """(coredns-custom.yaml, coredns-external.yaml) for `level`."""
     cm, svc = coredns_objects(site, allowlist, level)
     return dump_yaml_all([cm]), dump_yaml_all([svc])
+
+
+# ----------------------------------------------------------------------------------------------- lab
+def node_hosts(site, level) -> str:
+    """K3s's NodeHosts file: the node's address and name (the lab names a level's node after its cluster)."""
+    name = site.azure.clusters.get(level.name) if getattr(site, "azure", None) else None
+    return f"{level.node_ip} {name or level.name}\n"
+
+
+def k3s_corefile(site, level, conf_dir: Path, *, health: str = HEALTH_ADDR, ready: str = READY_ADDR) -> str:
+    """A Corefile shaped like K3s's default one (minus `kubernetes` and `prometheus`), with its files in
+    `conf_dir` instead of /etc/coredns: NodeHosts, and the coredns-custom keys in custom/.
+
+    K3s forwards other names to the node's /etc/resolv.conf. Here they go to the level's ``dns_upstream``;
+    without one, to this server's own ``.:1053`` block from the coredns-external key, which refuses them
+    (the same answer a K3s node gets when its resolver is the coredns-external Service). `log` is added so
+    the lab keeps a query log.
+    """
+    d = Path(conf_dir)
+    plan_up = [str(u) for u in level.dns_upstream]
+    forward = " ".join(plan_up) if plan_up else f"127.0.0.1:{COREDNS_EXTERNAL_PORT}"
+    L = [
+        f"# CoreDNS for {site.name}/{level.name}, shaped like K3s's default Corefile; rendered by layernet (do not edit).",
+        "# Other names: " + (f"forwarded to {', '.join(plan_up)}." if plan_up else
+                             f"refused (forwarded to the coredns-external block on :{COREDNS_EXTERNAL_PORT}, which refuses them)."),
+        ".:53 {",
+        "    errors",
+        "    log",
+        f"    health {health}",
+        f"    ready {ready}",
+        f"    hosts {d / NODE_HOSTS} {{",
+        "        ttl 60",
+        "        reload 15s",
+        "        fallthrough",
+        "    }",
+        f"    forward . {forward}",
+        "    cache 30",
+        "    loop",
+        "    reload",
+        "    loadbalance",
+        f"    import {d / CUSTOM_DIR}/*.override",
+        "}",
+        f"import {d / CUSTOM_DIR}/*.server",
+    ]
+    return "\n".join(L) + "\n"
+
+
+def lab_coredns_files(site, allowlist, level, *, state_dir: Optional[Path] = None) -> list[tuple[str, str]]:
+    """(file name relative to <state>/<level>/, content) of a lab DNS level: the Corefile, NodeHosts, and every
+    data key of the rendered coredns-custom ConfigMap as custom/<key>, byte for byte what a site receives."""
+    base = (Path(state_dir) if state_dir is not None else default_state_dir(site)) / level.name
+    cm, _ = coredns_objects(site, allowlist, level)
+    out = [(LAB_COREFILE, k3s_corefile(site, level, base)), (NODE_HOSTS, node_hosts(site, level))]
+    out += [(f"{CUSTOM_DIR}/{key}", value) for key, value in sorted(cm["data"].items())]
+    return out
+
+
+def internet_corefile(listen_ip: str, answer_ip: str) -> str:
+    """CoreDNS for the lab's "internet DNS" in the cloud namespace: every name answers A `answer_ip` with the
+    question as owner, every other type NODATA."""
+    L = [
+        "# The lab's internet DNS: every name is the cloud stand-in; rendered by layernet (do not edit).",
+        ".:53 {",
+        f"    bind {listen_ip}",
+        "    errors",
+        "    log",
+        f"    ready {READY_ADDR}",
+        "    template IN A {",
+        f'        answer "{{{{ .Question.Name }}}} {TTL} IN A {answer_ip}"',
+        "    }",
+        "    template IN ANY {",
+        "        rcode NOERROR",
+        "    }",
+        "}",
+    ]
+    return "\n".join(L) + "\n"

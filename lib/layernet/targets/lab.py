@@ -2,7 +2,7 @@
 
 plan   unified diff of each artifact vs the file the lab runs now (create / update / unchanged)
 apply  writes what changed and restarts only what depends on it: Envoy (restart; the lab runs Envoy with
-       hot restart disabled), unbound (restart), nftables (`nft -f`, atomic); waits until healthy. Brings
+       hot restart disabled), CoreDNS (restart), nftables (`nft -f`, atomic); waits until healthy. Brings
        the lab up first when it is down.
 logs   the level's Envoy access log (JSON lines), optionally from a point in time on
 probe  `python -m layernet.probe` inside the level's namespace, checks on stdin, rows on stdout
@@ -114,8 +114,8 @@ class LabTarget(Target):
                 kind = _kind(art)
                 if kind == "envoy":
                     restart.append(f"{art.level}/envoy")
-                elif kind.startswith("dns") or art.name.startswith("unbound") or art.name.endswith(".rpz"):
-                    restart.append(f"{art.level}/unbound")
+                elif kind.startswith("dns") or kind == "coredns":
+                    restart.append(f"{art.level}/coredns")
                 elif kind == "firewall":
                     firewall.append(art.level)
             for level in firewall:

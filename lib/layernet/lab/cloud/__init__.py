@@ -45,21 +45,3 @@ connected-cluster heartbeats), arm/ (the ARM stand-in), server (the process entr
 from __future__ import annotations
 
 from pathlib import Path
-
-
-def dns_config(listen_ip: str, answer_ip: str, workdir: str) -> str:
-    """unbound configuration for the cloud namespace: every name (A) answers `answer_ip`; AAAA gets an empty
-    NOERROR answer (a `redirect` zone holding only an A record)."""
-    from layernet.render.dns import unbound_server_basics
-
-    return "\n".join(["server:"] + unbound_server_basics([listen_ip], 53, Path(workdir)) + [
-        "  num-threads: 1",
-        "  so-reuseport: no",
-        "  outgoing-range: 64",
-        "  access-control: 0.0.0.0/0 allow",
-        '  local-zone: "." redirect',
-        f'  local-data: ". 60 IN A {answer_ip}"',
-        "remote-control:",
-        "  control-enable: no",
-        "",
-    ])
