@@ -76,7 +76,8 @@ def test_connection_string_is_per_lab_private_and_renewed_after_stop(state):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert kafka.connection_string(site) == cs
     assert kafka.connection_string(other) != cs
-    assert kafka.client_env(site, {})[kafka.ENV_VAR] == cs
+    assert kafka.env_var(site) == site.telemetry.eventhubs.connection_string_env == kafka.ENV_VAR
+    assert kafka.client_env(site, {}) == {kafka.ENV_VAR: cs}
     assert kafka.stop(site) is False                       # nothing running: only the secret goes
     assert not path.exists()
     assert kafka.connection_string(site) != cs

@@ -132,6 +132,13 @@ def hubs(site) -> list[str]:
     return list(dict.fromkeys(str(n) for n in names))
 
 
+def env_var(site=None) -> str:
+    """The environment variable that carries the connection string: the site's
+    telemetry.eventhubs.connection_string_env, else ENV_VAR."""
+    eh = getattr(getattr(site, "telemetry", None), "eventhubs", None)
+    return getattr(eh, "connection_string_env", None) or ENV_VAR
+
+
 def route(site) -> dict:
     """The front's route: the namespace's name on 9093 to the broker. Every other name under the Event Hubs
     suffix on 9093 goes to the broker too, whose certificate names only the lab's namespace, so a client that
@@ -174,19 +181,19 @@ def connection_string(site) -> str:
 def client_env(site, base: Optional[dict] = None) -> dict:
     """An environment for a client process: `base` (default os.environ) plus the connection string."""
     env = dict(os.environ if base is None else base)
-    env[ENV_VAR] = connection_string(site)
+    env[env_var(site)] = connection_string(site)
     return env
 
 
 def client_config(site=None, *, bootstrap: Optional[str] = None, password: Optional[str] = None,
                   ca: Optional[str] = None) -> dict:
     """The librdkafka settings a real Event Hubs needs: SASL_SSL, PLAIN, `$ConnectionString` and the
-    connection string (from `password`, else the environment variable ENV_VAR), CA = the lab CA (`ca`, default
+    connection string (from `password`, else the environment variable `env_var(site)`), CA = the lab CA (`ca`, default
     the lab's)."""
     if password is None:
-        password = os.environ.get(ENV_VAR)
+        password = os.environ.get(env_var(site))
         if not password:
-            raise LabError(f"no Event Hubs connection string: set {ENV_VAR} (layernet.lab.kafka.client_env)")
+            raise LabError(f"no Event Hubs connection string: set {env_var(site)} (layernet.lab.kafka.client_env)")
     conf = {
         "bootstrap.servers": bootstrap or f"{host(site)}:{PUBLIC_PORT}",
         "security.protocol": "SASL_SSL",
@@ -649,10 +656,10 @@ def client_run(site, ns: str, *, messages: int = 10, topic: Optional[str] = None
     if protocol != "SASL_SSL":
         conf = {"bootstrap.servers": conf["bootstrap.servers"], "security.protocol": protocol}
     conf.update(extra or {})
-    spec = {"conf": conf, "env": ENV_VAR, "topic": topic or hubs(site)[0], "messages": messages, "timeout": timeout}
+    spec = {"conf": conf, "env": env_var(site), "topic": topic or hubs(site)[0], "messages": messages, "timeout": timeout}
     env = client_env(site)
     if password is not None:
-        env[ENV_VAR] = password
+        env[env_var(site)] = password
     cmd = ["ip", "netns", "exec", ns] + list(wrap or []) + [sys.executable, "-c", CLIENT_SCRIPT, json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout * 3 + 15)
     try:
