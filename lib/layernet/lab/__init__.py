@@ -1,4 +1,4 @@
-"""The local lab: network namespaces per level, real Envoy and unbound, nftables, a lab CA and a cloud stand-in.
+"""The local lab: network namespaces per level, real Envoy and CoreDNS, nftables, a lab CA and a cloud stand-in.
 
 Modules: `netns` (namespaces, links, addresses, routes, router firewall, route checks), `procs` (processes in
 namespaces and their PID records), `pki` (lab CA and the cloud certificate), `cloud` (the TLS stand-in and the
