@@ -9,7 +9,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 
-from conftest import REGION, SUB, TENANT
+from cloud_helpers import REGION, SUB, TENANT
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.lab.cloud import reqlog
 from layernet.lab.cloud.arm import hooks

@@ -23,8 +23,12 @@ import json, os, sys
 import requests
 from azure.identity import ClientSecretCredential
 from layernet.azure.clients import Arm, as_dict, pick
-ca, tenant, sub, region = sys.argv[1:5]
+ca, tenant, region = sys.argv[1:4]
 cred = ClientSecretCredential(tenant, os.environ["LAB_CLIENT_ID"], os.environ["LAB_CLIENT_SECRET"], connection_verify=ca)
+token = cred.get_token("https://management.azure.com/.default").token
+subs = requests.get("https://management.azure.com/subscriptions?api-version=2022-12-01", verify=ca, timeout=10,
+                    headers={"Authorization": "Bearer " + token}).json()["value"]
+sub = subs[0]["subscriptionId"]                                   # the lab's subscription, whatever the site says
 arm = Arm(sub, cred, verify=ca, extra={"polling_interval": 0.1})
 rc = arm.resources()
 rc.providers.register("Microsoft.Kubernetes")
@@ -64,9 +68,8 @@ def test_sdk_in_level2_reaches_the_apps_through_the_chain_and_they_see_the_egres
     cid, secret = next(iter(entra["clients"].items()))
     env = dict(os.environ, LAB_CLIENT_ID=cid, LAB_CLIENT_SECRET=secret)
     ns = commands.namespace(site, "level2")
-    sub = site.azure.subscription_id or "00000000-0000-0000-0000-000000000001"
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, str(commands.ca_cert_path(site)),
-                           entra["tenant_id"], sub, site.azure.location], capture_output=True, text=True, timeout=120, env=env)
+                           entra["tenant_id"], site.azure.location], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
