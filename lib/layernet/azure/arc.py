@@ -400,8 +400,10 @@ class SdkExecutor:
     private key stays in memory (`keys`), handed to whatever installs the agents (the lab's agent stand-in)."""
     name = "sdk"
 
-    def __init__(self, site, arm: Arm, key_size: int = 4096):
-        self.site, self.arm, self.key_size = site, arm, key_size
+    def __init__(self, site, arm: Arm, key_size: int = 4096, on_connected: Optional[Callable] = None):
+        """`on_connected(level, cluster_id)`: installs the cluster's agents once its resource exists (the lab
+        starts its agent stand-in; `az connectedk8s connect` does it with helm on a real site)."""
+        self.site, self.arm, self.key_size, self.on_connected = site, arm, key_size, on_connected
         self.keys: dict[str, Any] = {}
         self._res = None
 
@@ -425,7 +427,13 @@ class SdkExecutor:
             body = connected_cluster_body(self.site, t, pub)
             poller = self.arm.connected_kubernetes().connected_cluster.begin_create_or_replace(
                 t.resource_group, t.cluster, body)
-            poller.result()
+            created = as_dict(poller.result())
+            if self.on_connected is not None:
+                cluster_id = created.get("id") or rid(self.arm.subscription_id, t.resource_group,
+                                                      "Microsoft.Kubernetes", "connectedClusters", t.cluster)
+                done = self.on_connected(t.level, cluster_id)
+                return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "",
+                        "ok": True, "output": done or ""}
         elif step.action == "enable features":
             pass    # agent-side settings: nothing to call in ARM
         else:

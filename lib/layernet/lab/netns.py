@@ -64,10 +64,11 @@ class Topology:
     cloud_tls_ip: ipaddress.IPv4Address = None
     cloud_dns_ip: ipaddress.IPv4Address = None
     jump_if: str = ""
+    jumpbox_ns: str = ""                              # the jump box's internet side (Azure CLI/SDK calls)
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.router_ns, self.cloud_ns] + list(self.level_ns.values())
+        return [self.router_ns, self.cloud_ns] + list(self.level_ns.values()) + [self.jumpbox_ns]
 
     def link_of(self, ns: Optional[str]) -> Link:
         return next(l for l in self.links if l.ns == ns)
@@ -102,11 +103,28 @@ def topology(site) -> Topology:
         links.append(Link(ns, LEVEL_IF, rif, lv.network, gateway(lv.network, {lv.node_ip}), (lv.node_ip,)))
     links.append(Link(ns_name(site, "cloud"), LEVEL_IF, "to-cloud", cloud_net,
                       gateway(cloud_net, {tls_ip, dns_ip}), (tls_ip, dns_ip)))
+    jnet = jumpbox_network(site)
+    links.append(Link(ns_name(site, "jumpbox"), LEVEL_IF, "to-jumpbox", jnet, jnet.network_address + 1,
+                      (jnet.network_address + 2,)))
     adm = site.admin
     links.append(Link(None, f"{p}-jump", "to-admin", adm.network, gateway(adm.network, {adm.jump_box_ip}),
                       (adm.jump_box_ip,)))
     return Topology(prefix=p, router_ns=ns_name(site, "rtr"), cloud_ns=ns_name(site, "cloud"), level_ns=level_ns,
-                    links=tuple(links), cloud_tls_ip=tls_ip, cloud_dns_ip=dns_ip, jump_if=f"{p}-jump")
+                    links=tuple(links), cloud_tls_ip=tls_ip, cloud_dns_ip=dns_ip, jump_if=f"{p}-jump",
+                    jumpbox_ns=ns_name(site, "jumpbox"))
+
+
+JUMPBOX_CANDIDATES = [ipaddress.IPv4Network(f"100.64.{i}.0/29") for i in range(64)]
+
+
+def jumpbox_network(site) -> ipaddress.IPv4Network:
+    """The small network between the router and the jump box's internet side: the first of 100.64.x.0/29 that no
+    level, the admin network or the cloud network overlaps."""
+    taken = [lv.network for lv in site.levels] + [site.admin.network, site.lab.cloud_network]
+    for net in JUMPBOX_CANDIDATES:
+        if not any(net.overlaps(t) for t in taken):
+            return net
+    raise LabError("no free 100.64.x.0/29 network for the lab's jump box; the site's networks cover them all")
 
 
 # ----------------------------------------------------------------------------------------------- inspection
@@ -189,6 +207,12 @@ def router_ruleset(site, topo: Topology) -> str:
         if rule not in seen:
             seen.add(rule)
             lines.append(f'    {rule} accept comment "{f.kind}"')
+    # the jump box's internet (outside the plant, so not a flow of the model): HTTPS and DNS to the cloud only
+    jb = topo.link_of(topo.jumpbox_ns)
+    lines.append(f'    iifname "{jb.router_if}" oifname "{cloud.router_if}" ip saddr {jb.network} '
+                 f'ip daddr {cloud.network} tcp dport 443 accept comment "jump box to Azure"')
+    lines.append(f'    iifname "{jb.router_if}" oifname "{cloud.router_if}" ip saddr {jb.network} '
+                 f'ip daddr {topo.cloud_dns_ip} meta l4proto {{ udp, tcp }} th dport 53 accept comment "jump box DNS"')
     lines += ['    log prefix "layernet-rtr drop " counter drop', "  }", "}"]
     return "\n".join(lines) + "\n"
 
@@ -231,9 +255,9 @@ def build(site, topo: Topology, resolvers: dict[str, list[str]]) -> None:
         if l.ns is None:   # the jump box: routes to the level networks only
             for lv in site.levels:
                 run(["ip", "route", "add", str(lv.network), "via", str(l.router_ip), "dev", l.ifname])
-        elif l.ns == topo.cloud_ns:   # the cloud answers the lab's levels, nothing else
-            for lv in site.levels:
-                run(["ip", "-n", l.ns, "route", "add", str(lv.network), "via", str(l.router_ip), "dev", l.ifname])
+        elif l.ns == topo.cloud_ns:   # the cloud answers the lab's levels and the jump box, nothing else
+            for net in [lv.network for lv in site.levels] + [topo.link_of(topo.jumpbox_ns).network]:
+                run(["ip", "-n", l.ns, "route", "add", str(net), "via", str(l.router_ip), "dev", l.ifname])
         else:
             run(["ip", "-n", l.ns, "route", "add", "default", "via", str(l.router_ip), "dev", l.ifname])
     nft_replace(r, f"inet {ROUTER_TABLE}", router_ruleset(site, topo))

@@ -30,7 +30,7 @@ _PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$")
 _GATEWAY = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.HybridCompute/gateways/[^/]+$",
                       re.IGNORECASE)
 # the value type carries the range, so a bad entry is reported at arc.onboarding_timeout.<level>
-Seconds = Annotated[int, Field(ge=60, le=7200, strict=True)]
+Seconds = Annotated[int, Field(ge=10, le=7200, strict=True)]   # 10 s: short lab rehearsals
 
 
 class Arc(Strict):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from layernet.azure import arc as az_arc
-from layernet.azure.clients import Arm, arm_for
+from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.stages.base import Plan, Progress, evidence_table, fingerprint, progress_printer, refuse_drift
@@ -24,16 +24,40 @@ from layernet.stages.base import Plan, Progress, evidence_table, fingerprint, pr
 STAGE = "arc"
 
 
+def _arm(site, arm: Optional[Arm]) -> Arm:
+    """The injected Arm, else the target's (the lab's: its Entra stand-in and CA; a real site: arm_for)."""
+    if arm is not None:
+        return arm
+    from layernet.targets.base import get_target
+
+    return get_target(site).arm()
+
+
 def _live(site, executor: str, runner: Optional[Runner], arm: Optional[Arm]):
     if executor == "az":
         return az_arc.AzLive(runner or Runner())
-    return az_arc.SdkLive(arm or arm_for(site))
+    return az_arc.SdkLive(_arm(site, arm))
+
+
+def _plain(line: str) -> None:
+    """Progress lines that come back from where the calls ran already carry the stage's prefix."""
+    print(line, flush=True)
+
+
+def _here(runner, arm, executor) -> bool:
+    """Injected runner/arm/executor (tests, or already on the jump box): run in this process."""
+    return runner is not None or arm is not None or executor is not None
 
 
 def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, executor: Optional[str] = None,
          read_nodes: Optional[bool] = None) -> Plan:
     """Read the live state, then list every step in order: changes and skips (with reasons). Changes nothing
-    in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it)."""
+    in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it).
+    Runs where the target makes its Azure calls (the lab: its jump box)."""
+    if not _here(runner, arm, executor):
+        from layernet.targets.base import get_target
+
+        return Plan.from_dict(get_target(site).azure_call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
     executor = executor or site.arc.executor
     runner = runner or Runner()
     live = _live(site, executor, runner, arm)
@@ -71,6 +95,11 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     """Run exactly the plan's changes, in order. Refuses when the live state drifted since the plan. Every
     command's argv, stdout, stderr and exit code land in run_dir/arc/. Returns one row per change."""
     progress = progress or progress_printer("▸ arc ")
+    if not _here(runner, arm, executor):
+        from layernet.targets.base import get_target
+
+        return get_target(site).azure_call("layernet.stages.arc:_apply_remote", progress=_plain,
+                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     record = Path(run_dir) / STAGE if run_dir else None
     if runner is None:
         runner = Runner(record_dir=record)
@@ -79,8 +108,14 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     live = _live(site, plan.executor, runner, arm)
     refuse_drift(plan, az_arc.observe(site, live))
     if executor is None:
-        executor = (az_arc.AzExecutor(runner) if plan.executor == "az"
-                    else az_arc.SdkExecutor(site, arm or arm_for(site)))
+        if plan.executor == "az":
+            executor = az_arc.AzExecutor(runner)
+        else:
+            from layernet.targets.base import get_target
+
+            tgt = get_target(site)
+            executor = az_arc.SdkExecutor(site, _arm(site, arm),
+                                          on_connected=lambda level, cid: tgt.install_arc_agents(level, cid))
     changes = plan.changes
     blocked = [s for s in changes if s.action.endswith("(manual)")]
     if blocked:
@@ -112,9 +147,37 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
            interval: float = 10.0, timeouts: Optional[dict[str, float]] = None, progress: Optional[Progress] = None,
            **kw) -> list[dict]:
     """Poll every Arc-enabled level until Connected or its onboarding timeout; evidence rows per level.
-    `refused`: {level: [hosts]} the audit saw refused during the stage (named in the hint on failure)."""
-    return az_arc.poll_connected(site, arm or arm_for(site), refused=refused, interval=interval,
-                                 timeouts=timeouts, progress=progress or progress_printer("▸ arc "), **kw)
+    `refused`: {level: [hosts]} the audit saw refused during the stage (named in the hint on failure).
+    The same SDK client and polling code for a real site and the lab; runs where the target makes Azure calls."""
+    progress = progress or progress_printer("▸ arc ")
+    if arm is None and not kw:
+        from layernet.targets.base import get_target
+
+        tgt = get_target(site)
+        return tgt.azure_call("layernet.stages.arc:_verify_remote", progress=_plain, refused=refused,
+                              interval=min(interval, tgt.azure_poll_interval), timeouts=timeouts)
+    return az_arc.poll_connected(site, _arm(site, arm), refused=refused, interval=interval,
+                                 timeouts=timeouts, progress=progress, **kw)
+
+
+# ---- the same calls, made where the target's Azure calls run (targets.base.Target.azure_call): JSON in and out
+def _plan_remote(site, read_nodes=None) -> dict:
+    from layernet.targets.base import get_target
+
+    return plan(site, arm=get_target(site).arm(), read_nodes=read_nodes).to_dict()
+
+
+def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
+    from layernet.targets.base import get_target
+
+    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None,
+                 arm=get_target(site).arm())
+
+
+def _verify_remote(site, refused=None, interval: float = 10.0, timeouts=None) -> list[dict]:
+    from layernet.targets.base import get_target
+
+    return verify(site, arm=get_target(site).arm(), refused=refused, interval=interval, timeouts=timeouts)
 
 
 def applied_table(rows: list[dict]):
@@ -131,3 +194,89 @@ def failed(rows: list[dict]) -> Optional[str]:
     """The first failing row's hint as a one-line message (None when all rows pass)."""
     bad = [r for r in rows if not r["ok"]]
     return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
+
+
+# ---- what the notebook calls (one call per cell; dry runs plan only)
+def begin():
+    """The stage's start time: the window in which the proxies' logs are read for evidence."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
+    """Apply the reviewed plan (nothing in a dry run)."""
+    if dry_run:
+        print("dry run: nothing applied")
+        return []
+    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+
+
+def check(site, since=None, dry_run: bool = False) -> list[dict]:
+    """Verify every level; a failing level's hint also names the hosts the proxies refused during the stage."""
+    if dry_run:
+        print("dry run: nothing verified")
+        return []
+    rows = verify(site)
+    if all(r["ok"] for r in rows):
+        return rows
+    from layernet.targets.base import get_target
+
+    tgt = get_target(site)
+    refused = refused_hosts(site, since)
+    seen = "; ".join(f"refused at {lvl}: {', '.join(h[:6])}" for lvl, h in refused.items())
+    notes = {r["level"]: tgt.arc_agent_note(r["level"]) for r in rows if not r["ok"]}
+    for r in rows:
+        if not r["ok"]:
+            extra = [notes.get(r["level"]) or "",
+                     f"the proxies refused during the stage: {seen}" if seen else "the proxies refused nothing during the stage"]
+            r["hint"] = "; ".join([r["hint"]] + [e for e in extra if e])
+    return rows
+
+
+def crossings(site, since=None):
+    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
+    from layernet import crossings as cx
+    from layernet.targets.base import get_target
+
+    return cx.paths(site, get_target(site), since)
+
+
+def refused_hosts(site, since=None) -> dict[str, list[str]]:
+    from layernet import crossings as cx
+
+    return cx.refused(site, crossings(site, since))
+
+
+def agent_hosts(site) -> list[str]:
+    """The hosts the Arc agents use (the allow list's Arc groups, for the site's cloud and region)."""
+    from layernet.allowlist import effective_allowlist
+
+    return sorted({e.sample_name() for e in effective_allowlist(site).entries
+                   if e.group in ("arc-core", "arc-cluster-connect", "arc-gateway")})
+
+
+def picture(site, df):
+    """Which agent calls crossed which hops (an SVG for the report)."""
+    from IPython.display import SVG
+
+    from layernet import crossings as cx
+
+    return SVG(cx.picture(site, df, title="Arc agents: connections per hop during the stage"))
+
+
+def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:
+    return {"planned_changes": len(plan.changes), "skipped": len(plan.steps) - len(plan.changes),
+            "applied": len(applied), "levels": len(rows), "connected": sum(1 for r in rows if r["ok"]),
+            "failed": [f"{r['level']}: {r['observed']}" for r in rows if not r["ok"]]}
+
+
+def require_connected(rows: list[dict], dry_run: bool = False) -> str:
+    """The stage's verdict line; raises StageFailed (with the first failing level's hint) when a level is not
+    Connected."""
+    if dry_run:
+        return "dry run: plan shown, nothing applied or verified"
+    msg = failed(rows)
+    if msg:
+        raise StageFailed(msg)
+    return f"all {len(rows)} level(s) Connected to Azure Arc"

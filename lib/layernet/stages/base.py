@@ -60,9 +60,17 @@ class Plan:
         cols = ["level", "action", "target", "change", "reason", "detail"]
         return pd.DataFrame(self.rows(), columns=cols)
 
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "executor": self.executor, "observed": self.observed,
+                "steps": [asdict(s) for s in self.steps], "context": self.context}
+
     def to_json(self) -> str:
-        return json.dumps({"stage": self.stage, "executor": self.executor, "observed": self.observed,
-                           "steps": [asdict(s) for s in self.steps]}, indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(d["stage"], [Step(**s) for s in d.get("steps", [])], d.get("observed", ""), d.get("executor", ""),
+                   dict(d.get("context") or {}))
 
 
 def fingerprint(live: Any) -> str:

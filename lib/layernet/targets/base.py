@@ -42,6 +42,32 @@ class Target(ABC):
     def probe(self, level: str, checks: list[dict]) -> list[dict]:
         """Run `layernet.probe` checks from inside `level`; returns result rows."""
 
+    # ---- Azure (stages 02-04): where the az/SDK calls run and how they reach ARM
+    azure_poll_interval: float = 10.0    # seconds between Azure status polls (ARM's own pace on a real site)
+
+    def azure_call(self, func: str, progress=None, **kwargs):
+        """Run `func` ("layernet.module:function", called as function(site, **kwargs), JSON in and out) where this
+        target's Azure calls are made. A real site: here, on the jump box."""
+        import importlib
+
+        module, _, name = func.partition(":")
+        return getattr(importlib.import_module(module), name)(self.site, **kwargs)
+
+    def arm(self):
+        """The Arm connection (credential, ARM URL, CA) for calls made inside `azure_call`."""
+        from layernet.azure.clients import arm_for
+
+        return arm_for(self.site)
+
+    def arc_agent_note(self, level: str) -> str:
+        """What the target knows about a level's Arc agents beyond ARM (the lab: where its agents are blocked)."""
+        return ""
+
+    def install_arc_agents(self, level: str, cluster_id: str, progress=None) -> str:
+        """After a cluster's connected-cluster resource exists: put its Arc agents in place. On a real site
+        `az connectedk8s connect` does it (the az executor); returns what was done."""
+        return ""
+
 
 def get_target(site) -> Target:
     if site.target == "lab":

@@ -168,3 +168,34 @@ class LabTarget(Target):
         if not isinstance(rows, list):
             raise LabError(f"probe in {ns} returned {type(rows).__name__}, expected a list of rows")
         return rows
+
+    # ------------------------------------------------------------------ Azure (stages 02-04)
+    azure_poll_interval = 0.5
+
+    def azure_call(self, func: str, progress=None, **kwargs):
+        """The lab's Azure calls run on its jump box (its own namespace, names resolving to the lab's cloud)."""
+        from layernet.lab import jumpbox
+
+        return jumpbox.call(self.site, func, progress=progress, **kwargs)
+
+    def arm(self):
+        from layernet.lab import azure as lab_azure
+
+        return lab_azure.arm(self.site)
+
+    def install_arc_agents(self, level: str, cluster_id: str, progress=None) -> str:
+        from layernet.lab import services
+
+        return services.start_arc_agent(self.site, level, cluster_id)
+
+    def arc_agent_note(self, level: str) -> str:
+        from layernet.lab import services
+
+        st = services.arc_agent_status(self.site, level)
+        if st is None:
+            return f"the lab's Arc agents of {level} never started"
+        if st.get("blocked_on"):
+            return f"the Arc agents of {level} cannot reach {st['blocked_on']}"
+        if st.get("heartbeat_error"):
+            return f"the Arc agents of {level} cannot send heartbeats: {st['heartbeat_error']}"
+        return ""

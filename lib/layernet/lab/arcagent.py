@@ -1,0 +1,207 @@
+"""The Arc agents of one level's cluster, as a lab service: they must reach Azure through the proxy chain.
+
+A real `az connectedk8s connect` PUTs the connected cluster, then installs the agents (namespace azure-arc)
+in the cluster. From inside the cluster, with the level's DNS (CoreDNS: Azure names -> the parent's proxy) and
+no other route out, the agents call, in this order:
+
+  identity      gbl.his.arc.azure.com, then the regional <region>.his.arc.azure.com
+  tokens        login.microsoftonline.com (OIDC discovery)
+  config        <region>.dp.kubernetesconfiguration.azure.com: healthCheck, GetHelmSettings
+  notification  guestnotificationservice.azure.com
+  relay         <something>.servicebus.windows.net over a websocket (cluster connect)
+  images        mcr.microsoft.com /v2/ and a manifest, the layer from <region>.data.mcr.microsoft.com
+  connect       <region>.obo.arc.azure.com:8084 (cluster connect on-behalf-of)
+  heartbeat     <region>.dp.kubernetesconfiguration.azure.com, every `interval` seconds, for ever
+
+This stand-in makes exactly those calls by name from the level's namespace (so `ip netns exec` gives it the
+level's resolv.conf), trusting only the lab CA. A call that fails is retried until `deadline`; the first call
+that cannot get through names its host in the status file, and the agent keeps retrying it (a real agent
+does the same), so fixing the allow list lets it finish. ARM reports the cluster Connected only when the
+heartbeats arrive from the egress level's node, i.e. after crossing every proxy (see lab/cloud/arc.py).
+
+Status: `<level state>/arc-agent.json`: {"cluster", "phase": starting|blocked|heartbeating, "calls": [{step,
+host, port, ok, observed, peer, seconds}], "blocked_on": host or null, "heartbeats": n, "last_heartbeat"}.
+
+Run: python -m layernet.lab.arcagent CONFIG.json   (see `config()` for the keys).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+AGENT_VERSION = "1.21.10"
+STATUS_FILE = "arc-agent.json"
+CONFIG_FILE = "arc-agent-config.json"
+
+
+def config(site, level: str, cluster_id: str, ca_file: str, state_dir: Path, interval: float = 2.0,
+           call_timeout: float = 3.0) -> dict:
+    region = site.azure.location
+    return {"level": level, "cluster_id": cluster_id, "region": region, "ca_file": str(ca_file),
+            "tenant": site.azure.tenant_id or "organizations", "status": str(state_dir / STATUS_FILE),
+            "interval": interval, "call_timeout": call_timeout, "relay_namespace": f"azgnrelay-{region}-l1"}
+
+
+def calls(cfg: dict) -> list[dict]:
+    """The agents' start-up calls, in order (see the module docstring)."""
+    r = cfg["region"]
+    dp = f"https://{r}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents"
+    body = {"clusterResourceId": cfg["cluster_id"], "agentVersion": AGENT_VERSION}
+    return [
+        {"step": "identity (global)", "method": "POST", "url": "https://gbl.his.arc.azure.com/discovery", "json": body},
+        {"step": "identity (regional)", "method": "POST", "url": f"https://{r}.his.arc.azure.com/agents/register",
+         "json": body},
+        {"step": "tokens", "method": "GET",
+         "url": f"https://login.microsoftonline.com/{cfg['tenant']}/v2.0/.well-known/openid-configuration"},
+        {"step": "config: healthCheck", "method": "POST", "url": f"{dp}/healthCheck", "json": body},
+        {"step": "config: GetHelmSettings", "method": "POST", "url": f"{dp}/GetHelmSettings", "json": body},
+        {"step": "notification", "method": "GET", "url": "https://guestnotificationservice.azure.com/api/health"},
+        {"step": "relay websocket", "method": "WS",
+         "url": f"wss://{cfg['relay_namespace']}.servicebus.windows.net/$hc/{cfg['level']}"},
+        {"step": "images: registry", "method": "GET", "url": "https://mcr.microsoft.com/v2/"},
+        {"step": "images: manifest", "method": "GET",
+         "url": "https://mcr.microsoft.com/v2/azurearck8s/agent/manifests/" + AGENT_VERSION},
+        {"step": "images: layer", "method": "BLOB",
+         "url": "https://mcr.microsoft.com/v2/azurearck8s/agent/manifests/" + AGENT_VERSION},
+        {"step": "cluster connect", "method": "TLS", "url": f"{r}.obo.arc.azure.com:8084"},
+    ]
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    rest = url.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = rest.partition(":")
+    return host, int(port) if port else 443
+
+
+class Agent:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.status_path = Path(cfg["status"])
+        self.status = {"cluster": cfg["cluster_id"], "level": cfg["level"], "phase": "starting", "calls": [],
+                       "blocked_on": None, "heartbeats": 0, "last_heartbeat": None, "pid": os.getpid()}
+        import requests
+
+        self.http = requests.Session()
+        self.http.trust_env = False          # no proxy or CA bundle from the environment: the lab CA only
+        self.http.verify = cfg["ca_file"]
+        self.ctx = ssl.create_default_context(cafile=cfg["ca_file"])
+
+    def save(self) -> None:
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, indent=1))
+        tmp.replace(self.status_path)
+
+    # ---- one call
+    def _do(self, call: dict) -> tuple[bool, str, Optional[str]]:
+        t = self.cfg["call_timeout"]
+        m = call["method"]
+        if m == "TLS":
+            host, port = _host_port("tls://" + call["url"])
+            with socket.create_connection((host, port), timeout=t) as raw:
+                with self.ctx.wrap_socket(raw, server_hostname=host) as tls:
+                    tls.settimeout(t)
+                    line = tls.recv(4096).decode("utf-8", "replace").strip()
+            info = json.loads(line) if line.startswith("{") else {}
+            return True, "TLS handshake verified", info.get("peer")
+        if m == "WS":
+            from websockets.sync.client import connect
+
+            with connect(call["url"], ssl=self.ctx, open_timeout=t, close_timeout=t) as ws:
+                hello = json.loads(ws.recv(timeout=t))
+                ws.send("ping")
+                echoed = ws.recv(timeout=t)
+            return echoed == "ping", f"websocket open, echo {'ok' if echoed == 'ping' else 'wrong'}", hello.get("peer")
+        if m == "BLOB":     # the manifest's first layer: MCR redirects the blob to its data host
+            manifest = self.http.get(call["url"], timeout=t)
+            manifest.raise_for_status()
+            digest = manifest.json()["layers"][0]["digest"]
+            blob = self.http.get(call["url"].split("/manifests/")[0] + f"/blobs/{digest}", timeout=t)
+            hops = " -> ".join(_host_port(r.url)[0] for r in blob.history + [blob])
+            return blob.ok, f"HTTP {blob.status_code} via {hops}", None
+        resp = self.http.request(m, call["url"], json=call.get("json"), timeout=t)
+        peer = None
+        try:
+            peer = resp.json().get("peer") if resp.headers.get("content-type", "").startswith("application/json") else None
+        except ValueError:
+            pass
+        return resp.ok, f"HTTP {resp.status_code}", peer
+
+    def attempt(self, call: dict) -> dict:
+        host, port = _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])
+        t0 = time.monotonic()
+        try:
+            ok, observed, peer = self._do(call)
+        except Exception as exc:  # noqa: BLE001 - every failure is evidence, named by host
+            ok, observed, peer = False, _describe(exc), None
+        return {"step": call["step"], "host": host, "port": port, "ok": ok, "observed": observed, "peer": peer,
+                "seconds": round(time.monotonic() - t0, 3), "time": time.time()}
+
+    # ---- life
+    def start_up(self) -> None:
+        for call in calls(self.cfg):
+            while True:
+                row = self.attempt(call)
+                self.status["calls"] = [c for c in self.status["calls"] if c["step"] != call["step"]] + [row]
+                if row["ok"]:
+                    self.status["blocked_on"] = None
+                    self.save()
+                    break
+                self.status["phase"] = "blocked"
+                self.status["blocked_on"] = f"{row['host']}:{row['port']} ({row['observed']})"
+                self.save()
+                time.sleep(min(1.0, self.cfg["interval"]))
+
+    def heartbeat_forever(self) -> None:
+        r = self.cfg["region"]
+        url = f"https://{r}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/heartbeat"
+        body = {"clusterResourceId": self.cfg["cluster_id"], "agentVersion": AGENT_VERSION}
+        self.status["phase"] = "heartbeating"
+        while True:
+            try:
+                resp = self.http.post(url, json=body, timeout=self.cfg["call_timeout"])
+                if resp.ok:
+                    self.status["heartbeats"] += 1
+                    self.status["last_heartbeat"] = time.time()
+                    self.status["connectivity"] = resp.json().get("connectivityStatus")
+                    self.status["heartbeat_error"] = None
+                else:
+                    self.status["heartbeat_error"] = f"HTTP {resp.status_code}"
+            except Exception as exc:  # noqa: BLE001
+                self.status["heartbeat_error"] = _describe(exc)
+            self.save()
+            time.sleep(self.cfg["interval"])
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low \
+            or "no address associated" in low or "failed to resolve" in low:
+        return "no DNS answer (the level's DNS does not know this name)"
+    if "connection reset" in low or "eof occurred" in low or "unexpected_eof" in low or "connection aborted" in low:
+        return "reset by a proxy (the name is not on its allow list)"
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    if "refused" in low:
+        return "connection refused"
+    return text[:200]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = json.loads(Path(argv[0]).read_text())
+    agent = Agent(cfg)
+    agent.save()
+    agent.start_up()
+    agent.heartbeat_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

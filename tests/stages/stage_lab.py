@@ -1,0 +1,23 @@
+"""Helpers for the stage tests that build a lab (a module name of its own: test folders share conftest names)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def lab_running(site):
+    """The lab of `site`, up for the block and ALWAYS taken down after it; skipped only where the lab cannot run
+    (never in CI, where LAYERNET_REQUIRE_LAB=1 turns a missing requirement into a failure)."""
+    from layernet.lab import commands
+
+    why = commands.missing_requirements()
+    if why:
+        pytest.skip(why)
+    with commands.running(site) as target:
+        yield target
+    assert commands.leftovers(site) == []

@@ -1,0 +1,109 @@
+"""Stage 02 rehearsed on the lab: the same plan and SDK polling as a real site; the agents must cross the chain.
+
+One lab per module with its own prefix and address plan (a shifted copy of params/lab.yaml), always taken down.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from layernet.errors import StageFailed
+from layernet.harden.lab import shifted_plan
+from layernet.lab import commands, services
+from layernet.site import load_site
+from layernet.stages import arc
+
+from .stage_lab import ROOT, lab_running
+
+PREFIX, BASE = "ar", "10.72.0.0/16"
+
+
+def site_with(*extra: str):
+    base = load_site(ROOT / "params" / "lab.yaml")
+    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(base, BASE) + list(extra))
+
+
+@pytest.fixture(scope="module")
+def site():
+    return site_with()
+
+
+@pytest.fixture(scope="module")
+def lab(site):
+    with lab_running(site):
+        yield site
+
+
+def test_plan_apply_verify_then_the_second_plan_is_empty(lab):
+    site = lab
+    since = arc.begin()
+    p = arc.plan(site)
+    actions = [(s.level, s.action) for s in p.changes]
+    assert ("site", "create resource group") in actions or any(a == "create resource group" for _, a in actions)
+    connects = [lvl for lvl, a in actions if a == "connect cluster"]
+    assert connects == [lv.name for lv in site.chain]                    # egress level first, then down the chain
+    provider_steps = [s for s in p.steps if s.action == "register provider"]
+    assert {s.target for s in provider_steps} == set(site.arc.providers)
+
+    t0 = time.monotonic()
+    applied = arc.run(p, site)
+    rows = arc.check(site, since)
+    took = time.monotonic() - t0
+    assert [r for r in rows if not r["ok"]] == [], rows
+    connected = {r["level"] for r in rows if r["check"] == "connectivity status" and r["observed"] == "Connected"}
+    assert connected == {lv.name for lv in site.levels}, rows
+    assert len(applied) == len(p.changes) and took < 60
+
+    # every level's agents made their calls by name and crossed the chain: the lowest level through both proxies
+    status = services.arc_agent_status(site, "level2")
+    assert status["phase"] == "heartbeating" and status["heartbeats"] >= 1
+    assert {c["step"] for c in status["calls"] if c["ok"]} >= {"identity (global)", "config: GetHelmSettings",
+                                                              "relay websocket", "images: layer", "cluster connect"}
+    egress = str(site.egress.node_ip)
+    assert {c["peer"].rsplit(":", 1)[0] for c in status["calls"] if c.get("peer")} == {egress}
+    paths = arc.crossings(site, since)
+    l2 = paths[(paths["source"] == "level2") & (paths["host"] == "gbl.his.arc.azure.com")]
+    assert len(l2) and set(l2["hops"]) == {"level3 ✓ → level4 ✓"} and l2["reached"].all()
+    svg = arc.picture(site, paths).data
+    assert "level2 · gbl.his.arc.azure.com" in svg
+
+    again = arc.plan(site)
+    assert again.empty, again.table().to_string()
+
+
+def test_stopping_a_levels_envoy_turns_the_cluster_below_offline(lab):
+    site = lab
+    if not all(r["ok"] for r in arc.verify(site)):
+        arc.run(arc.plan(site), site)
+    table = commands.load_procs(site)
+    from layernet.lab import procs
+
+    procs.stop([table["level3/envoy"]])
+    try:
+        def offline() -> bool:
+            rows = arc.verify(site, timeouts={lv.name: 1 for lv in site.levels})
+            return any(r["level"] == "level2" and r["check"] == "connectivity status" and r["observed"] == "Offline"
+                       for r in rows)
+        assert services.wait_for(offline, timeout=40, interval=2), "level2 never turned Offline"
+        rows = arc.verify(site, timeouts={lv.name: 1 for lv in site.levels})
+        by_level = {r["level"]: r for r in rows if r["check"] == "connectivity status"}
+        assert by_level["level4"]["observed"] == "Connected" and by_level["level3"]["observed"] == "Connected"
+    finally:
+        commands.restart(site, ["level3/envoy"])
+
+
+def test_dropping_the_identity_host_fails_the_stage_naming_level_and_host():
+    site = site_with("allowlist.drop_hosts=[\"*.his.arc.azure.com\", \"gbl.his.arc.azure.com\"]",
+                     "arc.onboarding_timeout={level4: 15, level3: 15, level2: 15}")
+    with lab_running(site):
+        since = arc.begin()
+        arc.run(arc.plan(site), site)
+        t0 = time.monotonic()
+        rows = arc.check(site, since)
+        assert time.monotonic() - t0 < 40                                   # within the onboarding timeout
+        bad = {r["level"]: r for r in rows if not r["ok"] and r["check"] == "connectivity status"}
+        assert set(bad) == {"level3", "level2"}, rows                       # level4 egresses without a proxy
+        assert "his.arc.azure.com" in bad["level2"]["hint"]
+        with pytest.raises(StageFailed, match=r"level[32].*his\.arc\.azure\.com"):
+            arc.require_connected(rows)
