@@ -33,8 +33,8 @@ ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 CLOUD_PORTS = (443, 8084, 9093)
 READY_TIMEOUT = 20.0
+RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
 COREDNS_BUILD = Path(__file__).resolve().parents[3] / ".tools" / "coredns" / "coredns"
-RESERVED = {"cloud", "rtr", "ca"}
 Progress = Callable[[str], None]
 
 
@@ -54,7 +54,7 @@ def ca_cert_path(site) -> Path:
 
 def namespace(site, level: str) -> str:
     """`<prefix>-<level>`; also accepts "cloud" and "rtr"."""
-    if level in ("cloud", "rtr") or level in {lv.name for lv in site.levels}:
+    if level in ("cloud", "rtr", "jumpbox") or level in {lv.name for lv in site.levels}:
         return netns.ns_name(site, level)
     raise LabError(f"no level named {level!r} (levels: {', '.join(l.name for l in site.levels)}, or cloud, rtr)")
 
@@ -189,7 +189,7 @@ def stopped_services(site) -> Optional[list[str]]:
 
 
 def resolvers(site, topo: netns.Topology) -> dict[str, list[str]]:
-    out = {topo.router_ns: [], topo.cloud_ns: [str(topo.cloud_dns_ip)]}
+    out = {topo.router_ns: [], topo.cloud_ns: [str(topo.cloud_dns_ip)], topo.jumpbox_ns: [str(topo.cloud_dns_ip)]}
     for lv in site.levels:
         if lv.dns_override:
             servers = [str(lv.node_ip)]
@@ -281,13 +281,12 @@ def _cloud_app_args(site, d: Path) -> list[str]:
     count only from the egress level's node address. Outside the public cloud the cloud is the echo alone."""
     if site.azure.cloud != "public":
         return []
-    args = ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
-            "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip)]
-    if site.azure.subscription_id:
-        args += ["--subscription-id", site.azure.subscription_id]
-    if site.azure.tenant_id:
-        args += ["--tenant-id", site.azure.tenant_id]
-    return args
+    from layernet.lab import azure as lab_azure
+
+    return ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
+            "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip),
+            "--subscription-id", lab_azure.subscription_id(site), "--tenant-id", lab_azure.tenant_id(site),
+            "--offline-after", str(lab_azure.OFFLINE_AFTER)]
 
 
 def cloud_app_names(site) -> list[str]:
@@ -314,6 +313,7 @@ def envoy_ready(ns: str, admin_port: int) -> bool:
     proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
     return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
 
+
 def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
     """CoreDNS listens on its DNS ports (UDP and TCP) and its `ready` plugin answers 200 (asked inside the
     namespace)."""
@@ -324,7 +324,6 @@ def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
     proc = netns.ns_exec(p.ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
                                 f"http://{READY_ADDR}/ready"], check=False)
     return proc.stdout.strip() == "200"
-
 
 
 def _ready_check(site, p: procs.Proc) -> Callable[[], bool]:
@@ -510,11 +509,11 @@ def missing_requirements() -> str:
         return "the lab needs root (network namespaces, nftables); run as root, as CI does"
     missing = [pkg for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
     if missing:
+        return f"missing Debian packages: apt-get install -y {' '.join(missing)}"
     try:
         coredns_binary()
     except LabError as exc:
         return str(exc)
-        return f"missing Debian packages: apt-get install -y {' '.join(missing)}"
     return ""
 
 
@@ -590,6 +589,16 @@ def status(site) -> list[dict]:
     row = kafka.status_row(site)      # only once a runbook or test started the broker
     if row is not None:
         rows.append(row)
+    from layernet.lab import services
+
+    for svc in services.rows(site):    # what stages 02-04 started in the levels (Arc agents, brokers, dataflows)
+        level, _, name = svc["service"].partition("/")
+        rows.append({"level": level, "namespace": topo.level_ns.get(level, topo.jumpbox_ns), "ns": "yes",
+                     "envoy": f"{name} {svc['pid']}" + ("" if svc["running"] else " dead"), "dns": "-", "nft": "-",
+                     "ok": svc["running"]})
+    ns = topo.jumpbox_ns
+    rows.append({"level": "jumpbox", "namespace": ns, "ns": "yes" if ns in have else "no", "envoy": "-",
+                 "dns": str(topo.cloud_dns_ip), "nft": "-", "ok": ns in have})
     return rows
 
 
