@@ -130,6 +130,17 @@ def test_client_config_is_what_event_hubs_needs(state, monkeypatch):
         kafka.client_config(site)
 
 
+def test_status_row_only_after_start_and_failing_when_the_broker_died(state):
+    site = make_site()
+    assert kafka.status_row(site) is None
+    dead = {"name": kafka.PROC_NAME, "ns": "ek-cloud", "pid": 2 ** 22 + 1, "start_time": 1, "argv": [], "log": ""}
+    kafka._record_path(site).parent.mkdir(parents=True)
+    kafka._record_path(site).write_text(json.dumps(dead))
+    row = kafka.status_row(site)
+    assert row["level"] == "eventhubs" and row["ok"] is False and "dead" in row["envoy"]
+    assert not kafka.is_running(site)
+
+
 def test_missing_build_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERNET_KAFKA_HOME", str(tmp_path))
     assert "make setup" in kafka.missing() and kafka.KAFKA_VERSION in kafka.missing()
@@ -169,8 +180,9 @@ def test_broker_ready_within_15_s_and_start_is_idempotent(eh_lab):
     print(f"\nKafka start {info['seconds']} s, RSS {info['rss_mb']} MB", file=sys.stderr)
     assert info["started"] and info["seconds"] < kafka.READY_TIMEOUT
     assert info["host"] == "layernet-lab-ehns.servicebus.windows.net" and info["topics"] == kafka.hubs(site)
-    again = kafka.start(site)
+    again = kafka.start(site, event_hubs=kafka.hubs(site) + ["second-hub"])
     assert (again["started"], again["pid"]) == (False, info["pid"])
+    assert again["topics"] == sorted(kafka.hubs(site) + ["second-hub"])
     assert kafka.is_running(site)
     d = kafka.kafka_dir(site)
     for name in ("connection-string", "jaas.conf", "tls/broker.pem"):

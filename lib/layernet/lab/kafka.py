@@ -480,9 +480,12 @@ def ensure_topics(site, names: Optional[list[str]] = None, timeout: float = 10.0
     return out
 
 
-def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIMEOUT) -> dict:
+def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIMEOUT,
+          event_hubs: Optional[list[str]] = None) -> dict:
     """Start the broker in the lab's cloud namespace (nothing to do when it already runs), create one topic per
-    event hub, list its route for the front. Returns {"pid", "seconds", "rss_mb", "host", "topics", "started"}."""
+    event hub (`event_hubs`, default the site's), list its route for the front. Returns {"pid", "seconds",
+    "rss_mb", "host", "topics", "started"}."""
+    names = list(event_hubs or hubs(site))
     why = missing()
     if why:
         raise LabError(why)
@@ -509,12 +512,12 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
                         raise LabError(f"Kafka not listening after {timeout:.0f} s; see {paths['log']}")
                     time.sleep(0.05)
                 t_listen = time.monotonic() - t0
-                topics = ensure_topics(site, timeout=max(1.0, deadline - time.monotonic()))
+                topics = ensure_topics(site, names, timeout=max(1.0, deadline - time.monotonic()))
             except BaseException:
                 stop(site)
                 raise
         else:
-            topics = ensure_topics(site)
+            topics = ensure_topics(site, names)
         add_route(site)
     seconds = time.monotonic() - t0
     info = {"pid": p.pid, "seconds": round(seconds, 2), "rss_mb": rss_mb(p.pid), "host": host(site),
