@@ -90,6 +90,8 @@ class Agent:
         self.http = requests.Session()
         self.http.trust_env = False          # no proxy or CA bundle from the environment: the lab CA only
         self.http.verify = cfg["ca_file"]
+        # one connection per call, as each agent start-up call is: a proxy logs a connection when it closes
+        self.http.headers["Connection"] = "close"
         self.ctx = ssl.create_default_context(cafile=cfg["ca_file"])
 
     def save(self) -> None:
