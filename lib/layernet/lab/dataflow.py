@@ -305,6 +305,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--ca", help="CA of the parent brokers' certificates (x509 mode) and of the Kafka endpoint")
     ap.add_argument("--cert", help="client certificate for the parent broker (x509 mode)")
     ap.add_argument("--key", help="client key for the parent broker (x509 mode)")
+    ap.add_argument("--local-tls", action="store_true",
+                    help="the level's own broker takes TLS with the same CA and client certificate")
     ap.add_argument("--connection-string-env", default="LAYERNET_EVENTHUBS_CONNECTION_STRING")
     ap.add_argument("--name", default="layernet-df")
     args = ap.parse_args(argv)
@@ -315,6 +317,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         uses_tls = any(p.kind == "mqtt" and p.endpoint.get("tls", {}).get("mode") == "Enabled"
                        for p in plan_from_resources(resources))
         flows = LevelDataflows(resources, (host, int(port)), tls=_tls(args.ca, args.cert, args.key) if uses_tls else None,
+                               local_tls=_tls(args.ca, args.cert, args.key) if args.local_tls else None,
                                connection_string=os.environ.get(args.connection_string_env), kafka_ca=args.ca,
                                client_prefix=args.name)
         flows.start()

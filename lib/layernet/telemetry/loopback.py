@@ -32,7 +32,7 @@ _BASE_LEVEL_NET = {"level4": 4, "level3": 3, "level2": 2}
 
 
 def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int = 18830, opc_port: int = 50400,
-                  assets: int = 1, rate_hz: Optional[float] = None) -> Site:
+                  assets: int = 1, rate_hz: Optional[float] = None, mode: str = "anonymous") -> Site:
     """The base site's telemetry on 127.<net>.<level number>.1; `assets` copies of its first asset (oven1..N),
     each with its own topics and dataflows; `rate_hz` is the message rate per asset (the simulator ticks at it,
     sampling and publishing run twice as fast)."""
@@ -44,7 +44,7 @@ def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int
         lv["node_ip"] = f"127.{net}.{n}.1"
     tel = raw.setdefault("telemetry", {})
     tel.setdefault("mqtt", {})
-    tel["mqtt"].update({"mode": "anonymous", "port": port})
+    tel["mqtt"].update({"mode": mode, "port": port})
     proto = copy.deepcopy(tel["assets"][0])
     level_num = {lv["name"]: lv["number"] for lv in raw["levels"]}
     proto["address"] = f"opc.tcp://127.{net}.{level_num[proto['level']]}.1:{opc_port}"
@@ -109,6 +109,7 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 def mosquitto_conf(host: str, port: int, tls: Optional[dict] = None) -> str:
     lines = [
         "per_listener_settings false",
+        "user root",                      # stay the user that started it (keys are private to it)
         "persistence false",
         "log_dest stdout",
         "log_type error",
@@ -124,6 +125,40 @@ def mosquitto_conf(host: str, port: int, tls: Optional[dict] = None) -> str:
     else:
         lines.append("allow_anonymous true")
     return "\n".join(lines) + "\n"
+
+
+def mqtt_certs(out: Path, server_ips: list[str]) -> dict:
+    """A CA, one server certificate for every broker address and one client certificate (X.509 mode):
+    {"ca", "server_cert", "server_key", "client_cert", "client_key"} as file paths."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from layernet.lab import pki
+
+    ca_cert_path, ca_key_path = pki.ensure_ca(out / "ca")
+    server_cert, server_key = pki.issue_server_cert(out / "ca", out, [], ips=server_ips, stem="broker")
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "layernet-dataflow")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    client_cert, client_key = out / "client.crt", out / "client.key"
+    client_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    client_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    os.chmod(client_key, 0o600)
+    return {"ca": str(ca_cert_path), "server_cert": str(server_cert), "server_key": str(server_key),
+            "client_cert": str(client_cert), "client_key": str(client_key)}
 
 
 @dataclass
@@ -197,9 +232,18 @@ class LoopbackFlow:
         for level, recs in self.resources.items():
             self.level_file(level).parent.mkdir(parents=True, exist_ok=True)
             self.level_file(level).write_text(to_json(recs))
+        self.certs = None
+        tls_args: list[str] = []
+        if self.site.telemetry.mqtt.tls:
+            self.certs = mqtt_certs(self.dir / "pki", sorted({h for h, _ in self.brokers().values()}))
+            tls_args = ["--ca", self.certs["ca"], "--cert", self.certs["client_cert"], "--key", self.certs["client_key"]]
+        self.tls_args = tls_args
         for level, (host, port) in sorted(self.brokers().items()):
             conf = self.dir / f"mosquitto-{level}.conf"
-            conf.write_text(mosquitto_conf(host, port))
+            tls = None
+            if self.certs:
+                tls = {"ca": self.certs["ca"], "cert": self.certs["server_cert"], "key": self.certs["server_key"]}
+            conf.write_text(mosquitto_conf(host, port, tls))
             self._start(f"{level}-broker", [exe, "-c", str(conf)])
         for level, (host, port) in self.brokers().items():
             wait_port(host, port)
@@ -224,7 +268,9 @@ class LoopbackFlow:
             host, port = self.brokers()[level]
             argv = [sys.executable, "-m", "layernet.lab.dataflow", "--resources", str(self.level_file(level)),
                     "--local", f"{host}:{port}", "--name", f"df-{level}"]
-            if self.kafka and self.kafka.get("ca"):
+            if self.tls_args:
+                argv += self.tls_args + ["--local-tls"]
+            elif self.kafka and self.kafka.get("ca"):
                 argv += ["--ca", self.kafka["ca"]]
             p = self._start(f"{level}-dataflow", argv, env)
             self._wait_line(p, "dataflow: running")
@@ -234,7 +280,8 @@ class LoopbackFlow:
         for level in sorted({a.level for a in self.site.telemetry.assets}):
             host, port = self.brokers()[level]
             self._start(f"{level}-connector", [sys.executable, "-m", "layernet.lab.connector", "--resources",
-                                               str(self.level_file(level)), "--broker", f"{host}:{port}"])
+                                               str(self.level_file(level)), "--broker", f"{host}:{port}"]
+                        + self.tls_args)
 
     def stop_connector(self, timeout: float = 10.0) -> None:
         for name in [n for n in self.procs if n.endswith("-connector")]:
@@ -250,6 +297,14 @@ class LoopbackFlow:
         except subprocess.TimeoutExpired:
             proc.popen.kill()
             proc.popen.wait(5)
+
+    def tap_tls(self):
+        """TLS settings for a tap (X.509 mode), else None."""
+        from layernet.lab.dataflow import MqttTls
+
+        if not self.certs:
+            return None
+        return MqttTls(self.certs["ca"], self.certs["client_cert"], self.certs["client_key"])
 
     def cpu(self) -> dict[str, Optional[float]]:
         return {name: cpu_seconds(p.pid) for name, p in self.procs.items()}
@@ -291,7 +346,8 @@ def measure(site: Site, seconds: float, workdir: Path, warmup_s: float = 2.0, ka
         flow.start_connector()
         time.sleep(warmup_s)
         cpu0, t0 = flow.cpu(), time.time()
-        route_list, records = observe(site, seconds, brokers=flow.brokers(), kafka_conf=kafka_conf)
+        route_list, records = observe(site, seconds, brokers=flow.brokers(), kafka_conf=kafka_conf,
+                                      mqtt_tls=flow.tap_tls())
         cpu1, t1 = flow.cpu(), time.time()
         logs = flow.logs()
     a = analyse(route_list, records)
