@@ -256,7 +256,9 @@ def _dns_names(site, al, limit: int) -> tuple[list[str], list[str]]:
 def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     """Query each inner DNS level (DNS override, no upstream) for names outside the allow list, then read its
     CoreDNS query log: each must have been answered by that CoreDNS, whose config forwards nowhere outside the
-    level, and the upstream DNS in the cloud must have seen no name outside the allow list at all."""
+    level, and the upstream DNS in the cloud must have seen no name outside the allow list: none while the
+    inner levels were asked, and none ever from a client other than the egress level (whose own lookups, such
+    as the isolation scan's DNS probe, go to that DNS by design)."""
     from layernet.targets.lab import LabTarget
 
     al = effective_allowlist(site)
@@ -264,6 +266,8 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     refused, allowed = _dns_names(site, al, limit)
     target = LabTarget(site)
     rows = []
+    up_log = commands.state_dir(site) / "cloud" / "coredns.out"
+    up_start = up_log.stat().st_size if up_log.exists() else 0
     inner = [lv for lv in site.levels if lv.dns_override and lv.name != site.egress_level]
     for lv in inner:
         d = commands.level_dir(site, lv.name)
@@ -286,12 +290,14 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
                          "answer": pr["observed"], "log_reply": "; ".join(f"{r} {s}s from {c}" for c, r, s in seen) or "(none)",
                          "answered_locally": local, "forward_zone": ", ".join(outside) or None,
                          "ok": bool(pr["ok"]) and local})
-    # the upstream DNS: every name it was ever asked must be allowed
-    up_log = commands.state_dir(site) / "cloud" / "coredns.out"
-    asked = []
-    if up_log.exists():
-        for name, seen in _coredns_log(up_log.read_text(errors="replace")).items():
-            asked += [name] * len(seen)
+    # the upstream DNS: names asked while the inner levels were queried, and names from clients other than the
+    # egress level's node at any time, must all be allowed
+    egress_ip = str(site.egress.node_ip)
+    data = up_log.read_bytes() if up_log.exists() else b""
+    text, window = data.decode(errors="replace"), data[up_start:].decode(errors="replace")
+    asked = [n for n, seen in _coredns_log(window).items() for _ in seen]
+    asked += [n for n, seen in _coredns_log(text).items() for c, _, _ in seen
+              if c.rsplit(":", 1)[0] != egress_ip]
     outside = sorted({n for n in asked if not any(al.allows(n, p) for p in ports)})
     rows.append({"level": "cloud (upstream DNS)", "name": f"{len(asked)} queries, {len(set(asked))} names",
                  "allowed": None, "answer": ", ".join(outside[:10]) or "only allow-list names",
