@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "targets"))
 from arm_double import ArmDouble, StaticToken  # noqa: E402
+from kube_double import KubeApiDouble  # noqa: E402
 from sites import example_site  # noqa: E402
 
 from layernet.azure.clients import Arm  # noqa: E402
@@ -191,7 +193,7 @@ CHECKS = ["instance", "broker", "listener default", "listener default-insecure",
 def test_verify_reads_every_resource_of_every_level(armd, conn):
     for lv in ("l4", "l3", "l2"):
         seed_level(armd, f"aio-plant-{lv}", f"aio-plant-{lv}-ops")
-    rows = aio.verify(example_site(), arm=conn, progress=quiet)
+    rows = aio.verify(example_site(target="lab"), arm=conn, progress=quiet)
     assert [(r["level"], r["check"]) for r in rows] == [(lv, c) for lv in ("level4", "level3", "level2") for c in CHECKS]
     assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
     assert aio.failed(rows) is None
@@ -204,7 +206,7 @@ def test_verify_names_the_failed_resource_its_error_and_refused_hosts(armd, conn
     seed_level(armd, "aio-plant-l3", "aio-plant-l3-ops")
     seed_level(armd, "aio-plant-l2", "aio-plant-l2-ops", states={"microsoft.iotoperations": "Failed"})
     armd.store.pop(f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure".lower())
-    rows = aio.verify(example_site(), arm=conn, progress=quiet, refused={"level2": ["mcr.microsoft.com"]})
+    rows = aio.verify(example_site(target="lab"), arm=conn, progress=quiet, refused={"level2": ["mcr.microsoft.com"]})
     bad = {(r["level"], r["check"]): r for r in rows if not r["ok"]}
     assert set(bad) == {("level3", "listener default-insecure"), ("level2", "extension microsoft.iotoperations")}
     l3 = bad[("level3", "listener default-insecure")]
@@ -226,6 +228,57 @@ def test_verify_polls_until_settled(armd, conn):
         now[0] += s
         if now[0] >= 30:
             armd.store[key]["properties"]["provisioningState"] = "Succeeded"
-    rows = aio.verify(example_site(), arm=conn, timeout=600, interval=10, sleep=sleep, clock=lambda: now[0],
+    rows = aio.verify(example_site(target="lab"), arm=conn, timeout=600, interval=10, sleep=sleep, clock=lambda: now[0],
                       progress=quiet)
     assert all(r["ok"] for r in rows) and now[0] == 30
+
+
+# ----------------------------------------------------------------------------------------------- inside the clusters
+@pytest.fixture
+def kube():
+    d = KubeApiDouble()
+    yield d
+    d.close()
+
+
+def pod(name, ready=True, waiting=None):
+    return {"metadata": {"name": name, "namespace": "azure-iot-operations"},
+            "status": {"phase": "Running" if ready else "Pending",
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [{"state": {"waiting": {"reason": waiting}} if waiting else {"running": {}}}]}}
+
+
+def svc(name, port, kind="ClusterIP", ip=None):
+    return {"metadata": {"name": name, "namespace": "azure-iot-operations"},
+            "spec": {"type": kind, "ports": [{"port": port}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]} if ip else {}}}
+
+
+def test_a_real_site_also_checks_pods_and_broker_services(armd, conn, kube):
+    from kubernetes import client as k8s
+
+    from layernet.targets.kube import Api
+
+    for lv in ("l4", "l3", "l2"):
+        seed_level(armd, f"aio-plant-{lv}", f"aio-plant-{lv}-ops")
+    ns = "/api/v1/namespaces/azure-iot-operations"
+    kube.store(f"{ns}/pods/aio-broker-frontend-0", pod("aio-broker-frontend-0"))
+    kube.store(f"{ns}/pods/aio-operator-0", pod("aio-operator-0", ready=False, waiting="ImagePullBackOff"))
+    kube.store(f"{ns}/services/aio-broker", svc("aio-broker", 18883))
+    kube.store(f"{ns}/services/aio-broker-insecure", svc("aio-broker-insecure", 1883, "LoadBalancer", "192.168.103.10"))
+    api = Api(k8s.ApiClient(configuration=kube.configuration()))
+    rows = aio.verify(example_site(), arm=conn, progress=quiet, kube=lambda level: api,
+                      refused={"level3": ["mcr.microsoft.com"]})
+    l3 = [r for r in rows if r["level"] == "level3"]
+    assert [r["check"] for r in l3] == CHECKS + ["pods Ready", "service aio-broker", "service aio-broker-insecure"]
+    by = {r["check"]: r for r in l3}
+    assert by["pods Ready"]["observed"] == "1/2 Ready" and not by["pods Ready"]["ok"]
+    assert "aio-operator-0 (ImagePullBackOff)" in by["pods Ready"]["hint"]
+    assert "the proxies refused at level3: mcr.microsoft.com" in by["pods Ready"]["hint"]
+    assert by["service aio-broker"]["ok"] and by["service aio-broker"]["observed"] == "ClusterIP 18883"
+    assert by["service aio-broker-insecure"]["ok"]
+    assert by["service aio-broker-insecure"]["observed"] == "LoadBalancer 1883 at 192.168.103.10"
+    kube.objects.pop(f"{ns}/services/aio-broker-insecure")
+    rows = aio.verify(example_site(), arm=conn, progress=quiet, kube=lambda level: api)
+    gone = next(r for r in rows if r["level"] == "level2" and r["check"] == "service aio-broker-insecure")
+    assert gone["observed"] == "absent" and "does not exist" in gone["hint"]

@@ -502,3 +502,58 @@ def verify_aio(site, arm: Arm, refused: Optional[dict[str, list[str]]] = None, t
                      f"; no refused host seen at {level} in the audit window")
             rows.append(evidence(level, check, "Succeeded", state, ok, hint))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------- in the cluster
+AIO_NAMESPACE = "azure-iot-operations"
+
+
+def kube_rows(site, api_for: Callable[[str], Any], refused: Optional[dict[str, list[str]]] = None) -> list[dict]:
+    """A real site's view from inside each cluster (kube Api per level, see targets.kube.KubeTarget.api):
+    every pod in azure-iot-operations Ready, the broker's services present with their ports (and the insecure
+    listener's LoadBalancer address)."""
+    rows = []
+    for r in levels(site):
+        hosts = sorted(set((refused or {}).get(r.level, [])))
+        tail = (f"; the proxies refused at {r.level}: {', '.join(hosts)}" if hosts else "")
+        try:
+            api = api_for(r.level)
+            pods = (api.get(f"/api/v1/namespaces/{AIO_NAMESPACE}/pods") or {}).get("items") or []
+        except Exception as exc:     # an unreachable cluster is a failed row, not a crash of the report
+            rows.append(evidence(r.level, "pods Ready", "all Ready", "unreachable", False,
+                                 f"the cluster of {r.level} did not answer: {exc}"))
+            continue
+        bad = []
+        for p in pods:
+            name = p["metadata"]["name"]
+            conds = {c.get("type"): c.get("status") for c in (p.get("status") or {}).get("conditions") or []}
+            if conds.get("Ready") != "True" and (p.get("status") or {}).get("phase") != "Succeeded":
+                waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                           for cs in (p.get("status") or {}).get("containerStatuses") or []]
+                why = ", ".join(w for w in waiting if w) or (p.get("status") or {}).get("phase") or "not Ready"
+                bad.append(f"{name} ({why})")
+        ready = len(pods) - len(bad)
+        rows.append(evidence(r.level, "pods Ready", "all Ready", f"{ready}/{len(pods)} Ready",
+                             bool(pods) and not bad,
+                             ("no pods in namespace " + AIO_NAMESPACE if not pods else "not Ready: " + "; ".join(bad[:5]))
+                             + tail))
+        wanted = [("aio-broker", 18883, None)]
+        if r.listener == "insecure-1883":
+            wanted.append(("aio-broker-insecure", 1883, "LoadBalancer"))
+        for svc_name, port, kind in wanted:
+            svc = api.get(f"/api/v1/namespaces/{AIO_NAMESPACE}/services/{svc_name}")
+            if svc is None:
+                rows.append(evidence(r.level, f"service {svc_name}", f"port {port}", "absent", False,
+                                     f"service {svc_name} does not exist in {AIO_NAMESPACE}" + tail))
+                continue
+            spec = svc.get("spec") or {}
+            ports = [p.get("port") for p in spec.get("ports") or []]
+            ingress = [i.get("ip") or i.get("hostname") for i in
+                       ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+            seen = f"{spec.get('type', 'ClusterIP')} {','.join(str(p) for p in ports)}" + (
+                f" at {','.join(x for x in ingress if x)}" if ingress else "")
+            ok = port in ports and (kind is None or (spec.get("type") == kind and bool(ingress)))
+            rows.append(evidence(r.level, f"service {svc_name}", f"{kind or 'any type'} port {port}", seen, ok,
+                                 f"service {svc_name} is {seen or 'without ports'}" +
+                                 ("; a LoadBalancer needs an address (K3s ServiceLB)" if kind else "") + tail))
+    return rows

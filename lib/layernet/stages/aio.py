@@ -82,11 +82,21 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
 
 
 def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str]]] = None, timeout: float = 0,
-           interval: float = 10, progress: Optional[Progress] = None, **kw) -> list[dict]:
+           interval: float = 10, progress: Optional[Progress] = None, kube: Any = None, **kw) -> list[dict]:
     """Evidence rows per level: provisioning states of the instance, broker, listeners, dataflow profile and
-    endpoint, and the install state of the AIO extensions (same code for a real site and the lab)."""
-    return az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
+    endpoint, and the install state of the AIO extensions (same code for a real site and the lab). On a real
+    site (target kube) also the cluster's view: pods Ready and the broker's services. `kube`: a callable
+    level -> kube Api (default: the kube target's)."""
+    rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
+    if kube is None and site.target == "kube":
+        from layernet.targets.base import get_target
+        kube = get_target(site).api
+    if kube is not None:
+        extra = az_aio.kube_rows(site, kube, refused)
+        order = {lv.name: i for i, lv in enumerate(site.chain)}
+        rows = sorted(rows + extra, key=lambda r: order.get(r["level"], 99))
+    return rows
 
 
 def applied_table(rows: list[dict]):
