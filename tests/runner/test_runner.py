@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_success_writes_notebooks_reports_manifest_and_index(book: Path, tmp_pat
     assert "without encryption" not in proc.stderr  # kernels run over Unix sockets, not loopback TCP
     assert not list(REPO.glob("**/kernel-*-ipc-*"))  # and their socket files are cleaned up
     run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
-    assert run_dir.parent == out and run_dir.name.endswith(run_dir.name[-6:]) and "-testbook-" in run_dir.name
+    assert run_dir.parent == out
+    assert re.fullmatch(r"\d{8}T\d{6}Z-testbook-[0-9a-f]{6}", run_dir.name), run_dir.name
     for stem in ("00-one", "01-two", "02-three"):
         assert (run_dir / f"{stem}.ipynb").is_file()
         assert (run_dir / f"{stem}.html").is_file()
@@ -198,3 +200,100 @@ def test_stage_parameters_from_the_command_line(book: Path, tmp_path: Path):
         p = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "bad"), "-s", bad)
         assert p.returncode == 2 and phrase in p.stderr, p.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------------------------- misuse: exit 2
+def test_resume_of_a_folder_that_is_not_a_run_exits_2(book: Path, tmp_path: Path):
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    cases = [(None, "no manifest.json there"), ("{not json", "not readable JSON"), ("[1, 2]", "not a JSON object"),
+             ('{"run_id": "x", "runbook": "testbook", "site": {}, "stages": []}', "site path or stages broken"),
+             ('{"run_id": 7}', "run_id missing or of the wrong type")]
+    for content, phrase in cases:
+        if content is not None:
+            (folder / "manifest.json").write_text(content)
+        proc = _run(str(book), "--resume", str(folder))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and phrase in lines[0] and "Traceback" not in proc.stderr
+    proc = _run(str(book), "--resume", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and "no such run folder" in proc.stderr
+
+
+def test_resume_of_another_runbook_exits_2(book: Path, tmp_path: Path):
+    (tmp_path / "fail-flag").write_text("x")
+    first = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None)
+    assert not first.ok
+    before = (first.run_dir / "manifest.json").read_text()
+    proc = _run("deploy", "--resume", str(first.run_dir))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --resume {first.run_dir}: that folder is a run of runbook 'testbook', not 'deploy'; "
+        f"resume it with `layernet run testbook --resume {first.run_dir}`"]
+    assert (first.run_dir / "manifest.json").read_text() == before
+
+
+def test_out_that_cannot_hold_runs_exits_2(book: Path, tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, phrase in [(str(afile), "is a file, not a folder"), ("/", "not the root folder"),
+                        (str(afile / "sub"), "is a file, so no folder can be made under it")]:
+        proc = _run(str(book), "--site", str(LAB_SITE), "--out", out)
+        assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert afile.read_text() == "x"
+
+
+def test_secret_values_in_parameters_are_refused_and_never_stored(book: Path, tmp_path: Path):
+    secret = "Zq9SuperSecretValue7x"
+    conn = f"Endpoint=sb://p.servicebus.windows.net/;SharedAccessKeyName=R;SharedAccessKey={secret}"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ" + secret + ".c2ln"
+    for args, phrase in [(["-p", f"description={conn}"], "looks like a connection string"),
+                         (["-p", f"description={jwt}"], "looks like a connection string, token or key"),
+                         (["-s", f"two.flag={conn}"], "secrets may not be passed"),
+                         (["-s", f"two.password={secret}"], "secrets may not be passed")]:
+        proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), *args)
+        assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
+        assert secret not in proc.stderr + proc.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_stage_parameter_value_that_is_not_yaml_exits_2(book: Path, tmp_path: Path):
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", "two.flag=[unclosed")
+    assert proc.returncode == 2 and "-s two.flag=[unclosed: the value after '=' is not one YAML value" in proc.stderr
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", ".flag=1")
+    assert proc.returncode == 2 and "expected STAGE.KEY=VALUE" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_site_override_misuse_exits_2(book: Path, tmp_path: Path):
+    for p, phrase in [("azure..location=westeurope", "without empty segments"),
+                      ("levels[0].node_ip=1", "levels[0].node_ip: got 1"),
+                      ("description={a: 1, a: 2}", "each key once")]:
+        proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-p", p)
+        assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace stands for a half-up lab)")
+def test_runner_leaves_a_lab_it_did_not_bring_up(book: Path, tmp_path: Path):
+    """A half-up lab (one namespace of its prefix, no processes) is someone else's: the run ends without touching it."""
+    ns = "rq-level4"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        lines: list[str] = []
+        res = run_runbook(str(book), site_path=str(LAB_SITE), overrides=["lab.prefix=rq"],
+                          out_dir=str(tmp_path / "r"), progress=lines.append)
+        assert res.ok and res.manifest["lab_at_start"] == "partly up"
+        assert ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not any("taking the lab down" in line for line in lines)
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_whole_word_secret_matching_keeps_ordinary_parameters(book: Path, tmp_path: Path):
+    """`kansas` or `passes` are not secrets: such a stage parameter reaches the manifest."""
+    text = book.read_text().replace("{name: three, notebook: nb/three.ipynb, timeout: 120}",
+                                    "{name: three, notebook: nb/three.ipynb, parameters: {kansas_plant: passes}}")
+    book.write_text(text)
+    res = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None)
+    assert res.manifest["parameters"]["three"]["kansas_plant"] == "passes"
