@@ -220,3 +220,20 @@ def test_store_survives_a_restart(lcloud, arm, rg):
     ids = {r["id"].lower() for r in again.values("resources")}
     assert f"/subscriptions/{SUB}/resourcegroups/{rg}/providers/microsoft.kubernetes/connectedclusters/level4".lower() in ids
     assert json.loads((lcloud.state / "arm-store.json").read_text())["groups"]
+
+
+
+def test_an_lro_create_in_an_unregistered_namespace_fails_with_the_code_until_registered(arm, rg, lcloud):
+    """The new SDKs stream the initial response of a long-running create, so azure-mgmt-core's automatic
+    registration cannot read the 409 body: the caller sees MissingSubscriptionRegistration and must register
+    the provider itself (stage 02 registers every provider first, as the sample does)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.mgmt.deviceregistry import DeviceRegistryMgmtClient
+
+    client = DeviceRegistryMgmtClient(arm.cred(), SUB, **arm.kwargs())
+    with pytest.raises(ResourceExistsError) as exc:
+        client.namespaces.begin_create_or_replace(rg, "adr-l4", {"location": REGION, "properties": {}}).result()
+    assert exc.value.error.code == "MissingSubscriptionRegistration"
+    arm.resources().providers.register("Microsoft.DeviceRegistry")
+    ns = client.namespaces.begin_create_or_replace(rg, "adr-l4", {"location": REGION, "properties": {}}).result()
+    assert as_dict(ns)["name"] == "adr-l4"

@@ -54,6 +54,18 @@ def test_parse_client_hello_from_the_tls_library():
     assert h == Hello("x.example.test", ["layernet-echo", "http/1.1"])
 
 
+def test_a_client_hello_spread_over_two_records_is_read_whole():
+    rec = client_hello(b"two.records.example.test")
+    hs = rec[5:]
+    cut = len(hs) // 3
+    two = rec[:3] + cut.to_bytes(2, "big") + hs[:cut] + rec[:3] + (len(hs) - cut).to_bytes(2, "big") + hs[cut:]
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(two)
+        assert peek_hello(b, timeout=2).sni == "two.records.example.test"
+        assert b.recv(len(two) + 10, socket.MSG_DONTWAIT) == two                 # nothing was consumed
+
+
 def test_echo_alpn_gets_the_echo_even_for_an_app_name(lcloud):
     local, tls = _tls(lcloud, "management.azure.com", ["layernet-echo"])
     with tls:

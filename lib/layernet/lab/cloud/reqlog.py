@@ -1,7 +1,8 @@
 """Request log of the HTTPS apps: one JSON line per request in `<state>/cloud/requests/<app>.jsonl`.
 
 Fields: time (epoch seconds), app, host (the Host header, i.e. the name the client asked for), method,
-path, peer (the true client "ip:port": the proxy the connection came through), status, ms. Evidence code
+path, peer (the true client "ip:port": the proxy the connection came through), status, ms, and `note` when
+the handler set ``request.state.log_note`` (e.g. which client got a token; never a secret). Evidence code
 reads these to show which call crossed which hop. Must sit inside PeerMiddleware.
 """
 from __future__ import annotations
@@ -67,7 +68,10 @@ class LogMiddleware:
         finally:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
             state = scope.get("state") or {}
-            self.log.write({"time": round(time.time(), 3), "app": self.name, "host": headers.get("host", ""),
-                            "method": scope.get("method", "WS"), "path": scope.get("path", ""),
-                            "peer": state.get("peer", ""), "status": status["code"] or 500,
-                            "ms": round(1000 * (time.monotonic() - started), 2)})
+            row = {"time": round(time.time(), 3), "app": self.name, "host": headers.get("host", ""),
+                   "method": scope.get("method", "WS"), "path": scope.get("path", ""),
+                   "peer": state.get("peer", ""), "status": status["code"] or 500,
+                   "ms": round(1000 * (time.monotonic() - started), 2)}
+            if state.get("log_note"):
+                row["note"] = state["log_note"]
+            self.log.write(row)
