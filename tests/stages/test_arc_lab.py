@@ -14,7 +14,7 @@ from layernet.lab import commands, services
 from layernet.site import load_site
 from layernet.stages import arc
 
-from .stage_lab import ROOT, lab_running
+from stage_lab import ROOT, lab_running
 
 PREFIX, BASE = "ar", "10.72.0.0/16"
 
