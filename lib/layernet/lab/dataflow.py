@@ -279,11 +279,20 @@ class LevelDataflows:
             # key = the source topic (the Kafka endpoint's Topic partition strategy): tells assets apart in the hub
             while True:
                 try:
-                    self._producer.produce(p.destination, out, key=msg.topic.encode())
+                    self._producer.produce(p.destination, out, key=msg.topic.encode(),
+                                           on_delivery=lambda err, m, name=p.name: self._delivered(name, err))
                     break
                 except BufferError:
                     self._producer.poll(0.05)
         c["out"] += 1
+
+    def _delivered(self, name: str, err) -> None:
+        if err is None:
+            return
+        c = self.counts[name]
+        c["failed"] = c.get("failed", 0) + 1
+        if c["failed"] == 1 or c["failed"] % 1000 == 0:
+            log.warning("dataflow %s: Event Hubs did not take a message (%d so far): %s", name, c["failed"], err.str())
 
     def stop(self, flush_s: float = 10.0) -> None:
         for cl in self._clients:

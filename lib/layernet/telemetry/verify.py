@@ -402,3 +402,30 @@ def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, i
             per[h.index] = kafka_records if h.kind == "kafka" else got.get(h.level, [])
         records[r.label] = per
     return route_list, records
+
+
+# ----------------------------------------------------------------------------------------------- evidence
+def evidence_rows(analysis: Analysis, p99_limit_ms: Optional[float] = None) -> list[dict]:
+    """Stage evidence (layernet.stages.base.evidence): one row per route and hop, then loss and latency."""
+    from layernet.stages.base import evidence
+
+    rows = []
+    for _, h in analysis.hops.iterrows():
+        level = h["name"].split(" ", 1)[0] if h["kind"] == "mqtt" else "eventhubs"
+        ok = h["lost"] == 0 and h["bad_or_unenriched"] == 0 and h["judged"] > 0
+        rows.append(evidence(
+            level, f"telemetry {h['route']} at {h['name']}",
+            f"{h['judged']} of {h['judged']} messages on {h['topic']}" + (f" via {h['via']}" if h["via"] else ""),
+            f"{h['arrived']} arrived, {h['lost']} lost, {h['bad_or_unenriched']} unenriched, "
+            f"{h['sequence_gaps']} sequence gaps", bool(ok),
+            hint=f"messages stop before {h['name']}: check dataflow {h['via'] or '-'} and the hop into it"
+            if h["lost_here"] else "check the enrichment of the dataflows before this hop"))
+    s = analysis.summary
+    rows.append(evidence("all", "telemetry loss", "0 lost", f"{s['lost']} of {s['messages']} lost",
+                         s["messages"] > 0 and s["lost"] == 0, hint="; ".join(analysis.problems[:3])))
+    if p99_limit_ms is not None:
+        p99 = s.get("e2e_p99_ms")
+        rows.append(evidence("all", "telemetry end-to-end p99", f"<= {p99_limit_ms:g} ms",
+                             f"{p99} ms (p50 {s.get('e2e_p50_ms')} ms)", p99 is not None and p99 <= p99_limit_ms,
+                             hint="latency from the OPC UA source timestamp to the last hop"))
+    return rows
