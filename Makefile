@@ -9,7 +9,7 @@ KAFKA    = .tools/kafka/.installed
 # Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests)
 APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven
 
-.PHONY: setup apt demo test jupyter lab-down clean-runs strip
+.PHONY: setup apt demo test jupyter lab-down strip
 
 setup: $(VENV)/.installed apt $(COREDNS) $(KAFKA)
 
@@ -40,11 +40,20 @@ demo: setup
 	$(BIN)/layernet run deploy --site $(SITE)
 
 test: setup
-	$(BIN)/pytest -q -rs
+	$(BIN)/ruff check lib tests benchmarks
+	$(BIN)/pytest -q -rs --durations=15
 
+# A lab site whose lab is not running is brought up first and taken down again when Jupyter exits (Ctrl-C
+# included); a lab that was already up is left as it was.
 jupyter: setup
-	@grep -q '^target: lab' $(SITE) && $(BIN)/layernet lab up --site $(SITE) || true
-	LAYERNET_SITE=$(abspath $(SITE)) $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
+	@up=0; \
+	if grep -q '^target: lab' $(SITE) && ! $(BIN)/layernet lab status --site $(SITE) >/dev/null 2>&1; then \
+	  $(BIN)/layernet lab up --site $(SITE) && up=1; \
+	fi; \
+	trap 'true' INT; \
+	LAYERNET_SITE=$(abspath $(SITE)) $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks; rc=$$?; \
+	if [ $$up = 1 ]; then echo "taking down the lab this session brought up"; $(BIN)/layernet lab down --site $(SITE); fi; \
+	exit $$rc
 
 lab-down: setup
 	$(BIN)/layernet lab down --site $(SITE)

@@ -269,7 +269,7 @@ def test_render_import_sheet():
     archive = images.archive_name(envoy)
     assert f"docker pull --platform linux/arm64 {envoy}\n" in text
     assert f"docker save -o {archive} {envoy}\n" in text
-    assert f"node 192.168.103.10 (level3)" in text
+    assert "node 192.168.103.10 (level3)" in text
     assert f"sudo k3s ctr images import /var/lib/layernet/images/{archive}\n" in text
     assert f"| {archive} | {envoy} | envoy |" in text
     assert render_import(site, "level3") == text          # deterministic

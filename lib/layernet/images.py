@@ -301,7 +301,7 @@ def render_import(site, level) -> str:
         f"# Images for {name} (images.mode: import)",
         "",
         f"{name} does not pull images: every image it runs is built into an archive on a machine with registry",
-        f"access, carried to the node and imported there before the stage that runs it. The Kubernetes objects",
+        "access, carried to the node and imported there before the stage that runs it. The Kubernetes objects",
         f"for {name} use imagePullPolicy: Never, so a missing import fails at once (ErrImageNeverPull) instead",
         "of waiting on a pull that cannot work.",
         "",

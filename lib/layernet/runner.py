@@ -277,7 +277,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
         manifest["finished"] = _now()
         write_json(run_dir / "manifest.json", manifest)
         index = write_index(run_dir, manifest)
-    progress(f"{'all stages passed' if ok else 'run FAILED'}: {index}")
+    progress("all stages passed; index:" if ok else "run FAILED; index:")  # the caller prints the index path
     return RunResult(run_dir, index, ok, manifest)
 
 

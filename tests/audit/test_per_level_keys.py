@@ -1,7 +1,6 @@
 """Per-level counts are joined by level name: any level order in the log, any level names, four proxy levels."""
 import random
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from layernet.allowlist import effective_allowlist
-from layernet.lab import cloud, netns, pki
+from layernet.lab import netns, pki
 
 pytestmark = pytest.mark.lab
 

@@ -3,7 +3,6 @@ level is already Connected with the same settings, retries, drift, node prefligh
 The `az`, `kubectl` and `helm` on PATH are the fakes of tests/doubles (they record argv, answer canned JSON)."""
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path

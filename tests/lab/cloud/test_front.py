@@ -11,7 +11,7 @@ import time
 import pytest
 from cryptography import x509
 
-from cloud_helpers import REGION, free_port
+from cloud_helpers import REGION
 from layernet.harden.wire import client_hello
 from layernet.lab.cloud import reqlog
 from layernet.lab.cloud.hello import Hello, NotTLS, parse_client_hello, peek_hello
