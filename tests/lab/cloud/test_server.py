@@ -69,3 +69,12 @@ def test_cloud_process_serves_echo_and_apps_by_name(netns, tmp_path):
         t0 = time.monotonic()
         proc.wait(timeout=10)
     assert proc.returncode == 0 and time.monotonic() - t0 < 5
+
+
+def test_unknown_hooks_module_is_a_one_line_error(tmp_path):
+    cert, key = pki.issue_server_cert(tmp_path / "ca", tmp_path / "cloud", ["x.example.test"])
+    proc = subprocess.run([sys.executable, "-m", "layernet.lab.cloud", "--addr", "127.0.0.1", "--ports", "0",
+                           "--cert", str(cert), "--key", str(key), "--state", str(tmp_path / "cloud"),
+                           "--hooks", "layernet.no_such_hooks"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "--hooks layernet.no_such_hooks" in proc.stderr

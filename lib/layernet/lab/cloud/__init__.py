@@ -38,6 +38,11 @@ the connection came through) and ``request.state.peer_ip``. Each app writes a re
 (``<state>/requests/<app>.jsonl``: time, host, method, path, peer, status) and the front a connection log
 (``<state>/front.jsonl``: port, peer, SNI, handler), so evidence can show which call crossed which hop.
 
+Extending the ARM stand-in: per-type hooks (`arm.hooks`) decide when a long-running operation ends and what
+the resource carries; modules named by ``--hooks a.b,c.d`` are imported before the apps start so they can
+register theirs. Every accepted write and finished operation is also a row of ``<state>/arm-events.jsonl``
+(time, event, id, type, status, peer), for lab services that react to resources.
+
 Modules: hello (ClientHello parsing), front (listeners, dispatch, echo, splice), routes, peers, reqlog,
 apps (the app list and the uvicorn runner), entra, arc (data plane, identity, notification, relay, MCR,
 connected-cluster heartbeats), arm/ (the ARM stand-in), server (the process entry point).

@@ -83,17 +83,19 @@ def build_cloud(settings: CloudSettings) -> Cloud:
     arm = Arm(store, ArmSettings(tenant_id=directory.tenant_id, subscriptions={settings.subscription_id: "layernet lab"},
                                  location=settings.region, retry_after=settings.retry_after,
                                  register_seconds=settings.register_seconds, egress_ip=settings.egress_ip,
-                                 offline_after=settings.offline_after))
+                                 offline_after=settings.offline_after), events=state / "arm-events.jsonl")
     from layernet.lab.cloud.arm import hooks
     if hooks.hook_for(arc.CONNECTED_CLUSTERS) is hooks.DEFAULT:
         hooks.register(arc.CONNECTED_CLUSTERS, arc.ConnectedClusterHook())
+    from layernet.lab.cloud import aio
+    aio.register_hooks()
     names = host_names(settings.region, settings.cloud)
     registry = arc.Registry()
     data_host = f"{settings.region.lower()}.data.mcr.microsoft.com"
     specs = [
         AppSpec("entra", names["entra"], entra.build(directory, signer)),
         AppSpec("arm", names["arm"], arm_app.build(arm, signer, directory.tenant_id)),
-        AppSpec("dataplane", names["dataplane"], arc.dataplane_app(store, arm.settings)),
+        AppSpec("dataplane", names["dataplane"], aio.with_extension_status(arc.dataplane_app(store, arm.settings), store)),
         AppSpec("his", names["his"], arc.generic_app("his")),
         AppSpec("notification", names["notification"], arc.generic_app("notification")),
         AppSpec("relay", names["relay"], arc.relay_app()),

@@ -2,13 +2,14 @@
 
     python -m layernet.lab.cloud --addr 198.51.100.10 --ports 443,8084,9093 --cert server.crt --key server.key \\
         [--state <lab state>/cloud --ca-dir <lab state>/ca --region westeurope --subscription-id S \\
-         --tenant-id T --egress-ip 192.168.104.10 --retry-after 1 --offline-after 60]
+         --tenant-id T --egress-ip 192.168.104.10 --retry-after 1 --offline-after 60 --hooks my.module]
 
 Without --state it is the echo alone (every name, every port).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ def _args(argv):
     ap.add_argument("--egress-ip", default="", help="heartbeats must come from here to count as Connected")
     ap.add_argument("--retry-after", default="1", help="Retry-After of long-running operations (seconds)")
     ap.add_argument("--offline-after", type=float, default=60.0)
+    ap.add_argument("--hooks", default="", help="modules to import first (comma-separated); they register ARM hooks")
     return ap.parse_args(argv)
 
 
@@ -49,6 +51,12 @@ def main(argv=None) -> int:
         from layernet.lab.cloud.apps import AppServer, CloudSettings, build_cloud
 
         state = Path(args.state)
+        for name in [m for m in args.hooks.split(",") if m]:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                print(f"cloud stand-in: --hooks {name}: cannot import it ({exc}); fix the module name", file=sys.stderr)
+                return 2
         ca_dir = Path(args.ca_dir) if args.ca_dir else state.parent / "ca"
         try:
             cloud = build_cloud(CloudSettings(state=state, region=args.region, cloud=args.cloud, tenant_id=args.tenant_id,

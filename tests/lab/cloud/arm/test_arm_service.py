@@ -153,3 +153,18 @@ def test_store_reloads_and_rejects_a_corrupt_file(arm, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON.*move it away"):
         Store(tmp_path / "bad.json")
+
+
+def test_events_file_gets_writes_and_finished_operations(tmp_path):
+    import json
+
+    a = Arm(Store(), ArmSettings(subscriptions={SUB: "lab"}, preregistered=("Microsoft.Kubernetes",)),
+            events=tmp_path / "events.jsonl")
+    a.handle("PUT", RG, V, {"location": "westeurope"}, BASE)
+    rid = f"{RG}/providers/Microsoft.Kubernetes/connectedClusters/c1"
+    url = a.handle("PUT", rid, V, {"location": "westeurope"}, BASE, peer="10.0.0.4:5000").headers["Azure-AsyncOperation"]
+    _poll(a, url), _poll(a, url)
+    rows = [json.loads(l) for l in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["status"]) for r in rows] == [("put", "Accepted"), ("put-done", "Succeeded")]
+    assert rows[0]["type"] == "Microsoft.Kubernetes/connectedClusters" and rows[0]["peer"] == "10.0.0.4:5000"
+    assert rows[1]["id"] == rid

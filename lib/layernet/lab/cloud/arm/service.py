@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlencode
 
@@ -83,8 +85,19 @@ def _now_iso(t: Optional[float] = None) -> str:
 
 
 class Arm:
-    def __init__(self, store: Store, settings: ArmSettings):
+    def __init__(self, store: Store, settings: ArmSettings, events: Optional[Path] = None):
+        """`events`: a JSON-lines file that gets one row per accepted write and per finished operation
+        (time, event, id, type, status, peer), for lab services that react to resources (e.g. start a level's
+        agent when its connected cluster is created)."""
         self.store, self.settings = store, settings
+        self.events = Path(events) if events else None
+
+    def _event(self, event: str, rid: str, rtype: str, status: str = "", peer: str = "") -> None:
+        if self.events is None:
+            return
+        row = {"time": round(time.time(), 3), "event": event, "id": rid, "type": rtype, "status": status, "peer": peer}
+        with open(self.events, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     # ------------------------------------------------------------------------------------------- entry
     def handle(self, method: str, path: str, query: dict, body: Any, base_url: str, peer: str = "") -> Reply:
@@ -298,6 +311,7 @@ class Arm:
                 return _not_registered(rid.namespace)
             existing.setdefault("properties", {})["provisioningState"] = "Deleting"
             op = self._new_op("delete", rid.id, rid.namespace, existing.get("location") or self.settings.location, c)
+            self._event("delete", existing["id"], existing["type"], "Deleting", c.peer)
             return Reply(202, None, self._op_headers(op, c, location=True, async_op=True))
         return _method_not_allowed(c)
 
@@ -352,6 +366,7 @@ class Arm:
         self.store.put("resources", rid.key, res)
         ctx = self._hctx(res, c)
         hook.on_put(ctx)
+        self._event("put", res["id"], res["type"], res["properties"]["provisioningState"], c.peer)
         status = 200 if existing else 201
         if sync:
             return Reply(status, self._view(res, c))
@@ -473,6 +488,8 @@ class Arm:
         op["status"], op["endTime"] = status, _now_iso()
         if err:
             op["error"] = err
+        res = self.store.get("resources", op["target"])
+        self._event(op["kind"] + "-done", op["target"], (res or {}).get("type", ""), status)
 
     def _operation(self, c: "_Call", op_id: str, results: bool) -> Reply:
         if c.method != "GET":
