@@ -87,3 +87,22 @@ def test_a_missing_tool_is_exit_127_with_a_sentence(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     res = Runner().run(["az", "version"])
     assert res.rc == 127 and "command not found on this machine" in res.stderr
+
+
+def test_echo_streams_each_output_line_and_still_captures(tmp_path, monkeypatch):
+    cli = FakeCli(tmp_path, monkeypatch)
+    cli.on("az", "connectedk8s", "connect", stdout='{"id": "c"}', stderr="Step: checking\nStep: installing agents\n")
+    lines: list[str] = []
+    res = Runner(record_dir=tmp_path / "rec").run(["az", "connectedk8s", "connect"], echo=lines.append)
+    assert sorted(lines) == sorted(['{"id": "c"}', "Step: checking", "Step: installing agents"])
+    assert res.ok and res.json() == {"id": "c"} and res.stderr == "Step: checking\nStep: installing agents\n"
+    assert (tmp_path / "rec" / "01-az-connectedk8s-connect.err").read_text() == res.stderr
+
+
+def test_echo_reports_a_retry(tmp_path, monkeypatch):
+    cli = FakeCli(tmp_path, monkeypatch)
+    cli.on("az", "group", "create", rc=1, stderr="429 Too Many Requests\n", times=1)
+    cli.on("az", "group", "create", stdout="{}")
+    lines: list[str] = []
+    res = Runner(sleep=lambda s: None, backoff=5).run(["az", "group", "create"], echo=lines.append)
+    assert res.ok and "throttled by ARM (429): attempt 2 of 3 in 5 s" in lines

@@ -132,6 +132,7 @@ def test_apply_runs_exactly_the_planned_changes_and_records_each(cli, tmp_path):
     assert ran == [s.detail for s in p.changes]
     assert len(rows) == len(p.changes) and all(r["ok"] for r in rows)
     assert any("level4: connect cluster aio-plant-l4" in l for l in lines)
+    assert "  level4 | {}" in lines          # the command's own output, streamed as it arrives
     rec = tmp_path / "run" / "arc"
     cmds = sorted(rec.glob("*.cmd"))
     connect_files = [f for f in cmds if "connect-cluster" in f.name]

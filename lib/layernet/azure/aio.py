@@ -217,8 +217,8 @@ def az_steps(site, state: dict) -> list[Step]:
 class AzExecutor:
     name = "az"
 
-    def __init__(self, site, runner: Runner):
-        self.site, self.runner = site, runner
+    def __init__(self, site, runner: Runner, echo: Optional[Callable[[str], None]] = None):
+        self.site, self.runner, self.echo = site, runner, echo
 
     def run(self, step: Step) -> dict:
         argv = shlex.split(step.detail)
@@ -231,7 +231,8 @@ class AzExecutor:
                 raise StageFailed(f"{step.level}: schema registry {r.registry} has no managed identity principal; "
                                   "cannot assign its storage role")
             argv = [principal if a.startswith("<principal id") else a for a in argv]
-        res = self.runner.run(argv, name=f"{step.level}-{step.action}")
+        echo = (lambda line: self.echo(f"  {step.level} | {line}")) if self.echo else None
+        res = self.runner.run(argv, name=f"{step.level}-{step.action}", echo=echo)
         return {"rc": res.rc, "attempts": res.attempts, "seconds": res.seconds,
                 "retried_for": ", ".join(res.retried_for), "ok": res.ok, "output": res.tail(3)}
 

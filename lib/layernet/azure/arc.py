@@ -382,15 +382,16 @@ class AzExecutor:
     """Runs each change's command line exactly as the plan shows it."""
     name = "az"
 
-    def __init__(self, runner: Runner):
-        self.runner = runner
+    def __init__(self, runner: Runner, echo: Optional[Callable[[str], None]] = None):
+        self.runner, self.echo = runner, echo
 
     def run(self, step: Step) -> dict:
         if step.action.endswith("(manual)"):
             raise StageFailed(f"{step.level}: {step.reason}. On each node of {step.target} run: {step.detail}")
         argv = shlex.split(step.detail)
         final = CONNECT_FINAL if step.action == "connect cluster" else None
-        res = self.runner.run(argv, name=f"{step.level}-{step.action}", final=final)
+        echo = (lambda line: self.echo(f"  {step.level} | {line}")) if self.echo else None
+        res = self.runner.run(argv, name=f"{step.level}-{step.action}", final=final, echo=echo)
         return {"rc": res.rc, "attempts": res.attempts, "seconds": res.seconds,
                 "retried_for": ", ".join(res.retried_for), "ok": res.ok, "output": res.tail(3)}
 

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,11 @@ class Runner:
         self.history: list[Result] = []
 
     def run(self, argv: Sequence[str], name: str = "", retry: bool = True,
-            timeout: Optional[float] = None, final: Optional[re.Pattern] = None) -> Result:
+            timeout: Optional[float] = None, final: Optional[re.Pattern] = None,
+            echo: Optional[Callable[[str], None]] = None) -> Result:
         """Run argv; retry a transient failure unless `final` matches the output (a failure that a retry would
-        only repeat, e.g. the Arc pre-onboarding check timing out)."""
+        only repeat, e.g. the Arc pre-onboarding check timing out). `echo` receives each output line as it
+        arrives (live progress of long commands such as `az connectedk8s connect`)."""
         argv = [str(a) for a in argv]
         check_argv(argv)
         t0 = time.monotonic()
@@ -130,13 +133,16 @@ class Runner:
         attempt = 0
         while True:
             attempt += 1
-            rc, out, err = self._once(argv, timeout or self.timeout)
+            rc, out, err = (self._stream(argv, timeout or self.timeout, echo) if echo
+                            else self._once(argv, timeout or self.timeout))
             why = transient_reason(err + "\n" + out) if rc != 0 else None
             if why and final is not None and final.search(err + "\n" + out):
                 why = None
             if rc == 0 or not retry or why is None or attempt >= self.attempts:
                 break
             reasons.append(why)
+            if echo:
+                echo(f"{why}: attempt {attempt + 1} of {self.attempts} in {self.backoff * attempt:g} s")
             self.sleep(self.backoff * attempt)
         res = Result(argv, rc, out, err, attempt, round(time.monotonic() - t0, 3), reasons)
         self.history.append(res)
@@ -152,6 +158,37 @@ class Runner:
         except subprocess.TimeoutExpired:
             return 124, "", f"{argv[0]}: timed out after {timeout} s"
         return p.returncode, p.stdout, p.stderr
+
+    def _stream(self, argv: list[str], timeout: Optional[float], echo: Callable[[str], None]) -> tuple[int, str, str]:
+        env = dict(os.environ if self.env is None else self.env)
+        try:
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1)
+        except FileNotFoundError:
+            return 127, "", f"{argv[0]}: command not found on this machine (install it on the jump box)"
+        chunks: dict[str, list[str]] = {"out": [], "err": []}
+
+        def pump(stream, key: str) -> None:
+            for line in iter(stream.readline, ""):
+                chunks[key].append(line)
+                if line.strip():
+                    echo(line.rstrip())
+            stream.close()
+
+        threads = [threading.Thread(target=pump, args=(p.stdout, "out"), daemon=True),
+                   threading.Thread(target=pump, args=(p.stderr, "err"), daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            for t in threads:
+                t.join(5)
+            return 124, "".join(chunks["out"]), "".join(chunks["err"]) + f"{argv[0]}: timed out after {timeout} s\n"
+        for t in threads:
+            t.join()
+        return rc, "".join(chunks["out"]), "".join(chunks["err"])
 
     def _record(self, res: Result, name: str) -> None:
         if not self.record_dir:

@@ -57,7 +57,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
         elif record and runner.record_dir is None:
             runner.record_dir = record
         refuse_drift(plan, az_aio.observe_az(site, az_aio.AzLive(runner)))
-        executor: Any = az_aio.AzExecutor(site, runner)
+        executor: Any = az_aio.AzExecutor(site, runner, echo=progress)
     else:
         executor = plan.context["deployer"]
         now = {}

@@ -109,7 +109,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     refuse_drift(plan, az_arc.observe(site, live))
     if executor is None:
         if plan.executor == "az":
-            executor = az_arc.AzExecutor(runner)
+            executor = az_arc.AzExecutor(runner, echo=progress)
         else:
             from layernet.targets.base import get_target
 
