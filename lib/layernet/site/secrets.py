@@ -7,6 +7,7 @@ the environment and the Azure credential chain.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Iterator
 
@@ -43,9 +44,14 @@ def key_words(key: str) -> list[str]:
 
 
 def is_secret_key(key: Any) -> bool:
+    return _is_secret_key(str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
     """A key whose last word names a secret (`sas_token`, `AccountKey`), not one that merely mentions one
     (`secret_sync`) or contains its letters (`kansas`)."""
-    words = key_words(str(key))
+    words = key_words(key)
     if not words:
         return False
     joined = "".join(words)
