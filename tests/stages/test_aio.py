@@ -198,3 +198,39 @@ def test_drift_and_failures(cli, tmp_path):
         aio.apply(p, site, run_dir=tmp_path, runner=Runner(sleep=lambda s: None), progress=quiet)
     assert not [a for a in mutating(cli) if a[1:4] == ["iot", "ops", "create"]]
     assert (tmp_path / "aio").is_dir()
+
+
+# ----------------------------------------------------------------------------------------------- the aio section
+def test_aio_section_errors_name_their_field():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        example_site(aio={"executor": "bicep", "levels": {"level3": {
+            "instance": "L3_Ops", "listener": "mqtts",
+            "schema_registry": {"storage_account": "Has-Caps", "container": "a--b"},
+            "broker": {"frontend_workers": 0, "memory_profile": "Huge"}}},
+            "templates": {"instance_url": "http://x/y.json", "instance_sha256": "abc"}})
+    locs = {".".join(str(x) for x in e["loc"]) for e in info.value.errors()}
+    assert locs == {"aio.executor", "aio.levels.level3.instance", "aio.levels.level3.listener",
+                    "aio.levels.level3.schema_registry.storage_account", "aio.levels.level3.schema_registry.container",
+                    "aio.levels.level3.broker.frontend_workers", "aio.levels.level3.broker.memory_profile",
+                    "aio.templates.instance_url", "aio.templates.instance_sha256"}
+
+
+def test_aio_cross_checks():
+    from layernet.site.aio import check
+
+    site = example_site(aio={"executor": "arm", "levels": {"level9": {}, "level3": {"instance": "x-ops"},
+                                                            "level2": {"instance": "x-ops"}}},
+                        azure={"schema_registry_storage": None})
+    got = {p.path: p.expected for p in check(site, "x.yaml")}
+    assert set(got) == {"aio.levels.level9", "aio.levels.level4.schema_registry.storage_account",
+                        "aio.levels.level3.schema_registry.storage_account",
+                        "aio.levels.level2.schema_registry.storage_account",
+                        "aio.templates.enablement_url", "aio.templates.instance_url", "aio.levels.level2.instance"}
+    assert "aio.levels.level3.instance" in got["aio.levels.level2.instance"]
+    assert check(example_site(), "x.yaml") == []
+    tagged = example_site(aio={"executor": "arm", "release_tag": "v1.2.36"})
+    assert check(tagged) == []
+    assert tagged.aio.template_url("instance") == (
+        "https://github.com/Azure/azure-iot-operations/releases/download/v1.2.36/azure-iot-operations-instance.json")

@@ -307,3 +307,36 @@ def test_wrong_subscription_or_no_login_is_an_input_error(tmp_path, monkeypatch,
     with pytest.raises(InputError, match="run `az login`"):
         arc.plan(example_site(), runner=Runner())
     assert mutating(cli) == []
+
+
+# ----------------------------------------------------------------------------------------------- the arc section
+def _problems(overrides):
+    from layernet.site import SiteError, load_site
+
+    with pytest.raises(SiteError) as info:
+        load_site(Path(__file__).resolve().parents[2] / "params" / "site-example.yaml", overrides)
+    return {p.path: p.expected for p in info.value.problems}
+
+
+def test_arc_section_errors_name_their_field():
+    got = _problems(["arc.onboarding_timeout.level3=5", "arc.custom_locations_oid=not-a-guid",
+                     "arc.features=[cluster-connect, cluster-connect]", "arc.providers=[Microsoft.Kubernetes, 'bad name']",
+                     "arc.gateway_resource_id=/subscriptions/x/gateways/g", "arc.executor=helm"])
+    assert set(got) == {"arc.onboarding_timeout.level3", "arc.custom_locations_oid", "arc.features",
+                        "arc.providers", "arc.gateway_resource_id", "arc.executor"}
+    assert "greater than or equal to" in got["arc.onboarding_timeout.level3"]
+    assert "az ad sp show --id bc313c14-388c-4e7d-a58e-70017303ee3b" in got["arc.custom_locations_oid"]
+    assert "each feature once" in got["arc.features"]
+    assert "Microsoft.HybridCompute/gateways" in got["arc.gateway_resource_id"]
+
+
+def test_arc_cross_checks_need_the_whole_site():
+    from layernet.site.arc import check
+
+    site = example_site(arc={"onboarding_timeout": {"level4": 480, "level9": 600}})
+    problems = check(site, "x.yaml")
+    assert [(p.path, p.value) for p in problems] == [("arc.onboarding_timeout.level9", 600)]
+    assert "level4, level3, level2" in problems[0].expected
+    raw = {"levels": [{"name": "level4"}, {"name": "level2", "reaches_azure": False}],
+           "azure": {"clusters": {}}, "arc": {}}
+    assert [p.path for p in check(raw)] == ["azure.clusters.level4"]
