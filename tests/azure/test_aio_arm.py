@@ -101,6 +101,8 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
         f"layernet-aio-{part}-{lv}" for lv in ("level4", "level3", "level2")
         for part in ("prereq", "enablement", "instance")]
     inst = next(r for r in puts if r.path.endswith("layernet-aio-instance-level3"))
+    kept = json.loads((tmp_path / "aio" / "deployments" / "layernet-aio-instance-level3.json").read_text())
+    assert kept == inst.body
     assert inst.body == {"properties": {"mode": "Incremental", "template": INSTANCE, "parameters": {
         "clusterName": {"value": "aio-plant-l3"},
         "customLocationName": {"value": "aio-plant-l3-cl"},

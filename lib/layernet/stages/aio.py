@@ -32,6 +32,8 @@ def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, 
          executor: Optional[str] = None, verify_fetch: Any = True) -> Plan:
     """Read the live state and list every step in order (changes and skips with reasons). Changes nothing."""
     executor = executor or site.aio.executor
+    if executor == "sdk":
+        return _plan_sdk(site, arm)
     if executor == "az":
         runner = runner or Runner()
         live = az_aio.AzLive(runner)
@@ -41,15 +43,32 @@ def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, 
     if executor == "arm":
         deployer = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir), verify_fetch)
         steps, observed = deployer.plan_steps()
+        if run_dir:
+            save_bodies(deployer.bodies, Path(run_dir) / STAGE / "deployments")
         return Plan(STAGE, steps, observed=fingerprint(observed), executor="arm",
                     context={"deployer": deployer, "templates": dict(deployer.templates), "what_if": observed})
     raise InputError(f"site field aio.executor is {executor!r}: use az or arm")
+
+
+def save_bodies(bodies: dict, folder: Path) -> list[Path]:
+    """Each deployment's exact request body (template and parameters; no secrets) as <name>.json."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, body in bodies.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        out.append(path)
+    return out
 
 
 def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None,
           arm: Optional[Arm] = None, progress: Optional[Progress] = None) -> list[dict]:
     """Run exactly the plan's changes in order; refuse when the live state drifted since the plan."""
     progress = progress or progress_printer("▸ aio ")
+    if plan.executor == "sdk":
+        return _apply_sdk(plan, site, run_dir, arm, progress)
     record = Path(run_dir) / STAGE if run_dir else None
     if plan.executor == "az":
         if runner is None:
@@ -87,6 +106,12 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     endpoint, and the install state of the AIO extensions (same code for a real site and the lab). On a real
     site (target kube) also the cluster's view: pods Ready and the broker's services. `kube`: a callable
     level -> kube Api (default: the kube target's)."""
+    if arm is None and not kw and site.target == "lab":     # the lab's Azure calls run on its jump box
+        from layernet.targets.base import get_target
+
+        tgt = get_target(site)
+        return tgt.azure_call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
+                              timeout=timeout, interval=min(interval, tgt.azure_poll_interval))
     rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
     if kube is None and site.target == "kube":
@@ -112,3 +137,187 @@ def verify_table(rows: list[dict]):
 def failed(rows: list[dict]) -> Optional[str]:
     bad = [r for r in rows if not r["ok"]]
     return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
+
+
+# ---- the "sdk" executor: each resource PUT through the SDK clients, where the target makes its Azure calls
+def _sdk_arm(site, arm: Optional[Arm]) -> Arm:
+    if arm is not None:
+        return arm
+    from layernet.targets.base import get_target
+
+    return get_target(site).arm()
+
+
+def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
+    from layernet.azure import aio_sdk
+
+    if arm is None:
+        from layernet.targets.base import get_target
+
+        return Plan.from_dict(get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
+    state = aio_sdk.observe(site, arm)
+    return Plan(STAGE, aio_sdk.steps(site, arm, state), observed=fingerprint(state), executor="sdk")
+
+
+def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress) -> list[dict]:
+    from layernet.azure import aio_sdk
+    from layernet.targets.base import get_target
+
+    if arm is None:
+        return get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
+                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+    refuse_drift(plan, aio_sdk.observe(site, arm))
+    tgt = get_target(site)
+    executor = aio_sdk.SdkExecutor(site, arm, on_extension=tgt.install_aio_extension, on_listeners=tgt.aio_listeners,
+                                   record=Path(run_dir) / STAGE if run_dir else None)
+    rows = executor.run_all(plan.changes, progress)
+    if not plan.changes:
+        progress("nothing to change: every level is already in the desired state")
+    bad: dict[str, dict] = {}
+    for r in rows:
+        if not r["ok"] and r["attempts"]:
+            bad.setdefault(r["level"], r)
+    if bad:
+        where = f" Requests and answers: {Path(run_dir) / STAGE / 'resources'}." if run_dir else ""
+        raise StageFailed("; ".join(f"{lvl}: {r['action']} {r['target']} failed: {r['output']}"
+                                    for lvl, r in bad.items()) + "." + where)
+    return rows
+
+
+def _plan_remote(site) -> dict:
+    return plan(site, arm=_sdk_arm(site, None)).to_dict()
+
+
+def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
+    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None, arm=_sdk_arm(site, None))
+
+
+def _verify_remote(site, refused=None, timeout: float = 0, interval: float = 10.0) -> list[dict]:
+    return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=timeout, interval=interval,
+                             progress=progress_printer("▸ aio "))
+
+
+# ---- what the notebook calls (one call per cell; dry runs plan only)
+def begin():
+    """The stage's start time: the window in which the proxies' logs are read for evidence."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
+    """Apply the reviewed plan (nothing in a dry run)."""
+    if dry_run:
+        print("dry run: nothing applied")
+        return []
+    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+
+
+def broker_listeners(site) -> dict[str, list[tuple[str, int, bool]]]:
+    """{level: [(listener, port, tls)]} the site asks for: the default TLS listener (18883), and the insecure one
+    (1883, anonymous) where aio.levels.<level>.listener is insecure-1883."""
+    out = {}
+    for r in az_aio.levels(site):
+        out[r.level] = [("default", 18883, True)] + ([("default-insecure", 1883, False)]
+                                                      if r.listener == "insecure-1883" else [])
+    return out
+
+
+def check(site, since=None, dry_run: bool = False) -> list[dict]:
+    """Verify every level (ARM states, extension install states) and, where the target can, each level's broker
+    answering MQTT on its listeners; a failing level's hint also names what the proxies refused during the stage."""
+    if dry_run:
+        print("dry run: nothing verified")
+        return []
+    from layernet.targets.base import get_target
+
+    tgt = get_target(site)
+    rows = verify(site) + tgt.aio_broker_rows(broker_listeners(site))
+    if all(r["ok"] for r in rows):
+        return rows
+    refused = refused_hosts(site, since)
+    notes = {r["level"]: tgt.aio_note(r["level"]) for r in rows if not r["ok"]}
+    for r in rows:
+        if not r["ok"]:
+            seen = refused.get(r["level"]) or [h for hosts in refused.values() for h in hosts
+                                               if f"from {r['level']})" in h]
+            extra = [notes.get(r["level"]) or "",
+                     f"the proxies refused during the stage: {', '.join(seen[:6])}" if seen
+                     else "the proxies refused nothing from this level during the stage"]
+            r["hint"] = "; ".join([r["hint"]] + [e for e in extra if e and e not in r["hint"]])
+    return rows
+
+
+def crossings(site, since=None):
+    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
+    from layernet import crossings as cx
+    from layernet.targets.base import get_target
+
+    return cx.paths(site, get_target(site), since)
+
+
+def refused_hosts(site, since=None) -> dict[str, list[str]]:
+    from layernet import crossings as cx
+
+    return cx.refused(site, crossings(site, since))
+
+
+def extension_hosts(site) -> list[str]:
+    """The hosts the AIO extensions use from inside a level: MCR, its data host, the configuration data plane."""
+    r = site.azure.location.lower()
+    return ["mcr.microsoft.com", f"{r}.data.mcr.microsoft.com", f"{r}.dp.kubernetesconfiguration.azure.com"]
+
+
+def picture(site, df):
+    """Which extension calls crossed which hops (an SVG for the report)."""
+    from IPython.display import SVG
+
+    from layernet import crossings as cx
+
+    return SVG(cx.picture(site, df, hosts=extension_hosts(site),
+                          title="AIO extensions: image pulls and status reports per hop during the stage"))
+
+
+def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
+    """One row per resource of every level: planned change or skip, outcome, seconds, and a link to the request and
+    answer kept in the run folder (aio/resources/<level>/...json)."""
+    import pandas as pd
+
+    done = {(r["level"], r["action"], r["target"]): r for r in applied}
+    rows = []
+    for s in plan.steps:
+        r = done.get((s.level, s.action, s.target))
+        path = (r or {}).get("file", "")
+        link = ""
+        if path:
+            rel = Path(path)
+            if run_dir:
+                try:
+                    rel = Path(path).relative_to(Path(run_dir))
+                except ValueError:
+                    pass
+            link = f'<a href="{rel}">{rel.name}</a>'
+        rows.append({"level": s.level, "resource": s.action, "name": s.target,
+                     "plan": "skip" if s.skip else "change",
+                     "state": (r or {}).get("state") or ("unchanged" if s.skip else "not run"),
+                     "ok": (r or {}).get("ok", s.skip), "seconds": (r or {}).get("seconds"),
+                     "note": (r or {}).get("output", "") or (s.reason if s.skip else ""), "json": link})
+    return pd.DataFrame(rows, columns=["level", "resource", "name", "plan", "state", "ok", "seconds", "note", "json"])
+
+
+def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:
+    return {"planned_changes": len(plan.changes), "skipped": len(plan.steps) - len(plan.changes),
+            "applied": len(applied), "seconds": round(sum(r.get("seconds") or 0 for r in applied), 3),
+            "checks": len(rows), "passed": sum(1 for r in rows if r["ok"]),
+            "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
+
+
+def require_deployed(rows: list[dict], dry_run: bool = False) -> str:
+    """The stage's verdict line; raises StageFailed (the first failing check's hint) when a level is not deployed."""
+    if dry_run:
+        return "dry run: plan shown, nothing applied or verified"
+    msg = failed(rows)
+    if msg:
+        raise StageFailed(msg)
+    levels_ok = sorted({r["level"] for r in rows})
+    return f"Azure IoT Operations deployed on {len(levels_ok)} level(s): {', '.join(levels_ok)}; every check passed"
