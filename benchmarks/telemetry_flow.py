@@ -8,7 +8,8 @@ connector publishes every asset, one dataflow process per level runs that level'
 JSON: messages judged, lost, end-to-end p50/p99 from the OPC UA source timestamp, p99 per hop and the CPU share
 of each broker and stand-in. With --step the rate per asset doubles from --rate while the run stays lossless with
 p99 <= --p99-ms, and the highest sustained rate is printed. Exit code 1 when a run lost messages.
-The Kafka leg (Event Hubs) is not part of this loopback run: it needs the lab's cloud namespace.
+With --lab-site (and -p overrides) the same run happens inside that lab's egress namespace and the egress
+dataflow produces to the lab's Event Hubs (real Kafka behind the cloud front); the lab and its broker must be up.
 """
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from pathlib import Path
 from layernet.telemetry.loopback import free_port, loopback_site, measure
 
 
-def run(assets: int, rate: float, seconds: float, net: int) -> dict:
+def run(assets: int, rate: float, seconds: float, net: int, lab_site=None, overrides=()) -> dict:
+    if lab_site:
+        from layernet.telemetry.loopback import measure_in_lab
+
+        result = measure_in_lab(lab_site, list(overrides), seconds=seconds, rate=rate, assets=assets, net=net)
+        result["rate_per_asset"] = rate
+        return result
     hosts = [f"127.{net}.{n}.1" for n in (4, 3, 2)]
     site = loopback_site("params/lab.yaml", net=net, port=free_port(hosts, 18950), opc_port=free_port(hosts[2:], 50600),
                          assets=assets, rate_hz=rate)
@@ -40,11 +47,13 @@ def main(argv=None) -> int:
     ap.add_argument("--p99-ms", type=float, default=100.0)
     ap.add_argument("--max-rate", type=float, default=1600.0)
     ap.add_argument("--net", type=int, default=78, help="second octet of the loopback addresses (127.NET.x.1)")
+    ap.add_argument("--lab-site", help="run inside this lab's egress namespace, through its Event Hubs")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], help="site overrides for --lab-site")
     args = ap.parse_args(argv)
     if not (1 <= args.assets <= 50 and 0 < args.rate <= 2000 and 5 <= args.seconds <= 600):
         print("error: --assets 1-50, --rate 0-2000, --seconds 5-600", file=sys.stderr)
         return 2
-    first = run(args.assets, args.rate, args.seconds, args.net)
+    first = run(args.assets, args.rate, args.seconds, args.net, args.lab_site, args.overrides)
     print(json.dumps(first, indent=1), flush=True)
     if not args.step:
         return 1 if first["lost"] else 0
@@ -52,7 +61,7 @@ def main(argv=None) -> int:
     rate = args.rate
     while best == rate and rate * 2 <= args.max_rate:
         rate *= 2
-        r = run(args.assets, rate, min(args.seconds, 30.0), args.net)
+        r = run(args.assets, rate, min(args.seconds, 30.0), args.net, args.lab_site, args.overrides)
         print(json.dumps({k: r[k] for k in ("rate_per_asset", "messages", "lost", "e2e_p50_ms", "e2e_p99_ms", "cpu_percent")}),
               flush=True)
         if not r["lost"] and (r["e2e_p99_ms"] or 1e9) <= args.p99_ms:

@@ -379,6 +379,34 @@ def _added_gaps(hops) -> int:
     return total
 
 
+def measure_in_lab(site_file: str | Path, overrides: list[str], seconds: float = 8.0, rate: float = 10.0,
+                   assets: int = 1, net: int = 79, timeout: float = 600.0) -> dict:
+    """One measured window run inside the lab's egress namespace, through the lab's Event Hubs (its Kafka broker
+    must be running): the egress dataflow resolves and reaches `<namespace>.servicebus.windows.net:9093` the
+    way real traffic goes. The connection string travels only in the child's environment."""
+    from layernet.lab import commands, kafka, pki
+    from layernet.site import load_site
+
+    site = load_site(site_file, overrides)
+    if not kafka.is_running(site):
+        raise RuntimeError(f"the lab's Event Hubs broker is not running (python -m layernet.lab.kafka start --site {site_file})")
+    ns = f"{site.lab.prefix}-{site.egress_level}"
+    ca = str(commands.state_dir(site) / "ca" / pki.CA_CERT)
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.telemetry.loopback", "--site", str(site_file),
+            "--seconds", str(seconds), "--rate", str(rate), "--assets", str(assets), "--net", str(net), "--kafka-ca", ca]
+    for o in overrides:
+        argv += ["-p", o]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=kafka.client_env(site), timeout=timeout)
+    secret = kafka.connection_string(site)
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"the measurement in {ns} printed nothing ({proc.returncode}): "
+                           f"{kafka.redact(proc.stderr.strip()[-800:], site)}")
+    out = json.loads(lines[-1])
+    out["secret_leaked"] = secret in proc.stdout or secret in proc.stderr
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """python -m layernet.telemetry.loopback --site FILE [-p K=V] [--seconds N] [--kafka-ca PEM]: one measured
     window, as JSON. With --kafka-ca the egress dataflow produces to the site's Event Hubs Kafka endpoint and a
