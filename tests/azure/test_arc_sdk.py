@@ -176,3 +176,19 @@ def test_clients_take_the_injected_endpoint_credential_and_ca(armd, conn, monkey
     from azure.core.exceptions import ServiceRequestError
     with pytest.raises(ServiceRequestError):
         Arm(SUB, cred, armd.url, True, extra={"retry_total": 0}).resources().resource_groups.check_existence("x")
+
+
+def test_a_cluster_that_went_offline_is_named_with_its_last_contact(armd, conn):
+    connect_when_put(armd)
+    site = site_sdk()
+    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048),
+              progress=quiet)
+    l3 = f"/subscriptions/{SUB}/resourcegroups/rg-plant-example/providers/microsoft.kubernetes/connectedclusters/aio-plant-l3"
+    armd.store[l3]["properties"]["connectivityStatus"] = "Offline"      # e.g. level3's Envoy stopped
+    rows = arc.verify(site, arm=conn, interval=1, timeouts={"level4": 0, "level3": 0, "level2": 0},
+                      progress=quiet, sleep=lambda s: None)
+    bad = [r for r in rows if not r["ok"]]
+    assert [(r["level"], r["check"], r["observed"]) for r in bad] == [("level3", "connectivity status", "Offline")]
+    assert "the agents stopped reaching Azure (last seen 2026-12-01T22:00:00Z)" in bad[0]["hint"]
+    assert "from level3 up to the egress level" in bad[0]["hint"]
+    assert "pre_onboarding" not in bad[0]["hint"]

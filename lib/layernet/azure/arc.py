@@ -498,7 +498,7 @@ def cluster_rows(t: Target, raw: Optional[dict], error: Optional[str], refused: 
     p = (raw or {}).get("properties") or {}
     status = p.get("connectivityStatus") or ("absent" if raw is None else "unknown")
     ok = status == "Connected"
-    hint = failure_hint(t, status, error, refused, waited)
+    hint = failure_hint(t, status, error, refused, waited, str(p.get("lastConnectivityTime") or ""))
     version = p.get("agentVersion") or ""
     seen = p.get("lastConnectivityTime") or ""
     return [
@@ -510,11 +510,22 @@ def cluster_rows(t: Target, raw: Optional[dict], error: Optional[str], refused: 
     ]
 
 
-def failure_hint(t: Target, status: str, error: Optional[str], refused: list[str], waited: float) -> str:
+def failure_hint(t: Target, status: str, error: Optional[str], refused: list[str], waited: float,
+                 last_seen: str = "") -> str:
+    """What to look at when a level is not Connected: depends on how far onboarding got."""
     parts = [f"{t.cluster} is {status} after {waited:.0f} s"]
     if error:
         parts.append(error)
-    parts.append(f"look at the pre-onboarding check logs in {PRE_ONBOARDING_LOGS}/{t.cluster}-* on the jump box")
+    if status == "Offline":
+        parts.append(f"the agents stopped reaching Azure{' (last seen ' + last_seen + ')' if last_seen else ''}: "
+                     f"check every proxy on the chain from {t.level} up to the egress level, and the agents "
+                     "(kubectl get pods -n azure-arc)")
+    elif status == "Expired":
+        parts.append("offline too long, the agents' certificate expired: delete the connected cluster and connect again")
+    elif status == "absent":
+        parts.append("run the stage's plan and apply: the connect step did not create it")
+    else:
+        parts.append(f"look at the pre-onboarding check logs in {PRE_ONBOARDING_LOGS}/{t.cluster}-* on the jump box")
     if refused:
         parts.append(f"the proxies refused at {t.level}: {', '.join(sorted(set(refused)))} (add them to the allow list "
                      "or stop dropping them)")
