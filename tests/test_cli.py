@@ -91,3 +91,43 @@ def test_probe_on_a_lab_that_is_down_says_what_to_do():
     assert proc.returncode == 1
     assert "error: namespace zq-level4 does not exist: bring the lab up first" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- misuse: exit 2
+def test_render_out_that_cannot_hold_artifacts_exits_2(tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, phrase in [("/", "not the root folder"), (str(afile), "is a file, not a folder"),
+                        (str(afile / "sub"), "is a file, so no folder can be made under it")]:
+        proc = _run("render", "--site", LAB, "--out", out)
+        assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+    assert afile.read_text() == "x"
+
+
+def test_render_never_writes_outside_out(tmp_path: Path):
+    out = tmp_path / "deep" / "out"
+    proc = _run("render", "--site", LAB, "-p", "levels.level2.name=../../../escaped", "--out", str(out))
+    assert proc.returncode == 2 and "levels[2].name" in proc.stderr and "a DNS label" in proc.stderr
+    assert not (tmp_path / "escaped").exists() and not out.exists()
+
+
+def test_directory_as_site_says_so(tmp_path: Path):
+    proc = _run("validate", "--site", str(tmp_path))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr and "must exist" not in proc.stderr
+
+
+@pytest.mark.parametrize("since, phrase", [("99999999999d", "out of range"), ("2999-01-01", "is in the future"),
+                                           ("0001-01-01", "out of range"), ("yesterday", "give an ISO 8601 time")])
+def test_audit_since_out_of_range_exits_2(since, phrase, tmp_path: Path):
+    proc = _run("audit", str(tmp_path), "--since", since)
+    assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_audit_and_harden_out_that_is_a_file_exit_2(tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["audit", str(tmp_path), "--out", str(afile)], ["harden", "--site", LAB, "--out", str(afile)]):
+        proc = _run(*args)
+        assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr

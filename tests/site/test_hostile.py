@@ -290,11 +290,17 @@ def test_directory_as_site(tmp_path: Path, capsys):
     assert "is a directory" in capsys.readouterr().err
 
 
-def test_whole_words_only_kansas_is_not_a_secret():
-    site = load_site(LAB, ["levels.level2.name=kansas", "egress_level=level4", "levels.level3.proxy=true",
-                           "azure.clusters={level4: aio-l4, level3: aio-l3, kansas: aio-ks}",
-                           "telemetry.assets[0].level=kansas", "telemetry.dataflows[0].level=kansas",
-                           "description=passes the password policy review"])
+def test_whole_words_only_kansas_is_not_a_secret(tmp_path: Path):
+    def rename(v: Any) -> Any:  # level2 -> kansas everywhere: names, references, keys
+        if isinstance(v, dict):
+            return {("kansas" if k == "level2" else k): rename(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [rename(x) for x in v]
+        return "kansas" if v == "level2" else v
+
+    f = tmp_path / "kansas.yaml"
+    f.write_text(yaml.safe_dump(rename(base()), sort_keys=False))
+    site = load_site(f, ["description=passes the password policy review"])
     assert site.levels[2].name == "kansas" and "password" in site.description
 
 
@@ -352,3 +358,68 @@ def test_cli_as_a_process_hostile_files(tmp_path: Path):
         proc = subprocess.run([LAYERNET, "validate", "--site", str(f)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr and SECRET not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- -p overrides
+LEVEL3 = ("{name: level3, number: 3, parent: level4, network: 192.168.103.0/24, node_ip: 192.168.103.20, "
+          "proxy: true, dns_override: true}")
+
+# (-p argument, field path in the error, phrase of what is expected)
+OVERRIDE_CASES = [
+    ("azure..location=westeurope", "azure..location", "without empty segments"),
+    (".azure.location=westeurope", ".azure.location", "without empty segments"),
+    ("azure.location.=westeurope", "azure.location.", "without empty segments"),
+    ("levels[1=x", "levels[1", "is not a path segment"),
+    ("levels[-1].proxy=true", "levels[-1].proxy", "is not a path segment"),
+    ("levels[1]].proxy=true", "levels[1]].proxy", "is not a path segment"),
+    ("a b=1", "a b", "is not a path segment"),
+    ("description=[unclosed", "description", "a YAML value after '='"),
+    ("description={a: 1, a: 2}", "description", "each key once"),
+    ("description=&a [*a]", "description", "an alias outside its anchor"),
+    ("description=!!python/object/apply:os.system [id]", "description", "without tags"),
+    ("description=" + "[" * 50 + "]" * 50, "description", "levels of nesting"),
+    ("levels[0].node_ip=1", "levels[0].node_ip", "not a number"),
+    ("levels.level3.node_ip=true", "levels[1].node_ip", "IPv4 address"),
+    ("levels.level3.name=../../x", "levels[1].name", "a DNS label"),
+    ("egress_level=[level4]", "egress_level", "text"),
+    ("allowlist.extra_hosts=[{host: a.contoso.com, ports: 443}]", "allowlist.extra_hosts[0].ports", "a list of port numbers"),
+    ("allowlist.extra_hosts=[{host: a.contoso.com, ports: [yes]}]", "allowlist.extra_hosts[0].ports[0]", "not ports"),
+    ("allowlist.extra_hosts=[\u212aelvin.contoso.com]", "allowlist.extra_hosts[0]", "ASCII"),
+    ("levels[1]=5", "levels[1]", "mapping"),
+    ("levels.level9.proxy=true", "levels.level9.proxy", "no list item named 'level9'"),
+    ("levels[7].node_ip=192.168.103.20", "levels[7].node_ip", "index [7] does not exist"),
+    ("name.first=x", "name.first", "does not lead to a settable field"),
+    ("azure.location", "azure.location", "must look like key.path=value"),
+    ("=westeurope", "(override)", "needs a field path"),
+    ("azure.regoin=westeurope", "azure.regoin", "unknown key"),
+    (f"azure.client_secret={SECRET}", "azure.client_secret", "value is hidden"),
+    (f"description={EH_CONN}", "description", "value is hidden"),
+    (f"description={JWT}", "description", "value is hidden"),
+    (f"telemetry.eventhubs.SharedAccessKey={SECRET}", "telemetry.eventhubs.SharedAccessKey", "value is hidden"),
+]
+
+
+@pytest.mark.parametrize("override, path, phrase", OVERRIDE_CASES, ids=[c[0][:40] for c in OVERRIDE_CASES])
+def test_hostile_override(override, path, phrase, capsys):
+    with pytest.raises(SiteError) as info:
+        load_site(LAB, [override])
+    hits = [p for p in info.value.problems if p.path == path and phrase.lower() in str(p).lower()]
+    assert hits, [str(p) for p in info.value.problems]
+    _check_message(str(info.value))
+    assert cli.main(["validate", "--site", str(LAB), "-p", override]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f": {path}: got " in err
+    _check_message(err)
+
+
+def test_level_by_name_replaces_the_whole_level_like_an_index():
+    by_name = load_site(LAB, [f"levels.level3={LEVEL3}"])
+    by_index = load_site(LAB, [f"levels[1]={LEVEL3}"])
+    assert by_name == by_index
+    assert str(by_name.level("level3").node_ip) == "192.168.103.20"
+
+
+def test_override_of_a_whole_level_is_validated_like_the_file():
+    with pytest.raises(SiteError) as info:
+        load_site(LAB, ["levels.level3={name: level3}"])
+    assert {"levels[1].number", "levels[1].network", "levels[1].node_ip"} <= {p.path for p in info.value.problems}
