@@ -45,8 +45,9 @@ def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, 
         steps, observed = deployer.plan_steps()
         if run_dir:
             save_bodies(deployer.bodies, Path(run_dir) / STAGE / "deployments")
+        # the plan stays JSON: apply (maybe in another process) deploys exactly these bodies
         return Plan(STAGE, steps, observed=fingerprint(observed), executor="arm",
-                    context={"deployer": deployer, "templates": dict(deployer.templates), "what_if": observed})
+                    context={"bodies": deployer.bodies, "templates": dict(deployer.templates), "what_if": observed})
     raise InputError(f"site field aio.executor is {executor!r}: use az or arm")
 
 
@@ -78,7 +79,8 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
         refuse_drift(plan, az_aio.observe_az(site, az_aio.AzLive(runner)))
         executor: Any = az_aio.AzExecutor(site, runner, echo=progress)
     else:
-        executor = plan.context["deployer"]
+        executor = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir))
+        executor.bodies = dict(plan.context["bodies"])
         now = {}
         for step in plan.steps:
             body = executor.bodies[step.target]
