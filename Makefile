@@ -34,7 +34,11 @@ $(KAFKA): tools/kafka/pom.xml
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	  units=$$(dpkg -L $$missing 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/@]+\.(service|socket)$$' | xargs -rn1 basename | sort -u); \
+	  if [ -n "$$units" ]; then echo "disabling host services these packages enabled (the lab runs its own):" $$units; \
+	    systemctl disable --now $$units >/dev/null 2>&1 || deb-systemd-helper disable $$units >/dev/null 2>&1 || true; fi; \
+	fi
 
 demo: setup
 	$(BIN)/layernet run deploy --site $(SITE)
