@@ -122,6 +122,7 @@ class AppServer:
             cert, key = pki.issue_server_cert(self.ca_dir, self.cert_dir, spec.names, stem=spec.name)
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # accepted sockets inherit it
             s.bind((self.host, 0))
             self.ports[spec.name] = s.getsockname()[1]
             log = RequestLog(Path(self.log_dir) / f"{spec.name}.jsonl" if self.log_dir else None)
