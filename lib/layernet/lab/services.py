@@ -77,6 +77,14 @@ def arc_agent_status(site, level: str) -> Optional[dict]:
         return None
 
 
+# ----------------------------------------------------------------------------------------------- AIO extension
+def start_aio_extension(site, level: str, cluster_id: str, extension: dict) -> str:
+    """Hand an accepted extension PUT to the level's AIO extension stand-in (lab/aioext.py), starting it."""
+    from layernet.lab import aioext
+
+    return aioext.install(site, level, cluster_id, extension)
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -86,4 +94,5 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "stop", "rows", "start_arc_agent", "arc_agent_status", "wait_for"]
+__all__ = ["LabError", "start", "stop", "rows", "start_arc_agent", "arc_agent_status", "start_aio_extension",
+           "wait_for"]

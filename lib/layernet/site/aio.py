@@ -119,7 +119,7 @@ class Aio(Strict):
     release: str = Field(default="1.2", pattern=r"^\d+\.\d+$")
     release_tag: Optional[str] = None        # the GitHub release tag whose templates the arm executor fetches
     cli_version: Optional[str] = None        # the azure-iot-ops CLI extension version the az executor pins
-    executor: Literal["az", "arm"] = "az"
+    executor: Literal["az", "arm", "sdk"] = "az"   # sdk: each resource PUT through the SDK clients (the lab)
     levels: dict[str, AioLevel] = {}
     templates: Templates = Templates()
     schema_registry_role: bool = Field(default=True, strict=True)   # Storage Blob Data Contributor for the registry

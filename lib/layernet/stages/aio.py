@@ -113,7 +113,7 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
 
         tgt = get_target(site)
         return tgt.azure_call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
-                              timeout=timeout, interval=min(interval, tgt.azure_poll_interval))
+                              wait=timeout, interval=min(interval, tgt.azure_poll_interval))
     rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
     if kube is None and site.target == "kube":
@@ -194,8 +194,8 @@ def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
     return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None, arm=_sdk_arm(site, None))
 
 
-def _verify_remote(site, refused=None, timeout: float = 0, interval: float = 10.0) -> list[dict]:
-    return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=timeout, interval=interval,
+def _verify_remote(site, refused=None, wait: float = 0, interval: float = 10.0) -> list[dict]:
+    return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=wait, interval=interval,
                              progress=progress_printer("▸ aio "))
 
 

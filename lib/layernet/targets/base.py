@@ -68,6 +68,25 @@ class Target(ABC):
         `az connectedk8s connect` does it (the az executor); returns what was done."""
         return ""
 
+    # ---- stage 03 (AIO): what the cluster does on its own on a real site; the lab's stand-ins do it there
+    def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
+        """An extension's PUT was accepted ({"id", "name", "type"}): install it in the level's cluster. On a real
+        site the Arc extension manager does it; returns what was done."""
+        return ""
+
+    def aio_listeners(self, level: str, listeners: list) -> str:
+        """The broker's listener resources as ARM holds them now (a real site: the AIO operator syncs them)."""
+        return ""
+
+    def aio_note(self, level: str) -> str:
+        """What the target knows about a level's AIO extensions beyond ARM (the lab: blocked image pulls)."""
+        return ""
+
+    def aio_broker_rows(self, listeners: dict) -> list:
+        """Evidence that each level's broker answers on its listeners ({level: [(name, port, tls)]}); a real site
+        checks pods and services with the kubernetes client (not here: no rows)."""
+        return []
+
 
 def get_target(site) -> Target:
     if site.target == "lab":

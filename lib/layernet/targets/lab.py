@@ -188,6 +188,40 @@ class LabTarget(Target):
 
         return services.start_arc_agent(self.site, level, cluster_id)
 
+    def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
+        from layernet.lab import services
+
+        return services.start_aio_extension(self.site, level, cluster_id, extension)
+
+    def aio_listeners(self, level: str, listeners: list) -> str:
+        from layernet.lab import aioext
+
+        return aioext.set_listeners(self.site, level, listeners)
+
+    def aio_note(self, level: str) -> str:
+        from layernet.lab import aioext
+
+        return aioext.note(self.site, level)
+
+    def aio_broker_rows(self, listeners: dict) -> list:
+        """An MQTT round trip (connect, subscribe, publish, receive) to every listener of every level's broker, from
+        this namespace (the jump box side, which routes to the level nodes: the admin flow)."""
+        from layernet.lab import aioext
+        from layernet.stages.base import evidence
+
+        rows = []
+        ca = str(commands.ca_cert_path(self.site))
+        for level, ports in listeners.items():
+            node = str(self.site.level(level).node_ip)
+            commands.check_route(self.site, node)
+            for name, port, tls in ports:
+                ok, observed = aioext.mqtt_round_trip(node, port, ca if tls else None)
+                hint = f"{name} on {node}:{port} ({'TLS' if tls else 'plain'}): {observed}"
+                note = aioext.note(self.site, level)
+                rows.append(evidence(level, f"mqtt {name} :{port}", "round trip", observed if ok else "failed", ok,
+                                     hint + (f"; {note}" if note else "")))
+        return rows
+
     def arc_agent_note(self, level: str) -> str:
         from layernet.lab import services
 

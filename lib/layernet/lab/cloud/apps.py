@@ -87,13 +87,15 @@ def build_cloud(settings: CloudSettings) -> Cloud:
     from layernet.lab.cloud.arm import hooks
     if hooks.hook_for(arc.CONNECTED_CLUSTERS) is hooks.DEFAULT:
         hooks.register(arc.CONNECTED_CLUSTERS, arc.ConnectedClusterHook())
+    from layernet.lab.cloud import aio
+    aio.register_hooks()
     names = host_names(settings.region, settings.cloud)
     registry = arc.Registry()
     data_host = f"{settings.region.lower()}.data.mcr.microsoft.com"
     specs = [
         AppSpec("entra", names["entra"], entra.build(directory, signer)),
         AppSpec("arm", names["arm"], arm_app.build(arm, signer, directory.tenant_id)),
-        AppSpec("dataplane", names["dataplane"], arc.dataplane_app(store, arm.settings)),
+        AppSpec("dataplane", names["dataplane"], aio.with_extension_status(arc.dataplane_app(store, arm.settings), store)),
         AppSpec("his", names["his"], arc.generic_app("his")),
         AppSpec("notification", names["notification"], arc.generic_app("notification")),
         AppSpec("relay", names["relay"], arc.relay_app()),

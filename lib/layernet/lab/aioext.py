@@ -1,0 +1,436 @@
+"""The AIO extensions of one level's cluster, as a lab service: images through the proxy chain, then the broker.
+
+On a real cluster the Arc extension manager installs each extension's Helm chart; its pods pull their images from
+mcr.microsoft.com (blobs from <region>.data.mcr.microsoft.com) through the level's DNS and proxies, and the
+manager reports the install state to the configuration data plane, which is what ARM shows. Then the AIO
+operator turns the broker listener resources into the MQTT broker's services.
+
+This stand-in does the same from the level's namespace (so `ip netns exec` gives it the level's resolv.conf and
+firewall), trusting only the lab CA:
+
+  for every extension in `extensions.json` (written by the stage when the extension's PUT is accepted):
+    report Installing, pull each of the extension's images (registry /v2/, manifest, first layer: the blob
+    redirect goes to the data host), retrying until `pull_deadline`;
+    report Installed, or Failed naming the image and the host that could not be reached
+    (POST https://<region>.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus)
+  once microsoft.iotoperations is installed and `listeners.json` (the broker's listener resources read back from
+  ARM) exists: run a real mosquitto bound to the level's node address, one listener per listener port: plain
+  (anonymous) without TLS, TLS with a lab-CA certificate (the cert-manager stand-in) when the port asks for it.
+  A changed listeners file restarts mosquitto with the new configuration.
+
+The Kubernetes service-account-token authentication of the default listener is not modelled: both listeners
+accept anonymous clients (the TLS one only over TLS).
+
+Status: `<level state>/aio-extension.json`: {"level", "phase": starting|installing|blocked|installed|failed|
+broker, "extensions": {id: {"type", "state", "message", "images": [...]}}, "blocked_on", "broker": {"pid",
+"listeners": [{"name", "port", "tls"}], "error"}}.
+
+Run: python -m layernet.lab.aioext CONFIG.json   (see `config()`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+CONFIG_FILE = "aio-extension-config.json"
+STATUS_FILE = "aio-extension.json"
+EXTENSIONS_FILE = "aio-extensions.json"
+LISTENERS_FILE = "aio-listeners.json"
+BROKER_CONF = "aio-mosquitto.conf"
+IOT_OPERATIONS = "microsoft.iotoperations"
+IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pinned tags)
+    "microsoft.certmanagement": ["azureiotoperations/cert-manager-controller:1.16.5",
+                                 "azureiotoperations/trust-manager:0.16.0"],
+    "microsoft.azure.secretstore": ["azurearck8s/secrets-store-sync-controller:1.1.0"],
+    IOT_OPERATIONS: ["azureiotoperations/aio-operator:1.2.36", "azureiotoperations/mqttbroker/frontend-server:1.2.36",
+                     "azureiotoperations/dataflow:1.2.36"],
+}
+
+
+def config(site, level: str, cluster_id: str, ca_dir: Path, state_dir: Path, pull_deadline: float = 6.0,
+           call_timeout: float = 2.0) -> dict:
+    node = str(site.level(level).node_ip)
+    return {"level": level, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
+            "ca_dir": str(ca_dir), "ca_file": str(Path(ca_dir) / "ca.crt"), "state_dir": str(state_dir),
+            "status": str(state_dir / STATUS_FILE), "extensions": str(state_dir / EXTENSIONS_FILE),
+            "listeners": str(state_dir / LISTENERS_FILE), "pull_deadline": pull_deadline,
+            "call_timeout": call_timeout, "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto"}
+
+
+def listener_ports(listeners: list[dict]) -> list[dict]:
+    """[{"name", "port", "tls"}] from broker listener resources (ARM JSON), sorted by port."""
+    out = []
+    for res in listeners:
+        props = res.get("properties") or {}
+        for port in props.get("ports") or []:
+            tls = port.get("tls") or {}
+            out.append({"name": res.get("name", ""), "port": int(port["port"]),
+                        "tls": bool(tls) and tls.get("mode", "Automatic") != "Disabled"})
+    return sorted(out, key=lambda p: p["port"])
+
+
+def mosquitto_conf(node_ip: str, ports: list[dict], cert: Optional[str], key: Optional[str], log: str) -> str:
+    lines = ["per_listener_settings true", "user root", "persistence false", f"log_dest file {log}",
+             "log_type error", "log_type warning", "log_type notice", "set_tcp_nodelay true"]
+    for p in ports:
+        lines += ["", f"# listener {p['name']}", f"listener {p['port']} {node_ip}", "allow_anonymous true"]
+        if p["tls"]:
+            lines += [f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
+    return "\n".join(lines) + "\n"
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "name or service not known" in low or "temporary failure in name" in low or "failed to resolve" in low \
+            or "no address associated" in low:
+        return "no DNS answer (the level's DNS does not know this name)"
+    if "connection reset" in low or "eof occurred" in low or "unexpected_eof" in low or "connection aborted" in low:
+        return "reset by a proxy (the name is not on its allow list)"
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    if "refused" in low:
+        return "connection refused"
+    return text[:200]
+
+
+class Extension:
+    def __init__(self, cfg: dict):
+        import requests
+
+        self.cfg = cfg
+        self.http = requests.Session()
+        self.http.trust_env = False            # only the lab CA; no proxy or CA bundle from the environment
+        self.http.verify = cfg["ca_file"]
+        self.status: dict = {"level": cfg["level"], "cluster": cfg["cluster_id"], "phase": "starting",
+                             "extensions": {}, "blocked_on": None, "broker": None, "pid": os.getpid()}
+        self.done: dict[str, float] = {}       # extension id -> generation installed (or failed)
+        self.broker: Optional[subprocess.Popen] = None
+        self.broker_key: Optional[str] = None
+        self._kill_leftover_broker()
+
+    # ---- files
+    def save(self) -> None:
+        path = Path(self.cfg["status"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, indent=1))
+        tmp.replace(path)
+
+    @staticmethod
+    def _read(path: str):
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+
+    # ---- the data plane report
+    def report(self, ext: dict, state: str, message: str, images: list) -> Optional[str]:
+        url = f"https://{self.cfg['region']}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus"
+        body = {"extensionResourceId": ext["id"], "clusterResourceId": self.cfg["cluster_id"], "status": state,
+                "message": message, "images": images}
+        end = time.monotonic() + self.cfg["pull_deadline"]
+        while True:
+            try:
+                resp = self.http.post(url, json=body, timeout=self.cfg["call_timeout"])
+                if resp.ok:
+                    return None
+                err = f"HTTP {resp.status_code}"
+            except Exception as exc:  # noqa: BLE001 - named in the status file
+                err = _describe(exc)
+            if time.monotonic() >= end:
+                return f"{url.split('/')[2]}:443 ({err})"
+            time.sleep(0.3)
+
+    # ---- images
+    def pull(self, image: str) -> tuple[bool, str]:
+        repo, _, tag = image.rpartition(":")
+        base = f"https://mcr.microsoft.com/v2/{repo}"
+        t = self.cfg["call_timeout"]
+        host = "mcr.microsoft.com"
+        try:
+            r = self.http.get("https://mcr.microsoft.com/v2/", timeout=t)
+            if r.status_code not in (200, 401):
+                return False, f"{host}:443 answered HTTP {r.status_code}"
+            m = self.http.get(f"{base}/manifests/{tag}", timeout=t,
+                              headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+            m.raise_for_status()
+            digest = m.json()["layers"][0]["digest"]
+            host = f"{self.cfg['region']}.data.mcr.microsoft.com"
+            blob = self.http.get(f"{base}/blobs/{digest}", timeout=t)
+            if not blob.ok:
+                return False, f"{host}:443 answered HTTP {blob.status_code}"
+            return True, " -> ".join(h.url.split("/")[2] for h in blob.history + [blob])
+        except Exception as exc:  # noqa: BLE001 - every failure is evidence, named by host
+            import requests
+
+            if isinstance(exc, requests.RequestException) and exc.request is not None and exc.request.url:
+                host = exc.request.url.split("/")[2]
+            return False, f"{host}:443 ({_describe(exc)})"
+
+    def install(self, ext: dict) -> None:
+        st = {"type": ext["type"], "name": ext["name"], "state": "Installing", "message": "", "images": []}
+        self.status["extensions"][ext["id"]] = st
+        self.status["phase"] = "installing"
+        self.save()
+        self.report(ext, "Installing", "pulling images", [])
+        for image in IMAGES.get(ext["type"], []):
+            end = time.monotonic() + self.cfg["pull_deadline"]
+            while True:
+                ok, how = self.pull(image)
+                if ok or time.monotonic() >= end:
+                    break
+                self.status["phase"], self.status["blocked_on"] = "blocked", how
+                self.save()
+                time.sleep(0.3)
+            st["images"].append({"image": f"mcr.microsoft.com/{image}", "ok": ok, "via": how})
+            if not ok:
+                st["state"] = "Failed"
+                st["message"] = (f"image pull failed for mcr.microsoft.com/{image} after "
+                                 f"{self.cfg['pull_deadline']:g} s: {how}")
+                break
+        else:
+            st["state"], st["message"] = "Installed", f"{len(st['images'])} image(s) pulled"
+            self.status["blocked_on"] = None
+        self.status["phase"] = "installed" if st["state"] == "Installed" else "failed"
+        self.save()
+        err = self.report(ext, st["state"], st["message"], st["images"])
+        st["reported"] = err is None
+        if err:
+            st["report_error"] = f"the install state could not be reported: {err}"
+        self.save()
+
+    # ---- broker
+    def _kill_leftover_broker(self) -> None:
+        old = self._read(self.cfg["status"]) or {}
+        pid = (old.get("broker") or {}).get("pid")
+        conf = str(Path(self.cfg["state_dir"]) / BROKER_CONF)
+        if pid:
+            try:
+                if conf in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(pid, signal.SIGTERM)
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    def stop_broker(self) -> None:
+        if self.broker and self.broker.poll() is None:
+            self.broker.terminate()
+            try:
+                self.broker.wait(3)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+                self.broker.wait(3)
+        self.broker = None
+
+    def ensure_broker(self) -> None:
+        installed = any(e["type"] == IOT_OPERATIONS and e["state"] == "Installed"
+                        for e in self.status["extensions"].values())
+        listeners = self._read(self.cfg["listeners"])
+        if not installed or not listeners:
+            return
+        ports = listener_ports(listeners)
+        key = json.dumps(ports, sort_keys=True)
+        if key == self.broker_key and self.broker and self.broker.poll() is None:
+            return
+        d = Path(self.cfg["state_dir"])
+        cert = keyf = None
+        if any(p["tls"] for p in ports):
+            from layernet.lab import pki
+
+            c, k = pki.issue_server_cert(Path(self.cfg["ca_dir"]), d / "aio-broker-pki",
+                                         ["aio-broker", "aio-broker.azure-iot-operations"], ips=[self.cfg["node_ip"]],
+                                         stem="aio-broker")
+            cert, keyf = str(c), str(k)
+        conf = d / BROKER_CONF
+        log = d / "aio-mosquitto.log"
+        conf.write_text(mosquitto_conf(self.cfg["node_ip"], ports, cert, keyf, str(log)))
+        self.stop_broker()
+        out = open(d / "aio-mosquitto.out", "ab")
+        self.broker = subprocess.Popen([self.cfg["mosquitto"], "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        out.close()
+        self.broker_key = key
+        err = None
+        if not _wait_ports(self.cfg["node_ip"], [p["port"] for p in ports], 5.0):
+            err = f"mosquitto does not listen on {self.cfg['node_ip']} {[p['port'] for p in ports]}"
+            if self.broker.poll() is not None:
+                err += f" (exited {self.broker.returncode}; see {log})"
+        self.status["broker"] = {"pid": self.broker.pid, "listeners": ports, "conf": str(conf), "error": err,
+                                 "started": time.time()}
+        self.status["phase"] = "broker"
+        self.save()
+
+    # ---- life
+    def loop(self) -> None:
+        while True:
+            wanted = self._read(self.cfg["extensions"]) or []
+            for ext in wanted:
+                if self.done.get(ext["id"]) != ext.get("generation"):
+                    self.install(ext)
+                    self.done[ext["id"]] = ext.get("generation")
+            try:
+                self.ensure_broker()
+            except Exception as exc:  # noqa: BLE001 - the broker's failure is evidence
+                self.status["broker"] = {"pid": None, "listeners": [], "error": _describe(exc)}
+                self.save()
+            time.sleep(0.2)
+
+
+def _wait_ports(host: str, ports: list[int], timeout: float) -> bool:
+    import socket
+
+    end = time.monotonic() + timeout
+    todo = set(ports)
+    while todo and time.monotonic() < end:
+        for p in list(todo):
+            try:
+                with socket.create_connection((host, p), timeout=0.5):
+                    todo.discard(p)
+            except OSError:
+                pass
+        if todo:
+            time.sleep(0.05)
+    return not todo
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = json.loads(Path(argv[0]).read_text())
+    ext = Extension(cfg)
+
+    def stop(signum, frame):
+        ext.stop_broker()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    ext.save()
+    ext.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------------------- the stage's side
+def install(site, level: str, cluster_id: str, extension: dict, pull_deadline: float = 6.0) -> str:
+    """Ask the level's extension stand-in to install `extension` ({"id", "name", "type"}); starts the stand-in
+    when it does not run. Called when the extension's PUT was accepted."""
+    from layernet.lab import commands, procs, services
+
+    d = commands.level_dir(site, level)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / EXTENSIONS_FILE
+    try:
+        wanted = [e for e in json.loads(path.read_text()) if e["id"].lower() != extension["id"].lower()]
+    except (OSError, ValueError):
+        wanted = []
+    wanted.append({**extension, "generation": time.time()})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(wanted, indent=1))
+    tmp.replace(path)
+    name = f"{level}/aio-extension"
+    running = services.table(site).get(name)
+    if running is not None and procs.alive(running):
+        return f"{extension['type']}: handed to the extension stand-in of {level} (pid {running.pid})"
+    cfg = config(site, level, cluster_id, commands.state_dir(site) / "ca", d, pull_deadline=pull_deadline)
+    cfg_path = d / CONFIG_FILE
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    p = services.start(site, name, level, [sys.executable, "-m", "layernet.lab.aioext", str(cfg_path)],
+                       d / "aio-extension.out")
+    return f"{extension['type']}: extension stand-in of {level} started (pid {p.pid}) in {commands.namespace(site, level)}"
+
+
+def set_listeners(site, level: str, listeners: list[dict]) -> str:
+    """Hand the broker listener resources (as read back from ARM) to the level's stand-in."""
+    from layernet.lab import commands
+
+    path = commands.level_dir(site, level) / LISTENERS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(listeners, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return f"{len(listeners)} listener(s) handed to the broker of {level}"
+
+
+def status(site, level: str) -> Optional[dict]:
+    from layernet.lab import commands
+
+    try:
+        return json.loads((commands.level_dir(site, level) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def note(site, level: str) -> str:
+    """What the stand-in knows beyond ARM: a blocked pull, a failed report, a broker that did not start."""
+    st = status(site, level)
+    if st is None:
+        return f"the AIO extension stand-in of {level} never started"
+    parts = []
+    for e in st.get("extensions", {}).values():
+        if e.get("state") != "Installed":
+            parts.append(f"{e['type']} is {e['state']}" + (f": {e['message']}" if e.get("message") else ""))
+        if e.get("report_error"):
+            parts.append(e["report_error"])
+    if st.get("blocked_on") and not parts:
+        parts.append(f"image pulls blocked on {st['blocked_on']}")
+    if (st.get("broker") or {}).get("error"):
+        parts.append(f"broker: {st['broker']['error']}")
+    return "; ".join(parts)
+
+
+def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout: float = 5.0) -> tuple[bool, str]:
+    """Connect, subscribe to a fresh topic, publish to it and wait for the message (paho-mqtt, MQTT 3.1.1)."""
+    import threading
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    topic = f"layernet/verify/{uuid.uuid4().hex[:12]}"
+    payload = uuid.uuid4().hex.encode()
+    got, subscribed, connected = threading.Event(), threading.Event(), threading.Event()
+    result: dict = {}
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
+    if ca_file:
+        c.tls_set(ca_certs=ca_file)
+
+    def on_connect(client, userdata, flags, rc, props=None):
+        result["connack"] = str(rc)
+        if not rc.is_failure:
+            connected.set()
+            client.subscribe(topic, qos=1)
+
+    def on_subscribe(client, userdata, mid, rcs, props=None):
+        subscribed.set()
+
+    def on_message(client, userdata, msg):
+        if msg.payload == payload:
+            got.set()
+
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    t0 = time.monotonic()
+    try:
+        c.connect(host, port, keepalive=10)
+    except Exception as exc:  # noqa: BLE001 - the observed outcome
+        return False, _describe(exc)
+    c.loop_start()
+    try:
+        if not connected.wait(timeout):
+            return False, f"no CONNACK within {timeout:g} s" + (f" ({result['connack']})" if "connack" in result else "")
+        if not subscribed.wait(timeout):
+            return False, "no SUBACK"
+        c.publish(topic, payload, qos=1)
+        if not got.wait(timeout):
+            return False, "published, message not delivered back"
+        return True, f"round trip in {1000 * (time.monotonic() - t0):.0f} ms" + (" over TLS" if ca_file else "")
+    finally:
+        c.disconnect()
+        c.loop_stop()
