@@ -85,6 +85,28 @@ def test_report_charts(healthy):
     assert [t.name for t in lat.data][-1] == "end to end (OPC UA source time)" or len(lat.data) == 3
 
 
+def test_verify_command_on_the_running_flow(site, flow, healthy, tmp_path):
+    """The stage's one-window command (what the lab runs in a namespace) gives the same judgement as JSON."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from layernet.telemetry.verify import Analysis
+
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(site.model_dump(mode="json"), sort_keys=False))
+    argv = [sys.executable, "-m", "layernet.telemetry.verify", "--site", str(site_file), "--seconds", "4",
+            "--p99-ms", "10000"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    out = json.loads(proc.stdout)
+    assert out["ok"] is True and out["analysis"]["problems"] == []
+    a = Analysis.from_dict(out["analysis"])
+    assert a.summary["lost"] == 0 and a.summary["messages"] > 0
+    assert set(charts.sankey(a).data[0].node.label) == {"level2 broker", "level3 broker", "level4 broker"}
+
+
 def test_a_closed_hop_is_named(site, flow, healthy):
     """Negative rehearsal: the level2 -> level3 MQTT hop stops carrying (its dataflow is gone); the analysis says
     which hop and where the messages stopped."""

@@ -233,11 +233,8 @@ class LoopbackFlow:
             self.level_file(level).parent.mkdir(parents=True, exist_ok=True)
             self.level_file(level).write_text(to_json(recs))
         self.certs = None
-        tls_args: list[str] = []
         if self.site.telemetry.mqtt.tls:
             self.certs = mqtt_certs(self.dir / "pki", sorted({h for h, _ in self.brokers().values()}))
-            tls_args = ["--ca", self.certs["ca"], "--cert", self.certs["client_cert"], "--key", self.certs["client_key"]]
-        self.tls_args = tls_args
         for level, (host, port) in sorted(self.brokers().items()):
             conf = self.dir / f"mosquitto-{level}.conf"
             tls = None
@@ -247,41 +244,30 @@ class LoopbackFlow:
             self._start(f"{level}-broker", [exe, "-c", str(conf)])
         for level, (host, port) in self.brokers().items():
             wait_port(host, port)
-        addresses = sorted({a.address for a in self.site.telemetry.assets})
-        for i, addr in enumerate(addresses):
-            hostport = addr.split("://", 1)[1].split("/", 1)[0]
-            host, _, port = hostport.rpartition(":")
-            p = self._start(f"opcplc-{i}", [sys.executable, "-m", "layernet.lab.opcplc", "--host", host, "--port", port,
-                                            "--fast-ms", str(self.fast_ms)])
-            self._wait_line(p, "opcplc: serving", 30)
+        from layernet.telemetry.services import services
+
         env = os.environ.copy()
         if self.kafka:
             env["LAYERNET_EVENTHUBS_CONNECTION_STRING"] = self.kafka["connection_string"]
-        for level, recs in self.resources.items():
-            flows = find(recs, "dataflows")
-            if not flows:
+        ca = self.certs["ca"] if self.certs else (self.kafka or {}).get("ca")
+        self.services = services(self.site, self.level_file("x").parent, brokers=self.brokers(), ca=ca,
+                                 client_cert=self.certs["client_cert"] if self.certs else None,
+                                 client_key=self.certs["client_key"] if self.certs else None,
+                                 kafka=bool(self.kafka))
+        for svc in self.services:
+            if svc.name.endswith("/connector"):
                 continue
-            to_kafka = [f for f in flows if any(op.get("destinationSettings", {}).get("endpointRef") == "eventhubs"
-                                                for op in f["body"]["properties"]["operations"])]
-            if to_kafka and len(to_kafka) == len(flows) and not self.kafka:
-                continue
-            host, port = self.brokers()[level]
-            argv = [sys.executable, "-m", "layernet.lab.dataflow", "--resources", str(self.level_file(level)),
-                    "--local", f"{host}:{port}", "--name", f"df-{level}"]
-            if self.tls_args:
-                argv += self.tls_args + ["--local-tls"]
-            elif self.kafka and self.kafka.get("ca"):
-                argv += ["--ca", self.kafka["ca"]]
-            p = self._start(f"{level}-dataflow", argv, env)
-            self._wait_line(p, "dataflow: running")
+            argv = list(svc.argv)
+            if svc.name.endswith("/opcplc") or "/opcplc-" in svc.name:
+                argv[argv.index("--fast-ms") + 1] = str(self.fast_ms)
+            p = self._start(svc.name.replace("/", "-"), argv, env if svc.needs_connection_string else None)
+            self._wait_line(p, svc.ready_line, 30)
         return self
 
     def start_connector(self) -> None:
-        for level in sorted({a.level for a in self.site.telemetry.assets}):
-            host, port = self.brokers()[level]
-            self._start(f"{level}-connector", [sys.executable, "-m", "layernet.lab.connector", "--resources",
-                                               str(self.level_file(level)), "--broker", f"{host}:{port}"]
-                        + self.tls_args)
+        for svc in self.services:
+            if svc.name.endswith("/connector"):
+                self._start(svc.name.replace("/", "-"), list(svc.argv))
 
     def stop_connector(self, timeout: float = 10.0) -> None:
         for name in [n for n in self.procs if n.endswith("-connector")]:
@@ -312,7 +298,7 @@ class LoopbackFlow:
     def stop(self) -> None:
         order = [n for n in self.procs if n.endswith("-connector")] + \
                 [n for n in self.procs if n.endswith("-dataflow")] + \
-                [n for n in self.procs if n.startswith("opcplc")] + \
+                [n for n in self.procs if "-opcplc" in n] + \
                 [n for n in self.procs if n.endswith("-broker")]
         for name in order:
             self._stop_one(name, 10.0)

@@ -255,6 +255,18 @@ class Analysis:
     def ok(self) -> bool:
         return not self.problems
 
+    def to_dict(self) -> dict:
+        return {"summary": self.summary, "problems": self.problems,
+                "hops": json.loads(self.hops.to_json(orient="records")),
+                "latency": json.loads(self.latency.to_json(orient="records"))}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Analysis":
+        import pandas as pd
+
+        return cls(pd.DataFrame(d["hops"]), pd.DataFrame(d["latency"], columns=["route", "segment", "ms"]),
+                   dict(d["summary"]), list(d["problems"]))
+
 
 def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]], until: Optional[float] = None,
             grace_s: float = 2.0) -> Analysis:
@@ -429,3 +441,66 @@ def evidence_rows(analysis: Analysis, p99_limit_ms: Optional[float] = None) -> l
                              f"{p99} ms (p50 {s.get('e2e_p50_ms')} ms)", p99 is not None and p99 <= p99_limit_ms,
                              hint="latency from the OPC UA source timestamp to the last hop"))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------- one call
+def verify(site: Site, seconds: float = 10.0, brokers: Optional[dict[str, tuple[str, int]]] = None,
+           kafka_conf: Optional[dict] = None, mqtt_tls=None, p99_limit_ms: Optional[float] = None) -> dict:
+    """Tap every hop for a window and judge it: {"analysis", "evidence", "ok"} (charts: layernet.telemetry.charts)."""
+    route_list, records = observe(site, seconds, brokers=brokers, kafka_conf=kafka_conf, mqtt_tls=mqtt_tls)
+    a = analyse(route_list, records)
+    rows = evidence_rows(a, p99_limit_ms)
+    return {"analysis": a, "evidence": rows, "ok": all(r["ok"] for r in rows)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """python -m layernet.telemetry.verify --site FILE [-p K=V] [--seconds N] [--kafka-ca PEM] [--broker L=H:P]:
+    one verification window as JSON (analysis and evidence). With --kafka-ca the hub is read too, with the
+    connection string from the site's connection_string_env variable when set, else an Entra token (OAUTHBEARER).
+    Run it where the brokers and the Event Hubs name are reachable (in the lab: ip netns exec <jump box ns> ...)."""
+    import argparse
+    import os
+    import sys
+
+    from layernet.errors import InputError
+    from layernet.site import SiteError, load_site
+
+    ap = argparse.ArgumentParser(prog="python -m layernet.telemetry.verify", description=main.__doc__.splitlines()[0])
+    ap.add_argument("--site", required=True)
+    ap.add_argument("-p", dest="overrides", action="append", default=[])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--kafka-ca")
+    ap.add_argument("--eventhubs", action="store_true", help="read the hub (with the system CA unless --kafka-ca)")
+    ap.add_argument("--broker", action="append", default=[], help="LEVEL=HOST:PORT instead of the node address")
+    ap.add_argument("--p99-ms", type=float)
+    args = ap.parse_args(argv)
+    try:
+        site = load_site(args.site, args.overrides)
+    except SiteError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    brokers = broker_addresses(site)
+    for item in args.broker:
+        level, _, hp = item.partition("=")
+        host, _, port = hp.rpartition(":")
+        if level not in brokers or not host or not port.isdigit():
+            print(f"error: --broker {item!r}: expected LEVEL=HOST:PORT with a level of the site ({', '.join(brokers)})",
+                  file=sys.stderr)
+            return 2
+        brokers[level] = (host, int(port))
+    kconf = None
+    if args.kafka_ca or args.eventhubs:
+        cs = os.environ.get(site.telemetry.eventhubs.connection_string_env) or None
+        kconf = kafka_consumer_config(site, connection_string=cs, ca=args.kafka_ca, group="layernet-verify")
+    try:
+        out = verify(site, args.seconds, brokers=brokers, kafka_conf=kconf, p99_limit_ms=args.p99_ms)
+    except (ConnectionError, OSError, TimeoutError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"analysis": out["analysis"].to_dict(), "evidence": out["evidence"], "ok": out["ok"]},
+                     sort_keys=True, default=str))
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
