@@ -184,3 +184,13 @@ def test_mapping_language_constants_and_refusals():
         compile_map([{"type": "NewProperties", "inputs": [], "output": "x", "expression": "flakes"}])
     with pytest.raises(MappingError):
         compile_map([{"type": "Compute", "inputs": ["a"], "output": "b", "expression": "$1 * 2"}])
+
+
+def test_connection_string_auth_renders_a_secret_reference_and_no_role(lab):
+    site = load_site(LAB, ["telemetry.eventhubs.auth=connection_string"])
+    recs = render(site)["level4"]
+    ks = props(one(recs, "dataflowEndpoints", "eventhubs"))["kafkaSettings"]
+    assert ks["authentication"] == {"method": "Sasl", "saslSettings": {"saslType": "Plain",
+                                                                       "secretRef": "layernet-eventhubs-connection"}}
+    assert not find(recs, "roleAssignments")
+    assert "SharedAccessKey" not in to_json(recs)

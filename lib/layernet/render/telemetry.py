@@ -31,6 +31,7 @@ AUTHORIZATION_API = "2022-04-01"
 EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"   # built-in role "Azure Event Hubs Data Sender"
 ZERO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 KAFKA_ENDPOINT = "eventhubs"
+EVENTHUBS_SECRET = "layernet-eventhubs-connection"
 X509_AUTHN = "x509-authn"
 _ROLE_NAMESPACE = uuid.UUID("6c6e6574-7465-6c65-6d65-7472792d3034")   # fixed: role assignment names are stable
 
@@ -182,6 +183,12 @@ def _mqtt_endpoint(site: Site, names: AioNames, parent: str) -> dict:
 
 
 def _kafka_endpoint(site: Site, names: AioNames) -> dict:
+    if site.telemetry.eventhubs.auth == "managed_identity":
+        auth = {"method": "SystemAssignedManagedIdentity", "systemAssignedManagedIdentitySettings": {}}
+    else:
+        # the secret (keys username = $ConnectionString, password = the connection string) is created on the
+        # cluster from the environment variable, never rendered
+        auth = {"method": "Sasl", "saslSettings": {"saslType": "Plain", "secretRef": EVENTHUBS_SECRET}}
     return {
         "id": f"{_instance_id(site, names)}/dataflowEndpoints/{KAFKA_ENDPOINT}",
         "apiVersion": IOTOPS_API,
@@ -189,7 +196,7 @@ def _kafka_endpoint(site: Site, names: AioNames) -> dict:
             "endpointType": "Kafka",
             "kafkaSettings": {
                 "host": eventhubs_host(site),
-                "authentication": {"method": "SystemAssignedManagedIdentity", "systemAssignedManagedIdentitySettings": {}},
+                "authentication": auth,
                 "tls": {"mode": "Enabled"},
                 "partitionStrategy": "Topic",     # the MQTT topic is the Kafka key: tells assets apart in the hub
             },
@@ -263,7 +270,7 @@ def render_level(site: Site, level: str, names: Optional[AioNames] = None,
         out.append(_kafka_endpoint(site, names))
     for f in flows:
         out.append(_dataflow(site, names, f))
-    if to_eh:
+    if to_eh and tel.eventhubs.auth == "managed_identity":
         out.append(_role_assignment(site, level, principal))
     return out
 
