@@ -243,7 +243,7 @@ def test_dns_wrong_answer_names_the_fix(dns):
     row = one("level2", {"kind": "dns", "host": "wrong.example.test", "server": dns.server, "expect_ip": "192.0.2.10",
                          "parent": "level3"})
     assert row["ok"] is False and row["observed"] == "192.0.2.99"
-    assert row["hint"] == ("DNS at level2 answers 192.0.2.99: check the unbound/coredns override points at "
+    assert row["hint"] == ("DNS at level2 answers 192.0.2.99: check the CoreDNS override points at "
                            "level3's node IP (192.0.2.10)")
 
 

@@ -186,7 +186,7 @@ def check_dns(level: str, c: dict, deadline: Deadline) -> dict:
                     hint=f"the resolver {server} used by {level} answers {', '.join(ips)} for {host}, not {want}: "
                          f"check the enterprise/upstream DNS")
     if want and ips != [want]:
-        hint = (f"DNS at {level} answers {', '.join(ips)}: check the unbound/coredns override points at "
+        hint = (f"DNS at {level} answers {', '.join(ips)}: check the CoreDNS override points at "
                 f"{parent}'s node IP ({want})")
         return dict(row, observed=observed, ok=False, hint=hint)
     if foreign:
