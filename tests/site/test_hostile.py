@@ -155,6 +155,16 @@ CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("eventhubs-levels-string", edit(setp("telemetry.eventhubs_from_levels", "level3")),
      "telemetry.eventhubs_from_levels", "a list"),
     ("tenant-int", edit(setp("azure.tenant_id", 12345)), "azure.tenant_id", "text"),
+    ("levels-seven", edit(lambda raw: raw["levels"].extend(
+        {"name": f"extra{i}", "number": 0, "network": f"10.9.{i}.0/24", "node_ip": f"10.9.{i}.10"} for i in range(4))),
+     "levels", "at most 6 entries"),
+    ("dns-upstreams-nine", edit(setp("levels.0.dns_upstream", [f"198.51.100.{i}" for i in range(1, 10)])),
+     "levels[0].dns_upstream", "at most 8 entries"),
+    ("refused-hosts-many", edit(setp("lab.refused_hosts", ["evil.example"] * 101)), "lab.refused_hosts", "at most 100 entries"),
+    ("unknown-keys-many", text(lambda: LAB.read_text() + "".join(f"unknown_{i}: {i}\n" for i in range(5000))),
+     "unknown_0", "unknown key"),
+    ("duplicate-long-key", text(lambda: LAB.read_text() + "k" * 1000 + ": 1\n" + "k" * 1000 + ": 2\n"),
+     "line ", "each key once"),
     # ---- files that are not one UTF-8 YAML mapping
     ("binary", text(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))), "(file)", "binary"),
     ("latin-1", text(lambda: LAB.read_text().replace("Local lab", "Caf\u00e9 lab").encode("latin-1")),
@@ -423,3 +433,15 @@ def test_override_of_a_whole_level_is_validated_like_the_file():
     with pytest.raises(SiteError) as info:
         load_site(LAB, ["levels.level3={name: level3}"])
     assert {"levels[1].number", "levels[1].network", "levels[1].node_ip"} <= {p.path for p in info.value.problems}
+
+
+def test_thousands_of_problems_are_counted_not_all_listed(tmp_path: Path):
+    f = tmp_path / "many.yaml"
+    f.write_text(LAB.read_text() + "".join(f"unknown_{i}: {i}\n" for i in range(5000)))
+    with pytest.raises(SiteError) as info:
+        load_site(f)
+    msg = str(info.value)
+    assert msg.splitlines()[0].startswith("201 problem(s) in site file")
+    assert msg.splitlines()[-1] == "  ... and 161 more problem(s) not shown"
+    assert "4,800 more problem(s) of wrong or unknown values not listed" in str(info.value.problems[-1])
+    assert len(msg) < 20_000

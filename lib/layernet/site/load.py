@@ -128,7 +128,8 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
             top.merges.append(value)
             return
         if key in top.value:
-            raise YamlProblem(_at(mark), f"each key once: {key!r} is set on line {top.lines[key]} and again on "
+            shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:60] + "..."
+            raise YamlProblem(_at(mark), f"each key once: {shown} is set on line {top.lines[key]} and again on "
                               f"line {mark.line + 1} (the second would silently win); remove one", str(key))
         top.lines[key] = mark.line + 1
         top.value[key] = value

@@ -27,6 +27,8 @@ from layernet.site.secrets import find_secrets, looks_secret
 from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
+MAX_HOSTS = 2000          # extra or dropped allow-list hosts
+MAX_PROBLEMS = 200        # pydantic errors turned into problems; the rest are counted
 CLOUDS = ("public", "usgov", "china")
 
 
@@ -66,7 +68,7 @@ class Level(_Strict):
     proxy: bool = Field(default=False, strict=True)
     dns_override: bool = Field(default=False, strict=True)
     reaches_azure: bool = Field(default=True, strict=True)
-    dns_upstream: list[IPv4] = []
+    dns_upstream: list[IPv4] = Field(default=[], max_length=8)
     kube_context: Optional[str] = None
 
 
@@ -81,7 +83,7 @@ class Azure(_Strict):
     subscription_id: Optional[str] = None
     tenant_id: Optional[str] = None
     resource_group: str
-    clusters: dict[str, str] = {}
+    clusters: dict[str, str] = Field(default={}, max_length=6)
     eventhubs_namespace: Optional[str] = None
     schema_registry_storage: Optional[str] = None
 
@@ -98,15 +100,16 @@ class ExtraHost(_Strict):
 
 
 class AllowSelection(_Strict):
-    groups: list[str] = ["arc-core", "arc-cluster-connect", "aio"]
-    extra_hosts: list[ExtraHost] = []
-    drop_hosts: list[str] = []
+    groups: list[str] = Field(default=["arc-core", "arc-cluster-connect", "aio"], max_length=32)
+    extra_hosts: list[ExtraHost] = Field(default=[], max_length=MAX_HOSTS)
+    drop_hosts: list[str] = Field(default=[], max_length=MAX_HOSTS)
 
 
 class LabSettings(_Strict):
     prefix: str = Field(default="ln", pattern=r"^[a-z][a-z0-9]{0,5}$")
     cloud_network: IPv4Net = ipaddress.IPv4Network("198.51.100.0/24")
-    refused_hosts: list[str] = ["evil.example", "exfil.example.net", "management.azure.com.evil.example"]
+    refused_hosts: list[str] = Field(default=["evil.example", "exfil.example.net", "management.azure.com.evil.example"],
+                                     max_length=100)
 
 
 class Site(_Strict):
@@ -115,7 +118,7 @@ class Site(_Strict):
     target: Literal["lab", "kube"]
     egress_level: str
     admin: Admin
-    levels: list[Level]
+    levels: list[Level] = Field(max_length=6)  # Purdue levels 0-5, each number once
     azure: Azure
     allowlist: AllowSelection = AllowSelection()
     telemetry: Telemetry = Telemetry()
@@ -225,8 +228,12 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     try:
         site = Site.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors()
+        for err in errors[:MAX_PROBLEMS]:
             problems.append(Problem(fname, _loc(err["loc"]), _value_at(raw, err["loc"]), _expected(err)))
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(Problem(fname, "(more)", MISSING, f"{len(errors) - MAX_PROBLEMS:,} more problem(s) of "
+                                    "wrong or unknown values not listed; fix the ones above first"))
     for checks in (_semantic_checks, _section_checks):
         try:
             problems += checks(raw, fname)
@@ -395,6 +402,8 @@ def _expected(err: dict) -> str:
         return "a TCP port number 1-65535, unquoted (true, yes and no are not ports)"
     if "ports" in loc and typ == "list_type":
         return "a list of port numbers, e.g. ports: [443] (a single number needs brackets)"
+    if typ == "too_long":
+        return f"at most {err.get('ctx', {}).get('max_length', 'a few')} entries"
     if typ == "string_type":
         return "text (a name or words), not a number, list or mapping; quote it if YAML reads it otherwise"
     if typ == "list_type":
@@ -468,8 +477,9 @@ def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
+def _list(value: Any, cap: int = MAX_HOSTS) -> list:
+    """A list value cut to `cap` items (the model reports a longer one), or [] for anything else."""
+    return value[:cap] if isinstance(value, list) else []
 
 
 def known_locations(cloud: str) -> list[str]:
@@ -492,7 +502,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
     if isinstance(levels, list) and not levels:
         add("levels", levels, "at least one level")
     have_levels = isinstance(levels, list) and bool(levels)
-    levels = _list(levels)
+    levels = _list(levels, 6)
     good = [(i, lv) for i, lv in enumerate(levels) if isinstance(lv, dict)]
     names_: dict[str, int] = {}
     numbers: dict[Any, int] = {}
@@ -686,7 +696,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
     clusters = azure.get("clusters")
     clusters = clusters if isinstance(clusters, dict) else {} if clusters is None else None
     if clusters is not None:
-        for k, v in clusters.items():
+        for k, v in list(clusters.items())[:32]:
             if by_name and k not in by_name:
                 add(f"azure.clusters.{k}", v, f"a key that names a level ({level_list})")
                 continue
@@ -722,7 +732,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
     groups = sel.get("groups")
     if isinstance(groups, list):
         known_groups = catalog_groups()
-        for j, g in enumerate(groups):
+        for j, g in enumerate(groups[:32]):
             if isinstance(g, str) and g not in known_groups:
                 add(f"allowlist.groups[{j}]", g, f"a catalog group ({', '.join(known_groups)})")
     for j, e in enumerate(_list(sel.get("extra_hosts"))):

@@ -13,6 +13,7 @@ from layernet.site.secrets import contains_secret, redact
 
 SHOWN_CHARS = 80
 EXPECTED_CHARS = 400
+SHOWN_PROBLEMS = 40
 
 
 class _Marker:
@@ -69,4 +70,7 @@ class SiteError(InputError, ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         head = f"{len(problems)} problem(s) in site file {problems[0].file}:" if problems else "invalid site"
-        super().__init__("\n".join([head] + [f"  - {p}" for p in problems]))
+        lines = [f"  - {p}" for p in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS:,} more problem(s) not shown")
+        super().__init__("\n".join([head] + lines))
