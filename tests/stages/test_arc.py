@@ -3,6 +3,7 @@ level is already Connected with the same settings, retries, drift, node prefligh
 The `az`, `kubectl` and `helm` on PATH are the fakes of tests/doubles (they record argv, answer canned JSON)."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -340,3 +341,18 @@ def test_arc_cross_checks_need_the_whole_site():
     raw = {"levels": [{"name": "level4"}, {"name": "level2", "reaches_azure": False}],
            "azure": {"clusters": {}}, "arc": {}}
     assert [p.path for p in check(raw)] == ["azure.clusters.level4"]
+
+
+def test_connected_levels_are_not_read_again_by_the_node_preflight(cli):
+    fresh(cli)
+    cli.rules = [r for r in cli.rules if r["match"][:4] != ["connectedk8s", "show", "-n", "aio-plant-l4"]]
+    cli.rules.insert(0, {"tool": "az", "match": ["connectedk8s", "show", "-n", "aio-plant-l4"], "rc": 0,
+                         "stdout": json.dumps(connected("aio-plant-l4")), "stderr": "", "times": None, "used": 0})
+    cli.on("helm", "get", "values", stdout=HELM_ON)
+    cli._save()
+    p = arc.plan(example_site(), runner=Runner())
+    pre = {s.level: s for s in p.steps if "node settings" in s.action}
+    assert pre["level4"].skip and "not read again" in pre["level4"].reason
+    assert pre["level3"].reason.startswith("1 node(s) ok")
+    assert not [a for a in cli.calls("kubectl") if "level4" in a]
+    assert [a for a in cli.calls("kubectl") if "level3" in a and "debug" in a]

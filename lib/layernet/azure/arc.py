@@ -319,6 +319,10 @@ def connected_cluster_body(site, t: Target, public_key_b64: str = "<generated at
     return {"location": t.location, "identity": {"type": "SystemAssigned"}, "properties": props}
 
 
+def is_connected(live_state: dict, level: str) -> bool:
+    return ((live_state.get("clusters") or {}).get(level) or {}).get("connectivityStatus") == "Connected"
+
+
 def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional[dict] = None) -> list[Step]:
     """The ordered steps: a change where the live state differs from the site, a skip with the reason where not."""
     sub = site.azure.subscription_id or "<subscription>"
@@ -335,9 +339,12 @@ def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional
                       else f"PUT /subscriptions/{sub}/resourcegroups/{rg} {json.dumps({'location': loc})}",
                       skip=bool(live_state["group"]), reason="exists" if live_state["group"] else "missing"))
     for t in targets(site):
-        if nodes is not None:
-            steps.append(preflight_step(t, nodes.get(t.level)))
         have = live_state["clusters"].get(t.level)
+        if nodes is not None and is_connected(live_state, t.level):
+            steps.append(Step(t.level, "check node settings", f"nodes of {t.kube_context or t.level}", "", skip=True,
+                              reason="cluster Connected: its agents run, node settings not read again"))
+        elif nodes is not None:
+            steps.append(preflight_step(t, nodes.get(t.level)))
         cid = rid(sub, rg, "Microsoft.Kubernetes", "connectedClusters", t.cluster)
         if executor == "az":
             connect = shlex.join(connect_argv(site, t, oid))

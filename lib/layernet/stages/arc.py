@@ -80,7 +80,9 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
     nodes = None
     do_nodes = site.arc.node_preflight if read_nodes is None else read_nodes
     if executor == "az":
-        nodes = {t.level: (az_arc.node_settings(t, runner) if do_nodes else None) for t in az_arc.targets(site)}
+        # a Connected level's agents already run: its nodes are not read again (no debugger pods on a re-plan)
+        nodes = {t.level: (az_arc.node_settings(t, runner) if do_nodes and not az_arc.is_connected(state, t.level)
+                           else None) for t in az_arc.targets(site)}
     steps = az_arc.build_steps(site, state, oid, executor, nodes)
     if oid_source != "site":
         from layernet.stages.base import Step
