@@ -234,3 +234,22 @@ def test_aio_cross_checks():
     assert check(tagged) == []
     assert tagged.aio.template_url("instance") == (
         "https://github.com/Azure/azure-iot-operations/releases/download/v1.2.36/azure-iot-operations-instance.json")
+
+
+def test_an_unreadable_container_is_created_idempotently(cli):
+    in_place(cli)
+    cli.rules = [r for r in cli.rules if r["match"][:3] != ["storage", "container", "exists"]]
+    cli.on("az", "storage", "container", "exists", rc=1,
+           stderr="ERROR: (AuthorizationPermissionMismatch) This request is not authorized to perform this operation.")
+    p = aio.plan(example_site(), runner=Runner(sleep=lambda s: None))
+    assert [(s.level, s.action) for s in p.changes] == [(lv, "create container") for lv in ("level4", "level3", "level2")]
+    assert "AuthorizationPermissionMismatch" in p.changes[0].reason
+    assert "create leaves an existing container alone" in p.changes[0].reason
+
+
+def test_a_failing_read_is_a_stage_failure_with_the_command(cli):
+    in_place(cli)
+    cli.rules = [r for r in cli.rules if r["match"][:3] != ["iot", "ops", "show"]]
+    cli.on("az", "iot", "ops", "show", rc=1, stderr="(AuthorizationFailed) The client cannot read instances")
+    with pytest.raises(StageFailed, match=r"az iot ops show -n aio-plant-l4-ops .*failed .*AuthorizationFailed"):
+        aio.plan(example_site(), runner=Runner(sleep=lambda s: None))

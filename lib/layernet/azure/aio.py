@@ -78,9 +78,12 @@ class AzLive:
                      name=f"{r.level}-storage")
         container = None
         if sa:
-            res = az_json(q, ["az", "storage", "container", "exists", "-n", r.container, "--account-name",
-                              r.storage_account, "--auth-mode", "login"], name=f"{r.level}-container")
-            container = bool((res or {}).get("exists"))
+            try:
+                res = az_json(q, ["az", "storage", "container", "exists", "-n", r.container, "--account-name",
+                                  r.storage_account, "--auth-mode", "login"], name=f"{r.level}-container")
+                container = bool((res or {}).get("exists"))
+            except CommandFailed as exc:    # e.g. no data-plane role for the operator: create is idempotent
+                container = "unreadable: " + exc.result.tail(1)
         reg = az_json(q, ["az", "iot", "ops", "schema", "registry", "show", "-n", r.registry, "-g", rg],
                       name=f"{r.level}-registry")
         ns = az_json(q, ["az", "iot", "ops", "ns", "show", "-n", r.adr_namespace, "-g", rg], name=f"{r.level}-ns")
@@ -181,9 +184,12 @@ def az_steps(site, state: dict) -> list[Step]:
             made_storage[r.storage_account] = r.level
             steps.append(Step(r.level, "create storage account", r.storage_account, shlex.join(storage_argv(site, r)),
                               reason="missing"))
+        have_c = live["container"]
         steps.append(Step(r.level, "create container", f"{r.storage_account}/{r.container}",
-                          shlex.join(container_argv(r)), skip=bool(live["container"]),
-                          reason="exists" if live["container"] else "missing"))
+                          shlex.join(container_argv(r)), skip=have_c is True,
+                          reason="exists" if have_c is True else
+                          f"{have_c} (create leaves an existing container alone)" if isinstance(have_c, str)
+                          else "missing"))
         sa_id = (sa or {}).get("id") or i["storage"]
         reg = live["registry"]
         steps.append(Step(r.level, "create schema registry", r.registry, shlex.join(registry_argv(site, r, sa_id)),

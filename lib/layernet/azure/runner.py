@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from layernet.errors import InputError
+from layernet.errors import InputError, StageFailed
 
 # Failures worth another attempt: (pattern in stderr/stdout, what it means). Anything else fails at once.
 TRANSIENT = [
@@ -97,7 +97,9 @@ class Result:
         return "\n".join(lines[-n:])
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(StageFailed):
+    """A command failed for a reason a retry does not fix (exit 1 like any failed stage)."""
+
     def __init__(self, result: Result, what: str = ""):
         self.result = result
         super().__init__(f"{what or result.command} failed (exit {result.rc} after {result.attempts} attempt(s)): "
