@@ -21,14 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
-
 from layernet import __version__
 from layernet.errors import InputError
 from layernet.progress import MARK
 from layernet.report import notebook_to_html, write_index, write_json
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
 from layernet.site import SiteError, is_secret_key, load_site, looks_secret, parse_value
+from layernet.site.load import YamlProblem, parse_yaml, read_site_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK_DIR = REPO_ROOT / "runbooks"
@@ -68,36 +67,61 @@ def load_runbook(ref: str) -> Runbook:
     path = Path(ref)
     if not path.suffix:
         path = RUNBOOK_DIR / f"{ref}.yaml"
+    shown = ref if len(ref) <= 80 else ref[:80] + "..."
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in RUNBOOK_DIR.glob("*.yaml"))) or "none"
-        raise RunnerInputError(f"unknown runbook {ref!r}: no file {path}; known runbooks: {known}")
+        what = "is a directory" if path.is_dir() else f"no file {path}"
+        raise RunnerInputError(f"unknown runbook {shown!r}: {what}; known runbooks: {known}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RunnerInputError(f"{path}: not valid YAML: {exc}") from None
+        raw = parse_yaml(read_site_text(path))
+    except SiteError as exc:  # not UTF-8 text, binary, too large
+        raise RunnerInputError(f"runbook {path}: {exc.problems[0].expected}") from None
+    except YamlProblem as exc:
+        raise RunnerInputError(f"runbook {path}: {exc.where}: {exc.expected}") from None
+    if not isinstance(raw, dict):
+        raise RunnerInputError(f"runbook {path}: expected a mapping with name, description and stages")
     problems, stages = [], []
-    for i, st in enumerate(raw.get("stages") or []):
+    listed = raw.get("stages")
+    if listed is not None and not isinstance(listed, list):
+        problems.append(f"{path}: stages: expected a list of stages, each a mapping with name and notebook")
+        listed = []
+    for i, st in enumerate(listed or []):
         where = f"{path}: stages[{i}]"
         if not isinstance(st, dict):
             problems.append(f"{where}: expected a mapping with name and notebook")
             continue
-        extra = set(st) - _STAGE_KEYS
+        extra = set(map(str, st)) - _STAGE_KEYS
         if extra:
-            problems.append(f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(_STAGE_KEYS))}")
-        nb = (path.parent / str(st.get("notebook", ""))).resolve()
-        if not st.get("notebook") or not nb.is_file():
-            problems.append(f"{where}.notebook: {st.get('notebook')!r} does not exist (relative to {path.parent})")
+            problems.append(f"{where}: unknown key(s) {', '.join(sorted(extra))[:200]}; allowed: {', '.join(sorted(_STAGE_KEYS))}")
+        notebook = st.get("notebook")
+        nb = (path.parent / str(notebook or "")).resolve()
+        if not isinstance(notebook, str) or not notebook or not nb.is_file():
+            problems.append(f"{where}.notebook: {str(notebook)[:80]!r} does not exist (relative to {path.parent})")
         params = st.get("parameters") or {}
+        if not isinstance(params, dict):
+            problems.append(f"{where}.parameters: expected a mapping of parameter: value")
+            params = {}
         for key in params:
             if is_secret_key(key) or looks_secret(params[key]):
                 problems.append(f"{where}.parameters.{key}: secrets may not be passed as parameters; "
                                 "set them in the environment or use the Azure credential chain")
-        stages.append(Stage(str(st.get("name") or nb.stem), nb, dict(params), st.get("timeout")))
+        timeout = st.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+            problems.append(f"{where}.timeout: expected a whole number of seconds, e.g. 600")
+            timeout = None
+        name = st.get("name") or nb.stem
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", name):
+            problems.append(f"{where}.name: expected letters, digits, '-' and '_' (it names the stage's files)")
+            name = "stage"
+        stages.append(Stage(name, nb, dict(params), timeout))
     if not stages and not problems:
         problems.append(f"{path}: stages: a runbook needs at least one stage")
     if problems:
         raise RunnerInputError("\n".join(problems))
-    return Runbook(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), tuple(stages))
+    book_name = raw.get("name") or path.stem
+    if not isinstance(book_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", book_name):
+        raise RunnerInputError(f"runbook {path}: name: expected letters, digits, '-' and '_' (it names run folders)")
+    return Runbook(book_name, path, str(raw.get("description") or ""), tuple(stages))
 
 
 def _sha256(path: Path) -> str:

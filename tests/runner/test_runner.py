@@ -297,3 +297,20 @@ def test_whole_word_secret_matching_keeps_ordinary_parameters(book: Path, tmp_pa
     book.write_text(text)
     res = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None)
     assert res.manifest["parameters"]["three"]["kansas_plant"] == "passes"
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"\x00\x01\x02binary", "binary file"),
+    (b"name: x\nstages: 5\n", "stages: expected a list of stages"),
+    (b"name: x\nstages: [{name: a, notebook: nb/one.ipynb, parameters: [1]}]\n", "parameters: expected a mapping"),
+    (b"name: x\nstages: [{name: a, notebook: nb/one.ipynb, timeout: true}]\n", "timeout: expected a whole number"),
+    (b"name: ../x\nstages: [{name: a, notebook: nb/one.ipynb}]\n", "name: expected letters, digits"),
+    (b"name: x\nstages: [{name: ../a, notebook: nb/one.ipynb}]\n", "stages[0].name: expected letters"),
+    (b"name: x\nname: y\nstages: []\n", "each key once"),
+    (b"- a\n- b\n", "expected a mapping with name"),
+])
+def test_broken_runbook_exits_2(content, phrase, book: Path, tmp_path: Path):
+    bad = book.parent / "bad.yaml"
+    bad.write_bytes(content)
+    with pytest.raises(RunnerInputError, match=re.escape(phrase)):
+        load_runbook(str(bad))
