@@ -13,8 +13,10 @@ The same resources `az iot ops` and the release templates create, each PUT throu
           endpoint, registry endpoint
 
 Every step reads the resource first: a resource that exists, is Succeeded and already holds every desired field
-is a skip, so a second plan is empty. Apply runs the account(s) shared between levels first, then the levels
-side by side (they are separate clusters); within a level the steps run in plan order. A level whose step fails
+is a skip, so a second plan is empty. Apply runs the provider registrations and the account(s) shared between
+levels first, then the levels side by side (they are separate clusters); within a level in waves (`WAVES`): a
+resource starts once what it needs (its parent, the resources it references, init before create) succeeded, and
+the resources of one wave are PUT together. A level whose step fails
 stops there (the later steps of that level need it) while the other levels go on; the failures are reported
 together at the end.
 
@@ -72,6 +74,7 @@ class Resource:
     api: str = ""               # api-version (generic client only)
     args: tuple = ()            # the typed client's path arguments after the resource group
     shared: bool = False        # used by several levels (a storage account named in more than one level)
+    wave: int = 0               # apply order within a level: a wave starts when the one before it succeeded
 
     def call(self) -> str:
         return f"PUT {self.id}" + (f"?api-version={self.api}" if self.api else "") + " " + \
@@ -87,8 +90,25 @@ def role_assignment_name(scope: str, registry: str) -> str:
     return str(uuid.uuid5(ROLE_NAMESPACE, f"{scope.lower()}|{registry.lower()}|{STORAGE_BLOB_DATA_CONTRIBUTOR}"))
 
 
+WAVES = {  # what a resource needs before it: parents, references, and init before create
+    "create container": 1, "create schema registry": 1, "create ADR namespace": 1,
+    "init: extension microsoft.certmanagement": 1, "init: extension microsoft.azure.secretstore": 1,
+    "assign Storage Blob Data Contributor": 2, "create: extension microsoft.iotoperations": 2,
+    "create: custom location": 3, "create: instance": 4,
+    "create: broker": 5, "create: dataflow profile": 5, "create: dataflow endpoint": 5, "create: registry endpoint": 5,
+    "create: broker authentication": 6, "create: broker listener": 6,
+}
+
+
 def desired(site, sub: str) -> list[Resource]:
     """Every resource of every Arc-enabled level, in the order they are created (egress level first)."""
+    out = _desired(site, sub)
+    for res in out:
+        res.wave = WAVES.get(res.action, 0)
+    return out
+
+
+def _desired(site, sub: str) -> list[Resource]:
     rg, loc = site.azure.resource_group, site.azure.location
     out: list[Resource] = []
     first_account: dict[str, str] = {}
@@ -313,36 +333,29 @@ def observe(site, arm: Arm) -> dict:
         except ResourceNotFoundError:
             providers[ns] = "NotRegistered"
     wanted = desired(site, arm.subscription_id)
-    by_level: dict[str, list[Resource]] = {}
-    for res in wanted:
-        by_level.setdefault(res.level, []).append(res)
+    local = threading.local()
+
+    def get(res: Resource) -> Optional[dict]:
+        if not hasattr(local, "c"):
+            local.c = SdkClients(arm, rg)
+        return local.c.get(res)
+
+    from concurrent.futures import ThreadPoolExecutor
+
     out: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def read(todo: list[Resource]) -> None:
-        c = SdkClients(arm, rg)
-        principals: dict[str, Optional[str]] = {}
-        try:
-            for res in todo:
-                live = c.get(res)
-                if res.kind == "registry":
-                    principals[res.id.lower()] = pick(live or {}, "identity", "principalId")
-                if live is None:
-                    out[res.id] = None
-                    continue
-                principal = principals.get(res.args[0].lower()) if res.kind == "role" else None
-                out[res.id] = {"state": pick(live, "properties", "provisioningState") or "unknown",
-                               "missing": differences(_comparable(res, principal), live)}
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=read, args=(todo,), daemon=True) for todo in by_level.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:        # roles need their registry's principal: read them last
+        first = [r for r in wanted if r.kind != "role"]
+        lives = dict(zip([r.id for r in first], pool.map(get, first)))
+        roles = [r for r in wanted if r.kind == "role"]
+        lives.update(zip([r.id for r in roles], pool.map(get, roles)))
+    for res in wanted:
+        live = lives[res.id]
+        if live is None:
+            out[res.id] = None
+            continue
+        principal = pick(lives.get(res.args[0]) or {}, "identity", "principalId") if res.kind == "role" else None
+        out[res.id] = {"state": pick(live, "properties", "provisioningState") or "unknown",
+                       "missing": differences(_comparable(res, principal), live)}
     return {"providers": providers, "resources": {r.id: out.get(r.id) for r in wanted}}
 
 
@@ -468,21 +481,35 @@ class SdkExecutor:
         for s in rest:
             by_level.setdefault(s.level, []).append(s)
 
+        waves = {(r.level, r.action, r.name): r.wave for r in self._resources().values()}
+
+        def one(step: Step, level: str) -> bool:
+            try:
+                return go(SdkClients(self.arm, self.site.azure.resource_group), step)
+            except Exception as exc:  # noqa: BLE001 - keep the other steps and levels going
+                rows[index[id(step)]] = {"level": level, "action": step.action, "target": step.target,
+                                         **_row(time.monotonic(), False, f"{type(exc).__name__}: {exc}")}
+                return False
+
         def level_thread(level: str, todo: list[Step]) -> None:
-            c = SdkClients(self.arm, self.site.azure.resource_group)
+            by_wave: dict[int, list[Step]] = {}
             for step in todo:
+                by_wave.setdefault(waves.get((step.level, step.action, step.target), 0), []).append(step)
+            for wave in sorted(by_wave):
                 if level in failed_levels:
-                    i = index[id(step)]
-                    rows[i] = {"level": level, "action": step.action, "target": step.target, **_row(time.monotonic(),
-                               False, "not run: an earlier step of this level failed", rc=None)}
+                    for step in by_wave[wave]:
+                        rows[index[id(step)]] = {"level": level, "action": step.action, "target": step.target,
+                                                 **_row(time.monotonic(), False,
+                                                        "not run: an earlier step of this level failed", rc=None)}
                     continue
-                try:
-                    ok = go(c, step)
-                except Exception as exc:  # noqa: BLE001 - keep the other levels going
-                    rows[index[id(step)]] = {"level": level, "action": step.action, "target": step.target,
-                                             **_row(time.monotonic(), False, f"{type(exc).__name__}: {exc}")}
-                    ok = False
-                if not ok:
+                results: list[bool] = []
+                ts = [threading.Thread(target=lambda st=st: results.append(one(st, level)), daemon=True)
+                      for st in by_wave[wave]]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+                if not all(results):
                     failed_levels.add(level)
 
         threads = [threading.Thread(target=level_thread, args=(lvl, todo), name=f"aio-{lvl}", daemon=True)
