@@ -61,6 +61,9 @@ def armd(tmp_path):
 
 @pytest.fixture
 def conn(armd):
+    for lv in ("l4", "l3", "l2"):
+        path = f"{PFX}/Microsoft.Kubernetes/connectedClusters/aio-plant-{lv}"
+        armd.put_resource(path, {"id": path, "properties": {"connectivityStatus": "Connected"}})
     return Arm(SUB, StaticToken(), armd.url, str(armd.ca), extra={"polling_interval": 0})
 
 
@@ -286,3 +289,10 @@ def test_a_real_site_also_checks_pods_and_broker_services(armd, conn, kube):
     rows = aio.verify(example_site(), arm=conn, progress=quiet, kube=lambda level: api)
     gone = next(r for r in rows if r["level"] == "level2" and r["check"] == "service aio-broker-insecure")
     assert gone["observed"] == "absent" and "does not exist" in gone["hint"]
+
+
+def test_the_arm_plan_needs_connected_clusters(armd, conn, tmp_path):
+    armd.store[f"{PFX}/Microsoft.Kubernetes/connectedClusters/aio-plant-l2".lower()]["properties"]["connectivityStatus"] = "Offline"
+    with pytest.raises(StageFailed, match=r"not Connected: level2 \(Offline\)"):
+        aio.plan(arm_site(armd), run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    assert armd.calls("POST", "/whatIf") == []

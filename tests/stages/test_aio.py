@@ -45,6 +45,7 @@ def mutating(cli: FakeCli) -> list[list[str]]:
 
 
 def fresh(cli: FakeCli, reads_before_principal: int = 6) -> FakeCli:
+    cli.on("az", "connectedk8s", "show", stdout={"properties": {"connectivityStatus": "Connected"}})
     cli.on("az", "extension", "show", stdout={"name": "azure-iot-ops", "version": "1.1.0"})
     cli.on("az", "storage", "account", "show", **NOT_FOUND)
     cli.on("az", "iot", "ops", "schema", "registry", "show", times=reads_before_principal, **NOT_FOUND)
@@ -59,6 +60,7 @@ def fresh(cli: FakeCli, reads_before_principal: int = 6) -> FakeCli:
 
 
 def in_place(cli: FakeCli, hns=True, instance_state="Succeeded") -> FakeCli:
+    cli.on("az", "connectedk8s", "show", stdout={"properties": {"connectivityStatus": "Connected"}})
     cli.on("az", "extension", "show", stdout={"version": "1.2.0"})
     cli.on("az", "storage", "account", "show", stdout={"id": SA_ID, "isHnsEnabled": hns})
     cli.on("az", "storage", "container", "exists", stdout={"exists": True})
@@ -253,3 +255,12 @@ def test_a_failing_read_is_a_stage_failure_with_the_command(cli):
     cli.on("az", "iot", "ops", "show", rc=1, stderr="(AuthorizationFailed) The client cannot read instances")
     with pytest.raises(StageFailed, match=r"az iot ops show -n aio-plant-l4-ops .*failed .*AuthorizationFailed"):
         aio.plan(example_site(), runner=Runner(sleep=lambda s: None))
+
+
+def test_levels_must_be_arc_connected_first(cli):
+    cli.on("az", "connectedk8s", "show", "-n", "aio-plant-l3", stdout={"properties": {"connectivityStatus": "Offline"}})
+    cli.on("az", "connectedk8s", "show", "-n", "aio-plant-l2", **NOT_FOUND)
+    fresh(cli)
+    with pytest.raises(StageFailed, match=r"not Connected: level3 \(Offline\), level2 \(absent\)\. Run stage 02"):
+        aio.plan(example_site(), runner=Runner())
+    assert mutating(cli) == []

@@ -90,6 +90,7 @@ class AzLive:
         exts = az_json(q, ["az", "k8s-extension", "list", "--cluster-name", r.cluster, "--cluster-type",
                            "connectedClusters", "-g", rg], name=f"{r.level}-extensions") or []
         inst = az_json(q, ["az", "iot", "ops", "show", "-n", r.instance, "-g", rg], name=f"{r.level}-instance")
+        arc = az_json(q, ["az", "connectedk8s", "show", "-n", r.cluster, "-g", rg], name=f"{r.level}-arc")
         principal = pick(reg or {}, "identity", "principalId")
         role = None
         if principal:
@@ -109,6 +110,8 @@ class AzLive:
             "instance": None if not inst else {"id": inst.get("id"),
                                                "state": pick(inst, "properties", "provisioningState")},
             "role": role,
+            "arc": pick(arc or {}, "properties", "connectivityStatus") or pick(arc or {}, "connectivityStatus")
+            or ("absent" if arc is None else "unknown"),
         }
 
 
@@ -159,6 +162,14 @@ def create_argv(site, r, sr_id: str, ns_id: str) -> list[str]:
     return argv
 
 
+def require_arc(site, status: dict[str, Optional[str]]) -> None:
+    """AIO goes onto Arc-connected clusters: refuse to plan while a level is not Connected."""
+    bad = [f"{lv} ({s})" for lv, s in status.items() if s != "Connected"]
+    if bad:
+        raise StageFailed("stage 03 needs every level's cluster Connected to Azure Arc; not Connected: "
+                          + ", ".join(bad) + ". Run stage 02 (arc) first and check its verify table.")
+
+
 def az_steps(site, state: dict) -> list[Step]:
     steps: list[Step] = []
     pin = site.aio.cli_version
@@ -168,6 +179,7 @@ def az_steps(site, state: dict) -> list[Step]:
         steps.append(Step("site", "pin azure-iot-ops CLI", "azure-iot-ops", shlex.join(argv), skip=have == pin,
                           reason=f"version {have}" if have == pin else f"have {have or 'none'}, want {pin}"))
     made_storage: dict[str, str] = {}
+    require_arc(site, {lv: v.get("arc") for lv, v in state["levels"].items()})
     for r in levels(site):
         live = state["levels"][r.level]
         i = ids(site, r)
@@ -401,7 +413,20 @@ class ArmDeployments:
         poller = self.client.deployments.begin_what_if(self.site.azure.resource_group, name, body)
         return summarize_what_if(poller.result())
 
+    def arc_status(self) -> dict[str, Optional[str]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        ck, out = self.arm.connected_kubernetes(), {}
+        for r in levels(self.site):
+            try:
+                c = as_dict(ck.connected_cluster.get(self.site.azure.resource_group, r.cluster))
+                out[r.level] = pick(c, "properties", "connectivityStatus") or "unknown"
+            except ResourceNotFoundError:
+                out[r.level] = "absent"
+        return out
+
     def plan_steps(self) -> tuple[list[Step], dict]:
+        require_arc(self.site, self.arc_status())
         steps, observed = [], {}
         for level, part, name, body in self.deployments():
             self.bodies[name] = body
