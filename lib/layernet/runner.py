@@ -65,9 +65,13 @@ class RunResult:
 
 def load_runbook(ref: str) -> Runbook:
     path = Path(ref)
-    if not path.suffix:
-        path = RUNBOOK_DIR / f"{ref}.yaml"
     shown = ref if len(ref) <= 80 else ref[:80] + "..."
+    if not path.suffix:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", ref):  # a name, never a path out of runbooks/
+            known = ", ".join(sorted(p.stem for p in RUNBOOK_DIR.glob("*.yaml"))) or "none"
+            raise RunnerInputError(f"unknown runbook {shown!r}: give a runbook name ({known}) or the path of a "
+                                   "runbook .yaml file")
+        path = RUNBOOK_DIR / f"{ref}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in RUNBOOK_DIR.glob("*.yaml"))) or "none"
         what = "is a directory" if path.is_dir() else f"no file {path}"
