@@ -23,8 +23,9 @@ def sankey(analysis, title: str = "Messages per hop"):
         for _, row in rows.iterrows():
             here = node(row["name"])
             if prev is not None:
-                if row["arrived"]:
-                    src.append(prev), dst.append(here), val.append(int(row["arrived"])), text.append(f"{route} via {row['via']}")
+                passed = int(row["judged"] - row["lost"])
+                if passed:
+                    src.append(prev), dst.append(here), val.append(passed), text.append(f"{route} via {row['via']}")
                 if row["lost_here"]:
                     src.append(prev), dst.append(node(f"lost before {row['name']}")), val.append(int(row["lost_here"]))
                     text.append(f"{route}: lost")

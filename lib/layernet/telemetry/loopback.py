@@ -350,6 +350,7 @@ def measure(site: Site, seconds: float, workdir: Path, warmup_s: float = 2.0, ka
         # gaps in the counter the connector already missed (sampling at the source) vs gaps added on the way
         "source_sequence_gaps": int(a.hops[a.hops["hop"] == 0]["sequence_gaps"].sum()) if len(a.hops) else 0,
         "added_sequence_gaps": _added_gaps(a.hops),
+        "tap_missed": int(a.hops["tap_missed"].sum()) if len(a.hops) else 0,
         "cpu_percent": cpu, "problems": a.problems[:5],
         "errors": {n: t[-300:] for n, t in logs.items() if "Traceback" in t},
     }

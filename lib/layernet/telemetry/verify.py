@@ -316,12 +316,15 @@ def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]]
             last_t = max((s.t for per in seen for s in per.values()), default=0.0)
         judged = {k for k, s in first.items() if s.t <= last_t - grace_s}
         summary["messages"] += len(judged)
-        prev_missing: set = set()
+        # where each message was last seen: it stopped after that hop (a tap that missed a message a later hop
+        # saw is counted as tap_missed, not as loss)
+        last_seen = {k: max(i for i, per in enumerate(seen) if k in per) for k in judged}
         for i, hop in enumerate(route.hops):
             per = seen[i]
             arrived = judged & set(per)
-            missing = judged - arrived
-            new_missing = missing - prev_missing
+            missing = {k for k in judged if last_seen[k] < i}
+            new_missing = {k for k in missing if last_seen[k] == i - 1}
+            tap_missed = len(judged - arrived - missing)
             seqs = sorted({per[k].body.get(route.sequence_point, {}).get("Value") for k in arrived}
                           - {None}) if route.sequence_point else []
             seqs = [s for s in seqs if isinstance(s, int)]
@@ -336,7 +339,7 @@ def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]]
             rows.append({
                 "route": route.label, "hop": i, "name": hop.name, "kind": hop.kind, "topic": hop.topic,
                 "via": hop.via or "", "received": received[i], "judged": len(judged), "arrived": len(arrived),
-                "lost": len(missing), "lost_here": len(new_missing), "duplicates": dups[i],
+                "lost": len(missing), "lost_here": len(new_missing), "tap_missed": tap_missed, "duplicates": dups[i],
                 "bad_or_unenriched": bad_fields[i], "sequence_gaps": gaps,
                 "hop_p50_ms": _pct(hop_lat, 0.5), "hop_p99_ms": _pct(hop_lat, 0.99),
             })
@@ -347,7 +350,6 @@ def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]]
             if bad_fields[i]:
                 want = ", ".join(f"{k}={v}" for k, v in hop.expect) or "the data points"
                 problems.append(f"{route.label}: {bad_fields[i]} message(s) at {hop.name} without {want}")
-            prev_missing = missing
         if route.hops:
             final = seen[-1]
             for k in judged & set(final):
