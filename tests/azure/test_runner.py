@@ -17,6 +17,8 @@ from layernet.errors import InputError  # noqa: E402
 @pytest.mark.parametrize("text,why", [
     ("ERROR: (TooManyRequests) 429 Client Error", "throttled by ARM (429)"),
     ("The operation timed out", "a request timed out"),
+    ("requests.exceptions.ReadTimeout: HTTPSConnectionPool(host='management.azure.com')", "a request timed out"),
+    ("argument --onboarding-timeout: invalid int value: 'x'", None),
     ("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))", "connection reset"),
     ("503 Service Unavailable", "ARM returned 502/503/504"),
     ("(AnotherOperationInProgress) Another operation is in progress", "another operation on the resource is in progress"),

@@ -22,7 +22,7 @@ from layernet.errors import InputError, StageFailed
 # Failures worth another attempt: (pattern in stderr/stdout, what it means). Anything else fails at once.
 TRANSIENT = [
     (re.compile(r"\b429\b|Too ?Many ?Requests|throttl", re.I), "throttled by ARM (429)"),
-    (re.compile(r"timed? ?out|timeout", re.I), "a request timed out"),
+    (re.compile(r"timed out|Timeout(Error|Expired|Exception)|ConnectTimeout|ReadTimeout", re.I), "a request timed out"),
     (re.compile(r"connection (was )?reset|ECONNRESET|Connection aborted", re.I), "connection reset"),
     (re.compile(r"\b50[234]\b|Service ?Unavailable|Bad ?Gateway|Gateway ?Time", re.I), "ARM returned 502/503/504"),
     (re.compile(r"AnotherOperationInProgress|Conflict.*in progress", re.I), "another operation on the resource is in progress"),
