@@ -165,6 +165,13 @@ CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
      "unknown_0", "unknown key"),
     ("duplicate-long-key", text(lambda: LAB.read_text() + "k" * 1000 + ": 1\n" + "k" * 1000 + ": 2\n"),
      "line ", "each key once"),
+    ("key-int", text(lambda: LAB.read_text() + "1: x\n"), "line ", "text keys"),
+    ("key-yes", text(lambda: LAB.read_text() + "yes: x\n"), "line ", "'yes' reads as the bool True"),
+    ("key-null", text(lambda: LAB.read_text() + "~: x\n"), "line ", "text keys"),
+    ("terminal-escape", edit(setp("description", "plant \x1b[2J\x1b[31mred")), "description", "control characters"),
+    ("bidi-override-host", edit(host("a\u202e.contoso.com")), "allowlist.extra_hosts[0]", "control characters"),
+    ("nul-in-value", edit(setp("azure.location", "east\x00us")), "azure.location", "control characters"),
+    ("site-name-newline", edit(setp("name", "la\nb")), "name", "letters, digits"),
     # ---- files that are not one UTF-8 YAML mapping
     ("binary", text(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))), "(file)", "binary"),
     ("latin-1", text(lambda: LAB.read_text().replace("Local lab", "Caf\u00e9 lab").encode("latin-1")),

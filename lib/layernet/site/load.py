@@ -108,7 +108,7 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
     root: Any = MISSING
     documents = 0
 
-    def place(value: Any, size: int, mark) -> None:
+    def place(value: Any, size: int, mark, text: Optional[str] = None) -> None:
         nonlocal root
         if not stack:
             root = value
@@ -120,7 +120,11 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
             return
         if not top.has_key:
             if isinstance(value, (list, dict)):
-                raise YamlProblem(_at(mark), "a plain key (text or number), not a list or mapping as a key")
+                raise YamlProblem(_at(mark), "a plain key (text), not a list or mapping as a key")
+            if not isinstance(value, str):
+                written = (text if text is not None else str(value))[:40]
+                raise YamlProblem(_at(mark), f"text keys: {written!r} reads as the {type(value).__name__} {value!r:.40}; "
+                                  f"quote it ('{written}': ...)", value)
             top.key, top.has_key = value, True
             return
         key, top.has_key = top.key, False
@@ -154,7 +158,7 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
                 value = _scalar(ev)
                 if ev.anchor:
                     anchors[ev.anchor] = (value, 1)
-                place(value, 1, ev.start_mark)
+                place(value, 1, ev.start_mark, ev.value)
             elif isinstance(ev, AliasEvent):
                 if ev.anchor in open_anchors:
                     raise YamlProblem(_at(ev.start_mark), f"an alias outside its anchor: *{ev.anchor[:40]} refers "

@@ -113,7 +113,7 @@ class LabSettings(_Strict):
 
 
 class Site(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str                        # letters, digits, '.', '_', '-' (names.check_site_name)
     description: str = ""
     target: Literal["lab", "kube"]
     egress_level: str
@@ -225,6 +225,10 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
             problems.append(Problem(fname, path, HIDDEN, "no secrets in a site file: this value looks like a connection "
                                     "string, token or key (the value is hidden); remove it and give credentials through "
                                     "the environment or the Azure credential chain"))
+    for path in _control_characters(raw):
+        if not any(path == s for s in secret_paths):
+            problems.append(Problem(fname, path, MISSING, "text without control characters (escape sequences, NUL, "
+                                    "line breaks inside names); retype the value"))
     try:
         site = Site.model_validate(raw)
     except ValidationError as exc:
@@ -256,6 +260,30 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
         raise SiteError(unique)
     assert site is not None
     return site
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _control_characters(raw: Any, budget: int = MAX_HOSTS * 20) -> list[str]:
+    """Field paths of strings (keys included) holding control characters: terminal escapes, NUL, bidi overrides."""
+    out: list[str] = []
+    todo: list[tuple[str, Any]] = [("", raw)]
+    while todo and budget > 0 and len(out) < 20:
+        path, v = todo.pop()
+        budget -= 1
+        if isinstance(v, dict):
+            for k, item in v.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and _CONTROL.search(k):
+                    out.append((path or "(top level)") + " (a key)")
+                    continue
+                todo.append((sub, item))
+        elif isinstance(v, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+        elif isinstance(v, str) and _CONTROL.search(v):
+            out.append(path or "(top level)")
+    return out
 
 
 def _model_of(annotation: Any) -> Optional[type]:
