@@ -192,3 +192,22 @@ def test_a_cluster_that_went_offline_is_named_with_its_last_contact(armd, conn):
     assert "the agents stopped reaching Azure (last seen 2026-12-01T22:00:00Z)" in bad[0]["hint"]
     assert "from level3 up to the egress level" in bad[0]["hint"]
     assert "pre_onboarding" not in bad[0]["hint"]
+
+
+def test_changed_settings_are_a_put_that_keeps_the_agents_key(armd, conn):
+    connect_when_put(armd)
+    site = site_sdk()
+    ex = az_arc.SdkExecutor(site, conn, key_size=2048)
+    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=ex, progress=quiet)
+    first = armd.calls("PUT", "/connectedClusters/aio-plant-l4")[0].body["properties"]["agentPublicKeyCertificate"]
+    changed = site_sdk(auto_upgrade=True)
+    p = arc.plan(changed, arm=conn)
+    assert [(s.level, s.action) for s in p.changes] == [(lv, "update cluster settings")
+                                                        for lv in ("level4", "level3", "level2")]
+    assert "agentAutoUpgrade 'Disabled' -> 'Enabled'" in p.changes[0].reason
+    arc.apply(p, changed, arm=conn, executor=az_arc.SdkExecutor(changed, conn, key_size=2048), progress=quiet)
+    puts = armd.calls("PUT", "/connectedClusters/aio-plant-l4")
+    assert len(puts) == 2
+    assert puts[1].body["properties"]["agentPublicKeyCertificate"] == first
+    assert puts[1].body["properties"]["arcAgentProfile"] == {"agentAutoUpgrade": "Enabled"}
+    assert arc.plan(changed, arm=conn).empty

@@ -361,8 +361,11 @@ def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional
             steps.append(Step(t.level, "update cluster settings", t.cluster, shlex.join(update_argv(site, t)),
                               reason="Connected; settings differ: " + ", ".join(diff)))
         elif diff:
-            steps.append(Step(t.level, "connect cluster", t.cluster, connect,
-                              reason="Connected; settings differ: " + ", ".join(diff)))
+            body = connected_cluster_body(site, t, "<the cluster's current key>")
+            steps.append(Step(t.level, "update cluster settings", t.cluster,
+                              f"PUT {cid} {json.dumps(body, sort_keys=True)}",
+                              reason="Connected; settings differ: " + ", ".join(diff) +
+                              " (the agents' key is kept)"))
         else:
             steps.append(Step(t.level, "connect cluster", t.cluster, connect, skip=True,
                               reason=f"Connected with the same settings ({have.get('provisioningState')})"))
@@ -442,6 +445,15 @@ class SdkExecutor:
                 done = self.on_connected(t.level, cluster_id)
                 return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "",
                         "ok": True, "output": done or ""}
+        elif step.action == "update cluster settings":
+            t = next(x for x in targets(self.site) if x.level == step.level)
+            ck = self.arm.connected_kubernetes().connected_cluster
+            have = as_dict(ck.get(t.resource_group, t.cluster))
+            key = pick(have, "properties", "agentPublicKeyCertificate")
+            if not key:
+                raise StageFailed(f"{step.level}: {t.cluster} reports no agent public key; connect it again instead")
+            ck.begin_create_or_replace(t.resource_group, t.cluster,
+                                       connected_cluster_body(self.site, t, key)).result()
         elif step.action == "enable features":
             pass    # agent-side settings: nothing to call in ARM
         else:
