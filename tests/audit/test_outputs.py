@@ -123,7 +123,13 @@ def test_comparison_matches_and_detects_a_mismatch(site, allowlist):
     df = parse_logs({"mixed": probe_log()}, allowlist).connections
     table = compare.compare_with_probes(df, probe_rows(), site)
     assert table["match"].all()
-    assert "matches the probe matrix exactly" in compare.require_match(table)
+    assert "all 10 probe connections logged" in compare.require_match(table)
+    # the site's own workloads sharing a proxy in the window (allowed, not probes) keep the match
+    busy = parse_logs({"mixed": probe_log() + [rec(time=T(2.5), sni="eastus.dp.kubernetesconfiguration.azure.com")]},
+                      allowlist).connections
+    busy_table = compare.compare_with_probes(busy, probe_rows(), site)
+    assert busy_table["match"].all()
+    assert "plus 1 allowed connection(s) of the site's own workloads" in compare.require_match(busy_table)
     extra = parse_logs({"mixed": probe_log() + [refused_source(time=T(9))]}, allowlist).connections
     bad = compare.compare_with_probes(extra, probe_rows(), site)
     assert bad.set_index("level").loc["level3", "audit_refused"] == 3 and not bad["match"].all()
@@ -144,8 +150,10 @@ def test_comparison_window_and_saved_rows(site, allowlist, tmp_path):
         {"name": "infrastructure", "start": "2025-03-01T08:00:00+00:00"}]}))
     rows, start, end = compare.load_probes(tmp_path)
     assert len(rows) == len(probe_rows()) and start.hour == 8 and end.second == 10
-    assert compare.compare_with_probes(df, rows, site, start, end)["match"].all()
-    assert not compare.compare_with_probes(df, rows, site)["match"].all()      # the 07:00 connection counts
+    inside = compare.compare_with_probes(df, rows, site, start, end)
+    assert inside["match"].all() and inside.set_index("level").loc["level3", "audit_allowed"] == 2
+    unbounded = compare.compare_with_probes(df, rows, site)                    # the 07:00 connection counts
+    assert unbounded.set_index("level").loc["level3", "audit_allowed"] == 3
     assert compare.load_probes(tmp_path / "none")[0].empty
 
 

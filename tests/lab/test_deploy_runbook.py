@@ -46,6 +46,8 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
         infra = next(s for s in m["stages"] if s["name"] == "infrastructure")["results"]
         assert infra["probes"] > 100 and infra["probes_failed"] == 0 and infra["probes_passed"] == infra["probes"]
         assert infra["applied_changes"] > 0
+        arc = next(s for s in m["stages"] if s["name"] == "arc")["results"]
+        assert arc["connected"] == 3 and arc["failed"] == [] and arc["applied"] == arc["planned_changes"] > 0
         for html in run_dir.glob("*.html"):
             assert remote_references(html.read_text()) == [], html
         pictures = [base64.b64decode(b).decode() for b in
@@ -60,6 +62,8 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
         infra2 = next(s for s in m2["stages"] if s["name"] == "infrastructure")["results"]
         assert infra2["planned_changes"] == 0 and infra2["applied_changes"] == 0
         assert infra2["probes_failed"] == 0
+        arc2 = next(s for s in m2["stages"] if s["name"] == "arc")["results"]
+        assert arc2["planned_changes"] == 0 and arc2["applied"] == 0 and arc2["connected"] == 3
     finally:
         down = _layernet("lab", "down", *site)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -268,9 +268,10 @@ def picture(site, df):
 
 
 def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:
+    status = [r for r in rows if r["check"] == "connectivity status"]
     return {"planned_changes": len(plan.changes), "skipped": len(plan.steps) - len(plan.changes),
-            "applied": len(applied), "levels": len(rows), "connected": sum(1 for r in rows if r["ok"]),
-            "failed": [f"{r['level']}: {r['observed']}" for r in rows if not r["ok"]]}
+            "applied": len(applied), "levels": len(status), "connected": sum(1 for r in status if r["ok"]),
+            "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
 
 
 def require_connected(rows: list[dict], dry_run: bool = False) -> str:
