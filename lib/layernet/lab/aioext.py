@@ -321,9 +321,17 @@ if __name__ == "__main__":
 
 
 # ----------------------------------------------------------------------------------------------- the stage's side
+_INSTALL_LOCK = __import__("threading").Lock()     # the stage PUTs extensions of several levels at once
+
+
 def install(site, level: str, cluster_id: str, extension: dict, pull_deadline: float = 6.0) -> str:
     """Ask the level's extension stand-in to install `extension` ({"id", "name", "type"}); starts the stand-in
     when it does not run. Called when the extension's PUT was accepted."""
+    with _INSTALL_LOCK:
+        return _install(site, level, cluster_id, extension, pull_deadline)
+
+
+def _install(site, level: str, cluster_id: str, extension: dict, pull_deadline: float) -> str:
     from layernet.lab import commands, procs, services
 
     d = commands.level_dir(site, level)

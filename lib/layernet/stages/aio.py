@@ -234,19 +234,17 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     from layernet.targets.base import get_target
 
     tgt = get_target(site)
-    rows = verify(site) + tgt.aio_broker_rows(broker_listeners(site))
+    mqtt = tgt.aio_broker_rows(broker_listeners(site))
+    rows = verify(site) + mqtt
     if all(r["ok"] for r in rows):
         return rows
     refused = refused_hosts(site, since)
-    notes = {r["level"]: tgt.aio_note(r["level"]) for r in rows if not r["ok"]}
+    rows = verify(site, refused=refused) + mqtt       # the hints name what the proxies refused in the window
+    notes = {lvl: tgt.aio_note(lvl) for lvl in {r["level"] for r in rows if not r["ok"]}}
     for r in rows:
-        if not r["ok"]:
-            seen = refused.get(r["level"]) or [h for hosts in refused.values() for h in hosts
-                                               if f"from {r['level']})" in h]
-            extra = [notes.get(r["level"]) or "",
-                     f"the proxies refused during the stage: {', '.join(seen[:6])}" if seen
-                     else "the proxies refused nothing from this level during the stage"]
-            r["hint"] = "; ".join([r["hint"]] + [e for e in extra if e and e not in r["hint"]])
+        note = notes.get(r["level"])
+        if not r["ok"] and note and (r["check"].startswith(("extension", "mqtt", "instance"))) and note not in r["hint"]:
+            r["hint"] = f"{r['hint']}; {note}"
     return rows
 
 

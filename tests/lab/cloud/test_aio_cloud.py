@@ -21,6 +21,8 @@ from layernet.lab.cloud.arm import hooks
 from layernet.site import load_site
 from layernet.stages.base import Plan
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[3]
 STATUS_URL = f"https://{REGION}.dp.kubernetesconfiguration.azure.com{cloud_aio.STATUS_PATH}"
 
