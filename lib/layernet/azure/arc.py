@@ -17,7 +17,6 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from layernet.azure.clients import Arm, as_dict, pick, rid
