@@ -45,6 +45,9 @@ def read(path: Path) -> list[dict]:
 
 
 class LogMiddleware:
+    """Writes the row when the response starts (status line sent, or websocket accepted), so a client that has
+    its answer finds its row; `ms` is the time to that point. A request that fails before answering gets 500."""
+
     def __init__(self, app, name: str, log: RequestLog):
         self.app, self.name, self.log = app, name, log
 
@@ -52,26 +55,32 @@ class LogMiddleware:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         started = time.monotonic()
-        status = {"code": 0}
+        done = {"logged": False}
+
+        def write(status: int) -> None:
+            if done["logged"]:
+                return
+            done["logged"] = True
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+            state = scope.get("state") or {}
+            row = {"time": round(time.time(), 3), "app": self.name, "host": headers.get("host", ""),
+                   "method": scope.get("method", "WS"), "path": scope.get("path", ""),
+                   "peer": state.get("peer", ""), "status": status,
+                   "ms": round(1000 * (time.monotonic() - started), 2)}
+            if state.get("log_note"):
+                row["note"] = state["log_note"]
+            self.log.write(row)
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                write(message["status"])
             elif message["type"] == "websocket.accept":
-                status["code"] = 101
-            elif message["type"] == "websocket.close" and not status["code"]:
-                status["code"] = 403
+                write(101)
+            elif message["type"] == "websocket.close":
+                write(403)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-            state = scope.get("state") or {}
-            row = {"time": round(time.time(), 3), "app": self.name, "host": headers.get("host", ""),
-                   "method": scope.get("method", "WS"), "path": scope.get("path", ""),
-                   "peer": state.get("peer", ""), "status": status["code"] or 500,
-                   "ms": round(1000 * (time.monotonic() - started), 2)}
-            if state.get("log_note"):
-                row["note"] = state["log_note"]
-            self.log.write(row)
+            write(500)

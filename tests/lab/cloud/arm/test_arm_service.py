@@ -168,3 +168,24 @@ def test_events_file_gets_writes_and_finished_operations(tmp_path):
     assert [(r["event"], r["status"]) for r in rows] == [("put", "Accepted"), ("put-done", "Succeeded")]
     assert rows[0]["type"] == "Microsoft.Kubernetes/connectedClusters" and rows[0]["peer"] == "10.0.0.4:5000"
     assert rows[1]["id"] == rid
+
+
+def test_role_assignments_and_blob_containers_are_synchronous(arm):
+    assert arm.handle("POST", f"/subscriptions/{SUB}/providers/Microsoft.Storage/register", V, None, BASE).status == 200
+    sa = f"{RG}/providers/Microsoft.Storage/storageAccounts/sa1"
+    url = arm.handle("PUT", sa, V, {"location": "westeurope", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}},
+                     BASE).headers["Azure-AsyncOperation"]                   # the account itself is long-running
+    _poll(arm, url), _poll(arm, url)
+    arm.handle("PUT", f"{sa}/blobServices/default", V, {"properties": {}}, BASE)
+    c = arm.handle("PUT", f"{sa}/blobServices/default/containers/schemas", V, {"properties": {}}, BASE)
+    assert c.status == 201 and not c.headers and c.body["properties"]["provisioningState"] == "Succeeded"
+    ra = f"{sa}/providers/Microsoft.Authorization/roleAssignments/3c4b2a10-0000-0000-0000-000000000001"
+    body = {"properties": {"roleDefinitionId": f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+                                               "ba92f5b4-2d11-453d-a403-e96b0029c9fe", "principalId": "p1"}}
+    r = arm.handle("PUT", ra, V, body, BASE)
+    assert r.status == 201 and not r.headers and r.body["type"] == "Microsoft.Authorization/roleAssignments"
+    assert arm.handle("PUT", ra, V, body, BASE).status == 200
+    listed = arm.handle("GET", f"{sa}/providers/Microsoft.Authorization/roleAssignments", V, None, BASE).body["value"]
+    assert [x["properties"]["principalId"] for x in listed] == ["p1"]
+    missing = f"{RG}/providers/Microsoft.Storage/storageAccounts/nope/providers/Microsoft.Authorization/roleAssignments/x"
+    assert arm.handle("PUT", missing, V, body, BASE).body["error"]["code"] == "ParentResourceNotFound"

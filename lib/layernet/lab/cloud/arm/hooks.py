@@ -14,7 +14,9 @@ or a child type ``Microsoft.IoTOperations/instances/brokers``) and decides what 
 - `action(ctx, name, body)`: a POST ``{id}/{name}``; return (status, json) or None for 404.
 
 `ctx` is a HookContext: the store, the resource dict (edit it in place), the operation (on_poll), the
-request's true peer, and the cloud settings.
+request's true peer, and the cloud settings. A hook with ``synchronous = True`` makes PUT answer at once
+(201/200 with the resource, provisioningState Succeeded, no operation): role assignments and blob containers
+are registered that way here.
 """
 from __future__ import annotations
 
@@ -80,3 +82,13 @@ def hook_for(resource_type: str) -> Hook:
 
 def registered() -> list[str]:
     return sorted(_REGISTRY)
+
+
+class Synchronous(Hook):
+    """A type whose PUT completes at once on Azure (201/200 with the resource, no operation to poll)."""
+    synchronous = True
+
+
+# built-in: the types the stages write that are not long-running on Azure
+for _type in ("Microsoft.Authorization/roleAssignments", "Microsoft.Storage/storageAccounts/blobServices/containers"):
+    register(_type, Synchronous())
