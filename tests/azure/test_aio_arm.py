@@ -125,7 +125,9 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
     res = {x["type"]: x for x in pre.body["properties"]["template"]["resources"]}
     assert res["Microsoft.Storage/storageAccounts"]["properties"]["isHnsEnabled"] is True
     assert res["Microsoft.Storage/storageAccounts/blobServices/containers"]["name"] == "plantexamplesr/default/aio-plant-l2-schemas"
-    assert res["Microsoft.DeviceRegistry/schemaRegistries"]["properties"]["namespace"] == "aio-plant-l2-sr"
+    assert res["Microsoft.DeviceRegistry/schemaRegistries"]["properties"] == {
+        "namespace": "aio-plant-l2-sr",
+        "storageAccountContainerUrl": "https://plantexamplesr.blob.core.windows.net/aio-plant-l2-schemas"}
     assert res["Microsoft.DeviceRegistry/namespaces"]["name"] == "aio-plant-l2-ns"
     assert "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in res["Microsoft.Authorization/roleAssignments"]["properties"]["roleDefinitionId"]
     # the second plan is empty: what-if sees the same templates and parameters deployed

@@ -32,6 +32,8 @@ STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
 ENABLEMENT_EXTENSIONS = ("microsoft.certmanagement", "microsoft.azure.secretstore")
 INSTANCE_EXTENSION = "microsoft.iotoperations"
+BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
+               "china": "blob.core.chinacloudapi.cn"}
 PRINCIPAL_PLACEHOLDER = "<principal id of schema registry {name}>"
 
 
@@ -298,7 +300,7 @@ def prereq_template(site, r) -> dict:
          "location": loc, "identity": {"type": "SystemAssigned"},
          "dependsOn": [f"[resourceId('{sa_type}/blobServices/containers', '{r.storage_account}', 'default', '{r.container}')]"],
          "properties": {"namespace": r.registry_namespace,
-                        "storageAccountContainerUrl": f"https://{r.storage_account}.blob.core.windows.net/{r.container}"}},
+                        "storageAccountContainerUrl": f"https://{r.storage_account}.{BLOB_SUFFIX[site.azure.cloud]}/{r.container}"}},
         {"type": "Microsoft.DeviceRegistry/namespaces", "apiVersion": "2025-10-01", "name": r.adr_namespace,
          "location": loc, "properties": {}},
     ]
