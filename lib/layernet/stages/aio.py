@@ -238,7 +238,11 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     rows = verify(site) + mqtt
     if all(r["ok"] for r in rows):
         return rows
-    refused = refused_hosts(site, since)
+    refused: dict[str, list[str]] = {}                 # by the level the connection came from
+    for at, hosts in refused_hosts(site, since).items():
+        for h in hosts:
+            src = h.rsplit("(from ", 1)[-1].rstrip(")") if "(from " in h else at
+            refused.setdefault(src, []).append(f"{h.split(' (from ')[0]} (refused at {at})")
     rows = verify(site, refused=refused) + mqtt       # the hints name what the proxies refused in the window
     notes = {lvl: tgt.aio_note(lvl) for lvl in {r["level"] for r in rows if not r["ok"]}}
     for r in rows:
