@@ -21,7 +21,9 @@ pytestmark = pytest.mark.lab
 def test_topology_addresses(lab_site):
     topo = netns.topology(lab_site)
     assert topo.level_ns == {"level4": "lt-level4", "level3": "lt-level3", "level2": "lt-level2"}
-    assert set(topo.namespaces) == {"lt-rtr", "lt-cloud", "lt-level4", "lt-level3", "lt-level2"}
+    assert set(topo.namespaces) == {"lt-rtr", "lt-cloud", "lt-level4", "lt-level3", "lt-level2", "lt-jumpbox"}
+    jb = topo.link_of("lt-jumpbox")           # the jump box's internet side: a free 100.64.x.0/29
+    assert (str(jb.network), str(jb.router_ip), str(jb.addrs[0])) == ("100.64.0.0/29", "100.64.0.1", "100.64.0.2")
     l3 = topo.link_of("lt-level3")
     assert (str(l3.router_ip), [str(a) for a in l3.addrs]) == ("192.168.103.1", ["192.168.103.10"])
     assert str(topo.cloud_tls_ip) == "198.51.100.10"
@@ -46,6 +48,9 @@ def test_router_ruleset_forwards_exactly_the_crossing_flows(lab_site):
         ("192.168.104.10", "198.51.100.0/24", ports), ("192.168.104.10", "198.51.100.53", dns),
         # the lab's telemetry dataflows send up between the brokers (east-west MQTT, not through Envoy)
         ("192.168.102.10", "192.168.103.10", "tcp dport 1883"), ("192.168.103.10", "192.168.104.10", "tcp dport 1883"),
+        # the lab's jump box reaches Azure (the cloud) on HTTPS and DNS only; it is outside the plant
+        ("100.64.0.0/29", "198.51.100.0/24", "tcp dport 443"),
+        ("100.64.0.0/29", "198.51.100.53", "meta l4proto { udp, tcp } th dport 53"),
     }
     # nothing flows downwards or skips a level: a parent never opens a connection into its child's network
     assert not any("ip saddr 192.168.104" in l and "ip daddr 192.168.10" in l for l in accepts)
