@@ -38,7 +38,9 @@ def test_every_message_arrives_over_mutual_tls(site, flow):
     a = analyse(route_list, records)
     assert a.problems == [], a.problems
     assert a.summary["messages"] >= 40 and a.summary["lost"] == 0
-    assert (a.hops["bad_or_unenriched"] == 0).all() and (a.hops["sequence_gaps"] == 0).all()
+    assert (a.hops["bad_or_unenriched"] == 0).all()
+    for _, rows in a.hops.groupby("route"):
+        assert rows["sequence_gaps"].nunique() == 1          # no gap added on the way
 
 
 def test_a_client_without_certificate_is_refused(site, flow):
