@@ -189,7 +189,8 @@ def test_different_settings_become_an_update_and_missing_features_enable_feature
     cli.on("az", "connectedk8s", "show", "-n", "aio-plant-l2",
            stdout=connected("aio-plant-l2", connectivityStatus="Offline"))
     cli.on("helm", "get", "values", "azure-arc", "-n", "azure-arc-release", "-o", "json", "--kubeconfig",
-           stdout={"systemDefaultValues": {"clusterconnect-agent": {"enabled": True}}}, times=1)   # level4: no CL
+           str(Path(cli.dir).parent / "kubeconfig"), "--kube-context", "level4",
+           stdout={"systemDefaultValues": {"clusterconnect-agent": {"enabled": True}}})   # level4: no custom locations
     cli.on("helm", "get", "values", stdout=HELM_ON)
     site = example_site(arc={"node_preflight": False, "custom_locations_oid": OID})
     p = arc.plan(site, runner=Runner())
@@ -199,7 +200,13 @@ def test_different_settings_become_an_update_and_missing_features_enable_feature
     assert up.detail.startswith("az connectedk8s update -n aio-plant-l4 -g rg-plant-example --auto-upgrade false")
     assert not by[("level4", "enable features")].skip and "custom-locations" in by[("level4", "enable features")].reason
     assert by[("level3", "connect cluster")].skip and by[("level3", "enable features")].skip
-    assert not by[("level2", "connect cluster")].skip and "Offline" in by[("level2", "connect cluster")].reason
+    manual = by[("level2", "reconnect cluster (manual)")]
+    assert not manual.skip and manual.reason.startswith("exists but Offline")
+    assert manual.detail == ("az connectedk8s delete -n aio-plant-l2 -g rg-plant-example --kube-config "
+                             f"{Path(cli.dir).parent / 'kubeconfig'} --kube-context level2 -y")
+    with pytest.raises(StageFailed, match="level2: aio-plant-l2 needs the operator; nothing was applied"):
+        arc.apply(p, site, runner=Runner(), progress=quiet)
+    assert mutating(cli) == []
 
 
 def test_gateway_and_feature_settings_reach_the_command_line(cli):

@@ -353,6 +353,13 @@ def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional
         status = (have or {}).get("connectivityStatus")
         if have is None:
             steps.append(Step(t.level, "connect cluster", t.cluster, connect, reason="not connected to Arc yet"))
+        elif status != "Connected" and executor == "az":
+            # `az connectedk8s connect` refuses an existing resource; deleting it is the operator's decision
+            delete = ["az", "connectedk8s", "delete", "-n", t.cluster, "-g", t.resource_group, "--kube-config",
+                      t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else []) + ["-y"]
+            steps.append(Step(t.level, "reconnect cluster (manual)", t.cluster, shlex.join(delete),
+                              reason=f"exists but {status}: fix what keeps its agents from Azure (see the verify "
+                              "hint), or delete it with the command shown and plan again to connect it anew"))
         elif status != "Connected":
             steps.append(Step(t.level, "connect cluster", t.cluster, connect,
                               reason=f"exists but {status}: onboarding runs again"))

@@ -122,6 +122,8 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     blocked = [s for s in changes if s.action.endswith("(manual)")]
     if blocked:
         s = blocked[0]
+        if s.action.startswith("reconnect"):
+            raise StageFailed(f"{s.level}: {s.target} needs the operator; nothing was applied. {s.reason}: {s.detail}")
         raise StageFailed(f"{s.level}: node settings too low; nothing was applied. {s.reason}. "
                           f"On each node run: {s.detail}")
     rows = []
