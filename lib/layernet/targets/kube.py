@@ -266,6 +266,11 @@ class KubeTarget(Target):
         data = api.call("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
         return data.get("items") or []
 
+    def requirements(self) -> list[dict]:
+        from layernet.targets import tools
+
+        return [tools.envoy()] + tools.kube_contexts(self.site)
+
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
         api = self.api(level)
         dep = api.get(f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.envoy_deployment}")

@@ -233,3 +233,15 @@ class LabTarget(Target):
         if st.get("heartbeat_error"):
             return f"the Arc agents of {level} cannot send heartbeats: {st['heartbeat_error']}"
         return ""
+
+    # ------------------------------------------------------------------ what stages ask
+    def probe_inputs(self) -> dict:
+        return {"ca_file": str(commands.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
+
+    def context_label(self, level) -> str:
+        return level.kube_context or "(lab)"
+
+    def requirements(self) -> list[dict]:
+        from layernet.targets import tools
+
+        return [tools.envoy(), tools.coredns(), tools.nft(), tools.ip()]
