@@ -18,7 +18,6 @@ import signal
 import ssl
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 

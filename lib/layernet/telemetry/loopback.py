@@ -24,7 +24,7 @@ from typing import Optional
 
 import yaml
 
-from layernet.render.telemetry import find, render
+from layernet.render.telemetry import render
 from layernet.site import Site, validate_site
 
 MOSQUITTO = "mosquitto"
