@@ -11,7 +11,7 @@ import time
 import pytest
 from cryptography import x509
 
-from cloud_helpers import REGION
+from cloud_helpers import REGION, free_port
 from layernet.harden.wire import client_hello
 from layernet.lab.cloud import reqlog
 from layernet.lab.cloud.hello import Hello, NotTLS, parse_client_hello, peek_hello
@@ -238,3 +238,18 @@ def test_probe_offers_the_echo_alpn_so_app_names_still_prove_the_path(lcloud):
                                    "ca_file": str(lcloud.ca), "expect_peer": "127.0.0.1"})
         assert row["ok"], row
         assert f"far end saw host {host}, peer 127.0.0.1" in row["observed"]
+
+
+def test_a_dead_backend_closes_the_connection_and_says_why(lcloud):
+    dead = free_port()
+    _write_routes(lcloud, [{"names": ["dead.example.test"], "port": 9093, "backend": f"127.0.0.1:{dead}"}])
+    try:
+        try:
+            assert _raw_hello(lcloud, b"dead.example.test", 9093) == b""
+        except ConnectionResetError:
+            pass
+        time.sleep(0.1)
+        row = reqlog.read(lcloud.state / "front.jsonl")[-1]
+        assert row["sni"] == "dead.example.test" and row["handler"] == "closed" and f":{dead}" in row["note"]
+    finally:
+        (lcloud.state / "routes.json").unlink(missing_ok=True)

@@ -87,10 +87,11 @@ class ConnectedClusterHook(hooks.Hook):
 
 
 def connectivity(store, settings, cluster_id: str) -> str:
-    res = store.snapshot("resources", cluster_id)
-    if res is None:
-        return "NotFound"
-    ConnectedClusterHook().on_get(hooks.HookContext(store=store, resource=res, settings=settings))
+    with store.lock:
+        res = store.snapshot("resources", cluster_id)
+        if res is None:
+            return "NotFound"
+        ConnectedClusterHook().on_get(hooks.HookContext(store=store, resource=res, settings=settings))
     return res.get("properties", {}).get("connectivityStatus", "")
 
 

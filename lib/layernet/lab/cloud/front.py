@@ -142,7 +142,9 @@ class Front:
         conn.settimeout(None)
         try:
             up = socket.create_connection(backend, timeout=CONNECT_TIMEOUT)
-        except OSError:
+        except OSError as exc:
+            self._record(port=peer.front_port, peer=str(peer), sni=peer.sni, handler="closed",
+                         note=f"backend {backend[0]}:{backend[1]}: {exc.strerror or exc}")
             conn.close()
             return
         up.settimeout(None)
