@@ -194,3 +194,12 @@ def test_connection_string_auth_renders_a_secret_reference_and_no_role(lab):
                                                                        "secretRef": "layernet-eventhubs-connection"}}
     assert not find(recs, "roleAssignments")
     assert "SharedAccessKey" not in to_json(recs)
+
+
+def test_assets_sharing_a_device_render_it_once():
+    from layernet.telemetry.loopback import loopback_site
+
+    site = loopback_site(LAB, assets=3)
+    recs = render(site)["level2"]
+    assert [r["id"].split("/")[-2] for r in recs][:4] == ["devices", "assets", "assets", "assets"]
+    assert list(props(one(recs, "devices"))["endpoints"]["inbound"]) == ["oven-plc"]

@@ -95,6 +95,9 @@ def test_connection_string_is_never_a_site_field():
     (lambda r: r["telemetry"]["assets"][0]["datasets"][0]["data_points"][0].update(node_id="SpikeData"), "telemetry.assets[0].datasets[0].data_points[0].node_id", "ns=3;s=SpikeData"),
     (lambda r: r["telemetry"]["assets"][0].update(address="http://plc:50000"), "telemetry.assets[0].address", "opc.tcp://"),
     (lambda r: r["telemetry"]["mqtt"].update(mode="tls"), "telemetry.mqtt.mode", "anonymous"),
+    (lambda r: r["telemetry"]["assets"].append({**r["telemetry"]["assets"][0], "name": "oven2",
+                                                "address": "opc.tcp://other:4840"}),
+     "telemetry.assets[1].address", "the address the device's endpoint 'oven-plc' already has"),
     (lambda r: r["telemetry"]["eventhubs_from_levels"].append("level7"), "telemetry.eventhubs_from_levels[1]", "a level name"),
 ])
 def test_bad_telemetry_is_named_precisely(mutate, path, phrase):

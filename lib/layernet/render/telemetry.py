@@ -86,20 +86,20 @@ def unquote(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- resources
-def _device(site: Site, names: AioNames, asset) -> dict:
+def _device(site: Site, names: AioNames, device: str, endpoints: dict[str, str]) -> dict:
     return {
-        "id": f"{_rg_id(site)}/providers/Microsoft.DeviceRegistry/namespaces/{names.adr_namespace}/devices/{asset.device}",
+        "id": f"{_rg_id(site)}/providers/Microsoft.DeviceRegistry/namespaces/{names.adr_namespace}/devices/{device}",
         "apiVersion": DEVICEREGISTRY_API,
         "body": {
             "location": site.azure.location,
             "extendedLocation": _ext_location(site, names),
             "properties": {
                 "enabled": True,
-                "endpoints": {"inbound": {asset.endpoint: {
-                    "address": asset.address,
+                "endpoints": {"inbound": {name: {
+                    "address": address,
                     "endpointType": "Microsoft.OpcUa",
                     "authentication": {"method": "Anonymous"},
-                }}},
+                } for name, address in endpoints.items()}},
             },
         },
     }
@@ -253,9 +253,14 @@ def render_level(site: Site, level: str, names: Optional[AioNames] = None,
     names = names or default_names(site, level)
     tel = site.telemetry
     out: list[dict] = []
+    devices: dict[str, dict[str, str]] = {}
     for a in tel.assets:
         if a.level == level:
-            out.append(_device(site, names, a))
+            devices.setdefault(a.device, {}).setdefault(a.endpoint, a.address)
+    for device, endpoints in devices.items():          # each device once, with every endpoint its assets use
+        out.append(_device(site, names, device, endpoints))
+    for a in tel.assets:
+        if a.level == level:
             out.append(_asset(site, names, a))
     flows = tel.dataflows_of(level)
     receives = any(site.level(f.level).parent == level for f in tel.dataflows if f.destination == "parent")

@@ -136,9 +136,16 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
     assets = tel.get("assets") or []
     topics: dict[tuple[str, str], str] = {}
     seen_assets: set = set()
+    endpoint_address: dict[tuple, Any] = {}
     for i, a in enumerate(assets if isinstance(assets, list) else []):
         if not isinstance(a, dict):
             continue
+        ep = (a.get("level"), a.get("device", "opc-plc"), a.get("endpoint", "oven-plc"))
+        if ep in endpoint_address and endpoint_address[ep] != a.get("address"):
+            out.append((f"telemetry.assets[{i}].address", a.get("address"),
+                        f"the address the device's endpoint {ep[2]!r} already has ({endpoint_address[ep]}), "
+                        "or another endpoint name"))
+        endpoint_address.setdefault(ep, a.get("address"))
         if a.get("name") in seen_assets:
             out.append((f"telemetry.assets[{i}].name", a.get("name"), "a name no other asset uses"))
         seen_assets.add(a.get("name"))
