@@ -47,6 +47,3 @@ Modules: hello (ClientHello parsing), front (listeners, dispatch, echo, splice),
 apps (the app list and the uvicorn runner), entra, arc (data plane, identity, notification, relay, MCR,
 connected-cluster heartbeats), arm/ (the ARM stand-in), server (the process entry point).
 """
-from __future__ import annotations
-
-from pathlib import Path
