@@ -1,5 +1,5 @@
-"""The cloud stand-in: one TLS front on the cloud address that answers each connection by name, and the
-"internet DNS" configuration that sends every name to it.
+"""The cloud stand-in: one TLS front on the cloud address that answers each connection by name (the lab's
+"internet DNS", CoreDNS in the cloud namespace, sends every name to that address: render/dns.py).
 
 Run in the cloud namespace (the lab starts it; see server.py for every option):
 
