@@ -1,4 +1,4 @@
-"""The cloud's apps in a real lab (prefix `cc`, address plan 10.76.0.0/16): the real SDK clients run inside
+"""The cloud's apps in a real lab (prefix `cc`, address plan 10.66.0.0/16): the real SDK clients run inside
 level2, resolve the real names through level2's DNS, cross Envoy at level3 and level4, and the apps see the
 egress node as their peer; a heartbeat through that chain makes the connected cluster Connected."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from layernet.lab.cloud import reqlog
 from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[3]
-PREFIX, BASE = "cc", "10.76.0.0/16"
+PREFIX, BASE = "cc", "10.66.0.0/16"
 
 CLIENT = r"""
 import json, os, sys
