@@ -363,3 +363,17 @@ def test_connected_levels_are_not_read_again_by_the_node_preflight(cli):
     assert pre["level3"].reason.startswith("1 node(s) ok")
     assert not [a for a in cli.calls("kubectl") if "level4" in a]
     assert [a for a in cli.calls("kubectl") if "level3" in a and "debug" in a]
+
+
+def test_helm_is_found_where_connectedk8s_downloads_it(tmp_path, monkeypatch):
+    from layernet.azure.arc import helm_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert helm_binary() == "helm"
+    for version in ("v3.12.2", "v3.14.0"):
+        exe = tmp_path / ".azure" / "helm" / version / "linux-amd64" / "helm"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    assert helm_binary() == str(tmp_path / ".azure/helm/v3.14.0/linux-amd64/helm")

@@ -112,7 +112,7 @@ class AzLive:
 
     def features(self, t: Target) -> Optional[list[str]]:
         """Features enabled in the agents' Helm release (None: unreadable)."""
-        argv = ["helm", "get", "values", "azure-arc", "-n", "azure-arc-release", "-o", "json",
+        argv = [helm_binary(), "get", "values", "azure-arc", "-n", "azure-arc-release", "-o", "json",
                 "--kubeconfig", t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else [])
         res = self.runner.run(argv, name=f"features-{t.level}", retry=False)
         if not res.ok:
@@ -130,6 +130,18 @@ class AzLive:
             raise StageFailed("could not derive the Custom Locations object id with `" + shlex.join(OID_COMMAND) +
                               f"` ({res.tail(2) or 'no output'}); set arc.custom_locations_oid in the site file")
         return oid
+
+
+def helm_binary() -> str:
+    """helm on PATH, else the copy `az connectedk8s` downloads under ~/.azure/helm/, else plain "helm"."""
+    import glob
+    import shutil
+
+    found = shutil.which("helm")
+    if found:
+        return found
+    copies = sorted(glob.glob(os.path.expanduser("~/.azure/helm/*/*/helm")))
+    return copies[-1] if copies else "helm"
 
 
 def features_from_values(values: dict) -> list[str]:
