@@ -41,3 +41,8 @@ def test_harden_runbook_end_to_end(tmp_path: Path):
     report = (run_dir / "02-hardening.html").read_text()
     assert remote_references(report) == []
     assert "refused-source" in report
+    # the DNS and isolation sections show their checks (40 at most, saying so) with the full tables in the run folder
+    assert f"showing 40 of {res['dns_checks']} rows" in report and f"showing 40 of {res['isolation_checks']} rows" in report
+    import csv
+    with open(run_dir / "results" / "harden-dns.csv") as f:
+        assert sum(1 for _ in csv.DictReader(f)) == res["dns_checks"]
