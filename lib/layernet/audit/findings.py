@@ -79,7 +79,8 @@ class _Tab:
         self.db.register("_df", df)
         cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in df.columns
                          if str(df[c].dtype) in ("category", "object", "string", "str"))
-        self.db.execute(f"CREATE TABLE {self.name} AS SELECT * {'REPLACE (' + cast + ')' if cast else ''} FROM _df")
+        self.db.execute(f"CREATE TABLE {self.name} AS SELECT row_number() OVER () - 1 AS id, * "
+                        f"{'REPLACE (' + cast + ')' if cast else ''} FROM _df")
         self.db.unregister("_df")
 
     def df(self, sql: str, params=None) -> "pd.DataFrame":
@@ -223,7 +224,7 @@ def source_class(data, site):
 
     t = _tab(data)
     _source_classes(t, site)
-    rows = t.rows(f"""SELECT c.cls FROM (SELECT rowid AS rid, level, source_ip FROM {t.name}) x
+    rows = t.rows(f"""SELECT c.cls FROM (SELECT id AS rid, level, source_ip FROM {t.name}) x
                       JOIN _cls c USING (level, source_ip) ORDER BY rid""")
     return pd.Categorical([r[0] for r in rows], categories=SOURCE_CLASSES)
 
@@ -256,30 +257,30 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
         p = [inner.name, outer.name, str(inner.node_ip), window_ms]
         t.db.execute(f"""INSERT INTO _next
             SELECT id, next_id, ?, hop_ms FROM (
-              SELECT i.rowid AS id, o.rowid AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
-                     row_number() OVER (PARTITION BY o.rowid ORDER BY o.time - i.time, i.rowid) AS k
+              SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
+                     row_number() OVER (PARTITION BY o.id ORDER BY o.time - i.time, i.id) AS k
               FROM {t.name} i JOIN {t.name} o
                 ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
               WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
                 AND i.verdict IN ('allowed', 'upstream-failure')
                 AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?
-              QUALIFY row_number() OVER (PARTITION BY i.rowid ORDER BY abs(epoch_ms(o.time) - epoch_ms(i.time))) = 1)
+              QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY abs(epoch_ms(o.time) - epoch_ms(i.time))) = 1)
             WHERE k = 1""", [outer.name] + p)
         # without the upstream local address: by name, port and time
-        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), rowid
+        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
             FROM {t.name} WHERE level = ? AND upstream_local = '' AND verdict IN ('allowed', 'upstream-failure')
             ORDER BY 1, 2, 3""", [inner.name])
         if not inner_rows:
             continue
-        outer_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), rowid
-            FROM {t.name} WHERE level = ? AND source_ip = ? AND rowid NOT IN (SELECT next_id FROM _next)
+        outer_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
+            FROM {t.name} WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
             ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
         pairs = _greedy(inner_rows, outer_rows, window_ms)
         if pairs:
             t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL)", [[i, o, outer.name] for i, o in pairs])
             t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time)
-                FROM {t.name} i, {t.name} o WHERE _next.hop_ms IS NULL AND i.rowid = _next.id
-                AND o.rowid = _next.next_id""")
+                FROM {t.name} i, {t.name} o WHERE _next.hop_ms IS NULL AND i.id = _next.id
+                AND o.id = _next.next_id""")
     return names
 
 
@@ -287,9 +288,9 @@ def _paths_sql(t: _Tab, site, window_ms: int) -> tuple[str, list[str]]:
     names = _links(t, site, window_ms)
     hops = list(zip(names, names[1:]))
     steps = max(0, len(names) - 1)
-    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.rowid' if k == 1 else f'n{k - 1}.next_id'}"
+    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
                     for k in range(1, steps + 1))
-    last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.rowid"]) + ")"
+    last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.id"]) + ")"
     path = "concat_ws(' > ', s.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
     hop_cols = []
     for a, b in hops:
@@ -302,15 +303,25 @@ def _paths_sql(t: _Tab, site, window_ms: int) -> tuple[str, list[str]]:
             CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at,
             l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out
             {''.join(', ' + h for h in hop_cols)}
-        FROM (SELECT rowid, * FROM {t.name} WHERE level IN ({levels_in})
-              AND rowid NOT IN (SELECT next_id FROM _next)) s {joins}
-        JOIN (SELECT rowid AS lid, * FROM {t.name}) l ON l.lid = {last}
-        ORDER BY s.time, s.rowid"""
+        FROM (SELECT * FROM {t.name} WHERE level IN ({levels_in})
+              AND id NOT IN (SELECT next_id FROM _next)) s {joins}
+        JOIN (SELECT id AS lid, * FROM {t.name}) l ON l.lid = {last}
+        ORDER BY s.time, s.id"""
     return sql, [f"hop_ms_{a}_{b}" for a, b in hops]
 
 
 PATH_COLUMNS = ["start", "origin", "origin_level", "name", "port", "path", "verdict", "refused_at", "destination",
                 "duration_ms", "bytes_in", "bytes_out"]
+
+
+def _ensure_paths(t: _Tab, site, window_ms: int) -> list[str]:
+    """The temp table `_paths` (one row per end-to-end path), built once per table; returns the hop columns."""
+    key = (id(site), window_ms)
+    if getattr(t, "_paths_key", None) != key:
+        sql, hop_names = _paths_sql(t, site, window_ms)
+        t.db.execute(f"CREATE OR REPLACE TEMP TABLE _paths AS {sql}")
+        t._paths_key, t._hops = key, hop_names
+    return t._hops
 
 
 def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
@@ -320,8 +331,7 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
     import pandas as pd
 
     t = _tab(data)
-    sql, hop_names = _paths_sql(t, site, window_ms)
-    t.db.execute(f"CREATE OR REPLACE TEMP TABLE _paths AS {sql}")
+    hop_names = _ensure_paths(t, site, window_ms)
     out = t.df("SELECT * FROM _paths")
     names = [lv.name for lv in proxy_levels(site)]
     out["start"] = _utc_ms(out["start"])
@@ -341,9 +351,9 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
 def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
     """Paths by path and outcome, computed in SQL (no row of the path table goes to pandas)."""
     t = _tab(data)
-    sql, _ = _paths_sql(t, site, window_ms)
-    return t.df(f"""SELECT path, verdict, refused_at, count(*) AS paths FROM ({sql}) GROUP BY ALL
-                    ORDER BY paths DESC, path, verdict""")
+    _ensure_paths(t, site, window_ms)
+    return t.df("""SELECT path, verdict, refused_at, count(*) AS paths FROM _paths GROUP BY ALL
+                   ORDER BY paths DESC, path, verdict""")
 
 
 def hop_latency(p) -> "pd.DataFrame":
@@ -366,13 +376,13 @@ def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.
     import pandas as pd
 
     t = _tab(data)
-    sql, hop_names = _paths_sql(t, site, window_ms)
+    hop_names = _ensure_paths(t, site, window_ms)
     if not hop_names:
         return pd.DataFrame(columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
     parts = [f"""SELECT '{h[len('hop_ms_'):].replace('_', ' > ', 1)}' AS hop, count("{h}") AS paths,
                    quantile_cont("{h}", 0.5) AS p50_ms, quantile_cont("{h}", 0.95) AS p95_ms, max("{h}") AS max_ms
-                 FROM p""" for h in hop_names]
-    out = t.df(f"WITH p AS ({sql}) " + " UNION ALL ".join(parts))
+                 FROM _paths""" for h in hop_names]
+    out = t.df(" UNION ALL ".join(parts))
     out["paths"] = out["paths"].astype("int64")
     return out
 
@@ -430,12 +440,12 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
         child = child_of[lv.name]
         if child is None or not child.proxy:
             continue
-        t.db.execute(f"""INSERT INTO _fwd SELECT DISTINCT o.rowid FROM {t.name} o JOIN {t.name} i
+        t.db.execute(f"""INSERT INTO _fwd SELECT DISTINCT o.id FROM {t.name} o JOIN {t.name} i
             ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
             WHERE o.level = ? AND i.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
               AND abs(epoch_ms(o.time) - epoch_ms(i.time)) <= ?""", [lv.name, child.name, str(child.node_ip), window_ms])
     allow = "true" if allowlist is not None else "false"
-    rows = t.df(f"""WITH c AS (SELECT x.rowid AS rid, x.*, k.cls, {exp} AS expected
+    rows = t.df(f"""WITH c AS (SELECT x.id AS rid, x.*, k.cls, {exp} AS expected
                                 FROM {t.name} x JOIN _cls k USING (level, source_ip)),
         tagged AS (
           SELECT 'unexpected-source' AS kind, * FROM c WHERE cls = 'other'

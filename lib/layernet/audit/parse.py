@@ -87,28 +87,35 @@ class Parsed:
 
     @property
     def connections(self) -> "pd.DataFrame":
+        """The connection table as a DataFrame, sorted by time (built on first use)."""
         if self._df is None:
-            self._df = to_frame(self.db, f"SELECT * FROM {self.table}")
+            self._df = to_frame(self.db, f"SELECT {', '.join(COLUMNS)} FROM {self.table} ORDER BY time, id")
         return self._df
 
     @connections.setter
     def connections(self, df: "pd.DataFrame") -> None:
-        """Replace the table (e.g. a time filter applied in pandas): DuckDB gets the new rows too."""
+        """Replace the rows (e.g. a filter applied in pandas): the SQL findings see the new rows too."""
         self._df = df
         self.db.register("_replaced", df)
-        self.db.execute(f"CREATE OR REPLACE TABLE {self.table} AS SELECT * FROM _replaced")
+        cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in CATEGORY_COLUMNS + ["verdict"] if c in df)
+        self.db.execute(f"CREATE OR REPLACE TABLE _replaced_conn AS SELECT row_number() OVER () - 1 AS id, * "
+                        f"REPLACE ({cast}) FROM _replaced")
         self.db.unregister("_replaced")
+        self.table = "_replaced_conn"
 
     def since(self, when) -> None:
         """Keep only connections that started at or after `when`."""
         if when is None:
             return
-        self.db.execute(f"DELETE FROM {self.table} WHERE time < ?", [when])
+        if self.table == TABLE:
+            self.db.execute("DELETE FROM _conn WHERE time < ?", [when])
+        else:
+            self.db.execute(f"DELETE FROM {self.table} WHERE time < ?", [when])
         self._df = None
 
     @property
     def records(self) -> int:
-        return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+        return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchall()[0][0])
 
     def malformed_summary(self) -> "pd.DataFrame":
         """Per level and reason: how many lines, the first line number and a sample."""
@@ -224,17 +231,17 @@ def _blank_lines(chunk: bytes, first: int) -> list[int]:
 class _FileScan:
     path: Path
     lines: int = 0
-    blank: list = field(default_factory=list)
+    blank: Optional[list] = None         # found only when DuckDB's row count says there are blank lines
     ends_with_newline: bool = True
     prefixed: bool = False
 
 
 def _scan(path: Path) -> _FileScan:
-    """Lines, blank lines and whether the last line is complete, reading the file once in large pieces."""
+    """Lines, whether the last line is complete and whether the lines carry `kubectl logs` prefixes: one read of
+    the file in large pieces (counting newlines is all the work)."""
     s = _FileScan(path)
     last = b"\n"
     with _open(path) as f:
-        rest = b""
         head = True
         while True:
             chunk = f.read(SCAN_BYTES)
@@ -243,21 +250,35 @@ def _scan(path: Path) -> _FileScan:
             if head:
                 s.prefixed = bool(_HAS_PREFIX.search(chunk[:1 << 16]))
                 head = False
+            s.lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        s.lines += 1
+    s.ends_with_newline = last == b"\n"
+    return s
+
+
+def _find_blank(path: Path) -> list[int]:
+    """Line numbers of the whitespace-only lines of a file (DuckDB skips them)."""
+    out: list[int] = []
+    n = 0
+    with _open(path) as f:
+        rest = b""
+        while True:
+            chunk = f.read(SCAN_BYTES)
+            if not chunk:
+                break
             chunk = rest + chunk
             cut = chunk.rfind(b"\n")
             if cut < 0:
                 rest = chunk
                 continue
             whole, rest = chunk[:cut + 1], chunk[cut + 1:]
-            s.blank += _blank_lines(whole, s.lines)
-            s.lines += whole.count(b"\n")
-            last = whole[-1:]
+            out += _blank_lines(whole, n)
+            n += whole.count(b"\n")
         if rest:
-            s.blank += _blank_lines(rest, s.lines)
-            s.lines += 1
-            last = rest[-1:]
-    s.ends_with_newline = last == b"\n"
-    return s
+            out += _blank_lines(rest, n)
+    return out
 
 
 def _strip_prefixes(path: Path, out: Path) -> None:
@@ -340,6 +361,59 @@ def connect():
     return db
 
 
+def _verdict_sql() -> str:
+    """`verdict_of` as a SQL expression over the raw text columns (built from the same constants); the common
+    case (a chain and no flag) is decided without splitting the flags."""
+    flags = "string_split(response_flags, ',')"
+    upstream = "[" + ", ".join(f"'{f}'" for f in sorted(UPSTREAM_FAILURE_FLAGS)) + "]"
+    return (f"CASE WHEN filter_chain = '{CHAIN_REFUSED_SOURCE}' THEN 'refused-source' "
+            f"WHEN filter_chain IS NULL OR filter_chain = '' THEN 'refused-name' "
+            f"WHEN response_flags IS NULL OR response_flags = '-' OR response_flags = '' THEN 'allowed' "
+            f"WHEN list_contains({flags}, '{NO_CHAIN_FLAG}') THEN 'refused-name' "
+            f"WHEN list_has_any({flags}, {upstream}) THEN 'upstream-failure' ELSE 'allowed' END")
+
+
+def _int(col: str, typ: str = "BIGINT") -> str:
+    return f"coalesce(try_cast(try_cast({col} AS DOUBLE) AS {typ}), 0)"
+
+
+_WHY = """CASE WHEN time IS NULL AND listener_port IS NULL THEN '?'
+     WHEN time IS NULL THEN 'not an access-log record (no time)'
+     WHEN listener_port IS NULL THEN 'not an access-log record (no listener_port)'
+     WHEN try_cast(time AS TIMESTAMPTZ) IS NULL THEN 'time is not an ISO 8601 UTC time'
+     WHEN try_cast(listener_port AS DOUBLE) IS NULL
+          OR try_cast(listener_port AS DOUBLE) <> floor(try_cast(listener_port AS DOUBLE))
+          THEN 'listener_port is not a whole number'
+     ELSE '' END"""
+
+_PORT_RE = ":(\\d{1,5})$"
+
+
+def _select(src_level: str, fid: int) -> str:
+    """The typed row of one raw record, with the reason it is not a record ('' when it is; '?' when DuckDB could
+    not read the line at all: Python reads it to say why)."""
+    lvl = _sql_str(src_level)
+    # "a.b.c.d:port" (one colon) the cheap way; "[v6]:port", bare v6 and odd text through a regular expression
+    port = f"regexp_extract(source, '{_PORT_RE}', 1)"
+    simple = "(source NOT LIKE '%:%:%' AND source NOT LIKE '[%')"
+    return f"""try_cast(time AS TIMESTAMPTZ) AS time, coalesce(nullif(level, ''), {lvl}) AS level,
+      try_cast(try_cast(listener_port AS DOUBLE) AS INTEGER) AS listener_port,
+      CASE WHEN source IS NULL THEN ''
+           WHEN {simple} THEN split_part(source, ':', 1)
+           ELSE trim(CASE WHEN {port} <> '' THEN left(source, length(source) - length({port}) - 1)
+                          ELSE source END, '[]') END AS source_ip,
+      CASE WHEN source IS NULL THEN 0
+           WHEN {simple} THEN coalesce(try_cast(split_part(source, ':', 2) AS INTEGER), 0)
+           ELSE coalesce(try_cast(nullif({port}, '') AS INTEGER), 0) END AS source_port,
+      coalesce(sni, '') AS sni, coalesce(filter_chain, '') AS filter_chain,
+      coalesce(upstream_host, '') AS upstream_host, coalesce(upstream_cluster, '') AS upstream_cluster,
+      coalesce(upstream_local, '') AS upstream_local, {_int('bytes_in')} AS bytes_in,
+      {_int('bytes_out')} AS bytes_out, {_int('duration_ms')} AS duration_ms,
+      coalesce(response_flags, '') AS response_flags, coalesce(details, '') AS details,
+      coalesce(transport_failure, '') AS transport_failure, {_int('connection_id')} AS connection_id,
+      {_verdict_sql()} AS verdict, {_WHY} AS why, {int(fid)} AS fid"""
+
+
 def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels: bool = False,
                now: Optional[datetime] = None, db=None) -> Parsed:
     """Parse each level's log. `allowlist` (an AllowList) names the entry every connection matched; without it
@@ -349,6 +423,7 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
 
     now = now or datetime.now(timezone.utc)
     db = db or connect()
+    cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
     with tempfile.TemporaryDirectory(prefix="layernet-audit-") as tmpdir:
         tmp = Path(tmpdir)
         scans: list[tuple[str, _FileScan, Path]] = []      # (level, scan of the original, file DuckDB reads)
@@ -362,57 +437,42 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
                     read = tmp / f"stripped-{k}.log"
                     _strip_prefixes(f, read)
                 scans.append((level, s, read))
-        total = sum(s.lines for _, s, _ in scans)
-        blank = sum(len(s.blank) for _, s, _ in scans)
-        files = [(i, level, s, read) for i, (level, s, read) in enumerate(scans) if s.lines > len(s.blank)]
-        db.execute("CREATE OR REPLACE TABLE _files (file VARCHAR, fid INTEGER, level VARCHAR, lines BIGINT, "
-                   "complete BOOLEAN)")
+        db.execute("CREATE OR REPLACE TABLE _conn AS SELECT " + _select("", 0) + " FROM (SELECT "
+                   + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ") WHERE false")
+        files = []
+        r0 = 0
+        for fid, (level, s, read) in enumerate(scans):
+            if s.lines:
+                db.execute(f"""INSERT INTO _conn SELECT {_select(level, fid)} FROM read_json({_sql_str(str(read))},
+                    format='newline_delimited', ignore_errors=true, columns={cols},
+                    maximum_object_size={MAX_LINE_BYTES})""")
+            r1 = int(db.execute("SELECT count(*) FROM _conn").fetchall()[0][0])
+            if r1 - r0 < s.lines:              # DuckDB skips blank lines: find where they are
+                s.blank = _find_blank(s.path)
+            files.append([fid, level, str(s.path), r0, r1, s.lines, s.ends_with_newline])
+            r0 = r1
+        db.execute("CREATE OR REPLACE TABLE _files (fid INTEGER, level VARCHAR, path VARCHAR, r0 BIGINT, r1 BIGINT, "
+                   "lines BIGINT, complete BOOLEAN)")
         if files:
-            db.executemany("INSERT INTO _files VALUES (?, ?, ?, ?, ?)",
-                           [[str(read), i, level, s.lines, s.ends_with_newline] for i, level, s, read in files])
-        cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
-        if files:
-            paths = "[" + ", ".join(_sql_str(str(read)) for _, _, _, read in files) + "]"
-            db.execute(f"""CREATE OR REPLACE TABLE _raw AS SELECT filename AS file, * EXCLUDE (filename)
-                FROM read_json({paths}, format='newline_delimited', ignore_errors=true, columns={cols},
-                               filename=true, maximum_object_size={MAX_LINE_BYTES})""")
-        else:
-            db.execute("CREATE OR REPLACE TABLE _raw AS SELECT NULL::VARCHAR AS file, "
-                       + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + " WHERE false")
+            db.executemany("INSERT INTO _files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
         # line numbers: the row's place in its file, plus the blank lines DuckDB skipped before it
+        blanks = [[fid, b - (j + 1), j + 1] for fid, (_, s, _) in enumerate(scans) for j, b in enumerate(s.blank or [])]
         db.execute("CREATE OR REPLACE TABLE _blank (fid INTEGER, before BIGINT, n BIGINT)")
-        rows = []
-        for i, level, s, read in files:
-            for j, b in enumerate(s.blank):
-                rows.append([i, b - (j + 1), j + 1])   # non-blank lines before this blank line; blanks so far
-        if rows:
-            db.executemany("INSERT INTO _blank VALUES (?, ?, ?)", rows)
-        db.execute("""CREATE OR REPLACE TABLE _rows AS
-            WITH r AS (SELECT rowid AS rid, * FROM _raw),
-                 first AS (SELECT file, min(rid) AS r0 FROM r GROUP BY file)
-            SELECT r.*, f.fid, f.level AS src_level, f.lines AS file_lines, f.complete, r.rid - first.r0 AS ord
-            FROM r JOIN first USING (file) JOIN _files f USING (file)""")
-        if rows:
-            db.execute("""CREATE OR REPLACE TABLE _rows AS
-                SELECT r.* , r.ord + 1 + coalesce(b.n, 0) AS line FROM _rows r
-                ASOF LEFT JOIN _blank b ON r.fid = b.fid AND r.ord >= b.before""")
-        else:
-            db.execute("CREATE OR REPLACE TABLE _rows AS SELECT *, ord + 1 AS line FROM _rows")
-        # typing; a row is a record when it has a time and a listener port of the right type
-        db.execute("""CREATE OR REPLACE TABLE _typed AS SELECT *,
-              try_cast(time AS TIMESTAMPTZ) AS t,
-              try_cast(try_cast(listener_port AS DOUBLE) AS INTEGER) AS port,
-              CASE WHEN time IS NULL AND listener_port IS NULL THEN NULL
-                   WHEN time IS NULL THEN 'not an access-log record (no time)'
-                   WHEN listener_port IS NULL THEN 'not an access-log record (no listener_port)'
-                   WHEN try_cast(time AS TIMESTAMPTZ) IS NULL THEN 'time is not an ISO 8601 UTC time'
-                   WHEN try_cast(listener_port AS DOUBLE) IS NULL
-                        OR try_cast(listener_port AS DOUBLE) <> floor(try_cast(listener_port AS DOUBLE))
-                        THEN 'listener_port is not a whole number'
-                   ELSE '' END AS why
-            FROM _rows""")
-        bad = db.execute("""SELECT fid, src_level, line, why, (not complete AND line = file_lines) AS last
-                            FROM _typed WHERE why IS NULL OR why <> '' ORDER BY fid, line""").fetchall()
+        if blanks:
+            db.executemany("INSERT INTO _blank VALUES (?, ?, ?)", blanks)
+        _entries(db, allowlist)
+        line = "c.rowid - f.r0 + 1" + (" + coalesce(b.n, 0)" if blanks else "")
+        asof = " ASOF LEFT JOIN _blank b ON c.fid = b.fid AND c.rowid - f.r0 >= b.before" if blanks else ""
+        db.execute(f"""CREATE OR REPLACE VIEW {TABLE} AS SELECT c.rowid AS id, c.time, c.level, c.listener_port,
+              c.source_ip, c.source_port, c.sni, c.filter_chain, c.upstream_host, c.upstream_cluster, c.upstream_local,
+              c.bytes_in, c.bytes_out, c.duration_ms, c.response_flags, c.details, c.transport_failure,
+              c.connection_id, c.verdict, coalesce(e.entry, '') AS entry, {line} AS line, c.fid
+            FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
+            LEFT JOIN _entry e ON e.sni = c.sni AND e.listener_port = c.listener_port
+            WHERE c.why = ''""")
+        bad = db.execute(f"""SELECT c.fid, f.level, {line} AS line, c.why, (NOT f.complete AND {line} = f.lines)
+                             FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
+                             WHERE c.why <> '' ORDER BY c.fid, line""").fetchall()
         malformed, incomplete, other = [], 0, 0
         by_file: dict[int, list] = {}
         for fid, lvl, line, why, last in bad:
@@ -421,91 +481,72 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
             raw = _raw_lines(scans[fid][1].path, [line for _, line, _, _ in items])
             for lvl, line, why, last in items:
                 text = raw.get(line, b"")
-                if last and why is None:
+                if last and why == "?":
                     incomplete += 1          # a live log's half-written last line: held back, read next time
                     continue
-                if why is None:
+                if why == "?":
                     why, own = _reason(text)
                     if own:
                         other += 1
                         continue
                 malformed.append((lvl, line, why, _sample(text)))
-        _connections(db, allowlist)
         checks = _checks(db, sources_are_levels, now, scans)
         mal = pd.DataFrame(malformed, columns=MALFORMED_COLUMNS).sort_values(["level", "line"], ignore_index=True)
         mal["line"] = mal["line"].astype("int64")
-        db.execute("DROP TABLE IF EXISTS _raw; DROP TABLE IF EXISTS _rows")
+    total = sum(s.lines for _, s, _ in scans)
+    blank = sum(len(s.blank or []) for _, s, _ in scans)
     return Parsed(db, mal, total, blank, list(sources), incomplete, other, checks,
                   {lv: [str(s.path) for l2, s, _ in scans if l2 == lv] for lv in sources})
 
 
-def _connections(db, allowlist) -> None:
-    """The typed connection table from `_typed`: verdicts and allow-list entries joined by key."""
-    db.execute("""CREATE OR REPLACE TABLE _good AS SELECT
-          t AS time, coalesce(nullif(level, ''), src_level) AS level, port AS listener_port,
-          coalesce(source, '') AS source, coalesce(sni, '') AS sni, coalesce(filter_chain, '') AS filter_chain,
-          coalesce(upstream_host, '') AS upstream_host, coalesce(upstream_cluster, '') AS upstream_cluster,
-          coalesce(upstream_local, '') AS upstream_local,
-          coalesce(try_cast(try_cast(bytes_in AS DOUBLE) AS BIGINT), 0) AS bytes_in,
-          coalesce(try_cast(try_cast(bytes_out AS DOUBLE) AS BIGINT), 0) AS bytes_out,
-          coalesce(try_cast(try_cast(duration_ms AS DOUBLE) AS BIGINT), 0) AS duration_ms,
-          coalesce(response_flags, '') AS response_flags, coalesce(details, '') AS details,
-          coalesce(transport_failure, '') AS transport_failure,
-          coalesce(try_cast(try_cast(connection_id AS DOUBLE) AS BIGINT), 0) AS connection_id,
-          line, fid, src_level
-        FROM _typed WHERE why = ''""")
-    pairs = db.execute("SELECT DISTINCT filter_chain, response_flags FROM _good").fetchall()
-    db.execute("CREATE OR REPLACE TABLE _verdict (filter_chain VARCHAR, response_flags VARCHAR, verdict VARCHAR)")
-    if pairs:
-        db.executemany("INSERT INTO _verdict VALUES (?, ?, ?)", [[c, f, verdict_of(c, f)] for c, f in pairs])
+def _entries(db, allowlist) -> None:
+    """`_entry(sni, listener_port, entry)`: the allow-list entry of every distinct name and port (AllowList.match,
+    the one matching function), joined by key."""
     db.execute("CREATE OR REPLACE TABLE _entry (sni VARCHAR, listener_port INTEGER, entry VARCHAR)")
-    if allowlist is not None:
-        names = db.execute("SELECT DISTINCT sni, listener_port FROM _good").fetchall()
-        rows = []
-        for sni, port in names:
-            e = allowlist.match(sni or None, int(port))
-            rows.append([sni, int(port), e.host if e else ""])
-        if rows:
-            db.executemany("INSERT INTO _entry VALUES (?, ?, ?)", rows)
-    # source "ip:port" or "[v6]:port"; anything else keeps the whole text as the address and port 0
-    db.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS SELECT
-          g.time, g.level, g.listener_port,
-          CASE WHEN regexp_matches(g.source, '^(.*):(\\d{{1,5}})$')
-               THEN trim(regexp_extract(g.source, '^(.*):(\\d{{1,5}})$', 1), '[]') ELSE trim(g.source, '[]') END
-               AS source_ip,
-          CASE WHEN regexp_matches(g.source, '^(.*):(\\d{{1,5}})$')
-               THEN CAST(regexp_extract(g.source, '^(.*):(\\d{{1,5}})$', 2) AS INTEGER) ELSE 0 END AS source_port,
-          g.sni, g.filter_chain, g.upstream_host, g.upstream_cluster, g.upstream_local, g.bytes_in, g.bytes_out,
-          g.duration_ms, g.response_flags, g.details, g.transport_failure, g.connection_id,
-          v.verdict, coalesce(e.entry, '') AS entry, g.line
-        FROM _good g JOIN _verdict v USING (filter_chain, response_flags)
-        LEFT JOIN _entry e ON e.sni = g.sni AND e.listener_port = g.listener_port
-        ORDER BY g.time, g.fid, g.line""")
+    if allowlist is None:
+        return
+    names = db.execute("SELECT DISTINCT sni, listener_port FROM _conn WHERE why = ''").fetchall()
+    rows = []
+    for sni, port in names:
+        e = allowlist.match(sni or None, int(port))
+        rows.append([sni, int(port), e.host if e else ""])
+    if rows:
+        db.executemany("INSERT INTO _entry VALUES (?, ?, ?)", rows)
 
 
 def _checks(db, sources_are_levels: bool, now: datetime, scans) -> "pd.DataFrame":
     """Records that disagree with their file: another level's name, a time in the future, an end time that goes
     backwards (Envoy writes a line when the connection ends, so end = start + duration only grows)."""
+    import numpy as np
     import pandas as pd
 
     future = now + FUTURE_SLACK
-    parts = []
+    out = []
+    q = [f"""SELECT 'future-time', fid, count(*), min(line), arg_min('time ' || CAST(time AS VARCHAR), line)
+             FROM {TABLE} WHERE time > ? GROUP BY fid"""]
+    params = [future]
     if sources_are_levels:
-        parts.append("""SELECT 'level-mismatch' AS kind, src_level AS level, fid, line,
-                          'level field ' || level || ' in the log of ' || src_level AS what
-                        FROM _good WHERE level <> src_level""")
-    parts.append(f"""SELECT 'future-time' AS kind, src_level AS level, fid, line, 'time ' || CAST(time AS VARCHAR) AS what
-                     FROM _good WHERE time > TIMESTAMPTZ '{future.isoformat()}'""")
-    parts.append(f"""SELECT 'time-backwards' AS kind, src_level AS level, fid, line,
-                       'ends ' || CAST(back_ms AS VARCHAR) || ' ms before an earlier line' AS what
-                     FROM (SELECT src_level, fid, line,
-                             max(epoch_ms(time) + duration_ms) OVER (PARTITION BY fid ORDER BY line
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-                             - (epoch_ms(time) + duration_ms) AS back_ms FROM _good)
-                     WHERE back_ms > {BACKWARDS_SLACK_MS}""")
-    q = " UNION ALL ".join(parts)
-    rows = db.execute(f"""SELECT kind, level, fid, count(*) AS lines, min(line) AS first_line, arg_min(what, line)
-                          FROM ({q}) GROUP BY kind, level, fid ORDER BY kind, level, fid""").fetchall()
-    out = [(c, lv, str(scans[fid][1].path), int(n), int(first), what) for c, lv, fid, n, first, what in rows]
-    db.execute("DROP TABLE IF EXISTS _good; DROP TABLE IF EXISTS _typed")
+        q.append(f"""SELECT 'level-mismatch', c.fid, count(*), min(c.line),
+                       arg_min('level field ' || c.level || ' in the log of ' || f.level, c.line)
+                     FROM {TABLE} c JOIN _files f ON f.fid = c.fid WHERE c.level <> f.level GROUP BY c.fid""")
+    for sql in q:
+        for kind, fid, n, first, what in db.execute(sql, params if "time >" in sql else []).fetchall():
+            out.append((kind, scans[fid][0], str(scans[fid][1].path), int(n), int(first), what))
+    # end times going backwards, per file in line order (numpy: a running maximum)
+    arr = db.execute(f"""SELECT fid, id, epoch_ms(time) + duration_ms AS e FROM {TABLE} ORDER BY id""").fetchnumpy()
+    fid, ids, end = (np.asarray(arr[k]) for k in ("fid", "id", "e"))
+    for f in np.unique(fid):
+        m = fid == f
+        e = end[m].astype(np.int64)
+        if len(e) < 2:
+            continue
+        prev = np.maximum.accumulate(e)[:-1]
+        back = np.flatnonzero(prev - e[1:] > BACKWARDS_SLACK_MS) + 1
+        if len(back):
+            hit = ids[m][back]
+            first_id = int(hit[0])
+            line, = db.execute(f"SELECT line FROM {TABLE} WHERE id = ?", [first_id]).fetchall()[0]
+            out.append(("time-backwards", scans[int(f)][0], str(scans[int(f)][1].path), int(len(back)), int(line),
+                        f"ends {int(prev[back[0] - 1] - e[back[0]])} ms before an earlier line"))
+    out.sort(key=lambda r: (r[0], r[1], r[2]))
     return pd.DataFrame(out, columns=CHECK_COLUMNS)
