@@ -178,7 +178,12 @@ def test_secret_parameters_are_refused(book: Path, tmp_path: Path):
 def test_secret_in_environment_never_reaches_the_run_folder(tmp_path: Path):
     secret = "LnSecret-7f3a9c1e5b2d4f60-do-not-leak"
     env = dict(os.environ, AZURE_CLIENT_SECRET=secret, LAYERNET_TEST_TOKEN=secret)
-    proc = _run("deploy", "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "--dry-run", env=env)
+    # the deploy runbook's first two stages (preflight, infrastructure), whose dry run needs no lab
+    book = tmp_path / "deploy-head.yaml"
+    book.write_text("name: deployhead\nstages:\n"
+                    f"  - {{name: preflight, notebook: {REPO / 'notebooks' / '00-preflight.ipynb'}, timeout: 300}}\n"
+                    f"  - {{name: infrastructure, notebook: {REPO / 'notebooks' / '01-infrastructure.ipynb'}, timeout: 900}}\n")
+    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "--dry-run", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
     files = [p for p in run_dir.rglob("*") if p.is_file()]
