@@ -37,12 +37,13 @@ ENABLEMENT = {
 INSTANCE = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
     "contentVersion": "1.0.0.0",
-    "parameters": {"clusterName": {"type": "string"}, "customLocationName": {"type": "string"},
-                   "instanceName": {"type": "string"}, "schemaRegistryId": {"type": "string"},
-                   "adrNamespaceId": {"type": "string"}, "brokerConfig": {"type": "object"},
+    "parameters": {"clusterName": {"type": "string"}, "customLocationName": {"type": "string", "nullable": True},
+                   "clExtentionIds": {"type": "array", "items": {"type": "string"}},
+                   "aioInstanceName": {"type": "string", "nullable": True}, "schemaRegistryId": {"type": "string"},
+                   "adrNamespaceId": {"type": "string", "nullable": True}, "brokerConfig": {"type": "object"},
                    "addInsecureListener": {"type": "bool", "defaultValue": False}},
     "resources": [{"type": "Microsoft.IoTOperations/instances", "apiVersion": "2025-10-01",
-                   "name": "[parameters('instanceName')]", "properties": {}}],
+                   "name": "[parameters('aioInstanceName')]", "properties": {}}],
 }
 
 
@@ -59,8 +60,28 @@ def armd(tmp_path):
     d.close()
 
 
+def install_enablement_extensions(armd: ArmDouble):
+    """What the enablement deployment does on ARM: the two extensions appear on the cluster."""
+    def hook(dep):
+        name = dep["name"]
+        if not name.startswith("layernet-aio-enablement-"):
+            return
+        cluster = dep["properties"]["parameters"]["clusterName"]["value"]
+        base = f"{PFX}/Microsoft.Kubernetes/connectedClusters/{cluster}/providers/Microsoft.KubernetesConfiguration/extensions"
+        for ext, t in (("cert-manager", "microsoft.certmanagement"), ("secret-store", "microsoft.azure.secretstore")):
+            armd.put_resource(f"{base}/{ext}", {"id": f"{base}/{ext}", "name": ext,
+                                                "properties": {"extensionType": t, "provisioningState": "Succeeded"}})
+    armd.on_put["deployments"] = hook
+
+
+def ext_ids(cluster):
+    base = f"{PFX}/Microsoft.Kubernetes/connectedClusters/{cluster}/providers/Microsoft.KubernetesConfiguration/extensions"
+    return [f"{base}/cert-manager", f"{base}/secret-store"]
+
+
 @pytest.fixture
 def conn(armd):
+    install_enablement_extensions(armd)
     for lv in ("l4", "l3", "l2"):
         path = f"{PFX}/Microsoft.Kubernetes/connectedClusters/aio-plant-{lv}"
         armd.put_resource(path, {"id": path, "properties": {"connectivityStatus": "Connected"}})
@@ -81,7 +102,10 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
         (lv, f"deploy {part}") for lv in ("level4", "level3", "level2")
         for part in ("prerequisites", "enablement", "instance")]
     assert all(not s.skip for s in p.steps)
-    assert p.steps[2].reason == "what-if: 1 Create"
+    assert p.steps[1].reason == "what-if: 1 Create"
+    # the instance needs the enablement's extension ids: its what-if waits for the enablement deployment
+    assert p.steps[2].reason == "what-if after the enablement deployment: clExtentionIds come from it"
+    assert '"clExtentionIds": "<from the enablement deployment>"' in p.steps[2].detail
     kept = sorted((tmp_path / "run" / "aio" / "templates").iterdir())
     assert len(kept) == 2
     inst_bytes = armd.files["/rel/v9.9.9/azure-iot-operations-instance.json"]
@@ -90,7 +114,7 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
     assert f"instance template sha256 {digest[:12]}" in p.steps[2].detail
     whatifs = armd.calls("POST", "/whatIf")
     assert [r.path.split("/")[-2] for r in whatifs][:3] == [
-        "layernet-aio-prereq-level4", "layernet-aio-enablement-level4", "layernet-aio-instance-level4"]
+        "layernet-aio-prereq-level4", "layernet-aio-enablement-level4", "layernet-aio-prereq-level3"]
     assert armd.calls("PUT") == []      # planning deployed nothing
 
 
@@ -111,7 +135,8 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
     assert inst.body == {"properties": {"mode": "Incremental", "template": INSTANCE, "parameters": {
         "clusterName": {"value": "aio-plant-l3"},
         "customLocationName": {"value": "aio-plant-l3-cl"},
-        "instanceName": {"value": "aio-plant-l3-ops"},
+        "clExtentionIds": {"value": ext_ids("aio-plant-l3")},
+        "aioInstanceName": {"value": "aio-plant-l3-ops"},
         "schemaRegistryId": {"value": f"{PFX}/Microsoft.DeviceRegistry/schemaRegistries/aio-plant-l3-sr"},
         "adrNamespaceId": {"value": f"{PFX}/Microsoft.DeviceRegistry/namespaces/aio-plant-l3-ns"},
         "brokerConfig": {"value": {"frontendReplicas": 1, "frontendWorkers": 1, "backendPartitions": 1,
@@ -134,6 +159,7 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
     again = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
     assert again.empty, again.table()
     assert {s.reason for s in again.steps} == {"what-if: 1 NoChange"}
+    assert '"clExtentionIds": ["' in again.steps[2].detail
 
 
 def test_apply_refuses_drift(armd, conn, tmp_path):
@@ -298,3 +324,13 @@ def test_the_arm_plan_needs_connected_clusters(armd, conn, tmp_path):
     with pytest.raises(StageFailed, match=r"not Connected: level2 \(Offline\)"):
         aio.plan(arm_site(armd), run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
     assert armd.calls("POST", "/whatIf") == []
+
+
+def test_the_instance_fails_clearly_when_the_enablement_installed_nothing(armd, conn, tmp_path):
+    armd.on_put.pop("deployments")          # the enablement deployment "succeeds" but no extension appears
+    site = arm_site(armd)
+    p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    with pytest.raises(StageFailed, match="level4: clExtentionIds not known: the enablement extensions "
+                                          "\\(microsoft.certmanagement, microsoft.azure.secretstore\\) are not installed"):
+        aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
+    assert not [r for r in armd.calls("PUT") if "layernet-aio-instance" in r.path]

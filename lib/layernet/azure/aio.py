@@ -328,7 +328,7 @@ def candidate_parameters(site, r, kind: str) -> dict:
     if kind == "enablement":
         return {**common, "schemaRegistryId": i["registry"]}
     listeners = {"insecure-1883": True, "tls": False}
-    return {**common, "customLocationName": r.custom_location, "instanceName": r.instance,
+    return {**common, "customLocationName": r.custom_location, "instanceName": r.instance, "aioInstanceName": r.instance,
             "clusterNamespace": "azure-iot-operations", "schemaRegistryId": i["registry"],
             "adrNamespaceId": i["namespace"], "namespaceResourceId": i["namespace"],
             "deployResourceSyncRules": False,
@@ -339,14 +339,22 @@ def candidate_parameters(site, r, kind: str) -> dict:
             "addInsecureListener": listeners[r.listener]}
 
 
-def parameters_for(template: dict, candidates: dict, what: str) -> dict:
+# parameters only known once the enablement deployment has run: the ids of the extensions it installed
+AFTER_ENABLEMENT = ("clExtentionIds", "clExtensionIds")
+
+
+def parameters_for(template: dict, candidates: dict, what: str) -> tuple[dict, list[str]]:
+    """The declared parameters this site fills, and the required ones still pending (value None for now)."""
     declared = template.get("parameters") or {}
-    params = {k: {"value": candidates[k]} for k in declared if k in candidates}
-    missing = [k for k, spec in declared.items() if k not in candidates and "defaultValue" not in (spec or {})]
+    params = {k: {"value": candidates[k]} for k in declared if candidates.get(k) is not None}
+    missing = [k for k, spec in declared.items() if k not in candidates and "defaultValue" not in (spec or {})
+               and not (spec or {}).get("nullable")]
     if missing:
         raise StageFailed(f"the {what} template requires parameter(s) {', '.join(sorted(missing))} that layernet does "
                           "not know how to fill: check the pinned release (aio.release_tag) against this version")
-    return params
+    pending = [k for k, spec in declared.items() if k in candidates and candidates[k] is None
+               and "defaultValue" not in (spec or {}) and not (spec or {}).get("nullable")]
+    return params, pending
 
 
 def deployment_body(template: dict, parameters: dict) -> dict:
@@ -379,6 +387,8 @@ class ArmDeployments:
         self._client = None
         self.bodies: dict[str, dict] = {}      # deployment name -> the exact request body (no secrets)
         self.templates: dict[str, tuple[str, str]] = {}   # kind -> (sha256, kept copy)
+        self.pending: dict[str, list[str]] = {}   # deployment name -> parameters known after the enablement
+        self.save_dir: Optional[Path] = None      # where completed request bodies are kept (the run folder)
 
     @property
     def client(self):
@@ -398,18 +408,52 @@ class ArmDeployments:
             out[kind] = tpl
         return out
 
-    def deployments(self) -> list[tuple[str, str, str, dict]]:
-        """(level, part, deployment name, body) in order."""
+    def deployments(self) -> list[tuple[str, str, str, dict, list[str]]]:
+        """(level, part, deployment name, body, pending parameters) in order."""
         fetched = self.fetch()
         out = []
         for r in levels(self.site):
             pre = prereq_template(self.site, r)
-            out.append((r.level, "prerequisites", f"layernet-aio-prereq-{r.level}", deployment_body(pre, {})))
+            out.append((r.level, "prerequisites", f"layernet-aio-prereq-{r.level}", deployment_body(pre, {}), []))
             for kind in ("enablement", "instance"):
                 tpl = fetched[kind]
-                params = parameters_for(tpl, candidate_parameters(self.site, r, kind), kind)
-                out.append((r.level, kind, f"layernet-aio-{kind}-{r.level}", deployment_body(tpl, params)))
+                params, pending = parameters_for(tpl, self.candidates(r, kind), kind)
+                out.append((r.level, kind, f"layernet-aio-{kind}-{r.level}", deployment_body(tpl, params), pending))
         return out
+
+    def candidates(self, r, kind: str) -> dict:
+        cands = candidate_parameters(self.site, r, kind)
+        if kind == "instance":
+            ids_ = self.extension_ids(r)
+            for k in AFTER_ENABLEMENT:
+                cands[k] = ids_
+        return cands
+
+    def extension_ids(self, r) -> Optional[list[str]]:
+        """Ids of the enablement's extensions on the level's cluster (None until both are installed)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            exts = [as_dict(e) for e in self.arm.extensions().extensions.list(
+                self.site.azure.resource_group, "Microsoft.Kubernetes", "connectedClusters", r.cluster)]
+        except ResourceNotFoundError:
+            return None
+        by_type = {(pick(e, "properties", "extensionType") or "").lower(): e.get("id") for e in exts}
+        ids_ = [by_type.get(t) for t in ENABLEMENT_EXTENSIONS]
+        return ids_ if all(ids_) else None
+
+    def complete(self, step: Step, pending: list[str]) -> dict:
+        """The body of a deployment whose parameters waited for the enablement deployment."""
+        r = next(x for x in levels(self.site) if x.level == step.level)
+        body = self.bodies[step.target]
+        kind = step.action.removeprefix("deploy ")
+        cands = self.candidates(r, kind)
+        missing = [k for k in pending if cands.get(k) is None]
+        if missing:
+            raise StageFailed(f"{step.level}: {', '.join(missing)} not known: the enablement extensions "
+                              f"({', '.join(ENABLEMENT_EXTENSIONS)}) are not installed on {r.cluster}")
+        params = dict(body["properties"]["parameters"], **{k: {"value": cands[k]} for k in pending})
+        return deployment_body(body["properties"]["template"], params)
 
     def what_if(self, name: str, body: dict) -> tuple[bool, str]:
         poller = self.client.deployments.begin_what_if(self.site.azure.resource_group, name, body)
@@ -430,19 +474,32 @@ class ArmDeployments:
     def plan_steps(self) -> tuple[list[Step], dict]:
         require_arc(self.site, self.arc_status())
         steps, observed = [], {}
-        for level, part, name, body in self.deployments():
+        for level, part, name, body, pending in self.deployments():
             self.bodies[name] = body
-            same, text = self.what_if(name, body)
-            observed[name] = text
             params = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
+            params.update({k: "<from the enablement deployment>" for k in pending})
             tpl = "generated" if part == "prerequisites" else f"{part} template sha256 {self.templates[part][0][:12]}"
             detail = f"deployment {name} in {self.site.azure.resource_group}: {tpl}; parameters {json.dumps(params, sort_keys=True)}"
+            if pending:
+                self.pending[name] = pending
+                observed[name] = "pending"
+                steps.append(Step(level, f"deploy {part}", name, detail,
+                                  reason=f"what-if after the enablement deployment: {', '.join(pending)} come from it"))
+                continue
+            same, text = self.what_if(name, body)
+            observed[name] = text
             steps.append(Step(level, f"deploy {part}", name, detail, skip=same, reason=f"what-if: {text}"))
         return steps, observed
 
     def run(self, step: Step) -> dict:
         t0 = time.monotonic()
         body = self.bodies[step.target]
+        if step.target in self.pending:
+            body = self.complete(step, self.pending[step.target])
+            self.bodies[step.target] = body
+            if self.save_dir:      # the kept request is the one actually sent
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                (self.save_dir / f"{step.target}.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         poller = self.client.deployments.begin_create_or_update(self.site.azure.resource_group, step.target, body)
         res = as_dict(poller.result())
         state = pick(res, "properties", "provisioningState")

@@ -47,7 +47,8 @@ def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, 
             save_bodies(deployer.bodies, Path(run_dir) / STAGE / "deployments")
         # the plan stays JSON: apply (maybe in another process) deploys exactly these bodies
         return Plan(STAGE, steps, observed=fingerprint(observed), executor="arm",
-                    context={"bodies": deployer.bodies, "templates": dict(deployer.templates), "what_if": observed})
+                    context={"bodies": deployer.bodies, "pending": deployer.pending, "templates": dict(deployer.templates),
+                             "what_if": observed})
     raise InputError(f"site field aio.executor is {executor!r}: use az or arm")
 
 
@@ -81,10 +82,13 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     else:
         executor = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir))
         executor.bodies = dict(plan.context["bodies"])
+        executor.pending = dict(plan.context.get("pending") or {})
+        executor.save_dir = (Path(run_dir) / STAGE / "deployments") if run_dir else None
         now = {}
         for step in plan.steps:
             body = executor.bodies[step.target]
-            now[step.target] = executor.what_if(step.target, body)[1]
+            now[step.target] = ("pending" if step.target in executor.pending
+                                else executor.what_if(step.target, body)[1])
         refuse_drift(plan, now)
     changes = plan.changes
     rows = []
