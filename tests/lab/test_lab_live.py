@@ -104,13 +104,36 @@ def test_apply_restarts_only_what_changed(lab, lab_site):
               else a for a in arts]
     plan = lab.plan(edited)
     assert [(c.level, c.obj) for c in plan if c.action == "update"] == [("level3", "envoy.yaml")]
+    assert [(c.level, c.obj) for c in plan if c.action == "restart"] == [("level3", "envoy")]   # shown before apply
     assert "+# edited" in next(c.diff for c in plan if c.action == "update")
-    lab.apply(edited)
+    applied = lab.apply(edited, plan=plan)
+    assert [(c.level, c.obj, c.action) for c in applied] == [(c.level, c.obj, c.action) for c in plan]
     after = commands.load_procs(lab_site)
     assert after["level3/envoy"].pid != before["level3/envoy"].pid
     assert all(after[n].pid == before[n].pid for n in before if n != "level3/envoy")
     assert {c.action for c in lab.apply(arts)} >= {"update"}               # back to the rendered config
     assert all(r["ok"] for r in commands.status(lab_site))
+
+
+def test_apply_refuses_a_plan_the_lab_no_longer_gives(lab, lab_site):
+    from layernet.errors import DriftError
+
+    arts = commands.render_lab(lab_site)
+    edited = [a.__class__(a.level, a.name, a.kind, a.content + "\n# v2\n") if (a.level, a.name) == ("level2", "nftables.nft")
+              else a for a in arts]
+    reviewed = lab.plan(edited)
+    assert ("level2", "nftables", "restart") in [(c.level, c.obj, c.action) for c in reviewed]
+    live = commands.level_dir(lab_site, "level3") / "envoy.yaml"
+    before = live.read_text()
+    live.write_text(before + "# changed by hand after the review\n")
+    pids = {n: p.pid for n, p in commands.load_procs(lab_site).items()}
+    try:
+        with pytest.raises(DriftError, match="level3/envoy.yaml: planned unchanged, now update"):
+            lab.apply(edited, plan=reviewed)
+        assert "# v2" not in (commands.level_dir(lab_site, "level2") / "nftables.nft").read_text()   # nothing applied
+        assert {n: p.pid for n, p in commands.load_procs(lab_site).items()} == pids
+    finally:
+        live.write_text(before)
 
 
 def test_probe_runs_inside_the_level_namespace(lab, lab_site):

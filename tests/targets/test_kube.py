@@ -109,6 +109,7 @@ def test_plan_reads_every_object_and_changes_nothing(target, double):
         ("level3", "layernet/Service/envoy", "create"),
         ("level3", "kube-system/ConfigMap/coredns-custom", "create"),
         ("level3", "kube-system/Service/coredns-external", "create"),
+        ("level3", "kube-system/Deployment/coredns", "restart"),     # the plan shows the restart apply will do
     ]
     assert changes[1].diff.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
                                                 "+++ desired/layernet/ConfigMap/envoy-config"]
@@ -185,7 +186,8 @@ def test_drift_made_by_hand_shows_in_the_plan(target, double):
     c = changes["kube-system/ConfigMap/coredns-custom"]
     assert c.action == "update"
     assert "-  example.server: '# edited by hand" in c.diff and "+  example.server: '# v1" in c.diff
-    assert all(x.action == "unchanged" for k, x in changes.items() if k != c.obj)
+    assert changes["kube-system/Deployment/coredns"].action == "restart"
+    assert all(x.action == "unchanged" for k, x in changes.items() if k not in (c.obj, "kube-system/Deployment/coredns"))
 
 
 def test_rollout_timeout_says_what_to_look_at(target, double):
@@ -208,7 +210,7 @@ def test_each_level_uses_its_own_client(site):
         clients = {lv: ApiClient(d.configuration()) for lv, d in doubles.items()}
         t = KubeTarget(site, clients=clients, poll_interval=0.01)
         changes = t.plan(artifacts("level3") + artifacts("level2"))
-        assert [c.level for c in changes] == ["level3"] * 6 + ["level2"] * 6
+        assert [c.level for c in changes] == ["level3"] * 7 + ["level2"] * 7     # 6 objects + the CoreDNS restart
         assert [len(d.requests) for d in doubles.values()] == [6, 6]
     finally:
         for d in doubles.values():
@@ -363,3 +365,17 @@ def test_rendered_site_applies_idempotently(site):
     finally:
         for d in doubles.values():
             d.close()
+
+
+def test_apply_refuses_when_the_live_state_moved_since_the_plan(target, double):
+    from layernet.errors import DriftError
+
+    reviewed = target.plan(artifacts())
+    target.apply(artifacts(), plan=reviewed)                              # exactly the reviewed plan: applied
+    assert all(c.action == "unchanged" for c in target.plan(artifacts()))
+    stale = target.plan(artifacts(config="listeners: [v2]"))
+    double.objects[DNS_CM] = dict(double.objects[DNS_CM], data={"example.server": "# edited by hand\n"})
+    before = len(double.requests)
+    with pytest.raises(DriftError, match="coredns-custom: planned unchanged, now update"):
+        target.apply(artifacts(config="listeners: [v2]"), plan=stale)
+    assert not [r for r in double.requests[before:] if r.method != "GET"]   # nothing was written

@@ -1,6 +1,8 @@
 """Stage 01: render every level's proxy/DNS/firewall configuration, plan, apply, and prove it with probes."""
 from __future__ import annotations
 
+from typing import Optional
+
 import hashlib
 from html import escape
 
@@ -35,13 +37,14 @@ def plan(tgt: Target, artifacts: list) -> list[Change]:
     return changes
 
 
-def apply(tgt: Target, artifacts: list, dry_run: bool) -> list[Change]:
-    """Apply unless this is a dry run (then the plan is the answer and nothing changes)."""
+def apply(tgt: Target, artifacts: list, dry_run: bool, planned: Optional[list[Change]] = None) -> list[Change]:
+    """Apply exactly the reviewed plan unless this is a dry run (then the plan is the answer and nothing
+    changes). Refuses (DriftError, nothing applied) when the live state no longer gives `planned`."""
     if dry_run:
         step("dry run: nothing applied")
         return []
-    step("applying (the lab comes up first when it is down)")
-    changes = tgt.apply(artifacts)
+    step("applying the reviewed plan")
+    changes = tgt.apply(artifacts, plan=planned)
     step(f"applied: {sum(c.action != 'unchanged' for c in changes)} object(s) changed")
     return changes
 

@@ -31,8 +31,10 @@ class Target(ABC):
         """Desired (artifacts) vs live, per object. Changes nothing."""
 
     @abstractmethod
-    def apply(self, artifacts: list) -> list[Change]:
-        """Put artifacts in place; idempotent: a second apply returns only 'unchanged' changes."""
+    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
+        """Put artifacts in place and restart exactly what the plan lists; idempotent: a second apply returns only
+        'unchanged' changes. With `plan` (the reviewed one), refuses with DriftError when the live state no
+        longer gives that plan."""
 
     @abstractmethod
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
@@ -100,6 +102,22 @@ class Target(ABC):
         """Evidence that each level's broker answers on its listeners ({level: [(name, port, tls)]}); a real site
         checks pods and services with the kubernetes client (not here: no rows)."""
         return []
+
+
+def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where: str) -> None:
+    """DriftError unless the plan made now equals the reviewed one (same objects, actions and diffs)."""
+    if reviewed is None:
+        return
+    key = lambda cs: [(c.level, c.obj, c.action, c.diff) for c in cs]  # noqa: E731
+    if key(reviewed) != key(now):
+        from layernet.errors import DriftError
+
+        was = {(c.level, c.obj): c.action for c in reviewed}
+        moved = [f"{c.level}/{c.obj}: planned {was.get((c.level, c.obj), 'nothing')}, now {c.action}"
+                 for c in now if was.get((c.level, c.obj)) != c.action][:5]
+        raise DriftError(f"{where} changed since the plan was reviewed; nothing was applied"
+                         + (f" ({'; '.join(moved)})" if moved else " (the diffs differ)")
+                         + ". Plan again, review it, then apply.")
 
 
 def get_target(site) -> Target:

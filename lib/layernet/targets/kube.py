@@ -165,6 +165,16 @@ class Api:
 
 
 # ----------------------------------------------------------------------------------------------- target
+def _coredns_changed(changes: list[Change], level: str) -> bool:
+    return any(c.level == level and c.obj == "kube-system/ConfigMap/coredns-custom" and c.action != "unchanged"
+               for c in changes)
+
+
+def _coredns_restart(level: str) -> Change:
+    ns, name = CORE_DNS
+    return Change(level, f"{ns}/Deployment/{name}", "restart", "coredns-custom changed: roll the CoreDNS pods\n")
+
+
 class KubeTarget(Target):
     kind = "kube"
 
@@ -204,15 +214,23 @@ class KubeTarget(Target):
 
     # -- plan / apply
     def plan(self, artifacts: list) -> list[Change]:
+        """Every object (create / update / unchanged) per level, then the CoreDNS restart a changed
+        coredns-custom needs (CoreDNS reads its imports at start)."""
         changes = []
         for level in self._levels(artifacts):
             api = self.api(level)
             for obj in desired_objects(artifacts, level):
                 action, diff = diff_object(obj, api.get(object_path(obj)))
                 changes.append(Change(level, object_id(obj), action, diff))
+            if _coredns_changed(changes, level):
+                changes.append(_coredns_restart(level))
         return changes
 
-    def apply(self, artifacts: list) -> list[Change]:
+    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
+        from layernet.targets.base import require_same_plan
+
+        if plan is not None:
+            require_same_plan(plan, self.plan(artifacts), "the clusters")
         changes = []
         for level in self._levels(artifacts):
             api = self.api(level)
@@ -226,8 +244,7 @@ class KubeTarget(Target):
                          query={"fieldManager": FIELD_MANAGER, "force": "true"})
                 if obj["kind"] == "Deployment":
                     rollouts.append((obj["metadata"].get("namespace") or "default", obj["metadata"]["name"]))
-            if any(c.level == level and c.obj == "kube-system/ConfigMap/coredns-custom" and c.action != "unchanged"
-                   for c in changes):
+            if _coredns_changed(changes, level):
                 changes.append(self.restart_coredns(level))
                 rollouts.append(CORE_DNS)
             for ns, name in rollouts:
@@ -241,7 +258,7 @@ class KubeTarget(Target):
         ns, name = CORE_DNS
         self.api(level).call("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", body=patch,
                              content_type=MERGE, query={"fieldManager": FIELD_MANAGER})
-        return Change(level, f"{ns}/Deployment/{name}", "restart", "")
+        return _coredns_restart(level)
 
     def wait_rollout(self, level: str, namespace: str, name: str) -> None:
         api, path = self.api(level), f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"

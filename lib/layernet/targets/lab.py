@@ -51,6 +51,34 @@ def _parse_time(text: str) -> Optional[datetime]:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _rebuild(partial: bool) -> Change:
+    if partial:
+        return Change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
+    return Change("lab", "namespaces and processes", "create", "the lab is down; apply brings it up\n")
+
+
+def _restarts(artifacts: list, changes: list[Change], stopped: list[str]) -> list[Change]:
+    """What a changed artifact needs: its Envoy or CoreDNS restarted, its nftables table reloaded (atomically).
+    A service that stopped is repaired instead (see _repairs)."""
+    out: dict[tuple, Change] = {}
+    for art, ch in zip(artifacts, changes):
+        if ch.action == "unchanged":
+            continue
+        kind = _kind(art)
+        if kind == "envoy":
+            svc = "envoy"
+        elif kind.startswith("dns") or kind == "coredns":
+            svc = "coredns"
+        elif kind == "firewall":
+            out[(art.level, "nftables")] = Change(art.level, "nftables", "restart", f"reload: {art.name} changed\n")
+            continue
+        else:
+            continue
+        if f"{art.level}/{svc}" not in stopped:
+            out[(art.level, svc)] = Change(art.level, svc, "restart", f"{art.name} changed\n")
+    return list(out.values())
+
+
 def _repairs(stopped: list[str]) -> list[Change]:
     out = []
     for name in stopped:
@@ -85,14 +113,24 @@ class LabTarget(Target):
         return changes
 
     def plan(self, artifacts: list) -> list[Change]:
+        """Every change apply will make: each artifact (create / update / unchanged), then the restarts those
+        changes need, the repairs of stopped services, or bringing the whole lab up."""
         up = commands.lab_is_up(self.site)
         stopped = [] if up else commands.stopped_services(self.site)
-        return self._plan(artifacts, up or stopped is not None) + _repairs(stopped or [])
+        if stopped is None:
+            partial = bool(netns.our_namespaces(netns.topology(self.site).prefix))
+            return self._plan(artifacts, up=partial) + [_rebuild(partial)]
+        changes = self._plan(artifacts, True)
+        return changes + _restarts(artifacts, changes, stopped) + _repairs(stopped)
 
-    def apply(self, artifacts: list) -> list[Change]:
+    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
         """Bring the lab up when it is down; otherwise write what changed and restart only what depends on it.
-        A level service that stopped (crashed, killed) is restarted and reported as a "repair"."""
+        A level service that stopped (crashed, killed) is restarted and reported as a "repair". With the reviewed
+        `plan`, refuses (DriftError) when the lab no longer gives that plan."""
+        from layernet.targets.base import require_same_plan
+
         site = self.site
+        require_same_plan(plan, self.plan(artifacts), f"the lab {site.lab.prefix}")
         stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
         if stopped is None:
             # down, or broken beyond a stopped process: rebuild. When namespaces remain, the configs on disk
@@ -100,29 +138,20 @@ class LabTarget(Target):
             partial = bool(netns.our_namespaces(netns.topology(site).prefix))
             changes = self._plan(artifacts, up=partial)
             commands.up(site, artifacts=artifacts)
-            if partial:
-                changes.append(Change("lab", "processes", "repair",
-                                      "the lab was partly down; rebuilt it from the configs above\n"))
-            return changes
+            return changes + [_rebuild(partial)]
         with commands.lab_lock(site):
             changes = self._plan(artifacts, up=True)
-            restart, firewall = list(stopped), []
+            restarts = _restarts(artifacts, changes, stopped)
             for art, ch in zip(artifacts, changes):
-                if ch.action == "unchanged":
-                    continue
-                commands.write_artifact(site, art)
-                kind = _kind(art)
-                if kind == "envoy":
-                    restart.append(f"{art.level}/envoy")
-                elif kind.startswith("dns") or kind == "coredns":
-                    restart.append(f"{art.level}/coredns")
-                elif kind == "firewall":
-                    firewall.append(art.level)
-            for level in firewall:
-                commands.load_firewall(site, level)
-            if restart:
-                commands.restart(site, list(dict.fromkeys(restart)))
-        return changes + _repairs(stopped)
+                if ch.action != "unchanged":
+                    commands.write_artifact(site, art)
+            for c in restarts:
+                if c.obj == "nftables":
+                    commands.load_firewall(site, c.level)
+            names = list(stopped) + [f"{c.level}/{c.obj}" for c in restarts if c.obj != "nftables"]
+            if names:
+                commands.restart(site, list(dict.fromkeys(names)))
+        return changes + restarts + _repairs(stopped)
 
     # ------------------------------------------------------------------ logs
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
