@@ -41,7 +41,7 @@ INSTANCE = {
                    "clExtentionIds": {"type": "array", "items": {"type": "string"}},
                    "aioInstanceName": {"type": "string", "nullable": True}, "schemaRegistryId": {"type": "string"},
                    "adrNamespaceId": {"type": "string", "nullable": True}, "brokerConfig": {"type": "object"},
-                   "addInsecureListener": {"type": "bool", "defaultValue": False}},
+                   "defaultDataflowinstanceCount": {"type": "int", "defaultValue": 1}},
     "resources": [{"type": "Microsoft.IoTOperations/instances", "apiVersion": "2025-10-01",
                    "name": "[parameters('aioInstanceName')]", "properties": {}}],
 }
@@ -100,7 +100,7 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
     assert p.executor == "arm"
     assert [(s.level, s.action) for s in p.steps] == [
         (lv, f"deploy {part}") for lv in ("level4", "level3", "level2")
-        for part in ("prerequisites", "enablement", "instance")]
+        for part in ("prerequisites", "enablement", "instance", "insecure listener")]
     assert all(not s.skip for s in p.steps)
     assert p.steps[1].reason == "what-if: 1 Create"
     # the instance needs the enablement's extension ids: its what-if waits for the enablement deployment
@@ -114,7 +114,7 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
     assert f"instance template sha256 {digest[:12]}" in p.steps[2].detail
     whatifs = armd.calls("POST", "/whatIf")
     assert [r.path.split("/")[-2] for r in whatifs][:3] == [
-        "layernet-aio-prereq-level4", "layernet-aio-enablement-level4", "layernet-aio-prereq-level3"]
+        "layernet-aio-prereq-level4", "layernet-aio-enablement-level4", "layernet-aio-listener-level4"]
     assert armd.calls("PUT") == []      # planning deployed nothing
 
 
@@ -124,11 +124,19 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
     from layernet.stages.base import Plan
     p = Plan.from_dict(json.loads(json.dumps(p.to_dict())))      # a plan survives the trip as JSON
     rows = aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
-    assert len(rows) == 9 and all(r["ok"] for r in rows)
+    assert len(rows) == 12 and all(r["ok"] for r in rows)
     puts = armd.calls("PUT", "/providers/Microsoft.Resources/deployments/")
     assert [r.path.rsplit("/", 1)[1] for r in puts] == [
         f"layernet-aio-{part}-{lv}" for lv in ("level4", "level3", "level2")
-        for part in ("prereq", "enablement", "instance")]
+        for part in ("prereq", "enablement", "instance", "listener")]
+    lst = next(r for r in puts if r.path.endswith("layernet-aio-listener-level2")).body["properties"]["template"]
+    assert lst["resources"] == [{
+        "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": "2025-10-01",
+        "name": "aio-plant-l2-ops/default/default-insecure",
+        "extendedLocation": {"name": f"{PFX}/Microsoft.ExtendedLocation/customLocations/aio-plant-l2-cl",
+                             "type": "CustomLocation"},
+        "properties": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
+                       "ports": [{"port": 1883, "protocol": "Mqtt"}]}}]
     inst = next(r for r in puts if r.path.endswith("layernet-aio-instance-level3"))
     kept = json.loads((tmp_path / "aio" / "deployments" / "layernet-aio-instance-level3.json").read_text())
     assert kept == inst.body
@@ -142,7 +150,7 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
         "brokerConfig": {"value": {"frontendReplicas": 1, "frontendWorkers": 1, "backendPartitions": 1,
                                    "backendWorkers": 1, "backendRedundancyFactor": 2, "memoryProfile": "Low",
                                    "serviceType": "ClusterIp"}},
-        "addInsecureListener": {"value": True}}}}
+        }}}
     enab = next(r for r in puts if r.path.endswith("layernet-aio-enablement-level4"))
     assert enab.body["properties"]["parameters"] == {"clusterName": {"value": "aio-plant-l4"},
                                                      "trustConfig": {"value": {"source": "SelfSigned"}}}
@@ -180,7 +188,7 @@ def test_a_pinned_digest_that_does_not_match_is_refused(armd, conn, tmp_path):
         aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
     good = hashlib.sha256(armd.files["/rel/v9.9.9/azure-iot-operations-instance.json"]).hexdigest()
     p = aio.plan(arm_site(armd, instance_sha256=good), run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
-    assert len(p.steps) == 9
+    assert len(p.steps) == 12
 
 
 def test_an_unknown_required_parameter_is_named(armd, conn, tmp_path):
@@ -334,3 +342,13 @@ def test_the_instance_fails_clearly_when_the_enablement_installed_nothing(armd, 
                                           "\\(microsoft.certmanagement, microsoft.azure.secretstore\\) are not installed"):
         aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
     assert not [r for r in armd.calls("PUT") if "layernet-aio-instance" in r.path]
+
+
+def test_a_tls_only_level_gets_no_insecure_listener(armd, conn, tmp_path):
+    site = example_site(aio={"executor": "arm", "templates": {
+        "enablement_url": f"{armd.url}/rel/v9.9.9/azure-iot-operations-enablement.json",
+        "instance_url": f"{armd.url}/rel/v9.9.9/azure-iot-operations-instance.json"},
+        "levels": {"level4": {"listener": "tls"}}})
+    p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    assert [s.target for s in p.steps if "listener" in s.action] == ["layernet-aio-listener-level3",
+                                                                    "layernet-aio-listener-level2"]

@@ -319,6 +319,19 @@ def prereq_template(site, r) -> dict:
             "contentVersion": "1.0.0.0", "resources": res}
 
 
+def listener_template(site, r) -> dict:
+    """The sample's east-west listener (what `az iot ops create --add-insecure-listener` adds): no TLS, no
+    authentication, port 1883 on a LoadBalancer service. The release templates do not create it."""
+    return {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+            "contentVersion": "1.0.0.0",
+            "resources": [{
+                "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": "2025-10-01",
+                "name": f"{r.instance}/default/default-insecure",
+                "extendedLocation": {"name": ids(site, r)["custom_location"], "type": "CustomLocation"},
+                "properties": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
+                               "ports": [{"port": 1883, "protocol": "Mqtt"}]}}]}
+
+
 def candidate_parameters(site, r, kind: str) -> dict:
     """Values this site gives for the parameters the release templates may declare (only declared ones are sent)."""
     i = ids(site, r)
@@ -327,7 +340,6 @@ def candidate_parameters(site, r, kind: str) -> dict:
               "kubernetesDistro": "K3s", "trustConfig": {"source": "SelfSigned"}}
     if kind == "enablement":
         return {**common, "schemaRegistryId": i["registry"]}
-    listeners = {"insecure-1883": True, "tls": False}
     return {**common, "customLocationName": r.custom_location, "instanceName": r.instance, "aioInstanceName": r.instance,
             "clusterNamespace": "azure-iot-operations", "schemaRegistryId": i["registry"],
             "adrNamespaceId": i["namespace"], "namespaceResourceId": i["namespace"],
@@ -335,8 +347,7 @@ def candidate_parameters(site, r, kind: str) -> dict:
             "brokerConfig": {"frontendReplicas": b.frontend_replicas, "frontendWorkers": b.frontend_workers,
                              "backendPartitions": b.backend_partitions, "backendWorkers": b.backend_workers,
                              "backendRedundancyFactor": b.backend_redundancy_factor,
-                             "memoryProfile": b.memory_profile, "serviceType": "ClusterIp"},
-            "addInsecureListener": listeners[r.listener]}
+                             "memoryProfile": b.memory_profile, "serviceType": "ClusterIp"}}
 
 
 # parameters only known once the enablement deployment has run: the ids of the extensions it installed
@@ -419,6 +430,9 @@ class ArmDeployments:
                 tpl = fetched[kind]
                 params, pending = parameters_for(tpl, self.candidates(r, kind), kind)
                 out.append((r.level, kind, f"layernet-aio-{kind}-{r.level}", deployment_body(tpl, params), pending))
+            if r.listener == "insecure-1883":
+                out.append((r.level, "insecure listener", f"layernet-aio-listener-{r.level}",
+                            deployment_body(listener_template(self.site, r), {}), []))
         return out
 
     def candidates(self, r, kind: str) -> dict:
@@ -478,7 +492,8 @@ class ArmDeployments:
             self.bodies[name] = body
             params = {k: v["value"] for k, v in body["properties"]["parameters"].items()}
             params.update({k: "<from the enablement deployment>" for k in pending})
-            tpl = "generated" if part == "prerequisites" else f"{part} template sha256 {self.templates[part][0][:12]}"
+            tpl = (f"{part} template sha256 {self.templates[part][0][:12]}" if part in self.templates
+                   else "generated")
             detail = f"deployment {name} in {self.site.azure.resource_group}: {tpl}; parameters {json.dumps(params, sort_keys=True)}"
             if pending:
                 self.pending[name] = pending
