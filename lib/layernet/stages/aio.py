@@ -315,7 +315,7 @@ def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
 
 def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:
     return {"planned_changes": len(plan.changes), "skipped": len(plan.steps) - len(plan.changes),
-            "applied": len(applied), "seconds": round(sum(r.get("seconds") or 0 for r in applied), 3),
+            "applied": len(applied), "step_seconds_total": round(sum(r.get("seconds") or 0 for r in applied), 3),
             "checks": len(rows), "passed": sum(1 for r in rows if r["ok"]),
             "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
 
