@@ -7,15 +7,14 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet import paths
 from layernet.allowlist import effective_allowlist
 from layernet.site import Site, SiteError, load_site
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def resolve_site_path(site_path: str = "") -> Path:
     """The site a notebook uses: its parameter, else $LAYERNET_SITE (set by `make jupyter`), else the lab site."""
-    return Path(site_path or os.environ.get("LAYERNET_SITE") or REPO_ROOT / "params" / "lab.yaml").resolve()
+    return Path(site_path or os.environ.get("LAYERNET_SITE") or paths.params() / "lab.yaml").resolve()
 
 
 def open_site(site_path: str = "", overrides: Optional[list[str]] = None) -> Site:
