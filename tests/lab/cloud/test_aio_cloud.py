@@ -182,3 +182,26 @@ def test_an_extension_without_any_report_times_out_as_failed(lcloud, arm):
 def test_status_reports_are_checked(lcloud):
     r = requests.post(STATUS_URL, json={"extensionResourceId": "x", "status": "Done"}, verify=str(lcloud.ca), timeout=5)
     assert r.status_code == 400 and "Installing|Installed|Failed" in r.text
+
+
+def test_apply_refuses_when_the_live_state_changed_since_the_plan(lcloud, arm):
+    from layernet.errors import DriftError
+    from layernet.stages import aio
+
+    site = make_site()
+    p = aio.plan(site, arm=arm)                       # the sdk executor reads ARM in this process when given an Arm
+    assert p.executor == "sdk" and p.observed
+    io = arm.iotoperations()
+    broker = as_dict(io.broker.get("rg-aio", "aio-l4-ops", "default"))
+    changed = {"extendedLocation": broker["extendedLocation"],
+               "properties": {**broker["properties"], "memoryProfile": "High"}}
+    changed["properties"].pop("provisioningState", None)
+    io.broker.begin_create_or_update("rg-aio", "aio-l4-ops", "default", changed).result()
+    try:
+        with pytest.raises(DriftError, match="changed since the plan"):
+            aio.apply(p, site, arm=arm, progress=lambda _: None)
+        again = aio.plan(site, arm=arm)
+        assert [(s.level, s.action) for s in again.changes] == [("level4", "create: broker")]
+    finally:
+        changed["properties"]["memoryProfile"] = "Low"
+        io.broker.begin_create_or_update("rg-aio", "aio-l4-ops", "default", changed).result()
