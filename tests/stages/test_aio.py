@@ -3,6 +3,7 @@ the desired state, the pinned CLI, the shared storage account, role assignment w
 drift and failure paths. The `az` on PATH is the fake of tests/doubles."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ NOT_FOUND = dict(rc=3, stderr="(ResourceNotFound) The Resource was not found.")
 PRINCIPAL = "7f3c2a55-9d1e-4b8a-8c6f-2a1b3c4d5e6f"
 MUTATING = (["storage", "account", "create"], ["storage", "container", "create"], ["iot", "ops", "schema"],
             ["iot", "ops", "ns"], ["iot", "ops", "init"], ["iot", "ops", "create"], ["role", "assignment", "create"],
-            ["extension", "add"])
+            ["extension", "add"], ["resource", "create"])
 
 
 def quiet(_m):
@@ -54,6 +55,7 @@ def fresh(cli: FakeCli, reads_before_principal: int = 6) -> FakeCli:
     cli.on("az", "iot", "ops", "ns", "show", **NOT_FOUND)
     cli.on("az", "k8s-extension", "list", stdout=[])
     cli.on("az", "iot", "ops", "show", **NOT_FOUND)
+    cli.on("az", "resource", "show", **NOT_FOUND)
     for m in MUTATING:
         cli.on("az", *m, stdout="{}")
     return cli
@@ -73,6 +75,7 @@ def in_place(cli: FakeCli, hns=True, instance_state="Succeeded") -> FakeCli:
         {"extensionType": "microsoft.azure.secretstore", "provisioningState": "Succeeded"},
         {"extensionType": "microsoft.iotoperations", "provisioningState": "Succeeded"}])
     cli.on("az", "iot", "ops", "show", stdout={"id": "i", "properties": {"provisioningState": instance_state}})
+    cli.on("az", "resource", "show", stdout={"id": "listener", "properties": {"provisioningState": "Succeeded"}})
     for m in MUTATING:
         cli.on("az", *m, stdout="{}")
     return cli
@@ -264,3 +267,27 @@ def test_levels_must_be_arc_connected_first(cli):
     with pytest.raises(StageFailed, match=r"not Connected: level3 \(Offline\), level2 \(absent\)\. Run stage 02"):
         aio.plan(example_site(), runner=Runner())
     assert mutating(cli) == []
+
+
+def test_an_existing_instance_without_the_insecure_listener_gets_it(cli):
+    cli.on("az", "resource", "show", "--ids",
+           f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure",
+           **NOT_FOUND)
+    in_place(cli)
+    p = aio.plan(example_site(), runner=Runner())
+    assert [(s.level, s.action) for s in p.changes] == [("level3", "add insecure listener")]
+    argv = shlex.split(p.changes[0].detail)
+    assert argv[:9] == ["az", "resource", "create", "--id",
+                        f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure",
+                        "--api-version", "2025-10-01", "--is-full-object", "--properties"]
+    assert json.loads(argv[9]) == {
+        "extendedLocation": {"name": f"{PFX}/Microsoft.ExtendedLocation/customLocations/aio-plant-l3-cl",
+                             "type": "CustomLocation"},
+        "properties": {"ports": [{"port": 1883, "protocol": "Mqtt"}], "serviceName": "aio-broker-insecure",
+                       "serviceType": "LoadBalancer"}}
+    aio.apply(p, example_site(), runner=Runner(), progress=quiet)
+    assert [shlex.join(a) for a in mutating(cli)] == [p.changes[0].detail]
+    # a TLS-only level neither reads nor adds it
+    cli.log.write_text("")
+    p = aio.plan(example_site(aio={"levels": {"level3": {"listener": "tls"}}}), runner=Runner())
+    assert p.empty and not [a for a in cli.calls("az") if a[:2] == ["resource", "show"] and "aio-plant-l3-ops" in a[3]]

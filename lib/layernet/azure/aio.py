@@ -114,6 +114,9 @@ class AzLive:
             "role": role,
             "arc": pick(arc or {}, "properties", "connectivityStatus") or pick(arc or {}, "connectivityStatus")
             or ("absent" if arc is None else "unknown"),
+            "insecure_listener": (az_json(q, ["az", "resource", "show", "--ids", insecure_listener_id(site, r),
+                                              "--api-version", LISTENER_API], name=f"{r.level}-listener") is not None)
+            if inst and r.listener == "insecure-1883" else None,
         }
 
 
@@ -231,7 +234,27 @@ def az_steps(site, state: dict) -> list[Step]:
         steps.append(Step(r.level, "create instance", r.instance, shlex.join(create_argv(site, r, sr_id, ns_id)),
                           skip=done, reason="exists (Succeeded)" if done else
                           (f"exists but {inst.get('state')}" if inst else "missing")))
+        if r.listener == "insecure-1883" and inst:
+            # an instance created earlier without --add-insecure-listener: the listener is its own resource
+            have_l = live.get("insecure_listener")
+            steps.append(Step(r.level, "add insecure listener", insecure_listener_id(site, r),
+                              shlex.join(listener_argv(site, r)), skip=bool(have_l),
+                              reason="exists" if have_l else "missing on the existing instance"))
     return steps
+
+
+LISTENER_API = "2025-10-01"
+
+
+def insecure_listener_id(site, r) -> str:
+    return f"{ids(site, r)['instance']}/brokers/default/listeners/default-insecure"
+
+
+def listener_argv(site, r) -> list[str]:
+    res = listener_template(site, r)["resources"][0]     # the same resource the arm executor deploys
+    body = {"extendedLocation": res["extendedLocation"], "properties": res["properties"]}
+    return ["az", "resource", "create", "--id", insecure_listener_id(site, r), "--api-version", LISTENER_API,
+            "--is-full-object", "--properties", json.dumps(body, sort_keys=True, separators=(",", ":"))]
 
 
 class AzExecutor:
