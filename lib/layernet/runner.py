@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -354,13 +357,26 @@ def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overri
 
 
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from traitlets import default  # noqa: E402
 
 
 class LocalKernelManager(AsyncKernelManager):
     """Kernels talk to the runner over Unix sockets (IPC), not loopback TCP: no port is opened, and nothing
-    another local user could connect to or read."""
+    another local user could connect to or read. Each kernel's sockets live in a private folder of their own
+    (mode 0700), so two runs at once never bind the same socket path (jupyter's default, `kernel-ipc-N` in the
+    working folder, is shared by every kernel started there)."""
 
     transport = "ipc"
+
+    @default("ip")
+    def _private_ipc_path(self) -> str:
+        self._ipc_dir = tempfile.mkdtemp(prefix="layernet-kernel-")
+        return os.path.join(self._ipc_dir, "kernel")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and getattr(self, "_ipc_dir", None):
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
 
 class _StreamToProgress(logging.Handler):

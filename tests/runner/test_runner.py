@@ -319,3 +319,16 @@ def test_broken_runbook_exits_2(content, phrase, book: Path, tmp_path: Path):
     bad.write_bytes(content)
     with pytest.raises(RunnerInputError, match=re.escape(phrase)):
         load_runbook(str(bad))
+
+
+def test_two_runs_at_once_in_one_notebook_folder_do_not_cross_talk(book: Path, tmp_path: Path):
+    """Each kernel binds its own socket paths: two runs started together both pass and no kernel sees a
+    message signed by the other run's key."""
+    cmd = [LAYERNET, "run", str(book), "--site", str(LAB_SITE)]
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"runs{i}")], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out + err
+        assert "Invalid Signature" not in err and "Invalid message" not in err
+    assert not list((book.parent / "nb").glob("kernel-ipc*"))
