@@ -209,6 +209,7 @@ CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("level-name-upper", edit(setp("levels.2.name", "LEVEL2")), "levels[2].name", "lowercase"),
     ("level-name-underscore", edit(setp("levels.2.name", "level_2")), "levels[2].name", "a DNS label"),
     ("level-name-slash", edit(setp("levels.2.name", "a/b")), "levels[2].name", "a DNS label"),
+    ("level-name-lab-namespace", edit(setp("levels.2.name", "cloud")), "levels[2].name", "the lab names its own namespaces"),
     ("site-name-traversal", edit(setp("name", "../x")), "name", "letters, digits"),
     ("rg-trailing-dot", edit(setp("azure.resource_group", "rg-plant.")), "azure.resource_group", "not ending in '.'"),
     ("rg-too-long", edit(setp("azure.resource_group", "r" * 91)), "azure.resource_group", "1-90"),

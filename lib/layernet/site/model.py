@@ -27,6 +27,7 @@ from layernet.site.secrets import find_secrets, looks_secret
 from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
+LAB_NAMESPACES = ("cloud", "rtr", "jumpbox")   # the lab's own namespaces beside one per level
 MAX_HOSTS = 2000          # extra or dropped allow-list hosts
 MAX_PROBLEMS = 200        # pydantic errors turned into problems; the rest are counted
 CLOUDS = ("public", "usgov", "china")
@@ -430,6 +431,10 @@ def _expected(err: dict) -> str:
         return "a TCP port number 1-65535, unquoted (true, yes and no are not ports)"
     if "ports" in loc and typ == "list_type":
         return "a list of port numbers, e.g. ports: [443] (a single number needs brackets)"
+    if typ == "string_pattern_mismatch" and tuple(loc) == ("lab", "prefix"):
+        return "1-6 lowercase letters and digits, starting with a letter (it prefixes the lab's namespace names)"
+    if typ == "string_pattern_mismatch":
+        return f"text of the form {err.get('ctx', {}).get('pattern', '')}"
     if typ == "too_long":
         return f"at most {err.get('ctx', {}).get('max_length', 'a few')} entries"
     if typ == "string_type":
@@ -539,6 +544,9 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
         n = _str(lv.get("name"))
         if n is not None:
             why = names.check_level_name(n)
+            if not why and raw.get("target") == "lab" and n in LAB_NAMESPACES:
+                why = (f"a name other than {', '.join(LAB_NAMESPACES)}: the lab names its own namespaces so "
+                       f"(<prefix>-{n} would be taken twice)")
             if why:
                 add(f"levels[{i}].name", n, why)
                 duplicates.add(i)
