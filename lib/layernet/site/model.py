@@ -796,7 +796,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
 
 def _section_checks(raw: dict, fname: str) -> list[Problem]:
     """The later sections' own cross-checks on the raw document (level names they refer to, and more)."""
-    from layernet.site import arc, telemetry
+    from layernet.site import aio, arc, telemetry
 
     P: list[Problem] = []
     if hasattr(telemetry, "check_raw"):
@@ -804,6 +804,8 @@ def _section_checks(raw: dict, fname: str) -> list[Problem]:
               for path, value, expected in telemetry.check_raw(raw)]
     if hasattr(arc, "check"):
         P += list(arc.check(raw, fname))
+    if hasattr(aio, "check"):
+        P += list(aio.check(raw, fname))
     return P
 
 
