@@ -131,3 +131,19 @@ def test_audit_and_harden_out_that_is_a_file_exit_2(tmp_path: Path):
     for args in (["audit", str(tmp_path), "--out", str(afile)], ["harden", "--site", LAB, "--out", str(afile)]):
         proc = _run(*args)
         assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--site", "a" * 5000],
+    ["validate", "--site", ""],
+    ["validate", "--site", "x\x1b[31m.yaml"],
+    ["render", "--site", LAB, "--out", "o" * 5000],
+    ["run", "deploy", "--site", LAB, "--resume", "r" * 5000],
+    ["run", "b" * 5000 + ".yaml", "--site", LAB],
+    ["audit", "l" * 5000],
+])
+def test_unusable_paths_exit_2_with_a_short_line(args):
+    proc = _run(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stderr
+    assert max(len(line) for line in proc.stderr.splitlines()) < 400

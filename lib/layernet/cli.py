@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from layernet.errors import InputError
 from layernet.site import load_site
+from layernet.site.problems import show_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -119,6 +121,12 @@ def cmd_audit(args) -> int:
     from layernet.runfolder import check_out_dir
 
     _check_since(args.since)
+    try:
+        os.stat(args.logdir)
+    except FileNotFoundError:
+        pass  # the audit says what a log folder must hold
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise InputError(f"{show_path(args.logdir)}: not a usable folder path ({exc.strerror or exc})") from None
     site = _load(args) if args.site else None
     if args.out is not None:
         args.out = str(check_out_dir(args.out))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from layernet.errors import InputError
+from layernet.site.problems import show_path
 
 MANIFEST = "manifest.json"
 _MANIFEST_KEYS = {"run_id": str, "runbook": str, "site": dict, "stages": list}
@@ -20,10 +21,16 @@ _MANIFEST_KEYS = {"run_id": str, "runbook": str, "site": dict, "stages": list}
 
 def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """The resolved output folder, created if missing; InputError when it is a file, `/`, or not writable."""
-    text = str(path)
-    if not text.strip():
+    text = show_path(path)
+    if not str(path).strip():
         raise InputError(f"{flag}: give a folder, e.g. {flag} runs/")
-    p = Path(text).expanduser().resolve()
+    try:
+        return _out_dir(Path(str(path)).expanduser().resolve(), text, flag)
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise InputError(f"{flag} {text}: not a usable folder ({exc.strerror or exc})") from None
+
+
+def _out_dir(p: Path, text: str, flag: str) -> Path:
     if p == Path(p.anchor):
         raise InputError(f"{flag} {text}: not the root folder; give a folder of its own, e.g. {flag} runs/")
     if p.exists() and not p.is_dir():
@@ -57,6 +64,14 @@ def new_run_dir(parent: Path, runbook: str) -> tuple[str, Path]:
 def read_manifest(run_dir: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
     """The manifest of an earlier run; InputError (one line) when the folder or its manifest is not one."""
     d = Path(run_dir)
+    shown = show_path(run_dir)
+    try:
+        return _read_manifest(d, shown, flag)
+    except OSError as exc:
+        raise InputError(f"{flag} {shown}: not a readable run folder ({exc.strerror or exc})") from None
+
+
+def _read_manifest(d: Path, run_dir: str, flag: str) -> dict[str, Any]:
     if not d.is_dir():
         raise InputError(f"{flag} {run_dir}: no such run folder; give a folder made by `layernet run`")
     path = d / MANIFEST

@@ -75,7 +75,11 @@ def load_runbook(ref: str) -> Runbook:
             raise RunnerInputError(f"unknown runbook {shown!r}: give a runbook name ({known}) or the path of a "
                                    "runbook .yaml file")
         path = RUNBOOK_DIR / f"{ref}.yaml"
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:
+        raise RunnerInputError(f"runbook {shown!r}: not a readable path ({exc.strerror or exc})") from None
+    if not is_file:
         known = ", ".join(sorted(p.stem for p in RUNBOOK_DIR.glob("*.yaml"))) or "none"
         what = "is a directory" if path.is_dir() else f"no file {path}"
         raise RunnerInputError(f"unknown runbook {shown!r}: {what}; known runbooks: {known}")

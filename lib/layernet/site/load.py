@@ -38,12 +38,17 @@ def read_site_text(path: str | Path) -> str:
     def fail(expected: str, value: Any = MISSING) -> SiteError:
         return SiteError([Problem(fname, "(file)", value, expected)])
 
-    if p.is_dir():
-        raise fail(f"a site file, but this is a directory; {HINT}")
-    if not p.exists():
-        raise fail(f"the site file must exist; {HINT}")
-    if not p.is_file():
-        raise fail(f"a regular site file (this is a device, pipe or socket); {HINT}")
+    if not fname.strip():
+        raise fail(f"a site file path, not an empty one; {HINT}")
+    try:
+        if p.is_dir():
+            raise fail(f"a site file, but this is a directory; {HINT}")
+        if not p.exists():
+            raise fail(f"the site file must exist; {HINT}")
+        if not p.is_file():
+            raise fail(f"a regular site file (this is a device, pipe or socket); {HINT}")
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise fail(f"a readable site file path ({exc.strerror or exc}); {HINT}") from None
     try:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:

@@ -47,6 +47,16 @@ def show(value: Any) -> str:
     return text if len(text) <= 2 * SHOWN_CHARS else text[:2 * SHOWN_CHARS] + "..."
 
 
+def show_path(name: Any) -> str:
+    """A file name as it can be printed: control characters escaped, a very long one cut."""
+    text = str(name)
+    if not text:
+        return "''"
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+        text = repr(text)
+    return text if len(text) <= 2 * SHOWN_CHARS else text[:2 * SHOWN_CHARS] + "..."
+
+
 @dataclass(frozen=True)
 class Problem:
     file: str
@@ -61,7 +71,7 @@ class Problem:
         path = redact(str(self.path))
         if len(path) > SHOWN_CHARS * 2:
             path = path[:SHOWN_CHARS * 2] + "..."
-        return f"{self.file}: {path}: got {show(self.value)}; {expected}"
+        return f"{show_path(self.file)}: {path}: got {show(self.value)}; {expected}"
 
 
 class SiteError(InputError, ValueError):
@@ -69,7 +79,7 @@ class SiteError(InputError, ValueError):
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        head = f"{len(problems)} problem(s) in site file {problems[0].file}:" if problems else "invalid site"
+        head = f"{len(problems)} problem(s) in site file {show_path(problems[0].file)}:" if problems else "invalid site"
         lines = [f"  - {p}" for p in problems[:SHOWN_PROBLEMS]]
         if len(problems) > SHOWN_PROBLEMS:
             lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS:,} more problem(s) not shown")
