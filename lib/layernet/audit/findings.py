@@ -70,18 +70,15 @@ class _Tab:
     def __init__(self, data):
         if isinstance(data, Parsed):
             self.db, self.name = data.db, data.table
+            # the rows without the joins of the full view (entry, line): for the heavy self-joins
+            self.core = "_core" if data.table == TABLE else data.table
             return
-        from layernet.audit.parse import connect
+        from layernet.audit.parse import connect, table_from_frame
 
         self.db = connect()
         self.name = TABLE
-        df = data
-        self.db.register("_df", df)
-        cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in df.columns
-                         if str(df[c].dtype) in ("category", "object", "string", "str"))
-        self.db.execute(f"CREATE TABLE {self.name} AS SELECT row_number() OVER () - 1 AS id, * "
-                        f"{'REPLACE (' + cast + ')' if cast else ''} FROM _df")
-        self.db.unregister("_df")
+        table_from_frame(self.db, self.name, data)
+        self.core = self.name
 
     def df(self, sql: str, params=None) -> "pd.DataFrame":
         return self.db.execute(sql, params or []).df()
@@ -249,26 +246,30 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
     upper connection with the same name and port that starts within `window_ms` after the inner one."""
     levels = proxy_levels(site)
     names = [lv.name for lv in levels]
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT)")
+    if getattr(t, "_links_key", None) == (id(site), window_ms):
+        return names
+    t._links_key = (id(site), window_ms)
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT, "
+                 "exact BOOLEAN)")
     for inner, outer in zip(levels, levels[1:]):
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
         p = [inner.name, outer.name, str(inner.node_ip), window_ms]
         t.db.execute(f"""INSERT INTO _next
-            SELECT id, next_id, ?, hop_ms FROM (
+            SELECT id, next_id, ?, hop_ms, true FROM (
               SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
                      row_number() OVER (PARTITION BY o.id ORDER BY o.time - i.time, i.id) AS k
-              FROM {t.name} i JOIN {t.name} o
-                ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
-              WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
+              FROM {t.core} i JOIN {t.core} o
+                ON i.ul_key = o.src_key
+              WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.ul_key IS NOT NULL
                 AND i.verdict IN ('allowed', 'upstream-failure')
                 AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?
               QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY abs(epoch_ms(o.time) - epoch_ms(i.time))) = 1)
             WHERE k = 1""", [outer.name] + p)
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
-            FROM {t.name} WHERE level = ? AND upstream_local = '' AND verdict IN ('allowed', 'upstream-failure')
+            FROM {t.name} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
             ORDER BY 1, 2, 3""", [inner.name])
         if not inner_rows:
             continue
@@ -277,14 +278,14 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
         pairs = _greedy(inner_rows, outer_rows, window_ms)
         if pairs:
-            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL)", [[i, o, outer.name] for i, o in pairs])
+            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL, false)", [[i, o, outer.name] for i, o in pairs])
             t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time)
-                FROM {t.name} i, {t.name} o WHERE _next.hop_ms IS NULL AND i.id = _next.id
+                FROM {t.core} i, {t.core} o WHERE _next.hop_ms IS NULL AND i.id = _next.id
                 AND o.id = _next.next_id""")
     return names
 
 
-def _paths_sql(t: _Tab, site, window_ms: int) -> tuple[str, list[str]]:
+def _paths_sql(t: _Tab, site, window_ms: int, narrow: bool = False) -> tuple[str, list[str]]:
     names = _links(t, site, window_ms)
     hops = list(zip(names, names[1:]))
     steps = max(0, len(names) - 1)
@@ -298,15 +299,16 @@ def _paths_sql(t: _Tab, site, window_ms: int) -> tuple[str, list[str]]:
         hop_cols.append(f"CAST(CASE {cases} END AS DOUBLE) AS \"hop_ms_{a}_{b}\"" if cases else
                         f"CAST(NULL AS DOUBLE) AS \"hop_ms_{a}_{b}\"")
     levels_in = ", ".join(f"'{n}'" for n in names) or "''"
-    sql = f"""SELECT s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
-            s.listener_port AS port, {path} AS path, l.verdict,
-            CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at,
-            l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out
-            {''.join(', ' + h for h in hop_cols)}
-        FROM (SELECT * FROM {t.name} WHERE level IN ({levels_in})
+    outcome = f"""{path} AS path, l.verdict,
+            CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at
+            {''.join(', ' + h for h in hop_cols)}"""
+    rows = "" if narrow else """s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
+            s.listener_port AS port, l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out, """
+    sql = f"""SELECT {rows}{outcome}
+        FROM (SELECT * FROM {t.core} WHERE level IN ({levels_in})
               AND id NOT IN (SELECT next_id FROM _next)) s {joins}
-        JOIN (SELECT id AS lid, * FROM {t.name}) l ON l.lid = {last}
-        ORDER BY s.time, s.id"""
+        JOIN (SELECT id AS lid, * FROM {t.core}) l ON l.lid = {last}
+        {'' if narrow else 'ORDER BY s.time, s.id'}"""
     return sql, [f"hop_ms_{a}_{b}" for a, b in hops]
 
 
@@ -314,14 +316,17 @@ PATH_COLUMNS = ["start", "origin", "origin_level", "name", "port", "path", "verd
                 "duration_ms", "bytes_in", "bytes_out"]
 
 
-def _ensure_paths(t: _Tab, site, window_ms: int) -> list[str]:
-    """The temp table `_paths` (one row per end-to-end path), built once per table; returns the hop columns."""
+def _ensure_paths(t: _Tab, site, window_ms: int, narrow: bool = False) -> str:
+    """A temp table with one row per end-to-end path, built once per table: `_paths` (every column) or, when
+    only the summary and hop latency are wanted, `_paths_narrow` (path, outcome, hop latencies)."""
+    name = "_paths_narrow" if narrow else "_paths"
     key = (id(site), window_ms)
-    if getattr(t, "_paths_key", None) != key:
-        sql, hop_names = _paths_sql(t, site, window_ms)
-        t.db.execute(f"CREATE OR REPLACE TEMP TABLE _paths AS {sql}")
-        t._paths_key, t._hops = key, hop_names
-    return t._hops
+    done = t.__dict__.setdefault("_paths_done", {})
+    if done.get(name) != key:
+        sql, hop_names = _paths_sql(t, site, window_ms, narrow)
+        t.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        done[name], t._hops = key, hop_names
+    return name
 
 
 def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
@@ -331,8 +336,9 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
     import pandas as pd
 
     t = _tab(data)
-    hop_names = _ensure_paths(t, site, window_ms)
-    out = t.df("SELECT * FROM _paths")
+    _ensure_paths(t, site, window_ms)
+    hop_names = t._hops
+    out = t.df(f"SELECT {', '.join(PATH_COLUMNS + [chr(34) + h + chr(34) for h in hop_names])} FROM _paths")
     names = [lv.name for lv in proxy_levels(site)]
     out["start"] = _utc_ms(out["start"])
     for c in ("origin", "name", "destination"):
@@ -351,9 +357,9 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
 def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
     """Paths by path and outcome, computed in SQL (no row of the path table goes to pandas)."""
     t = _tab(data)
-    _ensure_paths(t, site, window_ms)
-    return t.df("""SELECT path, verdict, refused_at, count(*) AS paths FROM _paths GROUP BY ALL
-                   ORDER BY paths DESC, path, verdict""")
+    name = _ensure_paths(t, site, window_ms, narrow=True)
+    return t.df(f"""SELECT path, verdict, refused_at, count(*) AS paths FROM {name} GROUP BY ALL
+                    ORDER BY paths DESC, path, verdict""")
 
 
 def hop_latency(p) -> "pd.DataFrame":
@@ -376,12 +382,13 @@ def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.
     import pandas as pd
 
     t = _tab(data)
-    hop_names = _ensure_paths(t, site, window_ms)
+    name = _ensure_paths(t, site, window_ms, narrow=True)
+    hop_names = t._hops
     if not hop_names:
         return pd.DataFrame(columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
     parts = [f"""SELECT '{h[len('hop_ms_'):].replace('_', ' > ', 1)}' AS hop, count("{h}") AS paths,
                    quantile_cont("{h}", 0.5) AS p50_ms, quantile_cont("{h}", 0.95) AS p95_ms, max("{h}") AS max_ms
-                 FROM _paths""" for h in hop_names]
+                 FROM {name}""" for h in hop_names]
     out = t.df(" UNION ALL ".join(parts))
     out["paths"] = out["paths"].astype("int64")
     return out
@@ -434,16 +441,10 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     exp = _expected_sql(t, expected)
     nets = {lv.name: _networks(site, lv) for lv in proxy_levels(site)}
     child_of = {lv.name: site.child(lv) for lv in proxy_levels(site)}
-    # connections the child proxy provably forwarded: its log has the connection that caused this one
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _fwd (rid BIGINT)")
-    for lv in proxy_levels(site):
-        child = child_of[lv.name]
-        if child is None or not child.proxy:
-            continue
-        t.db.execute(f"""INSERT INTO _fwd SELECT DISTINCT o.id FROM {t.name} o JOIN {t.name} i
-            ON i.upstream_local = o.source_ip || ':' || CAST(o.source_port AS VARCHAR)
-            WHERE o.level = ? AND i.level = ? AND o.source_ip = ? AND i.upstream_local <> ''
-              AND abs(epoch_ms(o.time) - epoch_ms(i.time)) <= ?""", [lv.name, child.name, str(child.node_ip), window_ms])
+    # connections the child proxy provably forwarded: its log has the connection that caused this one (the exact
+    # join of the paths: the child's upstream local address is this connection's source)
+    _links(t, site, window_ms)
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _fwd AS SELECT next_id AS rid FROM _next WHERE exact")
     allow = "true" if allowlist is not None else "false"
     rows = t.df(f"""WITH c AS (SELECT x.id AS rid, x.*, k.cls, {exp} AS expected
                                 FROM {t.name} x JOIN _cls k USING (level, source_ip)),
@@ -453,8 +454,8 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
             WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid IN (SELECT rid FROM _fwd)
           UNION ALL SELECT 'child-workload-refused', * FROM c
             WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid NOT IN (SELECT rid FROM _fwd)
-          UNION ALL SELECT 'non-tls', * FROM c WHERE sni = '' AND transport_failure <> ''
-          UNION ALL SELECT 'no-sni', * FROM c WHERE sni = '' AND transport_failure = '')
+          UNION ALL SELECT 'non-tls', * FROM c WHERE sni = '' AND tls_error
+          UNION ALL SELECT 'no-sni', * FROM c WHERE sni = '' AND NOT tls_error)
         SELECT kind, level, source_ip AS source, sni AS name, count(*) AS count, min(time) AS first_seen,
                max(time) AS last_seen, expected
         FROM tagged GROUP BY ALL ORDER BY kind, level, source, name, expected""")

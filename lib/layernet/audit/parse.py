@@ -28,6 +28,7 @@ import gzip
 import json
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -56,7 +57,7 @@ MALFORMED_COLUMNS = ["level", "line", "reason", "text"]
 CHECK_COLUMNS = ["check", "level", "file", "lines", "first_line", "sample"]
 SAMPLE_CHARS = 300
 SCAN_BYTES = 16 << 20
-MAX_LINE_BYTES = 1 << 30          # DuckDB's maximum_object_size: a 20 MB line is still read
+MAX_LINE_BYTES = 32 << 20         # DuckDB's maximum_object_size: a 20 MB line is still read (its buffers grow with it)
 FUTURE_SLACK = timedelta(minutes=5)
 BACKWARDS_SLACK_MS = 1000         # Envoy writes a line when the connection ends: end times may jitter this much
 TABLE = "connections"
@@ -84,23 +85,23 @@ class Parsed:
     files: dict = field(default_factory=dict)
     table: str = TABLE
     _df: Optional["pd.DataFrame"] = None
+    reads: list = field(default_factory=list)      # (fid, file DuckDB read): the full columns are read again
 
     @property
     def connections(self) -> "pd.DataFrame":
         """The connection table as a DataFrame, sorted by time (built on first use)."""
         if self._df is None:
-            self._df = to_frame(self.db, f"SELECT {', '.join(COLUMNS)} FROM {self.table} ORDER BY time, id")
+            if self.table == TABLE:
+                self._df = _full_frame(self)
+            else:
+                self._df = to_frame(self.db, f"SELECT {', '.join(COLUMNS)} FROM {self.table} ORDER BY time, id")
         return self._df
 
     @connections.setter
     def connections(self, df: "pd.DataFrame") -> None:
         """Replace the rows (e.g. a filter applied in pandas): the SQL findings see the new rows too."""
         self._df = df
-        self.db.register("_replaced", df)
-        cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in CATEGORY_COLUMNS + ["verdict"] if c in df)
-        self.db.execute(f"CREATE OR REPLACE TABLE _replaced_conn AS SELECT row_number() OVER () - 1 AS id, * "
-                        f"REPLACE ({cast}) FROM _replaced")
-        self.db.unregister("_replaced")
+        table_from_frame(self.db, "_replaced_conn", df)
         self.table = "_replaced_conn"
 
     def since(self, when) -> None:
@@ -258,6 +259,12 @@ def _scan(path: Path) -> _FileScan:
     return s
 
 
+def _prefixed(path: Path) -> bool:
+    """Whether the file's first lines carry `kubectl logs` prefixes in front of the JSON records."""
+    with _open(path) as f:
+        return bool(_HAS_PREFIX.search(f.read(1 << 16)))
+
+
 def _find_blank(path: Path) -> list[int]:
     """Line numbers of the whitespace-only lines of a file (DuckDB skips them)."""
     out: list[int] = []
@@ -289,19 +296,35 @@ def _strip_prefixes(path: Path, out: Path) -> None:
 
 
 def _raw_lines(path: Path, wanted: list[int]) -> dict[int, bytes]:
-    """The raw bytes (without the line end) of the given 1-based line numbers."""
+    """The raw bytes (without the line end) of the given 1-based line numbers; pieces of the file without a
+    wanted line are only counted."""
     want = sorted(set(wanted))
     out: dict[int, bytes] = {}
     if not want:
         return out
-    k = 0
+    k, n, rest = 0, 0, b""          # n: lines before `rest`
     with _open(path) as f:
-        for n, line in enumerate(f, start=1):
-            if n == want[k]:
-                out[n] = line.rstrip(b"\r\n")
-                k += 1
-                if k == len(want):
+        while k < len(want):
+            chunk = f.read(SCAN_BYTES)
+            if not chunk:
+                if rest:
+                    chunk, rest = rest + b"\n", b""
+                else:
                     break
+            else:
+                chunk, rest = rest + chunk, b""
+                cut = chunk.rfind(b"\n")
+                chunk, rest = chunk[:cut + 1], chunk[cut + 1:]
+            import numpy as np
+
+            nl = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            c = len(nl)
+            while k < len(want) and want[k] <= n + c:
+                i = want[k] - n - 1                      # 0-based line within the chunk
+                a = int(nl[i - 1]) + 1 if i else 0
+                out[want[k]] = chunk[a:int(nl[i])].rstrip(b"\r")
+                k += 1
+            n += c
     return out
 
 
@@ -323,6 +346,8 @@ def _reason(raw: bytes) -> tuple[str, bool]:
     missing = [k for k in ("time", "listener_port") if rec.get(k) is None]
     if missing:
         return f"not an access-log record (no {' or '.join(missing)})", False
+    if len(raw) > MAX_LINE_BYTES:
+        return f"a line longer than {MAX_LINE_BYTES >> 20} MB", False
     return "a field has a value the reader cannot take (nested object or list)", False
 
 
@@ -358,7 +383,23 @@ def connect():
     db = duckdb.connect()
     db.execute("SET preserve_insertion_order = true")
     db.execute("SET TimeZone = 'UTC'")
+    db.execute("CREATE TYPE verdict_t AS ENUM (" + ", ".join(_sql_str(v) for v in VERDICTS) + ")")
     return db
+
+
+def table_from_frame(db, name: str, df) -> None:
+    """A connection DataFrame as the table `name`, with the id and the join keys the findings use."""
+    db.register("_df", df)
+    cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in df.columns
+                     if str(df[c].dtype) in ("category", "object", "string", "str"))
+    db.execute(f"""CREATE OR REPLACE TABLE {name} AS SELECT row_number() OVER () - 1 AS id, *
+                       {'REPLACE (' + cast + ')' if cast else ''},
+                     hash(CASE WHEN CAST(source_ip AS VARCHAR) LIKE '%:%' THEN '[' || source_ip || ']'
+                               ELSE CAST(source_ip AS VARCHAR) END || ':' || CAST(source_port AS VARCHAR)) AS src_key,
+                     CASE WHEN upstream_local <> '' THEN hash(CAST(upstream_local AS VARCHAR)) END AS ul_key,
+                     CAST(transport_failure AS VARCHAR) <> '' AS tls_error
+                   FROM _df""")
+    db.unregister("_df")
 
 
 def _verdict_sql() -> str:
@@ -390,8 +431,9 @@ _PORT_RE = ":(\\d{1,5})$"
 
 
 def _select(src_level: str, fid: int) -> str:
-    """The typed row of one raw record, with the reason it is not a record ('' when it is; '?' when DuckDB could
-    not read the line at all: Python reads it to say why)."""
+    """The typed row of one raw record as the findings need it, with the reason it is not a record ('' when it
+    is; '?' when DuckDB could not read the line at all: Python reads it to say why). Join keys are hashes of
+    Envoy's own "ip:port" texts (the source here, the upstream local address at the child proxy)."""
     lvl = _sql_str(src_level)
     # "a.b.c.d:port" (one colon) the cheap way; "[v6]:port", bare v6 and odd text through a regular expression
     port = f"regexp_extract(source, '{_PORT_RE}', 1)"
@@ -405,13 +447,40 @@ def _select(src_level: str, fid: int) -> str:
       CASE WHEN source IS NULL THEN 0
            WHEN {simple} THEN coalesce(try_cast(split_part(source, ':', 2) AS INTEGER), 0)
            ELSE coalesce(try_cast(nullif({port}, '') AS INTEGER), 0) END AS source_port,
-      coalesce(sni, '') AS sni, coalesce(filter_chain, '') AS filter_chain,
-      coalesce(upstream_host, '') AS upstream_host, coalesce(upstream_cluster, '') AS upstream_cluster,
-      coalesce(upstream_local, '') AS upstream_local, {_int('bytes_in')} AS bytes_in,
-      {_int('bytes_out')} AS bytes_out, {_int('duration_ms')} AS duration_ms,
-      coalesce(response_flags, '') AS response_flags, coalesce(details, '') AS details,
-      coalesce(transport_failure, '') AS transport_failure, {_int('connection_id')} AS connection_id,
-      {_verdict_sql()} AS verdict, {_WHY} AS why, {int(fid)} AS fid"""
+      hash(source) AS src_key, CASE WHEN upstream_local <> '' THEN hash(upstream_local) END AS ul_key,
+      coalesce(sni, '') AS sni, coalesce(upstream_host, '') AS upstream_host,
+      {_int('bytes_in')} AS bytes_in, {_int('bytes_out')} AS bytes_out, {_int('duration_ms')} AS duration_ms,
+      coalesce(transport_failure, '') <> '' AS tls_error,
+      CAST({_verdict_sql()} AS verdict_t) AS verdict, {_WHY} AS why, {int(fid)}::USMALLINT AS fid"""
+
+
+_FULL = """coalesce(filter_chain, '') AS filter_chain, coalesce(upstream_cluster, '') AS upstream_cluster,
+      coalesce(upstream_local, '') AS upstream_local, coalesce(response_flags, '') AS response_flags,
+      coalesce(details, '') AS details, coalesce(transport_failure, '') AS transport_failure,
+      """ + _int("connection_id") + " AS connection_id"
+
+
+def _read_json(path: str) -> str:
+    cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
+    return (f"read_json({_sql_str(path)}, format='newline_delimited', ignore_errors=true, columns={cols}, "
+            f"maximum_object_size={MAX_LINE_BYTES})")
+
+
+def _full_frame(p: "Parsed") -> "pd.DataFrame":
+    """Every column of the connection table: the columns the findings do not need are read from the files again
+    (same reader, same row order), only when rows are asked for."""
+    db = p.db
+    db.execute("CREATE OR REPLACE TEMP TABLE _full AS SELECT " + _FULL + " FROM (SELECT "
+               + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ") WHERE false")
+    for fid, path in p.reads:
+        db.execute(f"INSERT INTO _full SELECT {_FULL} FROM {_read_json(path)}")
+    try:
+        cols = ", ".join(f"f.{c}" if c in ("filter_chain", "upstream_cluster", "upstream_local", "response_flags",
+                                           "details", "transport_failure", "connection_id") else f"c.{c}"
+                         for c in COLUMNS)
+        return to_frame(db, f"SELECT {cols} FROM {p.table} c JOIN _full f ON f.rowid = c.id ORDER BY c.time, c.id")
+    finally:
+        db.execute("DROP TABLE IF EXISTS _full")
 
 
 def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels: bool = False,
@@ -421,31 +490,39 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     field names another level is flagged. `now`: the collection time (a later record is in the future)."""
     import pandas as pd
 
+    import shutil
+    import weakref
+
     now = now or datetime.now(timezone.utc)
     db = db or connect()
-    cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
-    with tempfile.TemporaryDirectory(prefix="layernet-audit-") as tmpdir:
-        tmp = Path(tmpdir)
+    tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")        # text sources and stripped copies: kept for rows
+    tmp = Path(tmpdir)
+    if tmp.is_dir():
         scans: list[tuple[str, _FileScan, Path]] = []      # (level, scan of the original, file DuckDB reads)
         k = 0
+        pending = []
         for level, src in sources.items():
             for f in _files_of(level, src, tmp, k):
                 k += 1
-                s = _scan(f)
                 read = f
-                if s.prefixed:
+                if _prefixed(f):
                     read = tmp / f"stripped-{k}.log"
                     _strip_prefixes(f, read)
-                scans.append((level, s, read))
+                pending.append((level, f, read))
+        # the byte scans (line counts) run beside DuckDB's reading, which releases the GIL
+        pool = ThreadPoolExecutor(max_workers=1)
+        futures = [pool.submit(_scan, f) for _, f, _ in pending]
+        pool.shutdown(wait=False)
         db.execute("CREATE OR REPLACE TABLE _conn AS SELECT " + _select("", 0) + " FROM (SELECT "
                    + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ") WHERE false")
-        files = []
+        files, reads = [], []
         r0 = 0
-        for fid, (level, s, read) in enumerate(scans):
-            if s.lines:
-                db.execute(f"""INSERT INTO _conn SELECT {_select(level, fid)} FROM read_json({_sql_str(str(read))},
-                    format='newline_delimited', ignore_errors=true, columns={cols},
-                    maximum_object_size={MAX_LINE_BYTES})""")
+        for fid, (level, f, read) in enumerate(pending):
+            if read.stat().st_size:
+                db.execute(f"INSERT INTO _conn SELECT {_select(level, fid)} FROM {_read_json(str(read))}")
+                reads.append((fid, str(read)))
+            s = futures[fid].result()
+            scans.append((level, s, read))
             r1 = int(db.execute("SELECT count(*) FROM _conn").fetchall()[0][0])
             if r1 - r0 < s.lines:              # DuckDB skips blank lines: find where they are
                 s.blank = _find_blank(s.path)
@@ -464,12 +541,14 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         line = "c.rowid - f.r0 + 1" + (" + coalesce(b.n, 0)" if blanks else "")
         asof = " ASOF LEFT JOIN _blank b ON c.fid = b.fid AND c.rowid - f.r0 >= b.before" if blanks else ""
         db.execute(f"""CREATE OR REPLACE VIEW {TABLE} AS SELECT c.rowid AS id, c.time, c.level, c.listener_port,
-              c.source_ip, c.source_port, c.sni, c.filter_chain, c.upstream_host, c.upstream_cluster, c.upstream_local,
-              c.bytes_in, c.bytes_out, c.duration_ms, c.response_flags, c.details, c.transport_failure,
-              c.connection_id, c.verdict, coalesce(e.entry, '') AS entry, {line} AS line, c.fid
+              c.source_ip, c.source_port, c.sni, c.upstream_host, c.bytes_in, c.bytes_out, c.duration_ms, c.verdict,
+              coalesce(e.entry, '') AS entry, {line} AS line, c.fid, c.src_key, c.ul_key, c.tls_error
             FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
             LEFT JOIN _entry e ON e.sni = c.sni AND e.listener_port = c.listener_port
             WHERE c.why = ''""")
+        db.execute("""CREATE OR REPLACE VIEW _core AS SELECT rowid AS id, time, level, listener_port, source_ip,
+              source_port, sni, upstream_host, bytes_in, bytes_out, duration_ms, verdict, src_key, ul_key, tls_error
+            FROM _conn WHERE why = ''""")
         bad = db.execute(f"""SELECT c.fid, f.level, {line} AS line, c.why, (NOT f.complete AND {line} = f.lines)
                              FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
                              WHERE c.why <> '' ORDER BY c.fid, line""").fetchall()
@@ -495,8 +574,10 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         mal["line"] = mal["line"].astype("int64")
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
-    return Parsed(db, mal, total, blank, list(sources), incomplete, other, checks,
-                  {lv: [str(s.path) for l2, s, _ in scans if l2 == lv] for lv in sources})
+    parsed = Parsed(db, mal, total, blank, list(sources), incomplete, other, checks,
+                    {lv: [str(s.path) for l2, s, _ in scans if l2 == lv] for lv in sources}, reads=reads)
+    weakref.finalize(parsed, shutil.rmtree, tmpdir, True)
+    return parsed
 
 
 def _entries(db, allowlist) -> None:
