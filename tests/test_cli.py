@@ -147,3 +147,19 @@ def test_unusable_paths_exit_2_with_a_short_line(args):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "\x1b" not in proc.stderr
     assert max(len(line) for line in proc.stderr.splitlines()) < 400
+
+
+def test_an_unexpected_error_is_one_line_without_secrets(monkeypatch, capsys):
+    from layernet import cli
+
+    def boom(args):
+        raise RuntimeError("broke while reading Endpoint=sb://x.servicebus.windows.net/;SharedAccessKey=Zq9Secret\nmore")
+
+    monkeypatch.setattr(cli, "cmd_validate", boom)
+    monkeypatch.delenv("LAYERNET_DEBUG", raising=False)
+    assert cli.main(["validate", "--site", LAB]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: unexpected RuntimeError: broke while reading (hidden) (LAYERNET_DEBUG=1 shows where)"]
+    monkeypatch.setenv("LAYERNET_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["validate", "--site", LAB])

@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:  # SiteError included: the input is wrong, nothing was changed
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         from layernet.lab import LabError
         from layernet.targets.kube import KubeError
@@ -240,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (LabError, KubeError)):  # the target is not in a state to do this: say so, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        raise
+        if os.environ.get("LAYERNET_DEBUG"):
+            raise
+        from layernet.site.secrets import redact
+
+        text = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
+        print(f"error: unexpected {type(exc).__name__}: {text} (LAYERNET_DEBUG=1 shows where)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
