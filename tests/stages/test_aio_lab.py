@@ -116,6 +116,20 @@ def test_each_levels_broker_is_mosquitto_bound_to_its_node_and_restarted_when_it
     assert ok, observed
 
 
+def test_a_stopped_extension_stand_in_is_a_repair_in_the_next_plan(lab):
+    site = lab
+    if not aio.plan(site).empty:
+        aio.run(aio.plan(site), site)
+    assert services.stop(site, "level2/aio-extension")
+    assert not aioext.mqtt_round_trip(str(site.level("level2").node_ip), 1883, timeout=2)[0]   # its broker went too
+    p = aio.plan(site)
+    assert [(s.level, s.action) for s in p.changes] == [("level2", "restart extensions in the cluster")]
+    aio.run(p, site)
+    rows = aio.check(site)
+    assert [r for r in rows if not r["ok"]] == []
+    assert aio.plan(site).empty
+
+
 def test_dropping_mcr_fails_the_levels_below_the_egress_naming_the_host():
     site = site_with(NEG_PREFIX, NEG_BASE, *DROP_MCR)
     with lab_running(site):

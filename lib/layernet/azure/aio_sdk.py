@@ -359,7 +359,12 @@ def observe(site, arm: Arm) -> dict:
     return {"providers": providers, "resources": {r.id: out.get(r.id) for r in wanted}}
 
 
+REPAIR = "restart extensions in the cluster"
+
+
 def steps(site, arm: Arm, state: dict) -> list[Step]:
+    """The plan. `state["running"]` ({level: bool}, where the target can tell) adds a repair step for a level whose
+    extensions ARM shows installed while nothing in the cluster runs them (the lab: a stopped stand-in)."""
     out = []
     for ns, reg in state["providers"].items():
         out.append(Step("site", "register provider", ns, f"POST /subscriptions/{arm.subscription_id}/providers/{ns}/register",
@@ -375,6 +380,16 @@ def steps(site, arm: Arm, state: dict) -> list[Step]:
         else:
             skip, why = True, "in the desired state (Succeeded)"
         out.append(Step(res.level, res.action, res.name, res.call(), skip=skip, reason=why))
+    running = state.get("running") or {}
+    for level, up in running.items():
+        exts = [r for r in desired(site, arm.subscription_id) if r.level == level and r.kind == "extension"]
+        installed = exts and all((state["resources"].get(r.id) or {}).get("state") == "Succeeded" for r in exts)
+        if up is False and installed:
+            at = next(i for i, st in enumerate(out) if st.level == level) if any(st.level == level for st in out) \
+                else len(out)
+            out.insert(at, Step(level, REPAIR, f"{level}: " + ", ".join(r.args[1] for r in exts),
+                                "hand each installed extension and the broker's listeners (read from ARM) to the "
+                                "cluster again", reason="ARM shows them installed, nothing runs them in the cluster"))
     return out
 
 
@@ -414,9 +429,24 @@ class SdkExecutor:
                 return {**_row(t0, False, f"{ns} still {state} after {timeout:.0f} s"), "state": state, "file": ""}
             time.sleep(min(2.0, self.arm.extra.get("polling_interval", 2.0)))
 
+    def repair(self, c: SdkClients, level: str) -> dict:
+        t0 = time.monotonic()
+        done = []
+        for res in self._resources().values():
+            if res.level == level and res.kind == "extension" and self.on_extension is not None:
+                cluster_id = res.id.split("/providers/Microsoft.KubernetesConfiguration/")[0]
+                done.append(self.on_extension(level, cluster_id, {"id": res.id, "name": res.args[1],
+                                                                  "type": res.body["properties"]["extensionType"]}))
+        inst = next((r.args[0] for r in self._resources().values() if r.level == level and r.kind == "listener"), None)
+        if inst and self.on_listeners is not None:
+            done.append(self.on_listeners(level, c.listeners(inst)))
+        return {**_row(t0, True, "; ".join(d for d in done if d)), "state": "repaired", "file": ""}
+
     def run_one(self, c: SdkClients, step: Step) -> dict:
         if step.action == "register provider":
             return self.register(c, step.target)
+        if step.action == REPAIR:
+            return self.repair(c, step.level)
         t0 = time.monotonic()
         res = self._resources()[(step.level, step.action, step.target)]
         body = json.loads(json.dumps(res.body))

@@ -161,8 +161,20 @@ def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
         from layernet.targets.base import get_target
 
         return Plan.from_dict(get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
-    state = aio_sdk.observe(site, arm)
+    state = _sdk_state(site, arm)
     return Plan(STAGE, aio_sdk.steps(site, arm, state), observed=fingerprint(state), executor="sdk")
+
+
+def _sdk_state(site, arm: Arm) -> dict:
+    """ARM's view, and where the target can tell, whether each level's cluster runs its extensions."""
+    from layernet.azure import aio_sdk
+    from layernet.targets.base import get_target
+
+    state = aio_sdk.observe(site, arm)
+    tgt = get_target(site)
+    running = {r.level: tgt.aio_extension_running(r.level) for r in az_aio.levels(site)}
+    state["running"] = {lvl: up for lvl, up in running.items() if up is not None}
+    return state
 
 
 def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress) -> list[dict]:
@@ -172,7 +184,7 @@ def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress
     if arm is None:
         return get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
                                            plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
-    refuse_drift(plan, aio_sdk.observe(site, arm))
+    refuse_drift(plan, _sdk_state(site, arm))
     tgt = get_target(site)
     executor = aio_sdk.SdkExecutor(site, arm, on_extension=tgt.install_aio_extension, on_listeners=tgt.aio_listeners,
                                    record=Path(run_dir) / STAGE if run_dir else None)

@@ -90,6 +90,10 @@ class Target(ABC):
         site the Arc extension manager does it; returns what was done."""
         return ""
 
+    def aio_extension_running(self, level: str):
+        """Whether the level's cluster runs its AIO extensions (None: the target cannot tell from here)."""
+        return None
+
     def aio_listeners(self, level: str, listeners: list) -> str:
         """The broker's listener resources as ARM holds them now (a real site: the AIO operator syncs them)."""
         return ""

@@ -13,6 +13,7 @@ import difflib
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -222,6 +223,16 @@ class LabTarget(Target):
 
         return services.start_aio_extension(self.site, level, cluster_id, extension)
 
+    def aio_extension_running(self, level: str):
+        """False when the level's extension stand-in was started (it left its status) and no longer runs;
+        None when it never started."""
+        from layernet.lab import aioext, procs, services
+
+        if aioext.status(self.site, level) is None:
+            return None
+        p = services.table(self.site).get(f"{level}/aio-extension")
+        return p is not None and procs.alive(p)
+
     def aio_listeners(self, level: str, listeners: list) -> str:
         from layernet.lab import aioext
 
@@ -232,7 +243,7 @@ class LabTarget(Target):
 
         return aioext.note(self.site, level)
 
-    def aio_broker_rows(self, listeners: dict) -> list:
+    def aio_broker_rows(self, listeners: dict, wait: float = 10.0) -> list:
         """An MQTT round trip (connect, subscribe, publish, receive) to every listener of every level's broker, from
         this namespace (the jump box side, which routes to the level nodes: the admin flow)."""
         from layernet.lab import aioext
@@ -243,8 +254,15 @@ class LabTarget(Target):
         for level, ports in listeners.items():
             node = str(self.site.level(level).node_ip)
             commands.check_route(self.site, node)
+            st = aioext.status(self.site, level) or {}
+            failed = not st or any(e.get("state") == "Failed" for e in st.get("extensions", {}).values())
             for name, port, tls in ports:
-                ok, observed = aioext.mqtt_round_trip(node, port, ca if tls else None)
+                end = time.monotonic() + (0 if failed else wait)   # a broker that is (re)starting gets a few seconds
+                while True:
+                    ok, observed = aioext.mqtt_round_trip(node, port, ca if tls else None)
+                    if ok or time.monotonic() >= end:
+                        break
+                    time.sleep(0.5)
                 hint = f"{name} on {node}:{port} ({'TLS' if tls else 'plain'}): {observed}"
                 note = aioext.note(self.site, level)
                 rows.append(evidence(level, f"mqtt {name} :{port}", "round trip", observed if ok else "failed", ok,

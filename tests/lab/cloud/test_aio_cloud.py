@@ -28,7 +28,8 @@ STATUS_URL = f"https://{REGION}.dp.kubernetesconfiguration.azure.com{cloud_aio.S
 
 
 def make_site(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", [f"azure.location={REGION}", "azure.resource_group=rg-aio"]
+    return load_site(ROOT / "params" / "lab.yaml", [f"azure.location={REGION}", "azure.resource_group=rg-aio",
+                                                     "lab.prefix=ac"]
                      + list(extra))
 
 
