@@ -1,5 +1,5 @@
 """On the namespace lab: run the probe matrix, then audit the real Envoy logs; the counts must match exactly.
-Root only; the lab (prefix `au`) is always taken down afterwards."""
+Root only; the lab (prefix `au`, addresses in 10.98.0.0/16) is always taken down afterwards."""
 import time
 from datetime import datetime, timezone
 
@@ -9,14 +9,21 @@ import pytest
 from audit_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-PREFIX = "au"
+PREFIX, BASE = "au", "10.98.0.0/16"     # the audit lab's own prefix and address plan
+
+
+def overrides() -> list[str]:
+    from layernet.harden.lab import shifted_plan
+    from layernet.site import load_site
+
+    return [f"lab.prefix={PREFIX}"] + shifted_plan(load_site(ROOT / "params" / "lab.yaml"), BASE)
 
 
 @pytest.fixture(scope="module")
 def lab_site():
     from layernet.site import load_site
 
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"])
+    return load_site(ROOT / "params" / "lab.yaml", overrides())
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +56,33 @@ def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path)
     from_l3 = p[(p["origin_level"] == "level3") & (p["verdict"] == "allowed")]
     assert len(from_l3) and (from_l3["path"] == "level3 > level4").all()
     assert not findings.anomalies(a.connections, lab_site, a.allowlist).query("kind == 'unexpected-source'").shape[0]
+
+
+def test_cli_and_stage_agree_on_the_lab_logs_after_the_probes(lab, lab_site, tmp_path, capsys):
+    """The probe matrix's deliberate refusals are the run's expected traffic: `layernet audit` of the lab's log
+    folder and the audit stage give the same verdict (pass, no false anomaly) and `layernet audit` exits 0."""
+    import json
+
+    from layernet.audit import compare, findings, stage
+    from layernet.cli import main
+    from layernet.probe_run import COLUMNS, run_matrix
+
+    run = tmp_path / "run"
+    start = datetime.now(timezone.utc)
+    rows = pd.DataFrame(run_matrix(lab_site, target=lab, verbose=False), columns=COLUMNS)
+    compare.save_probe_rows(run, rows)
+    (run / "manifest.json").write_text(json.dumps({"site": {"name": lab_site.name}, "stages": [
+        {"name": "infrastructure", "start": start.isoformat()}]}))
+    time.sleep(1.0)
+    a = stage.load(lab_site, since=start.isoformat(), target=lab)
+    an = stage.anomalies(a, run_dir=str(run))
+    assert findings.problems(an).empty, an.to_string()
+    assert an["expected"].sum() > 0                         # the refusals were seen, and recognised as probes
+    assert "audit passed" in stage.require_verdict(a, an)
+    logs = f"/var/lib/layernet/{PREFIX}"
+    params = [x for o in overrides() for x in ("-p", o)]
+    code = main(["audit", logs, "--site", str(ROOT / "params" / "lab.yaml"), *params,
+                 "--since", start.isoformat(), "--run", str(run)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "audit passed" in out
