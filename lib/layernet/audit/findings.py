@@ -72,13 +72,14 @@ class _Tab:
             self.db, self.name = data.db, data.table
             # the rows without the joins of the full view (entry, line): for the heavy self-joins
             self.core = "_core" if data.table == TABLE else data.table
+            self.core_e = "_core_e" if data.table == TABLE else data.table
             return
         from layernet.audit.parse import connect, table_from_frame
 
         self.db = connect()
         self.name = TABLE
         table_from_frame(self.db, self.name, data)
-        self.core = self.name
+        self.core = self.core_e = self.name
 
     def df(self, sql: str, params=None) -> "pd.DataFrame":
         return self.db.execute(sql, params or []).df()
@@ -98,7 +99,7 @@ def proxy_levels(site) -> list:
 
 def _levels_in(t: _Tab, site=None) -> list[str]:
     names = [lv.name for lv in proxy_levels(site)] if site is not None else []
-    seen = [r[0] for r in t.rows(f"SELECT DISTINCT level FROM {t.name} ORDER BY level")]
+    seen = [r[0] for r in t.rows(f"SELECT DISTINCT level FROM {t.core} ORDER BY level")]
     return names + [x for x in seen if x not in names]
 
 
@@ -128,7 +129,7 @@ def per_level(data, site=None) -> "pd.DataFrame":
             count(DISTINCT source_ip) AS distinct_sources,
             count(DISTINCT sni) FILTER (WHERE sni <> '') AS distinct_names,
             min(time) AS first_seen, max(time) AS last_seen
-        FROM {t.name} GROUP BY level""")
+        FROM {t.core} GROUP BY level""")
     out = pd.DataFrame({"level": levels}).merge(agg, on="level", how="left")
     for c in PER_LEVEL_COLUMNS[1:10]:
         out[c] = out[c].fillna(0).astype("int64")
@@ -144,7 +145,7 @@ def refused(data) -> "pd.DataFrame":
     out = t.df(f"""SELECT sni AS name, source_ip AS source, level, verdict,
             array_to_string(list_sort(list(DISTINCT listener_port)), ', ') AS ports,
             count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
-        FROM {t.name} WHERE verdict IN ('refused-name', 'refused-source')
+        FROM {t.core} WHERE verdict IN ('refused-name', 'refused-source')
         GROUP BY ALL ORDER BY count DESC, name, source, level, verdict""")
     out["count"] = out["count"].astype("int64")
     for c in ("first_seen", "last_seen"):
@@ -166,7 +167,7 @@ def coverage(data, allowlist) -> "pd.DataFrame":
             array_to_string(list_sort(list(DISTINCT level) FILTER (WHERE verdict IN ('allowed', 'upstream-failure'))),
                             ', ') AS levels,
             max(time) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS last_used
-        FROM {t.name} WHERE entry <> '' GROUP BY entry""")
+        FROM {t.core_e} WHERE entry <> '' GROUP BY entry""")
     out = base.merge(used, on="host", how="left")
     for c in ("connections", "refused_source"):
         out[c] = out[c].fillna(0).astype("int64")
@@ -207,7 +208,7 @@ def _classify(site, level: str, ip: str) -> str:
 
 def _source_classes(t: _Tab, site) -> str:
     """A table `_cls(level, source_ip, cls)`, one row per distinct pair (computed in Python, joined by key)."""
-    pairs = t.rows(f"SELECT DISTINCT level, source_ip FROM {t.name}")
+    pairs = t.rows(f"SELECT DISTINCT level, source_ip FROM {t.core}")
     t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
     if pairs:
         t.db.executemany("INSERT INTO _cls VALUES (?, ?, ?)", [[lv, ip, _classify(site, lv, ip)] for lv, ip in pairs])
@@ -269,12 +270,12 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             WHERE k = 1""", [outer.name] + p)
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
-            FROM {t.name} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
+            FROM {t.core} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
             ORDER BY 1, 2, 3""", [inner.name])
         if not inner_rows:
             continue
         outer_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
-            FROM {t.name} WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
+            FROM {t.core} WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
             ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
         pairs = _greedy(inner_rows, outer_rows, window_ms)
         if pairs:
@@ -399,7 +400,7 @@ def _expected_sql(t: _Tab, expected: Optional[Expected]) -> str:
     """A SQL predicate: the connection is traffic the run caused on purpose."""
     if not expected:
         return "false"
-    ips = [r[0] for r in t.rows(f"SELECT DISTINCT source_ip FROM {t.name}")]
+    ips = [r[0] for r in t.rows(f"SELECT DISTINCT source_ip FROM {t.core}")]
     keep = []
     for ip in ips:
         try:
@@ -446,8 +447,8 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     _links(t, site, window_ms)
     t.db.execute("CREATE OR REPLACE TEMP TABLE _fwd AS SELECT next_id AS rid FROM _next WHERE exact")
     allow = "true" if allowlist is not None else "false"
-    rows = t.df(f"""WITH c AS (SELECT x.id AS rid, x.*, k.cls, {exp} AS expected
-                                FROM {t.name} x JOIN _cls k USING (level, source_ip)),
+    rows = t.df(f"""WITH c AS (SELECT x.id AS rid, x.time, x.level, x.source_ip, x.sni, x.entry, x.tls_error, k.cls,
+                                {exp} AS expected FROM {t.core_e} x JOIN _cls k USING (level, source_ip)),
         tagged AS (
           SELECT 'unexpected-source' AS kind, * FROM c WHERE cls = 'other'
           UNION ALL SELECT 'forwarded-unallowed', * FROM c
@@ -483,7 +484,7 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     gaps = []
     limit_ms = int(gap / _td(1) * 60_000)
     for lv in _levels_in(t, site):
-        times = [r[0] for r in t.rows(f"SELECT min(epoch_ms(time)) FROM {t.name} WHERE level = ?", [lv])]
+        times = [r[0] for r in t.rows(f"SELECT min(epoch_ms(time)) FROM {t.core} WHERE level = ?", [lv])]
         if times[0] is None:
             if site is not None and lv in nets:
                 gaps.append({"kind": "no-records", "level": lv, "source": "", "name": "", "count": 0,
@@ -497,7 +498,7 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
             edges.append(f"SELECT {int(pd.Timestamp(until).value // 1_000_000)} AS e")
         extra = "".join(" UNION ALL " + e for e in edges)
         for a, b in t.rows(f"""SELECT p, e FROM (SELECT e, lag(e) OVER (ORDER BY e) AS p FROM (
-                                 SELECT epoch_ms(time) AS e FROM {t.name} WHERE level = ? {extra}))
+                                 SELECT epoch_ms(time) AS e FROM {t.core} WHERE level = ? {extra}))
                                WHERE e - p > ? ORDER BY p""", [lv, limit_ms]):
             gaps.append({"kind": "log-gap", "level": lv, "source": "", "name": "", "count": 0,
                          "first_seen": pd.Timestamp(int(a), unit="ms", tz="UTC"),

@@ -549,6 +549,8 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         db.execute("""CREATE OR REPLACE VIEW _core AS SELECT rowid AS id, time, level, listener_port, source_ip,
               source_port, sni, upstream_host, bytes_in, bytes_out, duration_ms, verdict, src_key, ul_key, tls_error
             FROM _conn WHERE why = ''""")
+        db.execute("""CREATE OR REPLACE VIEW _core_e AS SELECT c.*, coalesce(e.entry, '') AS entry FROM _core c
+            LEFT JOIN _entry e ON e.sni = c.sni AND e.listener_port = c.listener_port""")
         bad = db.execute(f"""SELECT c.fid, f.level, {line} AS line, c.why, (NOT f.complete AND {line} = f.lines)
                              FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
                              WHERE c.why <> '' ORDER BY c.fid, line""").fetchall()
