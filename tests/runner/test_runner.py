@@ -208,7 +208,16 @@ def test_stage_parameters_from_the_command_line(book: Path, tmp_path: Path):
 
 
 # ----------------------------------------------------------------------------------------------- misuse: exit 2
-def test_resume_of_a_folder_that_is_not_a_run_exits_2(book: Path, tmp_path: Path):
+def _cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`layernet run ARGS` in this process (input errors stop before any notebook runs)."""
+    from layernet import cli
+
+    code = cli.main(["run", *args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["layernet", "run", *args], code, out, err)
+
+
+def test_resume_of_a_folder_that_is_not_a_run_exits_2(book: Path, tmp_path: Path, capsys):
     folder = tmp_path / "not-a-run"
     folder.mkdir()
     cases = [(None, "no manifest.json there"), ("{not json", "not readable JSON"), ("[1, 2]", "not a JSON object"),
@@ -217,11 +226,11 @@ def test_resume_of_a_folder_that_is_not_a_run_exits_2(book: Path, tmp_path: Path
     for content, phrase in cases:
         if content is not None:
             (folder / "manifest.json").write_text(content)
-        proc = _run(str(book), "--resume", str(folder))
+        proc = _cli(capsys, str(book), "--resume", str(folder))
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and phrase in lines[0] and "Traceback" not in proc.stderr
-    proc = _run(str(book), "--resume", str(tmp_path / "missing"))
+    proc = _cli(capsys, str(book), "--resume", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "no such run folder" in proc.stderr
 
 
@@ -238,17 +247,17 @@ def test_resume_of_another_runbook_exits_2(book: Path, tmp_path: Path):
     assert (first.run_dir / "manifest.json").read_text() == before
 
 
-def test_out_that_cannot_hold_runs_exits_2(book: Path, tmp_path: Path):
+def test_out_that_cannot_hold_runs_exits_2(book: Path, tmp_path: Path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for out, phrase in [(str(afile), "is a file, not a folder"), ("/", "not the root folder"),
                         (str(afile / "sub"), "is a file, so no folder can be made under it")]:
-        proc = _run(str(book), "--site", str(LAB_SITE), "--out", out)
+        proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", out)
         assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert afile.read_text() == "x"
 
 
-def test_secret_values_in_parameters_are_refused_and_never_stored(book: Path, tmp_path: Path):
+def test_secret_values_in_parameters_are_refused_and_never_stored(book: Path, tmp_path: Path, capsys):
     secret = "Zq9SuperSecretValue7x"
     conn = f"Endpoint=sb://p.servicebus.windows.net/;SharedAccessKeyName=R;SharedAccessKey={secret}"
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ" + secret + ".c2ln"
@@ -256,25 +265,25 @@ def test_secret_values_in_parameters_are_refused_and_never_stored(book: Path, tm
                          (["-p", f"description={jwt}"], "looks like a connection string, token or key"),
                          (["-s", f"two.flag={conn}"], "secrets may not be passed"),
                          (["-s", f"two.password={secret}"], "secrets may not be passed")]:
-        proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), *args)
+        proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), *args)
         assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
         assert secret not in proc.stderr + proc.stdout
     assert not (tmp_path / "runs").exists()
 
 
-def test_stage_parameter_value_that_is_not_yaml_exits_2(book: Path, tmp_path: Path):
-    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", "two.flag=[unclosed")
+def test_stage_parameter_value_that_is_not_yaml_exits_2(book: Path, tmp_path: Path, capsys):
+    proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", "two.flag=[unclosed")
     assert proc.returncode == 2 and "-s two.flag=[unclosed: the value after '=' is not one YAML value" in proc.stderr
-    proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", ".flag=1")
+    proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", ".flag=1")
     assert proc.returncode == 2 and "expected STAGE.KEY=VALUE" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
-def test_site_override_misuse_exits_2(book: Path, tmp_path: Path):
+def test_site_override_misuse_exits_2(book: Path, tmp_path: Path, capsys):
     for p, phrase in [("azure..location=westeurope", "without empty segments"),
                       ("levels[0].node_ip=1", "levels[0].node_ip: got 1"),
                       ("description={a: 1, a: 2}", "each key once")]:
-        proc = _run(str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-p", p)
+        proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-p", p)
         assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists()
 
