@@ -30,6 +30,7 @@ from layernet.progress import MARK
 from layernet.report import notebook_to_html, write_index, write_json
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
 from layernet.site import SiteError, is_secret_key, load_site, looks_secret, parse_value
+from layernet.site.model import declared_field
 from layernet.site.load import YamlProblem, parse_yaml, read_site_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +156,7 @@ def tool_versions() -> dict[str, str]:
 def _check_overrides(overrides: list[str]) -> None:
     for ov in overrides:
         key, _, value = str(ov).partition("=")
-        if any(is_secret_key(part) for part in re.split(r"[.\[\]]", key)):
+        if any(is_secret_key(part) for part in re.split(r"[.\[\]]", key)) and not declared_field(key.strip()):
             raise RunnerInputError(f"-p {key[:80]}=...: secrets may not be passed as parameters (the value is hidden); "
                                    "set them in the environment or use the Azure credential chain")
         if looks_secret(value):

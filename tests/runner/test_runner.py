@@ -341,3 +341,12 @@ def test_two_runs_at_once_in_one_notebook_folder_do_not_cross_talk(book: Path, t
         assert p.returncode == 0, out + err
         assert "Invalid Signature" not in err and "Invalid message" not in err
     assert not list((book.parent / "nb").glob("kernel-ipc*"))
+
+
+def test_a_declared_field_named_like_a_secret_may_be_overridden(book: Path, tmp_path: Path, capsys):
+    """telemetry.mqtt.client_cert_secret names a Kubernetes secret; it is a site field, not a secret value."""
+    res = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lambda _: None,
+                      overrides=["telemetry.mqtt.client_cert_secret=plant-mqtt-client"])
+    assert res.ok and res.manifest["site"]["overrides"] == ["telemetry.mqtt.client_cert_secret=plant-mqtt-client"]
+    proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "bad"), "-p", "azure.client_secret=x")
+    assert proc.returncode == 2 and "secrets may not be passed" in proc.stderr

@@ -111,6 +111,8 @@ class LabSettings(_Strict):
     cloud_network: IPv4Net = ipaddress.IPv4Network("198.51.100.0/24")
     refused_hosts: list[str] = Field(default=["evil.example", "exfil.example.net", "management.azure.com.evil.example"],
                                      max_length=100)
+    # rehearsals: crossings closed at the lab's router, "mqtt <child level> -> <parent level>" or "eventhubs <level>"
+    close: list[str] = Field(default=[], max_length=20)
 
 
 class Site(_Strict):
@@ -213,7 +215,7 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     # secrets first: a field holding one is reported once, without its value, and checked no further
     secret_paths: list[str] = []
     for path, kind in find_secrets(raw):
-        if kind == "key" and _declared_field(path):
+        if kind == "key" and declared_field(path):
             continue  # a field of the model (e.g. the name of a Kubernetes Secret), not a secret value
         if any(path.startswith((s + ".", s + "[")) or path == s for s in secret_paths):
             continue  # inside a field already refused
@@ -297,7 +299,7 @@ def _model_of(annotation: Any) -> Optional[type]:
     return None
 
 
-def _declared_field(path: str) -> bool:
+def declared_field(path: str) -> bool:
     """Is `path` (e.g. telemetry.mqtt.client_cert_secret) a field the site model declares?"""
     model: Any = Site
     parts = [p for p in re.split(r"\.|\[\d+\]", path) if p]
