@@ -33,14 +33,7 @@ MAX_PROBLEMS = 200        # pydantic errors turned into problems; the rest are c
 CLOUDS = ("public", "usgov", "china")
 
 
-# ----------------------------------------------------------------------------------------------- errors
-_MISSING = MISSING
-
-
 # ----------------------------------------------------------------------------------------------- model
-_Strict = Strict
-
-
 def _text_only(expected: str):
     """A field parsed from text only: YAML's integers, booleans, lists and mappings are type errors, so
     `node_ip: 1` is never 0.0.0.1."""
@@ -58,7 +51,7 @@ IPv4Net = Annotated[ipaddress.IPv4Network, _text_only("an IPv4 network in CIDR f
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 
 
-class Level(_Strict):
+class Level(Strict):
     name: str
     number: int = Field(ge=0, le=5, strict=True)
     parent: Optional[str] = None
@@ -73,12 +66,12 @@ class Level(_Strict):
     kube_context: Optional[str] = None
 
 
-class Admin(_Strict):
+class Admin(Strict):
     network: IPv4Net
     jump_box_ip: IPv4
 
 
-class Azure(_Strict):
+class Azure(Strict):
     cloud: Literal["public", "usgov", "china"] = "public"
     location: str
     subscription_id: Optional[str] = None
@@ -89,7 +82,7 @@ class Azure(_Strict):
     schema_registry_storage: Optional[str] = None
 
 
-class ExtraHost(_Strict):
+class ExtraHost(Strict):
     host: str
     ports: list[Port] = [443]
     purpose: str = "site-specific"
@@ -100,13 +93,13 @@ class ExtraHost(_Strict):
         return {"host": value} if isinstance(value, str) else value
 
 
-class AllowSelection(_Strict):
+class AllowSelection(Strict):
     groups: list[str] = Field(default=["arc-core", "arc-cluster-connect", "aio"], max_length=32)
     extra_hosts: list[ExtraHost] = Field(default=[], max_length=MAX_HOSTS)
     drop_hosts: list[str] = Field(default=[], max_length=MAX_HOSTS)
 
 
-class LabSettings(_Strict):
+class LabSettings(Strict):
     prefix: str = Field(default="ln", pattern=r"^[a-z][a-z0-9]{0,5}$")
     cloud_network: IPv4Net = ipaddress.IPv4Network("198.51.100.0/24")
     refused_hosts: list[str] = Field(default=["evil.example", "exfil.example.net", "management.azure.com.evil.example"],
@@ -115,7 +108,7 @@ class LabSettings(_Strict):
     close: list[str] = Field(default=[], max_length=20)
 
 
-class Site(_Strict):
+class Site(Strict):
     name: str                        # letters, digits, '.', '_', '-' (names.check_site_name)
     description: str = ""
     target: Literal["lab", "kube"]
@@ -420,7 +413,7 @@ def _value_at(raw: Any, loc: tuple) -> Any:
         try:
             cur = cur[part]
         except (KeyError, IndexError, TypeError):
-            return _MISSING
+            return MISSING
     return cur
 
 
