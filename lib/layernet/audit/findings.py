@@ -194,11 +194,19 @@ def _networks(site, level) -> dict[str, list]:
     }
 
 
-def _classify(site, level: str, ip: str) -> str:
+def _classify(site, level: str, ip: str, cache: Optional[dict] = None) -> str:
+    cache = {} if cache is None else cache
+    if level not in cache:
+        try:
+            cache[level] = _networks(site, site.level(level))
+        except KeyError:
+            cache[level] = None
+    nets = cache[level]
     try:
-        nets = _networks(site, site.level(level))
         addr = ipaddress.ip_address(ip)
-    except (KeyError, ValueError):
+    except ValueError:
+        return "other"
+    if nets is None:
         return "other"
     for name, ns in nets.items():
         if any(addr in n for n in ns):
@@ -211,7 +219,10 @@ def _source_classes(t: _Tab, site) -> str:
     pairs = t.rows(f"SELECT DISTINCT level, source_ip FROM {t.core}")
     t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
     if pairs:
-        t.db.executemany("INSERT INTO _cls VALUES (?, ?, ?)", [[lv, ip, _classify(site, lv, ip)] for lv, ip in pairs])
+        cache: dict = {}
+        rows = [[lv, ip, _classify(site, lv, ip, cache)] for lv, ip in pairs]
+        t.db.execute("CREATE OR REPLACE TEMP TABLE _cls AS SELECT * FROM (SELECT unnest(?) AS level, unnest(?) AS "
+                     "source_ip, unnest(?) AS cls)", [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]])
     return "_cls"
 
 
@@ -461,12 +472,13 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
                max(time) AS last_seen, expected
         FROM tagged GROUP BY ALL ORDER BY kind, level, source, name, expected""")
 
+    served = {lv: ", ".join(str(x) for k in ("own network", "child network", "pods") for x in n.get(k, []))
+              for lv, n in nets.items()}
+
     def detail(r) -> str:
         child = child_of.get(r.level)
         if r.kind == "unexpected-source":
-            n = nets.get(r.level, {})
-            own = ", ".join(str(x) for k in ("own network", "child network", "pods") for x in n.get(k, []))
-            return f"{r.source} is outside the networks {r.level} serves ({own})"
+            return f"{r.source} is outside the networks {r.level} serves ({served.get(r.level, '')})"
         if r.kind == "forwarded-unallowed":
             return (f"{r.name or '(no name)'} came through the child proxy {r.source} ({child.name if child else '?'}'s "
                     f"log shows it forwarded the connection), which should have refused it (no allow-list entry)")

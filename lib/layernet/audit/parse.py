@@ -415,17 +415,16 @@ def _verdict_sql() -> str:
 
 
 def _int(col: str, typ: str = "BIGINT") -> str:
-    return f"coalesce(try_cast(try_cast({col} AS DOUBLE) AS {typ}), 0)"
+    return f"coalesce(try_cast({col} AS {typ}), try_cast(try_cast({col} AS DOUBLE) AS {typ}), 0)"
 
 
-_WHY = """CASE WHEN time IS NULL AND listener_port IS NULL THEN '?'
+# over the inner select of `_select`: t_ (the typed time) and p_ (the listener port as a number)
+_WHY = """CASE WHEN t_ IS NOT NULL AND p_ IS NOT NULL AND p_ = floor(p_) THEN ''
+     WHEN time IS NULL AND listener_port IS NULL THEN '?'
      WHEN time IS NULL THEN 'not an access-log record (no time)'
      WHEN listener_port IS NULL THEN 'not an access-log record (no listener_port)'
-     WHEN try_cast(time AS TIMESTAMPTZ) IS NULL THEN 'time is not an ISO 8601 UTC time'
-     WHEN try_cast(listener_port AS DOUBLE) IS NULL
-          OR try_cast(listener_port AS DOUBLE) <> floor(try_cast(listener_port AS DOUBLE))
-          THEN 'listener_port is not a whole number'
-     ELSE '' END"""
+     WHEN t_ IS NULL THEN 'time is not an ISO 8601 UTC time'
+     ELSE 'listener_port is not a whole number' END"""
 
 _PORT_RE = ":(\\d{1,5})$"
 
@@ -435,17 +434,16 @@ def _select(src_level: str, fid: int) -> str:
     is; '?' when DuckDB could not read the line at all: Python reads it to say why). Join keys are hashes of
     Envoy's own "ip:port" texts (the source here, the upstream local address at the child proxy)."""
     lvl = _sql_str(src_level)
-    # "a.b.c.d:port" (one colon) the cheap way; "[v6]:port", bare v6 and odd text through a regular expression
+    # "a.b.c.d:port" (one colon: c_ is its place) the cheap way; "[v6]:port", bare v6 and odd text (v6_) through
+    # a regular expression
     port = f"regexp_extract(source, '{_PORT_RE}', 1)"
-    simple = "(source NOT LIKE '%:%:%' AND source NOT LIKE '[%')"
-    return f"""try_cast(time AS TIMESTAMPTZ) AS time, coalesce(nullif(level, ''), {lvl}) AS level,
-      try_cast(try_cast(listener_port AS DOUBLE) AS INTEGER) AS listener_port,
+    return f"""t_ AS time, coalesce(nullif(level, ''), {lvl}) AS level, try_cast(p_ AS INTEGER) AS listener_port,
       CASE WHEN source IS NULL THEN ''
-           WHEN {simple} THEN split_part(source, ':', 1)
+           WHEN NOT v6_ THEN CASE WHEN c_ = 0 THEN source ELSE left(source, c_ - 1) END
            ELSE trim(CASE WHEN {port} <> '' THEN left(source, length(source) - length({port}) - 1)
                           ELSE source END, '[]') END AS source_ip,
       CASE WHEN source IS NULL THEN 0
-           WHEN {simple} THEN coalesce(try_cast(split_part(source, ':', 2) AS INTEGER), 0)
+           WHEN NOT v6_ THEN CASE WHEN c_ = 0 THEN 0 ELSE coalesce(try_cast(source[c_ + 1:] AS INTEGER), 0) END
            ELSE coalesce(try_cast(nullif({port}, '') AS INTEGER), 0) END AS source_port,
       hash(source) AS src_key, CASE WHEN upstream_local <> '' THEN hash(upstream_local) END AS ul_key,
       coalesce(sni, '') AS sni, coalesce(upstream_host, '') AS upstream_host,
@@ -458,6 +456,14 @@ _FULL = """coalesce(filter_chain, '') AS filter_chain, coalesce(upstream_cluster
       coalesce(upstream_local, '') AS upstream_local, coalesce(response_flags, '') AS response_flags,
       coalesce(details, '') AS details, coalesce(transport_failure, '') AS transport_failure,
       """ + _int("connection_id") + " AS connection_id"
+
+
+def _typed(source: str) -> str:
+    """The raw rows with the typed time and port computed once (`_select` and the reason both use them)."""
+    return (f"(SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_, "
+            f"coalesce(try_cast(listener_port AS INTEGER), try_cast(listener_port AS DOUBLE)) AS p_, "
+            f"instr(source, ':') AS c_, (source[1] = '[' OR instr(source[instr(source, ':') + 1:], ':') > 0) AS v6_ "
+            f"FROM {source})")
 
 
 def _read_json(path: str) -> str:
@@ -513,13 +519,13 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         pool = ThreadPoolExecutor(max_workers=1)
         futures = [pool.submit(_scan, f) for _, f, _ in pending]
         pool.shutdown(wait=False)
-        db.execute("CREATE OR REPLACE TABLE _conn AS SELECT " + _select("", 0) + " FROM (SELECT "
-                   + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ") WHERE false")
+        db.execute("CREATE OR REPLACE TABLE _conn AS SELECT " + _select("", 0) + " FROM " + _typed(
+            "(SELECT " + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ")") + " WHERE false")
         files, reads = [], []
         r0 = 0
         for fid, (level, f, read) in enumerate(pending):
             if read.stat().st_size:
-                db.execute(f"INSERT INTO _conn SELECT {_select(level, fid)} FROM {_read_json(str(read))}")
+                db.execute(f"INSERT INTO _conn SELECT {_select(level, fid)} FROM {_typed(_read_json(str(read)))}")
                 reads.append((fid, str(read)))
             s = futures[fid].result()
             scans.append((level, s, read))
@@ -616,8 +622,12 @@ def _checks(db, sources_are_levels: bool, now: datetime, scans) -> "pd.DataFrame
         for kind, fid, n, first, what in db.execute(sql, params if "time >" in sql else []).fetchall():
             out.append((kind, scans[fid][0], str(scans[fid][1].path), int(n), int(first), what))
     # end times going backwards, per file in line order (numpy: a running maximum)
-    arr = db.execute(f"""SELECT fid, id, epoch_ms(time) + duration_ms AS e FROM {TABLE} ORDER BY id""").fetchnumpy()
+    arr = db.execute("SELECT fid, rowid AS id, epoch_ms(time) + duration_ms AS e FROM _conn WHERE why = ''"
+                     ).fetchnumpy()                        # a table scan keeps the insertion (line) order
     fid, ids, end = (np.asarray(arr[k]) for k in ("fid", "id", "e"))
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        order = np.argsort(ids, kind="stable")
+        fid, ids, end = fid[order], ids[order], end[order]
     for f in np.unique(fid):
         m = fid == f
         e = end[m].astype(np.int64)
