@@ -300,6 +300,14 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
             if i < first_todo:
                 progress(f"[{i + 1}/{len(book.stages)}] {st.name}: passed earlier, kept")
                 continue
+            if dry_run and lab_state not in (None, "up") and "log_dir" in st.parameters and not st.parameters["log_dir"]:
+                # the stage would read the lab's logs, which are left from an earlier session: not evidence of now
+                why = (f"skipped: the lab is {lab_state} and this is a dry run, so its logs are from an earlier "
+                       f"session, not current evidence (give -s {st.name}.log_dir=DIR to audit saved logs)")
+                entry.update(status="skipped", error=None, note=why)
+                progress(f"[{i + 1}/{len(book.stages)}] {st.name}: {why}")
+                write_json(run_dir / "manifest.json", manifest)
+                continue
             ok = _run_stage(i, st, entry, run_dir, site_file, overrides, dry_run, manifest, progress, len(book.stages))
             write_json(run_dir / "manifest.json", manifest)
             write_index(run_dir, manifest)

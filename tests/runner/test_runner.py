@@ -350,3 +350,31 @@ def test_a_declared_field_named_like_a_secret_may_be_overridden(book: Path, tmp_
     assert res.ok and res.manifest["site"]["overrides"] == ["telemetry.mqtt.client_cert_secret=plant-mqtt-client"]
     proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "bad"), "-p", "azure.client_secret=x")
     assert proc.returncode == 2 and "secrets may not be passed" in proc.stderr
+
+
+def test_dry_run_with_the_lab_down_skips_reading_its_logs(tmp_path: Path):
+    """A stage that reads the lab's logs (it declares log_dir) is skipped in a dry run while the lab is down: the
+    logs on disk are from an earlier session. With a log folder given, it runs."""
+    nbdir = tmp_path / "nb"
+    nbdir.mkdir()
+    _notebook(nbdir / "plan.ipynb", "print('planned')")
+    _notebook(nbdir / "logs.ipynb", "log_dir = globals().get('log_dir', '')\n"
+                                    "assert log_dir, 'would have read stale lab logs'\nprint('audited', log_dir)")
+    book = tmp_path / "book.yaml"
+    book.write_text("name: drybook\nstages:\n  - {name: plan, notebook: nb/plan.ipynb}\n"
+                    "  - {name: audit, notebook: nb/logs.ipynb, parameters: {log_dir: ''}}\n")
+    lines: list[str] = []
+    res = run_runbook(str(book), site_path=str(LAB_SITE), overrides=["lab.prefix=qd"], dry_run=True,
+                      out_dir=str(tmp_path / "r"), progress=lines.append)
+    assert res.ok and res.manifest["lab_at_start"] == "down"
+    assert [s["status"] for s in res.manifest["stages"]] == ["passed", "skipped"]
+    assert "not current evidence" in res.manifest["stages"][1]["note"]
+    assert any("the lab of site lab (prefix qd) is down" in line for line in lines)
+    saved = tmp_path / "saved-logs"
+    saved.mkdir()
+    for level in ("level4", "level3"):  # one Envoy access-log record per proxy level
+        (saved / f"{level}.log").write_text(json.dumps({"time": "2025-03-01T08:00:00.000Z", "listener_port": 443,
+                                                        "sni": "management.azure.com"}) + "\n")
+    res = run_runbook(str(book), site_path=str(LAB_SITE), overrides=["lab.prefix=qd"], dry_run=True,
+                      out_dir=str(tmp_path / "r"), progress=lambda _: None, stage_params=[f"audit.log_dir={saved}"])
+    assert [s["status"] for s in res.manifest["stages"]] == ["passed", "passed"]
