@@ -40,3 +40,35 @@ def read_csv(path) -> pd.DataFrame:
     df["upstream_local"] = df["upstream_local"].astype(str)
     df["verdict"] = pd.Categorical(df["verdict"].astype(str), categories=VERDICTS)
     return df[COLUMNS]
+
+
+# ----------------------------------------------------------------------------------------------- fleet
+FLEET_COLUMNS = ["time", "listener_port", "source_ip", "source_port", "sni", "upstream_host", "bytes_in", "bytes_out",
+                 "duration_ms", "verdict", "entry", "line"]
+
+
+def fleet_parquet(parsed_by_site, out_dir) -> Path:
+    """Write the connections of several sites ({site name: Parsed}) as one Parquet dataset under
+    `<out_dir>/connections/`, partitioned by site, level and day (hive layout: site=S/level=L/day=D/), so a
+    fleet's logs are queried together (`fleet_read`). DuckDB writes it straight from each site's table."""
+    root = Path(out_dir) / "connections"
+    root.mkdir(parents=True, exist_ok=True)
+    for site, parsed in parsed_by_site.items():
+        cols = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c == "verdict" else c for c in FLEET_COLUMNS)
+        parsed.db.execute(f"""COPY (SELECT {cols}, ? AS site, level, CAST(time AS DATE) AS day FROM {parsed.table})
+            TO '{root.as_posix()}' (FORMAT parquet, PARTITION_BY (site, level, day), OVERWRITE_OR_IGNORE,
+                                    FILENAME_PATTERN 'part-{{uuid}}')""", [site]).fetchall()
+    return root
+
+
+def fleet_read(root, sql: str = "SELECT site, level, count(*) AS connections, "
+               "count(*) FILTER (WHERE verdict = 'allowed') AS allowed, "
+               "count(*) FILTER (WHERE verdict IN ('refused-name', 'refused-source')) AS refused "
+               "FROM fleet GROUP BY site, level ORDER BY site, level") -> pd.DataFrame:
+    """A query over the fleet dataset (the view `fleet`); by default the site x level view of the audit."""
+    import duckdb
+
+    db = duckdb.connect()
+    db.execute(f"""CREATE VIEW fleet AS SELECT * FROM read_parquet('{Path(root).as_posix()}/**/*.parquet',
+                   hive_partitioning = true)""")
+    return db.execute(sql).df()
