@@ -453,3 +453,11 @@ def test_thousands_of_problems_are_counted_not_all_listed(tmp_path: Path):
     assert msg.splitlines()[-1] == "  ... and 161 more problem(s) not shown"
     assert "4,800 more problem(s) of wrong or unknown values not listed" in str(info.value.problems[-1])
     assert len(msg) < 20_000
+
+
+def test_the_same_override_twice_is_refused_naming_both():
+    with pytest.raises(SiteError) as info:
+        load_site(LAB, ["azure.location=westeurope", "description=x", "azure.location=eastus"])
+    assert [(p.path, p.expected) for p in info.value.problems] == [
+        ("azure.location", "each field once: -p azure.location is given as override 1 and again as override 3 "
+                           "(the second would silently win); drop one")]

@@ -181,7 +181,19 @@ def load_site(path: str | Path, overrides: Optional[list[str] | dict[str, Any]] 
     items = _normalise_overrides(overrides)
     if len(items) > MAX_OVERRIDES:
         raise SiteError([Problem(fname, "(overrides)", MISSING, f"at most {MAX_OVERRIDES} -p overrides; put the values in a copy of the site file")])
-    for key, value in items:
+    given: dict[tuple, int] = {}
+    for n, (key, value) in enumerate(items, 1):
+        try:
+            parts = tuple(split_path(key))
+        except _PathError:
+            parts = None
+        if parts is not None and parts in given:
+            problems.append(Problem(fname, key, HIDDEN if _secret_override(key, value) else value,
+                                    f"each field once: -p {key[:80]} is given as override {given[parts]} and again as "
+                                    f"override {n} (the second would silently win); drop one"))
+            continue
+        if parts is not None:
+            given[parts] = n
         if isinstance(value, _BadValue):
             shown = MISSING if value.text is None else HIDDEN if looks_secret(value.text) else value.text
             problems.append(Problem(fname, key or "(override)", shown, value.why))
