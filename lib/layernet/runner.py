@@ -168,11 +168,17 @@ def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
     """`STAGE.KEY=VALUE` overrides of stage parameters the runbook declares (e.g. audit.log_dir=/evidence/logs)."""
     stages = {s.name: s for s in book.stages}
     problems = []
-    for item in items:
+    given: dict[str, int] = {}
+    for n, item in enumerate(items, 1):
         key, sep, text = item.partition("=")
         stage, dot, param = key.partition(".")
         shown = f"{key[:80]}=..." if looks_secret(text) or is_secret_key(param) else (item if len(item) <= 120 else item[:120] + "...")
         value, why = parse_value(text) if sep else (None, None)
+        if sep and key.strip() in given:
+            problems.append(f"-s {shown}: each parameter once: {key.strip()[:80]} is given as -s {given[key.strip()]} and "
+                            f"again as -s {n} (the second would silently win); drop one")
+            continue
+        given[key.strip()] = n
         if not sep or not dot or not param or not stage or "." in param:
             problems.append(f"-s {shown}: expected STAGE.KEY=VALUE, e.g. -s audit.log_dir=/evidence/logs")
         elif is_secret_key(param) or looks_secret(text):

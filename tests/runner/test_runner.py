@@ -276,6 +276,9 @@ def test_stage_parameter_value_that_is_not_yaml_exits_2(book: Path, tmp_path: Pa
     assert proc.returncode == 2 and "-s two.flag=[unclosed: the value after '=' is not one YAML value" in proc.stderr
     proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", ".flag=1")
     assert proc.returncode == 2 and "expected STAGE.KEY=VALUE" in proc.stderr
+    proc = _cli(capsys, str(book), "--site", str(LAB_SITE), "--out", str(tmp_path / "runs"), "-s", "two.flag=a",
+                "-s", "two.flag=b")
+    assert proc.returncode == 2 and "each parameter once: two.flag is given as -s 1 and again as -s 2" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
