@@ -137,5 +137,14 @@ def shifted_plan(site, base: str) -> list[str]:
     out = [f"admin.network={move_net(site.admin.network)}", f"admin.jump_box_ip={move_ip(site.admin.jump_box_ip)}"]
     for lv in site.levels:
         out += [f"levels.{lv.name}.network={move_net(lv.network)}", f"levels.{lv.name}.node_ip={move_ip(lv.node_ip)}"]
+    for a in site.telemetry.assets:          # an OPC UA server on a moved node moves with it
+        scheme, _, rest = a.address.partition("://")
+        host, sep, tail = rest.partition(":")
+        try:
+            moved = move_ip(ipaddress.IPv4Address(host))
+        except ValueError:
+            continue
+        if any(ipaddress.IPv4Address(host) in lv.network for lv in site.levels):
+            out.append(f"telemetry.assets.{a.name}.address={scheme}://{moved}{sep}{tail}")
     return out
 

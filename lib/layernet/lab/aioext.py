@@ -362,7 +362,8 @@ def set_listeners(site, level: str, listeners: list[dict]) -> str:
     from layernet.lab import commands
 
     path = commands.level_dir(site, level) / LISTENERS_FILE
-    tmp = path.with_suffix(".tmp")
+    # a level's listeners are provisioned side by side: one temporary file per writer
+    tmp = path.with_suffix(f".{os.getpid()}.{__import__('threading').get_ident()}.tmp")
     tmp.write_text(json.dumps(listeners, indent=1, sort_keys=True))
     tmp.replace(path)
     return f"{len(listeners)} listener(s) handed to the broker of {level}"

@@ -184,6 +184,24 @@ def _link_for(topo: Topology, net: ipaddress.IPv4Network) -> Optional[Link]:
     return next((l for l in topo.links if net.subnet_of(l.network)), None)
 
 
+def closed_rules(site, topo: Topology) -> list[str]:
+    """Rehearsals (site field lab.close): a crossing the flows model allows, closed at the router.
+    "mqtt <child> -> <parent>": the MQTT hop between two levels' nodes; "eventhubs <level>": Kafka 9093 from the
+    level's node to the internet (the Event Hubs endpoint)."""
+    out = []
+    cloud = topo.link_of(topo.cloud_ns)
+    port = site.telemetry.mqtt.effective_port
+    for item in getattr(site.lab, "close", []) or []:
+        words = item.replace("->", " ").split()
+        if words[0] == "mqtt":
+            src, dst = site.level(words[1]).node_ip, site.level(words[2]).node_ip
+            out.append(f'    ip saddr {src} ip daddr {dst} tcp dport {port} counter drop comment "closed: {item}"')
+        elif words[0] == "eventhubs":
+            src = site.level(words[1]).node_ip
+            out.append(f'    ip saddr {src} ip daddr {cloud.network} tcp dport 9093 counter drop comment "closed: {item}"')
+    return out
+
+
 def router_ruleset(site, topo: Topology) -> str:
     """The router's forward chain: exactly the crossing flows of the flows model (layernet.flows) between the
     segments it joins, the internet being the cloud network; the rest is counted, logged (when the host logs
@@ -193,9 +211,10 @@ def router_ruleset(site, topo: Topology) -> str:
 
     cloud = topo.link_of(topo.cloud_ns)
     lines = [f"table inet {ROUTER_TABLE} {{", "  chain forward {",
-             "    type filter hook forward priority filter; policy drop;",
-             "    ct state established,related accept",
-             "    ct state invalid drop"]
+             "    type filter hook forward priority filter; policy drop;"]
+    lines += closed_rules(site, topo)          # before connection tracking: an open connection stops too
+    lines += ["    ct state established,related accept",
+              "    ct state invalid drop"]
     seen = set()
     for f in flows_model.crossing(site):
         dst = f.dst if f.dst is not None else cloud.network
@@ -211,6 +230,8 @@ def router_ruleset(site, topo: Topology) -> str:
     jb = topo.link_of(topo.jumpbox_ns)
     lines.append(f'    iifname "{jb.router_if}" oifname "{cloud.router_if}" ip saddr {jb.network} '
                  f'ip daddr {cloud.network} tcp dport 443 accept comment "jump box to Azure"')
+    lines.append(f'    iifname "{jb.router_if}" oifname "{cloud.router_if}" ip saddr {jb.network} '
+                 f'ip daddr {cloud.network} tcp dport 9093 accept comment "jump box to Event Hubs (Kafka)"')
     lines.append(f'    iifname "{jb.router_if}" oifname "{cloud.router_if}" ip saddr {jb.network} '
                  f'ip daddr {topo.cloud_dns_ip} meta l4proto {{ udp, tcp }} th dport 53 accept comment "jump box DNS"')
     lines += ['    log prefix "layernet-rtr drop " counter drop', "  }", "}"]

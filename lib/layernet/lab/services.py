@@ -25,14 +25,15 @@ def table(site) -> dict[str, procs.Proc]:
     return procs.load(_table_path(site))
 
 
-def start(site, name: str, level: str, argv: list[str], log: Path) -> procs.Proc:
-    """(Re)start the stage service `name` ("<level>/<service>") in `level`'s namespace."""
+def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional[dict] = None) -> procs.Proc:
+    """(Re)start the stage service `name` ("<level>/<service>") in `level`'s namespace (`env`: its whole
+    environment, default this process's)."""
     t = table(site)
     old = t.get(name)
     if old is not None and procs.alive(old):
         procs.stop([old])
     log.parent.mkdir(parents=True, exist_ok=True)
-    p = procs.start(name, commands.namespace(site, level), argv, log)
+    p = procs.start(name, commands.namespace(site, level), argv, log, env=env)
     t[name] = p
     procs.save(_table_path(site), t)
     return p

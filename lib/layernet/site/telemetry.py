@@ -133,6 +133,7 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
         if names and lv not in names:
             out.append((f"telemetry.eventhubs_from_levels[{j}]", lv, f"a level name ({', '.join(map(str, names))})"))
 
+    out += check_close(raw, names, parent)
     assets = tel.get("assets") or []
     topics: dict[tuple[str, str], str] = {}
     seen_assets: set = set()
@@ -214,6 +215,20 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
                 out.append((f"{where}.enrich.{key}", key, "a property name of letters, digits, '_' and '-' starting with a letter"))
             if isinstance(val, str) and ('"' in val or "\\" in val):
                 out.append((f"{where}.enrich.{key}", val, "a constant without double quotes or backslashes"))
+    return out
+
+
+def check_close(raw: dict, names: list, parent: dict) -> list[tuple[str, Any, str]]:
+    """lab.close (rehearsals): "mqtt <child> -> <parent>" for a level and its parent, or "eventhubs <level>"."""
+    out: list[tuple[str, Any, str]] = []
+    close = (raw.get("lab") or {}).get("close") if isinstance(raw.get("lab"), dict) else None
+    for i, item in enumerate(close if isinstance(close, list) else []):
+        words = item.replace("->", " ").split() if isinstance(item, str) else []
+        ok = (len(words) == 3 and words[0] == "mqtt" and words[1] in names and parent.get(words[1]) == words[2]) \
+            or (len(words) == 2 and words[0] == "eventhubs" and words[1] in names)
+        if not ok:
+            pairs = ", ".join(f"'mqtt {c} -> {p}'" for c, p in parent.items() if p)
+            out.append((f"lab.close[{i}]", item, f"{pairs} or 'eventhubs <level>' (a level and its parent)"))
     return out
 
 

@@ -107,6 +107,23 @@ class Target(ABC):
         checks pods and services with the kubernetes client (not here: no rows)."""
         return []
 
+    # ---- stage 04 (telemetry): what the cluster's AIO does with the records on a real site
+    def install_telemetry(self, records: dict) -> str:
+        """The telemetry records ({level: [records]}) were PUT: run them. On a real site AIO's connector and
+        dataflows do it on their own; returns what was done."""
+        return ""
+
+    def telemetry_running(self):
+        """Whether the level services that run the telemetry records run (None: the target cannot tell)."""
+        return None
+
+    def eventhubs_client(self) -> tuple:
+        """(connection string or None, CA file or None) for a Kafka client of the site's Event Hubs, read where
+        the Azure calls run: the site's connection-string variable when set, else None (an Entra token)."""
+        import os
+
+        return os.environ.get(self.site.telemetry.eventhubs.connection_string_env) or None, None
+
 
 def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where: str) -> None:
     """DriftError unless the plan made now equals the reviewed one (same objects, actions and diffs)."""

@@ -269,6 +269,22 @@ class LabTarget(Target):
                                      hint + (f"; {note}" if note else "")))
         return rows
 
+    def install_telemetry(self, records: dict) -> str:
+        from layernet.lab import telemetry
+
+        return telemetry.install(self.site, records)
+
+    def telemetry_running(self):
+        from layernet.lab import telemetry
+
+        return telemetry.running(self.site)
+
+    def eventhubs_client(self) -> tuple:
+        """The lab's Event Hubs connection string (lab.kafka, read here) and the lab CA."""
+        from layernet.lab import kafka
+
+        return kafka.connection_string(self.site), str(commands.ca_cert_path(self.site))
+
     def arc_agent_note(self, level: str) -> str:
         from layernet.lab import services
 

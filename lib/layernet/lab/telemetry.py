@@ -1,0 +1,115 @@
+"""Stage 04 on the lab: what a real cluster's AIO does with the telemetry records, done by stand-ins.
+
+When the stage's PUTs are done, `install(site, records)` writes each level's records (exactly as rendered and
+PUT) to `<state>/telemetry/<level>.json`, starts the lab's Kafka broker as the event hub, then starts the stand-ins
+of `layernet.telemetry.services` as stage services in the level namespaces, in their start order (simulators,
+dataflows downstream first, connectors), each waiting for its ready line. Only the egress dataflow gets the Event
+Hubs connection string, in its environment (never on a command line). The brokers are the AIO stage's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from layernet.lab import LabError, commands, procs, services
+
+PREFIX = "telemetry"
+
+
+def records_dir(site) -> Path:
+    return commands.state_dir(site) / "telemetry"
+
+
+def _services(site):
+    from layernet.telemetry.services import services as tel_services
+
+    return tel_services(site, records_dir(site), ca=str(commands.ca_cert_path(site)))
+
+
+def running(site) -> bool:
+    """Every telemetry stand-in of the site runs (False when one was never started or has stopped)."""
+    t = services.table(site)
+    for svc in _services(site):
+        p = t.get(f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}")
+        if p is None or not procs.alive(p):
+            return False
+    from layernet.lab import kafka
+
+    return kafka.is_running(site) if any(s.needs_connection_string for s in _services(site)) else True
+
+
+def _wait_line(log: Path, p: procs.Proc, text: str, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if text in log.read_text(errors="replace"):
+                return
+        except OSError:
+            pass
+        if not procs.alive(p):
+            break
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+    raise LabError(f"{p.name} did not print {text!r} within {timeout:.0f} s; its output ({log}):\n{tail}")
+
+
+def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
+    """Write the records, start the event hub and every stand-in (restarting those that run)."""
+    from layernet.lab import kafka
+    from layernet.render.telemetry import to_json
+
+    d = records_dir(site)
+    d.mkdir(parents=True, exist_ok=True)
+    for level, recs in records.items():
+        (d / f"{level}.json").write_text(to_json(recs))
+    svcs = _services(site)
+    done = []
+    if any(s.needs_connection_string for s in svcs):
+        info = kafka.start(site)
+        done.append(f"event hub {info['host']}:{info['port']} ({', '.join(info['topics'])})")
+    env_cs = kafka.client_env(site, {k: v for k, v in os.environ.items() if k != kafka.env_var(site)})
+    env_plain = {k: v for k, v in os.environ.items() if k != kafka.env_var(site)}
+    # the previous generation stops first, upstream first, so nothing publishes into a restarting hop
+    t = services.table(site)
+    for svc in reversed(svcs):
+        name = f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
+        if name in t:
+            services.stop(site, name)
+    for svc in svcs:
+        name = f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
+        log = commands.level_dir(site, svc.level) / f"{PREFIX}-{svc.name.split('/', 1)[1]}.out"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_bytes(b"")
+        p = services.start(site, name, svc.level, list(svc.argv), log,
+                           env=env_cs if svc.needs_connection_string else env_plain)
+        _wait_line(log, p, svc.ready_line, timeout)
+        done.append(f"{svc.name} (pid {p.pid})")
+    return "started " + ", ".join(done)
+
+
+def stop(site) -> list[str]:
+    """Stop every telemetry stand-in (the event hub stays: `lab down` stops it)."""
+    out = []
+    for name in list(services.table(site)):
+        if name.split("/", 1)[1].startswith(PREFIX + "-"):
+            services.stop(site, name)
+            out.append(name)
+    return out
+
+
+def counts(site, level: str, service: str = "dataflow") -> Optional[dict]:
+    """The last counts line a stand-in printed (dataflow: per flow; connector: sent per asset)."""
+    log = commands.level_dir(site, level) / f"{PREFIX}-{service}.out"
+    try:
+        lines = [l for l in log.read_text(errors="replace").splitlines() if " counts " in l or " sent " in l]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1].split(" ", 2)[2])
+    except (IndexError, ValueError):
+        return None

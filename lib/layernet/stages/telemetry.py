@@ -1,0 +1,664 @@
+"""Stage 04 · Asset telemetry: plan -> apply(plan) -> verify, from the OPC UA asset to the event hub.
+
+What a notebook calls:
+
+    p = telemetry.plan(site)                    # desired ARM records (render/telemetry) vs live, changes and skips
+    done = telemetry.run(p, site, RUN)          # exactly p's PUTs; then the cluster runs them (the lab: stand-ins)
+    out = telemetry.check(site)                 # provisioning states + a window of message-level proof
+
+The desired state is `layernet.render.telemetry` per level (ADR device and asset, the broker listener of the MQTT
+hops, the dataflow endpoints, the dataflows, the Event Hubs Data Sender role), plus the Event Hubs namespace and
+hub. Plan and apply talk to ARM through the generic resource client where the target makes its Azure calls (the
+lab: its jump box, where the real names resolve to the lab's cloud). After the PUTs the target is told
+(`Target.install_telemetry`): a real site's AIO runs the connector and dataflows itself; the lab starts its OPC
+PLC, connector and dataflow stand-ins in the level namespaces, reading the same records, and its Kafka broker as
+the event hub.
+
+Verify is one code path for both: the provisioning state of every record, then MQTT taps on each level's broker
+(from the admin network, where this process runs) and a Kafka consumer on the Event Hubs endpoint (where the
+Azure calls run: lab connection string, or an Entra token on a real site) for one window; the analysis
+(`layernet.telemetry.verify`) gives evidence rows per hop, loss, end-to-end and per-hop latency, and names the hop
+where messages stopped.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from layernet.azure.clients import Arm, as_dict, pick
+from layernet.errors import StageFailed
+from layernet.stages.base import Plan, Progress, Step, evidence, evidence_table, fingerprint, progress_printer, \
+    refuse_drift
+
+STAGE = "telemetry"
+EVENTHUB_API = "2024-01-01"
+EXTENSION_API = "2023-05-01"
+START_SERVICES = "start telemetry services in the cluster"
+ACTIONS = {   # the last type of a record's id -> the step's verb phrase
+    "namespaces": "create Event Hubs namespace", "eventhubs": "create event hub", "devices": "create device",
+    "assets": "create asset", "authentications": "create broker authentication",
+    "listeners": "create broker listener", "dataflowEndpoints": "create dataflow endpoint",
+    "dataflows": "create dataflow", "roleAssignments": "assign Azure Event Hubs Data Sender",
+}
+WINDOW_S = 6.0
+PROVIDERS = ("Microsoft.EventHub", "Microsoft.DeviceRegistry", "Microsoft.IoTOperations")
+
+
+# ----------------------------------------------------------------------------------------------- desired
+def _with_subscription(site, sub: str):
+    """The site with the subscription the Arm talks to (the lab's is derived; render puts it into every id)."""
+    if site.azure.subscription_id == sub:
+        return site
+    return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
+
+
+def _names(site) -> dict:
+    """The names stage 03 gave each level's deployment (instance, custom location, ADR namespace)."""
+    from layernet.azure import aio as az_aio
+    from layernet.render.telemetry import AioNames
+
+    return {r.level: AioNames(r.instance, r.custom_location, r.adr_namespace) for r in az_aio.levels(site)}
+
+
+def extension_id(site, level: str) -> str:
+    from layernet.azure.aio_sdk import EXTENSIONS, INSTANCE_EXTENSION
+    from layernet.azure.clients import rid
+
+    cluster = site.aio.for_level(site, level).cluster
+    cluster_id = rid(site.azure.subscription_id, site.azure.resource_group, "Microsoft.Kubernetes",
+                     "connectedClusters", cluster)
+    return f"{cluster_id}/providers/Microsoft.KubernetesConfiguration/extensions/{EXTENSIONS[INSTANCE_EXTENSION][0]}"
+
+
+def eventhub_records(site) -> list[dict]:
+    """The Event Hubs namespace and hub the egress dataflow sends to (a real site usually has them: skips)."""
+    from layernet.render.telemetry import _rg_id
+    from layernet.site.telemetry import eventhubs_namespace
+
+    tel = site.telemetry
+    if not any(f.destination == "eventhubs" for f in tel.dataflows):
+        return []
+    ns = eventhubs_namespace(tel, site.azure.eventhubs_namespace)
+    ns_id = f"{_rg_id(site)}/providers/Microsoft.EventHub/namespaces/{ns}"
+    return [{"id": ns_id, "apiVersion": EVENTHUB_API,
+             "body": {"location": site.azure.location, "sku": {"name": "Standard", "tier": "Standard"},
+                      "properties": {"kafkaEnabled": True}}},
+            {"id": f"{ns_id}/eventhubs/{tel.eventhubs.hub}", "apiVersion": EVENTHUB_API,
+             "body": {"properties": {"partitionCount": 1, "messageRetentionInDays": 1}}}]
+
+
+def desired(site, principals: Optional[dict[str, str]] = None) -> list[dict]:
+    """Every record in apply order, each with its level and action: the event hub first (on the egress level),
+    then each level's records as render/telemetry gives them, egress level first."""
+    from layernet.render.telemetry import render
+
+    out = [{**r, "level": site.egress_level} for r in eventhub_records(site)]
+    for level, recs in render(site, _names(site), principals or {}).items():
+        out += [{**r, "level": level} for r in recs]
+    for r in out:
+        r["action"] = ACTIONS.get(r["id"].rstrip("/").split("/")[-2], "create resource")
+        r["name"] = "/".join(r["id"].rstrip("/").split("/")[-1:])
+    return out
+
+
+def records_by_level(site, principals: Optional[dict[str, str]] = None) -> dict[str, list[dict]]:
+    """The rendered records per level (no Event Hubs records): what the cluster's connector and dataflows run."""
+    from layernet.render.telemetry import render
+
+    return render(site, _names(site), principals or {})
+
+
+# ----------------------------------------------------------------------------------------------- live
+class Live:
+    """Reads and writes records by id through the generic resource client (one client per thread)."""
+
+    def __init__(self, arm: Arm):
+        self.arm = arm
+        self._local = threading.local()
+
+    @property
+    def client(self):
+        if not hasattr(self._local, "c"):
+            self._local.c = self.arm.resources()
+        return self._local.c
+
+    def get(self, rid: str, api: str) -> Optional[dict]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return as_dict(self.client.resources.get_by_id(rid, api_version=api))
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, rid: str, api: str, body: dict) -> dict:
+        return as_dict(self.client.resources.begin_create_or_update_by_id(rid, api_version=api, parameters=body).result())
+
+
+def _principals(site, live: Live) -> dict[str, str]:
+    """The AIO extension's managed identity per level that sends to Event Hubs (read from ARM)."""
+    out = {}
+    for lv in site.chain:
+        if any(f.level == lv.name and f.destination == "eventhubs" for f in site.telemetry.dataflows):
+            ext = live.get(extension_id(site, lv.name), EXTENSION_API) or {}
+            p = pick(ext, "identity", "principalId")
+            if p:
+                out[lv.name] = p
+    return out
+
+
+def _listener_port_taken(rec: dict, lives: dict) -> Optional[str]:
+    """A listener record whose port another listener of the same broker already serves the same way (stage 03's
+    anonymous 1883 listener, the sample's east-west port): the name of that listener."""
+    port = (pick(rec["body"], "properties", "ports") or [{}])[0]
+    base = rec["id"].rsplit("/", 1)[0]
+    for rid, live in lives.items():
+        if rid.rsplit("/", 1)[0].lower() != base.lower() or rid.lower() == rec["id"].lower() or not live:
+            continue
+        for p in pick(live, "properties", "ports") or []:
+            if p.get("port") == port.get("port") and bool(p.get("tls")) == bool(port.get("tls")) \
+                    and p.get("authenticationRef") == port.get("authenticationRef"):
+                return rid.rsplit("/", 1)[1]
+    return None
+
+
+def observe(site, arm: Arm) -> dict:
+    """{"principals", "resources": {id: {"state", "missing"} | None}, "listeners": {id: live}, "running"}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from layernet.azure import aio_sdk
+
+    site = _with_subscription(site, arm.subscription_id)
+    live = Live(arm)
+    providers = {}
+    for ns in PROVIDERS:
+        try:
+            providers[ns] = pick(as_dict(live.client.providers.get(ns)), "registrationState") or "NotRegistered"
+        except Exception:  # noqa: BLE001 - an unknown namespace reads as not registered
+            providers[ns] = "NotRegistered"
+    principals = _principals(site, live)
+    wanted = desired(site, principals)
+    # the brokers' other listeners (stage 03's), to see whether a port is already served
+    others = {}
+    for r in wanted:
+        if r["action"] == "create broker listener":
+            base = r["id"].rsplit("/", 1)[0]
+            for name in aio_sdk.LISTENERS:
+                others[f"{base}/{name}"] = r["apiVersion"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda r: live.get(r["id"], r["apiVersion"]), wanted))
+        listeners = dict(zip(others, pool.map(lambda i: live.get(i, others[i]), others)))
+    out = {}
+    for r, have in zip(wanted, got):
+        if have is None:
+            out[r["id"]] = None
+            continue
+        want = json.loads(json.dumps(r["body"]))
+        if r["action"].startswith("assign") and principals.get(r["level"]) is None:
+            want["properties"].pop("principalId", None)
+        out[r["id"]] = {"state": pick(have, "properties", "provisioningState") or "unknown",
+                        "missing": aio_sdk.differences(want, have)}
+        if r["action"] == "create broker listener":
+            listeners[r["id"]] = have
+    from layernet.targets.base import get_target
+
+    return {"providers": providers, "principals": principals, "resources": out,
+            "listeners": {k: pick(v, "properties", "ports") for k, v in listeners.items() if v},
+            "running": get_target(site).telemetry_running()}
+
+
+def steps(site, state: dict) -> list[Step]:
+    """The plan from the observed state: one step per record (change or skip with the reason), then, where the
+    target runs the telemetry services itself (the lab), starting them when a record changed or they stopped."""
+    site_s = site
+    out: list[Step] = [Step("site", "register provider", ns, f"POST /subscriptions/{site.azure.subscription_id}"
+                            f"/providers/{ns}/register", skip=reg == "Registered", reason=reg)
+                       for ns, reg in state.get("providers", {}).items()]
+    listeners = {k: {"properties": {"ports": v}} for k, v in state.get("listeners", {}).items()}
+    for r in desired(site_s, state.get("principals")):
+        live = state["resources"].get(r["id"])
+        detail = f"PUT {r['id']}?api-version={r['apiVersion']} " + json.dumps(r["body"], sort_keys=True,
+                                                                             separators=(",", ":"))
+        taken = _listener_port_taken(r, listeners) if r["action"] == "create broker listener" else None
+        if live is None and taken:
+            skip, why = True, f"listener {taken} already serves this port the same way (stage 03)"
+        elif live is None:
+            skip, why = False, "missing"
+        elif live["state"] != "Succeeded":
+            skip, why = False, f"exists but {live['state']}: PUT again"
+        elif live["missing"]:
+            skip, why = False, "differs in " + ", ".join(live["missing"][:4])
+        else:
+            skip, why = True, "in the desired state (Succeeded)"
+        if r["action"].startswith("assign") and not state.get("principals", {}).get(r["level"]):
+            skip, why = False, f"needs the principal of {extension_id(site_s, r['level'])} (read at apply)"
+        out.append(Step(r["level"], r["action"], r["name"], detail, skip=skip, reason=why))
+    running = state.get("running")
+    if running is not None:
+        changed = any(not s.skip for s in out)
+        out.append(Step("site", START_SERVICES, "OPC PLC, connector, dataflows, event hub",
+                        "start each level's stand-ins from the rendered records",
+                        skip=bool(running) and not changed,
+                        reason="records changed" if changed else ("running" if running else "not running")))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- plan / apply
+def _plain(line: str) -> None:
+    """Progress lines that come back from where the calls ran already carry the stage's prefix."""
+    print(line, flush=True)
+
+
+def _here(arm) -> bool:
+    return arm is not None
+
+
+def _arm(site, arm: Optional[Arm]) -> Arm:
+    if arm is not None:
+        return arm
+    from layernet.targets.base import get_target
+
+    return get_target(site).arm()
+
+
+def plan(site, arm: Optional[Arm] = None) -> Plan:
+    """Read the live state and list every step in order (changes and skips with reasons). Changes nothing.
+    Runs where the target makes its Azure calls (the lab: its jump box)."""
+    if not _here(arm):
+        from layernet.targets.base import get_target
+
+        return Plan.from_dict(get_target(site).azure_call("layernet.stages.telemetry:_plan_remote"))
+    state = observe(site, arm)
+    return Plan(STAGE, steps(_with_subscription(site, arm.subscription_id), state), observed=fingerprint(state),
+                executor="sdk")
+
+
+def _write(record: Optional[Path], level: str, rid: str, body: dict, result: Any) -> str:
+    if not record:
+        return ""
+    d = record / "resources" / level
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / (rid.split("/providers/", 1)[-1].replace("/", "~") + ".json")
+    path.write_text(json.dumps({"id": rid, "request": body, "response": result}, indent=1, sort_keys=True))
+    return str(path)
+
+
+def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] = None,
+          progress: Optional[Progress] = None) -> list[dict]:
+    """Run exactly the plan's changes in order (PUT, wait for the long-running operation); refuse when the live
+    state drifted since the plan. Requests and answers land in run_dir/telemetry/resources/<level>/."""
+    progress = progress or progress_printer("▸ telemetry ")
+    if not _here(arm):
+        from layernet.targets.base import get_target
+
+        return get_target(site).azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
+                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+    from layernet.azure import aio_sdk
+    from layernet.targets.base import get_target
+
+    state = observe(site, arm)
+    refuse_drift(plan, state)
+    s = _with_subscription(site, arm.subscription_id)
+    tgt = get_target(s)
+    live = Live(arm)
+    record = Path(run_dir) / STAGE if run_dir else None
+    principals = dict(state["principals"])
+    recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals)}
+    changes = plan.changes
+    rows = []
+    for i, step in enumerate(changes, 1):
+        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} {step.target}")
+        t0 = time.monotonic()
+        note, state_, path, ok = "", "", "", True
+        if step.action == "register provider":
+            live.client.providers.register(step.target)
+            while True:
+                state_ = pick(as_dict(live.client.providers.get(step.target)), "registrationState")
+                if state_ == "Registered" or time.monotonic() - t0 > 120:
+                    break
+                time.sleep(0.5)
+            ok = state_ == "Registered"
+            note = "" if ok else f"{step.target} still {state_} after 120 s"
+        elif step.action == START_SERVICES:
+            try:
+                note = tgt.install_telemetry(records_by_level(s, principals)) or ""
+                state_ = "running"
+            except Exception as exc:  # noqa: BLE001 - the stand-ins' failure is the step's outcome
+                ok, note, state_ = False, str(exc)[:400], "failed"
+        else:
+            r = recs[(step.level, step.action, step.target)]
+            body = json.loads(json.dumps(r["body"]))
+            if step.action.startswith("assign"):
+                principals = _principals(s, live)
+                p = principals.get(step.level)
+                if not p:
+                    ok, note = False, f"{extension_id(s, step.level)} has no managed identity principal"
+                body["properties"]["principalId"] = p
+            if ok:
+                try:
+                    result = live.put(r["id"], r["apiVersion"], body)
+                    state_ = pick(result, "properties", "provisioningState") or "Succeeded"
+                    ok = state_ == "Succeeded"
+                    note = "" if ok else f"{step.target} is {state_}"
+                except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome
+                    result = {"error": getattr(exc, "message", None) or str(exc)}
+                    ok, state_, note = False, "Failed", " ".join(str(result["error"]).split())[:400]
+                path = _write(record, step.level, r["id"], body, result)
+            if ok and step.action == "create broker listener":
+                inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
+                listeners = aio_sdk.SdkClients(arm, s.azure.resource_group).listeners(inst)
+                note = tgt.aio_listeners(step.level, listeners) or ""
+        row = {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
+               "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
+        rows.append(row)
+        if not ok:
+            where = f" Requests and answers: {record / 'resources'}." if record else ""
+            raise StageFailed(f"{step.level}: {step.action} {step.target} failed: {note}.{where}")
+        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} done in {row['seconds']} s"
+                 + (f" ({note})" if note else ""))
+    if not changes:
+        progress("nothing to change: every record is in the desired state")
+    return rows
+
+
+def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
+    """Evidence rows: the provisioning state of every record (runs where the Azure calls run)."""
+    if not _here(arm):
+        from layernet.targets.base import get_target
+
+        return get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
+    state = observe(site, arm)
+    rows = []
+    for r in desired(_with_subscription(site, arm.subscription_id), state["principals"]):
+        live = state["resources"].get(r["id"])
+        if live is None and r["action"] == "create broker listener":
+            continue                                  # skipped: another listener serves its port
+        got = "missing" if live is None else live["state"]
+        ok = got == "Succeeded" and not (live or {}).get("missing")
+        rows.append(evidence(r["level"], f"{r['action'].split(' ', 1)[1]} {r['name']}", "Succeeded",
+                             got + (f" (differs in {', '.join(live['missing'][:3])})" if live and live["missing"] else ""),
+                             ok, hint="run the stage's plan and apply again; the request and answer are in the run "
+                                      "folder (telemetry/resources)"))
+    return rows
+
+
+# ---- the same calls, made where the target's Azure calls run (JSON in and out)
+def _plan_remote(site) -> dict:
+    return plan(site, arm=_arm(site, None)).to_dict()
+
+
+def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
+    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None, arm=_arm(site, None))
+
+
+def _provisioning_remote(site) -> list[dict]:
+    return provisioning(site, arm=_arm(site, None))
+
+
+# ----------------------------------------------------------------------------------------------- the message proof
+READY = "telemetry: kafka consumer assigned"
+
+
+def consumer_config(site) -> dict:
+    """The Event Hubs Kafka consumer settings where the Azure calls run: the target's connection string and CA
+    (the lab), else the site's connection-string variable, else an Entra token (OAUTHBEARER)."""
+    from layernet.targets.base import get_target
+    from layernet.telemetry.verify import kafka_consumer_config
+
+    cs, ca = get_target(site).eventhubs_client()
+    return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
+
+
+def _consume_remote(site, seconds: float) -> list[dict]:
+    """Read the hub for `seconds`; prints READY once the partitions are assigned. Records as JSON."""
+    from layernet.telemetry.verify import consume_kafka
+
+    ready = threading.Event()
+    got: list = []
+    err: list = []
+
+    def go():
+        try:
+            got.extend(consume_kafka(consumer_config(site), site.telemetry.eventhubs.hub, seconds, ready))
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            err.append(f"{type(exc).__name__}: {exc}")
+            ready.set()
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    if ready.wait(30) and not err:
+        print(READY, flush=True)
+    t.join(seconds + 30)
+    if err:
+        raise StageFailed(f"the Event Hubs consumer failed: {err[0]}")
+    return [{"t": r.t, "topic": r.topic, "key": r.key, "payload": r.payload.decode(errors="replace")} for r in got]
+
+
+def observe_window(site, seconds: float = WINDOW_S, brokers=None) -> tuple[list, dict]:
+    """MQTT taps on every level's broker (from here: the admin network) and the Kafka consumer where the Azure
+    calls run, for one window; returns (routes, records) for `layernet.telemetry.verify.analyse`."""
+    from layernet.targets.base import get_target
+    from layernet.telemetry.verify import MqttTap, Record, broker_addresses, routes
+
+    tgt = get_target(site)
+    route_list = routes(site)
+    brokers = brokers or broker_addresses(site)
+    ready = threading.Event()
+    kafka_out: dict = {}
+    has_kafka = any(h.kind == "kafka" for r in route_list for h in r.hops)
+
+    def on_line(line: str) -> None:
+        if READY in line:
+            ready.set()
+        else:
+            print(line, flush=True)
+
+    def consume():
+        try:
+            kafka_out["records"] = tgt.azure_call("layernet.stages.telemetry:_consume_remote", progress=on_line,
+                                                  seconds=seconds + 2.0)
+        except Exception as exc:  # noqa: BLE001 - becomes evidence
+            kafka_out["error"] = str(exc)
+        ready.set()
+
+    kt = None
+    if has_kafka:
+        kt = threading.Thread(target=consume, daemon=True)
+        kt.start()
+        ready.wait(60)
+    topics: dict[str, set] = {}
+    depth: dict[str, int] = {}
+    for r in route_list:
+        for h in r.hops:
+            if h.kind == "mqtt":
+                topics.setdefault(h.level, set()).add(h.topic)
+                depth[h.level] = h.index
+    taps = {}
+    try:
+        for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
+            taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap").start()
+        time.sleep(seconds)
+    finally:
+        got = {lv: tap.stop() for lv, tap in taps.items()}
+    if kt is not None:
+        kt.join(seconds + 60)
+    krecs = [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in kafka_out.get("records", [])]
+    records = {r.label: {h.index: (krecs if h.kind == "kafka" else got.get(h.level, [])) for h in r.hops}
+               for r in route_list}
+    return route_list, {"records": records, "kafka_error": kafka_out.get("error")}
+
+
+def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = None) -> dict:
+    """One window of message-level proof: {"analysis", "evidence"}."""
+    from layernet.telemetry.verify import analyse, evidence_rows
+
+    route_list, got = observe_window(site, seconds)
+    a = analyse(route_list, got["records"])
+    rows = evidence_rows(a, p99_limit_ms)
+    if got["kafka_error"]:
+        rows.append(evidence("eventhubs", "Event Hubs consumer", "reads the hub", "failed", False,
+                             hint=got["kafka_error"]))
+    s = a.summary
+    rows.append(evidence("all", "telemetry end-to-end latency", "p50 and p99 measured",
+                         f"p50 {s.get('e2e_p50_ms')} ms, p99 {s.get('e2e_p99_ms')} ms", s.get("e2e_p99_ms") is not None,
+                         hint="no message went end to end: see the hop rows"))
+    for lvl, hint in _stopped_hints(a).items():
+        for r in rows:
+            if not r["ok"] and r["level"] in (lvl, "all") and hint not in r["hint"]:
+                r["hint"] = f"{r['hint']}; {hint}" if r["hint"] else hint
+    return {"analysis": a, "evidence": rows}
+
+
+def _stopped_hints(a) -> dict[str, str]:
+    """Where messages stopped, per route: the last hop that saw them and the first that did not (the brokers'
+    evidence), keyed by the level whose row should carry it."""
+    out = {}
+    df = a.hops
+    for route, rows in df.groupby("route", sort=True):
+        rows = rows.sort_values("hop")
+        bad = rows[rows["lost_here"] > 0]
+        if not len(bad):
+            continue
+        first = bad.iloc[0]
+        prev = rows[rows["hop"] == first["hop"] - 1].iloc[0]
+        level = "eventhubs" if first["kind"] == "kafka" else first["name"].split(" ", 1)[0]
+        what = "Event Hubs" if first["kind"] == "kafka" else f"MQTT {prev['name'].split(' ')[0]} -> {level}"
+        out[level] = (f"{what}: {route} messages reached {prev['name']} ({int(prev['arrived'])} seen on "
+                      f"{prev['topic']}) and stopped before {first['name']} (dataflow {first['via']})")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- notebook calls
+def begin():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
+    """Apply the reviewed plan (nothing in a dry run)."""
+    if dry_run:
+        print("dry run: nothing applied")
+        return []
+    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+
+
+def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float = 20.0) -> dict:
+    """Provisioning states, then the message-level proof for a window (after waiting up to `settle` seconds for
+    the first message at the last hop, so a flow that has just started is not counted as loss).
+    {"evidence": rows, "analysis": Analysis | None}."""
+    if dry_run:
+        print("dry run: nothing verified")
+        return {"evidence": [], "analysis": None}
+    rows = provisioning(site)
+    if not all(r["ok"] for r in rows):
+        return {"evidence": rows, "analysis": None}
+    wait_flowing(site, settle)
+    out = messages(site, seconds)
+    return {"evidence": rows + out["evidence"], "analysis": out["analysis"]}
+
+
+def wait_flowing(site, timeout: float) -> bool:
+    """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
+    from layernet.telemetry.verify import MqttTap, broker_addresses, routes
+
+    last = {}
+    for r in routes(site):
+        mq = [h for h in r.hops if h.kind == "mqtt"]
+        if mq:
+            last.setdefault(mq[-1].level, set()).add(mq[-1].topic)
+    brokers = broker_addresses(site)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            taps = [MqttTap(*brokers[lv], sorted(t), name="layernet-stage-wait").start() for lv, t in last.items()]
+        except OSError:
+            time.sleep(0.5)
+            continue
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0 and not all(t.records for t in taps):
+            time.sleep(0.1)
+        ok = all(t.stop() for t in taps)
+        if ok:
+            return True
+    return False
+
+
+def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
+    """One row per record of every level: planned change or skip, outcome, seconds, link to the request/answer."""
+    import pandas as pd
+
+    done = {(r["level"], r["action"], r["target"]): r for r in applied}
+    rows = []
+    for s in plan.steps:
+        r = done.get((s.level, s.action, s.target)) or {}
+        path, link = r.get("file", ""), ""
+        if path:
+            rel = Path(path)
+            if run_dir:
+                try:
+                    rel = Path(path).relative_to(Path(run_dir))
+                except ValueError:
+                    pass
+            link = f'<a href="{rel}">{rel.name}</a>'
+        rows.append({"level": s.level, "resource": s.action, "name": s.target, "plan": "skip" if s.skip else "change",
+                     "state": r.get("state") or ("unchanged" if s.skip else "not run"), "ok": r.get("ok", s.skip),
+                     "seconds": r.get("seconds"), "note": r.get("output", "") or (s.reason if s.skip else ""),
+                     "json": link})
+    return pd.DataFrame(rows, columns=["level", "resource", "name", "plan", "state", "ok", "seconds", "note", "json"])
+
+
+def evidence_view(out: dict):
+    return evidence_table(out["evidence"])
+
+
+def hop_table(out: dict):
+    """Per route and hop: received, arrived, lost, unenriched, sequence gaps, hop latency."""
+    import pandas as pd
+
+    a = out.get("analysis")
+    return a.hops if a is not None else pd.DataFrame()
+
+
+def sankey(out: dict):
+    from layernet.telemetry import charts
+
+    a = out.get("analysis")
+    return charts.sankey(a) if a is not None else None
+
+
+def latency_chart(out: dict):
+    from layernet.telemetry import charts
+
+    a = out.get("analysis")
+    return charts.latency(a) if a is not None else None
+
+
+def results(plan: Plan, applied: list[dict], out: dict) -> dict:
+    rows = out["evidence"]
+    a = out.get("analysis")
+    s = a.summary if a is not None else {}
+    return {"planned_changes": len(plan.changes), "skipped": len(plan.steps) - len(plan.changes),
+            "applied": len(applied), "checks": len(rows), "passed": sum(1 for r in rows if r["ok"]),
+            "messages": s.get("messages", 0), "delivered": s.get("delivered", 0), "lost": s.get("lost", 0),
+            "e2e_p50_ms": s.get("e2e_p50_ms"), "e2e_p99_ms": s.get("e2e_p99_ms"),
+            "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
+
+
+def failed(rows: list[dict]) -> Optional[str]:
+    bad = [r for r in rows if not r["ok"]]
+    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
+
+
+def require_delivered(out: dict, dry_run: bool = False) -> str:
+    """The verdict line; raises StageFailed naming the first failing check (the hop where messages stopped)."""
+    if dry_run:
+        return "dry run: plan shown, nothing applied or verified"
+    msg = failed(out["evidence"])
+    if msg:
+        raise StageFailed(msg)
+    s = out["analysis"].summary
+    return (f"{s['messages']} message(s) from the OPC UA node to the event hub with every enrichment field, "
+            f"{s['lost']} lost; end to end p50 {s['e2e_p50_ms']} ms, p99 {s['e2e_p99_ms']} ms")

@@ -1,0 +1,142 @@
+"""Stage 04 rehearsed on the lab: the telemetry records PUT through the SDK against the lab's cloud, the OPC PLC,
+connector and dataflow stand-ins running those records between the AIO stage's mosquitto brokers, the real Kafka
+broker as the event hub; verify taps every broker and reads the hub, message by message.
+
+Negative rehearsals close a crossing at the lab's router exactly as `-p lab.close=[...]` does for a whole run:
+the MQTT hop level2 -> level3, and Kafka from level4 to Event Hubs. The stage must fail naming that hop, with the
+brokers' evidence of where the messages stopped.
+
+One lab for the module with its own prefix and address plan (a shifted copy of params/lab.yaml), always taken down.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from layernet.errors import StageFailed
+from layernet.harden.lab import shifted_plan
+from layernet.lab import kafka, netns, services
+from layernet.lab import telemetry as lab_telemetry
+from layernet.site import load_site
+from layernet.stages import aio, arc, telemetry
+
+from stage_lab import ROOT, lab_running
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+PREFIX, BASE = "te", "10.68.0.0/16"
+
+
+def site_with(*extra: str):
+    plain = load_site(ROOT / "params" / "lab.yaml")
+    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(plain, BASE) + list(extra))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    site = site_with()
+    why = kafka.missing()
+    if why:
+        pytest.skip(why)
+    with lab_running(site):
+        arc.run(arc.plan(site), site)
+        aio.run(aio.plan(site), site)
+        yield site
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, tmp_path_factory):
+    site = lab
+    run_dir = tmp_path_factory.mktemp("telemetry-run")
+    p = telemetry.plan(site)
+    t0 = time.monotonic()
+    applied = telemetry.run(p, site, run_dir=str(run_dir))
+    out = telemetry.check(site)
+    return {"plan": p, "applied": applied, "out": out, "seconds": time.monotonic() - t0, "run_dir": run_dir}
+
+
+@contextmanager
+def closed(site, *items: str):
+    """The router of the running lab with `lab.close` set to `items`, restored afterwards."""
+    topo = netns.topology(site)
+    faulty = site_with(f"lab.close={json.dumps(list(items))}")
+    netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(faulty, topo))
+    try:
+        yield faulty
+    finally:
+        netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(site, topo))
+
+
+def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deployed, lab):
+    site, p, out = lab, deployed["plan"], deployed["out"]
+    actions = [(s.level, s.action) for s in p.changes]
+    assert ("site", "register provider") in actions
+    eh = [a for a in actions if a[0] != "site"][:2]
+    assert eh == [("level4", "create Event Hubs namespace"), ("level4", "create event hub")]
+    assert ("level2", "create asset") in actions and ("level4", "assign Azure Event Hubs Data Sender") in actions
+    assert ("site", telemetry.START_SERVICES) == actions[-1]
+    # stage 03's anonymous 1883 listener already serves the east-west port: no second listener on it
+    listeners = [s for s in p.steps if s.action == "create broker listener"]
+    assert listeners and all(s.skip and "default-insecure" in s.reason for s in listeners)
+    assert len(deployed["applied"]) == len(p.changes)
+    assert list((deployed["run_dir"] / "telemetry" / "resources" / "level2").glob("*assets~oven1.json"))
+
+    rows = out["evidence"]
+    assert [r for r in rows if not r["ok"]] == [], [r for r in rows if not r["ok"]]
+    a = out["analysis"]
+    hops = a.hops[a.hops["route"] == "oven1/default"].sort_values("hop")
+    assert list(hops["name"]) == ["level2 broker", "level3 broker", "level4 broker",
+                                  "event hub layernet-lab-ehns/aio-telemetry"]
+    assert (hops["arrived"] == hops["judged"]).all() and (hops["judged"] > 0).all()
+    assert int(hops["bad_or_unenriched"].sum()) == 0 and int(hops["sequence_gaps"].sum()) == 0
+    assert a.summary["lost"] == 0 and a.summary["delivered"] == a.summary["messages"] > 0
+    assert 0 < a.summary["e2e_p50_ms"] <= a.summary["e2e_p99_ms"] < 2000
+    assert set(a.latency["segment"]) >= {"level2 broker -> level3 broker",
+                                         "level4 broker -> event hub layernet-lab-ehns/aio-telemetry"}
+    # the provisioning state of every record, from ARM
+    prov = [r for r in rows if r["expected"] == "Succeeded"]
+    assert {r["check"].split(" ", 1)[0] for r in prov} >= {"asset", "dataflow", "event"}
+    # the stand-ins run in the level namespaces as stage services; the dataflows counted what they carried
+    table = services.table(site)
+    assert {"level2/telemetry-opcplc", "level2/telemetry-connector", "level4/telemetry-dataflow"} <= set(table)
+    assert table["level2/telemetry-opcplc"].ns == f"{PREFIX}-level2"
+    res = telemetry.results(p, deployed["applied"], out)
+    assert res["lost"] == 0 and res["failed"] == [] and res["messages"] > 0
+    assert telemetry.sankey(out).data[0].node.label[-1].startswith("event hub")
+    assert "message(s) from the OPC UA node to the event hub" in telemetry.require_delivered(out)
+
+    again = telemetry.plan(site)
+    assert again.empty, again.table().to_string()
+
+
+def test_closing_mqtt_between_level2_and_level3_fails_naming_that_hop(deployed, lab):
+    site = lab
+    with closed(site, "mqtt level2 -> level3"):
+        time.sleep(1.0)
+        out = telemetry.messages(site, seconds=5.0)
+    bad = [r for r in out["evidence"] if not r["ok"]]
+    assert bad and bad[0]["check"] == "telemetry oven1/default at level3 broker", bad
+    assert "MQTT level2 -> level3" in bad[0]["hint"] and "reached level2 broker" in bad[0]["hint"]
+    with pytest.raises(StageFailed, match=r"level3: .*level3 broker.*MQTT level2 -> level3"):
+        telemetry.require_delivered(out)
+    hops = out["analysis"].hops.set_index("hop")
+    assert hops.loc[0, "arrived"] > 0 and hops.loc[1, "arrived"] == 0
+
+
+def test_taking_event_hubs_off_level4s_egress_fails_naming_event_hubs(deployed, lab):
+    site = lab
+    with closed(site, "eventhubs level4"):
+        time.sleep(1.0)
+        out = telemetry.messages(site, seconds=5.0)
+    bad = [r for r in out["evidence"] if not r["ok"]]
+    assert bad and bad[0]["level"] == "eventhubs", bad
+    assert "Event Hubs" in bad[0]["hint"] and "reached level4 broker" in bad[0]["hint"]
+    with pytest.raises(StageFailed, match=r"eventhubs: .*event hub.*Event Hubs"):
+        telemetry.require_delivered(out)
+    hops = out["analysis"].hops.set_index("hop")
+    assert hops.loc[2, "arrived"] > 0 and hops.loc[3, "arrived"] == 0          # the level4 broker saw them
+    # and the flow resumes once the crossing is open again (the dataflow reconnects to the hub)
+    assert lab_telemetry.running(site)
