@@ -52,3 +52,8 @@ def test_a_cut_table_says_how_many_rows_and_where_the_rest_is(tmp_path: Path, ca
 def test_a_table_within_the_limit_has_no_note(capsys):
     print_table([{"n": 1}], ["n"], limit=40)
     assert "showing" not in capsys.readouterr().out
+
+
+def test_a_cut_table_without_a_file_says_how_to_get_the_rest(capsys):
+    print_table([{"n": i} for i in range(5)], ["n"], limit=2, hint="--out DIR writes the full table as CSV")
+    assert capsys.readouterr().out.splitlines()[-1] == "showing 2 of 5 rows (--out DIR writes the full table as CSV)"

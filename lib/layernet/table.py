@@ -94,13 +94,13 @@ def write_csv(rows: Iterable[dict], columns: list[str], path: str | Path) -> Pat
 
 
 def print_table(rows: list[dict], columns: list[str], limit: Optional[int] = None,
-                csv_path: Optional[str | Path] = None) -> None:
+                csv_path: Optional[str | Path] = None, hint: str = "") -> None:
     """Print a table; with `limit`, only that many rows and a line saying so. With `csv_path` the full table is
-    written there as CSV (and the line says where)."""
+    written there as CSV (and the line says where); `hint` says how to get it otherwise."""
     rows = list(rows)
     full = write_csv(rows, columns, csv_path) if csv_path is not None else None
     shown = rows if limit is None or len(rows) <= limit else rows[:limit]
     print(format_table(shown, columns, width=terminal_width()))
     if len(shown) < len(rows):
-        where = f", full table in {full}" if full else ""
+        where = f", full table in {full}" if full else f" ({hint})" if hint else ""
         print(f"showing {len(shown)} of {len(rows)} rows{where}")

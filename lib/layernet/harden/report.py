@@ -56,10 +56,12 @@ def cli(site, out: Optional[str] = None) -> int:
     frames = checks.run_all(site)
     table = summary(frames)
     print_table(table.to_dict("records"), list(table.columns))
-    bad = failures(frames)
+    bad = failures(frames, limit=100_000)
     if len(bad):
-        print("\nfirst failures:")
-        print(bad.to_string(index=False, max_colwidth=60))
+        print("\nfailures:")
+        print_table(bad.to_dict("records"), list(bad.columns), limit=20,
+                    csv_path=Path(out) / "harden-failures.csv" if out else None,
+                    hint="" if out else "--out DIR writes the full table as CSV")
     if out:
         for p in write_tables(frames, Path(out)):
             print(p)
