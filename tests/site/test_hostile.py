@@ -266,6 +266,8 @@ CASES: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("secret-value-storage", edit(setp("description", ST_CONN)), "description", "value is hidden"),
     ("secret-value-jwt", edit(setp("description", JWT)), "description", "token"),
     ("secret-value-as-level-name", edit(setp("levels.2.name", JWT)), "levels[2].name", "value is hidden"),
+    ("secret-value-url-password", edit(setp("description", f"mirror at https://pull:{SECRET}@registry.contoso.com")),
+     "description", "value is hidden"),
     ("secret-value-in-host", edit(host(f"x.contoso.com/?sv=2022-11-02&sig={SECRET}")), "allowlist.extra_hosts[0]", "value is hidden"),
 ]
 

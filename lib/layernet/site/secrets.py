@@ -27,6 +27,7 @@ SECRET_VALUE = re.compile(
     r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"          # a JWT: base64url header.payload.signature
     r"|[?&]sig=[A-Za-z0-9%+/=]{8,}"                                        # a SAS URL's signature
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"                     # a password inside a URL
 )
 
 
