@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ MAX_LINE_BYTES = 32 << 20         # DuckDB's maximum_object_size: a 20 MB line i
 FUTURE_SLACK = timedelta(minutes=5)
 BACKWARDS_SLACK_MS = 1000         # Envoy writes a line when the connection ends: end times may jitter this much
 TABLE = "connections"
+MEMORY_LIMIT = os.environ.get("LAYERNET_AUDIT_MEMORY", "256MB")
 
 # kubectl logs output: optional "[pod/NAME/CONTAINER] " and "--timestamps" prefixes before the JSON record
 _PREFIX = re.compile(rb"^(\[pod/[^\]]*\] )?(\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d) )?(?=\{)")
@@ -377,10 +379,18 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def connect():
+def connect(path: Optional[Path] = None, memory_limit: str = ""):
+    """A DuckDB connection for the audit. With `path` the tables live in that database file and DuckDB keeps at
+    most `memory_limit` (default MEMORY_LIMIT) in memory, spilling the rest to the file's folder: ten million
+    lines fit in a bounded footprint."""
     import duckdb
 
-    db = duckdb.connect()
+    if path is None:
+        db = duckdb.connect()
+    else:
+        db = duckdb.connect(str(path))
+        db.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
+        db.execute(f"SET temp_directory = {_sql_str(str(Path(path).parent))}")
     db.execute("SET preserve_insertion_order = true")
     db.execute("SET TimeZone = 'UTC'")
     db.execute("CREATE TYPE verdict_t AS ENUM (" + ", ".join(_sql_str(v) for v in VERDICTS) + ")")
@@ -500,9 +510,10 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     import weakref
 
     now = now or datetime.now(timezone.utc)
-    db = db or connect()
-    tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")        # text sources and stripped copies: kept for rows
+    # text sources, stripped copies and the database file: kept while the Parsed lives (rows are read again)
+    tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")
     tmp = Path(tmpdir)
+    db = db or connect(tmp / "audit.duckdb")
     if tmp.is_dir():
         scans: list[tuple[str, _FileScan, Path]] = []      # (level, scan of the original, file DuckDB reads)
         k = 0
