@@ -295,7 +295,6 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
 
         return get_target(site).azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
                                            plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
-    from layernet.azure import aio_sdk
     from layernet.targets.base import get_target
 
     state = observe(site, arm)
@@ -307,60 +306,98 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
     principals = dict(state["principals"])
     recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals)}
     changes = plan.changes
-    rows = []
-    for i, step in enumerate(changes, 1):
-        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} {step.target}")
-        t0 = time.monotonic()
-        note, state_, path, ok = "", "", "", True
-        if step.action == "register provider":
-            live.client.providers.register(step.target)
-            while True:
-                state_ = pick(as_dict(live.client.providers.get(step.target)), "registrationState")
-                if state_ == "Registered" or time.monotonic() - t0 > 120:
-                    break
-                time.sleep(0.5)
-            ok = state_ == "Registered"
-            note = "" if ok else f"{step.target} still {state_} after 120 s"
-        elif step.action == START_SERVICES:
-            try:
-                note = tgt.install_telemetry(records_by_level(s, principals)) or ""
-                state_ = "running"
-            except Exception as exc:  # noqa: BLE001 - the stand-ins' failure is the step's outcome
-                ok, note, state_ = False, str(exc)[:400], "failed"
-        else:
-            r = recs[(step.level, step.action, step.target)]
-            body = json.loads(json.dumps(r["body"]))
-            if step.action.startswith("assign"):
-                principals = _principals(s, live)
-                p = principals.get(step.level)
-                if not p:
-                    ok, note = False, f"{extension_id(s, step.level)} has no managed identity principal"
-                body["properties"]["principalId"] = p
-            if ok:
-                try:
-                    result = live.put(r["id"], r["apiVersion"], body)
-                    state_ = pick(result, "properties", "provisioningState") or "Succeeded"
-                    ok = state_ == "Succeeded"
-                    note = "" if ok else f"{step.target} is {state_}"
-                except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome
-                    result = {"error": getattr(exc, "message", None) or str(exc)}
-                    ok, state_, note = False, "Failed", " ".join(str(result["error"]).split())[:400]
-                path = _write(record, step.level, r["id"], body, result)
-            if ok and step.action == "create broker listener":
-                inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
-                listeners = aio_sdk.SdkClients(arm, s.azure.resource_group).listeners(inst)
-                note = tgt.aio_listeners(step.level, listeners) or ""
-        row = {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
-               "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
-        rows.append(row)
-        if not ok:
+    total = len(changes)
+    index = {id(st): i for i, st in enumerate(changes, 1)}
+    lock = threading.Lock()
+    done: dict[int, dict] = {}
+
+    def one(step: Step) -> dict:
+        i = index[id(step)]
+        with lock:
+            progress(f"[{i}/{total}] {step.level}: {step.action} {step.target}")
+        row = _run_step(step, s, arm, live, tgt, recs, principals, record)
+        done[i] = row
+        with lock:
+            progress(f"[{i}/{total}] {step.level}: {step.action} " + (
+                f"done in {row['seconds']} s" + (f" ({row['output']})" if row["output"] else "")
+                if row["ok"] else f"FAILED: {row['output']}"))
+        return row
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    for wave in waves(changes):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(one, wave))
+        bad = [done[index[id(st)]] for st in wave if not done[index[id(st)]]["ok"]]
+        if bad:
             where = f" Requests and answers: {record / 'resources'}." if record else ""
-            raise StageFailed(f"{step.level}: {step.action} {step.target} failed: {note}.{where}")
-        progress(f"[{i}/{len(changes)}] {step.level}: {step.action} done in {row['seconds']} s"
-                 + (f" ({note})" if note else ""))
+            raise StageFailed("; ".join(f"{r['level']}: {r['action']} {r['target']} failed: {r['output']}"
+                                        for r in bad) + "." + where)
     if not changes:
         progress("nothing to change: every record is in the desired state")
-    return rows
+    return [done[i] for i in sorted(done)]
+
+
+WAVE = {"register provider": 0, "create Event Hubs namespace": 1, "create device": 1,
+        "create broker authentication": 1, "create dataflow endpoint": 1, "create event hub": 2,
+        "create broker listener": 2, "create asset": 2, "create dataflow": 2,
+        "assign Azure Event Hubs Data Sender": 2, START_SERVICES: 3}
+
+
+def waves(changes: list[Step]) -> list[list[Step]]:
+    """The changes in waves: a wave starts when the one before it succeeded; within a wave the steps run side by
+    side (they do not refer to each other: devices before assets, endpoints before dataflows, the namespace before
+    its hub and role assignment, every record before the services that run them)."""
+    out: dict[int, list[Step]] = {}
+    for st in changes:
+        out.setdefault(WAVE.get(st.action, 4), []).append(st)
+    return [out[k] for k in sorted(out)]
+
+
+def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: dict, record) -> dict:
+    from layernet.azure import aio_sdk
+
+    t0 = time.monotonic()
+    note, state_, path, ok = "", "", "", True
+    if step.action == "register provider":
+        live.client.providers.register(step.target)
+        while True:
+            state_ = pick(as_dict(live.client.providers.get(step.target)), "registrationState")
+            if state_ == "Registered" or time.monotonic() - t0 > 120:
+                break
+            time.sleep(0.5)
+        ok = state_ == "Registered"
+        note = "" if ok else f"{step.target} still {state_} after 120 s"
+    elif step.action == START_SERVICES:
+        try:
+            note = tgt.install_telemetry(records_by_level(s, _principals(s, live))) or ""
+            state_ = "running"
+        except Exception as exc:  # noqa: BLE001 - the stand-ins' failure is the step's outcome
+            ok, note, state_ = False, " ".join(str(exc).split())[:600], "failed"
+    else:
+        r = recs[(step.level, step.action, step.target)]
+        body = json.loads(json.dumps(r["body"]))
+        if step.action.startswith("assign"):
+            p = principals.get(step.level) or _principals(s, live).get(step.level)
+            if not p:
+                ok, note = False, f"{extension_id(s, step.level)} has no managed identity principal"
+            body["properties"]["principalId"] = p
+        if ok:
+            try:
+                result = live.put(r["id"], r["apiVersion"], body)
+                state_ = pick(result, "properties", "provisioningState") or "Succeeded"
+                ok = state_ == "Succeeded"
+                note = "" if ok else f"{step.target} is {state_}"
+            except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome
+                result = {"error": getattr(exc, "message", None) or str(exc)}
+                ok, state_, note = False, "Failed", " ".join(str(result["error"]).split())[:400]
+            path = _write(record, step.level, r["id"], body, result)
+        if ok and step.action == "create broker listener":
+            inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
+            listeners = aio_sdk.SdkClients(arm, s.azure.resource_group).listeners(inst)
+            note = tgt.aio_listeners(step.level, listeners) or ""
+    return {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
+            "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
 
 
 def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
@@ -623,17 +660,19 @@ def hop_table(out: dict):
 
 
 def sankey(out: dict):
+    from layernet.audit.charts import show
     from layernet.telemetry import charts
 
     a = out.get("analysis")
-    return charts.sankey(a) if a is not None else None
+    return show(charts.sankey(a)) if a is not None else None
 
 
 def latency_chart(out: dict):
+    from layernet.audit.charts import show
     from layernet.telemetry import charts
 
     a = out.get("analysis")
-    return charts.latency(a) if a is not None else None
+    return show(charts.latency(a)) if a is not None else None
 
 
 def results(plan: Plan, applied: list[dict], out: dict) -> dict:
