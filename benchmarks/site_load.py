@@ -4,7 +4,7 @@
 
 Writes each file into a temporary folder and times `load_site` on it (best of --repeat runs), then prints one
 JSON object per file: its size, whether it loaded or the first error line, and the seconds. The cases: the lab
-site, a 10 MB file (a long list of extra hosts), 5,000 extra hosts (within the value budget), a 3.9 MB file just under the size limit, the billion-laughs
+site, a 10 MB file (a long list of extra hosts), 2,000 extra hosts (the most a site may list), a 3.9 MB file just under the size limit, the billion-laughs
 alias bomb, 1,000-deep nesting, and a site with every value behind an anchor. Reports also whether PyYAML's
 libyaml parser is in use. Exit code 1 when any case takes 2 seconds or more.
 """
@@ -36,7 +36,7 @@ def cases() -> dict[str, str]:
     return {
         "lab site": LAB,
         "10 MB (144k extra hosts)": LAB.replace("  extra_hosts: []\n", "  extra_hosts:\n" + _hosts(144_000)),
-        "5,000 extra hosts (within the budget)": LAB.replace("  extra_hosts: []\n", "  extra_hosts:\n" + _hosts(5_000)),
+        "2,000 extra hosts (the most a site may list)": LAB.replace("  extra_hosts: []\n", "  extra_hosts:\n" + _hosts(2_000)),
         "3.9 MB (values over the budget)": LAB.replace("  extra_hosts: []\n", "  extra_hosts:\n" + _hosts(56_000)),
         "alias bomb (1 KB, 9^9 values)": "\n".join(bomb) + "\n" + LAB,
         "1,000-deep nesting": LAB.replace("description:", f"colour: {deep}\ndescription:", 1),

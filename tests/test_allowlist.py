@@ -322,10 +322,12 @@ def test_drop_hosts_and_note_for_absent_host():
 
 
 def test_placeholders_without_value_are_left_out_with_a_note():
-    # no dataflow sends to Event Hubs, so the site may leave the namespace unset
+    # no dataflow sends to Event Hubs, so the site may leave the namespace unset; each level names its own schema
+    # registry storage, so the site-wide one may be unset
     al = lab(azure__eventhubs_namespace=None, azure__schema_registry_storage=None,
              allowlist__groups=["aio", "eventhubs", "arc-gateway"], telemetry__dataflows=[],
-             telemetry__eventhubs_from_levels=[])
+             telemetry__eventhubs_from_levels=[],
+             **{f"aio__levels__{lv}__schema_registry__storage_account": f"plant{lv}sr" for lv in ("level4", "level3", "level2")})
     h = hosts(al)
     assert not any("<" in x for x in h)
     assert not any(x.endswith(".gw.arc.azure.com") for x in h)
@@ -411,11 +413,11 @@ def test_cli_allowlist_prints_a_table():
 
 
 def test_cli_allowlist_shows_notes_and_rejects_bad_site():
-    res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "azure.schema_registry_storage=null"],
+    res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p",
+                          "allowlist.groups=[arc-core, arc-cluster-connect, aio, eventhubs, arc-gateway]"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert ("note: <storage_account>.blob.core.windows.net left out: set the site value for <storage_account>"
-            in res.stdout)
+    assert "note: <gateway_prefix>.gw.arc.azure.com left out: set the site value for <gateway_prefix>" in res.stdout
     res = subprocess.run([LAYERNET, "allowlist", "--site", "params/lab.yaml", "-p", "allowlist.drop_hosts=[nothing.example.com]"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "allowlist.drop_hosts[0]: got 'nothing.example.com'" in res.stderr
