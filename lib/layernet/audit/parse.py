@@ -77,17 +77,32 @@ Source = Union[Path, str, bytes, Iterable[str], list]
 @dataclass
 class Parsed:
     db: object                              # duckdb.DuckDBPyConnection with the table `table`
-    malformed: "pd.DataFrame"
+    diagnosis: object                       # (malformed, incomplete, other), or a future of it
     lines: int = 0
     blank: int = 0
     levels: list[str] = field(default_factory=list)
-    incomplete: int = 0
-    other: int = 0
     checks: Optional["pd.DataFrame"] = None
     files: dict = field(default_factory=dict)
     table: str = TABLE
     _df: Optional["pd.DataFrame"] = None
     reads: list = field(default_factory=list)      # (fid, file DuckDB read): the full columns are read again
+
+    def _diag(self) -> tuple:
+        if not isinstance(self.diagnosis, tuple):      # the raw text of bad lines is read beside the findings
+            self.diagnosis = self.diagnosis.result()
+        return self.diagnosis
+
+    @property
+    def malformed(self) -> "pd.DataFrame":
+        return self._diag()[0]
+
+    @property
+    def incomplete(self) -> int:
+        return self._diag()[1]
+
+    @property
+    def other(self) -> int:
+        return self._diag()[2]
 
     @property
     def connections(self) -> "pd.DataFrame":
@@ -571,32 +586,43 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         bad = db.execute(f"""SELECT c.fid, f.level, {line} AS line, c.why, (NOT f.complete AND {line} = f.lines)
                              FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
                              WHERE c.why <> '' ORDER BY c.fid, line""").fetchall()
-        malformed, incomplete, other = [], 0, 0
-        by_file: dict[int, list] = {}
-        for fid, lvl, line, why, last in bad:
-            by_file.setdefault(fid, []).append((lvl, int(line), why, bool(last)))
-        for fid, items in by_file.items():
-            raw = _raw_lines(scans[fid][1].path, [line for _, line, _, _ in items])
-            for lvl, line, why, last in items:
-                text = raw.get(line, b"")
-                if last and why == "?":
-                    incomplete += 1          # a live log's half-written last line: held back, read next time
-                    continue
-                if why == "?":
-                    why, own = _reason(text)
-                    if own:
-                        other += 1
-                        continue
-                malformed.append((lvl, line, why, _sample(text)))
+        diag = ThreadPoolExecutor(max_workers=1)
+        diagnosis = diag.submit(_diagnose, bad, [s.path for _, s, _ in scans])
+        diag.shutdown(wait=False)
         checks = _checks(db, sources_are_levels, now, scans)
-        mal = pd.DataFrame(malformed, columns=MALFORMED_COLUMNS).sort_values(["level", "line"], ignore_index=True)
-        mal["line"] = mal["line"].astype("int64")
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
-    parsed = Parsed(db, mal, total, blank, list(sources), incomplete, other, checks,
+    parsed = Parsed(db, diagnosis, total, blank, list(sources), checks,
                     {lv: [str(s.path) for l2, s, _ in scans if l2 == lv] for lv in sources}, reads=reads)
     weakref.finalize(parsed, shutil.rmtree, tmpdir, True)
     return parsed
+
+
+def _diagnose(bad: list, paths: list[Path]) -> tuple:
+    """(malformed lines with reason and sample, incomplete last lines, the proxy's own log lines) from the rows
+    DuckDB could not type: their raw text is read from the files by line number."""
+    import pandas as pd
+
+    malformed, incomplete, other = [], 0, 0
+    by_file: dict[int, list] = {}
+    for fid, lvl, line, why, last in bad:
+        by_file.setdefault(fid, []).append((lvl, int(line), why, bool(last)))
+    for fid, items in by_file.items():
+        raw = _raw_lines(paths[fid], [line for _, line, _, _ in items])
+        for lvl, line, why, last in items:
+            text = raw.get(line, b"")
+            if last and why == "?":
+                incomplete += 1          # a live log's half-written last line: held back, read next time
+                continue
+            if why == "?":
+                why, own = _reason(text)
+                if own:
+                    other += 1
+                    continue
+            malformed.append((lvl, line, why, _sample(text)))
+    mal = pd.DataFrame(malformed, columns=MALFORMED_COLUMNS).sort_values(["level", "line"], ignore_index=True)
+    mal["line"] = mal["line"].astype("int64")
+    return mal, incomplete, other
 
 
 def _entries(db, allowlist) -> None:
