@@ -18,9 +18,11 @@ Envoy writes ``null`` for a value it does not have (no SNI, no filter chain, no 
 ``""`` there so grouping never loses rows. ``response_flags`` keeps Envoy's ``"-"`` for "no flag".
 
 How: DuckDB reads every file with ``read_json`` (newline-delimited, explicit text columns, ``ignore_errors``),
-so a line it cannot read becomes an all-NULL row and never stops the audit. DuckDB skips blank lines; a light
-byte scan of each file finds them (and the last line's newline), so every row keeps its line number. Only the
-few rows that are not records go back to Python, which reads their raw text to say why.
+so a line it cannot read becomes an all-NULL row and never stops the audit. Each row is typed in the same pass
+into a narrow table (what the findings need; the table lives in a temporary database file with a memory limit);
+the other columns are read again only when a notebook asks for rows. A row's line number is its place in its
+file: DuckDB skips blank lines, so when a file has fewer rows than lines a byte scan finds them. Only the few
+rows that are not records go back to Python, which reads their raw text (beside the findings) to say why.
 """
 from __future__ import annotations
 
@@ -251,23 +253,18 @@ class _FileScan:
     lines: int = 0
     blank: Optional[list] = None         # found only when DuckDB's row count says there are blank lines
     ends_with_newline: bool = True
-    prefixed: bool = False
 
 
 def _scan(path: Path) -> _FileScan:
-    """Lines, whether the last line is complete and whether the lines carry `kubectl logs` prefixes: one read of
-    the file in large pieces (counting newlines is all the work)."""
+    """Lines and whether the last line is complete: one read of the file in large pieces (counting newlines is
+    all the work)."""
     s = _FileScan(path)
     last = b"\n"
     with _open(path) as f:
-        head = True
         while True:
             chunk = f.read(SCAN_BYTES)
             if not chunk:
                 break
-            if head:
-                s.prefixed = bool(_HAS_PREFIX.search(chunk[:1 << 16]))
-                head = False
             s.lines += chunk.count(b"\n")
             last = chunk[-1:]
     if last != b"\n":
@@ -519,10 +516,10 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     """Parse each level's log. `allowlist` (an AllowList) names the entry every connection matched; without it
     the ``entry`` column is empty. `sources_are_levels`: the keys are level names, so a record whose ``level``
     field names another level is flagged. `now`: the collection time (a later record is in the future)."""
-    import pandas as pd
-
     import shutil
     import weakref
+
+    import pandas  # noqa: F401  (loaded here, before the line diagnosis thread uses it)
 
     now = now or datetime.now(timezone.utc)
     # text sources, stripped copies and the database file: kept while the Parsed lives (rows are read again)
