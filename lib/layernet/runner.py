@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from layernet import paths
 from layernet import __version__
 from layernet.errors import InputError
 from layernet.progress import MARK
@@ -33,9 +34,9 @@ from layernet.site import SiteError, is_secret_key, load_site, looks_secret, par
 from layernet.site.model import declared_field
 from layernet.site.load import YamlProblem, parse_yaml, read_site_text
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNBOOK_DIR = REPO_ROOT / "runbooks"
-DEFAULT_RUNS = REPO_ROOT / "runs"
+REPO_ROOT = paths.root()               # a checkout, or the files bundled into an installed package
+RUNBOOK_DIR = paths.runbooks()
+DEFAULT_RUNS = paths.runs()
 _STAGE_KEYS = {"name", "notebook", "parameters", "timeout"}
 
 
