@@ -425,3 +425,19 @@ def test_cli_allowlist_shows_notes_and_rejects_bad_site():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "allowlist.extra_hosts[0]: got 'graph.microsoft.com/'" in res.stderr
+
+
+def test_an_arc_gateway_replaces_the_direct_arc_endpoints():
+    gw = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.HybridCompute/gateways/gw1"
+    direct = effective_allowlist(load_site("params/site-example.yaml"))
+    site = load_site("params/site-example.yaml", [f"arc.gateway_resource_id={gw}",
+                                                  "arc.gateway_endpoint=abc123.gw.arc.azure.com"])
+    al = effective_allowlist(site)
+    groups = {e.group for e in al.entries}
+    assert "arc-gateway" in groups and not groups & {"arc-core", "arc-cluster-connect"}
+    hosts = {e.host for e in al.entries}
+    assert "abc123.gw.arc.azure.com" in hosts and "guestnotificationservice.azure.com" not in hosts
+    assert "guestnotificationservice.azure.com" in {e.host for e in direct.entries}
+    # without the gateway's host the entry is left out with a note naming what to set
+    bare = effective_allowlist(load_site("params/site-example.yaml", [f"arc.gateway_resource_id={gw}"]))
+    assert any("gw.arc.azure.com" in n and "gateway_prefix" in n for n in bare.notes)

@@ -137,7 +137,11 @@ def effective_allowlist(site: "Site") -> AllowList:
         "<storage_account>": az.schema_registry_storage,
         "<gateway_prefix>": None,
     }
-    groups = list(site.allowlist.groups)
+    arc = getattr(site, "arc", None)
+    groups = arc.allow_groups(list(site.allowlist.groups)) if arc is not None else list(site.allowlist.groups)
+    gateway = getattr(arc, "gateway_endpoint", None)
+    if gateway:
+        values["<gateway_prefix>"] = gateway.split(".", 1)[0]
     notes: list[str] = []
     merged: dict[str, Endpoint] = {}
 

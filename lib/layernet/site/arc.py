@@ -33,6 +33,9 @@ _GATEWAY = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/pr
 Seconds = Annotated[int, Field(ge=10, le=7200, strict=True)]   # 10 s: short lab rehearsals
 
 
+ARC_GROUPS = ("arc-core", "arc-cluster-connect")     # the direct Arc endpoints a gateway replaces
+
+
 class Arc(Strict):
     executor: Literal["az", "sdk"] = "az"                # az: the az CLI on the jump box; sdk: ARM calls (the lab)
     custom_locations_oid: Optional[str] = None           # None: derived on the jump box from CUSTOM_LOCATIONS_APP_ID
@@ -44,6 +47,8 @@ class Arc(Strict):
     features: list[Literal["cluster-connect", "custom-locations", "azure-rbac"]] = ["cluster-connect", "custom-locations"]
     providers: list[str] = DEFAULT_PROVIDERS
     gateway_resource_id: Optional[str] = None
+    gateway_endpoint: Optional[str] = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}\.gw\.arc\.azure\.com$")
+    # the gateway's own host (its resource's properties.gatewayEndpoint, e.g. abc123.gw.arc.azure.com)
     kube_config: Optional[str] = None                    # kubeconfig file on the jump box; None: $KUBECONFIG or ~/.kube/config
     distribution: str = "k3s"                            # what the connected cluster reports (sdk executor body)
     infrastructure: str = "generic"
@@ -81,6 +86,14 @@ class Arc(Strict):
             raise ValueError("an Arc gateway resource id: /subscriptions/<guid>/resourceGroups/<rg>/providers/"
                              "Microsoft.HybridCompute/gateways/<name>")
         return value
+
+    def allow_groups(self, groups: list[str]) -> list[str]:
+        """The allow-list groups the site's Arc setup needs: with a gateway, the gateway's minimal set instead of
+        the direct Arc groups (the agents then reach Azure through the gateway)."""
+        if not self.gateway_resource_id:
+            return list(groups)
+        out = [g for g in groups if g not in ARC_GROUPS]
+        return out + (["arc-gateway"] if "arc-gateway" not in out else [])
 
     def timeout(self, level: str) -> int:
         return self.onboarding_timeout.get(level, self.default_onboarding_timeout)
