@@ -1,16 +1,14 @@
-"""The endpoint catalog, its expansion for one site, and THE host-matching function.
+"""The allow list of a site (the endpoint catalog of layernet.data, expanded) and THE host-matching function.
 
 `host_matches(pattern, name)` is the only place that decides whether a server name matches an allow-list
 host. Renderers, probes and the audit all call it, and it follows Envoy's `server_names` semantics.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Iterable, Optional
 
-import yaml
+from layernet import data
 
 if TYPE_CHECKING:  # pragma: no cover
     from layernet.site import Site
@@ -65,23 +63,18 @@ class Endpoint:
         return "layernet-probe" + self.host[1:] if is_wildcard(self.host) else self.host
 
 
-@functools.lru_cache(maxsize=1)
-def _catalog_raw() -> dict:
-    return yaml.safe_load(resources.files("layernet.data").joinpath("endpoints.yaml").read_text())
-
-
 def catalog_groups() -> list[str]:
-    return list(_catalog_raw()["groups"])
+    return list(data.groups())
 
 
 def group_descriptions() -> dict[str, str]:
-    return dict(_catalog_raw()["groups"])
+    return data.groups()
 
 
 def catalog() -> list[Endpoint]:
     return [
         Endpoint(e["host"], tuple(e["ports"]), e["group"], e["purpose"], tuple(e.get("clouds", ["public"])))
-        for e in _catalog_raw()["endpoints"]
+        for e in data.endpoints()
     ]
 
 

@@ -29,11 +29,12 @@ def lab_site():
 @pytest.fixture(scope="module")
 def lab(lab_site):
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements()
     if why:
         pytest.skip(why)
-    with commands.running(lab_site) as target:
+    with lab_target.running(lab_site) as target:
         yield target
 
 

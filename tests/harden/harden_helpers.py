@@ -28,12 +28,13 @@ def make_site(prefix: str, base: str):
 
 @contextmanager
 def running_lab(site):
-    """The lab of `site` (see layernet.lab.commands.running), skipped where the lab cannot run; nothing left after."""
+    """The lab of `site` (see layernet.targets.lab.running), skipped where the lab cannot run; nothing left after."""
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements()
     if why:
         pytest.skip(why)
-    with commands.running(site) as target:
+    with lab_target.running(site) as target:
         yield target
     assert commands.leftovers(site) == []

@@ -22,11 +22,12 @@ def lab_session(lab_site):
     """The lab (LabTarget), brought up by its first apply; ALWAYS taken down at the end of the module, so
     other modules can build labs of their own (labs that share an address plan cannot run side by side)."""
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements()
     if why:
         pytest.skip(why)
-    with commands.running(lab_site) as target:
+    with lab_target.running(lab_site) as target:
         yield target
 
 

@@ -153,6 +153,7 @@ def test_missing_build_names_the_fix(tmp_path, monkeypatch):
 def eh_lab():
     """Our own lab with the broker started; ALWAYS taken down afterwards."""
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements() or kafka.missing()
     if why:
@@ -161,7 +162,7 @@ def eh_lab():
     clash = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith(PREFIX + "-")]
     assert not clash or commands.state_dir(site).exists(), f"namespaces {clash} are not from this test's lab"
-    with commands.running(site):
+    with lab_target.running(site):
         info = kafka.start(site, progress=lambda m: print(m, file=sys.stderr))
         yield site, info
     assert commands.leftovers(site) == []

@@ -31,6 +31,7 @@ def overrides() -> list[str]:
 @pytest.fixture(scope="module")
 def eh_lab():
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements() or kafka.missing()
     if why:
@@ -39,7 +40,7 @@ def eh_lab():
     clash = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith(PREFIX + "-")]
     assert not clash or commands.state_dir(site).exists(), f"namespaces {clash} are not from this test's lab"
-    with commands.running(site):
+    with lab_target.running(site):
         kafka.start(site)
         yield site
     assert commands.leftovers(site) == []

@@ -14,10 +14,11 @@ def lab_running(site):
     """The lab of `site`, up for the block and ALWAYS taken down after it; skipped only where the lab cannot run
     (never in CI, where LAYERNET_REQUIRE_LAB=1 turns a missing requirement into a failure)."""
     from layernet.lab import commands
+    from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements()
     if why:
         pytest.skip(why)
-    with commands.running(site) as target:
+    with lab_target.running(site) as target:
         yield target
     assert commands.leftovers(site) == []

@@ -36,7 +36,6 @@ from typing import Any, Callable, Optional
 
 from layernet.azure.aio import (ENABLEMENT_EXTENSIONS, INSTANCE_EXTENSION, STORAGE_BLOB_DATA_CONTRIBUTOR, levels)
 from layernet.azure.clients import Arm, as_dict, pick, rid
-from layernet.errors import StageFailed
 from layernet.stages.base import Step
 
 STORAGE_API = "2023-05-01"

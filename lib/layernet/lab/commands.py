@@ -517,24 +517,6 @@ def missing_requirements() -> str:
     return ""
 
 
-@contextmanager
-def running(site):
-    """The lab of `site`, built fresh through the lab target's first apply, and ALWAYS taken down afterwards
-    (also when the body raises). Yields the LabTarget."""
-    from layernet.targets.lab import LabTarget
-
-    why = missing_requirements()
-    if why:
-        raise LabError(why)
-    target = LabTarget(site)
-    try:
-        down(site)
-        target.apply(render_lab(site))
-        yield target
-    finally:
-        down(site)
-
-
 # ----------------------------------------------------------------------------------------------- status
 def status(site) -> list[dict]:
     """One row per namespace: processes, health, firewall. `ok` is False when anything is missing."""

@@ -770,7 +770,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
 
     # allow-list selection
     sel = _dict(raw.get("allowlist"))
-    from layernet.allowlist import catalog_groups  # late import: allowlist imports this module
+    from layernet.data import groups as catalog_groups
 
     groups = sel.get("groups")
     if isinstance(groups, list):

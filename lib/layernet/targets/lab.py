@@ -10,6 +10,7 @@ probe  `python -m layernet.probe` inside the level's namespace, checks on stdin,
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 import json
 import subprocess
 import sys
@@ -308,3 +309,19 @@ class LabTarget(Target):
         from layernet.targets import tools
 
         return [tools.envoy(), tools.coredns(), tools.nft(), tools.ip()]
+
+
+@contextmanager
+def running(site):
+    """The lab of `site`, built fresh through the lab target's first apply, and ALWAYS taken down afterwards
+    (also when the body raises). Yields the LabTarget."""
+    why = commands.missing_requirements()
+    if why:
+        raise LabError(why)
+    target = LabTarget(site)
+    try:
+        commands.down(site)
+        target.apply(commands.render_lab(site))
+        yield target
+    finally:
+        commands.down(site)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from layernet.lab import commands
+
+from layernet.targets import lab as lab_target
 from layernet.lab.cloud import reqlog
 from layernet.site import load_site
 
@@ -57,7 +59,7 @@ def lab(site):
     why = commands.missing_requirements()
     if why:
         pytest.fail(why)
-    with commands.running(site) as target:
+    with lab_target.running(site) as target:
         yield target
     assert commands.leftovers(site) == []
 
