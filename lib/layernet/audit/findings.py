@@ -268,17 +268,18 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
         if parent is None or parent.name != outer.name:
             continue
         p = [inner.name, outer.name, str(inner.node_ip), window_ms]
-        t.db.execute(f"""INSERT INTO _next
-            SELECT id, next_id, ?, hop_ms, true FROM (
-              SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
-                     row_number() OVER (PARTITION BY o.id ORDER BY o.time - i.time, i.id) AS k
-              FROM {t.core} i JOIN {t.core} o
-                ON i.ul_key = o.src_key
+        pair = f"""SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms
+              FROM {t.core} i JOIN {t.core} o ON i.ul_key = o.src_key
               WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.ul_key IS NOT NULL
                 AND i.verdict IN ('allowed', 'upstream-failure')
-                AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?
-              QUALIFY row_number() OVER (PARTITION BY i.id ORDER BY abs(epoch_ms(o.time) - epoch_ms(i.time))) = 1)
-            WHERE k = 1""", [outer.name] + p)
+                AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?"""
+        t.db.execute(f"CREATE OR REPLACE TEMP TABLE _pair AS {pair}", p)
+        dup, = t.rows("SELECT (count(*) - count(DISTINCT id)) + (count(*) - count(DISTINCT next_id)) FROM _pair")[0]
+        if dup:        # an address reused within the window: the nearest in time, one to one
+            t.db.execute("""CREATE OR REPLACE TEMP TABLE _pair AS SELECT id, next_id, hop_ms FROM (
+                  SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _pair
+                  QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms)) = 1) WHERE k = 1""")
+        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true FROM _pair", [outer.name])
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
             FROM {t.core} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
