@@ -33,7 +33,7 @@ def running(site) -> bool:
     """Every telemetry stand-in of the site runs (False when one was never started or has stopped)."""
     t = services.table(site)
     for svc in _services(site):
-        p = t.get(f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}")
+        p = t.get(_name(svc))
         if p is None or not procs.alive(p):
             return False
     from layernet.lab import kafka
@@ -67,27 +67,48 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
         (d / f"{level}.json").write_text(to_json(recs))
     svcs = _services(site)
     done = []
-    if any(s.needs_connection_string for s in svcs):
-        info = kafka.start(site)
-        done.append(f"event hub {info['host']}:{info['port']} ({', '.join(info['topics'])})")
-    env_cs = kafka.client_env(site, {k: v for k, v in os.environ.items() if k != kafka.env_var(site)})
     env_plain = {k: v for k, v in os.environ.items() if k != kafka.env_var(site)}
     # the previous generation stops first, upstream first, so nothing publishes into a restarting hop
     t = services.table(site)
     for svc in reversed(svcs):
-        name = f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
-        if name in t:
-            services.stop(site, name)
-    for svc in svcs:
-        name = f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
-        log = commands.level_dir(site, svc.level) / f"{PREFIX}-{svc.name.split('/', 1)[1]}.out"
+        if _name(svc) in t:
+            services.stop(site, _name(svc))
+    started: list = []
+
+    def spawn(svc, env) -> None:
+        log = commands.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"")
-        p = services.start(site, name, svc.level, list(svc.argv), log,
-                           env=env_cs if svc.needs_connection_string else env_plain)
-        _wait_line(log, p, svc.ready_line, timeout)
-        done.append(f"{svc.name} (pid {p.pid})")
+        started.append((svc, log, services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)))
+
+    def ready() -> None:
+        for svc, log, p in started:
+            _wait_line(log, p, svc.ready_line, timeout)
+            done.append(f"{svc.name} (pid {p.pid})")
+        started.clear()
+
+    # simulators and the MQTT-only dataflows start while the event hub's broker comes up; the Event Hubs
+    # dataflow once it is up; the connectors last, once their OPC UA servers serve
+    connectors = [s for s in svcs if s.name.endswith("/connector")]
+    for svc in svcs:
+        if svc not in connectors and not svc.needs_connection_string:
+            spawn(svc, env_plain)
+    if any(s.needs_connection_string for s in svcs):
+        info = kafka.start(site)
+        done.append(f"event hub {info['host']}:{info['port']} ({', '.join(info['topics'])})")
+        env_cs = kafka.client_env(site, env_plain)
+        for svc in svcs:
+            if svc.needs_connection_string:
+                spawn(svc, env_cs)
+    ready()
+    for svc in connectors:
+        spawn(svc, env_plain)
+    ready()
     return "started " + ", ".join(done)
+
+
+def _name(svc) -> str:
+    return f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
 
 
 def stop(site) -> list[str]:

@@ -448,17 +448,20 @@ def consumer_config(site) -> dict:
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
 
-def _consume_remote(site, seconds: float) -> list[dict]:
-    """Read the hub for `seconds`; prints READY once the partitions are assigned. Records as JSON."""
+def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> list[dict]:
+    """Read the hub for at most `seconds`, until `stop_file` exists; prints READY once the partitions are
+    assigned. Records as JSON."""
+    import os
+
     from layernet.telemetry.verify import consume_kafka
 
-    ready = threading.Event()
+    ready, stop = threading.Event(), threading.Event()
     got: list = []
     err: list = []
 
     def go():
         try:
-            got.extend(consume_kafka(consumer_config(site), site.telemetry.eventhubs.hub, seconds, ready))
+            got.extend(consume_kafka(consumer_config(site), site.telemetry.eventhubs.hub, seconds, ready, stop))
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             err.append(f"{type(exc).__name__}: {exc}")
             ready.set()
@@ -467,15 +470,25 @@ def _consume_remote(site, seconds: float) -> list[dict]:
     t.start()
     if ready.wait(30) and not err:
         print(READY, flush=True)
-    t.join(seconds + 30)
+    end = time.monotonic() + seconds + 30
+    while t.is_alive() and time.monotonic() < end:
+        if stop_file and os.path.exists(stop_file):
+            stop.set()
+        t.join(0.1)
     if err:
         raise StageFailed(f"the Event Hubs consumer failed: {err[0]}")
     return [{"t": r.t, "topic": r.topic, "key": r.key, "payload": r.payload.decode(errors="replace")} for r in got]
 
 
-def observe_window(site, seconds: float = WINDOW_S, brokers=None) -> tuple[list, dict]:
+def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float = 0.0,
+                   tail: float = 1.5) -> tuple[list, dict]:
     """MQTT taps on every level's broker (from here: the admin network) and the Kafka consumer where the Azure
-    calls run, for one window; returns (routes, records) for `layernet.telemetry.verify.analyse`."""
+    calls run, for one window; returns (routes, {"records", "kafka_error"}) for `verify.analyse`. The consumer
+    starts first; while it joins the hub, up to `settle` seconds pass until the flow reaches its last broker; it
+    reads `tail` seconds beyond the taps' window."""
+    import shutil
+    import tempfile
+
     from layernet.targets.base import get_target
     from layernet.telemetry.verify import MqttTap, Record, broker_addresses, routes
 
@@ -485,6 +498,8 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None) -> tuple[list,
     ready = threading.Event()
     kafka_out: dict = {}
     has_kafka = any(h.kind == "kafka" for r in route_list for h in r.hops)
+    tmp = tempfile.mkdtemp(prefix="layernet-telemetry-")
+    stop_file = str(Path(tmp) / "stop")
 
     def on_line(line: str) -> None:
         if READY in line:
@@ -495,43 +510,51 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None) -> tuple[list,
     def consume():
         try:
             kafka_out["records"] = tgt.azure_call("layernet.stages.telemetry:_consume_remote", progress=on_line,
-                                                  seconds=seconds + 2.0)
+                                                  seconds=settle + seconds + 60.0, stop_file=stop_file)
         except Exception as exc:  # noqa: BLE001 - becomes evidence
             kafka_out["error"] = str(exc)
         ready.set()
 
     kt = None
-    if has_kafka:
-        kt = threading.Thread(target=consume, daemon=True)
-        kt.start()
-        ready.wait(60)
-    topics: dict[str, set] = {}
-    depth: dict[str, int] = {}
-    for r in route_list:
-        for h in r.hops:
-            if h.kind == "mqtt":
-                topics.setdefault(h.level, set()).add(h.topic)
-                depth[h.level] = h.index
-    taps = {}
     try:
-        for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
-            taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap").start()
-        time.sleep(seconds)
+        if has_kafka:
+            kt = threading.Thread(target=consume, daemon=True)
+            kt.start()
+        if settle:
+            wait_flowing(site, settle, brokers)
+        ready.wait(60)
+        topics: dict[str, set] = {}
+        depth: dict[str, int] = {}
+        for r in route_list:
+            for h in r.hops:
+                if h.kind == "mqtt":
+                    topics.setdefault(h.level, set()).add(h.topic)
+                    depth[h.level] = h.index
+        taps = {}
+        try:
+            for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
+                taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap").start()
+            time.sleep(seconds)
+        finally:
+            got = {lv: tap.stop() for lv, tap in taps.items()}
+        if kt is not None:
+            time.sleep(tail)
+            Path(stop_file).touch()
+            kt.join(90)
     finally:
-        got = {lv: tap.stop() for lv, tap in taps.items()}
-    if kt is not None:
-        kt.join(seconds + 60)
+        Path(stop_file).touch()
+        shutil.rmtree(tmp, ignore_errors=True)
     krecs = [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in kafka_out.get("records", [])]
     records = {r.label: {h.index: (krecs if h.kind == "kafka" else got.get(h.level, [])) for h in r.hops}
                for r in route_list}
     return route_list, {"records": records, "kafka_error": kafka_out.get("error")}
 
 
-def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = None) -> dict:
+def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = None, settle: float = 0.0) -> dict:
     """One window of message-level proof: {"analysis", "evidence"}."""
     from layernet.telemetry.verify import analyse, evidence_rows
 
-    route_list, got = observe_window(site, seconds)
+    route_list, got = observe_window(site, seconds, settle=settle)
     a = analyse(route_list, got["records"])
     rows = evidence_rows(a, p99_limit_ms)
     if got["kafka_error"]:
@@ -592,12 +615,11 @@ def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float 
     rows = provisioning(site)
     if not all(r["ok"] for r in rows):
         return {"evidence": rows, "analysis": None}
-    wait_flowing(site, settle)
-    out = messages(site, seconds)
+    out = messages(site, seconds, settle=settle)
     return {"evidence": rows + out["evidence"], "analysis": out["analysis"]}
 
 
-def wait_flowing(site, timeout: float) -> bool:
+def wait_flowing(site, timeout: float, brokers=None) -> bool:
     """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
     from layernet.telemetry.verify import MqttTap, broker_addresses, routes
 
@@ -606,7 +628,7 @@ def wait_flowing(site, timeout: float) -> bool:
         mq = [h for h in r.hops if h.kind == "mqtt"]
         if mq:
             last.setdefault(mq[-1].level, set()).add(mq[-1].topic)
-    brokers = broker_addresses(site)
+    brokers = brokers or broker_addresses(site)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
