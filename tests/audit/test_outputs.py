@@ -206,6 +206,7 @@ def test_notebook_runs_on_saved_logs_and_reports_offline(tmp_path):
     results = json.loads((run_dir / "results" / "audit.json").read_text())
     assert results["connections"] == 9 and results["malformed_lines"] == 1 and results["probe_match"] is None
     assert (run_dir / "audit" / "connections.csv").is_file()
+    assert list((run_dir / "audit" / "fleet" / "connections" / "site=lab").glob("level=*/day=*/*.parquet"))
 
 
 def test_over_time_is_never_blank_and_bins_follow_the_window(allowlist):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import pandas as pd
@@ -151,3 +152,15 @@ def require(cmp: pd.DataFrame, a: Optional[Audit] = None, anomalies_: Optional[p
 
 def hop_latency(p: pd.DataFrame) -> pd.DataFrame:
     return findings.hop_latency(p)
+
+
+def fleet(a: Audit, run_dir: str) -> pd.DataFrame:
+    """This site's connections in the fleet dataset layout (Parquet partitioned by site, level and day, under
+    `<run_dir>/audit/fleet/`), and the site x level view read back from it; several sites' folders are queried
+    together with `export.fleet_read`."""
+    if not run_dir:
+        per = per_level(a)
+        per.insert(0, "site", a.site.name)
+        return per[["site", "level", "connections", "allowed"]]
+    root = export_mod.fleet_parquet({a.site.name: a.parsed}, Path(run_dir) / export_mod.EXPORT_DIR / "fleet")
+    return export_mod.fleet_read(root)
