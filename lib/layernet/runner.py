@@ -293,7 +293,10 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
 
     # the lab is taken down at the end only when this run brought it up: nothing of it existed before (a lab
     # that is up, half up or left over belongs to someone else's work and is left as it is)
-    lab_state = _lab_state(site) if site.target == "lab" else None
+    from layernet.targets.base import get_target
+
+    target = get_target(site)
+    lab_state = target.session_state()
     manifest["lab_at_start"] = lab_state
     if lab_state is not None and lab_state != "up" and dry_run:
         progress(f"note: the lab of site {site.name} (prefix {site.lab.prefix}) is {lab_state}: this dry run plans "
@@ -324,7 +327,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
                 break
     finally:
         if lab_state == "down" and not keep_lab and not dry_run:
-            _lab_down(site, progress)
+            target.take_down(progress)
         manifest["finished"] = _now()
         write_json(run_dir / "manifest.json", manifest)
         index = write_index(run_dir, manifest)
@@ -422,25 +425,6 @@ def _summarise_error(exc: Exception) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _lab_state(site) -> str:
-    """"up", "down" (nothing of it exists) or "partly up" (namespaces, links or processes left)."""
-    from layernet.lab.commands import lab_is_up, leftovers
-
-    if lab_is_up(site):
-        return "up"
-    return "partly up" if leftovers(site) else "down"
-
-
-def _lab_down(site, progress) -> None:
-    """Take down the lab this run brought up (nothing to say when no stage built one)."""
-    from layernet.lab.commands import down, leftovers
-
-    if not leftovers(site):
-        return
-    progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
-    down(site)
 
 
 def record_results(run_dir: str, stage: str, data: dict) -> Optional[Path]:

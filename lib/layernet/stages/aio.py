@@ -112,17 +112,16 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     endpoint, and the install state of the AIO extensions (same code for a real site and the lab). On a real
     site (target kube) also the cluster's view: pods Ready and the broker's services. `kube`: a callable
     level -> kube Api (default: the kube target's)."""
-    if arm is None and not kw and site.target == "lab":     # the lab's Azure calls run on its jump box
-        from layernet.targets.base import get_target
+    from layernet.targets.base import get_target
 
-        tgt = get_target(site)
+    tgt = get_target(site)
+    if arm is None and not kw and tgt.azure_elsewhere:     # the lab's Azure calls run on its jump box
         return tgt.azure_call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
                               wait=timeout, interval=min(interval, tgt.azure_poll_interval))
     rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
-    if kube is None and site.target == "kube":
-        from layernet.targets.base import get_target
-        kube = get_target(site).api
+    if kube is None:
+        kube = tgt.cluster_api()
     if kube is not None:
         extra = az_aio.kube_rows(site, kube, refused)
         order = {lv.name: i for i, lv in enumerate(site.chain)}

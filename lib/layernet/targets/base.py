@@ -58,6 +58,20 @@ class Target(ABC):
         """Tools this target needs on this machine: rows {tool, needed_for, found, version, fix}."""
         return []
 
+    def session_state(self) -> Optional[str]:
+        """Whether something this machine built for the site is running ("up", "down", "partly up"); None for a
+        real site, whose clusters are not ours to bring up or down."""
+        return None
+
+    def take_down(self, progress=None) -> None:
+        """Take down what this machine built for the site (a runner calls it for a lab it brought up)."""
+
+    def cluster_api(self):
+        """level -> Kubernetes API client of the level's cluster, or None where there is no cluster (the lab)."""
+        return None
+
+    azure_elsewhere: bool = False        # True: the Azure calls run in another place (the lab's jump box)
+
     # ---- Azure (stages 02-04): where the az/SDK calls run and how they reach ARM
     azure_poll_interval: float = 10.0    # seconds between Azure status polls (ARM's own pace on a real site)
 

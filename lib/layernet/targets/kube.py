@@ -283,6 +283,9 @@ class KubeTarget(Target):
         data = api.call("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
         return data.get("items") or []
 
+    def cluster_api(self):
+        return self.api
+
     def requirements(self) -> list[dict]:
         from layernet.targets import tools
 

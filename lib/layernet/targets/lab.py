@@ -299,6 +299,20 @@ class LabTarget(Target):
         return ""
 
     # ------------------------------------------------------------------ what stages ask
+    azure_elsewhere = True
+
+    def session_state(self) -> Optional[str]:
+        if commands.lab_is_up(self.site):
+            return "up"
+        return "partly up" if commands.leftovers(self.site) else "down"
+
+    def take_down(self, progress=None) -> None:
+        if not commands.leftovers(self.site):
+            return
+        if progress:
+            progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
+        commands.down(self.site)
+
     def probe_inputs(self) -> dict:
         return {"ca_file": str(commands.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
 
