@@ -50,6 +50,7 @@ def test_router_ruleset_forwards_exactly_the_crossing_flows(lab_site):
         ("192.168.102.10", "192.168.103.10", "tcp dport 1883"), ("192.168.103.10", "192.168.104.10", "tcp dport 1883"),
         # the lab's jump box reaches Azure (the cloud) on HTTPS and DNS only; it is outside the plant
         ("100.64.0.0/29", "198.51.100.0/24", "tcp dport 443"),
+        ("100.64.0.0/29", "198.51.100.0/24", "tcp dport 9093"),      # the Event Hubs consumer of stage 04
         ("100.64.0.0/29", "198.51.100.53", "meta l4proto { udp, tcp } th dport 53"),
     }
     # nothing flows downwards or skips a level: a parent never opens a connection into its child's network

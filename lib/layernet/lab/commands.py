@@ -27,7 +27,7 @@ import yaml
 
 from layernet.lab import LabError, netns, pki, procs
 from layernet.lab import state_dir as _state_dir
-from layernet.render.dns import COREDNS_EXTERNAL_PORT, READY_ADDR, internet_corefile
+from layernet.render.dns import READY_ADDR
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
@@ -263,17 +263,11 @@ def load_firewall(site, level: str) -> None:
 
 
 def _service_specs(site) -> list[tuple[str, str, list[str], Path]]:
-    """(process name, namespace, argv, log) for every level service whose config is in the state folder."""
-    out = []
-    for lv in site.levels:
-        d = level_dir(site, lv.name)
-        ns = namespace(site, lv.name)
-        if (d / DNS_CONF).exists():
-            out.append((f"{lv.name}/coredns", ns, [coredns_binary(), "-conf", str(d / DNS_CONF)], d / "coredns.out"))
-        if (d / ENVOY_CONF).exists():
-            argv = [envoy_binary(), "-c", str(d / ENVOY_CONF)] + envoy_args()
-            out.append((f"{lv.name}/envoy", ns, argv, d / "envoy.out"))
-    return out
+    """(process name, namespace, argv, log) for every level service the site declares (lab/registry.py) whose
+    config is in the state folder."""
+    from layernet.lab import registry
+
+    return [svc.spec() for svc in registry.level_services(site) if svc.config.exists()]
 
 
 def _cloud_app_args(site, d: Path) -> list[str]:
@@ -299,13 +293,11 @@ def cloud_app_names(site) -> list[str]:
 
 
 def _cloud_specs(site, topo: netns.Topology, cert: Path, key: Path) -> list[tuple[str, str, list[str], Path]]:
-    d = state_dir(site) / "cloud"
-    conf = d / DNS_CONF
-    conf.write_text(internet_corefile(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip)))
-    tls = [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
-           "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(cert), "--key", str(key)] + _cloud_app_args(site, d)
-    return [("cloud/dns", topo.cloud_ns, [coredns_binary(), "-conf", str(conf)], d / "coredns.out"),
-            ("cloud/tls", topo.cloud_ns, tls, d / "tls.out")]
+    from layernet.lab import registry
+
+    dns, front = registry.cloud_services(site, cert, key)
+    dns.render(topo)
+    return [dns.spec(), front.spec()]
 
 
 def envoy_ready(ns: str, admin_port: int) -> bool:
@@ -327,22 +319,12 @@ def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
 
 
 def _ready_check(site, p: procs.Proc) -> Callable[[], bool]:
-    """A cheap readiness test for one process."""
-    level, what = p.name.split("/", 1)
-    if what in ("coredns", "dns"):
-        return lambda: coredns_ready(p, [53, COREDNS_EXTERNAL_PORT] if what == "coredns" else [53])
-    if what == "tls":
-        return lambda: procs.listening(p.pid, CLOUD_PORTS) == set(CLOUD_PORTS)
-    if what == "envoy":
-        admin, ports = envoy_ports(level_dir(site, level) / ENVOY_CONF)
-        want = set(ports) | ({admin} if admin else set())
+    """A cheap readiness test for one process: its service's (lab/registry.py); anything else is ready when
+    it runs."""
+    from layernet.lab import registry
 
-        def check() -> bool:
-            if procs.listening(p.pid, want) != want:
-                return False
-            return envoy_ready(p.ns, admin) if admin else True
-        return check
-    return lambda: True
+    svc = registry.for_process(site, p.name)
+    return (lambda: svc.ready(p)) if svc is not None else (lambda: True)
 
 
 def wait_ready(site, started: list[procs.Proc], timeout: float = READY_TIMEOUT) -> None:

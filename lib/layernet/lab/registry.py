@@ -1,0 +1,169 @@
+"""The lab's infrastructure services: one class each, declared per level (and for the cloud) from the site.
+
+A service knows its process name (`<level>/<service>`), its namespace, the config it runs from, its argv, its
+log, and how to tell it is ready. `declared(site)` lists what the site calls for — an Envoy at every proxy level,
+a CoreDNS at every DNS-override level, and the cloud's internet DNS and TLS front — and `for_process(site, name)`
+finds the service of a recorded process. lab/commands.py starts, restarts, waits for and reports services only
+through this registry, so adding a service is a class here (namespaces and process plumbing stay untouched).
+Services that later stages start in a level (Arc agents, the AIO extension, telemetry stand-ins) are recorded
+by lab/services.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from layernet.lab import procs
+
+
+class Service:
+    short = ""                       # "envoy", "coredns", ...
+    config_name = ""
+
+    def __init__(self, site, where: str):
+        self.site, self.where = site, where
+
+    @property
+    def name(self) -> str:
+        return f"{self.where}/{self.short}"
+
+    @property
+    def folder(self) -> Path:
+        from layernet.lab import commands
+
+        return commands.state_dir(self.site) / "cloud" if self.where == "cloud" else commands.level_dir(self.site, self.where)
+
+    @property
+    def ns(self) -> str:
+        from layernet.lab import commands
+
+        return commands.namespace(self.site, self.where)
+
+    @property
+    def config(self) -> Path:
+        return self.folder / self.config_name
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.short}.out"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self, p: procs.Proc) -> bool:
+        return True
+
+    def spec(self) -> tuple[str, str, list[str], Path]:
+        return self.name, self.ns, self.argv(), self.log
+
+
+class Envoy(Service):
+    short, config_name = "envoy", "envoy.yaml"
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        return [commands.envoy_binary(), "-c", str(self.config)] + commands.envoy_args()
+
+    def ready(self, p: procs.Proc) -> bool:
+        from layernet.lab import commands
+
+        admin, ports = commands.envoy_ports(self.config)
+        want = set(ports) | ({admin} if admin else set())
+        if procs.listening(p.pid, want) != want:
+            return False
+        return commands.envoy_ready(p.ns, admin) if admin else True
+
+
+class CoreDNS(Service):
+    short, config_name = "coredns", "Corefile"
+
+    def ports(self) -> list[int]:
+        from layernet.render.dns import COREDNS_EXTERNAL_PORT
+
+        return [53, COREDNS_EXTERNAL_PORT]
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        return [commands.coredns_binary(), "-conf", str(self.config)]
+
+    def ready(self, p: procs.Proc) -> bool:
+        from layernet.lab import commands
+
+        return commands.coredns_ready(p, self.ports())
+
+
+class InternetDNS(CoreDNS):
+    """The "internet" DNS in the cloud namespace: every name answers the cloud front's address."""
+    short = "dns"
+    log_name = "coredns.out"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / self.log_name
+
+    def ports(self) -> list[int]:
+        return [53]
+
+    def render(self, topo) -> None:
+        from layernet.render.dns import internet_corefile
+
+        self.config.write_text(internet_corefile(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip)))
+
+
+class CloudFront(Service):
+    """The cloud's TLS front: echo, the HTTPS stand-ins under the real names, and routes (lab/cloud)."""
+    short = "tls"
+
+    def __init__(self, site, cert: Optional[Path] = None, key: Optional[Path] = None):
+        super().__init__(site, "cloud")
+        self.cert, self.key = cert, key
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        topo = commands.netns.topology(self.site)
+        return [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
+                "--ports", ",".join(map(str, commands.CLOUD_PORTS)), "--cert", str(self.cert), "--key", str(self.key)] \
+            + commands._cloud_app_args(self.site, self.folder)
+
+    def ready(self, p: procs.Proc) -> bool:
+        from layernet.lab import commands
+
+        return procs.listening(p.pid, commands.CLOUD_PORTS) == set(commands.CLOUD_PORTS)
+
+
+LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
+
+
+def level_services(site) -> list[Service]:
+    """Every level service the site declares: CoreDNS where the level overrides DNS, Envoy where it proxies."""
+    out: list[Service] = []
+    for lv in site.levels:
+        if lv.dns_override:
+            out.append(CoreDNS(site, lv.name))
+        if lv.proxy:
+            out.append(Envoy(site, lv.name))
+    return out
+
+
+def cloud_services(site, cert: Optional[Path] = None, key: Optional[Path] = None) -> list[Service]:
+    return [InternetDNS(site, "cloud"), CloudFront(site, cert, key)]
+
+
+def declared(site) -> list[Service]:
+    return level_services(site) + cloud_services(site)
+
+
+def for_process(site, name: str) -> Optional[Service]:
+    """The service of a recorded process name ("level3/envoy", "cloud/dns"), or None."""
+    where, _, short = name.partition("/")
+    for cls in (CoreDNS, Envoy):
+        if cls.short == short and where != "cloud":
+            return cls(site, where)
+    for svc in cloud_services(site):
+        if svc.name == name:
+            return svc
+    return None
