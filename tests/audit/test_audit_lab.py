@@ -39,7 +39,8 @@ def lab(lab_site):
 
 
 def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path):
-    from layernet.audit import compare, findings, stage
+    from layernet.audit import compare, findings
+    from layernet.stages import audit as stage
     from layernet.probe_run import COLUMNS, run_matrix
 
     start = datetime.now(timezone.utc)
@@ -64,7 +65,8 @@ def test_cli_and_stage_agree_on_the_lab_logs_after_the_probes(lab, lab_site, tmp
     folder and the audit stage give the same verdict (pass, no false anomaly) and `layernet audit` exits 0."""
     import json
 
-    from layernet.audit import compare, findings, stage
+    from layernet.audit import compare, findings
+    from layernet.stages import audit as stage
     from layernet.cli import main
     from layernet.probe_run import COLUMNS, run_matrix
 

@@ -157,7 +157,7 @@ def test_all_findings_on_an_empty_table(site, allowlist):
 
 
 def test_stage_flags_a_level_quiet_until_collection(site, allowlist):
-    from layernet.audit import stage
+    from layernet.stages import audit as stage
 
     parsed = parse_logs({"mixed": small_log()}, allowlist)
     saved = stage.Audit(site, allowlist, parsed, "folder x")                       # saved logs: no end known

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from layernet.audit import collect, compare, findings, stage
+from layernet.audit import collect, compare, findings
+from layernet.stages import audit as stage
 from layernet.audit.parse import parse_logs
 from audit_helpers import L3, ROOT, T, rec, refused_name
 
