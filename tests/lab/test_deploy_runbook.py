@@ -48,6 +48,11 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
         assert infra["applied_changes"] > 0
         arc = next(s for s in m["stages"] if s["name"] == "arc")["results"]
         assert arc["connected"] == 3 and arc["failed"] == [] and arc["applied"] == arc["planned_changes"] > 0
+        tel = next(s for s in m["stages"] if s["name"] == "telemetry")["results"]
+        assert tel["applied"] == tel["planned_changes"] > 0 and tel["failed"] == []
+        assert tel["messages"] > 0 and tel["delivered"] == tel["messages"] and tel["lost"] == 0
+        assert 0 < tel["e2e_p50_ms"] <= tel["e2e_p99_ms"]
+        assert "event hub layernet-lab-ehns" in (run_dir / "04-telemetry.html").read_text()
         for html in run_dir.glob("*.html"):
             assert remote_references(html.read_text()) == [], html
         pictures = [base64.b64decode(b).decode() for b in
@@ -64,6 +69,9 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
         assert infra2["probes_failed"] == 0
         arc2 = next(s for s in m2["stages"] if s["name"] == "arc")["results"]
         assert arc2["planned_changes"] == 0 and arc2["applied"] == 0 and arc2["connected"] == 3
+        tel2 = next(s for s in m2["stages"] if s["name"] == "telemetry")["results"]
+        assert tel2["planned_changes"] == 0 and tel2["applied"] == 0
+        assert tel2["messages"] > 0 and tel2["lost"] == 0 and tel2["failed"] == []
     finally:
         down = _layernet("lab", "down", *site)
     assert down.returncode == 0, down.stdout + down.stderr
