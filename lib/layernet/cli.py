@@ -116,23 +116,36 @@ def cmd_run(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from layernet.audit.cli import run_audit_cli
+    from layernet.audit.cli import pairs_from_args, read_fleet, run_audit_cli, run_fleet_cli
     from layernet.audit.collect import AuditInputError
     from layernet.runfolder import check_out_dir
 
     _check_since(args.since)
     try:
-        os.stat(args.logdir)
-    except FileNotFoundError:
-        pass  # the audit says what a log folder must hold
-    except OSError as exc:  # a name too long for the file system, a loop of links
-        raise InputError(f"{show_path(args.logdir)}: not a usable folder path ({exc.strerror or exc})") from None
-    site = _load(args) if args.site else None
-    if args.out is not None:
-        args.out = str(check_out_dir(args.out))
-    try:
-        return run_audit_cli(args.logdir, site=site, since=args.since, out=args.out,
-                             run=args.run)
+        entries = read_fleet(args.fleet) if args.fleet else []
+        pairs = pairs_from_args(getattr(args, "audit_seq", []))
+        if args.fleet and pairs:
+            raise AuditInputError(f"--fleet {args.fleet}: give either a fleet file or LOGDIR --site FILE pairs")
+        if not entries and not pairs:
+            raise AuditInputError("give a log folder (LOGDIR [--site FILE], several as LOGDIR --site FILE pairs) "
+                                  "or --fleet FILE")
+        for e in entries or pairs:
+            try:
+                os.stat(e.logs)
+            except FileNotFoundError:
+                pass  # the audit says what a log folder must hold
+            except OSError as exc:  # a name too long for the file system, a loop of links
+                raise InputError(f"{show_path(e.logs)}: not a usable folder path ({exc.strerror or exc})") from None
+        if args.out is not None:
+            args.out = str(check_out_dir(args.out))
+        if args.parquet is not None:
+            args.parquet = str(check_out_dir(args.parquet))
+        if entries or len(pairs) > 1:
+            return run_fleet_cli(entries or pairs, args.param, since=args.since, out=args.out, run=args.run,
+                                 parquet=args.parquet)
+        site = load_site(pairs[0].site_file, args.param) if pairs[0].site_file else None
+        return run_audit_cli(pairs[0].logs, site=site, since=args.since, out=args.out,
+                             run=args.run, parquet=args.parquet)
     except AuditInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -202,9 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     _site_args(p)
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("audit", help="audit a folder of saved proxy logs (<level>.log or <level>/envoy-access.log)")
-    p.add_argument("logdir", help="folder with one access log per proxy level")
-    p.add_argument("--site", help="site file: adds allow-list entries, paths and anomalies to the audit")
+    from layernet.audit.cli import LogDirs, SitePairs
+
+    p = sub.add_parser("audit", help="audit a folder of saved proxy logs (<level>.log or <level>/envoy-access.log); "
+                                     "a fleet: LOGDIR --site FILE pairs or --fleet FILE")
+    p.add_argument("logdir", nargs="*", action=LogDirs, help="folder with one access log per proxy level")
+    p.add_argument("--site", nargs="+", action=SitePairs, metavar="FILE",
+                   help="site file of the log folder before it: adds allow-list entries, paths and anomalies")
+    p.add_argument("--fleet", help="fleet file: a YAML list of {site: FILE, logs: DIR}")
+    p.add_argument("--parquet", metavar="DIR", help="write the connections as one Parquet dataset partitioned by "
+                                                    "site, level and day under DIR/connections/")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY.PATH=VALUE")
     p.add_argument("--since", default="", help="ISO 8601 time or a duration back from now (2h, 1d)")
     p.add_argument("--out", help="write connections.csv and connections.parquet under OUT/audit/")

@@ -1,11 +1,25 @@
-"""`layernet audit LOGDIR`: audit a folder of saved proxy logs in the terminal, with the audit stage's verdict."""
+"""`layernet audit LOGDIR`: audit a folder of saved proxy logs in the terminal, with the audit stage's verdict.
+
+Several sites at once (a fleet): ``layernet audit DIR_A --site A.yaml DIR_B --site B.yaml`` or
+``layernet audit --fleet fleet.yaml`` (a YAML list of ``{site: FILE, logs: DIR}``). Each site is audited as
+alone, then the fleet view (site x level counts and each site's verdict) is printed; ``--parquet DIR`` writes
+every site's connections as one Parquet dataset partitioned by site, level and day. The exit code is the worst
+of the sites' (0 pass, 1 findings); bad input anywhere (a fleet file field, a site file, a log folder) is exit 2
+before anything is read.
+"""
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from layernet.audit import collect
+from layernet.audit.collect import AuditInputError
 from layernet.audit.verdict import EXIT_FINDINGS, EXIT_OK, verdict  # noqa: F401  (exit codes re-exported)
+
+FLEET_COLUMNS = ["site", "level", "connections", "allowed", "refused_name", "refused_source", "upstream_failure",
+                 "malformed", "anomalies", "verdict"]
 
 
 def _print(title: str, df, limit: int = 20) -> None:
@@ -24,11 +38,19 @@ def _print(title: str, df, limit: int = 20) -> None:
         print(f"  ... {len(df) - limit} more")
 
 
-def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = None, run: str = "") -> int:
-    """Print the audit of LOGDIR; exit 1 when lines were malformed or anomalies were found, else 0.
-    `run`: a run folder whose probe traffic is expected ("" = the site's newest run with probes, "none" = no run).
-    Raises AuditInputError (exit 2) for a missing or empty folder, unreadable files or a level without records."""
-    from layernet.audit import compare, export, findings
+@dataclass
+class SiteAudit:
+    """One site's audit as the CLI printed it."""
+    name: str
+    parsed: object
+    anomalies: object
+    verdict: object
+    per_level: object
+
+
+def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
+    """Read, parse and print the audit of one log folder (everything but the verdict line)."""
+    from layernet.audit import compare, findings
     from layernet.audit.parse import parse_logs
 
     when = collect.parse_since(since)
@@ -46,7 +68,8 @@ def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = 
     extra = "".join(f", {r[k]} {k}" for k in ("incomplete", "other") if k in r)
     print(f"{logdir}: {r['lines']} line(s), {parsed.records} connection(s), {r['malformed']} malformed, "
           f"{r['blank']} blank{extra}")
-    _print("per level", findings.per_level(parsed, site).drop(columns=["first_seen", "last_seen"]))
+    per = findings.per_level(parsed, site)
+    _print("per level", per.drop(columns=["first_seen", "last_seen"]))
     _print("malformed lines", parsed.malformed_summary())
     _print("refused attempts", findings.refused(parsed).drop(columns=["first_seen", "last_seen"]))
     if site is not None:
@@ -69,12 +92,199 @@ def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = 
         an = pd.DataFrame({"kind": parsed.checks["check"], "level": parsed.checks["level"],
                            "expected": False})
         _print("log checks", parsed.checks)
+    name = site.name if site is not None else Path(logdir).name
+    return SiteAudit(name, parsed, an, verdict(parsed, an), per)
+
+
+def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = None, run: str = "",
+                  parquet: Optional[str] = None) -> int:
+    """Print the audit of LOGDIR; exit 1 when lines were malformed or anomalies were found, else 0.
+    `run`: a run folder whose probe traffic is expected ("" = the site's newest run with probes, "none" = no run).
+    `parquet`: also write the connections as the fleet dataset (partitioned by site, level and day) there.
+    Raises AuditInputError (exit 2) for a missing or empty folder, unreadable files or a level without records."""
+    from layernet.audit import export
+
+    a = _audit(logdir, site, since, run)
     if out:
-        paths = export.export(parsed.connections, out)
+        paths = export.export(a.parsed.connections, out)
         print("\nexported: " + ", ".join(str(p) for p in paths.values()))
-    v = verdict(parsed, an)
-    print("\n" + v.text())
-    return v.code
+    if parquet:
+        print(f"\nParquet dataset: {export.fleet_parquet({a.name: a.parsed}, parquet)}")
+    print("\n" + a.verdict.text())
+    return a.verdict.code
+
+
+# ----------------------------------------------------------------------------------------------- fleet
+@dataclass
+class FleetEntry:
+    logs: str
+    site_file: str
+    where: str          # what an error names: "fleet.yaml: sites[2]" or "argument 2"
+
+
+class SitePairs(argparse.Action):
+    """`--site FILE [LOGDIR ...]` of `layernet audit`: records the order of log folders and site files, so
+    `DIR_A --site A.yaml DIR_B --site B.yaml` pairs each folder with the site file that follows it (argparse
+    hands the folders after a --site to it)."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        seq = ns.__dict__.setdefault("audit_seq", [])
+        seq.append(("site", values[0]))
+        seq += [("dir", v) for v in values[1:]]
+        ns.site = values[0]
+
+
+class LogDirs(argparse.Action):
+    """The log folder(s) before any --site."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        seq = ns.__dict__.setdefault("audit_seq", [])
+        seq += [("dir", v) for v in (values if isinstance(values, list) else [values])]
+        setattr(ns, self.dest, values[0] if isinstance(values, list) and values else values)
+
+
+def pairs_from_args(seq: list[tuple[str, str]]) -> list[FleetEntry]:
+    """Log folders and site files in command-line order -> (folder, site file) pairs. `DIR --site FILE ...` and
+    `--site FILE DIR ...` both work; one folder may go without a site file (the audit without a site)."""
+    dirs = [v for k, v in seq if k == "dir"]
+    sites = [v for k, v in seq if k == "site"]
+    if len(dirs) <= 1 and len(sites) <= 1:
+        return [FleetEntry(dirs[0] if dirs else "", sites[0] if sites else "", "LOGDIR")] if dirs else []
+    site_first = seq[0][0] == "site"
+    out, pending = [], None
+    for kind, value in seq:
+        if kind == "dir":
+            if pending is not None and not site_first:
+                raise AuditInputError(f"log folder {pending}: give its site file (LOGDIR --site FILE for every "
+                                      "folder of a fleet)")
+            if site_first:
+                if pending is None:
+                    raise AuditInputError(f"log folder {value}: give its site file before it (--site FILE LOGDIR "
+                                          "for every folder of a fleet)")
+                out.append(FleetEntry(value, pending, f"log folder {value}"))
+                pending = None
+            else:
+                pending = value
+        else:
+            if site_first:
+                if pending is not None:
+                    raise AuditInputError(f"--site {pending}: has no log folder after it (--site FILE LOGDIR for "
+                                          "every site of a fleet)")
+                pending = value
+            else:
+                if pending is None:
+                    raise AuditInputError(f"--site {value}: has no log folder before it (LOGDIR --site FILE for "
+                                          "every site of a fleet)")
+                out.append(FleetEntry(pending, value, f"log folder {pending}"))
+                pending = None
+    if pending is not None:
+        raise AuditInputError(f"{'--site' if site_first else 'log folder'} {pending}: has no "
+                              f"{'log folder' if site_first else 'site file'} (one LOGDIR --site FILE pair per site)")
+    return out
+
+
+def read_fleet(path) -> list[FleetEntry]:
+    """A fleet file: YAML, a list of {site: FILE, logs: DIR} (or that list under `sites:`); relative paths are
+    relative to the fleet file's folder."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditInputError(f"{p}: no such fleet file; give a YAML list of {{site: FILE, logs: DIR}}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditInputError(f"{p}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise AuditInputError(f"{p}:{at} not valid YAML; give a list of {{site: FILE, logs: DIR}}") from None
+    key = "sites"
+    if isinstance(raw, dict) and set(raw) == {"sites"}:
+        raw = raw["sites"]
+    elif isinstance(raw, dict):
+        raise AuditInputError(f"{p}: unknown key(s) {', '.join(sorted(map(str, set(raw) - {'sites'})))}; the file is "
+                              "a list of {site: FILE, logs: DIR} (or that list under sites:)")
+    if not isinstance(raw, list) or not raw:
+        raise AuditInputError(f"{p}: {key}: give a non-empty list of {{site: FILE, logs: DIR}}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{p}: {key}[{i}]"
+        if not isinstance(item, dict):
+            raise AuditInputError(f"{where}: give a mapping {{site: FILE, logs: DIR}}")
+        extra = sorted(map(str, set(item) - {"site", "logs"}))
+        if extra:
+            raise AuditInputError(f"{where}.{extra[0]}: unknown field; the fields are site and logs")
+        for f in ("site", "logs"):
+            if not isinstance(item.get(f), str) or not item[f].strip():
+                raise AuditInputError(f"{where}.{f}: missing; give the {'site file' if f == 'site' else 'log folder'} "
+                                      "path (relative to the fleet file)")
+        out.append(FleetEntry(str(p.parent / item["logs"]), str(p.parent / item["site"]), f"{where}"))
+    return out
+
+
+def fleet_view(audits: list[SiteAudit]) -> "pd.DataFrame":
+    """Site x level: the per-level counts, malformed lines and failing anomaly groups, and the site's verdict."""
+    import pandas as pd
+
+    from layernet.audit.findings import problems
+
+    rows = []
+    for a in audits:
+        prob = problems(a.anomalies)
+        bad = a.parsed.malformed
+        for r in a.per_level.itertuples():
+            rows.append({"site": a.name, "level": r.level, "connections": r.connections, "allowed": r.allowed,
+                         "refused_name": r.refused_name, "refused_source": r.refused_source,
+                         "upstream_failure": r.upstream_failure,
+                         "malformed": int((bad["level"] == r.level).sum()) if len(bad) else 0,
+                         "anomalies": int((prob["level"] == r.level).sum()) if len(prob) else 0,
+                         "verdict": "passed" if a.verdict.passed else "FAILED"})
+    out = pd.DataFrame(rows, columns=FLEET_COLUMNS)
+    for c in FLEET_COLUMNS[2:9]:
+        out[c] = out[c].astype("int64")
+    return out
+
+
+def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str = "", out: Optional[str] = None,
+                  run: str = "", parquet: Optional[str] = None) -> int:
+    """Audit every (log folder, site file) of a fleet, print each and then the fleet view; the worst exit code.
+    Every site file and log folder is checked before any log is parsed (bad input: AuditInputError, exit 2)."""
+    from layernet.audit import export
+    from layernet.site import load_site
+
+    if run and run != "none":
+        raise AuditInputError(f"--run {run}: a run folder belongs to one site; with several sites give --run none "
+                              "or leave it out (each site's newest run with probes)")
+    sites, seen = [], {}
+    for e in entries:
+        if not e.site_file:
+            raise AuditInputError(f"{e.where}: give its site file (the fleet view is per site)")
+        site = load_site(e.site_file, list(params))
+        if site.name in seen:
+            raise AuditInputError(f"{e.where}: site {site.name!r} ({e.site_file}) is also {seen[site.name]}; each "
+                                  "site once (the dataset is partitioned by site name)")
+        seen[site.name] = e.where
+        collect.read_logdir(e.logs, collect.proxy_level_names(site))
+        sites.append(site)
+    audits = []
+    for e, site in zip(entries, sites):
+        print(f"\n=== site {site.name}: {e.logs} ===")
+        a = _audit(e.logs, site, since, run)
+        print("\n" + a.verdict.text())
+        if out:
+            paths = export.export(a.parsed.connections, out, name=f"connections-{site.name}")
+            print("exported: " + ", ".join(str(p) for p in paths.values()))
+        audits.append(a)
+    view = fleet_view(audits)
+    _print(f"fleet: {len(audits)} site(s) x level", view, limit=200)
+    if parquet:
+        root = export.fleet_parquet({a.name: a.parsed for a in audits}, parquet)
+        print(f"\nParquet dataset (partitioned by site, level and day): {root}")
+    failed = [a.name for a in audits if not a.verdict.passed]
+    print(f"\nfleet: {len(audits) - len(failed)} of {len(audits)} site(s) passed"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return max(a.verdict.code for a in audits)
 
 
 def _runs_dir() -> Path:

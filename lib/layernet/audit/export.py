@@ -1,6 +1,7 @@
 """The connection table as CSV and Parquet in the run folder, for a SIEM; and reading them back typed."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -50,10 +51,12 @@ FLEET_COLUMNS = ["time", "listener_port", "source_ip", "source_port", "sni", "up
 def fleet_parquet(parsed_by_site, out_dir) -> Path:
     """Write the connections of several sites ({site name: Parsed}) as one Parquet dataset under
     `<out_dir>/connections/`, partitioned by site, level and day (hive layout: site=S/level=L/day=D/), so a
-    fleet's logs are queried together (`fleet_read`). DuckDB writes it straight from each site's table."""
+    fleet's logs are queried together (`fleet_read`). DuckDB writes it straight from each site's table. A site
+    already in the dataset is replaced (its partition is written anew); other sites stay."""
     root = Path(out_dir) / "connections"
     root.mkdir(parents=True, exist_ok=True)
     for site, parsed in parsed_by_site.items():
+        shutil.rmtree(root / f"site={site}", ignore_errors=True)     # a site written again replaces its rows
         cols = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c == "verdict" else c for c in FLEET_COLUMNS)
         parsed.db.execute(f"""COPY (SELECT {cols}, ? AS site, level, CAST(time AS DATE) AS day FROM {parsed.table})
             TO '{root.as_posix()}' (FORMAT parquet, PARTITION_BY (site, level, day), OVERWRITE_OR_IGNORE,
