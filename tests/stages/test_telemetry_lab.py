@@ -61,14 +61,23 @@ def deployed(lab, tmp_path_factory):
 
 @contextmanager
 def closed(site, *items: str):
-    """The router of the running lab with `lab.close` set to `items`, restored afterwards."""
+    """The running lab with `lab.close` set to `items` (as a lab brought up with that -p has it), restored
+    afterwards: MQTT hops closed at the router; an Event Hubs name taken off a level's resolution, the level's
+    dataflow restarted so it resolves again (as a restarted pod would)."""
     topo = netns.topology(site)
     faulty = site_with(f"lab.close={json.dumps(list(items))}")
+    names = netns.closed_names(faulty)
     netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(faulty, topo))
+    netns.write_closed_names(faulty, topo)
+    for level in names:
+        lab_telemetry.restart(site, f"{level}/dataflow")
     try:
         yield faulty
     finally:
         netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(site, topo))
+        for level in names:
+            (netns.NETNS_ETC / topo.level_ns[level] / "hosts").unlink(missing_ok=True)
+            lab_telemetry.restart(site, f"{level}/dataflow")
 
 
 def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deployed, lab):
@@ -141,5 +150,9 @@ def test_taking_event_hubs_off_level4s_egress_fails_naming_event_hubs(deployed, 
         telemetry.require_delivered(out)
     hops = out["analysis"].hops.set_index("hop")
     assert hops.loc[2, "arrived"] > 0 and hops.loc[3, "arrived"] == 0          # the level4 broker saw them
-    # and the flow resumes once the crossing is open again (the dataflow reconnects to the hub)
-    assert lab_telemetry.running(site)
+    # the infrastructure probes dial the cloud's address with the name as SNI: the network itself stays open
+    assert netns.closed_names(site_with('lab.close=["eventhubs level4"]')) == {
+        "level4": ["layernet-lab-ehns.servicebus.windows.net"]}
+    # once the name resolves again the flow reaches the hub again, every message enriched
+    after = telemetry.messages(site, seconds=4.0, settle=10.0)
+    assert [r for r in after["evidence"] if not r["ok"]] == []

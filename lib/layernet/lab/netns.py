@@ -185,21 +185,41 @@ def _link_for(topo: Topology, net: ipaddress.IPv4Network) -> Optional[Link]:
 
 
 def closed_rules(site, topo: Topology) -> list[str]:
-    """Rehearsals (site field lab.close): a crossing the flows model allows, closed at the router.
-    "mqtt <child> -> <parent>": the MQTT hop between two levels' nodes; "eventhubs <level>": Kafka 9093 from the
-    level's node to the internet (the Event Hubs endpoint)."""
+    """Rehearsals (site field lab.close), "mqtt <child> -> <parent>": the MQTT hop between the two levels' nodes,
+    closed at the router (an open connection included). "eventhubs <level>" is a name, not a port: see
+    `closed_names`."""
     out = []
-    cloud = topo.link_of(topo.cloud_ns)
     port = site.telemetry.mqtt.effective_port
     for item in getattr(site.lab, "close", []) or []:
         words = item.replace("->", " ").split()
-        if words[0] == "mqtt":
+        if words and words[0] == "mqtt":
             src, dst = site.level(words[1]).node_ip, site.level(words[2]).node_ip
             out.append(f'    ip saddr {src} ip daddr {dst} tcp dport {port} counter drop comment "closed: {item}"')
-        elif words[0] == "eventhubs":
-            src = site.level(words[1]).node_ip
-            out.append(f'    ip saddr {src} ip daddr {cloud.network} tcp dport 9093 counter drop comment "closed: {item}"')
     return out
+
+
+def closed_names(site) -> dict[str, list[str]]:
+    """Rehearsals, "eventhubs <level>": the Event Hubs name taken off the level's egress: {level: [names]} that the
+    level's processes cannot resolve to the cloud (the network itself stays open, so the probes of the
+    infrastructure stage, which dial the cloud's address with the name as SNI, still pass)."""
+    from layernet.site.telemetry import eventhubs_namespace
+
+    out: dict[str, list[str]] = {}
+    ns = eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace)
+    for item in getattr(site.lab, "close", []) or []:
+        words = item.split()
+        if len(words) == 2 and words[0] == "eventhubs" and ns:
+            out.setdefault(words[1], []).append(f"{ns}.servicebus.windows.net")
+    return out
+
+
+def write_closed_names(site, topo: Topology) -> None:
+    """/etc/netns/<ns>/hosts for the levels with closed names: each name answers 0.0.0.0 (nothing listens), every
+    other name goes to the level's DNS as before. Processes started in the namespace afterwards see it."""
+    for level, names in closed_names(site).items():
+        d = NETNS_ETC / topo.level_ns[level]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"0.0.0.0 {n}\n" for n in names))
 
 
 def router_ruleset(site, topo: Topology) -> str:
@@ -283,6 +303,7 @@ def build(site, topo: Topology, resolvers: dict[str, list[str]]) -> None:
             run(["ip", "-n", l.ns, "route", "add", "default", "via", str(l.router_ip), "dev", l.ifname])
     nft_replace(r, f"inet {ROUTER_TABLE}", router_ruleset(site, topo))
     write_resolvers(resolvers)
+    write_closed_names(site, topo)
 
 
 def write_resolvers(resolvers: dict[str, list[str]]) -> None:

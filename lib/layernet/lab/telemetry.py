@@ -107,6 +107,25 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     return "started " + ", ".join(done)
 
 
+def restart(site, service: str, timeout: float = 30.0) -> str:
+    """Restart one stand-in ("level4/dataflow"), e.g. after its namespace's name resolution changed (a pod that
+    restarts reads it again)."""
+    from layernet.lab import kafka
+
+    svc = next((s for s in _services(site) if s.name == service), None)
+    if svc is None:
+        raise LabError(f"no telemetry stand-in named {service!r} (have: {', '.join(s.name for s in _services(site))})")
+    env = {k: v for k, v in os.environ.items() if k != kafka.env_var(site)}
+    if svc.needs_connection_string:
+        env = kafka.client_env(site, env)
+    services.stop(site, _name(svc))
+    log = commands.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
+    log.write_bytes(b"")
+    p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
+    _wait_line(log, p, svc.ready_line, timeout)
+    return f"{service} restarted (pid {p.pid})"
+
+
 def _name(svc) -> str:
     return f"{svc.level}/{PREFIX}-{svc.name.split('/', 1)[1]}"
 
