@@ -19,7 +19,10 @@ from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, evidence_table, fingerprint, progress_printer, refuse_drift
+from layernet.stages.base import Plan, Progress, apply_unless_dry, evidence_table, fingerprint, progress_printer, refuse_drift
+from layernet.stages.base import picture as base_picture
+# the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
+from layernet.stages.base import begin, crossings, refused_hosts  # noqa: F401
 
 STAGE = "arc"
 
@@ -201,19 +204,9 @@ def failed(rows: list[dict]) -> Optional[str]:
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)
-def begin():
-    """The stage's start time: the window in which the proxies' logs are read for evidence."""
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
-
-
 def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
     """Apply the reviewed plan (nothing in a dry run)."""
-    if dry_run:
-        print("dry run: nothing applied")
-        return []
-    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+    return apply_unless_dry(apply, plan, site, run_dir, dry_run)
 
 
 def check(site, since=None, dry_run: bool = False) -> list[dict]:
@@ -238,18 +231,6 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     return rows
 
 
-def crossings(site, since=None):
-    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
-    from layernet import crossings as cx
-    from layernet.targets.base import get_target
-
-    return cx.paths(site, get_target(site), since)
-
-
-def refused_hosts(site, since=None) -> dict[str, list[str]]:
-    from layernet import crossings as cx
-
-    return cx.refused(site, crossings(site, since))
 
 
 def agent_hosts(site) -> list[str]:
@@ -262,11 +243,7 @@ def agent_hosts(site) -> list[str]:
 
 def picture(site, df):
     """Which agent calls crossed which hops (an SVG for the report)."""
-    from IPython.display import SVG
-
-    from layernet import crossings as cx
-
-    return SVG(cx.picture(site, df, title="Arc agents: connections per hop during the stage"))
+    return base_picture(site, df, "Arc agents: connections per hop during the stage")
 
 
 def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:

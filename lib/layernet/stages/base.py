@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from layernet.errors import DriftError
 
@@ -101,3 +101,45 @@ def progress_printer(prefix: str = "") -> Progress:
     def _p(msg: str) -> None:
         print(f"{prefix}{msg}", flush=True)
     return _p
+
+
+# ---- what every stage notebook shares: the stage's window, the proxies' evidence in it, dry runs
+def begin():
+    """The stage's start time: the window in which the proxies' logs are read for evidence."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def crossings(site, since=None):
+    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
+    from layernet import crossings as cx
+    from layernet.targets.base import get_target
+
+    return cx.paths(site, get_target(site), since)
+
+
+def refused_hosts(site, since=None) -> dict[str, list[str]]:
+    """{level where it was refused: ["host:port (from level)"]} in the stage's window."""
+    from layernet import crossings as cx
+
+    return cx.refused(site, crossings(site, since))
+
+
+def picture(site, df, title: str, hosts: Optional[list[str]] = None):
+    """Which calls crossed which hops during the stage (an SVG for the report)."""
+    from IPython.display import SVG
+
+    from layernet import crossings as cx
+
+    return SVG(cx.picture(site, df, hosts=hosts, title=title))
+
+
+def apply_unless_dry(apply, plan: "Plan", site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
+    """Apply the reviewed plan with the stage's `apply` (nothing in a dry run)."""
+    if dry_run:
+        print("dry run: nothing applied")
+        return []
+    from pathlib import Path
+
+    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
