@@ -108,6 +108,8 @@ def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = 
     if out:
         paths = export.export(a.parsed.connections, out)
         print("\nexported: " + ", ".join(str(p) for p in paths.values()))
+        if site is not None:
+            _write_kql(site, Path(out) / export.EXPORT_DIR / "kql")
     if parquet:
         print(f"\nParquet dataset: {export.fleet_parquet({a.name: a.parsed}, parquet)}")
     print("\n" + a.verdict.text())
@@ -275,6 +277,7 @@ def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str 
         if out:
             paths = export.export(a.parsed.connections, out, name=f"connections-{site.name}")
             print("exported: " + ", ".join(str(p) for p in paths.values()))
+            _write_kql(site, Path(out) / export.EXPORT_DIR / "kql" / site.name)
         audits.append(a)
     view = fleet_view(audits)
     _print(f"fleet: {len(audits)} site(s) x level", view, limit=200)
@@ -285,6 +288,14 @@ def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str 
     print(f"\nfleet: {len(audits) - len(failed)} of {len(audits)} site(s) passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return max(a.verdict.code for a in audits)
+
+
+def _write_kql(site, folder: Path) -> None:
+    from layernet.audit import kql
+
+    paths = kql.write(site, folder)
+    where = f" (workspace {site.monitor.workspace_id})" if site.monitor.workspace_id else ""
+    print(f"KQL for Azure Monitor{where}: " + ", ".join(str(p) for p in paths.values()))
 
 
 def _runs_dir() -> Path:

@@ -130,7 +130,15 @@ def per_level(data, site=None) -> "pd.DataFrame":
             count(DISTINCT sni) FILTER (WHERE sni <> '') AS distinct_names,
             min(time) AS first_seen, max(time) AS last_seen
         FROM {t.core} GROUP BY level""")
-    out = pd.DataFrame({"level": levels}).merge(agg, on="level", how="left")
+    return per_level_frame(levels, agg)
+
+
+def per_level_frame(levels: list[str], agg: "pd.DataFrame") -> "pd.DataFrame":
+    """The per-level table from the aggregates of any engine (DuckDB here, KQL in `monitor`): one row per level
+    of `levels` in that order, joined by level name (a level without rows gets zeros)."""
+    import pandas as pd
+
+    out = pd.DataFrame({"level": pd.Series(levels, dtype="str")}).merge(agg, on="level", how="left")
     for c in PER_LEVEL_COLUMNS[1:10]:
         out[c] = out[c].fillna(0).astype("int64")
     for c in ("first_seen", "last_seen"):
@@ -147,9 +155,22 @@ def refused(data) -> "pd.DataFrame":
             count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
         FROM {t.core} WHERE verdict IN ('refused-name', 'refused-source')
         GROUP BY ALL ORDER BY count DESC, name, source, level, verdict""")
+    return refused_frame(out)
+
+
+def refused_frame(out: "pd.DataFrame") -> "pd.DataFrame":
+    """The refused table's types and order from the rows of any engine (DuckDB here, KQL in `monitor`)."""
+    import pandas as pd
+
+    out = out.copy()
     out["count"] = out["count"].astype("int64")
+    out["verdict"] = pd.Categorical(out["verdict"].astype(str), categories=VERDICTS)
+    for c in ("name", "source", "level", "ports"):
+        out[c] = out[c].astype("str")
     for c in ("first_seen", "last_seen"):
         out[c] = _utc_ms(out[c])
+    out = out.sort_values(["count", "name", "source", "level", "verdict"], ascending=[False, True, True, True, True],
+                          ignore_index=True, kind="stable")
     return out[REFUSED_COLUMNS]
 
 

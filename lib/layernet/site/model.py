@@ -20,6 +20,7 @@ from layernet.site.aio import Aio
 from layernet.site.arc import Arc
 from layernet.site.base import Strict
 from layernet.site.images import Images
+from layernet.site.monitor import Monitor
 from layernet.site.load import load_yaml_file, parse_value
 from layernet.site.names import check_host
 from layernet.site.problems import HIDDEN, MISSING, Problem, SiteError
@@ -121,6 +122,7 @@ class Site(Strict):
     arc: Arc = Arc()
     aio: Aio = Aio()
     images: Images = Images()
+    monitor: Monitor = Monitor()
     lab: LabSettings = LabSettings()
 
     # ---- navigation helpers (the site is a chain from the egress level downward)

@@ -10,7 +10,7 @@ from typing import Optional
 import pandas as pd
 
 from layernet.allowlist import AllowList, effective_allowlist
-from layernet.audit import collect, compare, export as export_mod, findings
+from layernet.audit import collect, compare, export as export_mod, findings, kql as kql_mod
 from layernet.audit.parse import Parsed, parse_logs
 from layernet.audit.verdict import verdict
 from layernet.errors import StageFailed
@@ -113,7 +113,11 @@ def export(a: Audit, run_dir: str) -> pd.DataFrame:
     if not run_dir:
         return pd.DataFrame([{"file": "(no run folder: nothing written)"}])
     paths_ = export_mod.export(a.connections, run_dir)
-    return pd.DataFrame([{"format": k, "file": str(v), "rows": len(a.connections)} for k, v in paths_.items()])
+    rows = [{"format": k, "file": str(v), "rows": len(a.connections)} for k, v in paths_.items()]
+    # the same findings as KQL over Azure Monitor (ContainerLogV2), for the site's Log Analytics workspace
+    for name, path in kql_mod.write(a.site, Path(run_dir) / export_mod.EXPORT_DIR / "kql").items():
+        rows.append({"format": f"kql ({name})", "file": str(path), "rows": 0})
+    return pd.DataFrame(rows)
 
 
 def results(a: Audit, cmp: pd.DataFrame, anomalies_: pd.DataFrame) -> dict:
