@@ -61,23 +61,17 @@ def deployed(lab, tmp_path_factory):
 
 @contextmanager
 def closed(site, *items: str):
-    """The running lab with `lab.close` set to `items` (as a lab brought up with that -p has it), restored
-    afterwards: MQTT hops closed at the router; an Event Hubs name taken off a level's resolution, the level's
-    dataflow restarted so it resolves again (as a restarted pod would)."""
-    topo = netns.topology(site)
+    """The running lab with `lab.close` set to `items`, put in place as the stage's check does for a site with
+    that -p (MQTT hops closed at the router; an Event Hubs name taken off a level's resolution, its dataflow
+    restarted), lifted afterwards."""
     faulty = site_with(f"lab.close={json.dumps(list(items))}")
-    names = netns.closed_names(faulty)
-    netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(faulty, topo))
-    netns.write_closed_names(faulty, topo)
-    for level in names:
-        lab_telemetry.restart(site, f"{level}/dataflow")
+    note = lab_telemetry.rehearse(faulty)
+    assert note and lab_telemetry.rehearse(faulty).startswith("router: ") or not netns.closed_rules(faulty, netns.topology(faulty))
     try:
         yield faulty
     finally:
-        netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", netns.router_ruleset(site, topo))
-        for level in names:
-            (netns.NETNS_ETC / topo.level_ns[level] / "hosts").unlink(missing_ok=True)
-            lab_telemetry.restart(site, f"{level}/dataflow")
+        lab_telemetry.rehearse(site)
+        assert lab_telemetry.rehearse(site) == ""
 
 
 def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deployed, lab):

@@ -185,8 +185,9 @@ def _link_for(topo: Topology, net: ipaddress.IPv4Network) -> Optional[Link]:
 
 
 def closed_rules(site, topo: Topology) -> list[str]:
-    """Rehearsals (site field lab.close), "mqtt <child> -> <parent>": the MQTT hop between the two levels' nodes,
-    closed at the router (an open connection included). "eventhubs <level>" is a name, not a port: see
+    """Rehearsals (site field lab.close, put in place by stage 04's verify on the lab, so the infrastructure
+    stage's probes do not catch them first), "mqtt <child> -> <parent>": the MQTT hop between the two levels'
+    nodes, closed at the router (an open connection included). "eventhubs <level>" is a name, not a port: see
     `closed_names`."""
     out = []
     port = site.telemetry.mqtt.effective_port
@@ -213,16 +214,29 @@ def closed_names(site) -> dict[str, list[str]]:
     return out
 
 
-def write_closed_names(site, topo: Topology) -> None:
-    """/etc/netns/<ns>/hosts for the levels with closed names: each name answers 0.0.0.0 (nothing listens), every
-    other name goes to the level's DNS as before. Processes started in the namespace afterwards see it."""
-    for level, names in closed_names(site).items():
-        d = NETNS_ETC / topo.level_ns[level]
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"0.0.0.0 {n}\n" for n in names))
+def write_closed_names(site, topo: Topology) -> list[str]:
+    """/etc/netns/<ns>/hosts of every level as `closed_names` wants it: each closed name answers 0.0.0.0 (nothing
+    listens), every other name goes to the level's DNS as before; no file where nothing is closed. Processes
+    started in the namespace afterwards see it. Returns the levels whose file changed."""
+    closed = closed_names(site)
+    changed = []
+    for lv in site.levels:
+        path = NETNS_ETC / topo.level_ns[lv.name] / "hosts"
+        want = ("127.0.0.1 localhost\n" + "".join(f"0.0.0.0 {n}\n" for n in closed[lv.name])
+                if lv.name in closed else None)
+        have = path.read_text() if path.exists() else None
+        if want == have:
+            continue
+        if want is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(want)
+        changed.append(lv.name)
+    return changed
 
 
-def router_ruleset(site, topo: Topology) -> str:
+def router_ruleset(site, topo: Topology, rehearse: bool = False) -> str:
     """The router's forward chain: exactly the crossing flows of the flows model (layernet.flows) between the
     segments it joins, the internet being the cloud network; the rest is counted, logged (when the host logs
     namespaces) and dropped. Replies pass by connection tracking."""
@@ -232,7 +246,8 @@ def router_ruleset(site, topo: Topology) -> str:
     cloud = topo.link_of(topo.cloud_ns)
     lines = [f"table inet {ROUTER_TABLE} {{", "  chain forward {",
              "    type filter hook forward priority filter; policy drop;"]
-    lines += closed_rules(site, topo)          # before connection tracking: an open connection stops too
+    if rehearse:                               # before connection tracking: an open connection stops too
+        lines += closed_rules(site, topo)
     lines += ["    ct state established,related accept",
               "    ct state invalid drop"]
     seen = set()
@@ -303,7 +318,6 @@ def build(site, topo: Topology, resolvers: dict[str, list[str]]) -> None:
             run(["ip", "-n", l.ns, "route", "add", "default", "via", str(l.router_ip), "dev", l.ifname])
     nft_replace(r, f"inet {ROUTER_TABLE}", router_ruleset(site, topo))
     write_resolvers(resolvers)
-    write_closed_names(site, topo)
 
 
 def write_resolvers(resolvers: dict[str, list[str]]) -> None:

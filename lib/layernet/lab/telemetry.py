@@ -107,6 +107,40 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     return "started " + ", ".join(done)
 
 
+def rehearse(site) -> str:
+    """Put the site's `lab.close` rehearsals in place on the running lab (and lift those it no longer names): the
+    router's closed MQTT hops, the Event Hubs names taken off a level's resolution (that level's dataflow restarts
+    to resolve again, as a restarted pod would). Returns what changed ("" when nothing)."""
+    from layernet.lab import netns
+
+    topo = netns.topology(site)
+    want = netns.router_ruleset(site, topo, rehearse=True)
+    marker = state_path(site)
+    done = []
+    closes = netns.closed_rules(site, topo)
+    if closes or marker.exists():                      # atomic and idempotent: loaded whenever it may differ
+        netns.nft_replace(topo.router_ns, f"inet {netns.ROUTER_TABLE}", want)
+        if closes:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(want)
+            done.append("router: " + "; ".join(c.split('comment "closed: ', 1)[1].rstrip('"') for c in closes)
+                        + " closed")
+        else:
+            marker.unlink()
+            done.append("router: every crossing open again")
+    for level in netns.write_closed_names(site, topo):
+        names = netns.closed_names(site).get(level)
+        done.append(f"{level}: " + (f"{', '.join(names)} taken off its resolution" if names else "names resolve again"))
+        if any(s.name == f"{level}/dataflow" for s in _services(site)) and f"{level}/{PREFIX}-dataflow" in services.table(site):
+            done.append(restart(site, f"{level}/dataflow"))
+    return "; ".join(done)
+
+
+def state_path(site) -> Path:
+    """The router ruleset the last rehearsal loaded (the lab's build loads the one without rehearsals)."""
+    return records_dir(site) / "router-rehearsal.nft"
+
+
 def restart(site, service: str, timeout: float = 30.0) -> str:
     """Restart one stand-in ("level4/dataflow"), e.g. after its namespace's name resolution changed (a pod that
     restarts reads it again)."""

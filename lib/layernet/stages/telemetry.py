@@ -607,11 +607,17 @@ def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict
 
 def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float = 20.0) -> dict:
     """Provisioning states, then the message-level proof for a window (after waiting up to `settle` seconds for
-    the first message at the last hop, so a flow that has just started is not counted as loss).
+    the first message at the last hop, so a flow that has just started is not counted as loss). On the lab the
+    site's `lab.close` rehearsals are put in place first (the infrastructure stage leaves them open).
     {"evidence": rows, "analysis": Analysis | None}."""
     if dry_run:
         print("dry run: nothing verified")
         return {"evidence": [], "analysis": None}
+    from layernet.targets.base import get_target
+
+    rehearsed = get_target(site).telemetry_rehearsals()
+    if rehearsed:
+        print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
     rows = provisioning(site)
     if not all(r["ok"] for r in rows):
         return {"evidence": rows, "analysis": None}

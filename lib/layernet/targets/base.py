@@ -127,6 +127,11 @@ class Target(ABC):
         dataflows do it on their own; returns what was done."""
         return ""
 
+    def telemetry_rehearsals(self) -> str:
+        """Put the site's rehearsed faults in place before the proof window (the lab: `lab.close`); returns what
+        changed. A real site has none."""
+        return ""
+
     def telemetry_running(self):
         """Whether the level services that run the telemetry records run (None: the target cannot tell)."""
         return None

@@ -275,6 +275,11 @@ class LabTarget(Target):
 
         return telemetry.install(self.site, records)
 
+    def telemetry_rehearsals(self) -> str:
+        from layernet.lab import telemetry
+
+        return telemetry.rehearse(self.site)
+
     def telemetry_running(self):
         from layernet.lab import telemetry
 
