@@ -282,14 +282,18 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
     if getattr(t, "_links_key", None) == (id(site), window_ms):
         return names
     t._links_key = (id(site), window_ms)
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT, "
-                 "exact BOOLEAN)")
+    # next_verdict: the upper connection's verdict (the type of the table's verdict), so a path's outcome needs no
+    # second pass over the table
+    t.db.execute(f"""CREATE OR REPLACE TEMP TABLE _next AS SELECT NULL::BIGINT AS id, NULL::BIGINT AS next_id,
+                       NULL::VARCHAR AS next_level, NULL::BIGINT AS hop_ms, NULL::BOOLEAN AS exact,
+                       verdict AS next_verdict FROM {t.core} LIMIT 0""")
     for inner, outer in zip(levels, levels[1:]):
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
         p = [inner.name, outer.name, str(inner.node_ip), window_ms]
-        pair = f"""SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms
+        pair = f"""SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
+                o.verdict AS next_verdict
               FROM {t.core} i JOIN {t.core} o ON i.ul_key = o.src_key
               WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.ul_key IS NOT NULL
                 AND i.verdict IN ('allowed', 'upstream-failure')
@@ -297,10 +301,10 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
         t.db.execute(f"CREATE OR REPLACE TEMP TABLE _pair AS {pair}", p)
         dup, = t.rows("SELECT (count(*) - count(DISTINCT id)) + (count(*) - count(DISTINCT next_id)) FROM _pair")[0]
         if dup:        # an address reused within the window: the nearest in time, one to one
-            t.db.execute("""CREATE OR REPLACE TEMP TABLE _pair AS SELECT id, next_id, hop_ms FROM (
+            t.db.execute("""CREATE OR REPLACE TEMP TABLE _pair AS SELECT id, next_id, hop_ms, next_verdict FROM (
                   SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _pair
                   QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms)) = 1) WHERE k = 1""")
-        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true FROM _pair", [outer.name])
+        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true, next_verdict FROM _pair", [outer.name])
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
             FROM {t.core} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
@@ -312,8 +316,9 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
         pairs = _greedy(inner_rows, outer_rows, window_ms)
         if pairs:
-            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL, false)", [[i, o, outer.name] for i, o in pairs])
-            t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time)
+            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL, false, NULL)",
+                             [[i, o, outer.name] for i, o in pairs])
+            t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time), next_verdict = o.verdict
                 FROM {t.core} i, {t.core} o WHERE _next.hop_ms IS NULL AND i.id = _next.id
                 AND o.id = _next.next_id""")
     return names
@@ -389,11 +394,23 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
 
 
 def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
-    """Paths by path and outcome, computed in SQL (no row of the path table goes to pandas)."""
+    """Paths by path and outcome, computed in SQL from the links alone (no path table is built): a path starts at
+    a connection no link points to and ends at the last link of its chain, whose level and verdict are in it."""
     t = _tab(data)
-    name = _ensure_paths(t, site, window_ms, narrow=True)
-    return t.df(f"""SELECT path, verdict, refused_at, count(*) AS paths FROM {name} GROUP BY ALL
-                    ORDER BY paths DESC, path, verdict""")
+    names = _links(t, site, window_ms)
+    steps = max(0, len(names) - 1)
+    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
+                    for k in range(1, steps + 1))
+    levels = [f"n{k}.next_level" for k in range(1, steps + 1)]
+    last_level = "coalesce(" + ", ".join(levels[::-1] + ["s.level"]) + ")"
+    verdict = "coalesce(" + ", ".join([f"n{k}.next_verdict" for k in range(steps, 0, -1)] + ["s.verdict"]) + ")"
+    levels_in = ", ".join(f"'{n}'" for n in names) or "''"
+    return t.df(f"""SELECT concat_ws(' > ', s.level{''.join(', ' + x for x in levels)}) AS path, {verdict} AS verdict,
+            CASE WHEN {verdict} IN ('refused-name', 'refused-source') THEN {last_level} ELSE '' END AS refused_at,
+            count(*) AS paths
+        FROM (SELECT id, level, verdict FROM {t.core} WHERE level IN ({levels_in})
+              AND id NOT IN (SELECT next_id FROM _next)) s {joins}
+        GROUP BY ALL ORDER BY paths DESC, path, verdict""")
 
 
 def hop_latency(p) -> "pd.DataFrame":
@@ -416,13 +433,15 @@ def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.
     import pandas as pd
 
     t = _tab(data)
-    name = _ensure_paths(t, site, window_ms, narrow=True)
-    hop_names = t._hops
-    if not hop_names:
+    names = _links(t, site, window_ms)
+    hops = list(zip(names, names[1:]))
+    if not hops:
         return pd.DataFrame(columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
-    parts = [f"""SELECT '{h[len('hop_ms_'):].replace('_', ' > ', 1)}' AS hop, count("{h}") AS paths,
-                   quantile_cont("{h}", 0.5) AS p50_ms, quantile_cont("{h}", 0.95) AS p95_ms, max("{h}") AS max_ms
-                 FROM {name}""" for h in hop_names]
+    # every link is one hop of exactly one path (links are one to one and only go outward), so the hops of the
+    # paths are the links by upper level
+    parts = [f"""SELECT '{a} > {b}' AS hop, count(hop_ms) AS paths, quantile_cont(CAST(hop_ms AS DOUBLE), 0.5) AS p50_ms,
+                   quantile_cont(CAST(hop_ms AS DOUBLE), 0.95) AS p95_ms, CAST(max(hop_ms) AS DOUBLE) AS max_ms
+                 FROM _next WHERE next_level = '{b}'""" for a, b in hops]
     out = t.df(" UNION ALL ".join(parts))
     out["paths"] = out["paths"].astype("int64")
     return out

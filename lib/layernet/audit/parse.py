@@ -329,10 +329,13 @@ def _raw_lines(path: Path, wanted: list[int]) -> dict[int, bytes]:
                 chunk, rest = rest + chunk, b""
                 cut = chunk.rfind(b"\n")
                 chunk, rest = chunk[:cut + 1], chunk[cut + 1:]
+            c = chunk.count(b"\n")
+            if want[k] > n + c:                          # no wanted line here: only counted
+                n += c
+                continue
             import numpy as np
 
             nl = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
-            c = len(nl)
             while k < len(want) and want[k] <= n + c:
                 i = want[k] - n - 1                      # 0-based line within the chunk
                 a = int(nl[i - 1]) + 1 if i else 0
