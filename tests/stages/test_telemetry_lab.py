@@ -120,9 +120,11 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
 
 def test_closing_mqtt_between_level2_and_level3_fails_naming_that_hop(deployed, lab):
     site = lab
-    with closed(site, "mqtt level2 -> level3"):
-        time.sleep(1.0)
-        out = telemetry.messages(site, seconds=5.0)
+    faulty = site_with('lab.close=["mqtt level2 -> level3"]')    # what `-p` gives the stage's notebook
+    try:
+        out = telemetry.check(faulty, seconds=5.0, settle=3.0)   # puts the rehearsal in place, then proves
+    finally:
+        assert lab_telemetry.rehearse(site) == "router: every crossing open again"
     bad = [r for r in out["evidence"] if not r["ok"]]
     assert bad and bad[0]["check"] == "telemetry oven1/default at level3 broker", bad
     assert "MQTT level2 -> level3" in bad[0]["hint"] and "reached level2 broker" in bad[0]["hint"]
