@@ -212,12 +212,11 @@ def observe(site, arm: Arm) -> dict:
 def steps(site, state: dict) -> list[Step]:
     """The plan from the observed state: one step per record (change or skip with the reason), then, where the
     target runs the telemetry services itself (the lab), starting them when a record changed or they stopped."""
-    site_s = site
     out: list[Step] = [Step("site", "register provider", ns, f"POST /subscriptions/{site.azure.subscription_id}"
                             f"/providers/{ns}/register", skip=reg == "Registered", reason=reg)
                        for ns, reg in state.get("providers", {}).items()]
     listeners = {k: {"properties": {"ports": v}} for k, v in state.get("listeners", {}).items()}
-    for r in desired(site_s, state.get("principals")):
+    for r in desired(site, state.get("principals")):
         live = state["resources"].get(r["id"])
         detail = f"PUT {r['id']}?api-version={r['apiVersion']} " + json.dumps(r["body"], sort_keys=True,
                                                                              separators=(",", ":"))
@@ -233,7 +232,7 @@ def steps(site, state: dict) -> list[Step]:
         else:
             skip, why = True, "in the desired state (Succeeded)"
         if r["action"].startswith("assign") and not state.get("principals", {}).get(r["level"]):
-            skip, why = False, f"needs the principal of {extension_id(site_s, r['level'])} (read at apply)"
+            skip, why = False, f"needs the principal of {extension_id(site, r['level'])} (read at apply)"
         out.append(Step(r["level"], r["action"], r["name"], detail, skip=skip, reason=why))
     running = state.get("running")
     if running is not None:
