@@ -214,3 +214,16 @@ def test_client_errors(msite, double, tmp_path):
     with pytest.raises(monitor.MonitorQueryError, match="column"):
         monitor.MonitorAudit(msite, credential=StaticToken(), endpoint=double.url,
                              connection_verify=str(double.ca)).records((START, END))
+
+
+def test_stage_loads_the_audit_from_the_workspace(msite, allowlist, double):
+    from layernet.stages import audit as stage
+
+    lines = small_log()
+    _canned(double, lines)
+    a = stage.load_monitor(msite, since="2025-03-01T07:00:00Z", until=END, credential=StaticToken(),
+                           endpoint=double.url, connection_verify=str(double.ca))
+    assert double.requests[-1].body["timespan"] == "2025-03-01T07:00:00.000Z/2025-03-01T09:00:00.000Z"
+    assert a.source == f"Log Analytics workspace {WS}" and a.parsed.records == len(lines)
+    local = parse_logs(_by_level(lines), allowlist, sources_are_levels=True)
+    pd.testing.assert_frame_equal(stage.per_level(a), findings.per_level(local, msite))

@@ -54,6 +54,22 @@ def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
     return Audit(site, al, parsed, source, when, until if not log_dir else None)
 
 
+def load_monitor(site, since: str = "1d", until: Optional[datetime] = None, credential=None, **client) -> Audit:
+    """The same Audit from the site's Log Analytics workspace (monitor.workspace_id): the records query of
+    `layernet.audit.kql` run with azure-monitor-query over [since, until], read by the local engine, so every
+    cell of the notebook works unchanged. `client`: LogsQueryClient options (endpoint, connection_verify)."""
+    from layernet.audit.monitor import MonitorAudit
+
+    when = collect.parse_since(since or "1d")
+    until = until or datetime.now(timezone.utc)
+    al = effective_allowlist(site)
+    m = MonitorAudit(site, credential=credential, **client)
+    parsed = m.parsed((when, until), al, now=until)
+    source = f"Log Analytics workspace {site.monitor.workspace_id}"
+    step(f"audit: {parsed.records} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
+    return Audit(site, al, parsed, source, when, until)
+
+
 def overview(a: Audit) -> pd.DataFrame:
     r = a.parsed.report()
     rows = [("source", a.source), ("since", a.since.isoformat() if a.since else "(everything)"),
