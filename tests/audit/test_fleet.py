@@ -7,7 +7,7 @@ import pytest
 from layernet.audit import export, findings
 from layernet.audit.parse import parse_logs
 from layernet.cli import main
-from audit_helpers import ROOT, rec, refused_name, refused_source, small_log
+from audit_helpers import ROOT, rec, refused_name, small_log
 
 LAB = ROOT / "params" / "lab.yaml"
 

@@ -4,7 +4,6 @@ import json
 import re
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from layernet.audit import collect
 from layernet.audit.collect import AuditInputError
 from layernet.audit.verdict import EXIT_FINDINGS, EXIT_OK, verdict  # noqa: F401  (exit codes re-exported)
+
+if TYPE_CHECKING:     # imported lazily: the CLI must start fast
+    import pandas as pd
 
 FLEET_COLUMNS = ["site", "level", "connections", "allowed", "refused_name", "refused_source", "upstream_failure",
                  "malformed", "anomalies", "verdict"]
