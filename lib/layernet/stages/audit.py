@@ -31,9 +31,13 @@ class Audit:
         return self.parsed.connections
 
 
-def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
-    """Collect (from the site's target, or from `log_dir`) and parse. `since`: ISO time or "2h"-style."""
+def load(site, log_dir: str = "", since: str = "", target=None, run_dir: str = "") -> Audit:
+    """Collect (from the site's target, or from `log_dir`) and parse. `since`: ISO time or "2h"-style. Inside a
+    run that reads the live target without `since`, the window starts when the run started: a lab kept up
+    across runs still holds earlier runs' traffic, which is not this run's evidence."""
     when = collect.parse_since(since)
+    if when is None and not log_dir and run_dir:
+        when = _run_started(run_dir)
     al = effective_allowlist(site)
     if log_dir:
         levels = collect.proxy_level_names(site)
@@ -52,6 +56,16 @@ def load(site, log_dir: str = "", since: str = "", target=None) -> Audit:
         parsed = parse_logs(collect.collect(site, target, when), al, sources_are_levels=True, now=until)
     step(f"audit: {parsed.records} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
     return Audit(site, al, parsed, source, when, until if not log_dir else None)
+
+
+def _run_started(run_dir: str) -> Optional[datetime]:
+    from layernet.runfolder import read_manifest
+
+    try:
+        started = read_manifest(Path(run_dir)).get("started")
+        return datetime.fromisoformat(started) if started else None
+    except Exception:  # noqa: BLE001 - no manifest (a notebook run by hand): no window
+        return None
 
 
 def load_monitor(site, since: str = "1d", until: Optional[datetime] = None, credential=None, **client) -> Audit:
