@@ -28,9 +28,10 @@ STATUS_URL = f"https://{REGION}.dp.kubernetesconfiguration.azure.com{cloud_aio.S
 
 
 def make_site(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", [f"azure.location={REGION}", "azure.resource_group=rg-aio",
-                                                     "lab.prefix=ac"]
-                     + list(extra))
+    given = {e.split("=", 1)[0] for e in extra}
+    defaults = [d for d in (f"azure.location={REGION}", "azure.resource_group=rg-aio", "lab.prefix=ac")
+                if d.split("=", 1)[0] not in given]     # a field is overridden once (the site loader refuses twice)
+    return load_site(ROOT / "params" / "lab.yaml", defaults + list(extra))
 
 
 @pytest.fixture(scope="module")
