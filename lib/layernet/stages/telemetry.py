@@ -30,7 +30,8 @@ from typing import Any, Optional
 
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
-from layernet.stages.base import Plan, Progress, Step, evidence, evidence_table, fingerprint, progress_printer, \
+from layernet.stages.base import begin  # noqa: F401  (the stage window, shared by every stage)
+from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, evidence, evidence_table, fingerprint, progress_printer, \
     refuse_drift
 
 STAGE = "telemetry"
@@ -590,18 +591,9 @@ def _stopped_hints(a) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- notebook calls
-def begin():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
-
-
 def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict]:
     """Apply the reviewed plan (nothing in a dry run)."""
-    if dry_run:
-        print("dry run: nothing applied")
-        return []
-    return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+    return apply_unless_dry(apply, plan, site, run_dir, dry_run)
 
 
 def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float = 20.0) -> dict:
