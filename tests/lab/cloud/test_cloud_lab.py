@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,12 @@ def test_sdk_in_level2_reaches_the_apps_through_the_chain_and_they_see_the_egres
     arm_rows = reqlog.read(state / "requests" / "arm.jsonl")
     assert any(r["method"] == "PUT" and r["status"] == 201 and r["path"].endswith("/connectedClusters/level2") for r in arm_rows)
     # the proxies logged the same names: the calls crossed level3 and level4
+    # (a proxy logs a connection when it closes and flushes its log every 200 ms: give it a moment)
     for level in ("level3", "level4"):
-        text = "\n".join(lab.logs(level))
+        deadline = time.monotonic() + 5
+        while True:
+            text = "\n".join(lab.logs(level))
+            if ("management.azure.com" in text and "login.microsoftonline.com" in text) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert "management.azure.com" in text and "login.microsoftonline.com" in text, level
