@@ -361,6 +361,17 @@ def observe(site, arm: Arm) -> dict:
 REPAIR = "restart extensions in the cluster"
 
 
+
+def resource_skip(live: Optional[dict]) -> tuple[bool, str]:
+    """(skip, reason) for a resource in the plan, from what ARM holds: {"state", "missing": [fields]} or None."""
+    if live is None:
+        return False, "missing"
+    if live["state"] != "Succeeded":
+        return False, f"exists but {live['state']}: PUT again"
+    if live["missing"]:
+        return False, "differs in " + ", ".join(live["missing"][:4])
+    return True, "in the desired state (Succeeded)"
+
 def steps(site, arm: Arm, state: dict) -> list[Step]:
     """The plan. `state["running"]` ({level: bool}, where the target can tell) adds a repair step for a level whose
     extensions ARM shows installed while nothing in the cluster runs them (the lab: a stopped stand-in)."""
@@ -369,15 +380,7 @@ def steps(site, arm: Arm, state: dict) -> list[Step]:
         out.append(Step("site", "register provider", ns, f"POST /subscriptions/{arm.subscription_id}/providers/{ns}/register",
                         skip=reg == "Registered", reason=reg))
     for res in desired(site, arm.subscription_id):
-        live = state["resources"].get(res.id)
-        if live is None:
-            skip, why = False, "missing"
-        elif live["state"] != "Succeeded":
-            skip, why = False, f"exists but {live['state']}: PUT again"
-        elif live["missing"]:
-            skip, why = False, "differs in " + ", ".join(live["missing"][:4])
-        else:
-            skip, why = True, "in the desired state (Succeeded)"
+        skip, why = resource_skip(state["resources"].get(res.id))
         out.append(Step(res.level, res.action, res.name, res.call(), skip=skip, reason=why))
     running = state.get("running") or {}
     for level, up in running.items():

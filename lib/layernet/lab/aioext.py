@@ -87,18 +87,10 @@ def mosquitto_conf(node_ip: str, ports: list[dict], cert: Optional[str], key: Op
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
-    if "name or service not known" in low or "temporary failure in name" in low or "failed to resolve" in low \
-            or "no address associated" in low:
-        return "no DNS answer (the level's DNS does not know this name)"
-    if "connection reset" in low or "eof occurred" in low or "unexpected_eof" in low or "connection aborted" in low:
-        return "reset by a proxy (the name is not on its allow list)"
-    if "timed out" in low or "timeout" in low:
-        return "timeout"
-    if "refused" in low:
-        return "connection refused"
-    return text[:200]
+    """Why a call from inside the level failed, in the words of the layered network (arcagent.describe_failure)."""
+    from layernet.lab.arcagent import describe_failure
+
+    return describe_failure(exc)
 
 
 class Extension:

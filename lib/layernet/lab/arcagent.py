@@ -140,7 +140,7 @@ class Agent:
         try:
             ok, observed, peer = self._do(call)
         except Exception as exc:  # noqa: BLE001 - every failure is evidence, named by host
-            ok, observed, peer = False, _describe(exc), None
+            ok, observed, peer = False, describe_failure(exc), None
         return {"step": call["step"], "host": host, "port": port, "ok": ok, "observed": observed, "peer": peer,
                 "seconds": round(time.monotonic() - t0, 3), "time": time.time()}
 
@@ -175,12 +175,13 @@ class Agent:
                 else:
                     self.status["heartbeat_error"] = f"HTTP {resp.status_code}"
             except Exception as exc:  # noqa: BLE001
-                self.status["heartbeat_error"] = _describe(exc)
+                self.status["heartbeat_error"] = describe_failure(exc)
             self.save()
             time.sleep(self.cfg["interval"])
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """Why a call made by name from inside a level failed: no DNS answer, reset by a proxy, timeout, ..."""
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low \

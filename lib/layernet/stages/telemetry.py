@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
 from layernet.stages.base import begin  # noqa: F401  (the stage window, shared by every stage)
@@ -224,14 +225,8 @@ def steps(site, state: dict) -> list[Step]:
         taken = _listener_port_taken(r, listeners) if r["action"] == "create broker listener" else None
         if live is None and taken:
             skip, why = True, f"listener {taken} already serves this port the same way (stage 03)"
-        elif live is None:
-            skip, why = False, "missing"
-        elif live["state"] != "Succeeded":
-            skip, why = False, f"exists but {live['state']}: PUT again"
-        elif live["missing"]:
-            skip, why = False, "differs in " + ", ".join(live["missing"][:4])
         else:
-            skip, why = True, "in the desired state (Succeeded)"
+            skip, why = resource_skip(live)
         if r["action"].startswith("assign") and not state.get("principals", {}).get(r["level"]):
             skip, why = False, f"needs the principal of {extension_id(site, r['level'])} (read at apply)"
         out.append(Step(r["level"], r["action"], r["name"], detail, skip=skip, reason=why))
