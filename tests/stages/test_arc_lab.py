@@ -68,6 +68,10 @@ def test_plan_apply_verify_then_the_second_plan_is_empty(lab):
     svg = arc.picture(site, paths).data
     assert "level2 · gbl.his.arc.azure.com" in svg
 
+    # `lab status` lists the stage services with the infrastructure ones: every level's Arc agents, running
+    agents = {r["level"]: r for r in commands.status(site) if "arc-agent" in str(r.get("envoy"))}
+    assert set(agents) == {lv.name for lv in site.levels} and all(r["ok"] for r in agents.values())
+
     again = arc.plan(site)
     assert again.empty, again.table().to_string()
 
