@@ -19,10 +19,10 @@ from layernet.azure import aio as az_aio
 from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, apply_unless_dry, evidence_table, fingerprint, progress_printer, refuse_drift
+from layernet.stages.base import Plan, Progress, apply_unless_dry, run_link, fingerprint, progress_printer, refuse_drift
 from layernet.stages.base import picture as base_picture
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
-from layernet.stages.base import begin, crossings, refused_hosts  # noqa: F401
+from layernet.stages.base import applied_table, begin, crossings, failed, refused_hosts, verify_table  # noqa: F401
 
 STAGE = "aio"
 
@@ -130,21 +130,6 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
         order = {lv.name: i for i, lv in enumerate(site.chain)}
         rows = sorted(rows + extra, key=lambda r: order.get(r["level"], 99))
     return rows
-
-
-def applied_table(rows: list[dict]):
-    import pandas as pd
-    cols = ["level", "action", "target", "ok", "rc", "attempts", "seconds", "retried_for", "output"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def verify_table(rows: list[dict]):
-    return evidence_table(rows)
-
-
-def failed(rows: list[dict]) -> Optional[str]:
-    bad = [r for r in rows if not r["ok"]]
-    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
 
 
 # ---- the "sdk" executor: each resource PUT through the SDK clients, where the target makes its Azure calls
@@ -282,16 +267,7 @@ def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
     rows = []
     for s in plan.steps:
         r = done.get((s.level, s.action, s.target))
-        path = (r or {}).get("file", "")
-        link = ""
-        if path:
-            rel = Path(path)
-            if run_dir:
-                try:
-                    rel = Path(path).relative_to(Path(run_dir))
-                except ValueError:
-                    pass
-            link = f'<a href="{rel}">{rel.name}</a>'
+        link = run_link((r or {}).get("file", ""), run_dir)
         rows.append({"level": s.level, "resource": s.action, "name": s.target,
                      "plan": "skip" if s.skip else "change",
                      "state": (r or {}).get("state") or ("unchanged" if s.skip else "not run"),

@@ -19,10 +19,10 @@ from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, apply_unless_dry, evidence_table, fingerprint, progress_printer, refuse_drift
+from layernet.stages.base import Plan, Progress, apply_unless_dry, fingerprint, progress_printer, refuse_drift
 from layernet.stages.base import picture as base_picture
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
-from layernet.stages.base import begin, crossings, refused_hosts  # noqa: F401
+from layernet.stages.base import applied_table, begin, crossings, failed, refused_hosts, verify_table  # noqa: F401
 
 STAGE = "arc"
 
@@ -185,22 +185,6 @@ def _verify_remote(site, refused=None, interval: float = 10.0, timeouts=None) ->
     from layernet.targets.base import get_target
 
     return verify(site, arm=get_target(site).arm(), refused=refused, interval=interval, timeouts=timeouts)
-
-
-def applied_table(rows: list[dict]):
-    import pandas as pd
-    cols = ["level", "action", "target", "ok", "rc", "attempts", "seconds", "retried_for", "output"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def verify_table(rows: list[dict]):
-    return evidence_table(rows)
-
-
-def failed(rows: list[dict]) -> Optional[str]:
-    """The first failing row's hint as a one-line message (None when all rows pass)."""
-    bad = [r for r in rows if not r["ok"]]
-    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)

@@ -143,3 +143,36 @@ def apply_unless_dry(apply, plan: "Plan", site, run_dir: str = "", dry_run: bool
     from pathlib import Path
 
     return apply(plan, site, run_dir=Path(run_dir) if run_dir else None)
+
+
+def applied_table(rows: list[dict]):
+    """The changes apply made, one row each (the executors' outcome rows)."""
+    import pandas as pd
+
+    cols = ["level", "action", "target", "ok", "rc", "attempts", "seconds", "retried_for", "output"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def verify_table(rows: list[dict]):
+    return evidence_table(rows)
+
+
+def failed(rows: list[dict]) -> Optional[str]:
+    """The first failing evidence row as one line: level, check, what was observed, the hint (None: all pass)."""
+    bad = [r for r in rows if not r["ok"]]
+    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
+
+
+def run_link(path: str, run_dir: str = "") -> str:
+    """An HTML link to a file the stage kept, relative to the run folder when it lies inside it."""
+    if not path:
+        return ""
+    from pathlib import Path
+
+    rel = Path(path)
+    if run_dir:
+        try:
+            rel = rel.relative_to(Path(run_dir))
+        except ValueError:
+            pass
+    return f'<a href="{rel}">{rel.name}</a>'

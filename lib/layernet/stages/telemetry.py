@@ -31,8 +31,8 @@ from typing import Any, Optional
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
-from layernet.stages.base import begin  # noqa: F401  (the stage window, shared by every stage)
-from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, evidence, evidence_table, fingerprint, progress_printer, \
+from layernet.stages.base import begin, failed  # noqa: F401  (shared by every stage)
+from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, run_link, evidence, evidence_table, fingerprint, progress_printer, \
     refuse_drift
 
 STAGE = "telemetry"
@@ -645,15 +645,7 @@ def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
     rows = []
     for s in plan.steps:
         r = done.get((s.level, s.action, s.target)) or {}
-        path, link = r.get("file", ""), ""
-        if path:
-            rel = Path(path)
-            if run_dir:
-                try:
-                    rel = Path(path).relative_to(Path(run_dir))
-                except ValueError:
-                    pass
-            link = f'<a href="{rel}">{rel.name}</a>'
+        link = run_link(r.get("file", ""), run_dir)
         rows.append({"level": s.level, "resource": s.action, "name": s.target, "plan": "skip" if s.skip else "change",
                      "state": r.get("state") or ("unchanged" if s.skip else "not run"), "ok": r.get("ok", s.skip),
                      "seconds": r.get("seconds"), "note": r.get("output", "") or (s.reason if s.skip else ""),
@@ -698,11 +690,6 @@ def results(plan: Plan, applied: list[dict], out: dict) -> dict:
             "messages": s.get("messages", 0), "delivered": s.get("delivered", 0), "lost": s.get("lost", 0),
             "e2e_p50_ms": s.get("e2e_p50_ms"), "e2e_p99_ms": s.get("e2e_p99_ms"),
             "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
-
-
-def failed(rows: list[dict]) -> Optional[str]:
-    bad = [r for r in rows if not r["ok"]]
-    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
 
 
 def require_delivered(out: dict, dry_run: bool = False) -> str:
