@@ -14,19 +14,18 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from layernet.lab.pki import ensure_ca, issue_server_cert
+from https_double import HttpsServer
 
 
 class StaticToken:
@@ -60,9 +59,6 @@ class Request:
 class ArmDouble:
     def __init__(self, tmp: Path, lro_polls: int = 1):
         self.tmp = Path(tmp)
-        ca_dir = self.tmp / "ca"
-        self.ca, _ = ensure_ca(ca_dir)
-        crt, key = issue_server_cert(ca_dir, self.tmp / "srv", ["localhost"], ["127.0.0.1"])
         self.requests: list[Request] = []
         self.store: dict[str, dict] = {}
         self.providers: dict[str, str] = {}
@@ -72,18 +68,11 @@ class ArmDouble:
         self.lro_polls = lro_polls
         self._fail: list[dict] = []
         self.lock = threading.Lock()
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(crt), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.https = HttpsServer(self.tmp, self._handler())
+        self.ca, self.url = self.https.ca, self.https.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.https.close()
 
     def fail(self, method: str, fragment: str, status: int, code: str, message: str = "injected", times: int = 1):
         self._fail.append({"method": method, "fragment": fragment.lower(), "status": status, "code": code,

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from layernet.lab.pki import ensure_ca, issue_server_cert
+from https_double import HttpsServer
 
 
 @dataclass
@@ -38,24 +37,15 @@ _NAME = re.compile(r"^// layernet audit of site [^:]+: (\w+)")
 class LogAnalyticsDouble:
     def __init__(self, tmp: Path, workspace_id: str):
         self.tmp = Path(tmp)
-        ca_dir = self.tmp / "ca"
-        self.ca, _ = ensure_ca(ca_dir)
-        crt, key = issue_server_cert(ca_dir, self.tmp / "srv", ["localhost"], ["127.0.0.1"])
         self.workspace_id = workspace_id
         self.tables: dict[str, dict] = {}            # query name -> {"columns": [(name, type)], "rows": [...]}
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(crt), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.https = HttpsServer(self.tmp, self._handler())
+        self.ca, self.url = self.https.ca, self.https.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.https.close()
 
     def table(self, name: str, columns: list[tuple[str, str]], rows: list[list]) -> None:
         """The canned answer to the query NAME: columns as (name, Kusto type), rows as JSON values."""
