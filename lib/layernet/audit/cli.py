@@ -64,9 +64,8 @@ def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
         from layernet.allowlist import effective_allowlist
 
         allowlist = effective_allowlist(site)
-    parsed = parse_logs(files, allowlist, sources_are_levels=True)
+    parsed = parse_logs(files, allowlist, sources_are_levels=True, since=when)
     collect.check_records(parsed, levels if levels is not None else list(files), logdir)
-    parsed.since(when)
     r = parsed.report()
     extra = "".join(f", {r[k]} {k}" for k in ("incomplete", "other") if k in r)
     print(f"{logdir}: {r['lines']} line(s), {parsed.records} connection(s), {r['malformed']} malformed, "

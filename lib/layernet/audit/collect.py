@@ -157,7 +157,7 @@ def check_logdir(path, site) -> dict[str, list[Path]]:
 
 def check_records(parsed, levels: list[str], where: str) -> None:
     """Bad input: a proxy level whose saved logs hold no access-log record at all."""
-    have = {r[0] for r in parsed.db.execute(f"SELECT DISTINCT level FROM {parsed.table}").fetchall()}
+    have = parsed.levels_with_records()
     empty = [lv for lv in levels if lv not in have]
     if empty:
         files = "; ".join(f"{lv}: {', '.join(parsed.files.get(lv, [])) or 'no file'}" for lv in empty)

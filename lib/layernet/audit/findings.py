@@ -1,8 +1,11 @@
-"""Findings: SQL over the connection table, returned as pandas DataFrames.
+"""Findings: SQL over the parser's tables, returned as pandas DataFrames.
 
-Every function takes either a `Parsed` (the DuckDB table the parser built: nothing is copied into pandas) or a
-connection DataFrame (it is registered in a throwaway DuckDB connection). Levels, verdicts, entries and source
-classes are always joined by their value, never by position or categorical code.
+Every function takes either a `Parsed` (the DuckDB tables the parser built: nothing is copied into pandas) or a
+connection DataFrame (turned into the same tables in a throwaway DuckDB connection). Counts come from the
+connection groups (`_groups`: level, source address, name, port, verdict); only what needs single connections
+(paths, forwarded names, probe windows, gaps) reads the narrow per-line rows (`_rows`), joined to their group by
+key. Levels, verdicts, entries and source classes are always joined by their value, never by position or
+categorical code.
 
 - `per_level`     per proxy level: connections by verdict, bytes, distinct sources and names, first/last;
 - `refused`       refused attempts grouped by name, source, level and verdict, with first/last seen and count;
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit.parse import TABLE, VERDICTS, Parsed
+from layernet.audit.parse import VERDICTS, Parsed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,23 +66,28 @@ class Expected:
         return bool(self.names and self.sources and self.start and self.end)
 
 
-# ----------------------------------------------------------------------------------------------- the table
+# ----------------------------------------------------------------------------------------------- the tables
 class _Tab:
-    """A DuckDB connection and the name of a connection table in it."""
+    """A DuckDB connection holding `_groups` / `_g` (groups in the window), `_rows` and the view `_conn` (one row
+    per connection with its group's values; `name`)."""
+
+    name = "_conn"
 
     def __init__(self, data):
         if isinstance(data, Parsed):
-            self.db, self.name = data.db, data.table
-            # the rows without the joins of the full view (entry, line): for the heavy self-joins
-            self.core = "_core" if data.table == TABLE else data.table
-            self.core_e = "_core_e" if data.table == TABLE else data.table
+            self.db, self.parsed = data.db, data
             return
-        from layernet.audit.parse import connect, table_from_frame
+        from layernet.audit.parse import connect, tables_from_frame
 
-        self.db = connect()
-        self.name = TABLE
-        table_from_frame(self.db, self.name, data)
-        self.core = self.core_e = self.name
+        self.db, self.parsed = connect(), None
+        tables_from_frame(self.db, data)
+        self.db.register("_frame", data)
+        self.db.execute("CREATE OR REPLACE TEMP TABLE _table AS SELECT row_number() OVER () - 1 AS id, * FROM _frame")
+        self.db.unregister("_frame")
+
+    def full(self) -> str:
+        """A table with every column of every connection and its ``id`` (the rowid of `_rows`)."""
+        return self.parsed.table if self.parsed is not None else "_table"
 
     def df(self, sql: str, params=None) -> "pd.DataFrame":
         return self.db.execute(sql, params or []).df()
@@ -99,7 +107,7 @@ def proxy_levels(site) -> list:
 
 def _levels_in(t: _Tab, site=None) -> list[str]:
     names = [lv.name for lv in proxy_levels(site)] if site is not None else []
-    seen = [r[0] for r in t.rows(f"SELECT DISTINCT level FROM {t.core} ORDER BY level")]
+    seen = [r[0] for r in t.rows("SELECT DISTINCT level FROM _g ORDER BY level")]
     return names + [x for x in seen if x not in names]
 
 
@@ -111,6 +119,10 @@ def _utc_ms(col: "pd.Series") -> "pd.Series":
     return pd.to_datetime(col, utc=True).astype("datetime64[ms, UTC]")
 
 
+def _sql_list(values) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values) or "''"
+
+
 # ----------------------------------------------------------------------------------------------- per level
 def per_level(data, site=None) -> "pd.DataFrame":
     """One row per level (every proxy level of the site, also one that logged nothing), joined by level name."""
@@ -120,16 +132,16 @@ def per_level(data, site=None) -> "pd.DataFrame":
     levels = _levels_in(t, site)
     if not levels:
         return pd.DataFrame(columns=PER_LEVEL_COLUMNS)
-    agg = t.df(f"""SELECT level, count(*) AS connections,
-            count(*) FILTER (WHERE verdict = 'allowed') AS allowed,
-            count(*) FILTER (WHERE verdict = 'refused-name') AS refused_name,
-            count(*) FILTER (WHERE verdict = 'refused-source') AS refused_source,
-            count(*) FILTER (WHERE verdict = 'upstream-failure') AS upstream_failure,
+    agg = t.df("""SELECT level, sum(n) AS connections,
+            sum(n) FILTER (WHERE verdict = 'allowed') AS allowed,
+            sum(n) FILTER (WHERE verdict = 'refused-name') AS refused_name,
+            sum(n) FILTER (WHERE verdict = 'refused-source') AS refused_source,
+            sum(n) FILTER (WHERE verdict = 'upstream-failure') AS upstream_failure,
             sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out,
             count(DISTINCT source_ip) AS distinct_sources,
             count(DISTINCT sni) FILTER (WHERE sni <> '') AS distinct_names,
-            min(time) AS first_seen, max(time) AS last_seen
-        FROM {t.core} GROUP BY level""")
+            min(first_seen) AS first_seen, max(last_seen) AS last_seen
+        FROM _g GROUP BY level""")
     return per_level_frame(levels, agg)
 
 
@@ -150,11 +162,11 @@ def per_level_frame(levels: list[str], agg: "pd.DataFrame") -> "pd.DataFrame":
 def refused(data) -> "pd.DataFrame":
     """Refused attempts by name (SNI, "" when none), source address, level and verdict; most frequent first."""
     t = _tab(data)
-    out = t.df(f"""SELECT sni AS name, source_ip AS source, level, verdict,
+    out = t.df("""SELECT sni AS name, source_ip AS source, level, CAST(verdict AS VARCHAR) AS verdict,
             array_to_string(list_sort(list(DISTINCT listener_port)), ', ') AS ports,
-            count(*) AS count, min(time) AS first_seen, max(time) AS last_seen
-        FROM {t.core} WHERE verdict IN ('refused-name', 'refused-source')
-        GROUP BY ALL ORDER BY count DESC, name, source, level, verdict""")
+            sum(n) AS count, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+        FROM _g WHERE verdict IN ('refused-name', 'refused-source')
+        GROUP BY sni, source_ip, level, verdict ORDER BY count DESC, name, source, level, verdict""")
     return refused_frame(out)
 
 
@@ -182,13 +194,13 @@ def coverage(data, allowlist) -> "pd.DataFrame":
 
     t = _tab(data)
     base = pd.DataFrame(allowlist.rows(), columns=["host", "ports", "group", "purpose"])[["host", "ports", "group"]]
-    used = t.df(f"""SELECT entry AS host,
-            count(*) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS connections,
-            count(*) FILTER (WHERE verdict = 'refused-source') AS refused_source,
+    used = t.df("""SELECT entry AS host,
+            coalesce(sum(n) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')), 0) AS connections,
+            coalesce(sum(n) FILTER (WHERE verdict = 'refused-source'), 0) AS refused_source,
             array_to_string(list_sort(list(DISTINCT level) FILTER (WHERE verdict IN ('allowed', 'upstream-failure'))),
                             ', ') AS levels,
-            max(time) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS last_used
-        FROM {t.core_e} WHERE entry <> '' GROUP BY entry""")
+            max(last_seen) FILTER (WHERE verdict IN ('allowed', 'upstream-failure')) AS last_used
+        FROM _g WHERE entry <> '' GROUP BY entry""")
     out = base.merge(used, on="host", how="left")
     for c in ("connections", "refused_source"):
         out[c] = out[c].fillna(0).astype("int64")
@@ -237,7 +249,7 @@ def _classify(site, level: str, ip: str, cache: Optional[dict] = None) -> str:
 
 def _source_classes(t: _Tab, site) -> str:
     """A table `_cls(level, source_ip, cls)`, one row per distinct pair (computed in Python, joined by key)."""
-    pairs = t.rows(f"SELECT DISTINCT level, source_ip FROM {t.core}")
+    pairs = t.rows("SELECT DISTINCT level, source_ip FROM _g")
     t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
     if pairs:
         cache: dict = {}
@@ -254,8 +266,7 @@ def source_class(data, site):
 
     t = _tab(data)
     _source_classes(t, site)
-    rows = t.rows(f"""SELECT c.cls FROM (SELECT id AS rid, level, source_ip FROM {t.name}) x
-                      JOIN _cls c USING (level, source_ip) ORDER BY rid""")
+    rows = t.rows("SELECT k.cls FROM _conn c JOIN _cls k USING (level, source_ip) ORDER BY c.id")
     return pd.Categorical([r[0] for r in rows], categories=SOURCE_CLASSES)
 
 
@@ -273,99 +284,109 @@ def _greedy(inner: list, outer: list, window_ms: int) -> list[tuple[int, int]]:
     return out
 
 
+_PASSED = "('allowed', 'upstream-failure')"
+
+
 def _links(t: _Tab, site, window_ms: int) -> list[str]:
-    """A table `_next(id, next_id, next_level, hop_ms)`: each inner connection and the one it caused at the level
-    above. Exact on the inner proxy's upstream local address when the log has it; otherwise the first unused
-    upper connection with the same name and port that starts within `window_ms` after the inner one."""
+    """A table `_next(id, next_id, next_level, hop_ms, exact, g, next_g, next_t)`: each inner connection and the
+    one it caused at the level above (ids are rowids of `_rows`, g their groups). Exact on the inner proxy's
+    upstream local address when the log has it; otherwise the first unused upper connection with the same name
+    and port that starts within `window_ms` after the inner one."""
     levels = proxy_levels(site)
     names = [lv.name for lv in levels]
     if getattr(t, "_links_key", None) == (id(site), window_ms):
         return names
     t._links_key = (id(site), window_ms)
-    # next_verdict: the upper connection's verdict (the type of the table's verdict), so a path's outcome needs no
-    # second pass over the table
-    t.db.execute(f"""CREATE OR REPLACE TEMP TABLE _next AS SELECT NULL::BIGINT AS id, NULL::BIGINT AS next_id,
-                       NULL::VARCHAR AS next_level, NULL::BIGINT AS hop_ms, NULL::BOOLEAN AS exact,
-                       verdict AS next_verdict FROM {t.core} LIMIT 0""")
+    t.db.execute("""CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT,
+                    exact BOOLEAN, g UBIGINT, next_g UBIGINT, next_t BIGINT)""")
     for inner, outer in zip(levels, levels[1:]):
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
-        p = [inner.name, outer.name, str(inner.node_ip), window_ms]
-        pair = f"""SELECT i.id AS id, o.id AS next_id, epoch_ms(o.time) - epoch_ms(i.time) AS hop_ms,
-                o.verdict AS next_verdict
-              FROM {t.core} i JOIN {t.core} o ON i.ul_key = o.src_key
-              WHERE i.level = ? AND o.level = ? AND o.source_ip = ? AND i.ul_key IS NOT NULL
-                AND i.verdict IN ('allowed', 'upstream-failure')
-                AND epoch_ms(o.time) - epoch_ms(i.time) BETWEEN -1000 AND ?"""
-        t.db.execute(f"CREATE OR REPLACE TEMP TABLE _pair AS {pair}", p)
-        dup, = t.rows("SELECT (count(*) - count(DISTINCT id)) + (count(*) - count(DISTINCT next_id)) FROM _pair")[0]
-        if dup:        # an address reused within the window: the nearest in time, one to one
-            t.db.execute("""CREATE OR REPLACE TEMP TABLE _pair AS SELECT id, next_id, hop_ms, next_verdict FROM (
-                  SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _pair
-                  QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms)) = 1) WHERE k = 1""")
-        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true, next_verdict FROM _pair", [outer.name])
+        t.db.execute(f"""CREATE OR REPLACE TEMP TABLE _pair AS
+            WITH i AS (SELECT id, t, uk, g FROM _r WHERE uk IS NOT NULL
+                         AND g IN (SELECT g FROM _g WHERE level = ? AND verdict IN {_PASSED})),
+                 o AS (SELECT id, t, sk, g FROM _r
+                         WHERE g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
+            SELECT i.id, o.id AS next_id, o.t - i.t AS hop_ms, i.g, o.g AS next_g, o.t AS next_t
+            FROM i JOIN o ON i.uk = o.sk WHERE o.t - i.t BETWEEN -1000 AND ?""",
+                     [inner.name, outer.name, str(inner.node_ip), window_ms])
+        # an address reused within the window gives one connection two partners: among the pairs that share a
+        # connection, the nearest in time, one to one
+        t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _pair
+            WHERE id IN (SELECT id FROM _pair GROUP BY id HAVING count(*) > 1)
+               OR next_id IN (SELECT next_id FROM _pair GROUP BY next_id HAVING count(*) > 1)""")
+        if t.rows("SELECT count(*) FROM _dup")[0][0]:
+            t.db.execute("DELETE FROM _pair WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
+            t.db.execute("""INSERT INTO _pair SELECT id, next_id, hop_ms, g, next_g, next_t FROM (
+                  SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _dup
+                  QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1) WHERE k = 1""")
+        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true, g, next_g, next_t FROM _pair",
+                     [outer.name])
         # without the upstream local address: by name, port and time
-        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
-            FROM {t.core} WHERE level = ? AND ul_key IS NULL AND verdict IN ('allowed', 'upstream-failure')
-            ORDER BY 1, 2, 3""", [inner.name])
+        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
+            WHERE level = ? AND uk IS NULL AND verdict IN {_PASSED} ORDER BY 1, 2, 3""", [inner.name])
         if not inner_rows:
             continue
-        outer_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), epoch_ms(time), id
-            FROM {t.core} WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
+        outer_rows = t.rows("""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
+            WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
             ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
         pairs = _greedy(inner_rows, outer_rows, window_ms)
         if pairs:
-            t.db.executemany("INSERT INTO _next VALUES (?, ?, ?, NULL, false, NULL)",
-                             [[i, o, outer.name] for i, o in pairs])
-            t.db.execute(f"""UPDATE _next SET hop_ms = epoch_ms(o.time) - epoch_ms(i.time), next_verdict = o.verdict
-                FROM {t.core} i, {t.core} o WHERE _next.hop_ms IS NULL AND i.id = _next.id
-                AND o.id = _next.next_id""")
+            t.db.execute("CREATE OR REPLACE TEMP TABLE _greedy (id BIGINT, next_id BIGINT)")
+            t.db.executemany("INSERT INTO _greedy VALUES (?, ?)", [[i, o] for i, o in pairs])
+            t.db.execute("""INSERT INTO _next SELECT p.id, p.next_id, ?, o.t - i.t, false, i.g, o.g, o.t
+                FROM _greedy p JOIN _r i ON i.id = p.id JOIN _r o ON o.id = p.next_id""", [outer.name])
     return names
 
 
-def _paths_sql(t: _Tab, site, window_ms: int, narrow: bool = False) -> tuple[str, list[str]]:
-    names = _links(t, site, window_ms)
-    hops = list(zip(names, names[1:]))
+def _chains(names: list[str]) -> tuple[str, str, str, int]:
+    """SQL pieces that follow each chain of links from its first link: (joins, path text, last group, steps)."""
     steps = max(0, len(names) - 1)
-    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
-                    for k in range(1, steps + 1))
-    last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.id"]) + ")"
-    path = "concat_ws(' > ', s.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
-    hop_cols = []
-    for a, b in hops:
-        cases = " ".join(f"WHEN n{k}.next_level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))
-        hop_cols.append(f"CAST(CASE {cases} END AS DOUBLE) AS \"hop_ms_{a}_{b}\"" if cases else
-                        f"CAST(NULL AS DOUBLE) AS \"hop_ms_{a}_{b}\"")
-    levels_in = ", ".join(f"'{n}'" for n in names) or "''"
-    outcome = f"""{path} AS path, l.verdict,
-            CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at
-            {''.join(', ' + h for h in hop_cols)}"""
-    rows = "" if narrow else """s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
-            s.listener_port AS port, l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out, """
-    sql = f"""SELECT {rows}{outcome}
-        FROM (SELECT * FROM {t.core} WHERE level IN ({levels_in})
-              AND id NOT IN (SELECT next_id FROM _next)) s {joins}
-        JOIN (SELECT id AS lid, * FROM {t.core}) l ON l.lid = {last}
-        {'' if narrow else 'ORDER BY s.time, s.id'}"""
-    return sql, [f"hop_ms_{a}_{b}" for a, b in hops]
+    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = n{k - 1}.next_id" for k in range(2, steps + 1))
+    path = "concat_ws(' > ', n1.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
+    last_g = "coalesce(" + ", ".join(f"n{k}.next_g" for k in range(steps, 0, -1)) + ")" if steps else "NULL"
+    return joins, path, last_g, steps
+
+
+def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+    """Paths by path and outcome. A path starts at a connection no link points to and ends at the last link of its
+    chain. Chains are followed through the links alone; a connection with no link in or out is a path of one
+    level, counted from the groups (its count minus the linked connections of the group)."""
+    import pandas as pd
+
+    t = _tab(data)
+    names = _links(t, site, window_ms)
+    joins, path, last_g, steps = _chains(names)
+    levels_in = _sql_list(names)
+    parts = []
+    if steps:
+        # chains start at a link whose inner connection no link points to
+        parts.append(f"""SELECT {path} AS path, e.verdict, e.level AS last_level, count(*) AS paths
+            FROM (SELECT n.*, gs.level FROM _next n JOIN _groups gs ON gs.g = n.g
+                  WHERE n.id NOT IN (SELECT next_id FROM _next)) n1{joins}
+            JOIN _groups e ON e.g = {last_g}
+            WHERE n1.level IN ({levels_in}) GROUP BY ALL""")
+    # connections on a chain, per group: inner ends plus outer ends, less those that are both (middle of a chain)
+    middle = ("" if steps < 2 else
+              " UNION ALL SELECT a.next_g AS g, -count(*) FROM _next a JOIN _next b ON b.id = a.next_id GROUP BY a.next_g")
+    parts.append(f"""SELECT gr.level AS path, gr.verdict, gr.level AS last_level,
+            sum(gr.n) - coalesce(sum(m.linked), 0) AS paths
+        FROM _g gr LEFT JOIN (SELECT g, sum(c) AS linked FROM (
+                SELECT g, count(*) AS c FROM _next GROUP BY g UNION ALL
+                SELECT next_g, count(*) FROM _next GROUP BY next_g{middle}) GROUP BY g) m ON m.g = gr.g
+        WHERE gr.level IN ({levels_in}) GROUP BY ALL""")
+    out = t.df(f"""SELECT path, CAST(verdict AS VARCHAR) AS verdict,
+            CASE WHEN verdict IN ('refused-name', 'refused-source') THEN last_level ELSE '' END AS refused_at,
+            CAST(sum(paths) AS BIGINT) AS paths
+        FROM ({' UNION ALL '.join(parts)}) WHERE paths > 0 GROUP BY ALL ORDER BY paths DESC, path, verdict""")
+    if out.empty:
+        return pd.DataFrame(columns=["path", "verdict", "refused_at", "paths"])
+    return out
 
 
 PATH_COLUMNS = ["start", "origin", "origin_level", "name", "port", "path", "verdict", "refused_at", "destination",
                 "duration_ms", "bytes_in", "bytes_out"]
-
-
-def _ensure_paths(t: _Tab, site, window_ms: int, narrow: bool = False) -> str:
-    """A temp table with one row per end-to-end path, built once per table: `_paths` (every column) or, when
-    only the summary and hop latency are wanted, `_paths_narrow` (path, outcome, hop latencies)."""
-    name = "_paths_narrow" if narrow else "_paths"
-    key = (id(site), window_ms)
-    done = t.__dict__.setdefault("_paths_done", {})
-    if done.get(name) != key:
-        sql, hop_names = _paths_sql(t, site, window_ms, narrow)
-        t.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
-        done[name], t._hops = key, hop_names
-    return name
 
 
 def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
@@ -375,42 +396,39 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
     import pandas as pd
 
     t = _tab(data)
-    _ensure_paths(t, site, window_ms)
-    hop_names = t._hops
-    out = t.df(f"SELECT {', '.join(PATH_COLUMNS + [chr(34) + h + chr(34) for h in hop_names])} FROM _paths")
-    names = [lv.name for lv in proxy_levels(site)]
-    out["start"] = _utc_ms(out["start"])
-    for c in ("origin", "name", "destination"):
-        out[c] = out[c].astype("category")
-    out["origin_level"] = pd.Categorical(out["origin_level"], categories=names)
-    out["path"] = out["path"].astype("category")
-    out["verdict"] = pd.Categorical(out["verdict"], categories=VERDICTS)
-    out["refused_at"] = pd.Categorical(out["refused_at"], categories=[""] + names)
-    for c in ("port",):
-        out[c] = out[c].astype("int32")
-    for c in ("duration_ms", "bytes_in", "bytes_out"):
-        out[c] = out[c].astype("int64")
-    return out[PATH_COLUMNS + hop_names]
-
-
-def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
-    """Paths by path and outcome, computed in SQL from the links alone (no path table is built): a path starts at
-    a connection no link points to and ends at the last link of its chain, whose level and verdict are in it."""
-    t = _tab(data)
     names = _links(t, site, window_ms)
+    full = t.full()
+    hops = list(zip(names, names[1:]))
     steps = max(0, len(names) - 1)
     joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
                     for k in range(1, steps + 1))
-    levels = [f"n{k}.next_level" for k in range(1, steps + 1)]
-    last_level = "coalesce(" + ", ".join(levels[::-1] + ["s.level"]) + ")"
-    verdict = "coalesce(" + ", ".join([f"n{k}.next_verdict" for k in range(steps, 0, -1)] + ["s.verdict"]) + ")"
-    levels_in = ", ".join(f"'{n}'" for n in names) or "''"
-    return t.df(f"""SELECT concat_ws(' > ', s.level{''.join(', ' + x for x in levels)}) AS path, {verdict} AS verdict,
-            CASE WHEN {verdict} IN ('refused-name', 'refused-source') THEN {last_level} ELSE '' END AS refused_at,
-            count(*) AS paths
-        FROM (SELECT id, level, verdict FROM {t.core} WHERE level IN ({levels_in})
+    last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.id"]) + ")"
+    path = "concat_ws(' > ', s.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
+    hop_cols = []
+    for a, b in hops:
+        cases = " ".join(f"WHEN n{k}.next_level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))
+        hop_cols.append(f"CAST(CASE {cases} END AS DOUBLE) AS \"hop_ms_{a}_{b}\"")
+    hop_names = [f"hop_ms_{a}_{b}" for a, b in hops]
+    out = t.df(f"""SELECT s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
+            s.listener_port AS port, {path} AS path, CAST(l.verdict AS VARCHAR) AS verdict,
+            CASE WHEN l.verdict IN ('refused-name', 'refused-source') THEN l.level ELSE '' END AS refused_at,
+            l.upstream_host AS destination, s.duration_ms, l.bytes_in, l.bytes_out
+            {''.join(', ' + h for h in hop_cols)}
+        FROM (SELECT * FROM {full} WHERE level IN ({_sql_list(names)})
               AND id NOT IN (SELECT next_id FROM _next)) s {joins}
-        GROUP BY ALL ORDER BY paths DESC, path, verdict""")
+        JOIN {full} l ON l.id = {last}
+        ORDER BY s.time, s.id""")
+    out["start"] = _utc_ms(out["start"])
+    for c in ("origin", "name", "destination"):
+        out[c] = out[c].astype(str).astype("category")
+    out["origin_level"] = pd.Categorical(out["origin_level"].astype(str), categories=names)
+    out["path"] = out["path"].astype("category")
+    out["verdict"] = pd.Categorical(out["verdict"], categories=VERDICTS)
+    out["refused_at"] = pd.Categorical(out["refused_at"], categories=[""] + names)
+    out["port"] = out["port"].astype("int32")
+    for c in ("duration_ms", "bytes_in", "bytes_out"):
+        out[c] = out[c].astype("int64")
+    return out[PATH_COLUMNS + hop_names]
 
 
 def hop_latency(p) -> "pd.DataFrame":
@@ -448,26 +466,31 @@ def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.
 
 
 # ----------------------------------------------------------------------------------------------- anomalies
-def _expected_sql(t: _Tab, expected: Optional[Expected]) -> str:
-    """A SQL predicate: the connection is traffic the run caused on purpose."""
+def _probe_groups(t: _Tab, expected: Optional[Expected]) -> bool:
+    """`_probe_g(g)`: the groups whose name and source a probe of the run used (their connections in the run's
+    window are expected). False when the run sent no probes."""
+    t.db.execute("CREATE OR REPLACE TEMP TABLE _probe_g (g UBIGINT)")
     if not expected:
-        return "false"
-    ips = [r[0] for r in t.rows(f"SELECT DISTINCT source_ip FROM {t.core}")]
+        return False
     keep = []
-    for ip in ips:
+    for g, ip, sni in t.rows("SELECT g, source_ip, lower(sni) FROM _g"):
+        if sni not in expected.names:
+            continue
         try:
             a = ipaddress.ip_address(ip)
         except ValueError:
             continue
         if any(a in n for n in expected.sources):
-            keep.append(ip)
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _probe_src (ip VARCHAR)")
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _probe_name (name VARCHAR)")
+            keep.append([g])
     if keep:
-        t.db.executemany("INSERT INTO _probe_src VALUES (?)", [[ip] for ip in keep])
-    t.db.executemany("INSERT INTO _probe_name VALUES (?)", [[n] for n in sorted(expected.names)])
-    return (f"(time BETWEEN TIMESTAMPTZ '{expected.start.isoformat()}' AND TIMESTAMPTZ '{expected.end.isoformat()}'"
-            " AND lower(sni) IN (SELECT name FROM _probe_name) AND source_ip IN (SELECT ip FROM _probe_src))")
+        t.db.executemany("INSERT INTO _probe_g VALUES (?)", keep)
+    return bool(keep)
+
+
+def _ms(when) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(when).value // 1_000_000)
 
 
 def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expected: Optional[Expected] = None,
@@ -491,27 +514,32 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     t = _tab(data)
     gap = _td(DEFAULT_GAP_MINUTES) if gap is None else gap
     _source_classes(t, site)
-    exp = _expected_sql(t, expected)
+    probes = _probe_groups(t, expected)
     nets = {lv.name: _networks(site, lv) for lv in proxy_levels(site)}
     child_of = {lv.name: site.child(lv) for lv in proxy_levels(site)}
-    # connections the child proxy provably forwarded: its log has the connection that caused this one (the exact
-    # join of the paths: the child's upstream local address is this connection's source)
     _links(t, site, window_ms)
-    t.db.execute("CREATE OR REPLACE TEMP TABLE _fwd AS SELECT next_id AS rid FROM _next WHERE exact")
     allow = "true" if allowlist is not None else "false"
-    rows = t.df(f"""WITH c AS (SELECT x.id AS rid, x.time, x.level, x.source_ip, x.sni, x.entry, x.tls_error, k.cls,
-                                {exp} AS expected FROM {t.core_e} x JOIN _cls k USING (level, source_ip)),
-        tagged AS (
-          SELECT 'unexpected-source' AS kind, * FROM c WHERE cls = 'other'
-          UNION ALL SELECT 'forwarded-unallowed', * FROM c
-            WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid IN (SELECT rid FROM _fwd)
-          UNION ALL SELECT 'child-workload-refused', * FROM c
-            WHERE {allow} AND cls = 'child proxy' AND entry = '' AND rid NOT IN (SELECT rid FROM _fwd)
-          UNION ALL SELECT 'non-tls', * FROM c WHERE sni = '' AND tls_error
-          UNION ALL SELECT 'no-sni', * FROM c WHERE sni = '' AND NOT tls_error)
-        SELECT kind, level, source_ip AS source, sni AS name, count(*) AS count, min(time) AS first_seen,
-               max(time) AS last_seen, expected
-        FROM tagged GROUP BY ALL ORDER BY kind, level, source, name, expected""")
+    # the groups that hold anomalies, and their kind ("child": a child proxy's connection without an entry, split
+    # below by whether the child's log proves it forwarded it)
+    t.db.execute(f"""CREATE OR REPLACE TEMP TABLE _cand AS
+        WITH c AS (SELECT x.g, x.level, x.source_ip, x.sni, x.entry, x.tls_error, k.cls
+                   FROM _g x JOIN _cls k USING (level, source_ip))
+        SELECT g, level, source_ip, sni, 'unexpected-source' AS kind FROM c WHERE cls = 'other'
+        UNION ALL SELECT g, level, source_ip, sni, 'child' FROM c WHERE {allow} AND cls = 'child proxy' AND entry = ''
+        UNION ALL SELECT g, level, source_ip, sni, 'non-tls' FROM c WHERE sni = '' AND tls_error
+        UNION ALL SELECT g, level, source_ip, sni, 'no-sni' FROM c WHERE sni = '' AND NOT tls_error""")
+    exp = "false"
+    if probes:
+        exp = (f"(r.g IN (SELECT g FROM _probe_g) AND r.t BETWEEN {_ms(expected.start)} AND {_ms(expected.end)})")
+    rows = t.df(f"""WITH r AS (SELECT id AS rid, g, t FROM _r WHERE g IN (SELECT g FROM _cand)),
+             a AS (SELECT r.g, r.rid IN (SELECT next_id FROM _next WHERE exact) AS fwd, {exp} AS expected,
+                          count(*) AS n, min(r.t) AS t0, max(r.t) AS t1 FROM r GROUP BY ALL)
+        SELECT CASE WHEN c.kind <> 'child' THEN c.kind WHEN a.fwd THEN 'forwarded-unallowed'
+                    ELSE 'child-workload-refused' END AS kind,
+               c.level, c.source_ip AS source, c.sni AS name, sum(a.n) AS count,
+               make_timestamptz(min(a.t0) * 1000) AS first_seen, make_timestamptz(max(a.t1) * 1000) AS last_seen,
+               a.expected
+        FROM _cand c JOIN a USING (g) GROUP BY ALL ORDER BY kind, level, source, name, expected""")
 
     served = {lv: ", ".join(str(x) for k in ("own network", "child network", "pods") for x in n.get(k, []))
               for lv, n in nets.items()}
@@ -533,32 +561,7 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
         return "a TLS ClientHello without a server name"
 
     rows["detail"] = [detail(r) for r in rows.itertuples()] if len(rows) else []
-    parts = [rows]
-    gaps = []
-    limit_ms = int(gap / _td(1) * 60_000)
-    for lv in _levels_in(t, site):
-        times = [r[0] for r in t.rows(f"SELECT min(epoch_ms(time)) FROM {t.core} WHERE level = ?", [lv])]
-        if times[0] is None:
-            if site is not None and lv in nets:
-                gaps.append({"kind": "no-records", "level": lv, "source": "", "name": "", "count": 0,
-                             "first_seen": since, "last_seen": until, "expected": False,
-                             "detail": f"{lv}'s proxy log holds no record"})
-            continue
-        edges = []
-        if since is not None:
-            edges.append(f"SELECT {int(pd.Timestamp(since).value // 1_000_000)} AS e")
-        if until is not None:
-            edges.append(f"SELECT {int(pd.Timestamp(until).value // 1_000_000)} AS e")
-        extra = "".join(" UNION ALL " + e for e in edges)
-        for a, b in t.rows(f"""SELECT p, e FROM (SELECT e, lag(e) OVER (ORDER BY e) AS p FROM (
-                                 SELECT epoch_ms(time) AS e FROM {t.core} WHERE level = ? {extra}))
-                               WHERE e - p > ? ORDER BY p""", [lv, limit_ms]):
-            gaps.append({"kind": "log-gap", "level": lv, "source": "", "name": "", "count": 0,
-                         "first_seen": pd.Timestamp(int(a), unit="ms", tz="UTC"),
-                         "last_seen": pd.Timestamp(int(b), unit="ms", tz="UTC"), "expected": False,
-                         "detail": f"no record for {pd.Timedelta(milliseconds=int(b - a))} (threshold {gap})"})
-    if gaps:
-        parts.append(pd.DataFrame(gaps, columns=ANOMALY_COLUMNS))
+    parts = [rows, _gaps(t, site, nets, gap, since, until)]
     if checks is not None and len(checks):
         parts.append(pd.DataFrame({"kind": checks["check"], "level": checks["level"], "source": checks["file"],
                                    "name": "", "count": checks["lines"], "first_seen": pd.NaT, "last_seen": pd.NaT,
@@ -579,6 +582,38 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     return out[ANOMALY_COLUMNS]
 
 
+def _gaps(t: _Tab, site, nets: dict, gap, since, until) -> "pd.DataFrame":
+    """``log-gap`` and ``no-records`` rows. Times are put in buckets as wide as the gap: no gap longer than that
+    fits inside a bucket, so the gaps are exactly those between one non-empty bucket's last time and the next
+    one's first (also from `since` and up to `until`)."""
+    import pandas as pd
+
+    out = []
+    limit_ms = int(gap / _td(1) * 60_000)
+    width = max(1, limit_ms)
+    have = {r[0] for r in t.rows("SELECT DISTINCT level FROM _g")}
+    for lv in _levels_in(t, site):
+        if lv not in have and site is not None and lv in nets:
+            out.append({"kind": "no-records", "level": lv, "source": "", "name": "", "count": 0,
+                        "first_seen": since, "last_seen": until, "expected": False,
+                        "detail": f"{lv}'s proxy log holds no record"})
+    if have:
+        edges = [_ms(x) for x in (since, until) if x is not None]
+        extra = "".join(f" UNION ALL SELECT level, {e} // {width}, {e}, {e} FROM (SELECT DISTINCT level FROM _g)"
+                        for e in edges)
+        for lv, a, b in t.rows(f"""WITH k AS (SELECT level, t // {width} AS k, min(t) AS lo, max(t) AS hi FROM _conn
+                                             GROUP BY ALL{extra}),
+                                 s AS (SELECT level, min(lo) AS lo, max(hi) AS hi, k FROM k GROUP BY level, k)
+                                 SELECT level, p, lo FROM (SELECT level, lo, lag(hi) OVER (PARTITION BY level ORDER BY k)
+                                                           AS p FROM s) WHERE lo - p > ? ORDER BY level, p""",
+                               [limit_ms]):
+            out.append({"kind": "log-gap", "level": lv, "source": "", "name": "", "count": 0,
+                        "first_seen": pd.Timestamp(int(a), unit="ms", tz="UTC"),
+                        "last_seen": pd.Timestamp(int(b), unit="ms", tz="UTC"), "expected": False,
+                        "detail": f"no record for {pd.Timedelta(milliseconds=int(b - a))} (threshold {gap})"})
+    return pd.DataFrame(out, columns=ANOMALY_COLUMNS)
+
+
 def problems(a: "pd.DataFrame") -> "pd.DataFrame":
     """The anomalies that fail an audit: not expected (probe traffic) and not informational."""
     if a.empty:
@@ -597,7 +632,7 @@ def anomaly_summary(a: "pd.DataFrame") -> "pd.DataFrame":
 
 # ----------------------------------------------------------------------------------------------- all
 def all_findings(data, site, allowlist, gap=None, rows: bool = True) -> dict:
-    """Every finding. With `rows` False the path table stays in DuckDB (its summary and hop latency come back)."""
+    """Every finding. With `rows` False no per-path table is built (its summary and hop latency come back)."""
     t = _tab(data)
     cov = coverage(t, allowlist)
     out = {"per_level": per_level(t, site), "refused": refused(t), "coverage": cov,

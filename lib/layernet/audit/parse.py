@@ -1,10 +1,11 @@
-"""Envoy JSON access-log lines -> one typed row per connection, read and typed by DuckDB.
+"""Envoy JSON access-log lines -> connection groups and a narrow row table, read and typed by DuckDB.
 
 `parse_logs({level: source, ...}, allowlist)` returns a `Parsed`. A source is a file, a list of files (rotated
 logs, oldest first; ``.gz`` is read as gzip), text, bytes or a list of lines. The result holds:
 
-- ``db`` / ``table``: a DuckDB connection holding the typed connection table (findings run SQL on it);
-- ``connections``: the same table as a pandas DataFrame (columns `COLUMNS`, sorted by time), built on first use;
+- ``db``: a DuckDB connection with the tables the findings run SQL on (below);
+- ``connections``: every connection as a pandas DataFrame (columns `COLUMNS`, sorted by time), built on first
+  use; ``table`` names the same rows as a DuckDB table (for exports);
 - ``malformed``: every line that is not a valid access-log record (level, line number, reason, sample text),
   so nothing is ever dropped silently; ``other`` counts the proxy's own log lines (``kubectl logs`` output)
   and ``incomplete`` the half-written last line of a live log, held back;
@@ -17,15 +18,23 @@ other low-cardinality text columns are categoricals; ports int32; bytes, duratio
 Envoy writes ``null`` for a value it does not have (no SNI, no filter chain, no upstream); the table holds
 ``""`` there so grouping never loses rows. ``response_flags`` keeps Envoy's ``"-"`` for "no flag".
 
-How: DuckDB reads every file with ``read_json`` (newline-delimited, explicit text columns, ``ignore_errors``),
-so a line it cannot read becomes an all-NULL row and never stops the audit. Each row is typed in the same pass
-into a narrow table (what the findings need; the table lives in a temporary database file with a memory limit);
-the other columns are read again only when a notebook asks for rows. A row's line number is its place in its
-file: DuckDB skips blank lines, so when a file has fewer rows than lines a byte scan finds them. Only the few
-rows that are not records go back to Python, which reads their raw text (beside the findings) to say why.
+How. A million connections are mostly the same few thousand (level, source address, name, port, verdict)
+combinations, so DuckDB reads every file twice with ``read_json`` (newline-delimited, explicit text columns,
+``ignore_errors``: a line it cannot read becomes an all-NULL row and never stops the audit):
+
+- ``_groups``: one row per combination (per file), with its connections, bytes and first/last time, typed once
+  per group instead of once per line (read in parallel, in any order);
+- ``_rows``: one narrow row per line, in file order (rowid = place in the files): start time, duration, the
+  group's key ``g`` and the hashes of Envoy's own "ip:port" texts (the source, and the upstream local address
+  a child proxy logs), which is all the per-connection joins (paths, forwarded names, gaps) need.
+
+Both compute ``g`` with the same SQL expression, so a row finds its group by key. A line's number is its place in
+its file plus the blank lines DuckDB skipped before it (a byte count finds them, beside the reading). The few
+lines that are not records go back to Python, which reads their raw text to say why.
 """
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import os
@@ -60,11 +69,14 @@ MALFORMED_COLUMNS = ["level", "line", "reason", "text"]
 CHECK_COLUMNS = ["check", "level", "file", "lines", "first_line", "sample"]
 SAMPLE_CHARS = 300
 SCAN_BYTES = 16 << 20
-MAX_LINE_BYTES = 32 << 20         # DuckDB's maximum_object_size: a 20 MB line is still read (its buffers grow with it)
+BLOCK_BITS = 16
+BLOCK = 1 << BLOCK_BITS           # the line index counts newlines per block of this many bytes
+# DuckDB's read buffer per object; a longer line is still read whole (the reader grows its buffer for it)
+OBJECT_BYTES = 1 << 16
 FUTURE_SLACK = timedelta(minutes=5)
 BACKWARDS_SLACK_MS = 1000         # Envoy writes a line when the connection ends: end times may jitter this much
-TABLE = "connections"
-MEMORY_LIMIT = os.environ.get("LAYERNET_AUDIT_MEMORY", "256MB")
+MAX_DURATION_MS = 2**31 - 1
+MEMORY_LIMIT = os.environ.get("LAYERNET_AUDIT_MEMORY", "192MB")
 
 # kubectl logs output: optional "[pod/NAME/CONTAINER] " and "--timestamps" prefixes before the JSON record
 _PREFIX = re.compile(rb"^(\[pod/[^\]]*\] )?(\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d) )?(?=\{)")
@@ -78,16 +90,17 @@ Source = Union[Path, str, bytes, Iterable[str], list]
 
 @dataclass
 class Parsed:
-    db: object                              # duckdb.DuckDBPyConnection with the table `table`
+    db: object                              # duckdb.DuckDBPyConnection with _rows, _groups, _g, _conn
     diagnosis: object                       # (malformed, incomplete, other), or a future of it
     lines: int = 0
     blank: int = 0
     levels: list[str] = field(default_factory=list)
     checks: Optional["pd.DataFrame"] = None
     files: dict = field(default_factory=dict)
-    table: str = TABLE
+    reads: list = field(default_factory=list)      # (fid, file DuckDB read, level): read again for full rows
+    since: Optional[datetime] = None
     _df: Optional["pd.DataFrame"] = None
-    reads: list = field(default_factory=list)      # (fid, file DuckDB read): the full columns are read again
+    _table: str = ""
 
     def _diag(self) -> tuple:
         if not isinstance(self.diagnosis, tuple):      # the raw text of bad lines is read beside the findings
@@ -107,35 +120,29 @@ class Parsed:
         return self._diag()[2]
 
     @property
+    def table(self) -> str:
+        """A DuckDB table with every column of every connection (`COLUMNS` plus ``id``), built on first use: the
+        files are read again in the same order, so each row meets its narrow row by rowid."""
+        if not self._table:
+            _full_table(self)
+            self._table = "_table"
+        return self._table
+
+    @property
     def connections(self) -> "pd.DataFrame":
         """The connection table as a DataFrame, sorted by time (built on first use)."""
         if self._df is None:
-            if self.table == TABLE:
-                self._df = _full_frame(self)
-            else:
-                self._df = to_frame(self.db, f"SELECT {', '.join(COLUMNS)} FROM {self.table} ORDER BY time, id")
+            self._df = to_frame(self.db, f"SELECT {', '.join(COLUMNS)} FROM {self.table} ORDER BY time, id")
         return self._df
-
-    @connections.setter
-    def connections(self, df: "pd.DataFrame") -> None:
-        """Replace the rows (e.g. a filter applied in pandas): the SQL findings see the new rows too."""
-        self._df = df
-        table_from_frame(self.db, "_replaced_conn", df)
-        self.table = "_replaced_conn"
-
-    def since(self, when) -> None:
-        """Keep only connections that started at or after `when`."""
-        if when is None:
-            return
-        if self.table == TABLE:
-            self.db.execute("DELETE FROM _conn WHERE time < ?", [when])
-        else:
-            self.db.execute(f"DELETE FROM {self.table} WHERE time < ?", [when])
-        self._df = None
 
     @property
     def records(self) -> int:
-        return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchall()[0][0])
+        n = self.db.execute("SELECT sum(n) FROM _g").fetchall()[0][0]
+        return int(n or 0)
+
+    def levels_with_records(self) -> set[str]:
+        """Levels with at least one record in the whole log (also before `since`)."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT level FROM _groups WHERE NOT bad").fetchall()}
 
     def malformed_summary(self) -> "pd.DataFrame":
         """Per level and reason: how many lines, the first line number and a sample."""
@@ -219,7 +226,7 @@ def empty_connections() -> "pd.DataFrame":
     return df[COLUMNS]
 
 
-# ----------------------------------------------------------------------------------------------- scanning
+# ----------------------------------------------------------------------------------------------- bytes
 def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
@@ -249,24 +256,46 @@ def _blank_lines(chunk: bytes, first: int) -> list[int]:
 
 @dataclass
 class _FileScan:
+    """A file's lines: how many, whether the last one is complete, and (plain files) the newlines before each
+    block of `BLOCK` bytes, so the raw text of a given line is found without counting from the start."""
     path: Path
     lines: int = 0
     blank: Optional[list] = None         # found only when DuckDB's row count says there are blank lines
     ends_with_newline: bool = True
+    before: Optional[object] = None      # numpy int64: newlines before block k (plain files)
 
 
 def _scan(path: Path) -> _FileScan:
-    """Lines and whether the last line is complete: one read of the file in large pieces (counting newlines is
-    all the work)."""
+    """One pass over the file's bytes (numpy over a memory map: no copy) counting newlines per block."""
+    import numpy as np
+
     s = _FileScan(path)
-    last = b"\n"
-    with _open(path) as f:
-        while True:
-            chunk = f.read(SCAN_BYTES)
-            if not chunk:
-                break
-            s.lines += chunk.count(b"\n")
-            last = chunk[-1:]
+    if path.name.endswith(".gz"):
+        last = b"\n"
+        with _open(path) as f:
+            while True:
+                chunk = f.read(SCAN_BYTES)
+                if not chunk:
+                    break
+                s.lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    else:
+        # read into one reused buffer (a memory map would count the whole file as this process's memory)
+        buf = bytearray(BLOCK * 64)
+        view = np.frombuffer(buf, dtype=np.uint8)
+        counts, last = [], b"\n"
+        with open(path, "rb") as f:
+            while True:
+                got = f.readinto(buf)
+                if not got:
+                    break
+                nl = np.flatnonzero(view[:got] == 10)
+                counts.append(np.bincount(nl >> BLOCK_BITS, minlength=(got + BLOCK - 1) >> BLOCK_BITS))
+                last = bytes(buf[got - 1:got])
+        if not counts:
+            return s
+        s.before = np.concatenate(([0], np.cumsum(np.concatenate(counts))))
+        s.lines = int(s.before[-1])
     if last != b"\n":
         s.lines += 1
     s.ends_with_newline = last == b"\n"
@@ -309,14 +338,42 @@ def _strip_prefixes(path: Path, out: Path) -> None:
             w.write(_PREFIX.sub(b"", line, count=1))
 
 
-def _raw_lines(path: Path, wanted: list[int]) -> dict[int, bytes]:
-    """The raw bytes (without the line end) of the given 1-based line numbers; pieces of the file without a
-    wanted line are only counted."""
+def _raw_lines(scan: _FileScan, wanted: list[int]) -> dict[int, bytes]:
+    """The raw bytes (without the line end) of the given 1-based line numbers."""
     want = sorted(set(wanted))
-    out: dict[int, bytes] = {}
     if not want:
-        return out
-    k, n, rest = 0, 0, b""          # n: lines before `rest`
+        return {}
+    if scan.before is None:
+        return _raw_lines_streamed(scan.path, want)
+    import numpy as np
+
+    out: dict[int, bytes] = {}
+    with open(scan.path, "rb") as f:
+        for n in want:
+            k = n - 1                                    # newlines before the line
+            if k == 0:
+                start = 0
+            else:
+                b = int(np.searchsorted(scan.before, k, side="left")) - 1     # block holding the k-th newline
+                f.seek(b * BLOCK)
+                nl = np.flatnonzero(np.frombuffer(f.read(BLOCK), dtype=np.uint8) == 10)
+                start = b * BLOCK + int(nl[k - int(scan.before[b]) - 1]) + 1
+            f.seek(start)
+            parts = []
+            while True:
+                piece = f.read(BLOCK)
+                cut = piece.find(b"\n")
+                if cut >= 0 or not piece:
+                    parts.append(piece[:cut] if cut >= 0 else piece)
+                    break
+                parts.append(piece)
+            out[n] = b"".join(parts).rstrip(b"\r")
+    return out
+
+
+def _raw_lines_streamed(path: Path, want: list[int]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    k, n, rest = 0, 0, b""
     with _open(path) as f:
         while k < len(want):
             chunk = f.read(SCAN_BYTES)
@@ -330,23 +387,31 @@ def _raw_lines(path: Path, wanted: list[int]) -> dict[int, bytes]:
                 cut = chunk.rfind(b"\n")
                 chunk, rest = chunk[:cut + 1], chunk[cut + 1:]
             c = chunk.count(b"\n")
-            if want[k] > n + c:                          # no wanted line here: only counted
-                n += c
-                continue
-            import numpy as np
-
-            nl = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
-            while k < len(want) and want[k] <= n + c:
-                i = want[k] - n - 1                      # 0-based line within the chunk
-                a = int(nl[i - 1]) + 1 if i else 0
-                out[want[k]] = chunk[a:int(nl[i])].rstrip(b"\r")
-                k += 1
+            if want[k] <= n + c:
+                lines = chunk.split(b"\n")
+                while k < len(want) and want[k] <= n + c:
+                    out[want[k]] = lines[want[k] - n - 1].rstrip(b"\r")
+                    k += 1
             n += c
     return out
 
 
+def _whole(v) -> Optional[bool]:
+    """Whether a listener_port value is a whole number (None: a number too large for a port)."""
+    if isinstance(v, bool):
+        return False
+    try:
+        x = float(v.strip() if isinstance(v, str) else v)
+    except (TypeError, ValueError):
+        return False
+    if x != x or not x.is_integer():
+        return False
+    return None if abs(x) >= 2**31 else True
+
+
 def _reason(raw: bytes) -> tuple[str, bool]:
-    """(why a line is not an access-log record, whether it is the proxy's own log line)."""
+    """(why a line is not an access-log record, whether it is the proxy's own log line), for a line the reader
+    could not type."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -363,16 +428,19 @@ def _reason(raw: bytes) -> tuple[str, bool]:
     missing = [k for k in ("time", "listener_port") if rec.get(k) is None]
     if missing:
         return f"not an access-log record (no {' or '.join(missing)})", False
-    if len(raw) > MAX_LINE_BYTES:
-        return f"a line longer than {MAX_LINE_BYTES >> 20} MB", False
-    return "a field has a value the reader cannot take (nested object or list)", False
+    whole = _whole(rec["listener_port"])
+    if whole is None:
+        return "listener_port is too large for a port", False
+    if not whole:
+        return "listener_port is not a whole number", False
+    return "time is not an ISO 8601 UTC time", False
 
 
 def _sample(raw: bytes) -> str:
     return raw[:SAMPLE_CHARS].decode("utf-8", "replace")
 
 
-# ----------------------------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------------------------- SQL
 def _files_of(level: str, src: Source, tmp: Path, k: int) -> list[Path]:
     if isinstance(src, Path):
         return [src]
@@ -395,36 +463,18 @@ def _sql_str(s: str) -> str:
 
 
 def connect(path: Optional[Path] = None, memory_limit: str = ""):
-    """A DuckDB connection for the audit. With `path` the tables live in that database file and DuckDB keeps at
-    most `memory_limit` (default MEMORY_LIMIT) in memory, spilling the rest to the file's folder: ten million
-    lines fit in a bounded footprint."""
+    """A DuckDB connection for the audit (in memory). With `path` (a folder) DuckDB keeps at most `memory_limit`
+    (default MEMORY_LIMIT) in memory and spills the rest there: ten million lines fit in a bounded footprint."""
     import duckdb
 
-    if path is None:
-        db = duckdb.connect()
-    else:
-        db = duckdb.connect(str(path))
+    db = duckdb.connect()
+    if path is not None:
         db.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
-        db.execute(f"SET temp_directory = {_sql_str(str(Path(path).parent))}")
+        db.execute(f"SET temp_directory = {_sql_str(str(path))}")
     db.execute("SET preserve_insertion_order = true")
     db.execute("SET TimeZone = 'UTC'")
     db.execute("CREATE TYPE verdict_t AS ENUM (" + ", ".join(_sql_str(v) for v in VERDICTS) + ")")
     return db
-
-
-def table_from_frame(db, name: str, df) -> None:
-    """A connection DataFrame as the table `name`, with the id and the join keys the findings use."""
-    db.register("_df", df)
-    cast = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in df.columns
-                     if str(df[c].dtype) in ("category", "object", "string", "str"))
-    db.execute(f"""CREATE OR REPLACE TABLE {name} AS SELECT row_number() OVER () - 1 AS id, *
-                       {'REPLACE (' + cast + ')' if cast else ''},
-                     hash(CASE WHEN CAST(source_ip AS VARCHAR) LIKE '%:%' THEN '[' || source_ip || ']'
-                               ELSE CAST(source_ip AS VARCHAR) END || ':' || CAST(source_port AS VARCHAR)) AS src_key,
-                     CASE WHEN upstream_local <> '' THEN hash(CAST(upstream_local AS VARCHAR)) END AS ul_key,
-                     CAST(transport_failure AS VARCHAR) <> '' AS tls_error
-                   FROM _df""")
-    db.unregister("_df")
 
 
 def _verdict_sql() -> str:
@@ -443,240 +493,377 @@ def _int(col: str, typ: str = "BIGINT") -> str:
     return f"coalesce(try_cast({col} AS {typ}), try_cast(try_cast({col} AS DOUBLE) AS {typ}), 0)"
 
 
-# over the inner select of `_select`: t_ (the typed time) and p_ (the listener port as a number)
-_WHY = """CASE WHEN t_ IS NOT NULL AND p_ IS NOT NULL AND p_ = floor(p_) THEN ''
-     WHEN time IS NULL AND listener_port IS NULL THEN '?'
-     WHEN time IS NULL THEN 'not an access-log record (no time)'
-     WHEN listener_port IS NULL THEN 'not an access-log record (no listener_port)'
-     WHEN t_ IS NULL THEN 'time is not an ISO 8601 UTC time'
-     ELSE 'listener_port is not a whole number' END"""
-
 _PORT_RE = ":(\\d{1,5})$"
+_V6 = "(prefix(source, '[') OR source LIKE '%:%:%')"
+# the source address without the port: "a.b.c.d:port" (one colon, c_ its place) the cheap way; "[v6]:port",
+# bare v6 and odd text through a regular expression
+_SOURCE_IP = f"""CASE WHEN source IS NULL THEN ''
+       WHEN NOT {_V6} THEN CASE WHEN c_ = 0 THEN source ELSE left(source, c_ - 1) END
+       ELSE trim(CASE WHEN regexp_extract(source, '{_PORT_RE}', 1) <> ''
+                      THEN left(source, length(source) - length(regexp_extract(source, '{_PORT_RE}', 1)) - 1)
+                      ELSE source END, '[]') END"""
+_SOURCE_PORT = f"""CASE WHEN source IS NULL THEN 0
+       WHEN NOT {_V6} THEN CASE WHEN c_ = 0 THEN 0 ELSE coalesce(try_cast(source[c_ + 1:] AS INTEGER), 0) END
+       ELSE coalesce(try_cast(nullif(regexp_extract(source, '{_PORT_RE}', 1), '') AS INTEGER), 0) END"""
 
 
-def _select(src_level: str, fid: int) -> str:
-    """The typed row of one raw record as the findings need it, with the reason it is not a record ('' when it
-    is; '?' when DuckDB could not read the line at all: Python reads it to say why). Join keys are hashes of
-    Envoy's own "ip:port" texts (the source here, the upstream local address at the child proxy)."""
-    lvl = _sql_str(src_level)
-    # "a.b.c.d:port" (one colon: c_ is its place) the cheap way; "[v6]:port", bare v6 and odd text (v6_) through
-    # a regular expression
-    port = f"regexp_extract(source, '{_PORT_RE}', 1)"
-    return f"""t_ AS time, coalesce(nullif(level, ''), {lvl}) AS level, try_cast(p_ AS INTEGER) AS listener_port,
-      CASE WHEN source IS NULL THEN ''
-           WHEN NOT v6_ THEN CASE WHEN c_ = 0 THEN source ELSE left(source, c_ - 1) END
-           ELSE trim(CASE WHEN {port} <> '' THEN left(source, length(source) - length({port}) - 1)
-                          ELSE source END, '[]') END AS source_ip,
-      CASE WHEN source IS NULL THEN 0
-           WHEN NOT v6_ THEN CASE WHEN c_ = 0 THEN 0 ELSE coalesce(try_cast(source[c_ + 1:] AS INTEGER), 0) END
-           ELSE coalesce(try_cast(nullif({port}, '') AS INTEGER), 0) END AS source_port,
-      hash(source) AS src_key, CASE WHEN upstream_local <> '' THEN hash(upstream_local) END AS ul_key,
-      coalesce(sni, '') AS sni, coalesce(upstream_host, '') AS upstream_host,
-      {_int('bytes_in')} AS bytes_in, {_int('bytes_out')} AS bytes_out, {_int('duration_ms')} AS duration_ms,
-      coalesce(transport_failure, '') <> '' AS tls_error,
-      CAST({_verdict_sql()} AS verdict_t) AS verdict, {_WHY} AS why, {int(fid)}::USMALLINT AS fid"""
+def _typed(source: str, since_ms: Optional[int]) -> str:
+    """The raw rows with what every pass computes per line: the typed time, the source address and the two halves
+    of the group key: `a` (file, level, source address, whether the time is missing, whether it is before
+    `since`) and `b` (name, port text, chain, flags, TLS error). Few lines are needed to name every `a` and every
+    `b` (a few hundred sources, a few dozen names), even when their combinations are many."""
+    early = f"(t_ < make_timestamptz({since_ms * 1000}))" if since_ms is not None else "false"
+    return f"""(SELECT *, hash(fid_, level, ip_, t_ IS NULL, {early}) AS a,
+                   hash(sni, listener_port, filter_chain, response_flags, coalesce(transport_failure, '') <> '') AS b
+               FROM (SELECT *, {early} AS early_, {_SOURCE_IP} AS ip_ FROM (
+                     SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_, instr(source, ':') AS c_ FROM {source})))"""
 
 
-_FULL = """coalesce(filter_chain, '') AS filter_chain, coalesce(upstream_cluster, '') AS upstream_cluster,
-      coalesce(upstream_local, '') AS upstream_local, coalesce(response_flags, '') AS response_flags,
-      coalesce(details, '') AS details, coalesce(transport_failure, '') AS transport_failure,
-      """ + _int("connection_id") + " AS connection_id"
-
-
-def _typed(source: str) -> str:
-    """The raw rows with the typed time and port computed once (`_select` and the reason both use them)."""
-    return (f"(SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_, "
-            f"coalesce(try_cast(listener_port AS INTEGER), try_cast(listener_port AS DOUBLE)) AS p_, "
-            f"instr(source, ':') AS c_, (source[1] = '[' OR instr(source[instr(source, ':') + 1:], ':') > 0) AS v6_ "
-            f"FROM {source})")
-
-
-def _read_json(path: str) -> str:
+def _read_json(path: str, fid: int) -> str:
     cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
-    return (f"read_json({_sql_str(path)}, format='newline_delimited', ignore_errors=true, columns={cols}, "
-            f"maximum_object_size={MAX_LINE_BYTES})")
+    return (f"(SELECT {int(fid)}::USMALLINT AS fid_, * FROM read_json({_sql_str(path)}, format='newline_delimited', "
+            f"ignore_errors=true, columns={cols}, maximum_object_size={OBJECT_BYTES}))")
 
 
-def _full_frame(p: "Parsed") -> "pd.DataFrame":
-    """Every column of the connection table: the columns the findings do not need are read from the files again
-    (same reader, same row order), only when rows are asked for."""
+_ROWS = """CREATE TABLE _rows (t BIGINT, dur INTEGER, a UBIGINT, b UBIGINT, sk UBIGINT, uk UBIGINT, bi BIGINT,
+                               bo BIGINT)"""
+_REPS = """CREATE OR REPLACE TABLE _reps (a UBIGINT, b UBIGINT, fid USMALLINT, level VARCHAR, source_ip VARCHAR,
+    no_time BOOLEAN, early BOOLEAN, sni VARCHAR, listener_port VARCHAR, filter_chain VARCHAR, response_flags VARCHAR,
+    tls_error BOOLEAN)"""
+_REP_COLUMNS = """a, b, fid_, level, ip_, t_ IS NULL, early_, sni, listener_port, filter_chain, response_flags,
+    coalesce(transport_failure, '') <> ''"""
+REPS_MAX = 50_000      # more distinct sources and names than this: one more pass names them instead of their lines
+
+
+def _pass_rows(db, path: str, fid: int, since_ms: Optional[int]) -> None:
+    """One narrow row per line, in file order."""
+    db.execute(f"""INSERT INTO _rows SELECT epoch_ms(t_),
+          least(coalesce(try_cast(duration_ms AS BIGINT), 0), {MAX_DURATION_MS}), a, b, hash(source),
+          CASE WHEN upstream_local <> '' THEN hash(upstream_local) END, {_int('bytes_in')}, {_int('bytes_out')}
+        FROM {_typed(_read_json(path, fid), since_ms)}""")
+
+
+def _pass_names(db, path: str, fid: int, since_ms: Optional[int]) -> None:
+    """The values of every `a` and `b` of a file by reading it all again (when representative lines will not do)."""
+    db.execute(f"""INSERT INTO _reps SELECT a, b, any_value(fid_), any_value(level), any_value(ip_),
+          any_value(t_ IS NULL), any_value(early_), any_value(sni), any_value(listener_port), any_value(filter_chain),
+          any_value(response_flags), any_value(coalesce(transport_failure, '') <> '')
+        FROM {_typed(_read_json(path, fid), since_ms)} GROUP BY a, b""")
+
+
+def _name_groups(db, reads: list, scans: list, lines_of, tmp: Path, since_ms: Optional[int]) -> None:
+    """`_reps`: the values behind every `a` and `b` of `_gstat`, read from one line of each (its first line, taken
+    from the file by line number and typed by the same SQL), or by one more pass when they are too many or a file
+    is compressed."""
+    db.execute(_REPS)
+    few = db.execute("SELECT count(DISTINCT a) + count(DISTINCT b) FROM _gstat").fetchall()[0][0] <= REPS_MAX
+    by_file: dict[int, list] = {}
+    if few:
+        r0s = sorted((f0, fid) for fid, (f0, _) in _ranges(db).items())
+        starts = [x[0] for x in r0s]
+        for rid, in db.execute("""SELECT DISTINCT rep FROM (SELECT min(rep) AS rep FROM _gstat GROUP BY a UNION ALL
+                                  SELECT min(rep) FROM _gstat GROUP BY b) ORDER BY rep""").fetchall():
+            fid = r0s[bisect.bisect_right(starts, rid) - 1][1]
+            by_file.setdefault(fid, []).append(lines_of(fid, rid))
+    for fid, path, _ in reads:
+        scan = scans[fid][1]
+        if not few or (by_file.get(fid) and scan.before is None):
+            _pass_names(db, path, fid, since_ms)
+        elif by_file.get(fid):
+            raw = _raw_lines(scan, by_file[fid])
+            rep = tmp / f"reps-{fid}.log"
+            rep.write_bytes(b"".join(raw[n] + b"\n" for n in by_file[fid]))
+            db.execute(f"INSERT INTO _reps SELECT {_REP_COLUMNS} FROM {_typed(_read_json(str(rep), fid), since_ms)}")
+    missing = db.execute("""SELECT count(*) FROM _gstat s WHERE s.a NOT IN (SELECT a FROM _reps)
+                            OR s.b NOT IN (SELECT b FROM _reps)""").fetchall()[0][0]
+    if missing and few:            # a line read differently on its own: name everything from the files
+        db.execute(_REPS)
+        for fid, path, _ in reads:
+            _pass_names(db, path, fid, since_ms)
+
+
+def _ranges(db) -> dict[int, tuple[int, int]]:
+    return {int(r[0]): (int(r[1]), int(r[2])) for r in db.execute("SELECT fid, r0, r1 FROM _files").fetchall()}
+
+
+def _build_groups(db, levels_by_fid: dict[int, str], allowlist) -> None:
+    """`_groups`: the typed groups (level, source address, name, port, verdict, TLS error, whether the lines are
+    records, allow-list entry) with their connections, bytes and first/last time; `_g` the groups of records in
+    the window; `_r` the narrow rows with their group key; `_conn` the rows with their group's values."""
+    db.execute("CREATE OR REPLACE TABLE _flevel (fid USMALLINT, level VARCHAR)")
+    if levels_by_fid:
+        db.executemany("INSERT INTO _flevel VALUES (?, ?)", [[k, v] for k, v in levels_by_fid.items()])
+    db.execute("""CREATE OR REPLACE TEMP TABLE _adict AS SELECT a, any_value(fid) AS fid, any_value(level) AS level,
+                    any_value(source_ip) AS source_ip, any_value(no_time) AS no_time, any_value(early) AS early
+                  FROM _reps GROUP BY a""")
+    db.execute("""CREATE OR REPLACE TEMP TABLE _bdict AS SELECT b, any_value(sni) AS sni,
+                    any_value(listener_port) AS listener_port, any_value(filter_chain) AS filter_chain,
+                    any_value(response_flags) AS response_flags, any_value(tls_error) AS tls_error
+                  FROM _reps GROUP BY b""")
+    p_ = "coalesce(try_cast(y.listener_port AS INTEGER), try_cast(y.listener_port AS DOUBLE))"
+    verdict = _verdict_sql().replace("filter_chain", "y.filter_chain").replace("response_flags", "y.response_flags")
+    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT xor(s.a, s.b) AS g, s.a, s.b, x.fid,
+          coalesce(nullif(x.level, ''), f.level) AS level, x.source_ip, coalesce(y.sni, '') AS sni,
+          try_cast({p_} AS INTEGER) AS listener_port, CAST({verdict} AS verdict_t) AS verdict, y.tls_error,
+          (x.no_time OR {p_} IS NULL OR {p_} <> floor({p_}) OR try_cast({p_} AS INTEGER) IS NULL) AS bad,
+          coalesce(x.early, false) AS early, s.n, CAST(s.bytes_in AS BIGINT) AS bytes_in,
+          CAST(s.bytes_out AS BIGINT) AS bytes_out, make_timestamptz(s.t0 * 1000) AS first_seen,
+          make_timestamptz(s.t1 * 1000) AS last_seen, '' AS entry
+        FROM _gstat s JOIN _adict x ON x.a = s.a JOIN _bdict y ON y.b = s.b JOIN _flevel f ON f.fid = x.fid""")
+    n, distinct = db.execute("SELECT count(*), count(DISTINCT g) FROM _groups").fetchall()[0]
+    if n != distinct:
+        raise RuntimeError("audit: two connection groups share a key (a hash collision); report this log")
+    _entries(db, allowlist)
+    _views(db)
+
+
+def _entries(db, allowlist) -> None:
+    """Each group's allow-list entry: AllowList.match (the one matching function) per distinct name and port."""
+    if allowlist is None:
+        return
+    pairs = db.execute("SELECT DISTINCT sni, listener_port FROM _groups WHERE NOT bad").fetchall()
+    rows = []
+    for sni, port in pairs:
+        e = allowlist.match(sni or None, int(port))
+        if e:
+            rows.append([sni, int(port), e.host])
+    if rows:
+        db.execute("CREATE OR REPLACE TEMP TABLE _entry (sni VARCHAR, listener_port INTEGER, entry VARCHAR)")
+        db.executemany("INSERT INTO _entry VALUES (?, ?, ?)", rows)
+        db.execute("""UPDATE _groups SET entry = e.entry FROM _entry e
+                      WHERE e.sni = _groups.sni AND e.listener_port = _groups.listener_port""")
+
+
+def _views(db) -> None:
+    db.execute("CREATE OR REPLACE VIEW _g AS SELECT * FROM _groups WHERE NOT bad AND NOT early")
+    db.execute("CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, t, dur, xor(a, b) AS g, sk, uk FROM _rows")
+    db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t,
+          r.dur, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
+          r.uk FROM _r r JOIN _g gr ON gr.g = r.g""")
+
+
+def tables_from_frame(db, df) -> None:
+    """A connection DataFrame as `_rows` and `_groups` (the tables the findings read), in the frame's order."""
+    db.register("_df", df)
+    cast = {c: f"CAST({c} AS VARCHAR)" for c in df.columns
+            if str(df[c].dtype) in ("category", "object", "string", "str")}
+
+    def col(c: str, default: str = "''") -> str:
+        return f"coalesce({cast.get(c, c)}, {default})" if c in df.columns else default
+
+    src = (f"CASE WHEN {col('source_ip')} LIKE '%:%' THEN '[' || {col('source_ip')} || ']' ELSE {col('source_ip')} END"
+           f" || ':' || CAST({col('source_port', '0')} AS VARCHAR)")
+    db.execute(f"""CREATE OR REPLACE TEMP TABLE _src AS SELECT row_number() OVER () - 1 AS i,
+          CAST(time AS TIMESTAMPTZ) AS time, {col('level')} AS level, {col('source_ip')} AS source_ip,
+          {col('sni')} AS sni, CAST({col('listener_port', '0')} AS INTEGER) AS listener_port,
+          CAST({col('verdict')} AS verdict_t) AS verdict, {col('transport_failure')} <> '' AS tls_error,
+          {col('entry')} AS entry, CAST({col('bytes_in', '0')} AS BIGINT) AS bytes_in,
+          CAST({col('bytes_out', '0')} AS BIGINT) AS bytes_out, CAST({col('duration_ms', '0')} AS BIGINT) AS dur,
+          hash({src}) AS sk, CASE WHEN {col('upstream_local')} <> '' THEN hash({col('upstream_local')}) END AS uk
+        FROM _df""")
+    db.unregister("_df")
+    a, b = "hash(level, source_ip)", "hash(sni, listener_port, verdict, tls_error, entry)"
+    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT xor({a}, {b}) AS g, {a} AS a, {b} AS b, 0::USMALLINT AS fid,
+          level, source_ip, sni, listener_port, verdict, tls_error, false AS bad, false AS early, count(*) AS n,
+          sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out, min(time) AS first_seen,
+          max(time) AS last_seen, entry
+        FROM _src GROUP BY ALL""")
+    db.execute(f"""CREATE OR REPLACE TABLE _rows AS SELECT epoch_ms(time) AS t,
+          CAST(least(dur, {MAX_DURATION_MS}) AS INTEGER) AS dur, {a} AS a, {b} AS b, sk, uk, bytes_in AS bi,
+          bytes_out AS bo FROM _src ORDER BY i""")
+    db.execute("DROP TABLE _src")
+    _views(db)
+
+
+_FULL = f"""t_ AS time, {_SOURCE_PORT} AS source_port, coalesce(filter_chain, '') AS filter_chain,
+      coalesce(upstream_host, '') AS upstream_host, coalesce(upstream_cluster, '') AS upstream_cluster,
+      coalesce(upstream_local, '') AS upstream_local, {_int('bytes_in')} AS bytes_in, {_int('bytes_out')} AS bytes_out,
+      {_int('duration_ms')} AS duration_ms, coalesce(response_flags, '') AS response_flags,
+      coalesce(details, '') AS details, coalesce(transport_failure, '') AS transport_failure,
+      {_int('connection_id')} AS connection_id"""
+
+
+def _full_table(p: Parsed) -> None:
+    """`_table`: every column of every connection in the window. The columns the findings do not need are read
+    from the files again (same reader, same order: rowid meets rowid); level, address, name, port, verdict and
+    entry come from the row's group, so they are typed in one place."""
     db = p.db
-    db.execute("CREATE OR REPLACE TEMP TABLE _full AS SELECT " + _FULL + " FROM (SELECT "
-               + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ") WHERE false")
-    for fid, path in p.reads:
-        db.execute(f"INSERT INTO _full SELECT {_FULL} FROM {_read_json(path)}")
-    try:
-        cols = ", ".join(f"f.{c}" if c in ("filter_chain", "upstream_cluster", "upstream_local", "response_flags",
-                                           "details", "transport_failure", "connection_id") else f"c.{c}"
-                         for c in COLUMNS)
-        return to_frame(db, f"SELECT {cols} FROM {p.table} c JOIN _full f ON f.rowid = c.id ORDER BY c.time, c.id")
-    finally:
-        db.execute("DROP TABLE IF EXISTS _full")
+    db.execute(f"CREATE OR REPLACE TEMP TABLE _full AS SELECT {_FULL} FROM (SELECT NULL::TIMESTAMPTZ AS t_, "
+               + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ", 0 AS c_) WHERE false")
+    for fid, path, _ in p.reads:
+        db.execute(f"""INSERT INTO _full SELECT {_FULL} FROM (SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_,
+                         instr(source, ':') AS c_ FROM {_read_json(path, fid)})""")
+    blanks = bool(db.execute("SELECT count(*) FROM _blank").fetchall()[0][0])
+    line = "r.id - f.r0 + 1" + (" + coalesce(b.n, 0)" if blanks else "")
+    asof = " ASOF LEFT JOIN _blank b ON f.fid = b.fid AND r.id - f.r0 >= b.before" if blanks else ""
+    db.execute(f"""CREATE OR REPLACE TEMP TABLE _table AS SELECT r.id, x.time, gr.level, gr.listener_port,
+          gr.source_ip, x.source_port, gr.sni, x.filter_chain, x.upstream_host, x.upstream_cluster, x.upstream_local,
+          x.bytes_in, x.bytes_out, x.duration_ms, x.response_flags, x.details, x.transport_failure, x.connection_id,
+          gr.verdict, gr.entry, {line} AS line
+        FROM _r r JOIN _full x ON x.rowid = r.id JOIN _g gr ON gr.g = r.g
+        JOIN _files f ON f.fid = gr.fid{asof}""")
+    db.execute("DROP TABLE _full")
 
 
+# ----------------------------------------------------------------------------------------------- entry point
 def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels: bool = False,
-               now: Optional[datetime] = None, db=None) -> Parsed:
+               now: Optional[datetime] = None, since: Optional[datetime] = None, db=None) -> Parsed:
     """Parse each level's log. `allowlist` (an AllowList) names the entry every connection matched; without it
     the ``entry`` column is empty. `sources_are_levels`: the keys are level names, so a record whose ``level``
-    field names another level is flagged. `now`: the collection time (a later record is in the future)."""
+    field names another level is flagged. `now`: the collection time (a later record is in the future).
+    `since`: connections that started earlier are read (their lines are counted and checked) but left out of
+    the connections and findings."""
     import shutil
     import weakref
 
     import pandas  # noqa: F401  (loaded here, before the line diagnosis thread uses it)
 
     now = now or datetime.now(timezone.utc)
-    # text sources, stripped copies and the database file: kept while the Parsed lives (rows are read again)
+    since_ms = None
+    if since is not None:
+        s = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        since_ms = int(s.timestamp() * 1000)
+    # text sources, stripped copies and DuckDB's spill files: kept while the Parsed lives (rows are read again)
     tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")
     tmp = Path(tmpdir)
-    db = db or connect(tmp / "audit.duckdb")
-    if tmp.is_dir():
-        scans: list[tuple[str, _FileScan, Path]] = []      # (level, scan of the original, file DuckDB reads)
-        k = 0
-        pending = []
-        for level, src in sources.items():
-            for f in _files_of(level, src, tmp, k):
-                k += 1
-                read = f
-                if _prefixed(f):
-                    read = tmp / f"stripped-{k}.log"
-                    _strip_prefixes(f, read)
-                pending.append((level, f, read))
-        # the byte scans (line counts) run beside DuckDB's reading, which releases the GIL
-        pool = ThreadPoolExecutor(max_workers=1)
-        futures = [pool.submit(_scan, f) for _, f, _ in pending]
-        pool.shutdown(wait=False)
-        db.execute("CREATE OR REPLACE TABLE _conn AS SELECT " + _select("", 0) + " FROM " + _typed(
-            "(SELECT " + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ")") + " WHERE false")
-        files, reads = [], []
-        r0 = 0
-        for fid, (level, f, read) in enumerate(pending):
-            if read.stat().st_size:
-                db.execute(f"INSERT INTO _conn SELECT {_select(level, fid)} FROM {_typed(_read_json(str(read)))}")
-                reads.append((fid, str(read)))
-            s = futures[fid].result()
-            scans.append((level, s, read))
-            r1 = int(db.execute("SELECT count(*) FROM _conn").fetchall()[0][0])
-            if r1 - r0 < s.lines:              # DuckDB skips blank lines: find where they are
-                s.blank = _find_blank(s.path)
-            files.append([fid, level, str(s.path), r0, r1, s.lines, s.ends_with_newline])
-            r0 = r1
-        db.execute("CREATE OR REPLACE TABLE _files (fid INTEGER, level VARCHAR, path VARCHAR, r0 BIGINT, r1 BIGINT, "
-                   "lines BIGINT, complete BOOLEAN)")
-        if files:
-            db.executemany("INSERT INTO _files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
-        # line numbers: the row's place in its file, plus the blank lines DuckDB skipped before it
-        blanks = [[fid, b - (j + 1), j + 1] for fid, (_, s, _) in enumerate(scans) for j, b in enumerate(s.blank or [])]
-        db.execute("CREATE OR REPLACE TABLE _blank (fid INTEGER, before BIGINT, n BIGINT)")
-        if blanks:
-            db.executemany("INSERT INTO _blank VALUES (?, ?, ?)", blanks)
-        _entries(db, allowlist)
-        line = "c.rowid - f.r0 + 1" + (" + coalesce(b.n, 0)" if blanks else "")
-        asof = " ASOF LEFT JOIN _blank b ON c.fid = b.fid AND c.rowid - f.r0 >= b.before" if blanks else ""
-        db.execute(f"""CREATE OR REPLACE VIEW {TABLE} AS SELECT c.rowid AS id, c.time, c.level, c.listener_port,
-              c.source_ip, c.source_port, c.sni, c.upstream_host, c.bytes_in, c.bytes_out, c.duration_ms, c.verdict,
-              coalesce(e.entry, '') AS entry, {line} AS line, c.fid, c.src_key, c.ul_key, c.tls_error
-            FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
-            LEFT JOIN _entry e ON e.sni = c.sni AND e.listener_port = c.listener_port
-            WHERE c.why = ''""")
-        db.execute("""CREATE OR REPLACE VIEW _core AS SELECT rowid AS id, time, level, listener_port, source_ip,
-              source_port, sni, upstream_host, bytes_in, bytes_out, duration_ms, verdict, src_key, ul_key, tls_error
-            FROM _conn WHERE why = ''""")
-        db.execute("""CREATE OR REPLACE VIEW _core_e AS SELECT c.*, coalesce(e.entry, '') AS entry FROM _core c
-            LEFT JOIN _entry e ON e.sni = c.sni AND e.listener_port = c.listener_port""")
-        bad = db.execute(f"""SELECT c.fid, f.level, {line} AS line, c.why, (NOT f.complete AND {line} = f.lines)
-                             FROM _conn c JOIN _files f ON f.fid = c.fid{asof}
-                             WHERE c.why <> '' ORDER BY c.fid, line""").fetchall()
-        diag = ThreadPoolExecutor(max_workers=1)
-        diagnosis = diag.submit(_diagnose, bad, [s.path for _, s, _ in scans])
-        diag.shutdown(wait=False)
-        checks = _checks(db, sources_are_levels, now, scans)
+    db = db or connect(tmp)
+    pending = []
+    k = 0
+    for level, src in sources.items():
+        for f in _files_of(level, src, tmp, k):
+            k += 1
+            read = f
+            if _prefixed(f):
+                read = tmp / f"stripped-{k}.log"
+                _strip_prefixes(f, read)
+            pending.append((level, f, read))
+    # the byte scans (line counts) run beside DuckDB's reading, which releases the GIL
+    pool = ThreadPoolExecutor(max_workers=1)
+    futures = [pool.submit(_scan, read) for _, _, read in pending]
+    pool.shutdown(wait=False)
+    db.execute(_ROWS)
+    reads, files, r0 = [], [], 0
+    for fid, (level, f, read) in enumerate(pending):
+        if read.stat().st_size:
+            reads.append((fid, str(read), level))
+            _pass_rows(db, str(read), fid, since_ms)
+        r1 = int(db.execute("SELECT count(*) FROM _rows").fetchall()[0][0])
+        files.append([fid, level, str(f), r0, r1])
+        r0 = r1
+    db.execute("""CREATE OR REPLACE TABLE _gstat AS SELECT a, b, count(*) AS n, sum(bi) AS bytes_in,
+                  sum(bo) AS bytes_out, min(t) AS t0, max(t) AS t1, min(rowid) AS rep FROM _rows GROUP BY a, b""")
+    scans = []
+    for fid, (level, f, read) in enumerate(pending):
+        s = futures[fid].result()
+        s.path = read
+        scans.append((level, s, f))
+        if files[fid][4] - files[fid][3] < s.lines:         # DuckDB skips blank lines: find where they are
+            s.blank = _find_blank(read)
+        files[fid] += [s.lines, s.ends_with_newline]
+    db.execute("CREATE OR REPLACE TABLE _files (fid INTEGER, level VARCHAR, path VARCHAR, r0 BIGINT, r1 BIGINT, "
+               "lines BIGINT, complete BOOLEAN)")
+    if files:
+        db.executemany("INSERT INTO _files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
+    # line numbers: the row's place in its file, plus the blank lines DuckDB skipped before it
+    blanks = [[fid, b - (j + 1), j + 1] for fid, (_, s, _) in enumerate(scans) for j, b in enumerate(s.blank or [])]
+    db.execute("CREATE OR REPLACE TABLE _blank (fid INTEGER, before BIGINT, n BIGINT)")
+    if blanks:
+        db.executemany("INSERT INTO _blank VALUES (?, ?, ?)", blanks)
+    lines_of = _LineNumbers(files, scans)
+    _name_groups(db, reads, scans, lines_of, tmp, since_ms)
+    _build_groups(db, {fid: level for fid, (level, _, _) in enumerate(pending)}, allowlist)
+    bad = db.execute("""SELECT r.id, gr.fid FROM _r r JOIN _groups gr ON gr.g = r.g WHERE gr.bad
+                        ORDER BY r.id""").fetchall()
+    diag = ThreadPoolExecutor(max_workers=1)
+    diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans, files)
+    diag.shutdown(wait=False)
+    checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
     parsed = Parsed(db, diagnosis, total, blank, list(sources), checks,
-                    {lv: [str(s.path) for l2, s, _ in scans if l2 == lv] for lv in sources}, reads=reads)
+                    {lv: [str(f) for l2, _, f in scans if l2 == lv] for lv in sources}, reads=reads, since=since)
     weakref.finalize(parsed, shutil.rmtree, tmpdir, True)
     return parsed
 
 
-def _diagnose(bad: list, paths: list[Path]) -> tuple:
+class _LineNumbers:
+    """A row's line number in its file: its place among the file's rows plus the blank lines before it."""
+
+    def __init__(self, files: list, scans: list):
+        self.r0 = {f[0]: f[3] for f in files}
+        self.before = {fid: [b - (j + 1) for j, b in enumerate(s.blank or [])] for fid, (_, s, _) in enumerate(scans)}
+
+    def __call__(self, fid: int, rowid: int) -> int:
+        p = int(rowid) - self.r0[fid]
+        return p + 1 + bisect.bisect_right(self.before[fid], p)
+
+
+def _diagnose(bad: list, scans: list, files: list) -> tuple:
     """(malformed lines with reason and sample, incomplete last lines, the proxy's own log lines) from the rows
     DuckDB could not type: their raw text is read from the files by line number."""
     import pandas as pd
 
     malformed, incomplete, other = [], 0, 0
     by_file: dict[int, list] = {}
-    for fid, lvl, line, why, last in bad:
-        by_file.setdefault(fid, []).append((lvl, int(line), why, bool(last)))
-    for fid, items in by_file.items():
-        raw = _raw_lines(paths[fid], [line for _, line, _, _ in items])
-        for lvl, line, why, last in items:
+    for fid, line in bad:
+        by_file.setdefault(fid, []).append(line)
+    for fid, lines in by_file.items():
+        level, scan, _ = scans[fid]
+        raw = _raw_lines(scan, lines)
+        for line in lines:
             text = raw.get(line, b"")
-            if last and why == "?":
+            why, own = _reason(text)
+            if own:
+                other += 1
+                continue
+            last = not scan.ends_with_newline and line == scan.lines
+            if last and why in ("invalid or truncated JSON", "not JSON (another format or garbage)"):
                 incomplete += 1          # a live log's half-written last line: held back, read next time
                 continue
-            if why == "?":
-                why, own = _reason(text)
-                if own:
-                    other += 1
-                    continue
-            malformed.append((lvl, line, why, _sample(text)))
+            malformed.append((level, line, why, _sample(text)))
     mal = pd.DataFrame(malformed, columns=MALFORMED_COLUMNS).sort_values(["level", "line"], ignore_index=True)
     mal["line"] = mal["line"].astype("int64")
     return mal, incomplete, other
 
 
-def _entries(db, allowlist) -> None:
-    """`_entry(sni, listener_port, entry)`: the allow-list entry of every distinct name and port (AllowList.match,
-    the one matching function), joined by key."""
-    db.execute("CREATE OR REPLACE TABLE _entry (sni VARCHAR, listener_port INTEGER, entry VARCHAR)")
-    if allowlist is None:
-        return
-    names = db.execute("SELECT DISTINCT sni, listener_port FROM _conn WHERE why = ''").fetchall()
-    rows = []
-    for sni, port in names:
-        e = allowlist.match(sni or None, int(port))
-        rows.append([sni, int(port), e.host if e else ""])
-    if rows:
-        db.executemany("INSERT INTO _entry VALUES (?, ?, ?)", rows)
-
-
-def _checks(db, sources_are_levels: bool, now: datetime, scans) -> "pd.DataFrame":
+def _checks(db, sources_are_levels: bool, now: datetime, scans, files, lines_of) -> "pd.DataFrame":
     """Records that disagree with their file: another level's name, a time in the future, an end time that goes
     backwards (Envoy writes a line when the connection ends, so end = start + duration only grows)."""
     import numpy as np
     import pandas as pd
 
-    future = now + FUTURE_SLACK
     out = []
-    q = [f"""SELECT 'future-time', fid, count(*), min(line), arg_min('time ' || CAST(time AS VARCHAR), line)
-             FROM {TABLE} WHERE time > ? GROUP BY fid"""]
-    params = [future]
+    future_ms = int((now + FUTURE_SLACK).timestamp() * 1000)
+    for fid, n, rid in db.execute("""SELECT gr.fid, count(*), min(r.id) FROM _r r JOIN _groups gr ON gr.g = r.g
+                                     WHERE r.t > ? AND NOT gr.bad GROUP BY gr.fid""", [future_ms]).fetchall():
+        t, = db.execute("SELECT t FROM _rows WHERE rowid = ?", [rid]).fetchall()[0]
+        when = datetime.fromtimestamp(t / 1000, timezone.utc).isoformat(timespec="milliseconds")
+        out.append(("future-time", scans[fid][0], str(scans[fid][2]), int(n), lines_of(fid, rid), f"time {when}"))
     if sources_are_levels:
-        q.append(f"""SELECT 'level-mismatch', c.fid, count(*), min(c.line),
-                       arg_min('level field ' || c.level || ' in the log of ' || f.level, c.line)
-                     FROM {TABLE} c JOIN _files f ON f.fid = c.fid WHERE c.level <> f.level GROUP BY c.fid""")
-    for sql in q:
-        for kind, fid, n, first, what in db.execute(sql, params if "time >" in sql else []).fetchall():
-            out.append((kind, scans[fid][0], str(scans[fid][1].path), int(n), int(first), what))
+        for fid, n, level, want in db.execute("""SELECT gr.fid, sum(gr.n), min(gr.level), f.level FROM _groups gr
+                JOIN _files f ON f.fid = gr.fid WHERE NOT gr.bad AND gr.level <> f.level GROUP BY gr.fid, f.level
+                """).fetchall():
+            rid, lv = db.execute("""SELECT r.id, gr.level FROM _r r JOIN _groups gr ON gr.g = r.g
+                WHERE gr.fid = ? AND NOT gr.bad AND gr.level <> ? ORDER BY r.id LIMIT 1""", [fid, want]).fetchall()[0]
+            out.append(("level-mismatch", scans[fid][0], str(scans[fid][2]), int(n), lines_of(fid, rid),
+                        f"level field {lv} in the log of {want}"))
     # end times going backwards, per file in line order (numpy: a running maximum)
-    arr = db.execute("SELECT fid, rowid AS id, epoch_ms(time) + duration_ms AS e FROM _conn WHERE why = ''"
-                     ).fetchnumpy()                        # a table scan keeps the insertion (line) order
-    fid, ids, end = (np.asarray(arr[k]) for k in ("fid", "id", "e"))
+    arr = db.execute("""SELECT r.id, r.t + r.dur AS e FROM _r r
+                        WHERE r.t IS NOT NULL AND r.g NOT IN (SELECT g FROM _groups WHERE bad)""").fetchnumpy()
+    ids, end = np.asarray(arr["id"]).astype(np.int64), np.asarray(arr["e"]).astype(np.int64)
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
         order = np.argsort(ids, kind="stable")
-        fid, ids, end = fid[order], ids[order], end[order]
-    for f in np.unique(fid):
-        m = fid == f
-        e = end[m].astype(np.int64)
+        ids, end = ids[order], end[order]
+    for fid, _, _, r0, r1, _, _ in files:
+        lo, hi = np.searchsorted(ids, r0), np.searchsorted(ids, r1)
+        e = end[lo:hi]
         if len(e) < 2:
             continue
         prev = np.maximum.accumulate(e)[:-1]
         back = np.flatnonzero(prev - e[1:] > BACKWARDS_SLACK_MS) + 1
         if len(back):
-            hit = ids[m][back]
-            first_id = int(hit[0])
-            line, = db.execute(f"SELECT line FROM {TABLE} WHERE id = ?", [first_id]).fetchall()[0]
-            out.append(("time-backwards", scans[int(f)][0], str(scans[int(f)][1].path), int(len(back)), int(line),
+            first = int(ids[lo + back[0]])
+            out.append(("time-backwards", scans[fid][0], str(scans[fid][2]), int(len(back)), lines_of(fid, first),
                         f"ends {int(prev[back[0] - 1] - e[back[0]])} ms before an earlier line"))
     out.sort(key=lambda r: (r[0], r[1], r[2]))
     return pd.DataFrame(out, columns=CHECK_COLUMNS)

@@ -43,9 +43,8 @@ def load(site, log_dir: str = "", since: str = "", target=None, run_dir: str = "
         levels = collect.proxy_level_names(site)
         files = collect.read_logdir(log_dir, levels)
         source = f"folder {log_dir}"
-        parsed = parse_logs(files, al, sources_are_levels=True)
+        parsed = parse_logs(files, al, sources_are_levels=True, since=when)
         collect.check_records(parsed, levels, log_dir)
-        parsed.since(when)
     else:
         if target is None:
             from layernet.targets.base import get_target
