@@ -288,41 +288,38 @@ _PASSED = "('allowed', 'upstream-failure')"
 
 
 def _links(t: _Tab, site, window_ms: int) -> list[str]:
-    """A table `_next(id, next_id, next_level, hop_ms, exact, g, next_g, next_t)`: each inner connection and the
-    one it caused at the level above (ids are rowids of `_rows`, g their groups). Exact on the inner proxy's
-    upstream local address when the log has it; otherwise the first unused upper connection with the same name
-    and port that starts within `window_ms` after the inner one."""
+    """A table `_next(id, next_id, hop_ms, exact, g, next_g)`: each inner connection and the one it caused at the
+    level above (ids are row ids of `_r`, g and next_g their groups, which name their levels). Exact on the inner
+    proxy's upstream local address when the log has it; otherwise the first unused upper connection with the same
+    name and port that starts within `window_ms` after the inner one."""
     levels = proxy_levels(site)
     names = [lv.name for lv in levels]
     if getattr(t, "_links_key", None) == (id(site), window_ms):
         return names
     t._links_key = (id(site), window_ms)
-    t.db.execute("""CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, next_level VARCHAR, hop_ms BIGINT,
-                    exact BOOLEAN, g UBIGINT, next_g UBIGINT, next_t BIGINT)""")
+    t.db.execute("""CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, hop_ms INTEGER, exact BOOLEAN,
+                    g UBIGINT, next_g UBIGINT)""")
     for inner, outer in zip(levels, levels[1:]):
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
-        t.db.execute(f"""CREATE OR REPLACE TEMP TABLE _pair AS
+        t.db.execute(f"""INSERT INTO _next
             WITH i AS (SELECT id, t, uk, g FROM _r WHERE uk IS NOT NULL
                          AND g IN (SELECT g FROM _g WHERE level = ? AND verdict IN {_PASSED})),
-                 o AS (SELECT id, t, sk, g FROM _r
-                         WHERE g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
-            SELECT i.id, o.id AS next_id, o.t - i.t AS hop_ms, i.g, o.g AS next_g, o.t AS next_t
-            FROM i JOIN o ON i.uk = o.sk WHERE o.t - i.t BETWEEN -1000 AND ?""",
-                     [inner.name, outer.name, str(inner.node_ip), window_ms])
-        # an address reused within the window gives one connection two partners: among the pairs that share a
-        # connection, the nearest in time, one to one
-        t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _pair
-            WHERE id IN (SELECT id FROM _pair GROUP BY id HAVING count(*) > 1)
-               OR next_id IN (SELECT next_id FROM _pair GROUP BY next_id HAVING count(*) > 1)""")
+                 o AS (SELECT id, t, sk, g FROM _r WHERE g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
+            SELECT i.id, o.id, o.t - i.t, true, i.g, o.g FROM i JOIN o ON i.uk = o.sk
+            WHERE o.t - i.t BETWEEN -1000 AND ?""", [inner.name, outer.name, str(inner.node_ip), window_ms])
+        # an address reused within the window gives one connection two partners: among the links that share a
+        # connection, the nearest in time, one to one (a connection is inner or outer of one pair of levels only)
+        t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _next
+            WHERE id IN (SELECT id FROM _next GROUP BY id HAVING count(*) > 1)
+               OR next_id IN (SELECT next_id FROM _next GROUP BY next_id HAVING count(*) > 1)""")
         if t.rows("SELECT count(*) FROM _dup")[0][0]:
-            t.db.execute("DELETE FROM _pair WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
-            t.db.execute("""INSERT INTO _pair SELECT id, next_id, hop_ms, g, next_g, next_t FROM (
+            t.db.execute("DELETE FROM _next WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
+            t.db.execute("""INSERT INTO _next SELECT id, next_id, hop_ms, exact, g, next_g FROM (
                   SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _dup
                   QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1) WHERE k = 1""")
-        t.db.execute("INSERT INTO _next SELECT id, next_id, ?, hop_ms, true, g, next_g, next_t FROM _pair",
-                     [outer.name])
+        t.db.execute("DROP TABLE _dup")
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
             WHERE level = ? AND uk IS NULL AND verdict IN {_PASSED} ORDER BY 1, 2, 3""", [inner.name])
@@ -335,16 +332,18 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
         if pairs:
             t.db.execute("CREATE OR REPLACE TEMP TABLE _greedy (id BIGINT, next_id BIGINT)")
             t.db.executemany("INSERT INTO _greedy VALUES (?, ?)", [[i, o] for i, o in pairs])
-            t.db.execute("""INSERT INTO _next SELECT p.id, p.next_id, ?, o.t - i.t, false, i.g, o.g, o.t
-                FROM _greedy p JOIN _r i ON i.id = p.id JOIN _r o ON o.id = p.next_id""", [outer.name])
+            t.db.execute("""INSERT INTO _next SELECT p.id, p.next_id, o.t - i.t, false, i.g, o.g
+                FROM _greedy p JOIN _r i ON i.id = p.id JOIN _r o ON o.id = p.next_id""")
     return names
 
 
 def _chains(names: list[str]) -> tuple[str, str, str, int]:
-    """SQL pieces that follow each chain of links from its first link: (joins, path text, last group, steps)."""
+    """SQL pieces that follow each chain of links from its first link `n1`: (joins, path text, last group, steps).
+    Link k's upper level is the level of its group `x{k}`."""
     steps = max(0, len(names) - 1)
     joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = n{k - 1}.next_id" for k in range(2, steps + 1))
-    path = "concat_ws(' > ', n1.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
+    joins += "".join(f" LEFT JOIN _groups x{k} ON x{k}.g = n{k}.next_g" for k in range(1, steps + 1))
+    path = "concat_ws(' > ', n1.level" + "".join(f", x{k}.level" for k in range(1, steps + 1)) + ")"
     last_g = "coalesce(" + ", ".join(f"n{k}.next_g" for k in range(steps, 0, -1)) + ")" if steps else "NULL"
     return joins, path, last_g, steps
 
@@ -359,12 +358,14 @@ def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.Dat
     names = _links(t, site, window_ms)
     joins, path, last_g, steps = _chains(names)
     levels_in = _sql_list(names)
+    middle_in = _sql_list(names[1:-1])      # levels both above and below a proxy: where chains go on
     parts = []
     if steps:
         # chains start at a link whose inner connection no link points to
         parts.append(f"""SELECT {path} AS path, e.verdict, e.level AS last_level, count(*) AS paths
             FROM (SELECT n.*, gs.level FROM _next n JOIN _groups gs ON gs.g = n.g
-                  WHERE n.id NOT IN (SELECT next_id FROM _next)) n1{joins}
+                  WHERE n.id NOT IN (SELECT next_id FROM _next WHERE next_g IN (
+                                       SELECT g FROM _groups WHERE level IN ({middle_in})))) n1{joins}
             JOIN _groups e ON e.g = {last_g}
             WHERE n1.level IN ({levels_in}) GROUP BY ALL""")
     # connections on a chain, per group: inner ends plus outer ends, less those that are both (middle of a chain)
@@ -401,12 +402,12 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
     hops = list(zip(names, names[1:]))
     steps = max(0, len(names) - 1)
     joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
-                    for k in range(1, steps + 1))
+                    f" LEFT JOIN _groups x{k} ON x{k}.g = n{k}.next_g" for k in range(1, steps + 1))
     last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.id"]) + ")"
-    path = "concat_ws(' > ', s.level" + "".join(f", n{k}.next_level" for k in range(1, steps + 1)) + ")"
+    path = "concat_ws(' > ', s.level" + "".join(f", x{k}.level" for k in range(1, steps + 1)) + ")"
     hop_cols = []
     for a, b in hops:
-        cases = " ".join(f"WHEN n{k}.next_level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))
+        cases = " ".join(f"WHEN x{k}.level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))
         hop_cols.append(f"CAST(CASE {cases} END AS DOUBLE) AS \"hop_ms_{a}_{b}\"")
     hop_names = [f"hop_ms_{a}_{b}" for a, b in hops]
     out = t.df(f"""SELECT s.time AS start, s.source_ip AS origin, s.level AS origin_level, s.sni AS name,
@@ -459,7 +460,7 @@ def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.
     # paths are the links by upper level
     parts = [f"""SELECT '{a} > {b}' AS hop, count(hop_ms) AS paths, quantile_cont(CAST(hop_ms AS DOUBLE), 0.5) AS p50_ms,
                    quantile_cont(CAST(hop_ms AS DOUBLE), 0.95) AS p95_ms, CAST(max(hop_ms) AS DOUBLE) AS max_ms
-                 FROM _next WHERE next_level = '{b}'""" for a, b in hops]
+                 FROM _next n JOIN _groups x ON x.g = n.next_g WHERE x.level = '{b}'""" for a, b in hops]
     out = t.df(" UNION ALL ".join(parts))
     out["paths"] = out["paths"].astype("int64")
     return out
@@ -532,7 +533,9 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     if probes:
         exp = (f"(r.g IN (SELECT g FROM _probe_g) AND r.t BETWEEN {_ms(expected.start)} AND {_ms(expected.end)})")
     rows = t.df(f"""WITH r AS (SELECT id AS rid, g, t FROM _r WHERE g IN (SELECT g FROM _cand)),
-             a AS (SELECT r.g, r.rid IN (SELECT next_id FROM _next WHERE exact) AS fwd, {exp} AS expected,
+             a AS (SELECT r.g, r.rid IN (SELECT next_id FROM _next WHERE exact
+                                         AND next_g IN (SELECT g FROM _cand WHERE kind = 'child')) AS fwd,
+                          {exp} AS expected,
                           count(*) AS n, min(r.t) AS t0, max(r.t) AS t1 FROM r GROUP BY ALL)
         SELECT CASE WHEN c.kind <> 'child' THEN c.kind WHEN a.fwd THEN 'forwarded-unallowed'
                     ELSE 'child-workload-refused' END AS kind,

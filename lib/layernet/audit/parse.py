@@ -462,11 +462,34 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+_MALLOC_TUNED = False
+
+
+def _return_freed_memory() -> None:
+    """DuckDB allocates through the C library's malloc. By default freed blocks of a few hundred KB stay in the
+    process (malloc raises its mmap threshold after the first free, and keeps an arena per thread), so a million-
+    line audit would hold on to memory it no longer uses. Ask malloc (glibc) to map such blocks on their own,
+    returned when freed, and to keep two arenas. Once per process; nothing happens on another C library."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 << 10)          # M_MMAP_THRESHOLD: fixed at the default (no longer raised)
+        libc.mallopt(-8, 2)                  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def connect(path: Optional[Path] = None, memory_limit: str = ""):
     """A DuckDB connection for the audit (in memory). With `path` (a folder) DuckDB keeps at most `memory_limit`
     (default MEMORY_LIMIT) in memory and spills the rest there: ten million lines fit in a bounded footprint."""
     import duckdb
 
+    _return_freed_memory()
     db = duckdb.connect()
     if path is not None:
         db.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
@@ -636,9 +659,8 @@ def _entries(db, allowlist) -> None:
 
 def _views(db) -> None:
     db.execute("CREATE OR REPLACE VIEW _g AS SELECT * FROM _groups WHERE NOT bad AND NOT early")
-    db.execute("CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, t, dur, xor(a, b) AS g, sk, uk FROM _rows")
-    db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t,
-          r.dur, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
+    db.execute("CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, * EXCLUDE (a, b), xor(a, b) AS g FROM _rows")
+    db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
           r.uk FROM _r r JOIN _g gr ON gr.g = r.g""")
 
 
@@ -752,6 +774,8 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
         r0 = r1
     db.execute("""CREATE OR REPLACE TABLE _gstat AS SELECT a, b, count(*) AS n, sum(bi) AS bytes_in,
                   sum(bo) AS bytes_out, min(t) AS t0, max(t) AS t1, min(rowid) AS rep FROM _rows GROUP BY a, b""")
+    for col in ("bi", "bo"):           # summed per group: their memory goes to the findings
+        db.execute(f"ALTER TABLE _rows DROP COLUMN {col}")
     scans = []
     for fid, (level, f, read) in enumerate(pending):
         s = futures[fid].result()
@@ -778,6 +802,10 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans, files)
     diag.shutdown(wait=False)
     checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
+    # what the findings do not read again: the durations (the end-time check is done) and the naming tables
+    db.execute("ALTER TABLE _rows DROP COLUMN dur")
+    for name in ("_gstat", "_reps", "_adict", "_bdict"):
+        db.execute(f"DROP TABLE IF EXISTS {name}")
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
     parsed = Parsed(db, diagnosis, total, blank, list(sources), checks,
@@ -826,10 +854,40 @@ def _diagnose(bad: list, scans: list, files: list) -> tuple:
     return mal, incomplete, other
 
 
+def _backwards(db, r0: int, r1: int, bad_g: list[str]) -> Optional[tuple[int, int, int]]:
+    """(lines whose end time is more than BACKWARDS_SLACK_MS before an earlier line's, the first one's row id, by
+    how much) among the records with row ids in [r0, r1), or None. The rows stream in id order (a filtered scan
+    keeps the table's order), a batch at a time."""
+    import numpy as np
+
+    keep = f" AND g NOT IN ({', '.join(bad_g)})" if bad_g else ""
+    res = db.sql(f"SELECT id, t + dur AS e FROM _r WHERE id >= {int(r0)} AND id < {int(r1)} AND t IS NOT NULL" + keep)
+    carry, last_id = None, -1
+    n, first, gap = 0, None, 0
+    for batch in res.to_arrow_reader(1 << 18):
+        ids = batch.column(0).to_numpy()
+        e = batch.column(1).to_numpy()
+        if not len(e):
+            continue
+        if ids[0] <= last_id or (len(ids) > 1 and not (ids[1:] > ids[:-1]).all()):
+            raise RuntimeError("audit: rows did not stream in line order")
+        last_id = int(ids[-1])
+        seq = e if carry is None else np.concatenate(([carry], e))      # the running maximum goes on
+        run = np.maximum.accumulate(seq)
+        prev, cur = run[:-1], seq[1:]
+        at = ids[1:] if carry is None else ids
+        back = np.flatnonzero(prev - cur > BACKWARDS_SLACK_MS)
+        if len(back):
+            if first is None:
+                first, gap = int(at[back[0]]), int(prev[back[0]] - cur[back[0]])
+            n += int(len(back))
+        carry = int(run[-1])
+    return (n, first, gap) if n else None
+
+
 def _checks(db, sources_are_levels: bool, now: datetime, scans, files, lines_of) -> "pd.DataFrame":
     """Records that disagree with their file: another level's name, a time in the future, an end time that goes
     backwards (Envoy writes a line when the connection ends, so end = start + duration only grows)."""
-    import numpy as np
     import pandas as pd
 
     out = []
@@ -847,23 +905,13 @@ def _checks(db, sources_are_levels: bool, now: datetime, scans, files, lines_of)
                 WHERE gr.fid = ? AND NOT gr.bad AND gr.level <> ? ORDER BY r.id LIMIT 1""", [fid, want]).fetchall()[0]
             out.append(("level-mismatch", scans[fid][0], str(scans[fid][2]), int(n), lines_of(fid, rid),
                         f"level field {lv} in the log of {want}"))
-    # end times going backwards, per file in line order (numpy: a running maximum)
-    arr = db.execute("""SELECT r.id, r.t + r.dur AS e FROM _r r
-                        WHERE r.t IS NOT NULL AND r.g NOT IN (SELECT g FROM _groups WHERE bad)""").fetchnumpy()
-    ids, end = np.asarray(arr["id"]).astype(np.int64), np.asarray(arr["e"]).astype(np.int64)
-    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-        order = np.argsort(ids, kind="stable")
-        ids, end = ids[order], end[order]
+    # end times going backwards, per file in line order: a running maximum over batches of the rows (numpy)
+    bad_g = [str(r[0]) for r in db.execute("SELECT g FROM _groups WHERE bad").fetchall()]
     for fid, _, _, r0, r1, _, _ in files:
-        lo, hi = np.searchsorted(ids, r0), np.searchsorted(ids, r1)
-        e = end[lo:hi]
-        if len(e) < 2:
-            continue
-        prev = np.maximum.accumulate(e)[:-1]
-        back = np.flatnonzero(prev - e[1:] > BACKWARDS_SLACK_MS) + 1
-        if len(back):
-            first = int(ids[lo + back[0]])
-            out.append(("time-backwards", scans[fid][0], str(scans[fid][2]), int(len(back)), lines_of(fid, first),
-                        f"ends {int(prev[back[0] - 1] - e[back[0]])} ms before an earlier line"))
+        found = _backwards(db, r0, r1, bad_g)
+        if found:
+            n, first, gap = found
+            out.append(("time-backwards", scans[fid][0], str(scans[fid][2]), n, lines_of(fid, first),
+                        f"ends {gap} ms before an earlier line"))
     out.sort(key=lambda r: (r[0], r[1], r[2]))
     return pd.DataFrame(out, columns=CHECK_COLUMNS)
