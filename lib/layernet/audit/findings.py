@@ -311,15 +311,14 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             WHERE o.t - i.t BETWEEN -1000 AND ?""", [inner.name, outer.name, str(inner.node_ip), window_ms])
         # an address reused within the window gives one connection two partners: among the links that share a
         # connection, the nearest in time, one to one (a connection is inner or outer of one pair of levels only)
-        t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _next
-            WHERE id IN (SELECT id FROM _next GROUP BY id HAVING count(*) > 1)
-               OR next_id IN (SELECT next_id FROM _next GROUP BY next_id HAVING count(*) > 1)""")
-        if t.rows("SELECT count(*) FROM _dup")[0][0]:
+        if _shared(t):
+            t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _next
+                            WHERE id IN (SELECT id FROM _shared_id) OR next_id IN (SELECT next_id FROM _shared_next)""")
             t.db.execute("DELETE FROM _next WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
             t.db.execute("""INSERT INTO _next SELECT id, next_id, hop_ms, exact, g, next_g FROM (
                   SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _dup
                   QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1) WHERE k = 1""")
-        t.db.execute("DROP TABLE _dup")
+            t.db.execute("DROP TABLE _dup")
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
             WHERE level = ? AND uk IS NULL AND verdict IN {_PASSED} ORDER BY 1, 2, 3""", [inner.name])
@@ -335,6 +334,24 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             t.db.execute("""INSERT INTO _next SELECT p.id, p.next_id, o.t - i.t, false, i.g, o.g
                 FROM _greedy p JOIN _r i ON i.id = p.id JOIN _r o ON o.id = p.next_id""")
     return names
+
+
+def _shared(t: _Tab) -> bool:
+    """Whether a connection occurs in more than one link; if so `_shared_id(id)` and `_shared_next(next_id)` list
+    them. Counted in numpy over the two columns (a sort each), lighter than two hash aggregates over every link."""
+    import numpy as np
+    import pyarrow as pa
+
+    cols = t.db.sql("SELECT id, next_id FROM _next").fetchnumpy()
+    found = False
+    for c, name in (("id", "_shared_id"), ("next_id", "_shared_next")):
+        v = np.sort(np.asarray(cols[c], dtype=np.int64))
+        rep = np.unique(v[1:][v[1:] == v[:-1]])
+        found |= bool(len(rep))
+        t.db.register("_arrow", pa.table({c: rep}))
+        t.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _arrow")
+        t.db.unregister("_arrow")
+    return found
 
 
 def _chains(names: list[str]) -> tuple[str, str, str, int]:
@@ -563,7 +580,11 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
             return "bytes that are not a TLS ClientHello"
         return "a TLS ClientHello without a server name"
 
-    rows["detail"] = [detail(r) for r in rows.itertuples()] if len(rows) else []
+    from types import SimpleNamespace
+
+    cols = {c: rows[c].tolist() for c in ("kind", "level", "source", "name")}     # plain lists: fast to walk
+    rows["detail"] = [detail(SimpleNamespace(kind=k, level=lv, source=src, name=nm))
+                      for k, lv, src, nm in zip(cols["kind"], cols["level"], cols["source"], cols["name"])]
     parts = [rows, _gaps(t, site, nets, gap, since, until)]
     if checks is not None and len(checks):
         parts.append(pd.DataFrame({"kind": checks["check"], "level": checks["level"], "source": checks["file"],

@@ -69,7 +69,7 @@ MALFORMED_COLUMNS = ["level", "line", "reason", "text"]
 CHECK_COLUMNS = ["check", "level", "file", "lines", "first_line", "sample"]
 SAMPLE_CHARS = 300
 SCAN_BYTES = 16 << 20
-BLOCK_BITS = 16
+BLOCK_BITS = 14
 BLOCK = 1 << BLOCK_BITS           # the line index counts newlines per block of this many bytes
 # DuckDB's read buffer per object; a longer line is still read whole (the reader grows its buffer for it)
 OBJECT_BYTES = 1 << 16
@@ -281,7 +281,7 @@ def _scan(path: Path) -> _FileScan:
                 last = chunk[-1:]
     else:
         # read into one reused buffer (a memory map would count the whole file as this process's memory)
-        buf = bytearray(BLOCK * 64)
+        buf = bytearray(BLOCK << 8)
         view = np.frombuffer(buf, dtype=np.uint8)
         counts, last = [], b"\n"
         with open(path, "rb") as f:
@@ -561,7 +561,7 @@ REPS_MAX = 50_000      # more distinct sources and names than this: one more pas
 def _pass_rows(db, path: str, fid: int, since_ms: Optional[int]) -> None:
     """One narrow row per line, in file order."""
     db.execute(f"""INSERT INTO _rows SELECT epoch_ms(t_),
-          least(coalesce(try_cast(duration_ms AS BIGINT), 0), {MAX_DURATION_MS}), a, b, hash(source),
+          coalesce(try_cast(duration_ms AS INTEGER), 0), a, b, hash(source),
           CASE WHEN upstream_local <> '' THEN hash(upstream_local) END, {_int('bytes_in')}, {_int('bytes_out')}
         FROM {_typed(_read_json(path, fid), since_ms)}""")
 
@@ -659,7 +659,11 @@ def _entries(db, allowlist) -> None:
 
 def _views(db) -> None:
     db.execute("CREATE OR REPLACE VIEW _g AS SELECT * FROM _groups WHERE NOT bad AND NOT early")
-    db.execute("CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, * EXCLUDE (a, b), xor(a, b) AS g FROM _rows")
+    # while parsing the rows carry the two halves of the key (and durations); then only the key
+    has_a = bool(db.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = '_rows' AND column_name = 'a'"
+                            ).fetchall()[0][0])
+    g = "* EXCLUDE (a, b), xor(a, b) AS g" if has_a else "*"
+    db.execute(f"CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, {g} FROM _rows")
     db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
           r.uk FROM _r r JOIN _g gr ON gr.g = r.g""")
 
@@ -690,9 +694,8 @@ def tables_from_frame(db, df) -> None:
           sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out, min(time) AS first_seen,
           max(time) AS last_seen, entry
         FROM _src GROUP BY ALL""")
-    db.execute(f"""CREATE OR REPLACE TABLE _rows AS SELECT epoch_ms(time) AS t,
-          CAST(least(dur, {MAX_DURATION_MS}) AS INTEGER) AS dur, {a} AS a, {b} AS b, sk, uk, bytes_in AS bi,
-          bytes_out AS bo FROM _src ORDER BY i""")
+    db.execute(f"""CREATE OR REPLACE TABLE _rows AS SELECT epoch_ms(time) AS t, xor({a}, {b}) AS g, sk, uk
+        FROM _src ORDER BY i""")
     db.execute("DROP TABLE _src")
     _views(db)
 
@@ -803,9 +806,12 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     diag.shutdown(wait=False)
     checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
     # what the findings do not read again: the durations (the end-time check is done) and the naming tables
-    db.execute("ALTER TABLE _rows DROP COLUMN dur")
     for name in ("_gstat", "_reps", "_adict", "_bdict"):
         db.execute(f"DROP TABLE IF EXISTS {name}")
+    db.execute("CREATE TABLE _rows_g AS SELECT t, xor(a, b) AS g, sk, uk FROM _rows")     # same order, one key
+    db.execute("DROP TABLE _rows")
+    db.execute("ALTER TABLE _rows_g RENAME TO _rows")
+    _views(db)
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
     parsed = Parsed(db, diagnosis, total, blank, list(sources), checks,
