@@ -86,6 +86,7 @@ def test_cli_and_stage_agree_on_the_lab_logs_after_the_probes(lab, lab_site, tmp
     params = [x for o in overrides() for x in ("-p", o)]
     code = main(["audit", logs, "--site", str(ROOT / "params" / "lab.yaml"), *params,
                  "--since", start.isoformat(), "--run", str(run)])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    cap = capsys.readouterr()
+    out = cap.out
+    assert code == 0, out + cap.err
     assert "audit passed" in out

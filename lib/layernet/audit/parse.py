@@ -75,7 +75,7 @@ BLOCK = 1 << BLOCK_BITS           # the line index counts newlines per block of 
 OBJECT_BYTES = 1 << 16
 FUTURE_SLACK = timedelta(minutes=5)
 BACKWARDS_SLACK_MS = 1000         # Envoy writes a line when the connection ends: end times may jitter this much
-MAX_DURATION_MS = 2**31 - 1
+BATCH_ROWS = 1 << 18             # rows per batch of the end-time check
 MEMORY_LIMIT = os.environ.get("LAYERNET_AUDIT_MEMORY", "192MB")
 
 # kubectl logs output: optional "[pod/NAME/CONTAINER] " and "--timestamps" prefixes before the JSON record
@@ -625,7 +625,7 @@ def _build_groups(db, levels_by_fid: dict[int, str], allowlist) -> None:
                   FROM _reps GROUP BY b""")
     p_ = "coalesce(try_cast(y.listener_port AS INTEGER), try_cast(y.listener_port AS DOUBLE))"
     verdict = _verdict_sql().replace("filter_chain", "y.filter_chain").replace("response_flags", "y.response_flags")
-    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT xor(s.a, s.b) AS g, s.a, s.b, x.fid,
+    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT hash(s.a, s.b) AS g, s.a, s.b, x.fid,
           coalesce(nullif(x.level, ''), f.level) AS level, x.source_ip, coalesce(y.sni, '') AS sni,
           try_cast({p_} AS INTEGER) AS listener_port, CAST({verdict} AS verdict_t) AS verdict, y.tls_error,
           (x.no_time OR {p_} IS NULL OR {p_} <> floor({p_}) OR try_cast({p_} AS INTEGER) IS NULL) AS bad,
@@ -662,7 +662,7 @@ def _views(db) -> None:
     # while parsing the rows carry the two halves of the key (and durations); then only the key
     has_a = bool(db.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = '_rows' AND column_name = 'a'"
                             ).fetchall()[0][0])
-    g = "* EXCLUDE (a, b), xor(a, b) AS g" if has_a else "*"
+    g = "* EXCLUDE (a, b), hash(a, b) AS g" if has_a else "*"
     db.execute(f"CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, {g} FROM _rows")
     db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
           r.uk FROM _r r JOIN _g gr ON gr.g = r.g""")
@@ -689,12 +689,12 @@ def tables_from_frame(db, df) -> None:
         FROM _df""")
     db.unregister("_df")
     a, b = "hash(level, source_ip)", "hash(sni, listener_port, verdict, tls_error, entry)"
-    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT xor({a}, {b}) AS g, {a} AS a, {b} AS b, 0::USMALLINT AS fid,
+    db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT hash({a}, {b}) AS g, {a} AS a, {b} AS b, 0::USMALLINT AS fid,
           level, source_ip, sni, listener_port, verdict, tls_error, false AS bad, false AS early, count(*) AS n,
           sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out, min(time) AS first_seen,
           max(time) AS last_seen, entry
         FROM _src GROUP BY ALL""")
-    db.execute(f"""CREATE OR REPLACE TABLE _rows AS SELECT epoch_ms(time) AS t, xor({a}, {b}) AS g, sk, uk
+    db.execute(f"""CREATE OR REPLACE TABLE _rows AS SELECT epoch_ms(time) AS t, hash({a}, {b}) AS g, sk, uk
         FROM _src ORDER BY i""")
     db.execute("DROP TABLE _src")
     _views(db)
@@ -808,7 +808,7 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     # what the findings do not read again: the durations (the end-time check is done) and the naming tables
     for name in ("_gstat", "_reps", "_adict", "_bdict"):
         db.execute(f"DROP TABLE IF EXISTS {name}")
-    db.execute("CREATE TABLE _rows_g AS SELECT t, xor(a, b) AS g, sk, uk FROM _rows")     # same order, one key
+    db.execute("CREATE TABLE _rows_g AS SELECT t, hash(a, b) AS g, sk, uk FROM _rows")     # same order, one key
     db.execute("DROP TABLE _rows")
     db.execute("ALTER TABLE _rows_g RENAME TO _rows")
     _views(db)
@@ -870,7 +870,7 @@ def _backwards(db, r0: int, r1: int, bad_g: list[str]) -> Optional[tuple[int, in
     res = db.sql(f"SELECT id, t + dur AS e FROM _r WHERE id >= {int(r0)} AND id < {int(r1)} AND t IS NOT NULL" + keep)
     carry, last_id = None, -1
     n, first, gap = 0, None, 0
-    for batch in res.to_arrow_reader(1 << 18):
+    for batch in res.to_arrow_reader(BATCH_ROWS):
         ids = batch.column(0).to_numpy()
         e = batch.column(1).to_numpy()
         if not len(e):
