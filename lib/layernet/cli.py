@@ -126,6 +126,8 @@ def cmd_audit(args) -> int:
         pairs = pairs_from_args(getattr(args, "audit_seq", []))
         if args.fleet and pairs:
             raise AuditInputError(f"--fleet {args.fleet}: give either a fleet file or LOGDIR --site FILE pairs")
+        if args.workspace:
+            return _audit_workspace(args, entries, pairs)
         if not entries and not pairs:
             raise AuditInputError("give a log folder (LOGDIR [--site FILE], several as LOGDIR --site FILE pairs) "
                                   "or --fleet FILE")
@@ -149,6 +151,30 @@ def cmd_audit(args) -> int:
     except AuditInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _audit_workspace(args, entries, pairs) -> int:
+    """`layernet audit --site FILE --workspace`: the site's Log Analytics workspace instead of a log folder."""
+    from layernet.audit.cli import run_audit_cli
+    from layernet.audit.collect import AuditInputError
+    from layernet.runfolder import check_out_dir
+
+    sites = [v for k, v in getattr(args, "audit_seq", []) if k == "site"]
+    dirs = [v for k, v in getattr(args, "audit_seq", []) if k == "dir"]
+    if entries or dirs or len(sites) != 1:
+        raise AuditInputError("--workspace: give one site file (--site FILE) and no log folder or fleet file; the "
+                              "records come from the site's monitor.workspace_id")
+    site = load_site(sites[0], args.param)
+    if site.monitor.workspace_id is None:
+        raise AuditInputError(f"{sites[0]}: monitor.workspace_id is not set; give the Log Analytics workspace id "
+                              "(a GUID) that Container Insights sends the proxy pods' logs to (-p "
+                              "monitor.workspace_id=GUID)")
+    if args.out is not None:
+        args.out = str(check_out_dir(args.out))
+    if args.parquet is not None:
+        args.parquet = str(check_out_dir(args.parquet))
+    return run_audit_cli("", site=site, since=args.since, out=args.out, run=args.run, parquet=args.parquet,
+                         workspace=True, endpoint=args.monitor_endpoint)
 
 
 def _check_since(text: str) -> None:
@@ -230,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write connections.csv and connections.parquet under OUT/audit/")
     p.add_argument("--run", default="", help="run folder whose probe traffic is expected (default: the site's newest "
                                              "run with probes; 'none': no run)")
+    p.add_argument("--workspace", action="store_true",
+                   help="read the proxies' logs from the site's Log Analytics workspace (monitor.workspace_id; "
+                        "Container Insights) instead of a folder; --since defaults to 1d")
+    p.add_argument("--monitor-endpoint", metavar="URL",
+                   help="the Logs query API to call (default: the site's cloud, e.g. https://api.loganalytics.io)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("harden", help="hardening evidence on a running lab: name differential, sources, isolation, DNS")

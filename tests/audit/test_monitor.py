@@ -142,9 +142,9 @@ def _canned(double, lines):
                  [["" if d.get(k) is None else str(d[k]) for k in RAW_KEYS] + [_ms(d["time"])] for d in recs])
     double.table("unexpected_source", [("kind", "string"), ("level", "string"), ("source", "string"),
                                        ("name", "string"), ("count", "long"), ("first_seen", "datetime"),
-                                       ("last_seen", "datetime")],
+                                       ("last_seen", "datetime"), ("expected", "bool")],
                  [["unexpected-source", "level3", "10.9.0.5", "management.azure.com", 1,
-                   _ms("2025-03-01T08:00:06.000Z"), _ms("2025-03-01T08:00:06.000Z")]])
+                   _ms("2025-03-01T08:00:06.000Z"), _ms("2025-03-01T08:00:06.000Z"), False]])
 
 
 @pytest.fixture
@@ -181,8 +181,8 @@ def test_client_sends_the_exact_request_and_returns_the_local_engines_frames(msi
     un = client.unexpected_sources((START, END))
     mine = findings.anomalies(local, msite, allowlist)
     mine = mine[mine["kind"] == "unexpected-source"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(un[["kind", "level", "source", "name", "count", "first_seen", "last_seen"]],
-                                  mine[["kind", "level", "source", "name", "count", "first_seen", "last_seen"]])
+    cols = ["kind", "level", "source", "name", "count", "first_seen", "last_seen", "expected"]
+    pd.testing.assert_frame_equal(un[cols], mine[cols])
 
     # the records query feeds the local engine: every finding is the same as from the saved logs
     remote = client.parsed((START, END), allowlist)
@@ -226,3 +226,79 @@ def test_stage_loads_the_audit_from_the_workspace(msite, allowlist, double):
     assert a.source == f"Log Analytics workspace {WS}" and a.parsed.records == len(lines)
     local = parse_logs(_by_level(lines), allowlist, sources_are_levels=True)
     pd.testing.assert_frame_equal(stage.per_level(a), findings.per_level(local, msite))
+
+
+def test_unexpected_sources_in_the_workspace_mark_the_runs_probe_traffic(msite, allowlist, double):
+    """The KQL marks a run's probe traffic expected exactly as the local engine does: the window, names and
+    sources of the run are literals of the query text."""
+    import ipaddress
+
+    lines = small_log()
+    _canned(double, lines)
+    exp = findings.Expected(START, END, {"management.azure.com"}, [ipaddress.ip_network("10.9.0.0/16")])
+    text = kql.render(msite, exp)["unexpected_source"]
+    assert "datetime(2025-03-01T07:00:00.000000Z) .. datetime(2025-03-01T09:00:00.000000Z)" in text
+    assert 'tolower(sni) in (dynamic(["management.azure.com"]))' in text and '"10.9.0.0/16"' in text
+    assert "| extend expected = false" in kql.render(msite)["unexpected_source"]
+    assert kql.render(msite, exp) == kql.render(msite, exp)                     # one run, one text
+    double.table("unexpected_source", [("kind", "string"), ("level", "string"), ("source", "string"),
+                                       ("name", "string"), ("count", "long"), ("first_seen", "datetime"),
+                                       ("last_seen", "datetime"), ("expected", "bool")],
+                 [["unexpected-source", "level3", "10.9.0.5", "management.azure.com", 1,
+                   _ms("2025-03-01T08:00:06.000Z"), _ms("2025-03-01T08:00:06.000Z"), True]])
+    client = monitor.MonitorAudit(msite, credential=StaticToken(), endpoint=double.url,
+                                  connection_verify=str(double.ca))
+    un = client.unexpected_sources((START, END), exp)
+    assert double.requests[-1].body["query"] == text
+    local = parse_logs(_by_level(lines), allowlist, sources_are_levels=True)
+    mine = findings.anomalies(local, msite, allowlist, expected=exp)
+    mine = mine[mine["kind"] == "unexpected-source"].reset_index(drop=True)
+    cols = ["kind", "level", "source", "name", "count", "first_seen", "last_seen", "expected"]
+    pd.testing.assert_frame_equal(un[cols], mine[cols])
+    assert un["expected"].all()
+
+
+def test_cli_audits_the_workspace(msite, double, tmp_path, monkeypatch, capsys):
+    """`layernet audit --site FILE --workspace`: the records of the site's workspace through the same audit and
+    verdict as the saved logs; bad input is exit 2 naming what to fix."""
+    from layernet.cli import main
+
+    lines = small_log()
+    _canned(double, lines)
+    monkeypatch.setattr(monitor, "default_credential", StaticToken)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(double.ca))
+    args = ["audit", "--site", str(LAB), "-p", f"monitor.workspace_id={WS}", "--workspace", "--run", "none",
+            "--since", "2025-03-01T07:00:00Z", "--monitor-endpoint", double.url]
+    code = main(args)
+    out = capsys.readouterr().out
+    req = double.requests[-1]
+    assert req.body["query"] == kql.render(msite)["records"]
+    assert req.body["timespan"].startswith("2025-03-01T07:00:00.000Z/")
+    assert f"Log Analytics workspace {WS} (since 2025-03-01T07:00:00+00:00): {len(lines)} line(s)" in out
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for lv, ls in _by_level(lines).items():
+        (logs / f"{lv}.log").write_text("\n".join(ls) + "\n")
+    folder = main(["audit", str(logs), "--site", str(LAB), "--run", "none"])
+    out2 = capsys.readouterr().out
+    assert code == folder == 1 and "audit FAILED: 0 malformed line(s)" in out
+
+    def table(text, title):      # the rows of one printed table
+        part = text.split(f"\n{title}\n", 1)[1].split("\n\n", 1)[0]
+        return [" ".join(x.split()) for x in part.splitlines()]
+    assert table(out, "per level") == table(out2, "per level")
+    assert table(out, "refused attempts") == table(out2, "refused attempts")
+    found = [r for r in table(out, "anomalies") if "unexpected-source" in r]
+    assert found and found == [r for r in table(out2, "anomalies") if "unexpected-source" in r]
+    # the window is [since, now]: the workspace held nothing for its levels after the records, a gap of its own
+    assert any(r.startswith("log-gap") for r in table(out, "anomalies"))
+    # bad input: no workspace id, a log folder as well, a workspace the API does not know
+    assert main(["audit", "--site", str(LAB), "--workspace"]) == 2
+    assert "monitor.workspace_id is not set" in capsys.readouterr().err
+    assert main(["audit", str(logs), "--site", str(LAB), "-p", f"monitor.workspace_id={WS}", "--workspace"]) == 2
+    assert "no log folder" in capsys.readouterr().err
+    other = "00000000-0000-0000-0000-000000000001"
+    assert main(["audit", "--site", str(LAB), "-p", f"monitor.workspace_id={other}", "--workspace",
+                 "--monitor-endpoint", double.url]) == 2
+    err = capsys.readouterr().err
+    assert "WorkspaceNotFoundError" in err and "Traceback" not in err

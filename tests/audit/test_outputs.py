@@ -221,3 +221,19 @@ def test_over_time_is_never_blank_and_bins_follow_the_window(allowlist):
     day = charts.over_time(one, until=pd.Timestamp("2025-03-02T08:00:00Z"))
     assert day.layout.xaxis.title.text.endswith("bins of 900 s")
     assert charts.bin_seconds(0) == 1 and charts.bin_seconds(7 * 86400 * 1000) == 3600
+
+
+def test_a_target_whose_proxies_carry_other_workloads_compares_only_the_probe_names(site, allowlist):
+    """Where real workloads share the proxies (the kube target says so), a refused workload name in the window is
+    not counted against the probes; on the lab (nothing else runs there) it is."""
+    from layernet.site import load_site
+    from layernet.targets.base import target_class
+
+    kube = load_site(ROOT / "params" / "lab.yaml", ["target=kube"] + [f"levels[{i}].kube_context=plant-l{i + 2}"
+                                                                       for i in range(3)])
+    assert target_class(kube).shared_proxies and not target_class(site).shared_proxies
+    log = probe_log() + [refused_name(time=T(6.5), sni="telemetry.workload.example")]
+    df = parse_logs({"mixed": log}, allowlist).connections
+    assert compare.compare_with_probes(df, probe_rows(), kube)["match"].all()
+    lab = compare.compare_with_probes(df, probe_rows(), site)
+    assert lab.set_index("level").loc["level3", "audit_refused"] == 3 and not lab["match"].all()

@@ -53,22 +53,60 @@ class SiteAudit:
 
 def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
     """Read, parse and print the audit of one log folder (everything but the verdict line)."""
-    from layernet.audit import compare, findings
     from layernet.audit.parse import parse_logs
 
     when = collect.parse_since(since)
     levels = collect.proxy_level_names(site) if site is not None else None
     files = collect.read_logdir(logdir, levels)
-    allowlist = None
-    if site is not None:
-        from layernet.allowlist import effective_allowlist
-
-        allowlist = effective_allowlist(site)
+    allowlist = _allowlist(site)
     parsed = parse_logs(files, allowlist, sources_are_levels=True, since=when)
     collect.check_records(parsed, levels if levels is not None else list(files), logdir)
+    return _report(logdir, Path(logdir).name, parsed, site, allowlist, when, run)
+
+
+def _allowlist(site):
+    if site is None:
+        return None
+    from layernet.allowlist import effective_allowlist
+
+    return effective_allowlist(site)
+
+
+def _workspace_audit(site, since: str = "", run: str = "", endpoint: Optional[str] = None) -> SiteAudit:
+    """The audit of the records in the site's Log Analytics workspace (monitor.workspace_id) over [since, now]:
+    the records query of `layernet.audit.kql` run with azure-monitor-query, read by the local engine."""
+    from datetime import datetime, timezone
+
+    from layernet.audit.monitor import MonitorAudit
+
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    when = collect.parse_since(since or "1d")
+    until = datetime.now(timezone.utc)
+    allowlist = _allowlist(site)
+    where = f"workspace {site.monitor.workspace_id}"
+    try:
+        parsed = MonitorAudit(site, endpoint=endpoint).parsed((when, until), allowlist, now=until)
+    except ClientAuthenticationError as exc:
+        raise AuditInputError(f"{where}: no Azure credential ({str(exc).splitlines()[0][:200]}); sign in with "
+                              "az login, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET") from None
+    except HttpResponseError as exc:
+        code = getattr(getattr(exc, "error", None), "code", None) or exc.status_code
+        raise AuditInputError(f"{where}: the Logs query API refused the query ({code}: "
+                              f"{str(exc.message or exc).splitlines()[0][:200]}); check monitor.workspace_id and "
+                              "that the credential may read the workspace (Log Analytics Reader)") from None
+    collect.check_records(parsed, collect.proxy_level_names(site), f"workspace {site.monitor.workspace_id}")
+    return _report(f"Log Analytics workspace {site.monitor.workspace_id} (since {when.isoformat(timespec='seconds')})",
+                   site.name, parsed, site, allowlist, when, run)
+
+
+def _report(source: str, name: str, parsed, site, allowlist, when, run: str) -> SiteAudit:
+    """Print the audit of parsed records (everything but the verdict line)."""
+    from layernet.audit import compare, findings
+
     r = parsed.report()
     extra = "".join(f", {r[k]} {k}" for k in ("incomplete", "other") if k in r)
-    print(f"{logdir}: {r['lines']} line(s), {parsed.records} connection(s), {r['malformed']} malformed, "
+    print(f"{source}: {r['lines']} line(s), {parsed.records} connection(s), {r['malformed']} malformed, "
           f"{r['blank']} blank{extra}")
     per = findings.per_level(parsed, site)
     _print("per level", per.drop(columns=["first_seen", "last_seen"]))
@@ -94,19 +132,19 @@ def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
         an = pd.DataFrame({"kind": parsed.checks["check"], "level": parsed.checks["level"],
                            "expected": False})
         _print("log checks", parsed.checks)
-    name = site.name if site is not None else Path(logdir).name
-    return SiteAudit(name, parsed, an, verdict(parsed, an), per)
+    return SiteAudit(site.name if site is not None else name, parsed, an, verdict(parsed, an), per)
 
 
 def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = None, run: str = "",
-                  parquet: Optional[str] = None) -> int:
+                  parquet: Optional[str] = None, workspace: bool = False, endpoint: Optional[str] = None) -> int:
     """Print the audit of LOGDIR; exit 1 when lines were malformed or anomalies were found, else 0.
     `run`: a run folder whose probe traffic is expected ("" = the site's newest run with probes, "none" = no run).
     `parquet`: also write the connections as the fleet dataset (partitioned by site, level and day) there.
+    `workspace`: read the records from the site's Log Analytics workspace instead (`endpoint`: its query API).
     Raises AuditInputError (exit 2) for a missing or empty folder, unreadable files or a level without records."""
     from layernet.audit import export
 
-    a = _audit(logdir, site, since, run)
+    a = _workspace_audit(site, since, run, endpoint) if workspace else _audit(logdir, site, since, run)
     if out:
         paths = export.export(a.parsed.connections, out)
         print("\nexported: " + ", ".join(str(p) for p in paths.values()))

@@ -136,7 +136,7 @@ def find_run(site, runs_dir: Path) -> Optional[Path]:
 def compare_with_probes(data, rows: "pd.DataFrame", site, start: Optional[datetime] = None,
                         end: Optional[datetime] = None, only_probe_names: Optional[bool] = None) -> "pd.DataFrame":
     """Expected (from the probe rows) vs audited (connections logged between start and end) per proxy level.
-    `only_probe_names` (default: on a kube site, where real workloads share the proxies) counts only
+    `only_probe_names` (default: when the site's target says real workloads share the proxies) counts only
     connections whose name a probe used. `data`: a Parsed or a connection DataFrame."""
     from layernet.audit.findings import _tab
 
@@ -150,7 +150,9 @@ def compare_with_probes(data, rows: "pd.DataFrame", site, start: Optional[dateti
         where.append("time <= ?")
         params.append(end + SLACK)
     if only_probe_names is None:
-        only_probe_names = site.target == "kube"
+        from layernet.targets.base import target_class
+
+        only_probe_names = target_class(site).shared_proxies
     if only_probe_names:
         names = sorted(probe_names(rows)) or [""]
         where.append("lower(sni) IN (" + ", ".join("?" for _ in names) + ")")

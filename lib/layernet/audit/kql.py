@@ -10,7 +10,9 @@ verdict computed by the same rules as `parse.verdict_of`), and then computes one
                       path joins (coverage, paths, anomalies)
     per_level         `findings.per_level`: connections by verdict, bytes, distinct sources and names, first/last
     refused           `findings.refused`: refused attempts by name, source, level and verdict
-    unexpected_source the ``unexpected-source`` anomaly: sources outside the networks a level's proxy serves
+    unexpected_source the ``unexpected-source`` anomaly: sources outside the networks a level's proxy serves,
+                      with ``expected`` true for the probe traffic of a run (`render(site, expected)`: the run's
+                      window, names and sources become literals of the text, so one run gives one text)
 
 Which level a row belongs to: the Arc connected cluster it came from (``azure.clusters``, read from the row's
 ``_ResourceId``) when the site names one for the level, else the record's own ``level`` field. Only rows of
@@ -19,6 +21,7 @@ the proxy's namespace and container (render/manifests.py) are read; the time win
 """
 from __future__ import annotations
 
+from datetime import timezone
 from pathlib import Path
 
 from layernet.audit.parse import NO_CHAIN_FLAG, RAW_KEYS, UPSTREAM_FAILURE_FLAGS
@@ -81,8 +84,20 @@ def records_block(site) -> str:
     | where isnotnull(t) and isnotnull(port);"""
 
 
-def render(site) -> dict[str, str]:
-    """{query name: KQL text} for the site (see the module notes)."""
+def _expected(expected) -> str:
+    """A KQL predicate over a record: traffic the run caused on purpose (`findings.Expected`), else false."""
+    if not expected:
+        return "false"
+    start = expected.start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    end = expected.end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v4 = [str(n) for n in expected.sources if n.version == 4]
+    return (f"(t between (datetime({start}) .. datetime({end})) and tolower(sni) in ({_list(sorted(expected.names))})"
+            f" and ipv4_is_in_any_range(source_ip, {_list(v4)}))")
+
+
+def render(site, expected=None) -> dict[str, str]:
+    """{query name: KQL text} for the site (see the module notes); `expected`: the probe traffic of a run
+    (`findings.Expected`), marked in ``unexpected_source``."""
     from layernet.audit.findings import _networks
 
     head = f"// layernet audit of site {site.name}: {{name}} (Envoy access log in {TABLE})\n" + records_block(site)
@@ -119,9 +134,11 @@ records
     out["unexpected_source"] = head + f"""
 records
 | where {' or '.join(f'({c})' for c in served) or 'false'}
-| summarize ['count'] = count(), first_seen = min(t), last_seen = max(t) by level, source = source_ip, name = sni
-| project kind = "unexpected-source", level, source, name, ['count'], first_seen, last_seen
-| order by level asc, source asc, name asc"""
+| extend expected = {_expected(expected)}
+| summarize ['count'] = count(), first_seen = min(t), last_seen = max(t)
+    by level, source = source_ip, name = sni, expected
+| project kind = "unexpected-source", level, source, name, ['count'], first_seen, last_seen, expected
+| order by level asc, source asc, name asc, expected asc"""
     return {k: v.replace("{name}", k, 1) for k, v in out.items()}
 
 

@@ -30,6 +30,13 @@ ENDPOINTS = {"public": "https://api.loganalytics.io", "usgov": "https://api.loga
 Timespan = Union[timedelta, tuple]
 
 
+def default_credential():
+    """The credential of a run without one given: azure-identity's chain (environment, managed identity, az login)."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
 class MonitorQueryError(RuntimeError):
     """The workspace did not answer a query completely (an error or a partial result)."""
 
@@ -48,21 +55,20 @@ class MonitorAudit:
         from azure.monitor.query import LogsQueryClient
 
         if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+            credential = default_credential()
         self.site = site
         self.workspace_id = site.monitor.workspace_id
         audience = ENDPOINTS[site.azure.cloud]
         self.client = LogsQueryClient(credential, endpoint=endpoint or audience, audience=audience, **client_kwargs)
         self.queries = kql.render(site)
 
-    def query(self, name: str, timespan: Timespan) -> "pd.DataFrame":
-        """Run one rendered query over `timespan` (a timedelta back from now, or (start, end)) as a DataFrame."""
+    def query(self, name: str, timespan: Timespan, text: Optional[str] = None) -> "pd.DataFrame":
+        """Run one rendered query (or `text`, a rendering of it) over `timespan` (a timedelta back from now, or
+        (start, end)) as a DataFrame."""
         import pandas as pd
         from azure.monitor.query import LogsQueryStatus
 
-        result = self.client.query_workspace(self.workspace_id, self.queries[name], timespan=timespan)
+        result = self.client.query_workspace(self.workspace_id, text or self.queries[name], timespan=timespan)
         if result.status != LogsQueryStatus.SUCCESS:
             err = getattr(result, "partial_error", None)
             raise MonitorQueryError(f"workspace {self.workspace_id}: query {name} returned a partial result "
@@ -88,12 +94,15 @@ class MonitorAudit:
 
         return refused_frame(self.query("refused", timespan))
 
-    def unexpected_sources(self, timespan: Timespan) -> "pd.DataFrame":
-        """The ``unexpected-source`` groups (kind, level, source, name, count, first/last seen), in the workspace."""
+    def unexpected_sources(self, timespan: Timespan, expected=None) -> "pd.DataFrame":
+        """The ``unexpected-source`` groups (kind, level, source, name, count, first/last seen, expected), in the
+        workspace; `expected` (`findings.Expected`): the run's probe traffic, marked expected as locally."""
         from layernet.audit.findings import _utc_ms
 
-        out = self.query("unexpected_source", timespan)
+        text = kql.render(self.site, expected)["unexpected_source"] if expected else None
+        out = self.query("unexpected_source", timespan, text)
         out["count"] = out["count"].astype("int64")
+        out["expected"] = out["expected"].astype(bool)
         for c in ("first_seen", "last_seen"):
             out[c] = _utc_ms(out[c])
         return out

@@ -71,6 +71,9 @@ class Target(ABC):
         return None
 
     azure_elsewhere: bool = False        # True: the Azure calls run in another place (the lab's jump box)
+    # True: the proxies also carry the traffic of workloads the run did not start (a real cluster), so comparing
+    # the audit with the probe matrix counts only connections to the names the probes used
+    shared_proxies: bool = False
 
     # ---- Azure (stages 02-04): where the az/SDK calls run and how they reach ARM
     azure_poll_interval: float = 10.0    # seconds between Azure status polls (ARM's own pace on a real site)
@@ -160,11 +163,16 @@ def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where
                          + ". Plan again, review it, then apply.")
 
 
-def get_target(site) -> Target:
+def target_class(site) -> type:
+    """The Target class of the site (its class attributes answer without connecting to anything)."""
     if site.target == "lab":
         from layernet.targets.lab import LabTarget
 
-        return LabTarget(site)
+        return LabTarget
     from layernet.targets.kube import KubeTarget
 
-    return KubeTarget(site)
+    return KubeTarget
+
+
+def get_target(site) -> Target:
+    return target_class(site)(site)

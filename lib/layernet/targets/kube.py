@@ -177,6 +177,7 @@ def _coredns_restart(level: str) -> Change:
 
 class KubeTarget(Target):
     kind = "kube"
+    shared_proxies = True
 
     def __init__(self, site, clients: Optional[dict] = None, configuration=None, namespace: str = "layernet",
                  probe_image: Optional[str] = None, envoy_deployment: str = "layernet-envoy",
