@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit.parse import VERDICTS, Parsed
+from layernet.audit.parse import VERDICTS, Parsed, release_cache
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -285,6 +285,8 @@ def _greedy(inner: list, outer: list, window_ms: int) -> list[tuple[int, int]]:
 
 
 _PASSED = "('allowed', 'upstream-failure')"
+# the link join takes the addresses in slices of about this many rows (at most LINK_SLICES_MAX slices)
+LINK_SLICE_ROWS, LINK_SLICES_MAX = 600_000, 8
 
 
 def _links(t: _Tab, site, window_ms: int) -> list[str]:
@@ -303,12 +305,23 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
         parent = site.parent(inner)
         if parent is None or parent.name != outer.name:
             continue
-        t.db.execute(f"""INSERT INTO _next
-            WITH i AS (SELECT id, t, uk, g FROM _r WHERE uk IS NOT NULL
-                         AND g IN (SELECT g FROM _g WHERE level = ? AND verdict IN {_PASSED})),
-                 o AS (SELECT id, t, sk, g FROM _r WHERE g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
-            SELECT i.id, o.id, o.t - i.t, true, i.g, o.g FROM i JOIN o ON i.uk = o.sk
-            WHERE o.t - i.t BETWEEN -1000 AND ?""", [inner.name, outer.name, str(inner.node_ip), window_ms])
+        # equal address keys in the same time bucket (as wide as the window): an address reused all day (a busy
+        # proxy cycles its ports) is compared only with its near neighbours in time. Each inner row is tried in
+        # its bucket and the next, the outer row in the bucket of its time + 1 s: every pair within the window
+        # meets exactly once.
+        width = window_ms + 1000
+        rows = int(t.rows("SELECT count(*) FROM _rows")[0][0])
+        slices = max(1, min(LINK_SLICES_MAX, -(-rows // LINK_SLICE_ROWS)))
+        for k in range(slices):            # a slice of the addresses at a time: a smaller hash table
+            t.db.execute(f"""INSERT INTO _next
+                WITH i AS (SELECT id, t, uk, g, unnest([t // {width}, t // {width} + 1]) AS b FROM _r
+                             WHERE uk IS NOT NULL AND uk % {slices} = {k}
+                               AND g IN (SELECT g FROM _g WHERE level = ? AND verdict IN {_PASSED})),
+                     o AS (SELECT id, t, sk, g, (t + 1000) // {width} AS b FROM _r WHERE sk % {slices} = {k}
+                             AND g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
+                SELECT i.id, o.id, o.t - i.t, true, i.g, o.g FROM i JOIN o ON i.uk = o.sk AND i.b = o.b
+                WHERE o.t - i.t BETWEEN -1000 AND ?""", [inner.name, outer.name, str(inner.node_ip), window_ms])
+            release_cache(t.db)
         # an address reused within the window gives one connection two partners: among the links that share a
         # connection, the nearest in time, one to one (a connection is inner or outer of one pair of levels only)
         if _shared(t):
@@ -342,11 +355,12 @@ def _shared(t: _Tab) -> bool:
     import numpy as np
     import pyarrow as pa
 
-    cols = t.db.sql("SELECT id, next_id FROM _next").fetchnumpy()
     found = False
     for c, name in (("id", "_shared_id"), ("next_id", "_shared_next")):
-        v = np.sort(np.asarray(cols[c], dtype=np.int64))
+        v = np.asarray(t.db.sql(f"SELECT {c} FROM _next").fetchnumpy()[c], dtype=np.int64)
+        v.sort()                                                   # in place: one column at a time
         rep = np.unique(v[1:][v[1:] == v[:-1]])
+        del v
         found |= bool(len(rep))
         t.db.register("_arrow", pa.table({c: rep}))
         t.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _arrow")

@@ -19,18 +19,22 @@ Envoy writes ``null`` for a value it does not have (no SNI, no filter chain, no 
 ``""`` there so grouping never loses rows. ``response_flags`` keeps Envoy's ``"-"`` for "no flag".
 
 How. A million connections are mostly the same few thousand (level, source address, name, port, verdict)
-combinations, so DuckDB reads every file twice with ``read_json`` (newline-delimited, explicit text columns,
-``ignore_errors``: a line it cannot read becomes an all-NULL row and never stops the audit):
+combinations. DuckDB reads each file once with ``read_json`` (newline-delimited, explicit text columns,
+``ignore_errors``: a line it cannot read becomes an all-NULL row and never stops the audit) into ``_rows``, one
+narrow row per line in file order (rowid = place in the files): start time, duration, bytes, two halves of a
+group key (`a`: file, level, source address; `b`: name, port, chain, flags, TLS error) and the hashes of Envoy's
+own "ip:port" texts (the source, and the upstream local address a child proxy logs). Then:
 
-- ``_groups``: one row per combination (per file), with its connections, bytes and first/last time, typed once
-  per group instead of once per line (read in parallel, in any order);
-- ``_rows``: one narrow row per line, in file order (rowid = place in the files): start time, duration, the
-  group's key ``g`` and the hashes of Envoy's own "ip:port" texts (the source, and the upstream local address
-  a child proxy logs), which is all the per-connection joins (paths, forwarded names, gaps) need.
+- ``_groups``: the rows summed per (a, b): connections, bytes, first/last time. The text behind every `a` and
+  every `b` is read from one line of each (taken from the file by line number, typed by the same SQL), so a few
+  hundred lines name a million rows; with too many distinct halves, or a compressed file, one more pass names
+  them. The group key is ``hash(a, b)``; two groups with one key stop the audit.
+- ``_rows`` keeps only time, key and the two address hashes: all the per-connection joins (paths, forwarded
+  names, probe windows, gaps) need.
 
-Both compute ``g`` with the same SQL expression, so a row finds its group by key. A line's number is its place in
-its file plus the blank lines DuckDB skipped before it (a byte count finds them, beside the reading). The few
-lines that are not records go back to Python, which reads their raw text to say why.
+A line's number is its place in its file plus the blank lines DuckDB skipped before it: a byte count beside the
+reading finds them, and indexes the newlines per block so a line is read back without counting from the start.
+The few lines that are not records go back to Python, which reads their raw text to say why.
 """
 from __future__ import annotations
 
@@ -75,8 +79,12 @@ BLOCK = 1 << BLOCK_BITS           # the line index counts newlines per block of 
 OBJECT_BYTES = 1 << 16
 FUTURE_SLACK = timedelta(minutes=5)
 BACKWARDS_SLACK_MS = 1000         # Envoy writes a line when the connection ends: end times may jitter this much
-BATCH_ROWS = 1 << 18             # rows per batch of the end-time check
-MEMORY_LIMIT = os.environ.get("LAYERNET_AUDIT_MEMORY", "192MB")
+BATCH_ROWS = 1 << 20             # rows per batch of the end-time check
+# DuckDB's memory: a fifth of the logs' size, at least 192 MB and at most 768 MB (ten million lines), so a million
+# lines stay near 0.3 GB and ten million under 1 GB; beyond it DuckDB spills to the audit's temporary folder.
+# LAYERNET_AUDIT_MEMORY (e.g. "512MB") sets it instead.
+MEMORY_MIN, MEMORY_MAX = 192 << 20, 768 << 20
+FINDINGS_MEMORY_MIN = 128 << 20
 
 # kubectl logs output: optional "[pod/NAME/CONTAINER] " and "--timestamps" prefixes before the JSON record
 _PREFIX = re.compile(rb"^(\[pod/[^\]]*\] )?(\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d) )?(?=\{)")
@@ -484,15 +492,32 @@ def _return_freed_memory() -> None:
         pass
 
 
+def memory_limit_for(log_bytes: int) -> str:
+    """DuckDB's memory limit for logs of this many bytes (uncompressed)."""
+    if os.environ.get("LAYERNET_AUDIT_MEMORY"):
+        return os.environ["LAYERNET_AUDIT_MEMORY"]
+    return f"{min(MEMORY_MAX, max(MEMORY_MIN, log_bytes // 5)) >> 20}MB"
+
+
+def release_cache(db) -> None:
+    """Hand back the buffers DuckDB keeps for reuse after a large query (up to its memory limit): lower the limit to
+    what its tables use, then restore it."""
+    limit = db.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    used = db.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0] or 0
+    db.execute(f"SET memory_limit = '{(int(used) >> 20) + 16}MB'")
+    db.execute(f"SET memory_limit = '{limit}'")
+
+
 def connect(path: Optional[Path] = None, memory_limit: str = ""):
     """A DuckDB connection for the audit (in memory). With `path` (a folder) DuckDB keeps at most `memory_limit`
-    (default MEMORY_LIMIT) in memory and spills the rest there: ten million lines fit in a bounded footprint."""
+    (default: `memory_limit_for` small logs) in memory and spills the rest there: ten million lines fit in a
+    bounded footprint."""
     import duckdb
 
     _return_freed_memory()
     db = duckdb.connect()
     if path is not None:
-        db.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
+        db.execute(f"SET memory_limit = '{memory_limit or memory_limit_for(0)}'")
         db.execute(f"SET temp_directory = {_sql_str(str(path))}")
     db.execute("SET preserve_insertion_order = true")
     db.execute("SET TimeZone = 'UTC'")
@@ -510,10 +535,6 @@ def _verdict_sql() -> str:
             f"WHEN response_flags IS NULL OR response_flags = '-' OR response_flags = '' THEN 'allowed' "
             f"WHEN list_contains({flags}, '{NO_CHAIN_FLAG}') THEN 'refused-name' "
             f"WHEN list_has_any({flags}, {upstream}) THEN 'upstream-failure' ELSE 'allowed' END")
-
-
-def _int(col: str, typ: str = "BIGINT") -> str:
-    return f"coalesce(try_cast({col} AS {typ}), try_cast(try_cast({col} AS DOUBLE) AS {typ}), 0)"
 
 
 _PORT_RE = ":(\\d{1,5})$"
@@ -542,27 +563,32 @@ def _typed(source: str, since_ms: Optional[int]) -> str:
                      SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_, instr(source, ':') AS c_ FROM {source})))"""
 
 
+# read as numbers by the reader (a value that is not one becomes NULL, the rest of the line stays); the others are
+# text, typed in SQL so a bad value can be named
+NUMBER_KEYS = ("bytes_in", "bytes_out", "duration_ms", "connection_id")
+
+
 def _read_json(path: str, fid: int) -> str:
-    cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in RAW_KEYS) + "}"
+    cols = "{" + ", ".join(f"'{c}': '{'BIGINT' if c in NUMBER_KEYS else 'VARCHAR'}'" for c in RAW_KEYS) + "}"
     return (f"(SELECT {int(fid)}::USMALLINT AS fid_, * FROM read_json({_sql_str(path)}, format='newline_delimited', "
             f"ignore_errors=true, columns={cols}, maximum_object_size={OBJECT_BYTES}))")
 
 
-_ROWS = """CREATE TABLE _rows (t BIGINT, dur INTEGER, a UBIGINT, b UBIGINT, sk UBIGINT, uk UBIGINT, bi BIGINT,
+_ROWS = """CREATE TABLE _rows (t BIGINT, sk UBIGINT, uk UBIGINT, dur INTEGER, a UBIGINT, b UBIGINT, bi BIGINT,
                                bo BIGINT)"""
 _REPS = """CREATE OR REPLACE TABLE _reps (a UBIGINT, b UBIGINT, fid USMALLINT, level VARCHAR, source_ip VARCHAR,
     no_time BOOLEAN, early BOOLEAN, sni VARCHAR, listener_port VARCHAR, filter_chain VARCHAR, response_flags VARCHAR,
     tls_error BOOLEAN)"""
 _REP_COLUMNS = """a, b, fid_, level, ip_, t_ IS NULL, early_, sni, listener_port, filter_chain, response_flags,
     coalesce(transport_failure, '') <> ''"""
-REPS_MAX = 50_000      # more distinct sources and names than this: one more pass names them instead of their lines
+REPS_MAX = 10_000      # more distinct sources and names than this: one more pass names them (faster than lines)
 
 
 def _pass_rows(db, path: str, fid: int, since_ms: Optional[int]) -> None:
     """One narrow row per line, in file order."""
-    db.execute(f"""INSERT INTO _rows SELECT epoch_ms(t_),
-          coalesce(try_cast(duration_ms AS INTEGER), 0), a, b, hash(source),
-          CASE WHEN upstream_local <> '' THEN hash(upstream_local) END, {_int('bytes_in')}, {_int('bytes_out')}
+    db.execute(f"""INSERT INTO _rows SELECT epoch_ms(t_), hash(source),
+          CASE WHEN upstream_local <> '' THEN hash(upstream_local) END, coalesce(try_cast(duration_ms AS INTEGER), 0),
+          a, b, coalesce(bytes_in, 0), coalesce(bytes_out, 0)
         FROM {_typed(_read_json(path, fid), since_ms)}""")
 
 
@@ -660,10 +686,10 @@ def _entries(db, allowlist) -> None:
 def _views(db) -> None:
     db.execute("CREATE OR REPLACE VIEW _g AS SELECT * FROM _groups WHERE NOT bad AND NOT early")
     # while parsing the rows carry the two halves of the key (and durations); then only the key
-    has_a = bool(db.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = '_rows' AND column_name = 'a'"
+    has_g = bool(db.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = '_rows' AND column_name = 'g'"
                             ).fetchall()[0][0])
-    g = "* EXCLUDE (a, b), hash(a, b) AS g" if has_a else "*"
-    db.execute(f"CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, {g} FROM _rows")
+    db.execute(f"CREATE OR REPLACE VIEW _r AS SELECT rowid AS id, t, {'g' if has_g else 'hash(a, b) AS g'}, sk, uk "
+               "FROM _rows")
     db.execute("""CREATE OR REPLACE VIEW _conn AS SELECT r.id, make_timestamptz(r.t * 1000) AS time, r.t, gr.level, gr.source_ip, gr.sni, gr.listener_port, gr.verdict, gr.entry, gr.tls_error, r.g, r.sk,
           r.uk FROM _r r JOIN _g gr ON gr.g = r.g""")
 
@@ -702,10 +728,10 @@ def tables_from_frame(db, df) -> None:
 
 _FULL = f"""t_ AS time, {_SOURCE_PORT} AS source_port, coalesce(filter_chain, '') AS filter_chain,
       coalesce(upstream_host, '') AS upstream_host, coalesce(upstream_cluster, '') AS upstream_cluster,
-      coalesce(upstream_local, '') AS upstream_local, {_int('bytes_in')} AS bytes_in, {_int('bytes_out')} AS bytes_out,
-      {_int('duration_ms')} AS duration_ms, coalesce(response_flags, '') AS response_flags,
-      coalesce(details, '') AS details, coalesce(transport_failure, '') AS transport_failure,
-      {_int('connection_id')} AS connection_id"""
+      coalesce(upstream_local, '') AS upstream_local, coalesce(bytes_in, 0) AS bytes_in,
+      coalesce(bytes_out, 0) AS bytes_out, coalesce(duration_ms, 0) AS duration_ms,
+      coalesce(response_flags, '') AS response_flags, coalesce(details, '') AS details,
+      coalesce(transport_failure, '') AS transport_failure, coalesce(connection_id, 0) AS connection_id"""
 
 
 def _full_table(p: Parsed) -> None:
@@ -714,7 +740,8 @@ def _full_table(p: Parsed) -> None:
     entry come from the row's group, so they are typed in one place."""
     db = p.db
     db.execute(f"CREATE OR REPLACE TEMP TABLE _full AS SELECT {_FULL} FROM (SELECT NULL::TIMESTAMPTZ AS t_, "
-               + ", ".join(f"NULL::VARCHAR AS {c}" for c in RAW_KEYS) + ", 0 AS c_) WHERE false")
+               + ", ".join(f"NULL::{'BIGINT' if c in NUMBER_KEYS else 'VARCHAR'} AS {c}" for c in RAW_KEYS)
+               + ", 0 AS c_) WHERE false")
     for fid, path, _ in p.reads:
         db.execute(f"""INSERT INTO _full SELECT {_FULL} FROM (SELECT *, try_cast(time AS TIMESTAMPTZ) AS t_,
                          instr(source, ':') AS c_ FROM {_read_json(path, fid)})""")
@@ -762,6 +789,8 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
                 read = tmp / f"stripped-{k}.log"
                 _strip_prefixes(f, read)
             pending.append((level, f, read))
+    size = sum(read.stat().st_size * (8 if read.name.endswith(".gz") else 1) for _, _, read in pending)
+    db.execute(f"SET memory_limit = '{memory_limit_for(size)}'")
     # the byte scans (line counts) run beside DuckDB's reading, which releases the GIL
     pool = ThreadPoolExecutor(max_workers=1)
     futures = [pool.submit(_scan, read) for _, _, read in pending]
@@ -808,10 +837,17 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     # what the findings do not read again: the durations (the end-time check is done) and the naming tables
     for name in ("_gstat", "_reps", "_adict", "_bdict"):
         db.execute(f"DROP TABLE IF EXISTS {name}")
-    db.execute("CREATE TABLE _rows_g AS SELECT t, hash(a, b) AS g, sk, uk FROM _rows")     # same order, one key
+    # the end-time check is done and the groups are named: time, key and addresses are all the findings read
+    db.execute("CREATE TABLE _rows_g AS SELECT t, hash(a, b) AS g, sk, uk FROM _rows")      # same order
     db.execute("DROP TABLE _rows")
     db.execute("ALTER TABLE _rows_g RENAME TO _rows")
     _views(db)
+    # the findings hold the narrow rows and the links: a limit in proportion to the rows keeps DuckDB from caching
+    # more than that
+    rows = int(db.execute("SELECT count(*) FROM _rows").fetchall()[0][0])
+    if not os.environ.get("LAYERNET_AUDIT_MEMORY"):
+        db.execute(f"SET memory_limit = '{min(MEMORY_MAX, max(FINDINGS_MEMORY_MIN, rows * 96)) >> 20}MB'")
+    release_cache(db)
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
     parsed = Parsed(db, diagnosis, total, blank, list(sources), checks,
@@ -866,8 +902,9 @@ def _backwards(db, r0: int, r1: int, bad_g: list[str]) -> Optional[tuple[int, in
     keeps the table's order), a batch at a time."""
     import numpy as np
 
-    keep = f" AND g NOT IN ({', '.join(bad_g)})" if bad_g else ""
-    res = db.sql(f"SELECT id, t + dur AS e FROM _r WHERE id >= {int(r0)} AND id < {int(r1)} AND t IS NOT NULL" + keep)
+    keep = f" AND hash(a, b) NOT IN ({', '.join(bad_g)})" if bad_g else ""
+    res = db.sql(f"SELECT rowid AS id, t + dur AS e FROM _rows WHERE rowid >= {int(r0)} AND rowid < {int(r1)} "
+                 f"AND t IS NOT NULL" + keep)
     carry, last_id = None, -1
     n, first, gap = 0, None, 0
     for batch in res.to_arrow_reader(BATCH_ROWS):
