@@ -150,3 +150,23 @@ def test_findings_of_a_frame_equal_findings_of_the_parse(site, allowlist):
     a, b = findings.all_findings(p, site, allowlist), findings.all_findings(p.connections, site, allowlist)
     for k in a:
         pd.testing.assert_frame_equal(a[k], b[k], obj=k)
+
+
+def test_an_address_reused_all_day_links_each_use_to_its_own_partner(site, allowlist):
+    """A busy proxy cycles its ports: the same upstream local address comes back every 0.7 s here (inside the
+    join window) and at every offset of the time buckets; each inner connection still meets the upper connection
+    it caused (2 ms later) and no other."""
+    lines = []
+    for i in range(70):
+        t0 = 1 + i * 0.7 + (i % 7) * 0.013
+        lines.append(rec(time=T(t0), upstream_local=f"{L3}:40000", cid=i))
+        lines.append(rec(time=T(t0 + 0.002), level="level4", source=f"{L3}:40000", cid=1000 + i,
+                         cluster="dynamic_forward_proxy"))
+    p = parse_logs({"mixed": lines}, allowlist)
+    paths = findings.paths(p, site)
+    assert len(paths) == 70 and (paths["path"] == "level3 > level4").all()
+    assert (paths["hop_ms_level3_level4"] == 2).all()
+    s = findings.path_summary(p, site)
+    assert s.to_dict("records") == [{"path": "level3 > level4", "verdict": "allowed", "refused_at": "", "paths": 70}]
+    lat = findings.hop_latency_sql(p, site).iloc[0]
+    assert (lat.paths, lat.p50_ms, lat.max_ms) == (70, 2.0, 2.0)

@@ -328,9 +328,10 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
             t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _next
                             WHERE id IN (SELECT id FROM _shared_id) OR next_id IN (SELECT next_id FROM _shared_next)""")
             t.db.execute("DELETE FROM _next WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
+            # each inner connection its nearest partner, then each upper connection the nearest of those left
             t.db.execute("""INSERT INTO _next SELECT id, next_id, hop_ms, exact, g, next_g FROM (
-                  SELECT *, row_number() OVER (PARTITION BY next_id ORDER BY hop_ms, id) AS k FROM _dup
-                  QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1) WHERE k = 1""")
+                  SELECT * FROM _dup QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1)
+                QUALIFY row_number() OVER (PARTITION BY next_id ORDER BY abs(hop_ms), id) = 1""")
             t.db.execute("DROP TABLE _dup")
         # without the upstream local address: by name, port and time
         inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
