@@ -441,3 +441,15 @@ def test_an_arc_gateway_replaces_the_direct_arc_endpoints():
     # without the gateway's host the entry is left out with a note naming what to set
     bare = effective_allowlist(load_site("params/site-example.yaml", [f"arc.gateway_resource_id={gw}"]))
     assert any("gw.arc.azure.com" in n and "gateway_prefix" in n for n in bare.notes)
+
+
+def test_match_many_equals_match_on_every_pair():
+    """The audit names entries for many (name, port) pairs at once; the answer is `match`'s for each, also for
+    names that only look close (case, a trailing dot, the bare suffix of a wildcard, empty)."""
+    site = load_site("params/site-example.yaml")
+    al = effective_allowlist(site)
+    names = [e.host.replace("*", "x") for e in al.entries] + [e.host.replace("*.", "") for e in al.entries]
+    names += [n.upper() for n in names] + [n + "." for n in names[:10]] + ["", None, "evil.example", "K.example"]
+    pairs = [(n, p) for n in names for p in (443, 8084, 9093, 1883)]
+    want = {(n, p): al.match(n, p).host for n, p in pairs if al.match(n, p)}
+    assert al.match_many(pairs) == want and len(want) > 20

@@ -170,3 +170,26 @@ def test_an_address_reused_all_day_links_each_use_to_its_own_partner(site, allow
     assert s.to_dict("records") == [{"path": "level3 > level4", "verdict": "allowed", "refused_at": "", "paths": 70}]
     lat = findings.hop_latency_sql(p, site).iloc[0]
     assert (lat.paths, lat.p50_ms, lat.max_ms) == (70, 2.0, 2.0)
+
+
+def test_source_classes_in_sql_equal_the_python_rule(site, allowlist):
+    """Dotted-quad sources are classed in SQL against integer ranges; the answer equals `_classify` for every
+    address, also at the networks' edges and for text that is not a canonical IPv4 address."""
+    import ipaddress
+
+    sources = ["192.168.102.10", "192.168.102.0", "192.168.102.255", "192.168.101.255", "192.168.103.10",
+               "192.168.103.11", "10.9.0.5", "0.0.0.0", "255.255.255.255", "01.2.3.4", "256.1.1.1", "1.2.3",
+               "fd00::1", "[fd00::1]", "garbage", ""]
+    for lv in site.levels:
+        for net in (lv.network, lv.pod_cidr):
+            sources += [str(net.network_address), str(net.broadcast_address),
+                        str(ipaddress.ip_address(int(net.network_address) - 1)) if int(net.network_address) else "0.0.0.0"]
+    lines = [rec(time=T(i / 100), level=lv, source=f"{ip}:1000" if ip else "")
+             for i, (lv, ip) in enumerate((lv, ip) for lv in ("level3", "level4", "mixed") for ip in sources)]
+    p = parse_logs({"x": lines}, allowlist)
+    t = findings._tab(p)
+    findings._source_classes(t, site)
+    got = {(lv, ip): c for lv, ip, c in t.rows("SELECT level, source_ip, cls FROM _cls")}
+    want = {(lv, ip): findings._classify(site, lv, ip) for lv, ip in got}
+    assert got == want and len(got) >= 3 * len(set(sources)) - 3
+    assert {"child proxy", "child network", "own network", "pods", "other"} <= set(got.values())

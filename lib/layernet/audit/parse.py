@@ -593,11 +593,27 @@ def _pass_rows(db, path: str, fid: int, since_ms: Optional[int]) -> None:
 
 
 def _pass_names(db, path: str, fid: int, since_ms: Optional[int]) -> None:
-    """The values of every `a` and `b` of a file by reading it all again (when representative lines will not do)."""
-    db.execute(f"""INSERT INTO _reps SELECT a, b, any_value(fid_), any_value(level), any_value(ip_),
-          any_value(t_ IS NULL), any_value(early_), any_value(sni), any_value(listener_port), any_value(filter_chain),
-          any_value(response_flags), any_value(coalesce(transport_failure, '') <> '')
-        FROM {_typed(_read_json(path, fid), since_ms)} GROUP BY a, b""")
+    """The values of every `a` and of every `b` of a file by reading it all again (when representative lines will
+    not do): one row per half (the other half's key NULL), not per combination."""
+    db.execute(f"""INSERT INTO _reps SELECT
+          CASE WHEN grouping(a) = 0 THEN a END, CASE WHEN grouping(b) = 0 THEN b END,
+          any_value(fid_), any_value(level), any_value(ip_), any_value(t_ IS NULL), any_value(early_),
+          any_value(sni), any_value(listener_port), any_value(filter_chain), any_value(response_flags),
+          any_value(coalesce(transport_failure, '') <> '')
+        FROM {_typed(_read_json(path, fid), since_ms)} GROUP BY GROUPING SETS ((a), (b))""")
+
+
+def _names_from_files(db, reads: list, since_ms: Optional[int]) -> None:
+    """`_pass_names` for every file, with DuckDB's memory raised for it: a log whose every line comes from another
+    source holds as many names as lines."""
+    limit = db.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if not os.environ.get("LAYERNET_AUDIT_MEMORY"):
+        db.execute(f"SET memory_limit = '{MEMORY_MAX >> 20}MB'")
+    try:
+        for fid, path, _ in reads:
+            _pass_names(db, path, fid, since_ms)
+    finally:
+        db.execute(f"SET memory_limit = '{limit}'")
 
 
 def _name_groups(db, reads: list, scans: list, lines_of, tmp: Path, since_ms: Optional[int]) -> None:
@@ -614,21 +630,22 @@ def _name_groups(db, reads: list, scans: list, lines_of, tmp: Path, since_ms: Op
                                   SELECT min(rep) FROM _gstat GROUP BY b) ORDER BY rep""").fetchall():
             fid = r0s[bisect.bisect_right(starts, rid) - 1][1]
             by_file.setdefault(fid, []).append(lines_of(fid, rid))
-    for fid, path, _ in reads:
+    if not few:
+        _names_from_files(db, reads, since_ms)
+    for fid, path, _ in reads if few else []:
         scan = scans[fid][1]
-        if not few or (by_file.get(fid) and scan.before is None):
-            _pass_names(db, path, fid, since_ms)
+        if by_file.get(fid) and scan.before is None:
+            _names_from_files(db, [(fid, path, None)], since_ms)
         elif by_file.get(fid):
             raw = _raw_lines(scan, by_file[fid])
             rep = tmp / f"reps-{fid}.log"
             rep.write_bytes(b"".join(raw[n] + b"\n" for n in by_file[fid]))
             db.execute(f"INSERT INTO _reps SELECT {_REP_COLUMNS} FROM {_typed(_read_json(str(rep), fid), since_ms)}")
-    missing = db.execute("""SELECT count(*) FROM _gstat s WHERE s.a NOT IN (SELECT a FROM _reps)
-                            OR s.b NOT IN (SELECT b FROM _reps)""").fetchall()[0][0]
+    missing = db.execute("""SELECT count(*) FROM _gstat s WHERE s.a NOT IN (SELECT a FROM _reps WHERE a IS NOT NULL)
+                            OR s.b NOT IN (SELECT b FROM _reps WHERE b IS NOT NULL)""").fetchall()[0][0]
     if missing and few:            # a line read differently on its own: name everything from the files
         db.execute(_REPS)
-        for fid, path, _ in reads:
-            _pass_names(db, path, fid, since_ms)
+        _names_from_files(db, reads, since_ms)
 
 
 def _ranges(db) -> dict[int, tuple[int, int]]:
@@ -644,11 +661,11 @@ def _build_groups(db, levels_by_fid: dict[int, str], allowlist) -> None:
         db.executemany("INSERT INTO _flevel VALUES (?, ?)", [[k, v] for k, v in levels_by_fid.items()])
     db.execute("""CREATE OR REPLACE TEMP TABLE _adict AS SELECT a, any_value(fid) AS fid, any_value(level) AS level,
                     any_value(source_ip) AS source_ip, any_value(no_time) AS no_time, any_value(early) AS early
-                  FROM _reps GROUP BY a""")
+                  FROM _reps WHERE a IS NOT NULL GROUP BY a""")
     db.execute("""CREATE OR REPLACE TEMP TABLE _bdict AS SELECT b, any_value(sni) AS sni,
                     any_value(listener_port) AS listener_port, any_value(filter_chain) AS filter_chain,
                     any_value(response_flags) AS response_flags, any_value(tls_error) AS tls_error
-                  FROM _reps GROUP BY b""")
+                  FROM _reps WHERE b IS NOT NULL GROUP BY b""")
     p_ = "coalesce(try_cast(y.listener_port AS INTEGER), try_cast(y.listener_port AS DOUBLE))"
     verdict = _verdict_sql().replace("filter_chain", "y.filter_chain").replace("response_flags", "y.response_flags")
     db.execute(f"""CREATE OR REPLACE TABLE _groups AS SELECT hash(s.a, s.b) AS g, s.a, s.b, x.fid,
@@ -671,11 +688,7 @@ def _entries(db, allowlist) -> None:
     if allowlist is None:
         return
     pairs = db.execute("SELECT DISTINCT sni, listener_port FROM _groups WHERE NOT bad").fetchall()
-    rows = []
-    for sni, port in pairs:
-        e = allowlist.match(sni or None, int(port))
-        if e:
-            rows.append([sni, int(port), e.host])
+    rows = [[sni, port, host] for (sni, port), host in allowlist.match_many((sni, int(p)) for sni, p in pairs).items()]
     if rows:
         db.execute("CREATE OR REPLACE TEMP TABLE _entry (sni VARCHAR, listener_port INTEGER, entry VARCHAR)")
         db.executemany("INSERT INTO _entry VALUES (?, ?, ?)", rows)
@@ -844,9 +857,10 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     _views(db)
     # the findings hold the narrow rows and the links: a limit in proportion to the rows keeps DuckDB from caching
     # more than that
-    rows = int(db.execute("SELECT count(*) FROM _rows").fetchall()[0][0])
+    rows, groups = db.execute("SELECT (SELECT count(*) FROM _rows), (SELECT count(*) FROM _groups)").fetchall()[0]
     if not os.environ.get("LAYERNET_AUDIT_MEMORY"):
-        db.execute(f"SET memory_limit = '{min(MEMORY_MAX, max(FINDINGS_MEMORY_MIN, rows * 96)) >> 20}MB'")
+        need = int(rows) * 96 + int(groups) * 512          # a group's texts and its rows in the findings' tables
+        db.execute(f"SET memory_limit = '{min(MEMORY_MAX, max(FINDINGS_MEMORY_MIN, need)) >> 20}MB'")
     release_cache(db)
     total = sum(s.lines for _, s, _ in scans)
     blank = sum(len(s.blank or []) for _, s, _ in scans)
