@@ -847,10 +847,9 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans, files)
     diag.shutdown(wait=False)
     checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
-    # what the findings do not read again: the durations (the end-time check is done) and the naming tables
+    # the end-time check is done and the groups are named: time, key and addresses are all the findings read
     for name in ("_gstat", "_reps", "_adict", "_bdict"):
         db.execute(f"DROP TABLE IF EXISTS {name}")
-    # the end-time check is done and the groups are named: time, key and addresses are all the findings read
     db.execute("CREATE TABLE _rows_g AS SELECT t, hash(a, b) AS g, sk, uk FROM _rows")      # same order
     db.execute("DROP TABLE _rows")
     db.execute("ALTER TABLE _rows_g RENAME TO _rows")
