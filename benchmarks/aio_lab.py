@@ -20,11 +20,10 @@ TARGET = 20.0
 
 
 def site():
-    from layernet.harden.lab import shifted_plan
+    from layernet.harden.lab import beside
     from layernet.site import load_site
 
-    plain = load_site(ROOT / "params" / "lab.yaml")
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(plain, BASE))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE))
 
 
 def once(s) -> dict:

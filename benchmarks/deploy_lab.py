@@ -25,11 +25,9 @@ TARGET = 90.0
 
 
 def overrides() -> list[str]:
-    from layernet.harden.lab import shifted_plan
-    from layernet.site import load_site
+    from layernet.harden.lab import beside
 
-    plain = load_site(ROOT / "params" / "lab.yaml")
-    return [f"lab.prefix={PREFIX}"] + shifted_plan(plain, BASE)
+    return beside(ROOT / "params" / "lab.yaml", PREFIX, BASE)
 
 
 def site_args() -> list[str]:

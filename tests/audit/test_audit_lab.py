@@ -13,10 +13,9 @@ PREFIX, BASE = "au", "10.98.0.0/16"     # the audit lab's own prefix and address
 
 
 def overrides() -> list[str]:
-    from layernet.harden.lab import shifted_plan
-    from layernet.site import load_site
+    from layernet.harden.lab import beside
 
-    return [f"lab.prefix={PREFIX}"] + shifted_plan(load_site(ROOT / "params" / "lab.yaml"), BASE)
+    return beside(ROOT / "params" / "lab.yaml", PREFIX, BASE)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from https_double import HttpsServer
+from https_double import HttpsServer, read_body, send
 
 
 class StaticToken:
@@ -98,30 +98,14 @@ class ArmDouble:
                 super().setup()
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def _body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
-                try:
-                    return json.loads(raw) if raw else None
-                except json.JSONDecodeError:
-                    return raw.decode(errors="replace")
-
             def _send(self, status: int, body: Any = None, headers: Optional[dict] = None):
                 data = b"" if body is None else body if isinstance(body, RawBody) else json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                if data:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                send(self, status, data, headers)
 
             def _handle(self):
                 u = urlsplit(self.path)
                 query = dict(parse_qsl(u.query))
-                body = self._body()
+                body = read_body(self)
                 with double.lock:
                     double.requests.append(Request(self.command, u.path, query, body,
                                                    self.headers.get("Authorization")))

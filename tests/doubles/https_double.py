@@ -2,6 +2,7 @@
 from a CA of its own (`ca` is what the client under test trusts)."""
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 from http.server import ThreadingHTTPServer
@@ -27,3 +28,26 @@ class HttpsServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def read_body(handler):
+    """The request body a handler received: its JSON when it parses, else its text (a double records either)."""
+    n = int(handler.headers.get("Content-Length") or 0)
+    raw = handler.rfile.read(n) if n else b""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def send(handler, status: int, data: bytes = b"", headers: dict | None = None) -> None:
+    """Answer with `data` (JSON bytes; Content-Type only when there is a body) and the extra headers."""
+    handler.send_response(status)
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    if data:
+        handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)

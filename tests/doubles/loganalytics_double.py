@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlsplit
 
-from https_double import HttpsServer
+from https_double import HttpsServer, read_body, send
 
 
 @dataclass
@@ -80,22 +80,12 @@ class LogAnalyticsDouble:
 
             def do_POST(self):
                 u = urlsplit(self.path)
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode(errors="replace")
+                body = read_body(self)
                 auth = self.headers.get("Authorization")
                 with double.lock:
                     double.requests.append(Request("POST", u.path, dict(parse_qsl(u.query)), body, auth,
                                                    self.headers.get("Content-Type")))
                 status, out = double.answer(u.path, body, auth)
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send(self, status, json.dumps(out).encode())
 
         return H

@@ -17,9 +17,9 @@ LAB_SITE = ROOT / "params" / "lab.yaml"
 
 def site_args(prefix: str, base: str) -> list[str]:
     """Overrides: lab prefix and the admin/level networks moved into `base` (a /16)."""
-    from layernet.harden.lab import shifted_plan
+    from layernet.harden.lab import beside
 
-    return [f"lab.prefix={prefix}"] + shifted_plan(load_site(LAB_SITE), base)
+    return beside(LAB_SITE, prefix, base)
 
 
 def make_site(prefix: str, base: str):

@@ -30,9 +30,9 @@ CS_RE = re.compile(r"^Endpoint=sb://layernet-lab-ehns\.servicebus\.windows\.net/
 
 
 def make_site(prefix: str = PREFIX):
-    from layernet.harden.lab import shifted_plan
+    from layernet.harden.lab import beside
 
-    return load_site(LAB_SITE, [f"lab.prefix={prefix}"] + shifted_plan(load_site(LAB_SITE), BASE))
+    return load_site(LAB_SITE, beside(LAB_SITE, prefix, BASE))
 
 
 @pytest.fixture

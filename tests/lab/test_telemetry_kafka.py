@@ -23,9 +23,9 @@ PREFIX, BASE = "tm", "10.93.0.0/16"
 
 
 def overrides() -> list[str]:
-    from layernet.harden.lab import shifted_plan
+    from layernet.harden.lab import beside
 
-    return [f"lab.prefix={PREFIX}"] + shifted_plan(load_site(LAB_SITE), BASE)
+    return beside(LAB_SITE, PREFIX, BASE)
 
 
 @pytest.fixture(scope="module")

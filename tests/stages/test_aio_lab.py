@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import shifted_plan
+from layernet.harden.lab import beside
 from layernet.lab import aioext, services
 from layernet.site import load_site
 from layernet.stages import aio, arc
@@ -30,8 +30,7 @@ DROP_MCR = ['allowlist.drop_hosts=["mcr.microsoft.com", "*.data.mcr.microsoft.co
 
 
 def site_with(prefix: str, base: str, *extra: str):
-    plain = load_site(ROOT / "params" / "lab.yaml")
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={prefix}"] + shifted_plan(plain, base) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", prefix, base) + list(extra))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import shifted_plan
+from layernet.harden.lab import beside
 from layernet.lab import commands, services
 from layernet.site import load_site
 from layernet.stages import arc
@@ -20,8 +20,7 @@ PREFIX, BASE = "ar", "10.72.0.0/16"
 
 
 def site_with(*extra: str):
-    base = load_site(ROOT / "params" / "lab.yaml")
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(base, BASE) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra))
 
 
 @pytest.fixture(scope="module")

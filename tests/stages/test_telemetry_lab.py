@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import shifted_plan
+from layernet.harden.lab import beside
 from layernet.lab import kafka, netns, services
 from layernet.lab import telemetry as lab_telemetry
 from layernet.site import load_site
@@ -32,8 +32,7 @@ PREFIX, BASE = "te", "10.68.0.0/16"
 
 
 def site_with(*extra: str):
-    plain = load_site(ROOT / "params" / "lab.yaml")
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(plain, BASE) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra))
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +117,15 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
     assert again.empty, again.table().to_string()
 
 
+def first_failure(out, refusal: str):
+    """The first failed evidence row of a proof, once the stage is seen refusing it (`refusal`), and the hops."""
+    bad = [r for r in out["evidence"] if not r["ok"]]
+    assert bad, out["evidence"]
+    with pytest.raises(StageFailed, match=refusal):
+        telemetry.require_delivered(out)
+    return bad[0], out["analysis"].hops.set_index("hop")
+
+
 def test_closing_mqtt_between_level2_and_level3_fails_naming_that_hop(deployed, lab):
     site = lab
     faulty = site_with('lab.close=["mqtt level2 -> level3"]')    # what `-p` gives the stage's notebook
@@ -125,12 +133,9 @@ def test_closing_mqtt_between_level2_and_level3_fails_naming_that_hop(deployed, 
         out = telemetry.check(faulty, seconds=5.0, settle=3.0)   # puts the rehearsal in place, then proves
     finally:
         assert lab_telemetry.rehearse(site) == "router: every crossing open again"
-    bad = [r for r in out["evidence"] if not r["ok"]]
-    assert bad and bad[0]["check"] == "telemetry oven1/default at level3 broker", bad
-    assert "MQTT level2 -> level3" in bad[0]["hint"] and "reached level2 broker" in bad[0]["hint"]
-    with pytest.raises(StageFailed, match=r"level3: .*level3 broker.*MQTT level2 -> level3"):
-        telemetry.require_delivered(out)
-    hops = out["analysis"].hops.set_index("hop")
+    bad, hops = first_failure(out, r"level3: .*level3 broker.*MQTT level2 -> level3")
+    assert bad["check"] == "telemetry oven1/default at level3 broker", bad
+    assert "MQTT level2 -> level3" in bad["hint"] and "reached level2 broker" in bad["hint"]
     assert hops.loc[0, "arrived"] > 0 and hops.loc[1, "arrived"] == 0
 
 
@@ -139,12 +144,9 @@ def test_taking_event_hubs_off_level4s_egress_fails_naming_event_hubs(deployed, 
     with closed(site, "eventhubs level4"):
         time.sleep(1.0)
         out = telemetry.messages(site, seconds=5.0)
-    bad = [r for r in out["evidence"] if not r["ok"]]
-    assert bad and bad[0]["level"] == "eventhubs", bad
-    assert "Event Hubs" in bad[0]["hint"] and "reached level4 broker" in bad[0]["hint"]
-    with pytest.raises(StageFailed, match=r"eventhubs: .*event hub.*Event Hubs"):
-        telemetry.require_delivered(out)
-    hops = out["analysis"].hops.set_index("hop")
+    bad, hops = first_failure(out, r"eventhubs: .*event hub.*Event Hubs")
+    assert bad["level"] == "eventhubs", bad
+    assert "Event Hubs" in bad["hint"] and "reached level4 broker" in bad["hint"]
     assert hops.loc[2, "arrived"] > 0 and hops.loc[3, "arrived"] == 0          # the level4 broker saw them
     # the infrastructure probes dial the cloud's address with the name as SNI: the network itself stays open
     assert netns.closed_names(site_with('lab.close=["eventhubs level4"]')) == {

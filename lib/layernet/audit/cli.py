@@ -75,18 +75,13 @@ def _allowlist(site):
 def _workspace_audit(site, since: str = "", run: str = "", endpoint: Optional[str] = None) -> SiteAudit:
     """The audit of the records in the site's Log Analytics workspace (monitor.workspace_id) over [since, now]:
     the records query of `layernet.audit.kql` run with azure-monitor-query, read by the local engine."""
-    from datetime import datetime, timezone
-
-    from layernet.audit.monitor import MonitorAudit
-
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-    when = collect.parse_since(since or "1d")
-    until = datetime.now(timezone.utc)
-    allowlist = _allowlist(site)
+    from layernet.stages.audit import load_monitor
+
     where = f"workspace {site.monitor.workspace_id}"
     try:
-        parsed = MonitorAudit(site, endpoint=endpoint).parsed((when, until), allowlist, now=until)
+        a = load_monitor(site, since, endpoint=endpoint)           # the notebook's loader: one way to read it
     except ClientAuthenticationError as exc:
         raise AuditInputError(f"{where}: no Azure credential ({str(exc).splitlines()[0][:200]}); sign in with "
                               "az login, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET") from None
@@ -95,9 +90,9 @@ def _workspace_audit(site, since: str = "", run: str = "", endpoint: Optional[st
         raise AuditInputError(f"{where}: the Logs query API refused the query ({code}: "
                               f"{str(exc.message or exc).splitlines()[0][:200]}); check monitor.workspace_id and "
                               "that the credential may read the workspace (Log Analytics Reader)") from None
-    collect.check_records(parsed, collect.proxy_level_names(site), f"workspace {site.monitor.workspace_id}")
-    return _report(f"Log Analytics workspace {site.monitor.workspace_id} (since {when.isoformat(timespec='seconds')})",
-                   site.name, parsed, site, allowlist, when, run)
+    collect.check_records(a.parsed, collect.proxy_level_names(site), where)
+    return _report(f"Log Analytics {where} (since {a.since.isoformat(timespec='seconds')})", site.name, a.parsed,
+                   site, a.allowlist, a.since, run)
 
 
 def _report(source: str, name: str, parsed, site, allowlist, when, run: str) -> SiteAudit:

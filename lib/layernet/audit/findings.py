@@ -390,15 +390,15 @@ def _shared(t: _Tab) -> bool:
     return found
 
 
-def _chains(names: list[str]) -> tuple[str, str, str, int]:
-    """SQL pieces that follow each chain of links from its first link `n1`: (joins, path text, last group, steps).
-    Link k's upper level is the level of its group `x{k}`."""
-    steps = max(0, len(names) - 1)
-    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = n{k - 1}.next_id" for k in range(2, steps + 1))
-    joins += "".join(f" LEFT JOIN _groups x{k} ON x{k}.g = n{k}.next_g" for k in range(1, steps + 1))
-    path = "concat_ws(' > ', n1.level" + "".join(f", x{k}.level" for k in range(1, steps + 1)) + ")"
-    last_g = "coalesce(" + ", ".join(f"n{k}.next_g" for k in range(steps, 0, -1)) + ")" if steps else "NULL"
-    return joins, path, last_g, steps
+def _walk(steps: int, first: int, start: str = "") -> tuple[str, str]:
+    """SQL that follows a chain of links: (LEFT JOINs, the path text). Link k is the link of the connection that
+    link k-1 led to (link `first` is `start`'s; with `first` 2, `n1` is already in the query and carries the start
+    `level`); `x{k}` is the group of link k's upper connection, which names its level."""
+    joins = "".join((f" LEFT JOIN _next n{k} ON n{k}.id = {start if k == first else f'n{k - 1}.next_id'}"
+                     if k >= first else "") + f" LEFT JOIN _groups x{k} ON x{k}.g = n{k}.next_g"
+                    for k in range(1, steps + 1))
+    origin = "s.level" if first == 1 else "n1.level"
+    return joins, "concat_ws(' > ', " + ", ".join([origin] + [f"x{k}.level" for k in range(1, steps + 1)]) + ")"
 
 
 def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
@@ -409,7 +409,9 @@ def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.Dat
 
     t = _tab(data)
     names = _links(t, site, window_ms)
-    joins, path, last_g, steps = _chains(names)
+    steps = max(0, len(names) - 1)
+    joins, path = _walk(steps, 2)
+    last_g = "coalesce(" + ", ".join(f"n{k}.next_g" for k in range(steps, 0, -1)) + ")"
     levels_in = _sql_list(names)
     middle_in = _sql_list(names[1:-1])      # levels both above and below a proxy: where chains go on
     parts = []
@@ -454,10 +456,8 @@ def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame"
     full = t.full()
     hops = list(zip(names, names[1:]))
     steps = max(0, len(names) - 1)
-    joins = "".join(f" LEFT JOIN _next n{k} ON n{k}.id = {'s.id' if k == 1 else f'n{k - 1}.next_id'}"
-                    f" LEFT JOIN _groups x{k} ON x{k}.g = n{k}.next_g" for k in range(1, steps + 1))
+    joins, path = _walk(steps, 1, "s.id")
     last = "coalesce(" + ", ".join([f"n{k}.next_id" for k in range(steps, 0, -1)] + ["s.id"]) + ")"
-    path = "concat_ws(' > ', s.level" + "".join(f", x{k}.level" for k in range(1, steps + 1)) + ")"
     hop_cols = []
     for a, b in hops:
         cases = " ".join(f"WHEN x{k}.level = '{b}' THEN n{k}.hop_ms" for k in range(1, steps + 1))

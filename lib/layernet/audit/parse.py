@@ -186,14 +186,6 @@ def verdict_of(filter_chain: str, flags: str) -> str:
     return "allowed"
 
 
-def ms_ints(times: "pd.Series"):
-    """UTC milliseconds since the epoch as int64 (no per-element conversion)."""
-    import numpy as np
-
-    naive = times.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(times.dt, "tz", None) is not None else times
-    return naive.to_numpy().astype("datetime64[ms]").view(np.int64)
-
-
 def to_frame(db, sql: str, params=None) -> "pd.DataFrame":
     """A query on the connection table as a DataFrame with the table's pandas types."""
     import pandas as pd
@@ -216,22 +208,6 @@ def to_frame(db, sql: str, params=None) -> "pd.DataFrame":
         if c in df and not isinstance(df[c].dtype, pd.CategoricalDtype):
             df[c] = df[c].astype("category")
     return df
-
-
-def empty_connections() -> "pd.DataFrame":
-    import pandas as pd
-
-    df = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    df["time"] = pd.Series(dtype="datetime64[ms, UTC]")
-    for c in ("listener_port", "source_port"):
-        df[c] = pd.Series(dtype="int32")
-    for c in ("bytes_in", "bytes_out", "duration_ms", "connection_id", "line"):
-        df[c] = pd.Series(dtype="int64")
-    for c in CATEGORY_COLUMNS:
-        df[c] = pd.Categorical([])
-    df["upstream_local"] = pd.Series(dtype=object)
-    df["verdict"] = pd.Categorical([], categories=VERDICTS)
-    return df[COLUMNS]
 
 
 # ----------------------------------------------------------------------------------------------- bytes
@@ -624,12 +600,10 @@ def _name_groups(db, reads: list, scans: list, lines_of, tmp: Path, since_ms: Op
     few = db.execute("SELECT count(DISTINCT a) + count(DISTINCT b) FROM _gstat").fetchall()[0][0] <= REPS_MAX
     by_file: dict[int, list] = {}
     if few:
-        r0s = sorted((f0, fid) for fid, (f0, _) in _ranges(db).items())
-        starts = [x[0] for x in r0s]
         for rid, in db.execute("""SELECT DISTINCT rep FROM (SELECT min(rep) AS rep FROM _gstat GROUP BY a UNION ALL
                                   SELECT min(rep) FROM _gstat GROUP BY b) ORDER BY rep""").fetchall():
-            fid = r0s[bisect.bisect_right(starts, rid) - 1][1]
-            by_file.setdefault(fid, []).append(lines_of(fid, rid))
+            fid, line = lines_of.at(rid)
+            by_file.setdefault(fid, []).append(line)
     if not few:
         _names_from_files(db, reads, since_ms)
     for fid, path, _ in reads if few else []:
@@ -646,10 +620,6 @@ def _name_groups(db, reads: list, scans: list, lines_of, tmp: Path, since_ms: Op
     if missing and few:            # a line read differently on its own: name everything from the files
         db.execute(_REPS)
         _names_from_files(db, reads, since_ms)
-
-
-def _ranges(db) -> dict[int, tuple[int, int]]:
-    return {int(r[0]): (int(r[1]), int(r[2])) for r in db.execute("SELECT fid, r0, r1 FROM _files").fetchall()}
 
 
 def _build_groups(db, levels_by_fid: dict[int, str], allowlist) -> None:
@@ -844,7 +814,7 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     bad = db.execute("""SELECT r.id, gr.fid FROM _r r JOIN _groups gr ON gr.g = r.g WHERE gr.bad
                         ORDER BY r.id""").fetchall()
     diag = ThreadPoolExecutor(max_workers=1)
-    diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans, files)
+    diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans)
     diag.shutdown(wait=False)
     checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
     # the end-time check is done and the groups are named: time, key and addresses are all the findings read
@@ -875,13 +845,20 @@ class _LineNumbers:
     def __init__(self, files: list, scans: list):
         self.r0 = {f[0]: f[3] for f in files}
         self.before = {fid: [b - (j + 1) for j, b in enumerate(s.blank or [])] for fid, (_, s, _) in enumerate(scans)}
+        # files in row order (an empty file shares its first row id with the next: the later one holds the rows)
+        self._starts = sorted((r0, fid) for fid, r0 in self.r0.items())
+
+    def at(self, rowid: int) -> tuple[int, int]:
+        """(file, line number) of a row id."""
+        fid = self._starts[bisect.bisect_right(self._starts, (int(rowid), float("inf"))) - 1][1]
+        return fid, self(fid, rowid)
 
     def __call__(self, fid: int, rowid: int) -> int:
         p = int(rowid) - self.r0[fid]
         return p + 1 + bisect.bisect_right(self.before[fid], p)
 
 
-def _diagnose(bad: list, scans: list, files: list) -> tuple:
+def _diagnose(bad: list, scans: list) -> tuple:
     """(malformed lines with reason and sample, incomplete last lines, the proxy's own log lines) from the rows
     DuckDB could not type: their raw text is read from the files by line number."""
     import pandas as pd

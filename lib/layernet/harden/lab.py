@@ -148,3 +148,10 @@ def shifted_plan(site, base: str) -> list[str]:
             out.append(f"telemetry.assets.{a.name}.address={scheme}://{moved}{sep}{tail}")
     return out
 
+
+def beside(site_file, prefix: str, base: str) -> list[str]:
+    """Site overrides (`-p` form) for a second lab from `site_file` that runs beside the first: its own lab prefix
+    and its addresses moved into `base` (`shifted_plan`)."""
+    from layernet.site import load_site
+
+    return [f"lab.prefix={prefix}"] + shifted_plan(load_site(site_file), base)

@@ -49,10 +49,9 @@ print(json.dumps({"before": before, "heartbeat": hb, "after": after}))
 
 @pytest.fixture(scope="module")
 def site():
-    from layernet.harden.lab import shifted_plan
+    from layernet.harden.lab import beside
 
-    base = load_site(ROOT / "params" / "lab.yaml")
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"] + shifted_plan(base, BASE))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE))
 
 
 @pytest.fixture(scope="module")
