@@ -149,8 +149,8 @@ def test_override_location_and_dict_form():
 
 
 def test_override_value_is_yaml():
-    site = load_site(LAB, ["levels[0].dns_upstream=[192.0.2.53, 192.0.2.54]", "description="])
-    assert [str(ip) for ip in site.egress.dns_upstream] == ["192.0.2.53", "192.0.2.54"]
+    site = load_site(LAB, ["levels[1].dns_upstream=[192.0.2.53, 192.0.2.54]", "description="])
+    assert [str(ip) for ip in site.level("level3").dns_upstream] == ["192.0.2.53", "192.0.2.54"]
     assert site.description == ""
 
 

@@ -19,6 +19,7 @@ from layernet.site import names
 from layernet.site.aio import Aio
 from layernet.site.arc import Arc
 from layernet.site.base import Strict
+from layernet.site.defaults import with_target_defaults
 from layernet.site.images import Images
 from layernet.site.monitor import Monitor
 from layernet.site.load import load_yaml_file, parse_value
@@ -29,6 +30,9 @@ from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
 LAB_NAMESPACES = ("cloud", "rtr", "jumpbox")   # the lab's own namespaces beside one per level
+# the lab cloud's addresses, as host numbers in lab.cloud_network (lab.netns.topology places them): its TLS front,
+# and its internet DNS when the egress level names no upstream inside the cloud network
+LAB_CLOUD_TLS_HOST, LAB_CLOUD_DNS_HOST = 10, 53
 MAX_HOSTS = 2000          # extra or dropped allow-list hosts
 MAX_PROBLEMS = 200        # pydantic errors turned into problems; the rest are counted
 CLOUDS = ("public", "usgov", "china")
@@ -125,6 +129,11 @@ class Site(Strict):
     monitor: Monitor = Monitor()
     lab: LabSettings = LabSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _target_defaults(cls, value: Any) -> Any:
+        return with_target_defaults(value)
+
     # ---- navigation helpers (the site is a chain from the egress level downward)
     def level(self, name: str) -> Level:
         for lv in self.levels:
@@ -219,6 +228,7 @@ def validate_site(raw: dict, fname: str = "<site>") -> Site:
     site: Optional[Site] = None
     if not isinstance(raw, dict):
         raise SiteError([Problem(fname, "(top level)", raw, "a mapping with keys name, target, egress_level, admin, levels, azure")])
+    raw = with_target_defaults(raw)     # the checks below see what the model will hold
     # secrets first: a field holding one is reported once, without its value, and checked no further
     secret_paths: list[str] = []
     for path, kind in find_secrets(raw):
@@ -694,9 +704,10 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
                         bad = f"it is the network or broadcast address of {npath} ({nnet})"
             if bad:
                 add(f"levels[{i}].dns_upstream[{k}]", str(addr), f"the address of a DNS resolver; {bad}")
-    # the lab's cloud network stands in for the internet: it must not overlap the plant
+    # the lab's cloud network stands in for the internet: it must not overlap the plant (a real site has no lab
+    # cloud, so its plan may use those addresses)
     lab = _dict(raw.get("lab"))
-    cloud_net = _net(lab.get("cloud_network", "198.51.100.0/24"))
+    cloud_net = _net(lab.get("cloud_network", "198.51.100.0/24")) if raw.get("target") == "lab" else None
     if cloud_net and cloud_net.prefixlen > 30:
         add("lab.cloud_network", str(cloud_net), "a network of at least 4 addresses (prefix /30 or shorter)")
     elif cloud_net:
@@ -704,6 +715,7 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
             if cloud_net.overlaps(nnet):
                 add("lab.cloud_network", str(cloud_net), f"a network that does not overlap {npath} ({nnet}): the lab's cloud stands in for the internet")
                 break
+        P.extend(Problem(fname, path, value, why) for path, value, why in _lab_dns_upstreams(raw, cloud_net))
 
     # roles (levels on the chain only): a level below egress reaching Azure needs DNS override and a proxy
     # on every level above it
@@ -801,6 +813,36 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
                 add(f"lab.refused_hosts[{j}]", h, why)
 
     return P
+
+
+def _lab_dns_upstreams(raw: dict, cloud_net: ipaddress.IPv4Network) -> list[tuple[str, Any, str]]:
+    """target: lab: the egress level resolves with the lab's internet DNS, which runs at one address inside
+    lab.cloud_network (the first dns_upstream there; see lab.netns.topology). Any other upstream answers nothing."""
+    egress = raw.get("egress_level")
+    out: list[tuple[str, Any, str]] = []
+    tls_ip = cloud_net.network_address + LAB_CLOUD_TLS_HOST
+    example = cloud_net.network_address + LAB_CLOUD_DNS_HOST
+    for i, lv in enumerate(_list(raw.get("levels"), 6)):
+        if not isinstance(lv, dict) or lv.get("name") != egress:
+            continue
+        ups = [(k, _ip(u)) for k, u in enumerate(_list(lv.get("dns_upstream"), 8))]
+        inside = [a for _, a in ups if a is not None and a in cloud_net
+                  and a not in (tls_ip, cloud_net.network_address, cloud_net.broadcast_address)]
+        for k, addr in ups:
+            if addr is None:
+                continue
+            fix = (f"the lab's internet DNS: an address inside lab.cloud_network {cloud_net}, e.g. {example} "
+                   f"(target: lab; a real site's resolver is set in a copy with target: kube)")
+            if addr not in cloud_net:
+                out.append((f"levels[{i}].dns_upstream[{k}]", str(addr), f"{fix}; {addr} is outside it, so the "
+                            "egress proxy could resolve nothing in the lab"))
+            elif addr == tls_ip or addr in (cloud_net.network_address, cloud_net.broadcast_address):
+                out.append((f"levels[{i}].dns_upstream[{k}]", str(addr), f"{fix}; {addr} is the cloud's "
+                            f"{'TLS front' if addr == tls_ip else 'network or broadcast address'}, not its DNS"))
+            elif inside and addr != inside[0]:
+                out.append((f"levels[{i}].dns_upstream[{k}]", str(addr), f"{fix}: the lab runs one internet DNS, at "
+                            f"{inside[0]} (the first upstream); drop this one"))
+    return out
 
 
 def _section_checks(raw: dict, fname: str) -> list[Problem]:
