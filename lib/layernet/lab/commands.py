@@ -218,10 +218,16 @@ def _stale_shm() -> list[Path]:
 
 
 def cleanup(site) -> list[str]:
-    """Remove everything a lab with this prefix may have left: processes, namespaces, links, files."""
+    """Remove everything a lab with this prefix may have left: the stage services and their records, the Kafka
+    broker, processes, namespaces, links, files."""
     done = []
-    from layernet.lab import kafka
+    from layernet.lab import kafka, services, telemetry
 
+    stage = services.clear(site)             # what stages 02-04 started, and their records
+    if stage:
+        done.append(f"stopped {len(stage)} stage service(s)")
+    if telemetry.clear(site):
+        done.append("removed the telemetry records")
     if kafka.stop(site):
         done.append("stopped the Kafka broker (Event Hubs)")
     table = load_procs(site)

@@ -372,14 +372,20 @@ def _read_routes(path: Path) -> list:
     return data if isinstance(data, list) else []
 
 
+def _ours(entry, names: set) -> bool:
+    """A route to this lab's broker: port 9093 to the broker's backend, or listing one of `names` on 9093."""
+    if not isinstance(entry, dict) or entry.get("port") != PUBLIC_PORT:
+        return False
+    return (entry.get("backend") == f"{LOOPBACK}:{LISTEN_PORT}"
+            or bool({str(n).lower() for n in entry.get("names") or []} & names))
+
+
 def _update_routes(site, add: Optional[dict], remove_names: set) -> None:
     path = routes_path(site)
     if add is None and not path.exists():
         return
     with _locked(path.with_name(".routes.lock")):
-        entries = [e for e in _read_routes(path) if not (
-            isinstance(e, dict) and e.get("port") == PUBLIC_PORT
-            and {str(n).lower() for n in e.get("names") or []} & remove_names)]
+        entries = [e for e in _read_routes(path) if not _ours(e, remove_names)]
         if add is not None:
             entries.append(add)
         tmp = path.with_name(path.name + ".tmp")
@@ -394,7 +400,9 @@ def add_route(site) -> None:
 
 
 def remove_route(site) -> None:
-    _update_routes(site, None, {host(site)})
+    """Take the broker's route out of the front's table. Needs no Event Hubs namespace: the route is found by its
+    backend, so a site without telemetry (or whose namespace changed since the broker started) cleans up too."""
+    _update_routes(site, None, set())
 
 
 # ----------------------------------------------------------------------------------------------- life cycle

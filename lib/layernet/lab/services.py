@@ -4,7 +4,7 @@ They run like the level's Envoy and DNS: a process in the level's namespace (so 
 level's resolv.conf and firewall), output in the level's state folder. They are recorded in their own table
 (`<state>/stage-procs.json`), apart from the infrastructure services that `lab up` starts, so a stopped stage
 service never makes the infrastructure stage rebuild the lab; `lab down` stops them with everything else in the
-lab's namespaces, and `lab status` lists them.
+lab's namespaces and forgets them (`clear`), and `lab status` lists them.
 """
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ def stop(site, name: str) -> bool:
         procs.stop([p])
     procs.save(_table_path(site), t)
     return p is not None
+
+
+def clear(site) -> list[int]:
+    """Stop every recorded stage service and drop the table (`lab down` and `lab up` call this): a lab built
+    afterwards starts with no stage services, so `lab status` never lists those of an earlier run. Returns the
+    PIDs stopped."""
+    stopped = procs.stop(table(site).values())
+    _table_path(site).unlink(missing_ok=True)
+    return stopped
 
 
 def rows(site) -> list[dict]:
@@ -95,5 +104,5 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "stop", "rows", "start_arc_agent", "arc_agent_status", "start_aio_extension",
+__all__ = ["LabError", "start", "stop", "clear", "rows", "start_arc_agent", "arc_agent_status", "start_aio_extension",
            "wait_for"]

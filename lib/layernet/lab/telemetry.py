@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -172,6 +173,16 @@ def stop(site) -> list[str]:
             services.stop(site, name)
             out.append(name)
     return out
+
+
+def clear(site) -> bool:
+    """Remove the records `install` wrote and the rehearsal marker (`lab down` does): a later lab starts without
+    them. True when there was something to remove."""
+    d = records_dir(site)
+    if not d.exists():
+        return False
+    shutil.rmtree(d, ignore_errors=True)
+    return True
 
 
 def counts(site, level: str, service: str = "dataflow") -> Optional[dict]:
