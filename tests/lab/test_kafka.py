@@ -51,11 +51,39 @@ def test_properties_advertise_the_namespace_and_bind_loopback_only(state):
     assert [l.split("://")[1].rsplit(":", 1)[0] for l in listeners] == ["127.0.0.1"] * 3
     assert f"EVENTHUBS://127.0.0.1:{kafka.LISTEN_PORT}" in listeners
     assert "EVENTHUBS:SASL_SSL" in conf["listener.security.protocol.map"].split(",")
-    assert conf["listener.name.eventhubs.sasl.enabled.mechanisms"] == "PLAIN"
+    assert conf["listener.name.eventhubs.sasl.enabled.mechanisms"] == "OAUTHBEARER,PLAIN"
     assert conf["process.roles"] == "broker,controller" and conf["auto.create.topics.enable"] == "false"
     assert conf["ssl.keystore.type"] == "PEM" and conf["ssl.keystore.location"].endswith("broker.pem")
     assert "password" not in props.lower() and "SharedAccessKey" not in props
     assert "-Xmx256m" in kafka.argv(site)
+
+
+def test_tokens_are_checked_by_kafkas_own_validator_against_the_entra_jwks(state):
+    from layernet.lab import azure as lab_azure
+
+    site = make_site()
+    props = kafka.render_properties(site, kafka._paths(site))
+    conf = dict(line.split("=", 1) for line in props.splitlines() if line and not line.startswith("#"))
+    tenant = lab_azure.tenant_id(site)
+    jwks = f"https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys"
+    assert conf["listener.name.eventhubs.oauthbearer.sasl.server.callback.handler.class"] == (
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler")
+    # 4.1's default DefaultJwtValidator checks no signature without a key resolver: the broker's one is named
+    assert conf["sasl.oauthbearer.jwt.validator.class"] == "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator"
+    assert conf["sasl.oauthbearer.jwks.endpoint.url"] == jwks == kafka.jwks_url(site)
+    assert conf["sasl.oauthbearer.expected.audience"] == "https://layernet-lab-ehns.servicebus.windows.net"
+    assert conf["sasl.oauthbearer.expected.issuer"] == f"https://sts.windows.net/{tenant}/"
+    assert conf["sasl.oauthbearer.sub.claim.name"] == "oid"
+    jaas = conf["listener.name.eventhubs.oauthbearer.sasl.jaas.config"]
+    assert 'ssl.truststore.type="PEM"' in jaas and str(kafka._paths(site)["ca"]) in jaas and jaas.endswith(";")
+    assert conf["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert conf["super.users"].split(";") == ["User:ANONYMOUS", "User:$ConnectionString"]
+    assert conf["allow.everyone.if.no.acl.found"] == "false"
+    # Kafka 4 fetches only allow-listed URLs: exactly the JWKS
+    allowed = [a for a in kafka.argv(site) if a.startswith("-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=")]
+    assert allowed == [f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}"]
+    assert not any(a.startswith("-Djdk.net.hosts.file") for a in kafka.argv(site))
+    assert any(a.startswith("-Djdk.net.hosts.file") for a in kafka.argv(site, jwks_resolves=False))
 
 
 def test_jaas_accepts_exactly_the_connection_string():

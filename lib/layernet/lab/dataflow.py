@@ -4,9 +4,20 @@ For every `dataflows/<name>` record of the level (see `layernet.render.telemetry
 (topic on the level's own broker, endpoint `default`), the BuiltInTransformation map (PassThrough and NewProperties
 rules in the mapping language) and the Destination (an endpoint record of the same level plus the topic or hub),
 then carries each message over real MQTT (QoS 1) to the parent's broker, or produces it to Kafka (the Event Hubs
-endpoint: SASL_SSL, mechanism PLAIN, user `$ConnectionString`, password read from an environment variable).
+endpoint, SASL_SSL) authenticating as the endpoint's `kafkaSettings.authentication` says:
+
+- `SystemAssignedManagedIdentity`: OAUTHBEARER with an Entra token of the AIO extension's identity for
+  `systemAssignedManagedIdentitySettings.audience` (default `https://<namespace>.servicebus.windows.net`);
+- `UserAssignedManagedIdentity`: OAUTHBEARER with a token of the user-assigned identity `clientId` in `tenantId`
+  for `scope` (default `https://<namespace>.servicebus.windows.net/.default`);
+- `Sasl` Plain: user `$ConnectionString`, password read from an environment variable.
+
+Tokens come from the lab's Entra at login.microsoftonline.com (reached from the level, through its proxies) with
+the credentials of the identities the cluster holds (`--identity FILE`, written by `layernet.lab.workload_identity`;
+a real cluster's Arc identity service holds them). Refusals by Event Hubs are logged with the broker's reason.
 
 Run: python -m layernet.lab.dataflow --resources level3.json --local 192.168.103.10:1883 [--ca lab-ca.pem]
+     [--identity identity.json]
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -214,16 +226,80 @@ def kafka_config(host: str, port: int, connection_string: str, ca: Optional[str]
     return conf
 
 
+@dataclass(frozen=True)
+class KafkaAuth:
+    """How an endpoint authenticates to Event Hubs, read from its record: method "connection_string" (Sasl
+    Plain), or a managed identity ("system" / "user") with the token scope and, for a user-assigned one, its
+    client id and tenant."""
+    method: str
+    scope: str = ""
+    client_id: str = ""
+    tenant_id: str = ""
+
+
+def kafka_auth(settings: dict, host: str) -> KafkaAuth:
+    """The endpoint's authentication (`kafkaSettings`), with AIO's defaults filled in."""
+    auth = settings.get("authentication") or {}
+    method = auth.get("method")
+    default_aud = f"https://{host}"
+    if method == "SystemAssignedManagedIdentity":
+        aud = (auth.get("systemAssignedManagedIdentitySettings") or {}).get("audience") or default_aud
+        return KafkaAuth("system", scope=aud.rstrip("/") + "/.default")
+    if method == "UserAssignedManagedIdentity":
+        ua = auth.get("userAssignedManagedIdentitySettings") or {}
+        if not ua.get("clientId") or not ua.get("tenantId"):
+            raise MappingError("UserAssignedManagedIdentity needs userAssignedManagedIdentitySettings.clientId and tenantId")
+        return KafkaAuth("user", scope=ua.get("scope") or default_aud + "/.default", client_id=ua["clientId"].lower(),
+                         tenant_id=ua["tenantId"])
+    if method == "Sasl" and (auth.get("saslSettings") or {}).get("saslType") == "Plain":
+        return KafkaAuth("connection_string")
+    raise MappingError(f"Kafka authentication method {method!r} is not supported by the lab dataflow "
+                       "(SystemAssignedManagedIdentity, UserAssignedManagedIdentity, Sasl Plain)")
+
+
+class TokenSource:
+    """Entra tokens for one identity the cluster holds (azure-identity against the authority; tokens cached and
+    renewed by the credential). `identities` is the identity file's content:
+    {"tenant_id", "authority", "system": {"client_id", "secret"}, "user": {client_id: {"secret"}}}."""
+
+    def __init__(self, auth: KafkaAuth, identities: dict, ca: Optional[str] = None):
+        from azure.identity import ClientSecretCredential
+
+        if auth.method == "system":
+            ident = identities.get("system")
+            if not ident:
+                raise ConnectionError("SystemAssignedManagedIdentity: the cluster's AIO extension has no "
+                                      "system-assigned identity (the identity file holds none)")
+            client_id, tenant = ident["client_id"], identities["tenant_id"]
+        else:
+            ident = (identities.get("user") or {}).get(auth.client_id)
+            if not ident:
+                raise ConnectionError(f"UserAssignedManagedIdentity: no user-assigned identity with client id "
+                                      f"{auth.client_id} is assigned to the cluster's AIO extension")
+            client_id, tenant = auth.client_id, auth.tenant_id
+        kw = {"connection_verify": ca} if ca else {}
+        if identities.get("authority"):
+            kw["authority"] = identities["authority"]
+        self.scope, self.client_id = auth.scope, client_id
+        self.credential = ClientSecretCredential(tenant, client_id, ident["secret"], **kw)
+
+    def __call__(self, _config=None) -> tuple[str, float]:
+        tok = self.credential.get_token(self.scope)
+        return tok.token, float(tok.expires_on)
+
+
 # ----------------------------------------------------------------------------------------------- runner
 class LevelDataflows:
     """All dataflows of one level, running until stop()."""
 
     def __init__(self, resources: list[dict], local: tuple[str, int], tls: Optional[MqttTls] = None,
                  local_tls: Optional[MqttTls] = None, connection_string: Optional[str] = None,
-                 kafka_ca: Optional[str] = None, client_prefix: str = "layernet-df"):
+                 kafka_ca: Optional[str] = None, client_prefix: str = "layernet-df",
+                 identities: Optional[dict] = None):
         self.plans = plan_from_resources(resources)
         self.local, self.tls, self.local_tls = local, tls, local_tls
         self.connection_string, self.kafka_ca = connection_string, kafka_ca
+        self.identities = identities or {}
         self.prefix = client_prefix
         self.counts = {p.name: {"in": 0, "out": 0, "bad": 0} for p in self.plans}
         self._clients: list = []
@@ -241,10 +317,8 @@ class LevelDataflows:
             elif self._producer is None:
                 from confluent_kafka import Producer
 
-                if not self.connection_string:
-                    raise ConnectionError(f"dataflow {p.name}: Kafka destination needs a connection string in the environment")
-                conf = kafka_config(p.host, p.port, self.connection_string, self.kafka_ca)
-                conf.update({"linger.ms": 5, "acks": "all", "enable.idempotence": True})
+                conf = self.producer_config(p)
+                conf.update({"linger.ms": 5, "acks": "all", "enable.idempotence": True, "error_cb": self._kafka_error})
                 self._producer = Producer(conf)
                 self._poller = threading.Thread(target=self._poll, daemon=True)
                 self._stopping = False
@@ -253,9 +327,42 @@ class LevelDataflows:
                                 on_message=self._on_message, subscribe=sorted(self._by_topic))
         self._clients.append(self._in)
 
+    def producer_config(self, p: FlowPlan) -> dict:
+        """The Event Hubs settings for the endpoint's authentication method."""
+        auth = kafka_auth(p.endpoint, p.host)
+        if auth.method == "connection_string":
+            if not self.connection_string:
+                raise ConnectionError(f"dataflow {p.name}: Kafka destination needs a connection string in the environment")
+            return kafka_config(p.host, p.port, self.connection_string, self.kafka_ca)
+        source = TokenSource(auth, self.identities, self.kafka_ca)
+        conf = kafka_config(p.host, p.port, "", self.kafka_ca)
+        for key in ("sasl.username", "sasl.password"):
+            conf.pop(key)
+        conf.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": self._logged(source)})
+        log.warning("dataflow %s: Event Hubs with %s managed identity %s (token scope %s)", p.name,
+                    "system-assigned" if auth.method == "system" else "user-assigned", source.client_id, auth.scope)
+        return conf
+
+    @staticmethod
+    def _logged(source: "TokenSource"):
+        def cb(config):
+            try:
+                return source(config)
+            except Exception as exc:  # noqa: BLE001 - librdkafka only sees that the callback failed
+                log.warning("dataflow: no Entra token for %s: %s", source.client_id, " ".join(str(exc).split())[:300])
+                raise
+        return cb
+
+    def _kafka_error(self, err) -> None:
+        log.warning("dataflow: Event Hubs: %s", err.str())
+
     def _poll(self) -> None:
         while not getattr(self, "_stopping", True):
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception as exc:  # noqa: BLE001 - e.g. the token callback failed: logged, keep serving
+                log.warning("dataflow: Event Hubs producer: %s", exc)
+                time.sleep(0.5)
 
     def _on_message(self, client, userdata, msg) -> None:
         p = self._by_topic.get(msg.topic)
@@ -316,18 +423,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--local-tls", action="store_true",
                     help="the level's own broker takes TLS with the same CA and client certificate")
     ap.add_argument("--connection-string-env", default="LAYERNET_EVENTHUBS_CONNECTION_STRING")
+    ap.add_argument("--identity", help="the identities the cluster holds (JSON, from layernet.lab.workload_identity)")
     ap.add_argument("--name", default="layernet-df")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         resources = json.loads(open(args.resources).read())
+        identities = json.loads(open(args.identity).read()) if args.identity else {}
         host, _, port = args.local.rpartition(":")
         uses_tls = any(p.kind == "mqtt" and p.endpoint.get("tls", {}).get("mode") == "Enabled"
                        for p in plan_from_resources(resources))
         flows = LevelDataflows(resources, (host, int(port)), tls=_tls(args.ca, args.cert, args.key) if uses_tls else None,
                                local_tls=_tls(args.ca, args.cert, args.key) if args.local_tls else None,
                                connection_string=os.environ.get(args.connection_string_env), kafka_ca=args.ca,
-                               client_prefix=args.name)
+                               client_prefix=args.name, identities=identities)
         flows.start()
     except (OSError, ValueError, KeyError, ConnectionError) as exc:
         print(f"dataflow: {exc}", file=sys.stderr)

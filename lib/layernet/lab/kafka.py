@@ -1,18 +1,30 @@
 """A real Apache Kafka broker as the lab's Event Hubs namespace `<namespace>.servicebus.windows.net:9093`.
 
-Event Hubs speaks Kafka on 9093: TLS, SASL PLAIN with the user name `$ConnectionString` and the namespace's
-connection string as password, and it advertises `<namespace>.servicebus.windows.net:9093`. The lab runs the
-pinned broker that `make kafka` fetched from Maven Central (tools/kafka/pom.xml -> .tools/kafka/libs/) in the
-cloud namespace, one node in KRaft mode with a 256 MB heap:
+Event Hubs speaks Kafka on 9093: TLS, then SASL OAUTHBEARER with an Entra token (managed identities, service
+principals) or SASL PLAIN with the user name `$ConnectionString` and the namespace's connection string as
+password, and it advertises `<namespace>.servicebus.windows.net:9093`. The lab runs the pinned broker that
+`make kafka` fetched from Maven Central (tools/kafka/pom.xml -> .tools/kafka/libs/; kafka-clients brings Kafka's
+own token validator and jose4j) in the cloud namespace, one node in KRaft mode with a 256 MB heap:
 
-    EVENTHUBS  127.0.0.1:19093  SASL_SSL, PLAIN; certificate from the lab CA for the namespace's name;
-                                advertised as <namespace>.servicebus.windows.net:9093
+    EVENTHUBS  127.0.0.1:19093  SASL_SSL, OAUTHBEARER and PLAIN; certificate from the lab CA for the namespace's
+                                name; advertised as <namespace>.servicebus.windows.net:9093
     INTERNAL   127.0.0.1:19092  plaintext, loopback of the cloud namespace only: inter-broker and topic set-up
     CONTROLLER 127.0.0.1:19094  the KRaft controller
 
 Clients reach it the way real traffic goes: the name resolves (through the level's DNS) to the cloud's TLS
 front, which reads `<state>/cloud/routes.json` and splices a connection whose server name is listed for port
 9093 to the backend 127.0.0.1:19093, unchanged (TLS end to end). `start` writes that route, `stop` removes it.
+
+OAUTHBEARER: Kafka's `OAuthBearerValidatorCallbackHandler` checks each token against the lab Entra's JWKS at the
+real discovery URL `https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys` (fetched over TLS through
+the cloud's front, trusting the lab CA; the URL is the only entry of the JVM's allow-list property
+`org.apache.kafka.sasl.oauthbearer.allowed.urls`, without which Kafka 4 fetches nothing): RS256 signature by a
+`kid` of the JWKS, `exp`, `aud` = `https://<namespace>.servicebus.windows.net`, `iss` = Entra's v1 issuer
+`https://sts.windows.net/<tenant>/`. The principal is `User:<oid>`, the object id role assignments name.
+Authorization is Kafka's StandardAuthorizer: `$ConnectionString` (the root key) and the loopback listeners are
+super users; everyone else needs an ACL, and `layernet.lab.eventhubs_rbac` (started beside the broker) keeps
+the ACLs equal to the Azure Event Hubs Data Sender / Receiver / Owner role assignments ARM holds. Why a token
+was refused is in the broker's log (`refusals(site)`).
 
 The connection string is made per lab (`<state>/kafka/connection-string`, mode 0600) and reaches clients only
 through `connection_string(site)` or the environment (`client_env`); it is never printed and never part of an
@@ -26,6 +38,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -38,6 +51,7 @@ from typing import Callable, Optional
 
 from layernet.lab import LabError, netns, pki, procs
 from layernet.lab import state_dir as _state_dir
+from layernet.lab.cloud import entra
 
 KAFKA_VERSION = "4.1.1"                  # keep equal to kafka.version in tools/kafka/pom.xml
 DEFAULT_HUB = "telemetry"                # the event hub when the site names none
@@ -52,6 +66,12 @@ ENV_VAR = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
 HEAP = "256m"
 READY_TIMEOUT = 15.0
 PROC_NAME = "cloud/kafka"
+RBAC_NAME = "cloud/eventhubs-rbac"
+VALIDATOR = "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+BROKER_VALIDATOR = "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator"
+LOGIN_MODULE = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+ALLOWED_URLS = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
+SUPER_USERS = ("User:ANONYMOUS", f"User:{USERNAME}")   # loopback listeners, and the namespace's root key
 SUFFIX = {"public": "servicebus.windows.net", "usgov": "servicebus.usgovcloudapi.net",
           "china": "servicebus.chinacloudapi.cn"}
 JVM_OPTS = ["-Xms" + HEAP, "-Xmx" + HEAP, "-XX:MaxDirectMemorySize=64m", "-XX:+UseSerialGC",
@@ -137,6 +157,36 @@ def env_var(site=None) -> str:
     telemetry.eventhubs.connection_string_env, else ENV_VAR."""
     eh = getattr(getattr(site, "telemetry", None), "eventhubs", None)
     return getattr(eh, "connection_string_env", None) or ENV_VAR
+
+
+def tenant(site) -> str:
+    from layernet.lab import azure as lab_azure
+
+    return lab_azure.tenant_id(site)
+
+
+def jwks_url(site) -> str:
+    """The lab Entra's JWKS at the real discovery URL of the lab's tenant (what the broker fetches)."""
+    return entra.jwks_url(tenant(site))
+
+
+def audience(site) -> str:
+    """The `aud` Event Hubs accepts from Kafka clients: the namespace's URL."""
+    return f"https://{host(site)}"
+
+
+def scope(site) -> str:
+    """The scope a client asks Entra for (the audience's `.default`)."""
+    return audience(site) + "/.default"
+
+
+def namespace_id(site) -> str:
+    """The namespace's ARM id in the lab's subscription (role assignments are on it or its hubs)."""
+    from layernet.azure.clients import rid
+    from layernet.lab import azure as lab_azure
+
+    return rid(lab_azure.subscription_id(site), site.azure.resource_group, "Microsoft.EventHub", "namespaces",
+               namespace_name(site))
 
 
 def route(site) -> dict:
@@ -237,8 +287,28 @@ def render_properties(site, paths: dict) -> str:
         "listener.security.protocol.map=EVENTHUBS:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name=INTERNAL",
         "controller.listener.names=CONTROLLER",
-        "listener.name.eventhubs.sasl.enabled.mechanisms=PLAIN",
-        "sasl.enabled.mechanisms=PLAIN",
+        "listener.name.eventhubs.sasl.enabled.mechanisms=OAUTHBEARER,PLAIN",
+        "sasl.enabled.mechanisms=OAUTHBEARER,PLAIN",
+        # Entra tokens: Kafka's own validator against the lab Entra's JWKS (TLS from the lab CA)
+        f"listener.name.eventhubs.oauthbearer.sasl.server.callback.handler.class={VALIDATOR}",
+        # (the login module also logs the broker itself in: an unsecured placeholder token, never sent, since
+        # brokers talk over the INTERNAL listener)
+        f"listener.name.eventhubs.oauthbearer.sasl.jaas.config={LOGIN_MODULE} required "
+        f'unsecuredLoginStringClaim_sub="broker" ssl.truststore.type="PEM" ssl.truststore.location="{paths["ca"]}" ;',
+        # Kafka 4.1's default validator (DefaultJwtValidator) checks no signature unless handed a key resolver:
+        # the broker's validator is named, and it builds its resolver from the JWKS URL
+        f"sasl.oauthbearer.jwt.validator.class={BROKER_VALIDATOR}",
+        f"sasl.oauthbearer.jwks.endpoint.url={jwks_url(site)}",
+        f"sasl.oauthbearer.expected.audience={audience(site)}",
+        f"sasl.oauthbearer.expected.issuer={entra.issuer(tenant(site))}",
+        "sasl.oauthbearer.sub.claim.name=oid",
+        "sasl.oauthbearer.clock.skew.seconds=30",
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.ms=100",
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms=2000",
+        # authorization: ACLs that follow the role assignments (eventhubs_rbac); the root key is a super user
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users={';'.join(SUPER_USERS)}",
+        "allow.everyone.if.no.acl.found=false",
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={paths['keystore']}",
         "ssl.client.auth=none",
@@ -291,6 +361,10 @@ def render_log4j(log_file: Path) -> str:
         "logger.server.level = INFO",
         "logger.auth.name = org.apache.kafka.common.network.Selector",
         "logger.auth.level = INFO",
+        "logger.oauth.name = org.apache.kafka.common.security.oauthbearer",
+        "logger.oauth.level = DEBUG",
+        "logger.authz.name = kafka.authorizer.logger",
+        "logger.authz.level = INFO",
         "",
     ])
 
@@ -298,13 +372,18 @@ def render_log4j(log_file: Path) -> str:
 def _paths(site) -> dict:
     d = kafka_dir(site)
     return {"dir": d, "data": d / "data", "keystore": d / "tls" / "broker.pem", "properties": d / "server.properties",
-            "jaas": d / "jaas.conf", "log4j": d / "log4j2.properties", "log": d / "kafka.out"}
+            "jaas": d / "jaas.conf", "log4j": d / "log4j2.properties", "log": d / "kafka.out",
+            "ca": _state_dir(site) / "ca" / pki.CA_CERT, "hosts": d / "hosts.rehearsal", "rbac_log": d / "rbac.out"}
 
 
-def argv(site) -> list[str]:
+def argv(site, jwks_resolves: bool = True) -> list[str]:
+    """The broker's command line. `jwks_resolves=False` (a rehearsal) gives the JVM a hosts file without the
+    Entra name, so the broker cannot reach its JWKS."""
     p = _paths(site)
-    return ([java_binary() or "java"] + JVM_OPTS +
-            [f"-Djava.security.auth.login.config={p['jaas']}", f"-Dlog4j2.configurationFile={p['log4j']}",
+    extra = [] if jwks_resolves else [f"-Djdk.net.hosts.file={p['hosts']}"]
+    return ([java_binary() or "java"] + JVM_OPTS + extra +
+            [f"-D{ALLOWED_URLS}={jwks_url(site)}",
+             f"-Djava.security.auth.login.config={p['jaas']}", f"-Dlog4j2.configurationFile={p['log4j']}",
              "-cp", str(libs_dir() / "*"), "kafka.Kafka", str(p["properties"])])
 
 
@@ -488,11 +567,47 @@ def ensure_topics(site, names: Optional[list[str]] = None, timeout: float = 10.0
     return out
 
 
+def _rbac_record(site) -> Path:
+    return kafka_dir(site) / "rbac.json"
+
+
+def rbac_proc(site) -> Optional[procs.Proc]:
+    try:
+        p = procs.Proc(**json.loads(_rbac_record(site).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return p if procs.alive(p) else None
+
+
+def start_rbac(site, timeout: float = 15.0) -> procs.Proc:
+    """Start the role-assignment -> ACL sync beside the broker (once); returns when the ACLs are in step."""
+    from layernet.lab.eventhubs_rbac import READY_LINE
+
+    p = rbac_proc(site)
+    if p is not None:
+        return p
+    paths = _paths(site)
+    log = paths["rbac_log"]
+    log.write_bytes(b"")
+    p = procs.start(RBAC_NAME, _cloud_ns(site), [
+        sys.executable, "-m", "layernet.lab.eventhubs_rbac", "--store", str(_state_dir(site) / "cloud" / "arm-store.json"),
+        "--bootstrap", f"{LOOPBACK}:{INTERNAL_PORT}", "--namespace-id", namespace_id(site)], log)
+    _rbac_record(site).write_text(json.dumps(p.__dict__))
+    end = time.monotonic() + timeout
+    while READY_LINE not in log.read_text(errors="replace"):
+        if not procs.alive(p) or time.monotonic() > end:
+            raise LabError(f"the role-assignment sync did not get in step within {timeout:.0f} s; its output "
+                           f"({log}):\n{_tail(site, log)}")
+        time.sleep(0.05)
+    return p
+
+
 def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIMEOUT,
-          event_hubs: Optional[list[str]] = None) -> dict:
+          event_hubs: Optional[list[str]] = None, jwks_resolves: bool = True) -> dict:
     """Start the broker in the lab's cloud namespace (nothing to do when it already runs), create one topic per
-    event hub (`event_hubs`, default the site's), list its route for the front. Returns {"pid", "seconds",
-    "rss_mb", "host", "topics", "started"}."""
+    event hub (`event_hubs`, default the site's), start the role-assignment sync, list its route for the front.
+    `jwks_resolves=False` rehearses a broker that cannot reach its JWKS. Returns {"pid", "seconds", "rss_mb",
+    "host", "topics", "started"}."""
     names = list(event_hubs or hubs(site))
     why = missing()
     if why:
@@ -508,7 +623,9 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
             paths = _write_configs(site)
             t_fmt = time.monotonic() - t0
             paths["log"].unlink(missing_ok=True)
-            p = procs.start(PROC_NAME, ns, argv(site), paths["log"])
+            if not jwks_resolves:
+                paths["hosts"].write_text("# rehearsal: the broker resolves no Entra name\n127.0.0.1 localhost\n")
+            p = procs.start(PROC_NAME, ns, argv(site, jwks_resolves), paths["log"])
             _record_path(site).write_text(json.dumps(p.__dict__))
             deadline = t0 + timeout
             try:
@@ -521,11 +638,13 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
                     time.sleep(0.05)
                 t_listen = time.monotonic() - t0
                 topics = ensure_topics(site, names, timeout=max(1.0, deadline - time.monotonic()))
+                start_rbac(site)
             except BaseException:
                 stop(site)
                 raise
         else:
             topics = ensure_topics(site, names)
+            start_rbac(site)
         add_route(site)
     seconds = time.monotonic() - t0
     info = {"pid": p.pid, "seconds": round(seconds, 2), "rss_mb": rss_mb(p.pid), "host": host(site),
@@ -546,6 +665,10 @@ def stop(site, clean: bool = True, timeout: float = 10.0) -> bool:
     log stays for inspection. True when a running broker was stopped."""
     p = running_proc(site)
     stopped = False
+    r = rbac_proc(site)
+    if r is not None:
+        procs.terminate([r.pid], timeout=timeout)
+    _rbac_record(site).unlink(missing_ok=True)
     if p is not None:
         procs.terminate([p.pid], timeout=timeout)
         stopped = True
@@ -561,6 +684,39 @@ def stop(site, clean: bool = True, timeout: float = 10.0) -> bool:
         for name in ("jaas.conf", "connection-string"):
             (d / name).unlink(missing_ok=True)
     return stopped
+
+
+REFUSAL_MARKERS = ("Could not validate the access token", "JwtValidatorException", "Authentication failed",
+                   "Principal = User:", "JWKS", "jwks", "cannot be accessed due to restrictions")
+
+
+def refusals(site, since: Optional[float] = None, limit: int = 5) -> list[str]:
+    """Why the broker refused clients, newest last: token validation failures (audience, issuer, expiry,
+    signature, an unreachable JWKS) and authorization denials (`Principal = User:<oid> is Denied Operation ...`),
+    from its log (`since`: a file offset from `log_size`)."""
+    path = _paths(site)["log"]
+    try:
+        with open(path, "rb") as f:
+            if since:
+                f.seek(int(since))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    out: list[str] = []
+    for line in text.splitlines():
+        if any(m in line for m in REFUSAL_MARKERS) and " DEBUG " not in line:
+            short = re.sub(r"^\[[^\]]*\] \w+ ", "", line).strip()
+            short = re.sub(r" \((org|kafka)\.[\w.$]+\)$", "", short)
+            if short not in out:
+                out.append(short[:600])
+    return [redact(x, site) for x in out[-limit:]]
+
+
+def log_size(site) -> int:
+    try:
+        return _paths(site)["log"].stat().st_size
+    except OSError:
+        return 0
 
 
 def is_running(site) -> bool:
@@ -584,7 +740,11 @@ import json, logging, os, re, socket, sys, time, uuid
 from confluent_kafka import Consumer, KafkaException, Producer
 spec = json.loads(sys.argv[1])
 conf = dict(spec["conf"])
-if conf.get("security.protocol", "").startswith("SASL"):
+if spec.get("oauth"):
+    # the token as given (a stale one included: the broker, not the client, is what a rehearsal tests)
+    conf.update({"sasl.mechanism": "OAUTHBEARER",
+                 "oauth_cb": lambda _cfg: (os.environ.get(spec["oauth"], ""), time.time() + 3600)})
+elif conf.get("security.protocol", "").startswith("SASL"):
     conf["sasl.password"] = os.environ.get(spec["env"], "")
 out = {"bootstrap": conf["bootstrap.servers"], "protocol": conf.get("security.protocol")}
 errors = []
@@ -655,22 +815,32 @@ print(json.dumps(out))
 """
 
 
+TOKEN_VAR = "LAYERNET_EVENTHUBS_TOKEN"
+
+
 def client_run(site, ns: str, *, messages: int = 10, topic: Optional[str] = None, bootstrap: Optional[str] = None,
                password: Optional[str] = None, protocol: str = "SASL_SSL", timeout: float = 10.0,
-               extra: Optional[dict] = None, wrap: Optional[list[str]] = None) -> dict:
+               extra: Optional[dict] = None, wrap: Optional[list[str]] = None, token: Optional[str] = None) -> dict:
     """Run a confluent-kafka (librdkafka) client inside namespace `ns` with the Event Hubs settings: it resolves
     the name with that namespace's DNS, lists the metadata, produces `messages` and consumes them back (0: only
     the metadata). The connection string travels in the client's environment only (`password` replaces it,
-    for refusal tests). Returns {"resolved", "brokers", "topics", "produced", "consumed", "errors", "ms"}."""
+    for refusal tests); with `token` the client presents that access token over SASL OAUTHBEARER instead (also
+    in its environment only). Returns {"resolved", "brokers", "topics", "produced", "consumed", "errors", "ms"}."""
     conf = client_config(site, bootstrap=bootstrap, password="")
     conf.pop("sasl.password")
+    if token is not None:
+        conf.pop("sasl.username")
     if protocol != "SASL_SSL":
         conf = {"bootstrap.servers": conf["bootstrap.servers"], "security.protocol": protocol}
     conf.update(extra or {})
-    spec = {"conf": conf, "env": env_var(site), "topic": topic or hubs(site)[0], "messages": messages, "timeout": timeout}
+    spec = {"conf": conf, "env": env_var(site), "topic": topic or hubs(site)[0], "messages": messages, "timeout": timeout,
+            "oauth": TOKEN_VAR if token is not None else None}
     env = client_env(site)
     if password is not None:
         env[env_var(site)] = password
+    if token is not None:
+        env.pop(env_var(site), None)
+        env[TOKEN_VAR] = token
     cmd = ["ip", "netns", "exec", ns] + list(wrap or []) + [sys.executable, "-c", CLIENT_SCRIPT, json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout * 3 + 15)
     try:
