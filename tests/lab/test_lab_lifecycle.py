@@ -1,6 +1,6 @@
-"""The lab's life cycle on a site that is not params/lab.yaml: four levels with other names (corp -> plant -> area ->
-cell), the address plan 10.77.0.0/16, the cloud on 203.0.113.0/24, only the network sections (no telemetry, no
-Event Hubs namespace). Prefix `q4`. Run under the shared lock: `flock /tmp/layernet-lab.lock pytest ...`.
+"""The lab's life cycle on a site that is not params/lab.yaml (tests/doubles/plants.py): four levels with other names
+(dmz -> plant -> area -> cell), the address plan 10.77.0.0/16, the cloud on 203.0.113.0/24, only the network
+sections (no telemetry, no Event Hubs namespace). Prefix `q4`. Run under the shared lock: `flock /tmp/layernet-lab.lock pytest ...`.
 
 - a site without telemetry comes up, probes, audits and goes down with the `layernet` commands a user types (the
   lab's teardown asked Kafka for its host name, which such a site does not have);
@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from sites import four_level_lab  # noqa: E402
+from plants import plant_site, write  # noqa: E402
 
 from layernet.lab import kafka  # noqa: E402
 from layernet.site import load_site  # noqa: E402
@@ -27,7 +26,8 @@ from layernet.site import load_site  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 LAYERNET = str(Path(sys.executable).parent / "layernet")
 PREFIX, OCTET = "q4", 77
-PROXIES = ["corp", "plant", "area"]
+LEVELS = ["dmz", "plant", "area", "cell"]
+PROXIES = LEVELS[:3]
 
 
 def lab_test(func):
@@ -38,9 +38,7 @@ def lab_test(func):
 
 @pytest.fixture(scope="module")
 def site_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("four") / "four-plant.yaml"
-    path.write_text(yaml.safe_dump(four_level_lab(PREFIX, OCTET), sort_keys=False))
-    return path
+    return write(plant_site("lab", base=OCTET, prefix=PREFIX), tmp_path_factory.mktemp("four"))
 
 
 def _layernet(*args: str) -> subprocess.CompletedProcess:
@@ -72,7 +70,7 @@ def test_the_site_has_no_telemetry_and_no_event_hubs_namespace(site_file):
     site = load_site(site_file)
     assert site.azure.eventhubs_namespace is None
     assert not getattr(site.telemetry, "assets", None) and not getattr(site.telemetry, "dataflows", None)
-    assert [lv.name for lv in site.levels] == ["corp", "plant", "area", "cell"]
+    assert [lv.name for lv in site.chain] == LEVELS and site.lab.prefix == PREFIX
 
 
 def test_stopping_the_event_hub_needs_no_namespace(site_file, tmp_path, monkeypatch):
@@ -97,16 +95,15 @@ def test_a_site_without_telemetry_comes_up_probes_audits_and_goes_down(site_file
     site = ["--site", str(site_file)]
     up = _layernet("lab", "up", *site)
     assert up.returncode == 0, up.stdout + up.stderr
-    assert sorted(_namespaces()) == sorted(f"{PREFIX}-{n}" for n in ["corp", "plant", "area", "cell", "cloud", "rtr",
-                                                                     "jumpbox"])
+    assert sorted(_namespaces()) == sorted(f"{PREFIX}-{n}" for n in LEVELS + ["cloud", "rtr", "jumpbox"])
     status = _layernet("lab", "status", *site)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "eventhubs" not in status.stdout          # no broker: no row for one
 
     probe = _layernet("probe", *site)
     assert probe.returncode == 0, probe.stdout + probe.stderr
-    rows = [line.split() for line in probe.stdout.splitlines() if line.split()[:1] in (["corp"], ["plant"], ["area"], ["cell"])]
-    assert len(rows) > 50 and {r[0] for r in rows} == {"corp", "plant", "area", "cell"}
+    rows = [line.split() for line in probe.stdout.splitlines() if line.split()[:1] in [[n] for n in LEVELS]]
+    assert len(rows) > 50 and {r[0] for r in rows} == set(LEVELS)
 
     audit = _layernet("audit", f"/var/lib/layernet/{PREFIX}", *site)
     assert audit.returncode in (0, 1), audit.stdout + audit.stderr      # 1: the probe's refused attempts are findings
@@ -131,7 +128,7 @@ def test_lab_down_removes_what_stages_started_and_a_fresh_lab_is_healthy(site_fi
     assert up.returncode == 0, up.stdout + up.stderr
     model = load_site(site_file)
     target = LabTarget(model)
-    for level in ["corp", "plant", "area", "cell"]:                  # what stage 02 starts in every level
+    for level in LEVELS:                                              # what stage 02 starts in every level
         target.install_arc_agents(level, f"/subscriptions/0/resourceGroups/rg/providers/x/{level}")
     records = telemetry.records_dir(model)                            # what stage 04 leaves for its stand-ins
     records.mkdir(parents=True, exist_ok=True)
