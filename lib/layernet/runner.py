@@ -5,7 +5,8 @@ runs/<UTC stamp>-<runbook>-<short id>/
     NN-<stage>.html      its code-free, self-contained report
     results/<stage>.json what the stage recorded (counts, verdicts) - merged into the manifest
     manifest.json        runbook, site + sha256, parameters (no secrets), per-stage status, versions
-    index.html           one row per stage, the error at the top when a stage failed
+    site.svg             the site's topology picture
+    index.html           the verdict (the error when a stage failed), the stages, the site, files per stage
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ from layernet import paths
 from layernet import __version__
 from layernet.errors import InputError
 from layernet.progress import MARK
-from layernet.report import notebook_to_html, write_index, write_json
+from layernet.report import notebook_to_html, write_index, write_json, write_picture
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
 from layernet.site import SiteError, is_secret_key, load_site, looks_secret, parse_value
 from layernet.site.model import declared_field
 from layernet.site.load import YamlProblem, parse_yaml, read_site_text
+from layernet.topology import describe, site_picture
 
 REPO_ROOT = paths.root()               # a checkout, or the files bundled into an installed package
 RUNBOOK_DIR = paths.runbooks()
@@ -271,7 +273,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
         "runbook": book.name,
         "runbook_path": str(book.path),
         "site": {"path": str(site_file), "sha256": _sha256(site_file), "name": site.name, "target": site.target,
-                 "overrides": overrides},
+                 "overrides": overrides, "picture_alt": describe(site)},
         "dry_run": dry_run,
         "stage_params": stage_params,
         "parameters": {},
@@ -289,6 +291,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
             base.update({k: prev_status[st.name].get(k) for k in ("status", "start", "end", "duration_s", "error", "output", "report", "results")})
         manifest["stages"].append(base)
     write_json(run_dir / "manifest.json", manifest)
+    write_picture(run_dir, site_picture(site))
     write_index(run_dir, manifest)
 
     # the lab is taken down at the end only when this run brought it up: nothing of it existed before (a lab

@@ -10,6 +10,19 @@ W, BOX_W, BOX_H, GAP, TOP = 900, 430, 92, 74, 120
 X0 = 60
 
 
+def describe(site: Site) -> str:
+    """The picture's text alternative: the chain from the lowest level to the internet."""
+    chain = " -> ".join(f"{lv.name} {lv.node_ip}" for lv in reversed(site.chain))
+    return f"Topology of site {site.name}: {chain} -> internet; only the proxied ports cross a level"
+
+
+def site_picture(site: Site) -> str:
+    """The site's picture as the reports show it: the topology with the size of its allow list."""
+    from layernet.allowlist import effective_allowlist
+
+    return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))
+
+
 def topology_svg(site: Site, allowed_names: int | None = None) -> str:
     """Levels from the internet down, node IPs, proxy/DNS roles, the allowed hops and where the internet is."""
     chain = site.chain

@@ -83,7 +83,7 @@ def test_plan_apply_check_on_every_level_then_the_second_plan_is_empty(lab, tmp_
     assert len(files) == len([s for s in p.changes if s.level == "level2"])
     inst = json.loads(next(f for f in files if f.name.endswith("instances~aio-l2-ops.json")).read_text())
     assert inst["response"]["properties"]["provisioningState"] == "Succeeded"
-    assert '<a href="aio/resources/level2/' in " ".join(table["json"])
+    assert '<a href="aio/resources/level2/' in " ".join(map(str, table["json"]))
 
     again = aio.plan(site)
     assert again.empty, again.table().to_string()

@@ -19,7 +19,7 @@ from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, apply_unless_dry, fingerprint, progress_printer, refuse_drift
+from layernet.stages.base import Plan, Progress, apply_unless_dry, fingerprint, progress_printer, refuse_drift, with_subscription
 from layernet.stages.base import picture as base_picture
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
 from layernet.stages.base import applied_table, begin, crossings, failed, refused_hosts, verify_table  # noqa: F401
@@ -64,6 +64,7 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
     executor = executor or site.arc.executor
     runner = runner or Runner()
     live = _live(site, executor, runner, arm)
+    account = None
     if executor == "az":
         account = live.account()
         if site.azure.subscription_id and account and account.lower() != site.azure.subscription_id.lower():
@@ -86,7 +87,9 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
         # a Connected level's agents already run: its nodes are not read again (no debugger pods on a re-plan)
         nodes = {t.level: (az_arc.node_settings(t, runner) if do_nodes and not az_arc.is_connected(state, t.level)
                            else None) for t in az_arc.targets(site)}
-    steps = az_arc.build_steps(site, state, oid, executor, nodes)
+    # the plan shows what apply sends: the subscription az is logged in to, or the one the SDK talks to
+    known = site.azure.subscription_id or (account if executor == "az" else _arm(site, arm).subscription_id)
+    steps = az_arc.build_steps(with_subscription(site, known), state, oid, executor, nodes)
     if oid_source != "site":
         from layernet.stages.base import Step
         steps.insert(0, Step("site", "derive custom locations oid", az_arc.CUSTOM_LOCATIONS_APP_ID,
@@ -245,4 +248,5 @@ def require_connected(rows: list[dict], dry_run: bool = False) -> str:
     msg = failed(rows)
     if msg:
         raise StageFailed(msg)
-    return f"all {len(rows)} level(s) Connected to Azure Arc"
+    levels = list(dict.fromkeys(r["level"] for r in rows))
+    return f"all {len(levels)} level(s) Connected to Azure Arc: {', '.join(levels)}"

@@ -73,6 +73,14 @@ class Plan:
                    dict(d.get("context") or {}))
 
 
+def with_subscription(site, sub: Optional[str]):
+    """The site with the subscription apply will use (the lab's is derived; a real site's az account), so a plan
+    shows the ids apply sends; the site itself when it already names it or nothing is known."""
+    if not sub or site.azure.subscription_id == sub:
+        return site
+    return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
+
+
 def fingerprint(live: Any) -> str:
     """A stable digest of an observed live state (any JSON-able value)."""
     return hashlib.sha256(json.dumps(live, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -164,10 +172,13 @@ def failed(rows: list[dict]) -> Optional[str]:
 
 
 def run_link(path: str, run_dir: str = "") -> str:
-    """An HTML link to a file the stage kept, relative to the run folder when it lies inside it."""
+    """An HTML link (escaped, kept as markup by `show`) to a file the stage kept, relative to the run folder when
+    it lies inside it."""
     if not path:
         return ""
     from pathlib import Path
+
+    from layernet.htmltable import link
 
     rel = Path(path)
     if run_dir:
@@ -175,4 +186,97 @@ def run_link(path: str, run_dir: str = "") -> str:
             rel = rel.relative_to(Path(run_dir))
         except ValueError:
             pass
-    return f'<a href="{rel}">{rel.name}</a>'
+    return link(rel.as_posix(), rel.name)
+
+
+# ---- how a report shows a stage's tables and plans: one helper (layernet.htmltable) for every table
+def show(data, **options):
+    """Every table a stage report shows: escaped cells, numbers with units, no row numbers, "none" when empty."""
+    from layernet.htmltable import show as _show
+
+    return _show(data, **options)
+
+
+_METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE", "HEAD")
+
+
+def request_head(detail: str) -> str:
+    """One line naming what a step sends: the method and the resource (`PUT Microsoft.Kubernetes/connectedClusters/
+    aio-l4 + body`), or the command's first words (`az connectedk8s connect …`)."""
+    text = " ".join(detail.split())
+    if not text:
+        return ""
+    first, _, rest = text.partition(" ")
+    if first in _METHODS:
+        url, _, body = rest.partition(" ")
+        path = url.split("?", 1)[0]
+        if "/providers/" in path:
+            path = path.rsplit("/providers/", 1)[1]
+        return f"{first} {path}" + (" + body" if body else "")
+    words = text.split(" ")
+    return " ".join(words[:3]) + (" …" if len(words) > 3 else "")
+
+
+def request_text(detail: str) -> str:
+    """The exact request of a step for reading: an HTTP call's JSON body indented (the same JSON), else as is."""
+    first, _, rest = detail.partition(" ")
+    if first in _METHODS:
+        url, _, body = rest.partition(" ")
+        try:
+            parsed = json.loads(body) if body.strip() else None
+        except ValueError:
+            return detail
+        if parsed is not None:
+            return f"{first} {url}\n{json.dumps(parsed, indent=2, sort_keys=True)}"
+    return detail
+
+
+def keep_plan(plan: Plan, run_dir: str = "") -> dict[int, str]:
+    """Write the plan into the run folder: `<stage>/plan.json` (every step) and one file per step with its exact
+    command or request as apply sends it (`<stage>/plan/NN-<level>-<action>.txt`). {step index: relative path}."""
+    if not run_dir:
+        return {}
+    import re
+    from pathlib import Path
+
+    root = Path(run_dir)
+    folder = root / plan.stage / "plan"
+    folder.mkdir(parents=True, exist_ok=True)
+    (root / plan.stage / "plan.json").write_text(plan.to_json() + "\n", encoding="utf-8")
+    out = {}
+    for i, s in enumerate(plan.steps, 1):
+        if not s.detail:
+            continue
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{s.level} {s.action}".lower()).strip("-")[:60]
+        path = folder / f"{i:02d}-{slug}.txt"
+        path.write_text(s.detail + "\n", encoding="utf-8")
+        out[i] = path.relative_to(root).as_posix()
+    return out
+
+
+def plan_rows(plan: Plan, files: Optional[dict[int, str]] = None) -> list[dict]:
+    """One row per step for the report: the step on one line, with its exact command or request one click away."""
+    from layernet.htmltable import Html, details, escape, link
+
+    rows = []
+    for i, s in enumerate(plan.steps, 1):
+        what = f"{s.action} {s.target}"
+        if s.detail:
+            head = request_head(s.detail)
+            extra = link(files[i], "the request as apply sends it") if files and i in files else ""
+            step = details(f"{what} · {head}" if head else what, request_text(s.detail), extra)
+        else:
+            step = Html(escape(what))
+        rows.append({"#": i, "level": s.level, "plan": "skip" if s.skip else "change", "step": step, "why": s.reason})
+    return rows
+
+
+def show_plan(plan: Plan, run_dir: str = ""):
+    """The plan as a report shows it (and kept in the run folder, see `keep_plan`): one line per step saying what
+    changes and why, the exact command or request under it; "nothing to change" when every step is a skip."""
+    rows = plan_rows(plan, keep_plan(plan, run_dir))
+    changes, skips = len(plan.changes), len(plan.steps) - len(plan.changes)
+    note = (f"{changes} change(s), {skips} skip(s)" if plan.steps else "") + (
+        f"; the plan and every request are kept in {plan.stage}/plan.json and {plan.stage}/plan/" if run_dir else "")
+    return show(rows, columns=["#", "level", "plan", "step", "why"], empty="no steps: nothing to change", note=note,
+                row_class=lambda r: "" if r["plan"] == "change" else "ln-skip")

@@ -71,8 +71,10 @@ def _show(df, name: str, run_dir: str = ""):
     """A report table: "(none)" when empty; at most SHOWN rows, saying how many there are and where all of them are."""
     from IPython.display import Markdown, display
 
+    from layernet.stages.base import show
+
     if df is None or not len(df):
-        return Markdown("(none)")
+        return show(None)
     if len(df) > SHOWN:
         where = ""
         if run_dir:
@@ -82,4 +84,4 @@ def _show(df, name: str, run_dir: str = ""):
             where = f"; the full table: `{path.relative_to(run_dir)}`"
         display(Markdown(f"showing {SHOWN} of {len(df)} rows, failures first{where}"))
         df = df.head(SHOWN)
-    return df.style.hide(axis="index")
+    return show(df)

@@ -87,12 +87,12 @@ def probe(site: Site, tgt: Target, dry_run: bool, run_dir: str = "", stage: str 
 
 
 def styled(df: pd.DataFrame):
-    """The probe table with failed rows first, coloured green/red."""
-    if df.empty:
-        return df
-    ordered = df.sort_values(["ok", "level", "check", "host", "port"], key=lambda s: s if s.name != "ok" else s.astype(int))
-    colour = lambda row: ["background-color:#dafbe1" if row["ok"] else "background-color:#ffebe9"] * len(row)  # noqa: E731
-    return ordered.style.apply(colour, axis=1).hide(axis="index").format({"latency_ms": "{:.1f}"})
+    """The probe table with failed rows first, coloured green/red (the reports' table helper)."""
+    from layernet.stages.base import show
+
+    if not df.empty:
+        df = df.sort_values(["ok", "level", "check", "host", "port"], key=lambda s: s if s.name != "ok" else s.astype(int))
+    return show(df, empty="no probes ran", row_class=lambda r: "ln-good" if r["ok"] else "ln-bad")
 
 
 def per_level(df: pd.DataFrame) -> pd.DataFrame:

@@ -75,18 +75,18 @@ def require_tools(table: pd.DataFrame) -> None:
 
 
 def topology_picture(site: Site) -> str:
-    from layernet.topology import topology_svg
+    from layernet.topology import site_picture
 
-    return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))
+    return site_picture(site)
 
 
 def topology_display(site: Site):
     """The topology picture for a notebook, with a text alternative that the HTML report carries."""
     from IPython.display import SVG
 
-    chain = " -> ".join(f"{l.name} {l.node_ip}" for l in reversed(site.chain))
-    alt = f"Topology of site {site.name}: {chain} -> internet; only the proxied ports cross a level"
-    return SVG(topology_picture(site), metadata={"alt": alt})
+    from layernet.topology import describe
+
+    return SVG(topology_picture(site), metadata={"alt": describe(site)})
 
 
 def summary_text(site: Site) -> str:

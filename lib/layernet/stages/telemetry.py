@@ -33,7 +33,7 @@ from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
 from layernet.stages.base import begin, failed  # noqa: F401  (shared by every stage)
 from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, run_link, evidence, evidence_table, fingerprint, progress_printer, \
-    refuse_drift
+    refuse_drift, with_subscription
 
 STAGE = "telemetry"
 EVENTHUB_API = "2024-01-01"
@@ -50,11 +50,7 @@ PROVIDERS = ("Microsoft.EventHub", "Microsoft.DeviceRegistry", "Microsoft.IoTOpe
 
 
 # ----------------------------------------------------------------------------------------------- desired
-def _with_subscription(site, sub: str):
-    """The site with the subscription the Arm talks to (the lab's is derived; render puts it into every id)."""
-    if site.azure.subscription_id == sub:
-        return site
-    return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
+_with_subscription = with_subscription     # the site with the subscription the Arm talks to (render puts it in every id)
 
 
 def _names(site) -> dict:
