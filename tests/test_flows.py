@@ -35,12 +35,15 @@ def kinds(site, level=None):
 
 def test_the_flows_of_a_three_level_site(plain):
     assert kinds(plain) == [
-        ("admin", None, "level4"), ("proxy-local", "level4", "level4"), ("proxy", "level3", "level4"),
+        ("kube-api", None, "level4"), ("admin", None, "level4"), ("proxy-local", "level4", "level4"), ("proxy", "level3", "level4"),
         ("egress", "level4", None), ("egress-dns", "level4", None),
-        ("admin", None, "level3"), ("proxy-local", "level3", "level3"), ("dns-local", "level3", "level3"),
+        ("kube-api", None, "level3"), ("admin", None, "level3"), ("proxy-local", "level3", "level3"), ("dns-local", "level3", "level3"),
         ("proxy", "level2", "level3"), ("dns", "level2", "level3"), ("uplink", "level3", "level4"),
-        ("admin", None, "level2"), ("dns-local", "level2", "level2"), ("uplink", "level2", "level3"),
+        ("kube-api", None, "level2"), ("admin", None, "level2"), ("dns-local", "level2", "level2"), ("uplink", "level2", "level3"),
     ]
+    api = [f for f in flows.flows(plain) if f.kind == "kube-api"]
+    assert {(str(f.src), str(f.dst), f.protocols, f.ports) for f in api} == {
+        (str(plain.admin.network), f"{ip}/32", ("tcp",), (6443,)) for ip in (L4, L3, L2)}
     up = next(f for f in flows.flows(plain) if f.kind == "uplink" and f.src_level == "level2")
     assert (str(up.src), str(up.dst), up.protocols, up.ports) == (f"{L2}/32", f"{L3}/32", ("tcp",), (443, 8084, 9093))
 
@@ -114,3 +117,17 @@ def test_kafka_from_the_egress_level_only_when_a_dataflow_sends_there(plain):
         assert (kafka[0].src_level, kafka[0].dst, kafka[0].ports) == ("level4", None, (9093,))
         assert flows.reaches(site, "level4", "198.51.100.10", "tcp", 9093)
     assert not [f for f in flows.flows(plain) if f.kind == "kafka"]
+
+
+def test_the_kube_api_flow_reaches_every_consumer(plain):
+    """The jump box's flow to each level's Kubernetes API (6443) is in the IP allow list, each level's nftables, the
+    router and the picture."""
+    rows = [r for r in firewall_rows(plain) if r["ports"] == "6443"]
+    assert {r["to"].split()[0] for r in rows} == {L4, L3, L2}
+    assert all(r["from"].startswith(str(plain.admin.network)) for r in rows)
+    for lv in ("level4", "level3", "level2"):
+        ip = str(plain.level(lv).node_ip)
+        assert f"ip saddr {plain.admin.network} ip daddr {ip} tcp dport 6443 accept" in render_nftables(plain, plain.level(lv))
+    router = netns.router_ruleset(plain, netns.topology(plain))
+    assert f"tcp dport 6443 accept" in router
+    assert topology_svg(plain).count("Kubernetes API 6443") == 3

@@ -12,6 +12,8 @@ cross" reads this list and nothing else:
 - topology.py         the hops drawn between the levels.
 
 Kinds today:
+  kube-api     admin network (jump box) -> every level node on 6443/tcp: the level cluster's Kubernetes API
+               (kubectl, the runbooks' apply, probe Jobs, logs for the audit)
   admin        admin network (jump box) -> every level node, any protocol
   proxy-local  a level's own network -> its proxy, on the proxied ports (does not cross a level boundary)
   dns-local    a level's own network -> its DNS override, 53/udp+tcp (does not cross)
@@ -35,6 +37,7 @@ from typing import Optional
 
 DNS_PORT = 53
 KAFKA_PORT = 9093
+KUBE_API_PORT = 6443      # K3s's API port on every level's node
 ANY = ()      # protocols/ports: any
 
 
@@ -110,6 +113,10 @@ def flows(site, allowlist=None) -> list[Flow]:
     for lv in site.chain:
         child, parent = site.child(lv), site.parent(lv)
         node, nlabel = _host(lv.node_ip), f"{lv.node_ip} ({lv.name} node)"
+        out.append(Flow("kube-api", None, site.admin.network, f"{site.admin.network} (admin network)", lv.name, node,
+                        nlabel, ("tcp",), (KUBE_API_PORT,), lv.name, "direct",
+                        f"the Kubernetes API of the {lv.name} cluster from the jump box (kubectl, the runbooks)",
+                        "admin network to the Kubernetes API"))
         out.append(Flow("admin", None, site.admin.network, f"{site.admin.network} (admin network)", lv.name, node,
                         nlabel, ANY, ANY, lv.name, "direct", "administration from the jump box (kubectl, ssh)",
                         "admin network (jump box)"))
@@ -180,7 +187,7 @@ def hops(site, allowlist=None) -> list[dict]:
     """For the picture: one entry per (from level, to level or "internet") with the crossing flows' labels."""
     order: dict[tuple, list[str]] = {}
     for f in crossing(site, allowlist):
-        if f.kind == "admin" or f.src_level is None or f.src_level == f.dst_level:
+        if f.src_level is None or f.src_level == f.dst_level:      # the admin network's flows: admin_labels()
             continue
         if f.kind in ("proxy", "dns"):      # the same traffic as the child's uplink, seen from the parent
             continue
@@ -209,3 +216,13 @@ def reaches(site, src_level: str, dst_ip, proto: str, port: Optional[int], allow
         return out_ok
     return out_ok and any(f.allows(src_ip, dst, proto, port) for f in everything
                           if f.dst_level == target.name and f.boundary == target.name)
+
+
+def admin_labels(site, level: str, allowlist=None) -> list[str]:
+    """For the picture: what the jump box reaches on the level's node (its admin-network flows)."""
+    out = []
+    for f in flows(site, allowlist):
+        if f.src_level is None and f.dst_level == level:
+            out.append("any" if f.kind == "admin" else f"{'Kubernetes API' if f.kind == 'kube-api' else f.kind} "
+                                                        f"{f.ports_text()}")
+    return out

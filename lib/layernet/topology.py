@@ -75,6 +75,9 @@ def topology_svg(site: Site, allowed_names: int | None = None) -> str:
         # admin line
         out.append(f'<line x1="{X0 + BOX_W}" y1="{y + BOX_H / 2}" x2="{jx}" y2="{jy + 32}" stroke="#8c959f" '
                    'stroke-dasharray="4 4" marker-start="url(#arrg)"/>')
+        admin = " · ".join(flows_model.admin_labels(site, lv.name))
+        out.append(f'<text x="{X0 + BOX_W + 8}" y="{y + BOX_H / 2 - 6:.0f}" font-size="11" fill="#57606a">'
+                   f'{escape(admin)}</text>')
         # hop up: the crossing flows of this level (layernet.flows), one label per kind
         hop = hops.get((lv.name, "internet" if egress else site.parent(lv).name), [])
         text = " · ".join(hop) if hop else "nothing crosses"
