@@ -429,7 +429,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         resources = json.loads(open(args.resources).read())
-        identities = json.loads(open(args.identity).read()) if args.identity else {}
+        identities = json.loads(open(args.identity).read()) if args.identity and os.path.exists(args.identity) else {}
         host, _, port = args.local.rpartition(":")
         uses_tls = any(p.kind == "mqtt" and p.endpoint.get("tls", {}).get("mode") == "Enabled"
                        for p in plan_from_resources(resources))

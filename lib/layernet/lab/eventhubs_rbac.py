@@ -16,7 +16,7 @@ listeners without an ACL. This module turns assignments into ACLs on that princi
     Data Owner     topic                                ALL; every consumer group: ALL
 
 and keeps them in step: `python -m layernet.lab.eventhubs_rbac` runs beside the broker in the cloud namespace,
-reads the ARM stand-in's store (`arm.roles.role_assignments`) whenever the file changes, and creates and deletes
+reads the ARM stand-in's store (`arm.view.role_assignments`) whenever the file changes, and creates and deletes
 ACLs through the broker's loopback listener until they equal the assignments. Every change is one line of its
 output (`<state>/kafka/rbac.out`).
 """
@@ -29,26 +29,14 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
-RECEIVER = "a638d3c7-ab3a-418d-83e6-5f17a39d4fde"
-OWNER = "f526a384-b230-433a-b45c-95f59c4a2dec"
-ROLE_NAMES = {SENDER: "Azure Event Hubs Data Sender", RECEIVER: "Azure Event Hubs Data Receiver",
-              OWNER: "Azure Event Hubs Data Owner"}
+from layernet.rbac import OWNER, RECEIVER, SENDER
+
 TOPIC_OPS = {SENDER: ("WRITE", "DESCRIBE"), RECEIVER: ("READ", "DESCRIBE"), OWNER: ("ALL",)}
 GROUP_OPS = {RECEIVER: ("READ", "DESCRIBE"), OWNER: ("ALL",)}
 WILDCARD = "*"
 READY_LINE = "eventhubs-rbac: in step"
 
 Acl = tuple  # (principal, resource type, resource name, operation)
-
-
-def role_id(name_or_id: str) -> str:
-    """A role's GUID from its name or GUID (KeyError when it is not an Event Hubs data role)."""
-    low = name_or_id.lower()
-    for rid, name in ROLE_NAMES.items():
-        if low in (rid, name.lower()):
-            return rid
-    raise KeyError(name_or_id)
 
 
 def covers(scope: str, namespace_id: str) -> Optional[str]:
@@ -75,13 +63,6 @@ def desired_acls(assignments: list[dict], namespace_id: str) -> set:
         out |= {(principal, "TOPIC", topic, op) for op in TOPIC_OPS[role]}
         out |= {(principal, "GROUP", WILDCARD, op) for op in GROUP_OPS.get(role, ())}
     return out
-
-
-def who_may(assignments: list[dict], namespace_id: str, principal: str, hub: str, role: str) -> list[dict]:
-    """The assignments that let `principal` do what `role` allows on `hub` (Data Owner counts for both)."""
-    wanted = {role.lower(), OWNER}
-    return [a for a in assignments if a["principal"] == principal.lower() and a["role"] in wanted
-            and covers(a["scope"], namespace_id) in (WILDCARD, hub)]
 
 
 # ----------------------------------------------------------------------------------------------- the broker side
@@ -123,7 +104,7 @@ def apply_acls(admin, want: set, have: set) -> tuple[list, list]:
 
 
 def sync_once(admin, store: Path, namespace_id: str) -> tuple[list, list]:
-    from layernet.lab.cloud.arm.roles import role_assignments
+    from layernet.lab.cloud.arm.view import role_assignments
 
     try:
         assignments = role_assignments(store)
@@ -177,10 +158,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def describe(assignments: list[dict]) -> str:
-    """Assignments as text for hints: "<role> on <scope> for <principal>"."""
-    return "; ".join(f"{ROLE_NAMES.get(a['role'], a['role'])} on {a['scope']} for {a['principal']}"
-                     for a in assignments) or "none"
+def delete_assignment(site, assignment_id: str, api_version: str = "2022-04-01") -> bool:
+    """Delete a role assignment through ARM, as an operator does (`az role assignment delete --ids ID`): the lab's
+    rehearsals call it where the lab's Azure calls run (`Target.azure_call("layernet.lab.eventhubs_rbac:
+    delete_assignment", assignment_id=...)`). True when it existed."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from layernet.lab import azure as lab_azure
+
+    client = lab_azure.arm(site).resources()
+    try:
+        client.resources.get_by_id(assignment_id, api_version=api_version)
+    except ResourceNotFoundError:
+        return False
+    client.resources.begin_delete_by_id(assignment_id, api_version=api_version).result()
+    return True
 
 
 if __name__ == "__main__":

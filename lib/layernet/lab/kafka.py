@@ -64,7 +64,7 @@ USERNAME = "$ConnectionString"
 KEY_NAME = "RootManageSharedAccessKey"
 ENV_VAR = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
 HEAP = "256m"
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 30.0                    # about 5-10 s idle; a loaded 2-core machine needs more
 PROC_NAME = "cloud/kafka"
 RBAC_NAME = "cloud/eventhubs-rbac"
 VALIDATOR = "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
@@ -373,7 +373,8 @@ def _paths(site) -> dict:
     d = kafka_dir(site)
     return {"dir": d, "data": d / "data", "keystore": d / "tls" / "broker.pem", "properties": d / "server.properties",
             "jaas": d / "jaas.conf", "log4j": d / "log4j2.properties", "log": d / "kafka.out",
-            "ca": _state_dir(site) / "ca" / pki.CA_CERT, "hosts": d / "hosts.rehearsal", "rbac_log": d / "rbac.out"}
+            "ca": _state_dir(site) / "ca" / pki.CA_CERT, "hosts": d / "hosts.rehearsal", "rbac_log": d / "rbac.out",
+            "rehearsal": d / "rehearsal.json"}
 
 
 def argv(site, jwks_resolves: bool = True) -> list[str]:
@@ -602,12 +603,52 @@ def start_rbac(site, timeout: float = 15.0) -> procs.Proc:
     return p
 
 
+_CONFIGURE_ERROR = re.compile(r"BrokerJwtValidator defined in the sasl\.oauthbearer\.jwt\.validator\.class configuration "
+                              r"encountered an error on configure\(\): (.*?)( \(org\.apache[\w.]*\))?$")
+
+
+def _startup_failure(site, log: Path) -> str:
+    """Why the broker exited while starting: Kafka refuses to start when its token validator cannot fetch the
+    JWKS, which is named with the cause; anything else with the end of its output."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        m = _CONFIGURE_ERROR.search(line)
+        if m:
+            return (f"the Event Hubs broker cannot reach its JWKS {jwks_url(site)} (where it gets the keys that sign "
+                    f"Entra tokens), so it does not start: {redact(m.group(1), site)}; check that the broker resolves "
+                    f"and reaches {entra.PUBLIC_AUTHORITY}:443 and trusts the lab CA (its log: {log})")
+    return f"Kafka exited during start-up; its output ({log}):\n{_tail(site, log)}"
+
+
+def rehearse_jwks_unreachable(site, on: bool = True) -> None:
+    """Rehearsal: the broker started next (by `start`, e.g. from stage 04) cannot resolve the Entra name, so it
+    cannot fetch its JWKS; `on=False` (or `stop`) ends it."""
+    path = _paths(site)["rehearsal"]
+    if on:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"jwks_resolves": False}) + "\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _jwks_resolves(site) -> bool:
+    try:
+        return bool(json.loads(_paths(site)["rehearsal"].read_text()).get("jwks_resolves", True))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
 def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIMEOUT,
-          event_hubs: Optional[list[str]] = None, jwks_resolves: bool = True) -> dict:
+          event_hubs: Optional[list[str]] = None, jwks_resolves: Optional[bool] = None) -> dict:
     """Start the broker in the lab's cloud namespace (nothing to do when it already runs), create one topic per
     event hub (`event_hubs`, default the site's), start the role-assignment sync, list its route for the front.
-    `jwks_resolves=False` rehearses a broker that cannot reach its JWKS. Returns {"pid", "seconds", "rss_mb",
-    "host", "topics", "started"}."""
+    `jwks_resolves=False` rehearses a broker that cannot reach its JWKS (None: as `rehearse_jwks_unreachable`
+    set it). Returns {"pid", "seconds", "rss_mb", "host", "topics", "started"}."""
+    if jwks_resolves is None:
+        jwks_resolves = _jwks_resolves(site)
     names = list(event_hubs or hubs(site))
     why = missing()
     if why:
@@ -631,8 +672,7 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
             try:
                 while procs.listening(p.pid, [LISTEN_PORT, INTERNAL_PORT]) != {LISTEN_PORT, INTERNAL_PORT}:
                     if not procs.alive(p):
-                        raise LabError(f"Kafka exited during start-up; its output ({paths['log']}):\n"
-                                       f"{_tail(site, paths['log'])}")
+                        raise LabError(_startup_failure(site, paths["log"]))
                     if time.monotonic() > deadline:
                         raise LabError(f"Kafka not listening after {timeout:.0f} s; see {paths['log']}")
                     time.sleep(0.05)
@@ -681,42 +721,62 @@ def stop(site, clean: bool = True, timeout: float = 10.0) -> bool:
         d = kafka_dir(site)
         for name in ("data", "tls"):
             shutil.rmtree(d / name, ignore_errors=True)
-        for name in ("jaas.conf", "connection-string"):
+        for name in ("jaas.conf", "connection-string", "rehearsal.json", "hosts.rehearsal"):
             (d / name).unlink(missing_ok=True)
     return stopped
 
 
-REFUSAL_MARKERS = ("Could not validate the access token", "JwtValidatorException", "Authentication failed",
-                   "Principal = User:", "JWKS", "jwks", "cannot be accessed due to restrictions")
+_TOKEN_REFUSED = re.compile(r'Could not validate the access token: JWT \(claims->(\{.*?\})\) rejected.*?Additional details: '
+                            r'\[\[\d+\] (.*)\]( \(org\.apache[\w.]*\))?$')
+_TOKEN_ERROR = re.compile(r'Could not validate the access token: (?!JWT \(claims)(.*?)( \(org\.apache[\w.]*\))?$')
+_DENIED = re.compile(r"Principal = (User:\S+) is Denied operation = (\w+) from host = \S+ on resource = (\w+):\w+:(\S+) "
+                     r"for request = (\w+)")
+
+
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+
+
+def _stamp(line: str) -> Optional[float]:
+    m = _STAMP.match(line)
+    if not m:
+        return None
+    return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
 
 
 def refusals(site, since: Optional[float] = None, limit: int = 5) -> list[str]:
-    """Why the broker refused clients, newest last: token validation failures (audience, issuer, expiry,
-    signature, an unreachable JWKS) and authorization denials (`Principal = User:<oid> is Denied Operation ...`),
-    from its log (`since`: a file offset from `log_size`)."""
-    path = _paths(site)["log"]
+    """Why the broker refused clients, oldest first, each once: a token that failed validation (audience, issuer,
+    expiry, signature) with its `oid`, and authorization denials of a principal (`User:<oid> denied WRITE on Topic
+    aio-telemetry (Produce)`), from its log lines stamped at or after `since` (a time.time())."""
     try:
-        with open(path, "rb") as f:
-            if since:
-                f.seek(int(since))
-            text = f.read().decode(errors="replace")
+        text = _paths(site)["log"].read_text(errors="replace")
     except OSError:
         return []
     out: list[str] = []
     for line in text.splitlines():
-        if any(m in line for m in REFUSAL_MARKERS) and " DEBUG " not in line:
-            short = re.sub(r"^\[[^\]]*\] \w+ ", "", line).strip()
-            short = re.sub(r" \((org|kafka)\.[\w.$]+\)$", "", short)
-            if short not in out:
-                out.append(short[:600])
-    return [redact(x, site) for x in out[-limit:]]
-
-
-def log_size(site) -> int:
-    try:
-        return _paths(site)["log"].stat().st_size
-    except OSError:
-        return 0
+        if since is not None:
+            t = _stamp(line)
+            if t is not None and t < since - 0.5:
+                continue
+        if "OAuthBearerValidatorCallbackHandler" in line or "is Denied operation" in line:
+            m = _TOKEN_REFUSED.search(line)
+            if m:
+                claims = m.group(1)
+                who = re.search(r'"oid":"([^"]+)"', claims)
+                aud = re.search(r'"aud":"([^"]+)"', claims)
+                why = re.sub(r"NumericDate\{\d+ -> ([^}]*)\}", r"\1", m.group(2))
+                why = re.sub(r"the evaluation time .*? is on or after", "the time of validation is on or after", why)
+                item = (f"token of {'oid ' + who.group(1) if who else 'a caller without oid'}"
+                        f"{' for ' + aud.group(1) if aud else ''} refused: {why}")
+            elif _TOKEN_ERROR.search(line):
+                item = f"token refused: {_TOKEN_ERROR.search(line).group(1)}"
+            elif _DENIED.search(line):
+                d = _DENIED.search(line)
+                item = f"{d.group(1)} denied {d.group(2)} on {d.group(3)} {d.group(4)} ({d.group(5)})"
+            else:
+                continue
+            if item not in out:
+                out.append(item[:500])
+    return [redact(x, site) for x in out[:limit]]
 
 
 def is_running(site) -> bool:

@@ -3,8 +3,10 @@
 When the stage's PUTs are done, `install(site, records)` writes each level's records (exactly as rendered and
 PUT) to `<state>/telemetry/<level>.json`, starts the lab's Kafka broker as the event hub, then starts the stand-ins
 of `layernet.telemetry.services` as stage services in the level namespaces, in their start order (simulators,
-dataflows downstream first, connectors), each waiting for its ready line. Only the egress dataflow gets the Event
-Hubs connection string, in its environment (never on a command line). The brokers are the AIO stage's.
+dataflows downstream first, connectors), each waiting for its ready line. The egress dataflow authenticates to
+Event Hubs as its endpoint record says: with a managed identity, the level's identities are registered with the
+lab's Entra and written for it (`workload_identity`); with the connection string, only that dataflow gets it, in
+its environment (never on a command line). The brokers are the AIO stage's.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def running(site) -> bool:
             return False
     from layernet.lab import kafka
 
-    return kafka.is_running(site) if any(s.needs_connection_string for s in _services(site)) else True
+    return kafka.is_running(site) if any(s.eventhubs for s in _services(site)) else True
 
 
 def _wait_line(log: Path, p: procs.Proc, text: str, timeout: float) -> None:
@@ -94,13 +96,18 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     for svc in svcs:
         if svc not in connectors and not svc.needs_connection_string:
             spawn(svc, env_plain)
-    if any(s.needs_connection_string for s in svcs):
+    if any(s.eventhubs for s in svcs):
+        from layernet.lab import workload_identity
+
         info = kafka.start(site)
         done.append(f"event hub {info['host']}:{info['port']} ({', '.join(info['topics'])})")
         env_cs = kafka.client_env(site, env_plain)
         for svc in svcs:
-            if svc.needs_connection_string:
-                spawn(svc, env_cs)
+            if svc.eventhubs:
+                # a managed-identity endpoint: the extension's identity, known to the lab's Entra, for this level
+                if workload_identity.write(site, svc.level, records.get(svc.level, []), d):
+                    done.append(f"{svc.level}: managed identity for Event Hubs")
+                spawn(svc, env_cs if svc.needs_connection_string else env_plain)
     ready()
     for svc in connectors:
         spawn(svc, env_plain)

@@ -20,9 +20,15 @@ class Service:
     name: str                      # "level2/opcplc", "level2/connector", "level3/dataflow"
     level: str
     argv: tuple[str, ...]
-    needs_connection_string: bool = False
+    needs_connection_string: bool = False   # authenticates to Event Hubs with the connection string
+    eventhubs: bool = False                 # sends to Event Hubs (however it authenticates)
     ready_line: str = ""           # printed once the service is up
     listens: Optional[tuple[str, int]] = field(default=None)
+
+
+def identity_path(resources_dir: Path, level: str) -> Path:
+    """The managed identities a level's cluster holds for its dataflow (lab: `layernet.lab.workload_identity`)."""
+    return Path(resources_dir) / f"{level}.identity.json"
 
 
 def opc_host_port(address: str) -> tuple[str, int]:
@@ -77,12 +83,15 @@ def services(site: Site, resources_dir: Path, brokers: Optional[dict[str, tuple[
         argv = [python, "-m", "layernet.lab.dataflow", "--resources", str(Path(resources_dir) / f"{lv.name}.json"),
                 "--local", f"{host}:{port}", "--name", f"df-{lv.name}",
                 "--connection-string-env", tel.eventhubs.connection_string_env]
+        if to_kafka:          # the identities the level's cluster holds, for a managed-identity endpoint
+            argv += ["--identity", str(identity_path(resources_dir, lv.name))]
         if x509:
             argv += x509 + ["--local-tls"]
         elif ca:
             argv += ["--ca", ca]
-        out.append(Service(f"{lv.name}/dataflow", lv.name, tuple(argv), needs_connection_string=to_kafka,
-                           ready_line="dataflow: running"))
+        out.append(Service(f"{lv.name}/dataflow", lv.name, tuple(argv), ready_line="dataflow: running",
+                           needs_connection_string=to_kafka and tel.eventhubs.auth == "connection_string",
+                           eventhubs=to_kafka))
     for level in [lv.name for lv in site.chain if any(a.level == lv.name for a in tel.assets)]:
         host, port = brokers[level]
         argv = [python, "-m", "layernet.lab.connector", "--resources", str(Path(resources_dir) / f"{level}.json"),

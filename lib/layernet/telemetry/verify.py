@@ -162,10 +162,20 @@ def kafka_consumer_config(site: Site, connection_string: Optional[str] = None, c
 
 def consume_kafka(conf: dict, topic: str, seconds: float, ready: Optional[threading.Event] = None,
                   stop: Optional[threading.Event] = None) -> list[Record]:
-    """Read `topic` for `seconds` (from the partitions' ends at assignment time). Sets `ready` once assigned."""
-    from confluent_kafka import Consumer, KafkaException
+    """Read `topic` for `seconds` (from the partitions' ends at assignment time). Sets `ready` once assigned.
+    Raises KafkaException when Event Hubs refuses the consumer (its token, or the topic or group to its principal):
+    reading on would only show an empty hub."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException
 
-    consumer = Consumer(conf)
+    refused: list = []
+    refusals = (KafkaError._AUTHENTICATION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+    def on_error(err) -> None:
+        if err.code() in refusals:
+            refused.append(err)
+
+    consumer = Consumer({**conf, "error_cb": on_error})
     assigned = threading.Event()
 
     def on_assign(c, parts):
@@ -184,10 +194,12 @@ def consume_kafka(conf: dict, topic: str, seconds: float, ready: Optional[thread
     try:
         while time.time() < end and not (stop is not None and stop.is_set()):
             msg = consumer.poll(0.2)
+            if refused:
+                raise KafkaException(refused[0])
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().fatal():
+                if msg.error().fatal() or msg.error().code() in refusals:
                     raise KafkaException(msg.error())
                 continue
             key = msg.key().decode(errors="replace") if msg.key() is not None else None

@@ -21,6 +21,10 @@ hands a managed identity's credential to the stand-in that uses it (a real clust
 does that part); the token is Entra's, from this authority. The directory is read again when the file changes.
 A wrong secret is 401 invalid_client (AADSTS7000215), an unknown tenant 400 (AADSTS90002), as Entra answers.
 Secrets never appear in logs or errors.
+
+Rehearsal: `set_clock_offset(state, seconds, client_ids)` makes the lab's Entra stamp the tokens of those
+clients (all when None) as if its clock were `seconds` off (`<state>/entra-rehearsal.json`), e.g. already
+expired when they arrive; `set_clock_offset(state, 0)` ends it.
 """
 from __future__ import annotations
 
@@ -140,6 +144,45 @@ class Directory:
         self._mtime = mtime
 
 
+REHEARSAL_FILE = "entra-rehearsal.json"
+
+
+def set_clock_offset(state: Path, seconds: int, client_ids: Optional[list[str]] = None) -> None:
+    """Rehearsal: stamp the tokens of `client_ids` (every client when None) `seconds` off the real time; 0 ends it."""
+    path = Path(state) / REHEARSAL_FILE
+    if not seconds:
+        path.unlink(missing_ok=True)
+        return
+    path.write_text(json.dumps({"clock_offset_s": int(seconds),
+                                "clients": [c.lower() for c in client_ids] if client_ids is not None else None}))
+
+
+class Rehearsal:
+    """The rehearsal settings next to the directory file, read again when they change."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path, self._stamp, self.doc = path, None, {}
+
+    def offset(self, client_id: str) -> int:
+        if self.path is None:
+            return 0
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except OSError:
+            self._stamp, self.doc = None, {}
+            return 0
+        if stamp != self._stamp:
+            try:
+                self.doc = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.doc = {}
+            self._stamp = stamp
+        clients = self.doc.get("clients")
+        if clients is not None and client_id.lower() not in clients:
+            return 0
+        return int(self.doc.get("clock_offset_s") or 0)
+
+
 def register_identity(path: Path, principal_id: str, resource_id: str, kind: str = "SystemAssigned",
                       client_id: Optional[str] = None) -> dict:
     """Make a managed identity known to the lab's Entra (idempotent): `principal_id` is its object id (for a
@@ -227,6 +270,7 @@ def _aad_error(status: int, err: str, code: int, text: str) -> JSONResponse:
 
 
 def build(directory: Directory, signer: Signer) -> Starlette:
+    rehearsal = Rehearsal(directory.path.with_name(REHEARSAL_FILE) if directory.path else None)
     def known(tenant: str) -> bool:
         return tenant.lower() in (directory.tenant_id.lower(), "common", "organizations")
 
@@ -297,11 +341,12 @@ def build(directory: Directory, signer: Signer) -> Starlette:
         resource = _resource_of(form.get("scope") or form.get("resource", ""))
         if not resource:
             return _aad_error(400, "invalid_scope", 1002012, "The provided value for scope is not valid.")
+        now = int(time.time()) + rehearsal.offset(client_id)
         if ident is None:
-            access = signer.issue(directory.tenant_id, client_id, resource)
+            access = signer.issue(directory.tenant_id, client_id, resource, now=now)
         else:
             access = signer.issue(directory.tenant_id, client_id.lower(), resource, principal_id=ident["principal_id"],
-                                  extra={"xms_mirid": ident.get("resource_id", "")})
+                                  extra={"xms_mirid": ident.get("resource_id", "")}, now=now)
         request.state.log_note = f"token for {client_id} aud {resource}"
         return JSONResponse({"token_type": "Bearer", "expires_in": TOKEN_SECONDS, "ext_expires_in": TOKEN_SECONDS,
                              "access_token": access})
