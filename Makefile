@@ -6,8 +6,9 @@ BIN     = $(VENV)/bin
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 COREDNS  = .tools/coredns/coredns
 KAFKA    = .tools/kafka/.installed
-# Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests)
-APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven
+# Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests);
+# chromium: the browser the report tests drive headless (tests/browser, through Playwright; nothing is downloaded)
+APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven chromium
 
 .PHONY: setup apt demo test jupyter lab-down strip
 

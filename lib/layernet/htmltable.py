@@ -22,19 +22,21 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 MISSING = "—"
 NONE = "none"
-CSS = (".ln-table table{border-collapse:collapse;width:auto;max-width:100%;margin:.4rem 0;font-size:.85rem}"
-       ".ln-table th,.ln-table td{text-align:left;vertical-align:top;padding:.25rem .5rem;"
-       "border-bottom:1px solid #d1d9e0;overflow-wrap:break-word}"
-       ".ln-table td.wrap{overflow-wrap:anywhere}"
-       ".ln-table th{background:#f6f8fa;font-weight:600}"
-       ".ln-table td.num,.ln-table th.num{text-align:right;white-space:nowrap}"
-       ".ln-table tr.ln-bad td{background:#ffebe9}.ln-table tr.ln-good td{background:#dafbe1}"
-       ".ln-table tr.ln-skip td{color:#59636e}"
-       ".ln-table p{margin:.3rem 0;color:#59636e}"
-       ".ln-table details>summary{cursor:pointer}"
-       ".ln-table pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0;padding:.4rem;background:#f6f8fa;"
-       "font-size:.8rem;max-height:30rem;overflow-y:auto}"
-       ".ln-table code{overflow-wrap:anywhere}")
+CSS = (  # table.ln-t outranks JupyterLab's own table rules (right-aligned cells, fixed layout) in reports and in Lab
+    ".ln-table table.ln-t{border-collapse:collapse;table-layout:auto;width:auto;max-width:100%;margin:.4rem 0;"
+    "font-size:.85rem}"
+    ".ln-table table.ln-t th,.ln-table table.ln-t td{text-align:left;vertical-align:top;padding:.25rem .5rem;"
+    "border-bottom:1px solid #d1d9e0;overflow-wrap:break-word}"
+    ".ln-table table.ln-t td.wrap{overflow-wrap:anywhere}"
+    ".ln-table table.ln-t th{background:#f6f8fa;font-weight:600}"
+    ".ln-table table.ln-t td.num,.ln-table table.ln-t th.num{text-align:right;white-space:nowrap}"
+    ".ln-table table.ln-t tr.ln-bad td{background:#ffebe9}.ln-table table.ln-t tr.ln-good td{background:#dafbe1}"
+    ".ln-table table.ln-t tr.ln-skip td{color:#59636e}"
+    ".ln-table p{margin:.3rem 0;color:#59636e;text-align:left}"
+    ".ln-table details>summary{cursor:pointer}"
+    ".ln-table pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0;padding:.4rem;background:#f6f8fa;"
+    "font-size:.8rem;max-height:30rem;overflow-y:auto;text-align:left}"
+    ".ln-table code{overflow-wrap:anywhere}")
 
 # column-name suffixes that carry a unit: the unit moves into the cells, the header loses the suffix
 _SUFFIX_UNITS = (("_ms", "ms"), ("_s", "s"), ("_seconds", "s"), ("_bytes", "bytes"), ("_pct", "%"), ("_mb", "MB"))
@@ -248,16 +250,17 @@ def _is_numeric(series) -> bool:
 # ----------------------------------------------------------------------------------------------- tables
 def to_html(data: Any, *, columns: Optional[list[str]] = None, units: Optional[Mapping[str, Optional[str]]] = None,
             empty: str = NONE, row_class: Optional[Callable[[Mapping], str]] = None, note: str = "",
-            headers: Optional[Mapping[str, str]] = None) -> str:
+            headers: Optional[Mapping[str, str]] = None, kind: str = "") -> str:
     """A DataFrame, Series, list of dicts or Styler as one escaped HTML table (see the module's notes).
     `units`: {column: unit} over what the names say (None: no unit). `empty`: the sentence for no rows.
-    `row_class(row) -> "ln-good" | "ln-bad" | ""` colours rows. `note`: a sentence under the table (text)."""
+    `row_class(row) -> "ln-good" | "ln-bad" | ""` colours rows. `note`: a sentence under the table (text).
+    `kind`: a name for what the table is (`plan`), as the class `ln-<kind>` for readers and tests."""
     data = getattr(data, "data", data) if type(data).__name__ == "Styler" else data
     if data is None:
-        return _wrap(f"<p>{escape(empty)}</p>")
+        return _wrap(f"<p>{escape(empty)}</p>", kind)
     df = _frame(data, columns)
     if not len(df.index):
-        return _wrap(f"<p>{escape(empty)}</p>")
+        return _wrap(f"<p>{escape(empty)}</p>", kind)
     units = dict(units or {})
     cols = list(df.columns)
     head, unit, num = {}, {}, {}
@@ -268,7 +271,7 @@ def to_html(data: Any, *, columns: Optional[list[str]] = None, units: Optional[M
         head[c] = (headers or {}).get(c, h)
         unit[c] = u
         num[c] = _is_numeric(df[c])
-    parts = ["<table><thead><tr>"]
+    parts = ['<table class="ln-t"><thead><tr>']
     parts += [f'<th{" class=num" if num[c] else ""}>{escape(head[c])}</th>' for c in cols]
     parts.append("</tr></thead><tbody>")
     for rec in df.to_dict("records"):
@@ -282,7 +285,7 @@ def to_html(data: Any, *, columns: Optional[list[str]] = None, units: Optional[M
     parts.append("</tbody></table>")
     if note:
         parts.append(f"<p>{escape(note)}</p>")
-    return _wrap("".join(parts))
+    return _wrap("".join(parts), kind)
 
 
 def _long_word(body: str, limit: int = 24) -> bool:
@@ -290,8 +293,9 @@ def _long_word(body: str, limit: int = 24) -> bool:
     return body.startswith("<") or any(len(w) > limit for w in body.split())
 
 
-def _wrap(body: str) -> str:
-    return f'<div class="ln-table"><style>{CSS}</style>{body}</div>'
+def _wrap(body: str, kind: str = "") -> str:
+    cls = f"ln-table ln-{escape(kind)}" if kind else "ln-table"
+    return f'<div class="{cls}"><style>{CSS}</style>{body}</div>'
 
 
 class Table:

@@ -78,14 +78,10 @@ def test_deploy_runbook_on_the_lab_twice(tmp_path: Path):
     assert _namespaces() == []
 
 
-def test_deploy_runbook_takes_down_a_lab_it_brought_up(tmp_path: Path):
-    site = ["--site", "params/lab.yaml", "-p", f"lab.prefix={PREFIX}"]
-    _layernet("lab", "down", *site)
-    try:
-        proc = _layernet("run", "deploy", *site, "--out", str(tmp_path))
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "taking the lab down" in proc.stdout
-        assert _namespaces() == []
-        assert proc.stdout.strip().splitlines()[-1].endswith("index.html")
-    finally:
-        _layernet("lab", "down", *site)
+def test_deploy_runbook_takes_down_a_lab_it_brought_up(deploy_run):
+    """The session's deploy run (tests/conftest.py; tests/browser/ opens its reports) brought the lab up itself."""
+    proc = deploy_run.proc
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "taking the lab down" in proc.stdout
+    assert deploy_run.left_namespaces == []
+    assert proc.stdout.strip().splitlines()[-1].endswith("index.html")

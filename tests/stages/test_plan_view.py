@@ -88,7 +88,7 @@ def test_each_step_is_one_line_with_its_exact_request_one_click_away(tmp_path: P
     assert "/subscriptions/<subscription>/providers/Microsoft.Kubernetes/register" in rows[0]["pre"]
     head, body = rows[1]["pre"].split("\n", 1)
     assert head.startswith("PUT /subscriptions/<subscription>/resourceGroups/rg/") and json.loads(body) == BODY
-    assert rows[1]["summary"] == "connect cluster aio-l4 · PUT Microsoft.Kubernetes/connectedClusters/aio-l4 + body"
+    assert rows[1]["summary"] == "connect cluster aio-l4 · PUT Microsoft.Kubernetes/connectedClusters + body"
     assert "/subscriptions//" not in html and "<subscription>" not in html
     assert json.loads((tmp_path / "arc" / "plan.json").read_text()) == plan.to_dict()
 
@@ -97,6 +97,10 @@ def test_request_heads():
     assert request_head("az connectedk8s connect -n x -g rg") == "az connectedk8s connect …"
     assert request_head("POST /subscriptions/s/providers/Microsoft.IoTOperations/register") == \
         "POST Microsoft.IoTOperations/register"
+    assert request_head("PUT /subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa/"
+                        "blobServices/default/containers/c?api-version=1 {}") == \
+        "PUT Microsoft.Storage/storageAccounts/blobServices/containers + body"
+    assert request_head("PUT /subscriptions/s/resourcegroups/rg {}") == "PUT subscriptions/resourcegroups + body"
     assert request_head("agent settings: no ARM call") == "agent settings: no …"
     assert request_text("PUT /x {not json") == "PUT /x {not json"
 

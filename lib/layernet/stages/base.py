@@ -201,18 +201,23 @@ _METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE", "HEAD")
 
 
 def request_head(detail: str) -> str:
-    """One line naming what a step sends: the method and the resource (`PUT Microsoft.Kubernetes/connectedClusters/
-    aio-l4 + body`), or the command's first words (`az connectedk8s connect …`)."""
+    """One line naming what a step sends: the method and the resource type (`PUT Microsoft.Kubernetes/
+    connectedClusters + body`; the step names the resource), or the command's first words (`az connectedk8s
+    connect …`)."""
     text = " ".join(detail.split())
     if not text:
         return ""
     first, _, rest = text.partition(" ")
     if first in _METHODS:
         url, _, body = rest.partition(" ")
-        path = url.split("?", 1)[0]
-        if "/providers/" in path:
-            path = path.rsplit("/providers/", 1)[1]
-        return f"{first} {path}" + (" + body" if body else "")
+        path = url.split("?", 1)[0].strip("/")
+        if "/providers/" in f"/{path}":
+            parts = f"/{path}".rsplit("/providers/", 1)[1].split("/")
+            # the namespace, the type of each name, and an action (register) after the last name
+            kinds = [parts[0]] + (parts[1::2] if len(parts) % 2 else parts[1:-1:2] + [parts[-1]])
+        else:
+            kinds = path.split("/")[0::2]
+        return f"{first} {'/'.join(kinds)}" + (" + body" if body else "")
     words = text.split(" ")
     return " ".join(words[:3]) + (" …" if len(words) > 3 else "")
 
@@ -279,4 +284,4 @@ def show_plan(plan: Plan, run_dir: str = ""):
     note = (f"{changes} change(s), {skips} skip(s)" if plan.steps else "") + (
         f"; the plan and every request are kept in {plan.stage}/plan.json and {plan.stage}/plan/" if run_dir else "")
     return show(rows, columns=["#", "level", "plan", "step", "why"], empty="no steps: nothing to change", note=note,
-                row_class=lambda r: "" if r["plan"] == "change" else "ln-skip")
+                row_class=lambda r: "" if r["plan"] == "change" else "ln-skip", kind="plan")
