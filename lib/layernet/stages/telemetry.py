@@ -254,9 +254,21 @@ def _arm(site, arm: Optional[Arm]) -> Arm:
     return get_target(site).arm()
 
 
+def declared(site) -> bool:
+    """The site declares telemetry (an asset or a dataflow). Without any, the stage has nothing to do: no
+    provider, no Event Hubs, no services, and its verdict says so."""
+    return bool(site.telemetry.assets or site.telemetry.dataflows)
+
+
+NOTHING_DECLARED = "the site declares no telemetry (no telemetry.assets, no telemetry.dataflows): nothing to do"
+
+
 def plan(site, arm: Optional[Arm] = None) -> Plan:
     """Read the live state and list every step in order (changes and skips with reasons). Changes nothing.
-    Runs where the target makes its Azure calls (the lab: its jump box)."""
+    Runs where the target makes its Azure calls (the lab: its jump box). Empty, without a call, for a site that
+    declares no telemetry."""
+    if not declared(site):
+        return Plan(STAGE, [], observed=fingerprint({}), executor="none")
     if not _here(arm):
         from layernet.targets.base import get_target
 
@@ -281,6 +293,9 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
     """Run exactly the plan's changes in order (PUT, wait for the long-running operation); refuse when the live
     state drifted since the plan. Requests and answers land in run_dir/telemetry/resources/<level>/."""
     progress = progress or progress_printer("▸ telemetry ")
+    if not declared(site):
+        progress(NOTHING_DECLARED)
+        return []
     if not _here(arm):
         from layernet.targets.base import get_target
 
@@ -595,6 +610,9 @@ def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float 
     if dry_run:
         print("dry run: nothing verified")
         return {"evidence": [], "analysis": None}
+    if not declared(site):
+        return {"evidence": [evidence("site", "telemetry", "what the site declares", NOTHING_DECLARED, True)],
+                "analysis": None, "declared": False}
     from layernet.targets.base import get_target
 
     rehearsed = get_target(site).telemetry_rehearsals()
@@ -695,6 +713,8 @@ def require_delivered(out: dict, dry_run: bool = False) -> str:
     msg = failed(out["evidence"])
     if msg:
         raise StageFailed(msg)
+    if out.get("declared") is False:
+        return NOTHING_DECLARED
     s = out["analysis"].summary
     return (f"{s['messages']} message(s) from the OPC UA node to the event hub with every enrichment field, "
             f"{s['lost']} lost; end to end p50 {s['e2e_p50_ms']} ms, p99 {s['e2e_p99_ms']} ms")
