@@ -32,6 +32,8 @@ ENABLEMENT = {
                    "trustConfig": {"type": "object", "defaultValue": {"source": "SelfSigned"}},
                    "advancedConfig": {"type": "object", "defaultValue": {}}},
     "resources": [{"type": "Microsoft.KubernetesConfiguration/extensions", "apiVersion": "2023-05-01",
+                   "name": "cert-manager", "properties": {"extensionType": "microsoft.certmanagement"}},
+                  {"type": "Microsoft.KubernetesConfiguration/extensions", "apiVersion": "2023-05-01",
                    "name": "secret-store", "properties": {"extensionType": "microsoft.azure.secretstore"}}],
 }
 INSTANCE = {
@@ -102,7 +104,7 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
         (lv, f"deploy {part}") for lv in ("level4", "level3", "level2")
         for part in ("prerequisites", "enablement", "instance", "insecure listener")]
     assert all(not s.skip for s in p.steps)
-    assert p.steps[1].reason == "what-if: 1 Create"
+    assert p.steps[1].reason == "what-if: 2 Create"
     # the instance needs the enablement's extension ids: its what-if waits for the enablement deployment
     assert p.steps[2].reason == "what-if after the enablement deployment: clExtentionIds come from it"
     assert '"clExtentionIds": "<from the enablement deployment>"' in p.steps[2].detail

@@ -35,6 +35,30 @@ def conn(armd):
     return Arm(SUB, StaticToken(), armd.url, str(armd.ca), extra={"polling_interval": 0})
 
 
+class Agents:
+    """Where the agents' feature settings live for these tests (the lab's target keeps them with its agent
+    stand-ins; ARM does not hold them)."""
+
+    def __init__(self):
+        self.features: dict[str, list] = {}
+
+    def enable(self, level, features):
+        self.features[level] = sorted(set(self.features.get(level, [])) | set(features))
+        return f"{level}: {', '.join(self.features[level])}"
+
+
+AGENTS = Agents()
+
+
+@pytest.fixture(autouse=True)
+def agents(monkeypatch):
+    from layernet.targets.kube import KubeTarget
+
+    AGENTS.features.clear()
+    monkeypatch.setattr(KubeTarget, "arc_features", lambda self, level: AGENTS.features.get(level, []))
+    return AGENTS
+
+
 def site_sdk(**arc_over):
     return example_site(arc={"executor": "sdk", "custom_locations_oid": OID, **arc_over})
 
@@ -54,7 +78,7 @@ def test_sdk_executor_makes_the_arm_calls_of_the_plan(armd, conn):
     p = arc.plan(site, arm=conn)
     assert p.executor == "sdk"
     assert [s.action for s in p.changes][:7] == ["register provider"] * 6 + ["create resource group"]
-    ex = az_arc.SdkExecutor(site, conn, key_size=2048)
+    ex = az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable)
     arc.apply(p, site, arm=conn, executor=ex, progress=quiet)
     assert [r.path.split("/")[4] for r in armd.calls("POST", "/register")] == list(site.arc.providers)
     rg = [r for r in armd.calls("PUT") if r.path.lower().endswith("/resourcegroups/rg-plant-example")]
@@ -100,13 +124,13 @@ def test_failed_connect_lro_fails_the_stage(armd, conn):
     p = arc.plan(site, arm=conn)
     from azure.core.exceptions import HttpResponseError
     with pytest.raises(HttpResponseError, match="agent key rejected"):
-        arc.apply(p, site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048), progress=quiet)
+        arc.apply(p, site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable), progress=quiet)
 
 
 def test_verify_reports_connected_clusters(armd, conn):
     connect_when_put(armd)
     site = site_sdk()
-    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048),
+    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable),
               progress=quiet)
     rows = arc.verify(site, arm=conn, interval=0, progress=quiet)
     assert [r["level"] for r in rows] == ["level4"] * 4 + ["level3"] * 4 + ["level2"] * 4
@@ -122,7 +146,7 @@ def test_verify_reports_connected_clusters(armd, conn):
 def test_verify_waits_for_the_site_timeout_and_names_logs_and_refused_hosts(armd, conn):
     connect_when_put(armd, status="Connecting")
     site = site_sdk(onboarding_timeout={"level4": 480, "level3": 960, "level2": 960})
-    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048),
+    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable),
               progress=quiet)
     # level4 comes up after the second poll; level2 stays Connecting
     polls = {"n": 0}
@@ -181,7 +205,7 @@ def test_clients_take_the_injected_endpoint_credential_and_ca(armd, conn, monkey
 def test_a_cluster_that_went_offline_is_named_with_its_last_contact(armd, conn):
     connect_when_put(armd)
     site = site_sdk()
-    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048),
+    arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable),
               progress=quiet)
     l3 = f"/subscriptions/{SUB}/resourcegroups/rg-plant-example/providers/microsoft.kubernetes/connectedclusters/aio-plant-l3"
     armd.store[l3]["properties"]["connectivityStatus"] = "Offline"      # e.g. level3's Envoy stopped
@@ -197,7 +221,7 @@ def test_a_cluster_that_went_offline_is_named_with_its_last_contact(armd, conn):
 def test_changed_settings_are_a_put_that_keeps_the_agents_key(armd, conn):
     connect_when_put(armd)
     site = site_sdk()
-    ex = az_arc.SdkExecutor(site, conn, key_size=2048)
+    ex = az_arc.SdkExecutor(site, conn, key_size=2048, on_features=AGENTS.enable)
     arc.apply(arc.plan(site, arm=conn), site, arm=conn, executor=ex, progress=quiet)
     first = armd.calls("PUT", "/connectedClusters/aio-plant-l4")[0].body["properties"]["agentPublicKeyCertificate"]
     changed = site_sdk(auto_upgrade=True)
@@ -205,7 +229,7 @@ def test_changed_settings_are_a_put_that_keeps_the_agents_key(armd, conn):
     assert [(s.level, s.action) for s in p.changes] == [(lv, "update cluster settings")
                                                         for lv in ("level4", "level3", "level2")]
     assert "agentAutoUpgrade 'Disabled' -> 'Enabled'" in p.changes[0].reason
-    arc.apply(p, changed, arm=conn, executor=az_arc.SdkExecutor(changed, conn, key_size=2048), progress=quiet)
+    arc.apply(p, changed, arm=conn, executor=az_arc.SdkExecutor(changed, conn, key_size=2048, on_features=AGENTS.enable), progress=quiet)
     puts = armd.calls("PUT", "/connectedClusters/aio-plant-l4")
     assert len(puts) == 2
     assert puts[1].body["properties"]["agentPublicKeyCertificate"] == first

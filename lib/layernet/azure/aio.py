@@ -30,7 +30,6 @@ from layernet.stages.base import Step, evidence
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
-ENABLEMENT_EXTENSIONS = ("microsoft.certmanagement", "microsoft.azure.secretstore")
 INSTANCE_EXTENSION = "microsoft.iotoperations"
 BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
                "china": "blob.core.chinacloudapi.cn"}
@@ -120,15 +119,27 @@ class AzLive:
         }
 
 
-def observe_az(site, live: AzLive) -> dict:
-    return {"cli": live.cli_version(), "levels": {r.level: live.level(site, r) for r in levels(site)}}
+def observe_az(site, live: AzLive, enablement: Optional[tuple] = None) -> dict:
+    """`enablement`: the extension types of the release's enablement template (None: no template named)."""
+    return {"cli": live.cli_version(), "levels": {r.level: live.level(site, r) for r in levels(site)},
+            "enablement": list(enablement) if enablement is not None else None}
+
+
+def release_enablement(site, dest: Path, verify: Any = True) -> Optional[tuple]:
+    """The extension types `init` installs at the pinned release, read from its enablement template (fetched on
+    the jump box, kept in `dest`); None when the site names no template (aio.release_tag / aio.templates)."""
+    url = site.aio.template_url("enablement")
+    if not url:
+        return None
+    tpl, _, _ = fetch_template(url, dest, site.aio.templates.enablement_sha256, verify)
+    return extension_types(tpl)
 
 
 # ----------------------------------------------------------------------------------------------- az: commands
 def storage_argv(site, r) -> list[str]:
     return ["az", "storage", "account", "create", "-n", r.storage_account, "-g", site.azure.resource_group,
             "--location", site.azure.location, "--sku", "Standard_LRS", "--kind", "StorageV2",
-            "--hierarchical-namespace", "true"]
+            "--enable-hierarchical-namespace", "true"]
 
 
 def container_argv(r) -> list[str]:
@@ -137,8 +148,11 @@ def container_argv(r) -> list[str]:
 
 
 def registry_argv(site, r, sa_id: str) -> list[str]:
-    return ["az", "iot", "ops", "schema", "registry", "create", "-g", site.azure.resource_group, "-n", r.registry,
+    """`schema registry create` also gives the registry's identity Storage Blob Data Contributor on the container
+    (unless --skip-ra): the role is planned here, once, not as a second assignment."""
+    argv = ["az", "iot", "ops", "schema", "registry", "create", "-g", site.azure.resource_group, "-n", r.registry,
             "--registry-namespace", r.registry_namespace, "--sa-resource-id", sa_id, "--sa-container", r.container]
+    return argv if site.aio.schema_registry_role else argv + ["--skip-ra"]
 
 
 def namespace_argv(site, r) -> list[str]:
@@ -220,16 +234,19 @@ def az_steps(site, state: dict) -> list[Step]:
             principal = (reg or {}).get("principal")
             shown = principal or PRINCIPAL_PLACEHOLDER.format(name=r.registry)
             has = bool(live["role"])
+            if reg is None:     # `schema registry create` assigns it (its default): a second one would be 409
+                skip, why = True, "made by the create schema registry step (az iot ops schema registry create " \
+                                  "assigns it unless --skip-ra)"
+            else:
+                skip, why = has, "assigned" if has else ("missing on the existing registry" if principal else
+                                                         "missing; the registry's principal id is read at apply")
             steps.append(Step(r.level, "assign Storage Blob Data Contributor", i["container"],
-                              shlex.join(role_argv(shown, i["container"])), skip=has,
-                              reason="assigned" if has else ("missing" if principal else
-                                                             "missing; the registry's principal id is read at apply")))
+                              shlex.join(role_argv(shown, i["container"])), skip=skip, reason=why))
         exts = dict(live["extensions"])
-        ok = all(exts.get(t) == "Succeeded" for t in ENABLEMENT_EXTENSIONS)
-        steps.append(Step(r.level, "init (enablement)", r.cluster, shlex.join(init_argv(site, r)), skip=ok,
-                          reason="extensions Succeeded: " + ", ".join(ENABLEMENT_EXTENSIONS) if ok else
-                          "extensions: " + ", ".join(f"{t} {exts.get(t, 'missing')}" for t in ENABLEMENT_EXTENSIONS)))
         inst = live["instance"]
+        ok, why = init_done(state.get("enablement"), exts, inst)
+        steps.append(Step(r.level, "init (enablement)", r.cluster, shlex.join(init_argv(site, r)), skip=ok,
+                          reason=why))
         done = bool(inst) and inst.get("state") == "Succeeded"
         steps.append(Step(r.level, "create instance", r.instance, shlex.join(create_argv(site, r, sr_id, ns_id)),
                           skip=done, reason="exists (Succeeded)" if done else
@@ -244,6 +261,25 @@ def az_steps(site, state: dict) -> list[Step]:
 
 
 LISTENER_API = "2025-10-01"
+
+
+def init_done(enablement: Optional[list], exts: dict, inst: Optional[dict]) -> tuple[bool, str]:
+    """(skip init, reason). With the release's enablement template: its extension types all Succeeded. Without
+    one: an instance exists (create ran, so init had completed) and every other extension on the cluster is
+    Succeeded; otherwise init runs again (it is idempotent)."""
+    if enablement is not None:
+        ok = bool(enablement) and all(exts.get(t) == "Succeeded" for t in enablement)
+        return ok, ("extensions Succeeded: " + ", ".join(enablement) if ok else
+                    "extensions of the release's enablement: " + ", ".join(f"{t} {exts.get(t, 'missing')}"
+                                                                           for t in enablement))
+    others = {t: st for t, st in exts.items() if t != INSTANCE_EXTENSION}
+    bad = {t: st for t, st in others.items() if st != "Succeeded"}
+    ok = bool(inst) and bool(others) and not bad
+    if ok:
+        return True, "instance exists and every enablement extension Succeeded: " + ", ".join(sorted(others))
+    return False, ("extensions not Succeeded: " + ", ".join(f"{t} {st}" for t, st in sorted(bad.items())) if bad else
+                   "no enablement extension on the cluster" if not others else "no instance yet") + \
+        " (no release template named to compare with: init is idempotent)"
 
 
 def insecure_listener_id(site, r) -> str:
@@ -274,10 +310,24 @@ class AzExecutor:
                 raise StageFailed(f"{step.level}: schema registry {r.registry} has no managed identity principal; "
                                   "cannot assign its storage role")
             argv = [principal if a.startswith("<principal id") else a for a in argv]
+        if step.action.startswith("assign"):
+            principal = argv[argv.index("--assignee-object-id") + 1]
+            found = az_json(self.runner, ["az", "role", "assignment", "list", "--assignee", principal, "--role",
+                                          STORAGE_BLOB_DATA_CONTRIBUTOR, "--scope", step.target],
+                            name=f"{step.level}-role-before") or []
+            if found:       # an identical assignment (principal, role, scope) is the desired state: done
+                return {"rc": 0, "attempts": 0, "seconds": 0.0, "retried_for": "", "ok": True,
+                        "output": f"already assigned ({pick(found[0], 'name') or pick(found[0], 'id') or 'exists'})"}
         echo = (lambda line: self.echo(f"  {step.level} | {line}")) if self.echo else None
         res = self.runner.run(argv, name=f"{step.level}-{step.action}", echo=echo)
-        return {"rc": res.rc, "attempts": res.attempts, "seconds": res.seconds,
-                "retried_for": ", ".join(res.retried_for), "ok": res.ok, "output": res.tail(3)}
+        ok, out = res.ok, res.tail(3)
+        if not ok and step.action.startswith("assign") and ROLE_EXISTS in (res.stdout + res.stderr):
+            ok, out = True, "already assigned (ARM: RoleAssignmentExists)"
+        return {"rc": 0 if ok else res.rc, "attempts": res.attempts, "seconds": res.seconds,
+                "retried_for": ", ".join(res.retried_for), "ok": ok, "output": out}
+
+
+ROLE_EXISTS = "RoleAssignmentExists"
 
 
 # ----------------------------------------------------------------------------------------------- arm executor
@@ -395,21 +445,78 @@ def deployment_body(template: dict, parameters: dict) -> dict:
     return {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}}
 
 
+# ARM what-if change types (azure-mgmt-resource-deployments ChangeType): which leave the resource as it is
 NO_CHANGE = {"NoChange", "Ignore"}
+CHANGES = {"Create", "Delete", "Modify", "Deploy"}
+UNSUPPORTED = "Unsupported"       # what-if cannot tell: the deployment runs (its reason is shown)
+
+
+def change_kind(change: dict) -> str:
+    """The change type of one what-if change, with a Modify whose every property change is NoEffect (the
+    service will not set them) counted as NoChange."""
+    t = pick(change, "changeType") or "Unknown"
+    if t == "Modify":
+        delta = pick(change, "delta") or []
+        if delta and all((pick(d, "propertyChangeType") or "") == "NoEffect" for d in delta):
+            return "NoChange"
+    return t
 
 
 def summarize_what_if(result: Any) -> tuple[bool, str]:
+    """(nothing would change, the summary): NoChange and Ignore (and NoEffect-only changes) leave the
+    resources alone; Create, Delete, Modify, Deploy change them; Unsupported (what-if cannot predict, with its
+    reason) and a type this version does not know count as changes, so the deployment runs."""
     d = as_dict(result)
     changes = pick(d, "properties", "changes") or pick(d, "changes") or []
     counts: dict[str, int] = {}
+    reasons: list[str] = []
     for c in changes:
-        t = pick(c, "changeType") or "Unknown"
+        t = change_kind(c)
         counts[t] = counts.get(t, 0) + 1
+        if t == UNSUPPORTED:
+            rid_ = (pick(c, "resourceId") or "").rsplit("/", 2)
+            reasons.append(f"{'/'.join(rid_[-2:]) if len(rid_) > 2 else rid_[-1]}: "
+                           f"{pick(c, 'unsupportedReason') or 'no reason given'}")
     error = pick(d, "error") or pick(d, "properties", "error")
     if error:
         raise StageFailed(f"what-if failed: {pick(error, 'code')}: {pick(error, 'message')}")
-    text = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "no resources"
+    text = ", ".join(f"{n} {t}" + ("" if t in NO_CHANGE | CHANGES | {UNSUPPORTED} else " (a change type this "
+                                   "version does not know: deployed)") for t, n in sorted(counts.items())) \
+        or "no resources"
+    if reasons:
+        text += "; what-if cannot predict " + "; ".join(reasons[:3])
     return all(t in NO_CHANGE for t in counts), text
+
+
+EXTENSION_TYPE = "microsoft.kubernetesconfiguration/extensions"
+
+
+def template_resources(template: dict) -> list[dict]:
+    """Every resource of a template, nested deployments' templates included (resources as a list, or as the
+    symbolic-name object of languageVersion 2.0)."""
+    res = template.get("resources") or []
+    items = list(res.values()) if isinstance(res, dict) else list(res)
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        out.append(item)
+        inner = pick(item, "properties", "template")
+        if str(item.get("type", "")).lower() == "microsoft.resources/deployments" and isinstance(inner, dict):
+            out += template_resources(inner)
+    return out
+
+
+def extension_types(template: dict) -> tuple[str, ...]:
+    """The cluster extension types a template installs (lower case, in template order): for the enablement
+    template these are what `init` must have left Succeeded; they differ between releases."""
+    out: list[str] = []
+    for item in template_resources(template):
+        t = pick(item, "properties", "extensionType")
+        if str(item.get("type", "")).lower() == EXTENSION_TYPE and isinstance(t, str) and not t.startswith("["):
+            if t.lower() not in out:
+                out.append(t.lower())
+    return tuple(out)
 
 
 class ArmDeployments:
@@ -423,6 +530,7 @@ class ArmDeployments:
         self.templates: dict[str, tuple[str, str]] = {}   # kind -> (sha256, kept copy)
         self.pending: dict[str, list[str]] = {}   # deployment name -> parameters known after the enablement
         self.save_dir: Optional[Path] = None      # where completed request bodies are kept (the run folder)
+        self.enablement: Optional[tuple] = None   # extension types of the fetched enablement template
 
     @property
     def client(self):
@@ -440,6 +548,7 @@ class ArmDeployments:
             tpl, digest, path = fetch_template(url, self.dir, pin, self.verify_fetch)
             self.templates[kind] = (digest, str(path))
             out[kind] = tpl
+        self.enablement = extension_types(out["enablement"])
         return out
 
     def deployments(self) -> list[tuple[str, str, str, dict, list[str]]]:
@@ -467,7 +576,8 @@ class ArmDeployments:
         return cands
 
     def extension_ids(self, r) -> Optional[list[str]]:
-        """Ids of the enablement's extensions on the level's cluster (None until both are installed)."""
+        """Ids of the enablement template's extensions on the level's cluster, found by extension type (None
+        until every one is installed)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -476,8 +586,13 @@ class ArmDeployments:
         except ResourceNotFoundError:
             return None
         by_type = {(pick(e, "properties", "extensionType") or "").lower(): e.get("id") for e in exts}
-        ids_ = [by_type.get(t) for t in ENABLEMENT_EXTENSIONS]
-        return ids_ if all(ids_) else None
+        if self.enablement is None:     # apply in another process: the planned enablement body holds the template
+            body = next((b for n, b in self.bodies.items() if n.startswith("layernet-aio-enablement-")), None)
+            self.enablement = extension_types(body["properties"]["template"]) if body else None
+        if self.enablement is None:
+            self.fetch()
+        ids_ = [by_type.get(t) for t in self.enablement or ()]
+        return ids_ if ids_ and all(ids_) else None
 
     def complete(self, step: Step, pending: list[str]) -> dict:
         """The body of a deployment whose parameters waited for the enablement deployment."""
@@ -488,7 +603,7 @@ class ArmDeployments:
         missing = [k for k in pending if cands.get(k) is None]
         if missing:
             raise StageFailed(f"{step.level}: {', '.join(missing)} not known: the enablement extensions "
-                              f"({', '.join(ENABLEMENT_EXTENSIONS)}) are not installed on {r.cluster}")
+                              f"({', '.join(self.enablement or ())}) are not installed on {r.cluster}")
         params = dict(body["properties"]["parameters"], **{k: {"value": cands[k]} for k in pending})
         return deployment_body(body["properties"]["template"], params)
 
@@ -563,8 +678,10 @@ def _error_of(obj: Optional[dict]) -> str:
     return msg or ""
 
 
-def read_level(site, arm_clients: tuple, r) -> list[tuple[str, str, Optional[dict], str]]:
-    """(check, resource path, resource or None, error) for one level."""
+def read_level(site, arm_clients: tuple, r, enablement: Optional[tuple] = None) -> list[tuple[str, str, Optional[dict], str]]:
+    """(check, resource path, resource or None, error) for one level. Extensions are found by extension type:
+    the AIO extension, the enablement's (`enablement`: the types the release installs; without it, every other
+    extension on the cluster)."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     io, ext = arm_clients
@@ -595,7 +712,8 @@ def read_level(site, arm_clients: tuple, r) -> list[tuple[str, str, Optional[dic
     except HttpResponseError as exc:
         exts, err = [], f"ARM answered {exc.status_code}: {getattr(exc, 'message', exc)}"
     by_type = {(pick(e, "properties", "extensionType") or "").lower(): e for e in exts}
-    for t in ENABLEMENT_EXTENSIONS + (INSTANCE_EXTENSION,):
+    others = tuple(enablement) if enablement is not None else tuple(t for t in by_type if t != INSTANCE_EXTENSION)
+    for t in others + (INSTANCE_EXTENSION,):
         e = by_type.get(t)
         name = pick(e or {}, "name") or t
         out.append((f"extension {t}", f"connectedClusters/{r.cluster}/extensions/{name}", e,
@@ -605,12 +723,14 @@ def read_level(site, arm_clients: tuple, r) -> list[tuple[str, str, Optional[dic
 
 def verify_aio(site, arm: Arm, refused: Optional[dict[str, list[str]]] = None, timeout: float = 0,
                interval: float = 10, sleep: Callable[[float], None] = time.sleep,
-               clock: Callable[[], float] = time.monotonic, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
-    """Evidence rows per level; with `timeout`, polls until every resource is Succeeded, one Failed, or time is up."""
+               clock: Callable[[], float] = time.monotonic, progress: Optional[Callable[[str], None]] = None,
+               enablement: Optional[tuple] = None) -> list[dict]:
+    """Evidence rows per level; with `timeout`, polls until every resource is Succeeded, one Failed, or time is up.
+    `enablement`: the extension types the release's enablement installs (see read_level)."""
     clients = (arm.iotoperations(), arm.extensions())
     start = clock()
     while True:
-        seen = {r.level: (r, read_level(site, clients, r)) for r in levels(site)}
+        seen = {r.level: (r, read_level(site, clients, r, enablement)) for r in levels(site)}
         states = [_state_of(obj) for _, reads in seen.values() for _, _, obj, _ in reads]
         settled = all(s in ("Succeeded", "Failed", "Canceled") for s in states)
         if settled or clock() - start >= timeout:

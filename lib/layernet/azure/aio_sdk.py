@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from layernet.azure.aio import (ENABLEMENT_EXTENSIONS, INSTANCE_EXTENSION, STORAGE_BLOB_DATA_CONTRIBUTOR, levels)
+from layernet.azure.aio import INSTANCE_EXTENSION, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, levels
 from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.stages.base import Step
 
@@ -42,11 +42,29 @@ STORAGE_API = "2023-05-01"
 ROLE_API = "2022-04-01"
 CUSTOM_LOCATION_API = "2021-08-15"
 AIO_NAMESPACE = "azure-iot-operations"
-EXTENSIONS = {   # extension type -> (extension name, release namespace)
+EXTENSIONS = {   # extension type -> (extension name, release namespace); the AIO extension's name gets a suffix
     "microsoft.certmanagement": ("cert-manager", "cert-manager"),
     "microsoft.azure.secretstore": ("azure-secret-store", "azure-secret-store"),
     INSTANCE_EXTENSION: ("azure-iot-operations", AIO_NAMESPACE),
 }
+# what this executor's init installs: the enablement of the 1.2 release (others differ: the az and arm executors read
+# the types from the release's enablement template)
+ENABLEMENT_TYPES = ("microsoft.certmanagement", "microsoft.azure.secretstore")
+
+
+def extension_name(ext_type: str, cluster_id: str) -> str:
+    """The name an installer gives a new extension: the AIO extension is `azure-iot-operations-<suffix>` with a
+    per-cluster suffix of five characters, as `az iot ops create` and the release templates name it (they take
+    five characters of ARM's uniqueString of the cluster id; this takes them from its SHA-256). Existing
+    extensions are always found by type (`existing_extensions`), never by this name."""
+    import base64
+    import hashlib
+
+    base = EXTENSIONS[ext_type][0]
+    if ext_type != INSTANCE_EXTENSION:
+        return base
+    digest = hashlib.sha256(cluster_id.lower().encode()).digest()
+    return f"{base}-{base64.b32encode(digest).decode().lower()[:5]}"
 LISTENERS = {    # listener name -> body properties (the release template's default and az's --add-insecure-listener)
     "default": {"serviceName": "aio-broker", "serviceType": "ClusterIp",
                 "ports": [{"port": 18883, "authenticationRef": "default",
@@ -99,15 +117,17 @@ WAVES = {  # what a resource needs before it: parents, references, and init befo
 }
 
 
-def desired(site, sub: str) -> list[Resource]:
-    """Every resource of every Arc-enabled level, in the order they are created (egress level first)."""
-    out = _desired(site, sub)
+def desired(site, sub: str, existing: Optional[dict] = None) -> list[Resource]:
+    """Every resource of every Arc-enabled level, in the order they are created (egress level first).
+    `existing`: {cluster id (lower case): {extension type: name}} of extensions already on the clusters (any
+    installer's names): those are adopted under their own names."""
+    out = _desired(site, sub, existing or {})
     for res in out:
         res.wave = WAVES.get(res.action, 0)
     return out
 
 
-def _desired(site, sub: str) -> list[Resource]:
+def _desired(site, sub: str, existing: dict) -> list[Resource]:
     rg, loc = site.azure.resource_group, site.azure.location
     out: list[Resource] = []
     first_account: dict[str, str] = {}
@@ -145,8 +165,10 @@ def _desired(site, sub: str) -> list[Resource]:
                                         "principalId": f"<principal id of {sr_id}>",
                                         "principalType": "ServicePrincipal"}}, ROLE_API, args=(sr_id,)))
         ext_ids = []
-        for ext_type in ENABLEMENT_EXTENSIONS + (INSTANCE_EXTENSION,):
-            name, release_ns = EXTENSIONS[ext_type]
+        on_cluster = existing.get(cluster_id.lower()) or {}
+        for ext_type in ENABLEMENT_TYPES + (INSTANCE_EXTENSION,):
+            release_ns = EXTENSIONS[ext_type][1]
+            name = on_cluster.get(ext_type) or extension_name(ext_type, cluster_id)
             ext_ids.append(_ext_id(cluster_id, name))
             body: dict = {"properties": {"extensionType": ext_type, "autoUpgradeMinorVersion": False,
                                          "releaseTrain": "stable",
@@ -317,6 +339,63 @@ class SdkClients:
     def listeners(self, instance: str) -> list[dict]:
         return [as_dict(x) for x in self.io.broker_listener.list_by_resource_group(self.rg, instance, "default")]
 
+    def extensions_by_type(self, cluster: str) -> dict[str, str]:
+        """{extension type (lower case): name} of the extensions on a connected cluster ({} when it is absent)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            exts = [as_dict(e) for e in self.ext.extensions.list(self.rg, "Microsoft.Kubernetes", "connectedClusters",
+                                                                 cluster)]
+        except ResourceNotFoundError:
+            return {}
+        # two of one type (a failed attempt beside a good one): the Succeeded one is the cluster's
+        exts.sort(key=lambda e: (pick(e, "properties", "provisioningState") == "Succeeded", e.get("name") or ""),
+                  reverse=True)
+        out: dict[str, str] = {}
+        for e in exts:
+            t = (pick(e, "properties", "extensionType") or "").lower()
+            if t and e.get("name"):
+                out.setdefault(t, e["name"])
+        return out
+
+    def role_assignments(self, scope: str) -> list[dict]:
+        """The role assignments on `scope` (ARM lists those of the scope and above; the caller compares)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.core.rest import HttpRequest
+
+        url = f"{self.arm.url}{scope}/providers/Microsoft.Authorization/roleAssignments?api-version={ROLE_API}"
+        try:
+            resp = self.res._client.send_request(HttpRequest("GET", url))
+            if resp.status_code == 404:
+                return []
+            resp.raise_for_status()
+        except ResourceNotFoundError:
+            return []
+        return list((resp.json() or {}).get("value") or [])
+
+
+def existing_extensions(site, arm: Arm, c: Optional["SdkClients"] = None) -> dict[str, dict[str, str]]:
+    """{cluster id (lower case): {extension type: name}} for every Arc-enabled level's cluster."""
+    c = c or SdkClients(arm, site.azure.resource_group)
+    out = {}
+    for r in levels(site):
+        cid = rid(arm.subscription_id, site.azure.resource_group, "Microsoft.Kubernetes", "connectedClusters", r.cluster)
+        out[cid.lower()] = c.extensions_by_type(r.cluster)
+    return out
+
+
+def identical_assignment(assignments: list[dict], principal: str, role: str, scope: str) -> Optional[dict]:
+    """The assignment of `role` to `principal` exactly on `scope`, whatever its name (ARM refuses a second one
+    with 409 RoleAssignmentExists)."""
+    for a in assignments:
+        props = a.get("properties") or {}
+        if str(props.get("principalId", "")).lower() == principal.lower() \
+                and str(props.get("roleDefinitionId", "")).rstrip("/").rsplit("/", 1)[-1].lower() == role.lower() \
+                and str(props.get("scope") or a.get("id", "").lower().split("/providers/microsoft.authorization/")[0]
+                        ).lower() == scope.lower():
+            return a
+    return None
+
 
 def observe(site, arm: Arm) -> dict:
     """{"providers": {namespace: registrationState}, "resources": {resource id: {"state", "missing": [field paths]}
@@ -331,7 +410,8 @@ def observe(site, arm: Arm) -> dict:
             providers[ns] = pick(as_dict(c0.res.providers.get(ns)), "registrationState") or "NotRegistered"
         except ResourceNotFoundError:
             providers[ns] = "NotRegistered"
-    wanted = desired(site, arm.subscription_id)
+    existing = existing_extensions(site, arm, c0)
+    wanted = desired(site, arm.subscription_id, existing)
     local = threading.local()
 
     def get(res: Resource) -> Optional[dict]:
@@ -349,13 +429,22 @@ def observe(site, arm: Arm) -> dict:
         lives.update(zip([r.id for r in roles], pool.map(get, roles)))
     for res in wanted:
         live = lives[res.id]
+        principal = pick(lives.get(res.args[0]) or {}, "identity", "principalId") if res.kind == "role" else None
+        if live is None and res.kind == "role" and principal:
+            # the same assignment made under another name (`az iot ops schema registry create` makes one)
+            scope = res.id.split("/providers/Microsoft.Authorization/")[0]
+            same = identical_assignment(c0.role_assignments(scope), principal, STORAGE_BLOB_DATA_CONTRIBUTOR, scope)
+            if same is not None:
+                out[res.id] = {"state": pick(same, "properties", "provisioningState") or "Succeeded", "missing": [],
+                               "adopted": same.get("name") or same.get("id")}
+                continue
         if live is None:
             out[res.id] = None
             continue
-        principal = pick(lives.get(res.args[0]) or {}, "identity", "principalId") if res.kind == "role" else None
-        out[res.id] = {"state": pick(live, "properties", "provisioningState") or "unknown",
+        out[res.id] = {"state": pick(live, "properties", "provisioningState")
+                       or ("Succeeded" if res.kind == "role" else "unknown"),     # ARM's assignments have none
                        "missing": differences(_comparable(res, principal), live)}
-    return {"providers": providers, "resources": {r.id: out.get(r.id) for r in wanted}}
+    return {"providers": providers, "resources": {r.id: out.get(r.id) for r in wanted}, "extensions": existing}
 
 
 REPAIR = "restart extensions in the cluster"
@@ -379,12 +468,15 @@ def steps(site, arm: Arm, state: dict) -> list[Step]:
     for ns, reg in state["providers"].items():
         out.append(Step("site", "register provider", ns, f"POST /subscriptions/{arm.subscription_id}/providers/{ns}/register",
                         skip=reg == "Registered", reason=reg))
-    for res in desired(site, arm.subscription_id):
+    wanted = desired(site, arm.subscription_id, state.get("extensions"))
+    for res in wanted:
         skip, why = resource_skip(state["resources"].get(res.id))
+        if skip and res.kind == "role" and (state["resources"].get(res.id) or {}).get("adopted"):
+            why = f"assigned already as {state['resources'][res.id]['adopted']} (same principal, role and scope)"
         out.append(Step(res.level, res.action, res.name, res.call(), skip=skip, reason=why))
     running = state.get("running") or {}
     for level, up in running.items():
-        exts = [r for r in desired(site, arm.subscription_id) if r.level == level and r.kind == "extension"]
+        exts = [r for r in wanted if r.level == level and r.kind == "extension"]
         installed = exts and all((state["resources"].get(r.id) or {}).get("state") == "Succeeded" for r in exts)
         if up is False and installed:
             at = next(i for i, st in enumerate(out) if st.level == level) if any(st.level == level for st in out) \
@@ -405,10 +497,13 @@ class SdkExecutor:
     on_listeners: Optional[Callable[[str, list], Any]] = None
     record: Optional[Path] = None
     name: str = "sdk"
+    existing: Optional[dict] = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _resources(self) -> dict[tuple, Resource]:
-        return {(r.level, r.action, r.name): r for r in desired(self.site, self.arm.subscription_id)}
+        if self.existing is None:       # the extensions' names as the plan saw them (adopted by type)
+            self.existing = existing_extensions(self.site, self.arm)
+        return {(r.level, r.action, r.name): r for r in desired(self.site, self.arm.subscription_id, self.existing)}
 
     def _write(self, res: Resource, body: dict, result: Optional[dict]) -> str:
         if not self.record:
@@ -468,6 +563,9 @@ class SdkExecutor:
         except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome, named in the report
             msg = getattr(exc, "message", None) or str(exc)
             path = self._write(res, body, {"error": msg})
+            if res.kind == "role" and ROLE_EXISTS in str(msg):   # the same assignment under another name: done
+                return {**_row(t0, True, "already assigned (ARM: RoleAssignmentExists)"), "state": "Succeeded",
+                        "file": path}
             return {**_row(t0, False, " ".join(str(msg).split())[:400]), "state": "Failed", "file": path}
         path = self._write(res, body, result)
         state = pick(result, "properties", "provisioningState")

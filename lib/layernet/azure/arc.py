@@ -158,10 +158,12 @@ def features_from_values(values: dict) -> list[str]:
 
 class SdkLive:
     """Reads the same live state through ARM (the lab; or a jump box without az). Features are agent settings
-    ARM does not hold: they count as enabled once the cluster is Connected."""
+    ARM does not hold: `features_of(level)` reads them where the agents run (the lab's target); without it they
+    are unreadable (None), never assumed enabled."""
 
-    def __init__(self, arm: Arm):
+    def __init__(self, arm: Arm, features_of: Optional[Callable[[str], Optional[list]]] = None):
         self.arm = arm
+        self.features_of = features_of
         self._res = None
         self._ck = None
 
@@ -196,8 +198,7 @@ class SdkLive:
             return None
 
     def features(self, t: Target) -> Optional[list[str]]:
-        c = cluster_summary(self.cluster(t))
-        return ["cluster-connect", "custom-locations", "azure-rbac"] if c and c["connectivityStatus"] == "Connected" else []
+        return self.features_of(t.level) if self.features_of is not None else None
 
     def oid(self) -> str:
         raise StageFailed("the sdk executor cannot derive the Custom Locations object id: set arc.custom_locations_oid")
@@ -429,10 +430,13 @@ class SdkExecutor:
     private key stays in memory (`keys`), handed to whatever installs the agents (the lab's agent stand-in)."""
     name = "sdk"
 
-    def __init__(self, site, arm: Arm, key_size: int = 4096, on_connected: Optional[Callable] = None):
-        """`on_connected(level, cluster_id)`: installs the cluster's agents once its resource exists (the lab
-        starts its agent stand-in; `az connectedk8s connect` does it with helm on a real site)."""
+    def __init__(self, site, arm: Arm, key_size: int = 4096, on_connected: Optional[Callable] = None,
+                 on_features: Optional[Callable[[str, list], str]] = None):
+        """`on_connected(level, cluster_id, key_pem)`: installs the cluster's agents with their private key once
+        the resource exists (the lab starts its agent stand-in; `az connectedk8s connect` does it with helm on a
+        real site). `on_features(level, features)`: enables agent features (None: this executor cannot)."""
         self.site, self.arm, self.key_size, self.on_connected = site, arm, key_size, on_connected
+        self.on_features = on_features
         self.keys: dict[str, Any] = {}
         self._res = None
 
@@ -460,7 +464,7 @@ class SdkExecutor:
             if self.on_connected is not None:
                 cluster_id = created.get("id") or rid(self.arm.subscription_id, t.resource_group,
                                                       "Microsoft.Kubernetes", "connectedClusters", t.cluster)
-                done = self.on_connected(t.level, cluster_id)
+                done = self.on_connected(t.level, cluster_id, private_pem(key))
                 return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "",
                         "ok": True, "output": done or ""}
         elif step.action == "update cluster settings":
@@ -473,11 +477,25 @@ class SdkExecutor:
             ck.begin_create_or_replace(t.resource_group, t.cluster,
                                        connected_cluster_body(self.site, t, key)).result()
         elif step.action == "enable features":
-            pass    # agent-side settings: nothing to call in ARM
+            if self.on_features is None:
+                raise StageFailed(f"{step.level}: agent features ({', '.join(self.site.arc.features)}) are agent "
+                                  "settings, not ARM resources: the sdk executor cannot enable them here; use "
+                                  "arc.executor: az (az connectedk8s enable-features)")
+            note = self.on_features(step.level, list(self.site.arc.features))
+            return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "",
+                    "ok": True, "output": note or ""}
         else:
             raise StageFailed(f"the sdk executor has no ARM call for step {step.action!r}")
         return {"rc": 0, "attempts": 1, "seconds": round(time.monotonic() - t0, 3), "retried_for": "", "ok": True,
                 "output": ""}
+
+
+def private_pem(key) -> bytes:
+    """The agents' private key as unencrypted PKCS#8 PEM (handed to what installs them, never logged)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def new_agent_key(key_size: int = 4096):

@@ -4,7 +4,9 @@ A real `az connectedk8s connect` PUTs the connected cluster, then installs the a
 in the cluster. From inside the cluster, with the level's DNS (CoreDNS: Azure names -> the parent's proxy) and
 no other route out, the agents call, in this order:
 
-  identity      gbl.his.arc.azure.com, then the regional <region>.his.arc.azure.com
+  identity      gbl.his.arc.azure.com, then the regional <region>.his.arc.azure.com, proving with the private key
+                made for the connected cluster (its public half is the PUT's agentPublicKeyCertificate) that
+                these agents are that cluster's (`az connectedk8s connect` hands the key to the agents)
   tokens        login.microsoftonline.com (OIDC discovery)
   config        <region>.dp.kubernetesconfiguration.azure.com: healthCheck, GetHelmSettings
   notification  guestnotificationservice.azure.com
@@ -38,12 +40,62 @@ from typing import Optional
 AGENT_VERSION = "1.21.10"
 STATUS_FILE = "arc-agent.json"
 CONFIG_FILE = "arc-agent-config.json"
+KEY_FILE = "arc-agent-key.pem"           # the connected cluster's private key (mode 0600), the agents' identity
+FEATURES_FILE = "arc-agent-features.json"   # the features the agents' settings enable (helm values on a cluster)
+
+
+def save_key(state_dir: Path, key_pem: bytes) -> Path:
+    """Keep the agents' private key where only they read it (mode 0600, written before its content)."""
+    path = Path(state_dir) / KEY_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    return path
+
+
+def enable_features(state_dir: Path, features: list[str]) -> list[str]:
+    """Turn agent features on (what `az connectedk8s enable-features` sets in the agents' values); returns all
+    enabled ones."""
+    have = set(read_features(state_dir) or [])
+    out = sorted(have | set(features))
+    path = Path(state_dir) / FEATURES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+    return out
+
+
+def read_features(state_dir: Path) -> Optional[list[str]]:
+    """The features enabled in the agents' settings ([] when the agents run with none; None: no agents)."""
+    try:
+        return sorted(json.loads((Path(state_dir) / FEATURES_FILE).read_text()))
+    except FileNotFoundError:
+        return [] if (Path(state_dir) / CONFIG_FILE).exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def proof(cluster_id: str, key_pem: bytes, now: Optional[float] = None) -> dict:
+    """The identity service's proof of possession: the cluster id and a timestamp signed with the agents' key."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from layernet.lab.cloud.arc import proof_message
+
+    ts = f"{time.time() if now is None else now:.3f}"
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    sig = key.sign(proof_message(cluster_id, ts), padding.PKCS1v15(), hashes.SHA256())
+    return {"clusterResourceId": cluster_id, "timestamp": ts, "signature": base64.b64encode(sig).decode()}
 
 
 def config(site, level: str, cluster_id: str, ca_file: str, state_dir: Path, interval: float = 2.0,
            call_timeout: float = 3.0) -> dict:
     region = site.azure.location
     return {"level": level, "cluster_id": cluster_id, "region": region, "ca_file": str(ca_file),
+            "key_file": str(state_dir / KEY_FILE),
             "tenant": site.azure.tenant_id or "organizations", "status": str(state_dir / STATUS_FILE),
             "interval": interval, "call_timeout": call_timeout, "relay_namespace": f"azgnrelay-{region}-l1"}
 
@@ -56,7 +108,7 @@ def calls(cfg: dict) -> list[dict]:
     return [
         {"step": "identity (global)", "method": "POST", "url": "https://gbl.his.arc.azure.com/discovery", "json": body},
         {"step": "identity (regional)", "method": "POST", "url": f"https://{r}.his.arc.azure.com/agents/register",
-         "json": body},
+         "json": body, "proof": True},
         {"step": "tokens", "method": "GET",
          "url": f"https://login.microsoftonline.com/{cfg['tenant']}/v2.0/.well-known/openid-configuration"},
         {"step": "config: healthCheck", "method": "POST", "url": f"{dp}/healthCheck", "json": body},
@@ -126,13 +178,22 @@ class Agent:
             blob = self.http.get(call["url"].split("/manifests/")[0] + f"/blobs/{digest}", timeout=t)
             hops = " -> ".join(_host_port(r.url)[0] for r in blob.history + [blob])
             return blob.ok, f"HTTP {blob.status_code} via {hops}", None
-        resp = self.http.request(m, call["url"], json=call.get("json"), timeout=t)
-        peer = None
+        payload = call.get("json")
+        if call.get("proof"):
+            try:
+                key_pem = Path(self.cfg["key_file"]).read_bytes()
+            except (OSError, KeyError):
+                return False, "no private key for this cluster (the agents cannot prove their identity)", None
+            payload = {**(payload or {}), **proof(self.cfg["cluster_id"], key_pem)}
+        resp = self.http.request(m, call["url"], json=payload, timeout=t)
+        peer, code = None, ""
         try:
-            peer = resp.json().get("peer") if resp.headers.get("content-type", "").startswith("application/json") else None
-        except ValueError:
+            doc = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+            peer = doc.get("peer")
+            code = ((doc.get("error") or {}).get("code") or "") if not resp.ok else ""
+        except (ValueError, AttributeError):
             pass
-        return resp.ok, f"HTTP {resp.status_code}", peer
+        return resp.ok, f"HTTP {resp.status_code}" + (f" {code}" if code else ""), peer
 
     def attempt(self, call: dict) -> dict:
         host, port = _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])

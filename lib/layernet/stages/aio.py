@@ -40,7 +40,7 @@ def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, 
     if executor == "az":
         runner = runner or Runner()
         live = az_aio.AzLive(runner)
-        state = az_aio.observe_az(site, live)
+        state = az_aio.observe_az(site, live, az_aio.release_enablement(site, _template_dir(run_dir), verify_fetch))
         steps = az_aio.az_steps(site, state)
         return Plan(STAGE, steps, observed=fingerprint(state), executor="az", context={"state": state})
     if executor == "arm":
@@ -80,7 +80,9 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
             runner = Runner(record_dir=record)
         elif record and runner.record_dir is None:
             runner.record_dir = record
-        refuse_drift(plan, az_aio.observe_az(site, az_aio.AzLive(runner)))
+        enablement = (plan.context.get("state") or {}).get("enablement")
+        refuse_drift(plan, az_aio.observe_az(site, az_aio.AzLive(runner),
+                                             tuple(enablement) if enablement is not None else None))
         executor: Any = az_aio.AzExecutor(site, runner, echo=progress)
     else:
         executor = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir))
@@ -198,8 +200,10 @@ def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
 
 
 def _verify_remote(site, refused=None, wait: float = 0, interval: float = 10.0) -> list[dict]:
+    from layernet.azure import aio_sdk
+
     return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=wait, interval=interval,
-                             progress=progress_printer("▸ aio "))
+                             progress=progress_printer("▸ aio "), enablement=aio_sdk.ENABLEMENT_TYPES)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)

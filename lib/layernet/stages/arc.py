@@ -39,7 +39,9 @@ def _arm(site, arm: Optional[Arm]) -> Arm:
 def _live(site, executor: str, runner: Optional[Runner], arm: Optional[Arm]):
     if executor == "az":
         return az_arc.AzLive(runner or Runner())
-    return az_arc.SdkLive(_arm(site, arm))
+    from layernet.targets.base import get_target
+
+    return az_arc.SdkLive(_arm(site, arm), features_of=get_target(site).arc_features)
 
 
 def _plain(line: str) -> None:
@@ -123,7 +125,9 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
 
             tgt = get_target(site)
             executor = az_arc.SdkExecutor(site, _arm(site, arm),
-                                          on_connected=lambda level, cid: tgt.install_arc_agents(level, cid))
+                                          on_connected=lambda level, cid, key: tgt.install_arc_agents(
+                                              level, cid, agent_key=key),
+                                          on_features=tgt.enable_arc_features)
     changes = plan.changes
     blocked = [s for s in changes if s.action.endswith("(manual)")]
     if blocked:

@@ -37,7 +37,6 @@ from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, run_lin
 
 STAGE = "telemetry"
 EVENTHUB_API = "2024-01-01"
-EXTENSION_API = "2023-05-01"
 START_SERVICES = "start telemetry services in the cluster"
 ACTIONS = {   # the last type of a record's id -> the step's verb phrase
     "namespaces": "create Event Hubs namespace", "eventhubs": "create event hub", "devices": "create device",
@@ -62,13 +61,12 @@ def _names(site) -> dict:
 
 
 def extension_id(site, level: str) -> str:
-    from layernet.azure.aio_sdk import EXTENSIONS, INSTANCE_EXTENSION
-    from layernet.azure.clients import rid
+    """How the plan names a level's AIO extension: it is found by extension type, whatever its name
+    (`az iot ops create` names it azure-iot-operations-<suffix>)."""
+    from layernet.azure.aio import INSTANCE_EXTENSION
 
     cluster = site.aio.for_level(site, level).cluster
-    cluster_id = rid(site.azure.subscription_id, site.azure.resource_group, "Microsoft.Kubernetes",
-                     "connectedClusters", cluster)
-    return f"{cluster_id}/providers/Microsoft.KubernetesConfiguration/extensions/{EXTENSIONS[INSTANCE_EXTENSION][0]}"
+    return f"the {INSTANCE_EXTENSION} extension of connected cluster {cluster}"
 
 
 def eventhub_records(site) -> list[dict]:
@@ -86,6 +84,31 @@ def eventhub_records(site) -> list[dict]:
                       "properties": {"kafkaEnabled": True}}},
             {"id": f"{ns_id}/eventhubs/{tel.eventhubs.hub}", "apiVersion": EVENTHUB_API,
              "body": {"properties": {"partitionCount": 1, "messageRetentionInDays": 1}}}]
+
+
+ADOPTED = ("create Event Hubs namespace", "create event hub")
+SKU_RANK = {"basic": 0, "standard": 1, "premium": 2}
+
+
+def adoption_notes(rec: dict, have: dict) -> list[str]:
+    """How an existing Event Hubs namespace or hub differs from what the site would create. It is adopted as it
+    is, never changed: a Standard hub's partition count cannot change (and never shrink), and the SKU and
+    retention of a plant's namespace are someone's paid, production settings."""
+    want, notes = rec["body"], []
+    if rec["action"] == "create Event Hubs namespace":
+        w, h = pick(want, "sku", "name") or "", pick(have, "sku", "name") or "?"
+        if h.lower() != w.lower():
+            notes.append(f"SKU {h} (the site would create {w}): kept" +
+                         ("; the Kafka endpoint needs Standard or higher" if SKU_RANK.get(h.lower(), 1) < 1 else ""))
+        if pick(have, "properties", "kafkaEnabled") is False:
+            notes.append("kafkaEnabled is false: the dataflow's Kafka endpoint will not answer")
+        return notes
+    for field, unit, why in (("partitionCount", "partition(s)", "partitions cannot be decreased"),
+                             ("messageRetentionInDays", "day(s) retention", "")):
+        w, h = pick(want, "properties", field), pick(have, "properties", field)
+        if h is not None and h != w:
+            notes.append(f"{h} {unit} (the site would create {w}): kept" + (f"; {why}" if why and h > w else ""))
+    return notes
 
 
 def desired(site, principals: Optional[dict[str, str]] = None) -> list[dict]:
@@ -134,13 +157,29 @@ class Live:
     def put(self, rid: str, api: str, body: dict) -> dict:
         return as_dict(self.client.resources.begin_create_or_update_by_id(rid, api_version=api, parameters=body).result())
 
+    def extension_of_type(self, site, level: str, ext_type: str) -> Optional[dict]:
+        """The level's cluster extension of `ext_type` (found by type, never by name), or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if not hasattr(self._local, "ext"):
+            self._local.ext = self.arm.extensions()
+        cluster = site.aio.for_level(site, level).cluster
+        try:
+            exts = [as_dict(e) for e in self._local.ext.extensions.list(
+                site.azure.resource_group, "Microsoft.Kubernetes", "connectedClusters", cluster)]
+        except ResourceNotFoundError:
+            return None
+        return next((e for e in exts if (pick(e, "properties", "extensionType") or "").lower() == ext_type), None)
+
 
 def _principals(site, live: Live) -> dict[str, str]:
     """The AIO extension's managed identity per level that sends to Event Hubs (read from ARM)."""
+    from layernet.azure.aio import INSTANCE_EXTENSION
+
     out = {}
     for lv in site.chain:
         if any(f.level == lv.name and f.destination == "eventhubs" for f in site.telemetry.dataflows):
-            ext = live.get(extension_id(site, lv.name), EXTENSION_API) or {}
+            ext = live.extension_of_type(site, lv.name, INSTANCE_EXTENSION) or {}
             p = pick(ext, "identity", "principalId")
             if p:
                 out[lv.name] = p
@@ -193,6 +232,10 @@ def observe(site, arm: Arm) -> dict:
         if have is None:
             out[r["id"]] = None
             continue
+        if r["action"] in ADOPTED:      # an existing namespace or hub is adopted, compared, never changed
+            out[r["id"]] = {"state": pick(have, "properties", "provisioningState") or "unknown", "missing": [],
+                            "adopted": adoption_notes(r, have)}
+            continue
         want = json.loads(json.dumps(r["body"]))
         if r["action"].startswith("assign") and principals.get(r["level"]) is None:
             want["properties"].pop("principalId", None)
@@ -221,6 +264,10 @@ def steps(site, state: dict) -> list[Step]:
         taken = _listener_port_taken(r, listeners) if r["action"] == "create broker listener" else None
         if live is None and taken:
             skip, why = True, f"listener {taken} already serves this port the same way (stage 03)"
+        elif live is not None and "adopted" in live:
+            notes = live["adopted"]
+            skip, why = True, (f"exists ({live['state']}): adopted as it is, never changed" +
+                               ("; notes: " + "; ".join(notes) if notes else "; same as the site's"))
         else:
             skip, why = resource_skip(live)
         if r["action"].startswith("assign") and not state.get("principals", {}).get(r["level"]):

@@ -96,10 +96,23 @@ class Target(ABC):
         """What the target knows about a level's Arc agents beyond ARM (the lab: where its agents are blocked)."""
         return ""
 
-    def install_arc_agents(self, level: str, cluster_id: str, progress=None) -> str:
-        """After a cluster's connected-cluster resource exists: put its Arc agents in place. On a real site
+    def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
+        """After a cluster's connected-cluster resource exists: put its Arc agents in place, with `agent_key` (the
+        PEM private key whose public half the PUT carried: the agents' identity). On a real site
         `az connectedk8s connect` does it (the az executor); returns what was done."""
         return ""
+
+    def arc_features(self, level: str) -> Optional[list]:
+        """The features the level's Arc agents have enabled, where the target can read them (None: it cannot)."""
+        return None
+
+    def enable_arc_features(self, level: str, features: list) -> str:
+        """Enable agent features (the sdk executor's enable-features): only a target whose agents it runs can."""
+        from layernet.errors import StageFailed
+
+        raise StageFailed(f"{level}: agent features ({', '.join(features)}) are agent settings, not ARM resources: "
+                          "the sdk executor cannot enable them here; use arc.executor: az (az connectedk8s "
+                          "enable-features)")
 
     # ---- stage 03 (AIO): what the cluster does on its own on a real site; the lab's stand-ins do it there
     def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
@@ -145,6 +158,11 @@ class Target(ABC):
         import os
 
         return os.environ.get(self.site.telemetry.eventhubs.connection_string_env) or None, None
+
+    def eventhubs_refusals(self, since: float) -> list:
+        """Why Event Hubs refused clients since `since` (time.time()): tokens that failed validation, principals
+        denied an operation. A real site reads no broker log here (Event Hubs' diagnostic logs hold it): none."""
+        return []
 
 
 def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where: str) -> None:

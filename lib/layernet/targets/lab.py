@@ -214,10 +214,27 @@ class LabTarget(Target):
 
         return lab_azure.arm(self.site)
 
-    def install_arc_agents(self, level: str, cluster_id: str, progress=None) -> str:
-        from layernet.lab import services
+    def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
+        from layernet.lab import arcagent, services
 
+        d = commands.level_dir(self.site, level)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / arcagent.FEATURES_FILE).unlink(missing_ok=True)      # newly installed agents: no feature enabled yet
+        (d / arcagent.KEY_FILE).unlink(missing_ok=True)
+        if agent_key:
+            arcagent.save_key(d, agent_key)
         return services.start_arc_agent(self.site, level, cluster_id)
+
+    def arc_features(self, level: str):
+        from layernet.lab import arcagent
+
+        return arcagent.read_features(commands.level_dir(self.site, level))
+
+    def enable_arc_features(self, level: str, features: list) -> str:
+        from layernet.lab import arcagent
+
+        on = arcagent.enable_features(commands.level_dir(self.site, level), list(features))
+        return f"agents of {level}: features enabled: {', '.join(on) or 'none'}"
 
     def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
         from layernet.lab import services

@@ -203,7 +203,7 @@ def test_apply_refuses_when_the_live_state_changed_since_the_plan(lcloud, arm):
         with pytest.raises(DriftError, match="changed since the plan"):
             aio.apply(p, site, arm=arm, progress=lambda _: None)
         again = aio.plan(site, arm=arm)
-        assert [(s.level, s.action) for s in again.changes] == [("level4", "create: broker")]
+        assert [(s.level, s.action) for s in again.changes] == [("level4", "create: broker")], [(s.action, s.reason) for s in again.changes]
     finally:
         changed["properties"]["memoryProfile"] = "Low"
         io.broker.begin_create_or_update("rg-aio", "aio-l4-ops", "default", changed).result()

@@ -96,7 +96,7 @@ def build_cloud(settings: CloudSettings) -> Cloud:
         AppSpec("entra", names["entra"], entra.build(directory, signer)),
         AppSpec("arm", names["arm"], arm_app.build(arm, signer, directory.tenant_id)),
         AppSpec("dataplane", names["dataplane"], aio.with_extension_status(arc.dataplane_app(store, arm.settings), store)),
-        AppSpec("his", names["his"], arc.generic_app("his")),
+        AppSpec("his", names["his"], arc.identity_app(store)),
         AppSpec("notification", names["notification"], arc.generic_app("notification")),
         AppSpec("relay", names["relay"], arc.relay_app()),
         AppSpec("mcr", names["mcr"], arc.mcr_app(registry, data_host)),

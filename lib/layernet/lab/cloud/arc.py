@@ -11,9 +11,14 @@ service, the relay websocket, MCR, and the hook that gives connected clusters th
   (`ArmSettings.egress_ip`; any address when empty), with lastConnectivityTime and agentVersion from the
   latest one; ``Offline`` once the last such heartbeat is older than `offline_after` seconds. A heartbeat
   from any other address (a path that skipped the egress proxy) never makes a cluster Connected.
-- identity, ``gbl.his.arc.azure.com`` and ``*.his.arc.azure.com``; notification,
-  ``guestnotificationservice.azure.com`` and ``*.guestnotificationservice.azure.com``: every request gets 200
-  ``{"service", "host", "path", "peer"}`` (the agents' calls are evidence, their content is not modelled).
+- identity (HIS), ``gbl.his.arc.azure.com`` and ``*.his.arc.azure.com``: the agents prove they hold the private
+  key whose public half the connected-cluster PUT carried (``agentPublicKeyCertificate``, base64 of the PKCS#1
+  RSAPublicKey DER): ``POST /agents/register`` ``{"clusterResourceId", "timestamp", "signature"}``, the signature
+  RSA PKCS#1 v1.5 SHA-256 over ``proof_message(clusterResourceId, timestamp)``, the timestamp within
+  `PROOF_WINDOW` seconds. 200 ``{"identity": "verified", ...}``; 401 ``InvalidProof`` for another key or a stale
+  proof, 404 for an unknown cluster. Any other path (discovery) gets 200 ``{"service", "host", "path", "peer"}``.
+- notification, ``guestnotificationservice.azure.com`` and ``*.guestnotificationservice.azure.com``: every request
+  gets 200 ``{"service", "host", "path", "peer"}`` (the agents' calls are evidence, their content is not modelled).
 - relay, ``*.servicebus.windows.net`` on 443: a websocket on any path; the server first sends
   ``{"service": "relay", "host", "path", "peer"}``, then echoes every message. Plain HTTP gets the same JSON.
 - MCR, ``mcr.microsoft.com``: ``/v2/`` and ``/v2/<repo>/manifests/<ref>`` (an OCI manifest made up for any
@@ -130,6 +135,73 @@ def dataplane_app(store, settings) -> Starlette:
         Route("/azure-arc-k8sagents/GetHelmSettings", helm, methods=["POST"]),
         Route("/azure-arc-k8sagents/heartbeat", heartbeat, methods=["POST"]),
     ])
+
+
+PROOF_WINDOW = 300.0
+
+
+def proof_message(cluster_id: str, timestamp: str) -> bytes:
+    """What the agents sign to prove they hold the connected cluster's private key."""
+    return f"{cluster_id.lower()}|{timestamp}".encode()
+
+
+def public_key_of(agent_public_key_certificate: str):
+    """The RSA public key of an agentPublicKeyCertificate (base64 of the PKCS#1 RSAPublicKey DER)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = base64.b64decode(agent_public_key_certificate, validate=True)
+    pem = b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(der) + b"-----END RSA PUBLIC KEY-----\n"
+    return serialization.load_pem_public_key(pem)
+
+
+def check_proof(store, body: dict, now: Optional[float] = None) -> tuple[int, str, str]:
+    """(status, code, message) for an agent's proof of possession (see the module docstring)."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    try:
+        cid, ts, sig = str(body["clusterResourceId"]), str(body["timestamp"]), str(body["signature"])
+        age = abs((time.time() if now is None else now) - float(ts))
+    except (KeyError, TypeError, ValueError):
+        return 400, "BadRequest", "expected JSON {clusterResourceId, timestamp, signature}"
+    res = store.snapshot("resources", cid)
+    if res is None:
+        return 404, "ResourceNotFound", f"no connected cluster {cid}"
+    cert = (res.get("properties") or {}).get("agentPublicKeyCertificate") or ""
+    if age > PROOF_WINDOW:
+        return 401, "InvalidProof", f"the proof's timestamp is {age:.0f} s away from now (at most {PROOF_WINDOW:.0f})"
+    try:
+        public_key_of(cert).verify(base64.b64decode(sig), proof_message(cid, ts), padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return 401, "InvalidProof", "the signature was not made with the private key of this connected cluster"
+    except ValueError:
+        return 401, "InvalidProof", "the connected cluster's agentPublicKeyCertificate is not an RSA public key"
+    return 200, "", "verified"
+
+
+def identity_app(store) -> Starlette:
+    async def register(request: Request):
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        status, code, msg = check_proof(store, body if isinstance(body, dict) else {})
+        if status != 200:
+            return JSONResponse({"error": {"code": code, "message": msg}}, status_code=status)
+        return JSONResponse({"service": "his", "identity": "verified", "clusterResourceId": body["clusterResourceId"],
+                             "host": request.headers.get("host", ""), "path": request.url.path, "peer": _peer(request)})
+
+    async def any_path(request: Request):
+        return JSONResponse({"service": "his", "host": request.headers.get("host", ""), "path": request.url.path,
+                             "peer": _peer(request)})
+
+    return Starlette(routes=[Route("/agents/register", register, methods=["POST"]),
+                             Route("/{path:path}", any_path, methods=["GET", "POST"])])
 
 
 def generic_app(service: str) -> Starlette:
