@@ -111,11 +111,11 @@ def test_values_of_every_kind():
 
 def test_a_table_of_durations_has_units_and_no_nan():
     df = pd.DataFrame({"level": ["level2", "level3", "level4"], "latency_ms": [1.057, 0.003, np.nan],
-                       "seconds": [1.057, None, 2.0], "checks": [3, 4, 5]})
+                       "seconds": [1.057, None, 2.0], "checks": [3, 4, 5], "bytes_in": [10, 2048, 0]})
     got = parse(to_html(df))
-    assert got.head == ["level", "latency", "seconds", "checks"]
-    assert got.rows == [["level2", "1.06 ms", "1.06 s", "3"], ["level3", "0.003 ms", MISSING, "4"],
-                        ["level4", MISSING, "2 s", "5"]]
+    assert got.head == ["level", "latency", "seconds", "checks", "bytes in"]
+    assert got.rows == [["level2", "1.06 ms", "1.06 s", "3", "10 B"], ["level3", "0.003 ms", MISSING, "4", "2 KB"],
+                        ["level4", MISSING, "2 s", "5", "0 B"]]
     words = " ".join(" ".join(r) for r in got.rows)
     for bad in ("nan", "None", "NaT", "1.057000", "0.003000"):
         assert bad not in words

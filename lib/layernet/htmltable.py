@@ -204,6 +204,8 @@ def unit_of(column: str) -> tuple[str, Optional[str]]:
     low = name.lower()
     if low in _NAME_UNITS:
         return name.replace("_", " "), _NAME_UNITS[low]
+    if low.startswith("bytes_"):
+        return name.replace("_", " "), "bytes"
     for suffix, unit in _SUFFIX_UNITS:
         if low.endswith(suffix) and len(low) > len(suffix):
             return name[: -len(suffix)].replace("_", " "), unit

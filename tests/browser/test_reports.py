@@ -25,10 +25,8 @@ PLANS = {"02-arc.html": "arc", "03-aio.html": "aio", "04-telemetry.html": "telem
 WIDTH = 1280
 NOT_A_VALUE = re.compile(r"\b(nan|NaN|None|NaT)\b")
 
-# measured in the page: the text as first shown, then every element (an <svg> counts as one) against the main column
-# with every <details> open
+# measured in the page: every element (an <svg> counts as one) against the main column, with every <details> open
 MEASURE = """() => {
-  const text = document.body.innerText;        // as first shown: the exact requests (verbatim JSON) are a click away
   document.querySelectorAll('details').forEach(d => d.open = true);
   const main = document.querySelector('main') || document.body;
   const box = main.getBoundingClientRect();
@@ -49,7 +47,7 @@ MEASURE = """() => {
     return {id: div.id, drawn: !!svg && r.width > 50 && r.height > 50 && div.querySelectorAll('.trace, .sankey').length > 0};
   });
   const images = [...document.images].map(i => ({alt: i.alt, drawn: i.complete && i.naturalWidth > 0}));
-  return {wide, charts, images, text,
+  return {wide, charts, images,
           page_width: document.documentElement.scrollWidth, view_width: window.innerWidth};
 }"""
 
@@ -116,10 +114,11 @@ def opened(run_dir, browser) -> dict[str, Opened]:
         page.on("pageerror", lambda e, o=o: o.console_errors.append(str(e)))
         page.goto(url, wait_until="load")
         page.wait_for_timeout(300)
+        o.text = page.evaluate("document.body.innerText")   # as first shown: the exact requests are a click away
         if name in PLANS:
             o.plan_rows = _plan_rows(page)
         got = page.evaluate(MEASURE)
-        o.wide, o.charts, o.images, o.text = got["wide"], got["charts"], got["images"], got["text"]
+        o.wide, o.charts, o.images = got["wide"], got["charts"], got["images"]
         o.page_width, o.view_width = got["page_width"], got["view_width"]
         page.close()
         out[name] = o
