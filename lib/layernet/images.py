@@ -41,10 +41,12 @@ REGISTRY_HOSTS: dict[str, tuple[str, ...]] = {
 }
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*", re.ASCII)      # every rule matches the whole text
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII)
+# the distribution spec: clients limit host[:port]/repository to 255 characters (Docker's reference parser refuses more)
+MAX_NAME = 255
 
 
 # ----------------------------------------------------------------------------------------------- references
@@ -73,13 +75,13 @@ def parse_ref(text) -> ImageRef:
     name, digest = text, None
     if "@" in text:
         name, digest = text.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise ValueError("a digest written as sha256: and 64 lower-case hex digits")
     tag = None
     last = name.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = name.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise ValueError(f"a tag of letters, digits, '_', '.', '-' (at most 128); {tag!r} is not one")
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
@@ -91,7 +93,7 @@ def parse_ref(text) -> ImageRef:
             port = int(port_text)
         host = host.lower()
         labels = host.split(".")
-        if len(labels) < 2 or not all(_HOST_LABEL.match(x) for x in labels):
+        if len(labels) < 2 or not all(_HOST_LABEL.fullmatch(x) for x in labels):
             raise ValueError(f"a fully qualified registry host; {host!r} is not one (a node-local registry "
                              "is not reachable through the chain: import the image instead)")
         registry, repository = host, rest
@@ -101,8 +103,12 @@ def parse_ref(text) -> ImageRef:
         registry = DOCKER_HUB
         if "/" not in repository:
             repository = f"library/{repository}"
-    if not _REPOSITORY.match(repository):
-        raise ValueError(f"a repository path of lower-case letters, digits and separators; {repository!r} is not one")
+    full = len(name if sep else f"{registry}/{repository}")
+    if full > MAX_NAME:
+        raise ValueError(f"a registry host and repository path of at most {MAX_NAME} characters together (the "
+                         f"registry's limit); this one has {full}")
+    if not _REPOSITORY.fullmatch(repository):
+        raise ValueError(f"a repository path of lower-case letters, digits and separators; {repository[:80]!r} is not one")
     if tag is None and digest is None:
         raise ValueError("a pinned tag or digest (e.g. ...:v1.34.10): without one the node pulls 'latest', "
                          "which changes under you and cannot be carried to an air-gapped level")

@@ -50,3 +50,32 @@ def write(raw: dict, folder: Path, name: str = "plant.yaml") -> Path:
     path = Path(folder) / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def with_telemetry(raw: dict) -> dict:
+    """`raw` with the later stages' sections for its chain: an OPC UA asset on the lowest level, one dataflow per
+    level forwarding to the parent's broker, the egress level's to Event Hubs; an aio section per level."""
+    out = copy.deepcopy(raw)
+    chain = [lv["name"] for lv in out["levels"]]           # plant_site lists them egress first
+    low = out["levels"][-1]
+    out["azure"]["eventhubs_namespace"] = "other-plant-ehns"
+    out["azure"]["schema_registry_storage"] = "otherplantsr"
+    out["allowlist"]["groups"] = sorted(set(out["allowlist"]["groups"]) | {"eventhubs"})
+    topic = f"{low['name']}/data/press1"
+    flows = []
+    for i in range(len(chain) - 1, 0, -1):
+        child, parent = chain[i], chain[i - 1]
+        flows.append({"name": f"{child}-to-{parent}", "level": child, "source": topic, "destination": "parent",
+                      "topic": f"/{parent}in/data/press1"})
+        topic = f"/{parent}in/data/press1"
+    flows.append({"name": f"{chain[0]}-to-eventhubs", "level": chain[0], "source": topic, "destination": "eventhubs"})
+    out["telemetry"] = {
+        "assets": [{"name": "press1", "level": low["name"], "address": f"opc.tcp://{low['node_ip']}:4840",
+                    "datasets": [{"name": "main", "topic": f"{low['name']}/data/press1",
+                                  "data_points": [{"name": "Pressure", "node_id": "ns=2;s=Pressure"}]}]}],
+        "dataflows": flows,
+        "eventhubs": {"hub": "press-telemetry", "consumer_group": "verify"},
+        "mqtt": {"mode": "x509"},
+    }
+    out["aio"] = {"levels": {}}
+    return out

@@ -221,7 +221,7 @@ def test_aio_section_errors_name_their_field():
 
 
 def test_aio_cross_checks():
-    from layernet.site.aio import check
+    from layernet.site.aio import check, check_site
 
     site = example_site(aio={"executor": "arm", "levels": {"level9": {}, "level3": {"instance": "x-ops"},
                                                             "level2": {"instance": "x-ops"}}},
@@ -230,9 +230,13 @@ def test_aio_cross_checks():
     assert set(got) == {"aio.levels.level9", "aio.levels.level4.schema_registry.storage_account",
                         "aio.levels.level3.schema_registry.storage_account",
                         "aio.levels.level2.schema_registry.storage_account",
-                        "aio.templates.enablement_url", "aio.templates.instance_url", "aio.levels.level2.instance"}
-    assert "aio.levels.level3.instance" in got["aio.levels.level2.instance"]
+                        "aio.templates.enablement_url", "aio.templates.instance_url"}
     assert check(example_site(), "x.yaml") == []
+    # names resolved with their defaults: two levels sharing one (check_site, on the valid site)
+    clash = example_site(aio={"levels": {"level3": {"instance": "x-ops"}, "level2": {"instance": "x-ops"}}})
+    got = {p.path: p.expected for p in check_site(clash, "x.yaml")}
+    assert set(got) == {"aio.levels.level2.instance"} and "aio.levels.level3.instance" in got["aio.levels.level2.instance"]
+    assert check_site(example_site(), "x.yaml") == []
     tagged = example_site(aio={"executor": "arm", "release_tag": "v1.2.36"})
     assert check(tagged) == []
     assert tagged.aio.template_url("instance") == (

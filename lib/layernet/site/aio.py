@@ -14,18 +14,19 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
+from layernet.site import names
 from layernet.site.base import Strict
 
 TEMPLATE_URL = "https://github.com/Azure/azure-iot-operations/releases/download/{tag}/azure-iot-operations-{kind}.json"
-_STORAGE = re.compile(r"^[a-z0-9]{3,24}$")
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", re.ASCII)
+_SHA = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_CLI_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+[a-z0-9.]*", re.ASCII)
 
 
 def _name(value: Optional[str], kind: str) -> Optional[str]:
-    if value is not None and not _NAME.match(value):
-        raise ValueError(f"a valid {kind} name: 3-63 lowercase letters, digits and inner hyphens")
+    why = names.check_aio_name(value, kind)
+    if why:
+        raise ValueError(why)
     return value
 
 
@@ -52,14 +53,15 @@ class SchemaRegistry(Strict):
     @field_validator("storage_account")
     @classmethod
     def _sa(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _STORAGE.match(value):
-            raise ValueError("a storage account name of 3-24 lowercase letters and digits")
+        why = names.check_storage_account(value)
+        if why:
+            raise ValueError(why)
         return value
 
     @field_validator("container")
     @classmethod
     def _c(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _CONTAINER.match(value):
+        if value is not None and not _CONTAINER.fullmatch(value):
             raise ValueError("a blob container name of 3-63 lowercase letters, digits and single inner hyphens")
         return value
 
@@ -95,7 +97,7 @@ class Templates(Strict):
     @field_validator("enablement_sha256", "instance_sha256")
     @classmethod
     def _sha(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _SHA.match(value):
+        if value is not None and not _SHA.fullmatch(value):
             raise ValueError("a sha256 digest: 64 lowercase hex characters")
         return value
 
@@ -116,7 +118,7 @@ class Resolved(Strict):
 
 
 class Aio(Strict):
-    release: str = Field(default="1.2", pattern=r"^\d+\.\d+$")
+    release: str = Field(default="1.2", pattern=r"^[0-9]+\.[0-9]+$")
     release_tag: Optional[str] = None        # the GitHub release tag whose templates the arm executor fetches
     cli_version: Optional[str] = None        # the azure-iot-ops CLI extension version the az executor pins
     executor: Literal["az", "arm", "sdk"] = "az"   # sdk: each resource PUT through the SDK clients (the lab)
@@ -127,7 +129,7 @@ class Aio(Strict):
     @field_validator("cli_version")
     @classmethod
     def _cli(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not re.match(r"^\d+\.\d+\.\d+([a-z0-9.]*)$", value):
+        if value is not None and not _CLI_VERSION.fullmatch(value):
             raise ValueError("an azure-iot-ops extension version such as 1.2.0")
         return value
 
@@ -182,15 +184,58 @@ def check(site: Any, fname: str = "<site>") -> list:
                 out.append(Problem(fname, f"aio.templates.{kind}_url", None,
                                    "the pinned release's template URL, or aio.release_tag (e.g. v1.2.36) to use its "
                                    "release assets (executor: arm)"))
-    # two levels must not share an instance, custom location or schema registry name
-    seen: dict[tuple, str] = {}
-    for name in names:
-        cfg = per.get(name) if isinstance(per, dict) and isinstance(per.get(name), dict) else {}
-        for key in ("instance", "custom_location", "adr_namespace"):
-            value = cfg.get(key)
-            if value:
-                if (key, value) in seen:
-                    out.append(Problem(fname, f"aio.levels.{name}.{key}", value,
-                                       f"a name not already used by aio.levels.{seen[(key, value)]}.{key}"))
-                seen[(key, value)] = name
     return out
+
+
+# the resolved names of a level: field path under aio.levels.<level>, the rule's name, and how the default is derived
+RESOLVED_NAMES = (
+    ("instance", "instance", "AIO instance", "<cluster>-ops"),
+    ("custom_location", "custom_location", "custom location", "<cluster>-cl"),
+    ("adr_namespace", "adr_namespace", "ADR namespace", "<cluster>-ns"),
+    ("registry", "schema_registry.name", "schema registry", "<cluster>-sr"),
+    ("registry_namespace", "schema_registry.namespace", "registry namespace", "the registry name"),
+)
+
+
+def check_site(site, fname: str = "<site>") -> list:
+    """Checks of every level's resolved AIO names, defaults included (`Aio.for_level` derives them from the
+    cluster names): each is a valid name, and no two levels share an instance, custom location, ADR namespace or
+    schema registry (one resource group holds them all), or a blob container of one storage account."""
+    from layernet.site.model import Problem
+
+    out: list = []
+    seen: dict[tuple, str] = {}
+    if "aio" not in site.model_fields_set:      # a site without an aio section does not deploy AIO (yet)
+        return out
+    container = ("container", "schema_registry.container", "blob container", "<cluster>-schemas")
+    for lv in site.chain:
+        if not lv.reaches_azure:
+            continue
+        r = site.aio.for_level(site, lv.name)
+        cfg = site.aio.levels.get(lv.name) or AioLevel()
+        for attr, path, kind, how in RESOLVED_NAMES + (container,):
+            value = getattr(r, attr)
+            given = _given(cfg, path)
+            where = f"aio.levels.{lv.name}.{path}"
+            shown = where if given else f"{where} (not set: {how}, from azure.clusters.{lv.name} {r.cluster!r})"
+            why = (names.check_aio_name(value, kind) if attr != "container"
+                   else None if _CONTAINER.fullmatch(value) else
+                   "a blob container name of 3-63 lowercase letters, digits and single inner hyphens")
+            if why:
+                out.append(Problem(fname, where, value, why + ("" if given else f"; set {where} or change "
+                                                             f"azure.clusters.{lv.name}")))
+                continue
+            key = (attr, r.storage_account if attr == "container" else "", value.lower())
+            if key in seen:
+                out.append(Problem(fname, where, value, f"a name no other level uses: {seen[key]} has it too "
+                                   f"(two levels cannot share one {kind}); set {where}"))
+            else:
+                seen[key] = shown
+    return out
+
+
+def _given(cfg: "AioLevel", path: str) -> bool:
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj is not None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
+from layernet.site import names
 from layernet.site.base import Strict
 
 # The Custom Locations resource provider's first-party application id; its service principal's object id is
@@ -21,14 +22,14 @@ DEFAULT_PROVIDERS = [
     "Microsoft.IoTOperations", "Microsoft.DeviceRegistry", "Microsoft.SecretSyncController",
 ]
 FEATURES = ("cluster-connect", "custom-locations", "azure-rbac")
+# what stage 03 needs on every Arc-enabled cluster: AIO is installed at a custom location, reached through cluster
+# connect
+NEEDED_FEATURES = ("cluster-connect", "custom-locations")
 # Per node, before Arc (the sample: without these the agents time out).
 NODE_SYSCTLS = {"fs.inotify.max_user_instances": 8192, "fs.inotify.max_user_watches": 524288,
                 "fs.file-max": 100000}
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+$")
-_GATEWAY = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.HybridCompute/gateways/[^/]+$",
-                      re.IGNORECASE)
+_PROVIDER = re.compile(r"[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+", re.ASCII)
 # the value type carries the range, so a bad entry is reported at arc.onboarding_timeout.<level>
 Seconds = Annotated[int, Field(ge=10, le=7200, strict=True)]   # 10 s: short lab rehearsals
 
@@ -57,7 +58,7 @@ class Arc(Strict):
     @field_validator("custom_locations_oid")
     @classmethod
     def _oid(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _GUID.match(value):
+        if value is not None and names.check_guid(value, "object id"):
             raise ValueError("the object id (a GUID) of the Custom Locations service principal, or null to derive it "
                              f"with `az ad sp show --id {CUSTOM_LOCATIONS_APP_ID} --query id -o tsv`")
         return value
@@ -66,7 +67,7 @@ class Arc(Strict):
     @classmethod
     def _providers(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not _PROVIDER.match(name):
+            if not _PROVIDER.fullmatch(name):
                 raise ValueError(f"resource provider namespaces such as Microsoft.Kubernetes; {name!r} is not one")
         if len(set(v.lower() for v in value)) != len(value):
             raise ValueError("each provider once")
@@ -77,14 +78,18 @@ class Arc(Strict):
     def _features(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("each feature once")
+        missing = [f for f in NEEDED_FEATURES if f not in value]
+        if missing:
+            raise ValueError(f"a list with {' and '.join(NEEDED_FEATURES)}: stage 03 installs AIO at a custom location "
+                             f"it reaches through cluster connect; add {', '.join(missing)}")
         return value
 
     @field_validator("gateway_resource_id")
     @classmethod
     def _gateway(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _GATEWAY.match(value):
-            raise ValueError("an Arc gateway resource id: /subscriptions/<guid>/resourceGroups/<rg>/providers/"
-                             "Microsoft.HybridCompute/gateways/<name>")
+        why = names.check_arc_gateway_id(value)
+        if why:
+            raise ValueError(why)
         return value
 
     def allow_groups(self, groups: list[str]) -> list[str]:

@@ -18,7 +18,19 @@ LAB_CUSTOM_LOCATIONS_OID = "51dfe1e8-70c6-4de5-a08e-e18aff23d815"
 LAB_ONBOARDING_TIMEOUT = 120          # seconds: the lab's agents connect in seconds; a broken lab fails fast
 
 
-def _lab_storage(raw: dict) -> str:
+def _lab_storage(raw: dict) -> Any:
+    """The lab's schema-registry storage account, unless every level names its own (then None: nothing to fill)."""
+    aio = raw.get("aio") if isinstance(raw.get("aio"), dict) else {}
+    per = aio.get("levels") if isinstance(aio.get("levels"), dict) else {}
+    names = [lv.get("name") for lv in raw.get("levels") or [] if isinstance(lv, dict)] if isinstance(raw.get("levels"), list) else []
+
+    def own(name: Any) -> bool:
+        cfg = per.get(name) if isinstance(per.get(name), dict) else {}
+        sr = cfg.get("schema_registry") if isinstance(cfg.get("schema_registry"), dict) else {}
+        return bool(sr.get("storage_account"))
+
+    if names and all(own(n) for n in names):
+        return None
     lab = raw.get("lab") if isinstance(raw.get("lab"), dict) else {}
     prefix = lab.get("prefix", "ln")
     return f"{prefix}schemas" if isinstance(prefix, str) and prefix.isalnum() and prefix.islower() else "lnschemas"
@@ -58,7 +70,9 @@ def with_target_defaults(raw: Any) -> Any:
         filled = dict(have)
         for key, value in fields.items():
             if filled.get(key) is None:
-                filled[key] = value(raw) if callable(value) else copy.deepcopy(value)
+                value = value(raw) if callable(value) else copy.deepcopy(value)
+                if value is not None:
+                    filled[key] = value
         if filled != have or section not in out:
             out[section] = filled
     return out

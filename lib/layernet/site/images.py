@@ -11,13 +11,17 @@ The static check that every pulled image comes from a registry the level can rea
 """
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from layernet.site.base import Strict
 
 Mode = Literal["pull", "import"]
+# a folder the rendered `k3s ctr images import <dir>/<archive>` commands can carry without quoting: absolute, path
+# segments of letters, digits, '.', '_', '-' not starting with '.' or '-' (no '..', globs, '~', spaces, quotes, '$')
+_ARCHIVE_DIR = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63})+/?", re.ASCII)
 
 # role -> which levels run it: "proxy" (levels with proxy: true) or "all" (every level of the chain)
 ROLES: dict[str, str] = {
@@ -47,7 +51,16 @@ class Images(Strict):
     # replaces the built-in list of layernet.images.REGISTRY_HOSTS for that registry
     registry_hosts: dict[str, list[str]] = {}
     platform: str = Field(default="linux/amd64", pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
-    archive_dir: str = Field(default="/var/lib/layernet/images", pattern=r"^/[^\s'\"\\;&|$`]*$")
+    archive_dir: str = "/var/lib/layernet/images"
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _archive_dir(cls, value: str) -> str:
+        if len(value) > 200 or not _ARCHIVE_DIR.fullmatch(value):
+            raise ValueError("an absolute folder of at most 200 characters whose parts are letters, digits, '.', '_' "
+                             "and '-', not starting with '.' or '-' (the import commands use it unquoted: no spaces, "
+                             "quotes, '$', '~', globs or '..'), e.g. /var/lib/layernet/images")
+        return value
 
     def reference(self, role: str, cloud: str = "public") -> str:
         """The image reference of `role`: the site's own, else the default of `cloud`."""

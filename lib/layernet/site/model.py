@@ -362,7 +362,7 @@ class _BadValue:
         return repr(self.text)
 
 
-_PIECE = re.compile(r"^([^.\[\]=\s]+)((?:\[\d{1,6}\])*)$")
+_PIECE = re.compile(r"([^.\[\]=\s]+)((?:\[[0-9]{1,6}\])*)")
 
 
 class _PathError(ValueError):
@@ -376,7 +376,7 @@ def split_path(key: str) -> list[str | int]:
         raise _PathError("an override needs a field path, e.g. -p azure.location=westeurope")
     parts: list[str | int] = []
     for piece in key.split("."):
-        m = _PIECE.match(piece)
+        m = _PIECE.fullmatch(piece)
         if not m:
             if piece == "":
                 raise _PathError(f"a field path without empty segments: {key[:80]!r} has '..' or a leading or "
@@ -384,7 +384,7 @@ def split_path(key: str) -> list[str | int]:
             raise _PathError(f"a field path of names and [index]es separated by '.', e.g. levels[1].node_ip or "
                              f"levels.level3.proxy; {piece[:60]!r} is not a path segment")
         parts.append(m.group(1))
-        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+        parts += [int(i) for i in re.findall(r"\[([0-9]+)\]", m.group(2))]
     return parts
 
 
@@ -446,6 +446,8 @@ def _expected(err: dict) -> str:
     loc = err["loc"]
     if typ == "layernet_text":
         return err["msg"]
+    if typ == "value_error":          # a section's own rule: its text says what is expected
+        return str(err.get("msg", "")).removeprefix("Value error, ")
     if "ports" in loc and typ in ("int_type", "int_parsing", "int_from_float", "greater_than_equal", "less_than_equal"):
         return "a TCP port number 1-65535, unquoted (true, yes and no are not ports)"
     if "ports" in loc and typ == "list_type":
@@ -890,4 +892,8 @@ def _site_checks(site: Site, raw: dict, fname: str) -> list[Problem]:
             P.append(Problem(fname, f"lab.refused_hosts[{j}]", h, f"a host the allow list refuses; {hit.host} "
                              "allows it, so the lab's refusal check could never pass"))
     P += check_images(site, fname)
+    from layernet.site import aio, telemetry
+
+    P += aio.check_site(site, fname)
+    P += telemetry.check_site(site, fname)
     return P

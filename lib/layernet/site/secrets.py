@@ -17,26 +17,37 @@ _WORDS = {"secret", "secrets", "password", "passwords", "passwd", "pwd", "passph
           "connectionstring", "connstr", "clientsecret", "accesskey"}
 _PAIRS = {("api", "key"), ("private", "key"), ("account", "key"), ("access", "key"), ("connection", "string"),
           ("conn", "str"), ("client", "secret"), ("shared", "access")}
+# the `*_key` family: a key (or keys) qualified by one of these words holds key material (storage_key, SasKey,
+# primaryKey); other keys are not secrets (routing_key, partition_key)
+KEY_QUALIFIERS = {"account", "shared", "storage", "sas", "access", "api", "private", "primary", "secondary", "master",
+                  "signing", "encryption", "subscription", "auth", "admin", "secret", "service", "function", "host",
+                  "client", "app", "device", "event", "hub", "symmetric", "hmac"}
 
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
-SECRET_VALUE = re.compile(
-    r"(?i:\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|SharedAccessKeyName|Password|Pwd|ClientSecret)\s*=)"
-    r"|(?i:\bDefaultEndpointsProtocol\s*=)"
-    r"|(?i:\bEndpoint\s*=\s*sb://)"
-    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"          # a JWT: base64url header.payload.signature
-    r"|[?&]sig=[A-Za-z0-9%+/=]{8,}"                                        # a SAS URL's signature
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
-    r"|\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"                     # a password inside a URL
+# What a secret value looks like, one detector per shape: (literals, pattern). Both work on the LOWER-CASED text;
+# a pattern runs only when one of its literals occurs (a C-speed substring test), and every pattern is linear in
+# the length of the text: a branch that starts with a run of characters may only start where that run starts (a
+# look-behind) and runs are consumed possessively (`*+`, `++`), so a megabyte of `a.`, `a-` or `a:` is one pass
+# (benchmarks/secret_shapes.py measures it).
+DETECTORS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("=",), r"(?:accountkey|sharedaccesskeyname|sharedaccesskey|sharedaccesssignature|password|pwd|clientsecret"
+             r"|defaultendpointsprotocol)\s*+=|endpoint\s*+=\s*+sb://"),                 # connection strings
+    (("eyj",), r"(?<![a-z0-9_-])eyj[a-z0-9_-]{4,}+\.[a-z0-9_-]{4,}+\.[a-z0-9_-]*+"),        # a JWT
+    (("sig=",), r"[?&]sig=[a-z0-9%+/=]{8}"),                                                # a SAS URL's signature
+    (("-----begin ",), r"-----begin (?:[a-z]{1,20} ){0,3}private key-----"),               # a PEM private key
+    (("://",), r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@]++:[^/\s@]++@"),           # a password in a URL
+    # user:password@host without a scheme (image references, registry hosts), at the start of a value or a word
+    ((":",), r"(?<![^\s,;'\"=(\[{<])[^\s/:@,;'\"=()\[\]{}<>]++:[^\s/@]++@[a-z0-9-]++\.[a-z0-9]"),
 )
-
-
-_REDACT = re.compile(r"(?:" + SECRET_VALUE.pattern + r")[^\s'\"]*")
+_COMPILED = tuple((lits, re.compile(pat)) for lits, pat in DETECTORS)
+SECRET_VALUE = re.compile("|".join(f"(?:{pat})" for _, pat in DETECTORS), re.IGNORECASE)
+_REDACT = re.compile(r"(?:" + SECRET_VALUE.pattern + r")[^\s'\"]*+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """`text` with every secret-looking part replaced by (hidden)."""
-    return _REDACT.sub("(hidden)", text)
+    return _REDACT.sub("(hidden)", text) if looks_secret(text) else text
 
 
 def key_words(key: str) -> list[str]:
@@ -56,12 +67,19 @@ def _is_secret_key(key: str) -> bool:
     if not words:
         return False
     joined = "".join(words)
+    if words[-1] in ("key", "keys") and len(words) > 1 and words[-2] in KEY_QUALIFIERS:
+        return True
+    if any(joined.endswith((q + "key", q + "keys")) for q in KEY_QUALIFIERS):   # storagekey, saskeys
+        return True
     return (words[-1] in _WORDS or tuple(words[-2:]) in _PAIRS
             or any(joined.endswith(w) and len(w) > 6 for w in _WORDS))
 
 
 def looks_secret(text: Any) -> bool:
-    return isinstance(text, str) and SECRET_VALUE.search(text) is not None
+    if not isinstance(text, str) or len(text) < 8:
+        return False
+    low = text.lower()
+    return any(any(lit in low for lit in lits) and pat.search(low) is not None for lits, pat in _COMPILED)
 
 
 def contains_secret(value: Any, budget: int = 200) -> bool:
@@ -94,6 +112,9 @@ def find_secrets(raw: Any, budget: int = 200_000) -> Iterator[tuple[str, str]]:
             ids.add(id(v))
         if isinstance(v, dict):
             for k, item in v.items():
+                if looks_secret(k):         # e.g. a registry host written as user:password@host
+                    yield (path or "(top level)") + " (a key)", "value"
+                    continue
                 sub = f"{path}.{k}" if path else str(k)
                 if is_secret_key(k):
                     yield sub, "key"

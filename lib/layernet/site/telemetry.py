@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from layernet.site import names
 from layernet.site.base import Strict
 
 DEFAULT_CONNECTION_STRING_ENV = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
 _NAME = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$|^[a-z0-9]$"
-_NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
-_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_NODE_ID = re.compile(r"(ns=[0-9]+;)?[isgb]=.+", re.ASCII)
+_PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*", re.ASCII)
+_OPC_ADDRESS = re.compile(r"opc\.tcp://([^/:\s]+)(?::([0-9]{1,5}))?(/\S*)?", re.ASCII)
 
 
 class DataPoint(Strict):
@@ -62,6 +64,28 @@ class EventHubs(Strict):
     connection_string_env: str = Field(default=DEFAULT_CONNECTION_STRING_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     consumer_group: str = "$Default"
 
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: Optional[str]) -> Optional[str]:
+        return _rule(names.check_eventhubs_namespace, value)
+
+    @field_validator("hub")
+    @classmethod
+    def _hub(cls, value: str) -> str:
+        return _rule(names.check_event_hub, value)
+
+    @field_validator("consumer_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        return _rule(names.check_consumer_group, value)
+
+
+def _rule(check, value, *args):
+    why = check(value, *args)
+    if why:
+        raise ValueError(why)
+    return value
+
 
 class MqttHops(Strict):
     """How a level's dataflow reaches its parent's broker (east-west between the nodes)."""
@@ -71,6 +95,13 @@ class MqttHops(Strict):
     issuer: str = "layernet-mqtt-issuer"        # x509: cert-manager issuer of the listener's server certificate
     client_cert_secret: str = "layernet-mqtt-client"          # x509: the dataflow endpoint's client certificate
     trusted_ca_configmap: str = "layernet-mqtt-ca"            # x509: CA of the parent's server certificate
+
+    @field_validator("issuer", "client_cert_secret", "trusted_ca_configmap")
+    @classmethod
+    def _k8s(cls, value: str, info) -> str:
+        kind = {"issuer": "cert-manager Issuer", "client_cert_secret": "Kubernetes Secret",
+                "trusted_ca_configmap": "Kubernetes ConfigMap"}[info.field_name]
+        return _rule(names.check_k8s_name, value, kind)
 
     @property
     def effective_port(self) -> int:
@@ -153,12 +184,20 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
         if names and a.get("level") not in names:
             out.append((f"telemetry.assets[{i}].level", a.get("level"), f"a level name ({', '.join(map(str, names))})"))
         addr = a.get("address")
-        if isinstance(addr, str) and not re.match(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$", addr):
-            out.append((f"telemetry.assets[{i}].address", addr, "an OPC UA endpoint such as opc.tcp://opcplc-000000:50000"))
-        for k, ds in enumerate(a.get("datasets") or []):
+        why = check_opc_address(addr)
+        if why:
+            out.append((f"telemetry.assets[{i}].address", addr, why))
+        dataset_names: dict[Any, int] = {}
+        for k, ds in enumerate(a.get("datasets") or [] if isinstance(a.get("datasets"), list) else []):
             if not isinstance(ds, dict):
                 continue
             where = f"telemetry.assets[{i}].datasets[{k}]"
+            dname = ds.get("name", "default")
+            if isinstance(dname, str) and dname in dataset_names:
+                out.append((f"{where}.name", dname, f"a name no other dataset of the asset uses (datasets[{dataset_names[dname]}] "
+                            "has it; ADR keys an asset's datasets by name)"))
+            elif isinstance(dname, str):
+                dataset_names[dname] = k
             topic = ds.get("topic")
             why = check_topic(topic)
             if why:
@@ -171,7 +210,7 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
                 if not isinstance(p, dict):
                     continue
                 nid = p.get("node_id")
-                if isinstance(nid, str) and not _NODE_ID.match(nid):
+                if isinstance(nid, str) and not _NODE_ID.fullmatch(nid):
                     out.append((f"{where}.data_points[{m}].node_id", nid, "an OPC UA node id such as ns=3;s=SpikeData"))
                 if pnames.count(p.get("name")) > 1:
                     out.append((f"{where}.data_points[{m}].name", p.get("name"), "a name no other data point of the dataset uses"))
@@ -211,7 +250,7 @@ def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
             if not (eh.get("namespace") or (raw.get("azure") or {}).get("eventhubs_namespace")):
                 out.append(("telemetry.eventhubs.namespace", eh.get("namespace"), "an Event Hubs namespace (here or azure.eventhubs_namespace)"))
         for key, val in (f.get("enrich") or {}).items() if isinstance(f.get("enrich"), dict) else ():
-            if not isinstance(key, str) or not _PROPERTY.match(key):
+            if not isinstance(key, str) or not _PROPERTY.fullmatch(key):
                 out.append((f"{where}.enrich.{key}", key, "a property name of letters, digits, '_' and '-' starting with a letter"))
             if isinstance(val, str) and ('"' in val or "\\" in val):
                 out.append((f"{where}.enrich.{key}", val, "a constant without double quotes or backslashes"))
@@ -229,6 +268,65 @@ def check_close(raw: dict, names: list, parent: dict) -> list[tuple[str, Any, st
         if not ok:
             pairs = ", ".join(f"'mqtt {c} -> {p}'" for c, p in parent.items() if p)
             out.append((f"lab.close[{i}]", item, f"{pairs} or 'eventhubs <level>' (a level and its parent)"))
+    return out
+
+
+def check_opc_address(addr: Any) -> Optional[str]:
+    """opc.tcp://host[:port][/path] with a port of 1-65535 (4840 when left out)."""
+    if not isinstance(addr, str):
+        return None     # the model reports the type
+    m = _OPC_ADDRESS.fullmatch(addr)
+    if not m:
+        return "an OPC UA endpoint such as opc.tcp://opcplc-000000:50000"
+    if m.group(2) is not None and not 1 <= int(m.group(2)) <= 65535:
+        return f"an OPC UA endpoint with a TCP port 1-65535 (opc.tcp://{m.group(1)[:60]}:50000); {m.group(2)} is not a port"
+    return None
+
+
+def check_site(site, fname: str = "<site>") -> list:
+    """Checks that need the validated site: the MQTT hop's port against the ports the receiving level's proxy
+    listens on (same node address), and the dataflows as one chain: each level's source is what its child sends
+    (or one of its own assets' topics), and each hop lands on a parent that reads it."""
+    from layernet.site.model import Problem
+
+    tel = site.telemetry
+    out: list = []
+    port = tel.mqtt.effective_port
+    listening = site.proxied_ports()
+    for f in tel.dataflows:
+        parent = site.parent(f.level) if f.destination == "parent" and f.level in {lv.name for lv in site.levels} else None
+        if parent is not None and parent.proxy and port in listening:
+            field = "telemetry.mqtt.port"
+            out.append(Problem(fname, field, port, f"an MQTT port the proxy on {parent.name} ({parent.node_ip}) does "
+                               f"not listen on ({', '.join(map(str, listening))}); the broker's listener shares the "
+                               "node address, e.g. 1883 (anonymous) or 8883 (x509)"))
+            break
+    by_level: dict[str, list[tuple[int, Any]]] = {}
+    for i, f in enumerate(tel.dataflows):
+        by_level.setdefault(f.level, []).append((i, f))
+    for i, f in enumerate(tel.dataflows):
+        where = f"telemetry.dataflows[{i}]"
+        if f.destination == "parent":
+            parent = site.parent(f.level)
+            if parent is None:
+                continue                        # reported by check_raw
+            readers = [j for j, g in by_level.get(parent.name, []) if g.source == f.topic]
+            if not readers:
+                sources = ", ".join(repr(g.source) for _, g in by_level.get(parent.name, [])) or "none"
+                out.append(Problem(fname, f"{where}.topic", f.topic, f"a topic a dataflow of {parent.name} reads as its "
+                                   f"source ({sources}): the chain is broken here, so the messages stop at "
+                                   f"{parent.name}'s broker; add a dataflow on {parent.name} with source {f.topic!r}"))
+        if tel.source_asset(f) is None:
+            child = site.child(f.level)
+            senders = [g for _, g in by_level.get(child.name, []) if g.destination == "parent"] if child else []
+            if not any(g.topic == f.source for g in senders):
+                from_child = ", ".join(repr(g.topic) for g in senders) or "nothing"
+                own = [ds.topic for a in tel.assets if a.level == f.level for ds in a.datasets]
+                what = f"what {child.name} sends ({from_child})" if child else "no child level sends to it"
+                out.append(Problem(fname, f"{where}.source", f.source,
+                                   f"a topic that reaches {f.level}'s broker: {what}"
+                                   + (f", or one of its assets' topics ({', '.join(map(repr, own))})" if own else "")
+                                   + "; a hop cannot skip a level"))
     return out
 
 
