@@ -1,4 +1,4 @@
-"""Time `lab up` and `lab down`, and new TLS connections through the proxy chain.
+"""Time `lab up` and `lab down`, new TLS connections through the proxy chain, and the probe matrix.
 
     sudo flock /tmp/layernet-lab.lock .venv/bin/python benchmarks/lab_updown.py [--site params/lab.yaml] [--prefix lb]
         [--rounds 5] [--cli]
@@ -6,7 +6,8 @@
 Each round runs the same code as `layernet lab up` (clean, namespaces, certificate, render, nftables,
 processes, health) and `layernet lab down`. After the rounds the lab is brought up once more to time new
 TLS connections from the lowest level through every proxy to the cloud stand-in, next to the same
-connection made directly from the egress level; then it is taken down. Targets: up < 2 s, down < 1 s.
+connection made directly from the egress level, and the full probe matrix (`layernet probe`); then it is taken
+down. Targets: up < 2 s, down < 1 s.
 With --cli the rounds run the commands themselves (`layernet lab up` / `lab down` in a new process, as a user
 types them: interpreter start and imports included) and time them from outside.
 """
@@ -69,12 +70,27 @@ def cli_seconds(*args: str) -> float:
     return seconds
 
 
+def probe_matrix_times(site, runs: int) -> tuple[list[float], int, int]:
+    """Seconds of each full probe matrix run (what `layernet probe` runs, every level in parallel), the number of
+    checks and how many failed in the last run."""
+    from layernet.probe_run import run_matrix
+    from layernet.targets.lab import LabTarget
+
+    target, times, rows = LabTarget(site), [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        rows = run_matrix(site, target=target, verbose=False)
+        times.append(time.monotonic() - t0)
+    return times, len(rows), sum(1 for r in rows if not r.get("ok"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--site", default=str(ROOT / "params" / "lab.yaml"))
     ap.add_argument("--prefix", default="lb", help="lab prefix for the benchmark (default lb, not the real lab's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=200)
+    ap.add_argument("--probe-runs", type=int, default=3, help="full probe matrix runs on the lab (0: none)")
     ap.add_argument("--cli", action="store_true", help="time the `layernet lab up/down` commands from outside")
     args = ap.parse_args(argv)
     site = load_site(args.site, [f"lab.prefix={args.prefix}"])
@@ -97,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         host = "management.azure.com"
         through = connection_times(site, topo.level_ns[lowest.name], host, str(parent.node_ip), args.connections)
         direct = connection_times(site, topo.level_ns[egress.name], host, str(topo.cloud_tls_ip), args.connections)
+        matrix_s, checks, failed = probe_matrix_times(site, args.probe_runs)
     finally:
         commands.down(site)
     up_med, down_med = statistics.median(ups), statistics.median(downs)
@@ -109,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"new TLS connection {lowest.name} -> {hops} proxies -> cloud  {_ms(through)}  (n={len(through)})")
     print(f"new TLS connection {egress.name} -> cloud directly         {_ms(direct)}  (n={len(direct)})")
     print(f"per proxy hop: ~{(statistics.median(through) - statistics.median(direct)) / max(hops, 1):.2f} ms")
+    print(f"probe matrix ({checks} checks, {failed} failed)  {_ms([1000 * t for t in matrix_s])}  (n={len(matrix_s)})")
     return 0 if up_med < UP_TARGET and down_med < DOWN_TARGET else 1
 
 
