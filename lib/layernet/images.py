@@ -47,6 +47,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII)
 # the distribution spec: clients limit host[:port]/repository to 255 characters (Docker's reference parser refuses more)
 MAX_NAME = 255
+MAX_REF = MAX_NAME + 1 + 128 + len("@sha256:") + 64      # name, ':' tag, '@' digest
+_SPACE = re.compile(r"\s")
 
 
 # ----------------------------------------------------------------------------------------------- references
@@ -68,7 +70,10 @@ def parse_ref(text) -> ImageRef:
     """Parse an image reference (``[host[:port]/]path[:tag][@sha256:digest]``). Raises ValueError(why)."""
     if not isinstance(text, str) or not text:
         raise ValueError("a text such as mcr.microsoft.com/oss/v2/envoyproxy/envoy:v1.34.10")
-    if any(c.isspace() for c in text):
+    if len(text) > MAX_REF:
+        raise ValueError(f"a registry host and repository path of at most {MAX_NAME} characters together (the "
+                         f"registry's limit) with a tag or digest; this reference has {len(text)}")
+    if _SPACE.search(text):
         raise ValueError("no spaces")
     if "://" in text:
         raise ValueError(f"no scheme: drop {text.split('://')[0] + '://'!r}")
