@@ -133,7 +133,7 @@ def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
         for part in ("prereq", "enablement", "instance", "listener")]
     lst = next(r for r in puts if r.path.endswith("layernet-aio-listener-level2")).body["properties"]["template"]
     assert lst["resources"] == [{
-        "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": "2025-10-01",
+        "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": "2026-07-01",
         "name": "aio-plant-l2-ops/default/default-insecure",
         "extendedLocation": {"name": f"{PFX}/Microsoft.ExtendedLocation/customLocations/aio-plant-l2-cl",
                              "type": "CustomLocation"},

@@ -62,7 +62,7 @@ def test_resources_per_level_in_apply_order(recs):
 def test_mqtt_endpoint_is_the_documented_shape(recs):
     ep = one(recs["level2"], "dataflowEndpoints", "to-level3")
     assert props(ep) == {"endpointType": "Mqtt", "mqttSettings": {
-        "host": "192.168.103.10:1883", "authentication": {"method": "Anonymous", "anonymousSettings": {}},
+        "host": "192.168.103.10:1883", "authentication": {"method": "Anonymous"},
         "tls": {"mode": "Disabled"}}}
     assert props(one(recs["level3"], "dataflowEndpoints", "to-level4"))["mqttSettings"]["host"] == "192.168.104.10:1883"
     assert ep["body"]["extendedLocation"]["type"] == "CustomLocation"

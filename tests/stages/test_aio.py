@@ -281,7 +281,7 @@ def test_an_existing_instance_without_the_insecure_listener_gets_it(cli):
     argv = shlex.split(p.changes[0].detail)
     assert argv[:9] == ["az", "resource", "create", "--id",
                         f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure",
-                        "--api-version", "2025-10-01", "--is-full-object", "--properties"]
+                        "--api-version", "2026-07-01", "--is-full-object", "--properties"]
     assert json.loads(argv[9]) == {
         "extendedLocation": {"name": f"{PFX}/Microsoft.ExtendedLocation/customLocations/aio-plant-l3-cl",
                              "type": "CustomLocation"},

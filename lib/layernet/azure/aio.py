@@ -23,12 +23,14 @@ import ssl
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import StageFailed
 from layernet.stages.base import Step, evidence
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+DR_API = api_version("Microsoft.DeviceRegistry/schemaRegistries")
 EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
 INSTANCE_EXTENSION = "microsoft.iotoperations"
 BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
@@ -260,7 +262,7 @@ def az_steps(site, state: dict) -> list[Step]:
     return steps
 
 
-LISTENER_API = "2025-10-01"
+LISTENER_API = api_version("Microsoft.IoTOperations/instances/brokers/listeners")
 
 
 def init_done(enablement: Optional[list], exts: dict, inst: Optional[dict]) -> tuple[bool, str]:
@@ -363,30 +365,30 @@ def prereq_template(site, r) -> dict:
     loc = site.azure.location
     sa_type = "Microsoft.Storage/storageAccounts"
     res: list[dict] = [
-        {"type": sa_type, "apiVersion": "2023-05-01", "name": r.storage_account, "location": loc,
+        {"type": sa_type, "apiVersion": api_version(sa_type), "name": r.storage_account, "location": loc,
          "sku": {"name": "Standard_LRS"}, "kind": "StorageV2",
          "properties": {"isHnsEnabled": True, "minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False}},
-        {"type": f"{sa_type}/blobServices/containers", "apiVersion": "2023-05-01",
+        {"type": f"{sa_type}/blobServices/containers", "apiVersion": api_version(f"{sa_type}/blobServices/containers"),
          "name": f"{r.storage_account}/default/{r.container}",
          "dependsOn": [f"[resourceId('{sa_type}', '{r.storage_account}')]"], "properties": {}},
-        {"type": "Microsoft.DeviceRegistry/schemaRegistries", "apiVersion": "2025-10-01", "name": r.registry,
+        {"type": "Microsoft.DeviceRegistry/schemaRegistries", "apiVersion": DR_API, "name": r.registry,
          "location": loc, "identity": {"type": "SystemAssigned"},
          "dependsOn": [f"[resourceId('{sa_type}/blobServices/containers', '{r.storage_account}', 'default', '{r.container}')]"],
          "properties": {"namespace": r.registry_namespace,
                         "storageAccountContainerUrl": f"https://{r.storage_account}.{BLOB_SUFFIX[site.azure.cloud]}/{r.container}"}},
-        {"type": "Microsoft.DeviceRegistry/namespaces", "apiVersion": "2025-10-01", "name": r.adr_namespace,
+        {"type": "Microsoft.DeviceRegistry/namespaces", "apiVersion": DR_API, "name": r.adr_namespace,
          "location": loc, "properties": {}},
     ]
     if site.aio.schema_registry_role:
         scope = f"{sa_type}/{r.storage_account}/blobServices/default/containers/{r.container}"
         res.append({
-            "type": "Microsoft.Authorization/roleAssignments", "apiVersion": "2022-04-01",
+            "type": "Microsoft.Authorization/roleAssignments", "apiVersion": api_version("Microsoft.Authorization/roleAssignments"),
             "scope": scope,
             "name": f"[guid('{scope}', '{r.registry}', '{STORAGE_BLOB_DATA_CONTRIBUTOR}')]",
             "dependsOn": [f"[resourceId('Microsoft.DeviceRegistry/schemaRegistries', '{r.registry}')]"],
             "properties": {
                 "roleDefinitionId": f"[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{STORAGE_BLOB_DATA_CONTRIBUTOR}')]",
-                "principalId": f"[reference(resourceId('Microsoft.DeviceRegistry/schemaRegistries', '{r.registry}'), '2025-10-01', 'full').identity.principalId]",
+                "principalId": f"[reference(resourceId('Microsoft.DeviceRegistry/schemaRegistries', '{r.registry}'), '{DR_API}', 'full').identity.principalId]",
                 "principalType": "ServicePrincipal"}})
     return {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
             "contentVersion": "1.0.0.0", "resources": res}
@@ -398,7 +400,7 @@ def listener_template(site, r) -> dict:
     return {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
             "contentVersion": "1.0.0.0",
             "resources": [{
-                "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": "2025-10-01",
+                "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": LISTENER_API,
                 "name": f"{r.instance}/default/default-insecure",
                 "extendedLocation": {"name": ids(site, r)["custom_location"], "type": "CustomLocation"},
                 "properties": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",

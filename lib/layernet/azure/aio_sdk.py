@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from layernet.azure.aio import INSTANCE_EXTENSION, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, levels
+from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.stages.base import Step
 
-STORAGE_API = "2023-05-01"
-ROLE_API = "2022-04-01"
-CUSTOM_LOCATION_API = "2021-08-15"
+STORAGE_API = api_version("Microsoft.Storage/storageAccounts")        # the one table (layernet.apiversions)
+ROLE_API = api_version("Microsoft.Authorization/roleAssignments")
+CUSTOM_LOCATION_API = api_version("Microsoft.ExtendedLocation/customLocations")
 AIO_NAMESPACE = "azure-iot-operations"
 EXTENSIONS = {   # extension type -> (extension name, release namespace); the AIO extension's name gets a suffix
     "microsoft.certmanagement": ("cert-manager", "cert-manager"),
@@ -296,10 +297,7 @@ class SdkClients:
 
     @property
     def dr(self):
-        def make():
-            from azure.mgmt.deviceregistry import DeviceRegistryMgmtClient
-            return DeviceRegistryMgmtClient(self.arm.cred(), self.arm.subscription_id, **self.arm.kwargs())
-        return self._get("dr", make)
+        return self._get("dr", self.arm.deviceregistry)
 
     def _ops(self, kind: str):
         io = self.io if kind in ("instance", "broker", "authentication", "listener", "dataflow profile",

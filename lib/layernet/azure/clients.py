@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from layernet.apiversions import api_version
+
 CLOUD_ARM = {"public": "https://management.azure.com",
              "usgov": "https://management.usgovcloudapi.net",
              "china": "https://management.chinacloudapi.cn"}
@@ -43,26 +45,37 @@ class Arm:
         kw.update(self.extra)
         return kw
 
+    def versioned(self, resource_type: str) -> dict:
+        """Client keywords with the api-version of the one table (layernet.apiversions) for `resource_type`."""
+        return {**self.kwargs(), "api_version": api_version(resource_type)}
+
     # ---- clients (imported lazily: each SDK is only loaded by the stage that uses it)
     def resources(self):
         from azure.mgmt.resource.resources import ResourceManagementClient
-        return ResourceManagementClient(self.cred(), self.subscription_id, **self.kwargs())
+        return ResourceManagementClient(self.cred(), self.subscription_id,
+                                        **self.versioned("Microsoft.Resources/resourceGroups"))
 
     def deployments(self):
         from azure.mgmt.resource.deployments import DeploymentsMgmtClient
-        return DeploymentsMgmtClient(self.cred(), self.subscription_id, **self.kwargs())
+        return DeploymentsMgmtClient(self.cred(), self.subscription_id, **self.versioned("Microsoft.Resources/deployments"))
 
     def connected_kubernetes(self):
         from azure.mgmt.hybridkubernetes import ConnectedKubernetesClient
-        return ConnectedKubernetesClient(self.cred(), self.subscription_id, **self.kwargs())
+        return ConnectedKubernetesClient(self.cred(), self.subscription_id,
+                                         **self.versioned("Microsoft.Kubernetes/connectedClusters"))
 
     def iotoperations(self):
         from azure.mgmt.iotoperations import IoTOperationsMgmtClient
-        return IoTOperationsMgmtClient(self.cred(), self.subscription_id, **self.kwargs())
+        return IoTOperationsMgmtClient(self.cred(), self.subscription_id, **self.versioned("Microsoft.IoTOperations/instances"))
 
     def extensions(self):
         from azure.mgmt.kubernetesconfiguration.extensions import KubernetesConfigurationExtensionsMgmtClient
-        return KubernetesConfigurationExtensionsMgmtClient(self.cred(), self.subscription_id, **self.kwargs())
+        return KubernetesConfigurationExtensionsMgmtClient(
+            self.cred(), self.subscription_id, **self.versioned("Microsoft.KubernetesConfiguration/extensions"))
+
+    def deviceregistry(self):
+        from azure.mgmt.deviceregistry import DeviceRegistryMgmtClient
+        return DeviceRegistryMgmtClient(self.cred(), self.subscription_id, **self.versioned("Microsoft.DeviceRegistry/namespaces"))
 
 
 def arm_for(site, credential: Any = None, base_url: Optional[str] = None, verify: Union[bool, str] = True,

@@ -22,12 +22,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+from layernet.apiversions import api_version
 from layernet.site import Site
 from layernet.site.telemetry import Dataflow, eventhubs_namespace
 
-IOTOPS_API = "2025-10-01"
-DEVICEREGISTRY_API = "2025-10-01"
-AUTHORIZATION_API = "2022-04-01"
+IOTOPS_API = api_version("Microsoft.IoTOperations/instances")          # the one table (layernet.apiversions)
+DEVICEREGISTRY_API = api_version("Microsoft.DeviceRegistry/namespaces")
+AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
 EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"   # built-in role "Azure Event Hubs Data Sender"
 ZERO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 KAFKA_ENDPOINT = "eventhubs"
@@ -170,7 +171,7 @@ def _mqtt_endpoint(site: Site, names: AioNames, parent: str) -> dict:
         auth = {"method": "X509Certificate", "x509CertificateSettings": {"secretRef": mq.client_cert_secret}}
         tls = {"mode": "Enabled", "trustedCaCertificateConfigMapRef": mq.trusted_ca_configmap}
     else:
-        auth = {"method": "Anonymous", "anonymousSettings": {}}
+        auth = {"method": "Anonymous"}      # the pinned model has no anonymousSettings (REST examples show one)
         tls = {"mode": "Disabled"}
     return {
         "id": f"{_instance_id(site, names)}/dataflowEndpoints/{mqtt_endpoint_name(parent)}",

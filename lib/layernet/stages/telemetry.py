@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from layernet.apiversions import api_version
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
@@ -36,7 +37,7 @@ from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, run_lin
     refuse_drift, with_subscription
 
 STAGE = "telemetry"
-EVENTHUB_API = "2024-01-01"
+EVENTHUB_API = api_version("Microsoft.EventHub/namespaces/eventhubs")      # the one table (layernet.apiversions)
 START_SERVICES = "start telemetry services in the cluster"
 ACTIONS = {   # the last type of a record's id -> the step's verb phrase
     "namespaces": "create Event Hubs namespace", "eventhubs": "create event hub", "devices": "create device",

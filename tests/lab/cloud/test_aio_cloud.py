@@ -13,6 +13,7 @@ import requests
 from azure.identity import ClientSecretCredential
 
 from cloud_helpers import REGION, SUB, TENANT
+from layernet import apiversions
 from layernet.azure import aio as az_aio
 from layernet.azure import aio_sdk
 from layernet.azure.clients import Arm, as_dict, pick
@@ -45,7 +46,8 @@ def arm(lcloud):
     for lv in ("aio-l4", "aio-l3", "aio-l2"):
         res.resources.begin_create_or_update_by_id(
             f"/subscriptions/{SUB}/resourceGroups/rg-aio/providers/Microsoft.Kubernetes/connectedClusters/{lv}",
-            {"location": REGION, "properties": {"agentPublicKeyCertificate": ""}}, api_version="2024-01-01").result()
+            {"location": REGION, "identity": {"type": "SystemAssigned"}, "properties": {"agentPublicKeyCertificate": ""}},
+            api_version=apiversions.api_version("Microsoft.Kubernetes/connectedClusters")).result()
     return a
 
 
@@ -120,7 +122,7 @@ def test_every_resource_is_put_through_the_sdk_then_the_second_plan_is_empty(lcl
     assert pick(broker, "properties", "memoryProfile") == "Low"
     reg = as_dict(arm.resources().resources.get_by_id(
         f"/subscriptions/{SUB}/resourceGroups/rg-aio/providers/Microsoft.DeviceRegistry/schemaRegistries/aio-l2-sr",
-        api_version="2025-10-01"))
+        api_version=apiversions.api_version("Microsoft.DeviceRegistry/schemaRegistries")))
     role = json.loads(next((tmp_path / "resources" / "level2").glob("*roleAssignments*")).read_text())
     assert role["request"]["properties"]["principalId"] == reg["identity"]["principalId"]
     assert role["response"]["properties"]["provisioningState"] == "Succeeded"
@@ -147,7 +149,8 @@ def test_a_failed_install_fails_that_level_with_the_clusters_reason_and_the_othe
     for lv in ("aio-l4", "aio-l3", "aio-l2"):
         arm.resources().resources.begin_create_or_update_by_id(
             f"/subscriptions/{SUB}/resourceGroups/rg-aio-f/providers/Microsoft.Kubernetes/connectedClusters/{lv}",
-            {"location": REGION, "properties": {}}, api_version="2024-01-01").result()
+            {"location": REGION, "identity": {"type": "SystemAssigned"}, "properties": {"agentPublicKeyCertificate": ""}},
+            api_version=apiversions.api_version("Microsoft.Kubernetes/connectedClusters")).result()
     why = "image pull failed for mcr.microsoft.com/azureiotoperations/aio-operator:1.2.36: mcr.microsoft.com:443 (reset)"
     cluster = Cluster(str(lcloud.ca), fail={"level3": why})
     p = plan_of(site, arm)

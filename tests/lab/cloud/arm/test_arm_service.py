@@ -18,7 +18,7 @@ V = {"api-version": "2024-01-01"}
 
 @pytest.fixture
 def arm(tmp_path):
-    a = Arm(Store(tmp_path / "arm.json"), ArmSettings(subscriptions={SUB: "lab"}, register_seconds=0.0))
+    a = Arm(Store(tmp_path / "arm.json"), ArmSettings(subscriptions={SUB: "lab"}, register_seconds=0.0, contract=False))
     assert a.handle("PUT", RG, V, {"location": "West Europe"}, BASE).status == 201
     for ns in ("Microsoft.Kubernetes", "Microsoft.KubernetesConfiguration", "Microsoft.IoTOperations"):
         assert a.handle("POST", f"/subscriptions/{SUB}/providers/{ns}/register", V, None, BASE).status == 200
@@ -76,7 +76,7 @@ def test_errors_have_arm_shape(arm):
 
 
 def test_registration_takes_register_seconds(tmp_path):
-    a = Arm(Store(), ArmSettings(subscriptions={SUB: "lab"}, register_seconds=0.3))
+    a = Arm(Store(), ArmSettings(subscriptions={SUB: "lab"}, register_seconds=0.3, contract=False))
     r = a.handle("POST", f"/subscriptions/{SUB}/providers/Microsoft.Kubernetes/register", V, None, BASE)
     assert r.body["registrationState"] == "Registering"
     time.sleep(0.35)
@@ -158,7 +158,7 @@ def test_store_reloads_and_rejects_a_corrupt_file(arm, tmp_path):
 def test_events_file_gets_writes_and_finished_operations(tmp_path):
     import json
 
-    a = Arm(Store(), ArmSettings(subscriptions={SUB: "lab"}, preregistered=("Microsoft.Kubernetes",)),
+    a = Arm(Store(), ArmSettings(subscriptions={SUB: "lab"}, preregistered=("Microsoft.Kubernetes",), contract=False),
             events=tmp_path / "events.jsonl")
     a.handle("PUT", RG, V, {"location": "westeurope"}, BASE)
     rid = f"{RG}/providers/Microsoft.Kubernetes/connectedClusters/c1"

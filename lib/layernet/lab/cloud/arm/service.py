@@ -19,6 +19,12 @@ What it serves (every call needs ``api-version``, else 400 MissingApiVersionPara
   goes to the type's hook. Ids are case-insensitive; answers keep the casing of the first PUT.
 
 Errors are ARM's shape ``{"error": {"code", "message"}}``.
+
+The contract of the pinned api-versions (`contract`, read from the SDK models; `layernet.apiversions`): a resource
+type of the table answers any other api-version with 400 ``InvalidApiVersionParameter``; a PUT body with an
+unknown, read-only or wrongly typed property, a missing required one or a value outside an enum gets 400
+``InvalidRequestContent`` naming the property path (``target``, ``details``); a role assignment for a principal,
+role and scope that already have one (under another name) gets 409 ``RoleAssignmentExists``.
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlencode
 
-from layernet.lab.cloud.arm import hooks
+from layernet import apiversions
+from layernet.lab.cloud.arm import contract, hooks
 from layernet.lab.cloud.arm.ids import Rid, parse, segments
 from layernet.lab.cloud.arm.store import Store
 
@@ -52,6 +59,7 @@ KNOWN_PROVIDERS = {
     "Microsoft.Authorization": ["roleAssignments"],
     "Microsoft.Resources": ["resourceGroups", "deployments"],
 }
+ROLE_ASSIGNMENTS = "microsoft.authorization/roleassignments"
 TOP_LEVEL = ("location", "tags", "identity", "sku", "kind", "extendedLocation", "plan", "zones", "managedBy")
 
 
@@ -78,6 +86,7 @@ class ArmSettings:
     login_endpoint: str = "https://login.microsoftonline.com/"
     egress_ip: str = ""                    # heartbeats must come from here (the egress level's node address)
     offline_after: float = 60.0            # seconds without a heartbeat before a cluster is Offline
+    contract: bool = True                  # enforce the pinned api-versions and models (off: the generic store only)
 
 
 def _now_iso(t: Optional[float] = None) -> str:
@@ -200,7 +209,8 @@ class Arm:
         return {"id": f"/subscriptions/{sub}/providers/{canon}", "namespace": canon, "registrationState": state,
                 "registrationPolicy": "RegistrationRequired",
                 "resourceTypes": [{"resourceType": t, "locations": [self.settings.location],
-                                   "apiVersions": ["2024-01-01"], "capabilities": "None"} for t in types]}
+                                   "apiVersions": [apiversions.known(f"{canon}/{t}") or "2024-01-01"],
+                                   "capabilities": "None"} for t in types]}
 
     def _providers(self, c: "_Call", sub: str) -> Reply:
         rest = c.segs[2:]
@@ -249,6 +259,13 @@ class Arm:
             if group is None:
                 return Reply(404) if c.method == "HEAD" else _rg_not_found(rg)
             return Reply(204) if c.method == "HEAD" else Reply(200, group)
+        bad = self._version_error("Microsoft.Resources/resourceGroups", c)
+        if bad:
+            return Reply(400, bad)
+        if c.method == "PUT" and self.settings.contract:
+            bad = contract.body_error("Microsoft.Resources/resourceGroups", c.body)
+            if bad:
+                return Reply(400, bad)
         if c.method in ("PUT", "PATCH"):
             body = c.body if isinstance(c.body, dict) else None
             if body is None:
@@ -280,6 +297,12 @@ class Arm:
     def _resource(self, c: "_Call", rid: Rid) -> Reply:
         if rid.resource_group and self.store.get("groups", self._group_id(rid.subscription, rid.resource_group)) is None:
             return _rg_not_found(rid.resource_group)
+        vtype = rid.type if not (c.method == "POST" and rid.is_collection) else \
+            Rid(rid.subscription, rid.resource_group, rid.scope, rid.namespace, rid.pairs[:-1]).type
+        # an unregistered namespace is refused first (409 MissingSubscriptionRegistration, below), as ARM does
+        bad = self._version_error(vtype, c) if self.registered(rid.subscription, rid.namespace) else None
+        if bad:
+            return Reply(400, bad)
         if rid.is_collection:
             if c.method == "POST":
                 return self._action(c, rid)
@@ -341,6 +364,14 @@ class Arm:
         body = c.body
         if not isinstance(body, dict):
             return error(400, "InvalidRequestContent", "The request content must be a JSON object.")
+        bad = contract.body_error(rid.type, body) if self.settings.contract else None
+        if bad:
+            return Reply(400, bad)
+        if rid.type.lower() == ROLE_ASSIGNMENTS and existing is None:
+            twin = self._same_assignment(rid, body)
+            if twin:
+                return error(409, "RoleAssignmentExists", f"The role assignment already exists. The ID of the existing "
+                                                          f"role assignment is {twin.rsplit('/', 1)[-1]}.")
         props = body.get("properties", {})
         if props is not None and not isinstance(props, dict):
             return error(400, "InvalidRequestContent", "'properties' must be a JSON object.")
@@ -372,6 +403,25 @@ class Arm:
             return Reply(status, self._view(res, c))
         op = self._new_op("put", res["id"], rid.namespace, res.get("location") or self.settings.location, c)
         return Reply(status, copy.deepcopy(res), self._op_headers(op, c, location=False, async_op=True))
+
+    def _version_error(self, rtype: str, c: "_Call") -> Optional[dict]:
+        return contract.version_error(rtype, c.query.get("api-version", "")) if self.settings.contract else None
+
+    def _same_assignment(self, rid: Rid, body: dict) -> Optional[str]:
+        """The id of another assignment of the same role to the same principal on the same scope."""
+        props = body.get("properties") or {}
+        principal = str(props.get("principalId", "")).lower()
+        role = str(props.get("roleDefinitionId", "")).rstrip("/").rsplit("/", 1)[-1].lower()
+        scope = rid.scope.lower()
+        for r in self.store.values("resources"):
+            if str(r.get("type", "")).lower() != ROLE_ASSIGNMENTS:
+                continue
+            p = r.get("properties") or {}
+            if r["id"].lower().split("/providers/microsoft.authorization/roleassignments/")[0] == scope \
+                    and str(p.get("principalId", "")).lower() == principal \
+                    and str(p.get("roleDefinitionId", "")).rstrip("/").rsplit("/", 1)[-1].lower() == role:
+                return r["id"]
+        return None
 
     def _view(self, res: dict, c: "_Call") -> dict:
         hook = hooks.hook_for(res["type"])
