@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"new TLS connection {lowest.name} -> {hops} proxies -> cloud  {_ms(through)}  (n={len(through)})")
     print(f"new TLS connection {egress.name} -> cloud directly         {_ms(direct)}  (n={len(direct)})")
     print(f"per proxy hop: ~{(statistics.median(through) - statistics.median(direct)) / max(hops, 1):.2f} ms")
-    print(f"probe matrix ({checks} checks, {failed} failed)  {_ms([1000 * t for t in matrix_s])}  (n={len(matrix_s)})")
+    if matrix_s:
+        print(f"probe matrix ({checks} checks, {failed} failed)  {_ms([1000 * t for t in matrix_s])}  (n={len(matrix_s)})")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     return 0 if up_med < UP_TARGET and down_med < DOWN_TARGET else 1
 
 
