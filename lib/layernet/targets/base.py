@@ -102,6 +102,11 @@ class Target(ABC):
         `az connectedk8s connect` does it (the az executor); returns what was done."""
         return ""
 
+    def azure_stand_ins(self, stage: str) -> list[dict]:
+        """The parts of Azure a stage's run talked to that were not Azure ({"part", "hosts", "on this run"});
+        a real site: none."""
+        return []
+
     def arc_features(self, level: str) -> Optional[list]:
         """The features the level's Arc agents have enabled, where the target can read them (None: it cannot)."""
         return None
