@@ -199,3 +199,18 @@ def test_the_operator_is_the_oid_of_its_token():
         {"principal": "o1", "type": "ServicePrincipal", "name": "a"}
     assert access.operator(Arm({"oid": "o2", "upn": "me@x", "scp": "user_impersonation"}))["type"] == "User"
     assert "no oid" in access.operator(Arm({"appid": "a"}))["error"]
+
+
+def test_the_egress_dataflow_gets_the_identity_file_or_the_connection_string_as_the_site_says(tmp_path):
+    from layernet.site import load_site
+    from layernet.telemetry.services import identity_path, services
+
+    lab = load_site(__import__("pathlib").Path(__file__).resolve().parents[2] / "params" / "lab.yaml")
+    mi = {s.name: s for s in services(lab, tmp_path)}
+    eh = mi["level4/dataflow"]
+    assert eh.eventhubs and not eh.needs_connection_string
+    assert eh.argv[eh.argv.index("--identity") + 1] == str(identity_path(tmp_path, "level4"))
+    assert not mi["level3/dataflow"].eventhubs and "--identity" not in mi["level3/dataflow"].argv
+    cs = {s.name: s for s in services(lab.model_copy(update={"telemetry": lab.telemetry.model_copy(update={
+        "eventhubs": lab.telemetry.eventhubs.model_copy(update={"auth": "connection_string"})})}), tmp_path)}
+    assert cs["level4/dataflow"].eventhubs and cs["level4/dataflow"].needs_connection_string

@@ -94,7 +94,7 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     # dataflow once it is up; the connectors last, once their OPC UA servers serve
     connectors = [s for s in svcs if s.name.endswith("/connector")]
     for svc in svcs:
-        if svc not in connectors and not svc.needs_connection_string:
+        if svc not in connectors and not svc.eventhubs:
             spawn(svc, env_plain)
     if any(s.eventhubs for s in svcs):
         from layernet.lab import workload_identity

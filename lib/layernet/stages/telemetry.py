@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from layernet.apiversions import api_version
+from layernet.azure import eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
@@ -45,6 +46,7 @@ ACTIONS = {   # the last type of a record's id -> the step's verb phrase
     "listeners": "create broker listener", "dataflowEndpoints": "create dataflow endpoint",
     "dataflows": "create dataflow", "roleAssignments": "assign Azure Event Hubs Data Sender",
 }
+SENDER_ACTION = ACTIONS["roleAssignments"]      # the AIO extension's identity: read from ARM at apply
 WINDOW_S = 6.0
 PROVIDERS = ("Microsoft.EventHub", "Microsoft.DeviceRegistry", "Microsoft.IoTOperations")
 
@@ -112,18 +114,38 @@ def adoption_notes(rec: dict, have: dict) -> list[str]:
     return notes
 
 
-def desired(site, principals: Optional[dict[str, str]] = None) -> list[dict]:
+def desired(site, principals: Optional[dict[str, str]] = None, operator: Optional[dict] = None) -> list[dict]:
     """Every record in apply order, each with its level and action: the event hub first (on the egress level),
-    then each level's records as render/telemetry gives them, egress level first."""
+    then each level's records as render/telemetry gives them, egress level first; with a managed identity, the
+    operator's Data Receiver assignment last (`operator`: from `eventhubs_access.operator`)."""
     from layernet.render.telemetry import render
 
     out = [{**r, "level": site.egress_level} for r in eventhub_records(site)]
     for level, recs in render(site, _names(site), principals or {}).items():
         out += [{**r, "level": level} for r in recs]
+    scope = receiver_scope(site)
+    if scope and (operator or {}).get("principal"):
+        out.append({**access.receiver_record(site.azure.subscription_id or "", scope, operator["principal"],
+                                             operator.get("type", "ServicePrincipal")), "level": "eventhubs"})
     for r in out:
         r["action"] = ACTIONS.get(r["id"].rstrip("/").split("/")[-2], "create resource")
+        if r["action"].startswith("assign") and access.role_of(r["body"]) == access.RECEIVER:
+            r["action"] = access.ASSIGN_RECEIVER
         r["name"] = "/".join(r["id"].rstrip("/").split("/")[-1:])
     return out
+
+
+def receiver_scope(site) -> Optional[str]:
+    """Where the operator needs Azure Event Hubs Data Receiver to read the hub (the namespace), when the site's
+    Event Hubs uses Entra identities (auth: managed_identity); None otherwise."""
+    from layernet.render.telemetry import ZERO_SUBSCRIPTION
+    from layernet.site.telemetry import eventhubs_namespace
+
+    tel = site.telemetry
+    if tel.eventhubs.auth != "managed_identity" or not any(f.destination == "eventhubs" for f in tel.dataflows):
+        return None
+    return access.namespace_scope(site.azure.subscription_id or ZERO_SUBSCRIPTION, site.azure.resource_group,
+                                  eventhubs_namespace(tel, site.azure.eventhubs_namespace))
 
 
 def records_by_level(site, principals: Optional[dict[str, str]] = None) -> dict[str, list[dict]]:
@@ -217,7 +239,8 @@ def observe(site, arm: Arm) -> dict:
         except Exception:  # noqa: BLE001 - an unknown namespace reads as not registered
             providers[ns] = "NotRegistered"
     principals = _principals(site, live)
-    wanted = desired(site, principals)
+    operator = access.operator(arm) if receiver_scope(site) else None
+    wanted = desired(site, principals, operator)
     # the brokers' other listeners (stage 03's), to see whether a port is already served
     others = {}
     for r in wanted:
@@ -238,7 +261,7 @@ def observe(site, arm: Arm) -> dict:
                             "adopted": adoption_notes(r, have)}
             continue
         want = json.loads(json.dumps(r["body"]))
-        if r["action"].startswith("assign") and principals.get(r["level"]) is None:
+        if r["action"] == SENDER_ACTION and principals.get(r["level"]) is None:
             want["properties"].pop("principalId", None)
         out[r["id"]] = {"state": pick(have, "properties", "provisioningState") or "unknown",
                         "missing": aio_sdk.differences(want, have)}
@@ -246,7 +269,7 @@ def observe(site, arm: Arm) -> dict:
             listeners[r["id"]] = have
     from layernet.targets.base import get_target
 
-    return {"providers": providers, "principals": principals, "resources": out,
+    return {"providers": providers, "principals": principals, "operator": operator, "resources": out,
             "listeners": {k: pick(v, "properties", "ports") for k, v in listeners.items() if v},
             "running": get_target(site).telemetry_running()}
 
@@ -258,7 +281,7 @@ def steps(site, state: dict) -> list[Step]:
                             f"/providers/{ns}/register", skip=reg == "Registered", reason=reg)
                        for ns, reg in state.get("providers", {}).items()]
     listeners = {k: {"properties": {"ports": v}} for k, v in state.get("listeners", {}).items()}
-    for r in desired(site, state.get("principals")):
+    for r in desired(site, state.get("principals"), state.get("operator")):
         live = state["resources"].get(r["id"])
         detail = f"PUT {r['id']}?api-version={r['apiVersion']} " + json.dumps(r["body"], sort_keys=True,
                                                                              separators=(",", ":"))
@@ -271,9 +294,17 @@ def steps(site, state: dict) -> list[Step]:
                                ("; notes: " + "; ".join(notes) if notes else "; same as the site's"))
         else:
             skip, why = resource_skip(live)
-        if r["action"].startswith("assign") and not state.get("principals", {}).get(r["level"]):
+        if r["action"] == SENDER_ACTION and not state.get("principals", {}).get(r["level"]):
             skip, why = False, f"needs the principal of {extension_id(site, r['level'])} (read at apply)"
         out.append(Step(r["level"], r["action"], r["name"], detail, skip=skip, reason=why))
+    scope = receiver_scope(site)
+    who = state.get("operator") or {}
+    if scope and not who.get("principal"):
+        out.append(Step("eventhubs", access.ASSIGN_RECEIVER, "the operator", "the verify consumer reads the hub as "
+                        "the identity the stage's Azure calls use", skip=True,
+                        reason=f"MISSING: {access.missing_text(access.RECEIVER, scope, 'the operator')} to read the "
+                               f"hub, and the stage cannot tell who the operator is ({who.get('error', 'unknown')}): "
+                               f"{access.assign_command(access.RECEIVER, scope, None)}"))
     running = state.get("running")
     if running is not None:
         changed = any(not s.skip for s in out)
@@ -358,7 +389,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
     live = Live(arm)
     record = Path(run_dir) / STAGE if run_dir else None
     principals = dict(state["principals"])
-    recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals)}
+    recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals, state.get("operator"))}
     changes = plan.changes
     total = len(changes)
     index = {id(st): i for i, st in enumerate(changes, 1)}
@@ -395,7 +426,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
 WAVE = {"register provider": 0, "create Event Hubs namespace": 1, "create device": 1,
         "create broker authentication": 1, "create dataflow endpoint": 1, "create event hub": 2,
         "create broker listener": 2, "create asset": 2, "create dataflow": 2,
-        "assign Azure Event Hubs Data Sender": 2, START_SERVICES: 3}
+        "assign Azure Event Hubs Data Sender": 2, access.ASSIGN_RECEIVER: 2, START_SERVICES: 3}
 
 
 def waves(changes: list[Step]) -> list[list[Step]]:
@@ -431,7 +462,7 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
     else:
         r = recs[(step.level, step.action, step.target)]
         body = json.loads(json.dumps(r["body"]))
-        if step.action.startswith("assign"):
+        if step.action == SENDER_ACTION:         # the extension's principal, read from ARM now
             p = principals.get(step.level) or _principals(s, live).get(step.level)
             if not p:
                 ok, note = False, f"{extension_id(s, step.level)} has no managed identity principal"
@@ -445,6 +476,8 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
             except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome
                 result = {"error": getattr(exc, "message", None) or str(exc)}
                 ok, state_, note = False, "Failed", " ".join(str(result["error"]).split())[:400]
+                if step.action.startswith("assign") and "RoleAssignmentExists" in str(result["error"]):
+                    ok, state_, note = True, "Succeeded", "the principal already holds this role on the scope"
             path = _write(record, step.level, r["id"], body, result)
         if ok and step.action == "create broker listener":
             inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
@@ -462,17 +495,37 @@ def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
         return get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
     state = observe(site, arm)
     rows = []
-    for r in desired(_with_subscription(site, arm.subscription_id), state["principals"]):
+    for r in desired(_with_subscription(site, arm.subscription_id), state["principals"], state.get("operator")):
         live = state["resources"].get(r["id"])
         if live is None and r["action"] == "create broker listener":
             continue                                  # skipped: another listener serves its port
         got = "missing" if live is None else live["state"]
         ok = got == "Succeeded" and not (live or {}).get("missing")
+        hint = "run the stage's plan and apply again; the request and answer are in the run folder (telemetry/resources)"
+        if r["action"].startswith("assign"):
+            hint = role_hint(r) + "; " + hint
         rows.append(evidence(r["level"], f"{r['action'].split(' ', 1)[1]} {r['name']}", "Succeeded",
                              got + (f" (differs in {', '.join(live['missing'][:3])})" if live and live["missing"] else ""),
-                             ok, hint="run the stage's plan and apply again; the request and answer are in the run "
-                                      "folder (telemetry/resources)"))
+                             ok, hint=hint))
     return rows
+
+
+def role_hint(rec: dict) -> str:
+    """What a role assignment record is for, naming role, principal and scope."""
+    role = access.role_of(rec["body"])
+    principal = pick(rec["body"], "properties", "principalId") or "?"
+    scope = access.scope_of(rec["id"])
+    who = "the operator (the verify consumer)" if role == access.RECEIVER else \
+        f"the AIO extension's identity on {rec['level']} (the egress dataflow)"
+    return (f"{access.missing_text(role, scope, who + ' ' + principal)}: without it Event Hubs refuses its "
+            f"{'reads' if role == access.RECEIVER else 'messages'}")
+
+
+def role_rows_only(rows: list[dict]) -> bool:
+    """Every failing row is a role assignment: the message window still runs, to show what the missing role
+    breaks (a hop that stops at the event hub, or a consumer that may not read)."""
+    bad = [r for r in rows if not r["ok"]]
+    return bool(bad) and all(r["check"].startswith(("Azure Event Hubs Data", "assign")) for r in bad)
 
 
 # ---- the same calls, made where the target's Azure calls run (JSON in and out)
@@ -493,12 +546,16 @@ READY = "telemetry: kafka consumer assigned"
 
 
 def consumer_config(site) -> dict:
-    """The Event Hubs Kafka consumer settings where the Azure calls run: the target's connection string and CA
-    (the lab), else the site's connection-string variable, else an Entra token (OAUTHBEARER)."""
+    """The Event Hubs Kafka consumer settings where the Azure calls run. With `auth: managed_identity` the
+    operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
+    (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
+    Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
     from layernet.targets.base import get_target
     from layernet.telemetry.verify import kafka_consumer_config
 
     cs, ca = get_target(site).eventhubs_client()
+    if receiver_scope(site):
+        return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
 
@@ -606,14 +663,19 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
 
 def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = None, settle: float = 0.0) -> dict:
     """One window of message-level proof: {"analysis", "evidence"}."""
+    from layernet.targets.base import get_target
     from layernet.telemetry.verify import analyse, evidence_rows
 
+    t0 = time.time()
     route_list, got = observe_window(site, seconds, settle=settle)
     a = analyse(route_list, got["records"])
     rows = evidence_rows(a, p99_limit_ms)
     if got["kafka_error"]:
-        rows.append(evidence("eventhubs", "Event Hubs consumer", "reads the hub", "failed", False,
-                             hint=got["kafka_error"]))
+        hint, scope = got["kafka_error"], receiver_scope(site)
+        if scope and "authoriz" in hint.lower():
+            hint += "; " + access.missing_text(access.RECEIVER, scope, "the operator (the identity of the stage's "
+                                               "Azure calls)") + " to read the hub"
+        rows.append(evidence("eventhubs", "Event Hubs consumer", "reads the hub", "failed", False, hint=hint))
     s = a.summary
     rows.append(evidence("all", "telemetry end-to-end latency", "p50 and p99 measured",
                          f"p50 {s.get('e2e_p50_ms')} ms, p99 {s.get('e2e_p99_ms')} ms", s.get("e2e_p99_ms") is not None,
@@ -622,6 +684,13 @@ def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = No
         for r in rows:
             if not r["ok"] and r["level"] in (lvl, "all") and hint not in r["hint"]:
                 r["hint"] = f"{r['hint']}; {hint}" if r["hint"] else hint
+    if any(not r["ok"] and r["level"] == "eventhubs" for r in rows):
+        refused = get_target(site).eventhubs_refusals(t0)
+        if refused:
+            note = "Event Hubs refused: " + "; ".join(refused)
+            for r in rows:
+                if not r["ok"] and r["level"] == "eventhubs":
+                    r["hint"] = f"{r['hint']}; {note}" if r["hint"] else note
     return {"analysis": a, "evidence": rows}
 
 
@@ -667,7 +736,7 @@ def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float 
     if rehearsed:
         print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
     rows = provisioning(site)
-    if not all(r["ok"] for r in rows):
+    if not all(r["ok"] for r in rows) and not role_rows_only(rows):
         return {"evidence": rows, "analysis": None}
     out = messages(site, seconds, settle=settle)
     return {"evidence": rows + out["evidence"], "analysis": out["analysis"]}

@@ -342,6 +342,12 @@ class LabTarget(Target):
 
         return kafka.connection_string(self.site), str(commands.ca_cert_path(self.site))
 
+    def eventhubs_refusals(self, since: float) -> list:
+        """From the lab broker's log: tokens its validator refused and principals its authorizer denied."""
+        from layernet.lab import kafka
+
+        return kafka.refusals(self.site, since)
+
     def arc_agent_note(self, level: str) -> str:
         from layernet.lab import services
 
