@@ -29,7 +29,7 @@ CSS = (  # table.ln-t outranks JupyterLab's own table rules (right-aligned cells
     "border-bottom:1px solid #d1d9e0;overflow-wrap:break-word}"
     ".ln-table table.ln-t td.wrap{overflow-wrap:anywhere}"
     ".ln-table table.ln-t th{background:#f6f8fa;font-weight:600}"
-    ".ln-table table.ln-t td.num,.ln-table table.ln-t th.num{text-align:right;white-space:nowrap}"
+    ".ln-table table.ln-t td.num,.ln-table table.ln-t th.num{text-align:right}.ln-table table.ln-t td.num{white-space:nowrap}"
     ".ln-table table.ln-t tr.ln-bad td{background:#ffebe9}.ln-table table.ln-t tr.ln-good td{background:#dafbe1}"
     ".ln-table table.ln-t tr.ln-skip td{color:#59636e}"
     ".ln-table p{margin:.3rem 0;color:#59636e;text-align:left}"
