@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 MISSING = "—"
+WIDE = 9          # a table with more columns than this gets a smaller font and headers that may break anywhere
 NONE = "none"
 CSS = (  # table.ln-t outranks JupyterLab's own table rules (right-aligned cells, fixed layout) in reports and in Lab
     ".ln-table table.ln-t{border-collapse:collapse;table-layout:auto;width:auto;max-width:100%;margin:.4rem 0;"
@@ -28,6 +29,9 @@ CSS = (  # table.ln-t outranks JupyterLab's own table rules (right-aligned cells
     ".ln-table table.ln-t th,.ln-table table.ln-t td{text-align:left;vertical-align:top;padding:.25rem .5rem;"
     "border-bottom:1px solid #d1d9e0;overflow-wrap:break-word}"
     ".ln-table table.ln-t td.wrap{overflow-wrap:anywhere}"
+    ".ln-table table.ln-t.ln-wide{font-size:.78rem}"
+    ".ln-table table.ln-t.ln-wide th,.ln-table table.ln-t.ln-wide td{padding:.2rem .3rem}"
+    ".ln-table table.ln-t.ln-wide th{overflow-wrap:anywhere}"
     ".ln-table table.ln-t th{background:#f6f8fa;font-weight:600}"
     ".ln-table table.ln-t td.num,.ln-table table.ln-t th.num{text-align:right}.ln-table table.ln-t td.num{white-space:nowrap}"
     ".ln-table table.ln-t tr.ln-bad td{background:#ffebe9}.ln-table table.ln-t tr.ln-good td{background:#dafbe1}"
@@ -273,7 +277,7 @@ def to_html(data: Any, *, columns: Optional[list[str]] = None, units: Optional[M
         head[c] = (headers or {}).get(c, h)
         unit[c] = u
         num[c] = _is_numeric(df[c])
-    parts = ['<table class="ln-t"><thead><tr>']
+    parts = [f'<table class="ln-t{" ln-wide" if len(cols) > WIDE else ""}"><thead><tr>']
     parts += [f'<th{" class=num" if num[c] else ""}>{escape(head[c])}</th>' for c in cols]
     parts.append("</tr></thead><tbody>")
     for rec in df.to_dict("records"):
