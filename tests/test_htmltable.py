@@ -158,3 +158,9 @@ def test_no_stage_notebook_renders_a_table_with_pandas_styler():
         for cell in json.loads(nb.read_text())["cells"]:
             if cell["cell_type"] == "code":
                 assert not re.search(r"\.style\b", "".join(cell["source"])), nb.name
+
+
+def test_a_table_with_many_columns_is_set_to_fit():
+    narrow = to_html(pd.DataFrame([{f"c{i}": i for i in range(4)}]))
+    wide = to_html(pd.DataFrame([{f"column_{i}": i for i in range(15)}]))
+    assert 'class="ln-t"' in narrow and 'class="ln-t ln-wide"' in wide

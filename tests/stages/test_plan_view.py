@@ -133,3 +133,10 @@ def test_the_arc_verdict_counts_levels_not_rows():
     rows = [evidence(lv, check, "x", "x", True) for lv in ("level4", "level3", "level2")
             for check in ("connectivity status", "provisioning state", "agent version", "last connectivity time")]
     assert arc.require_connected(rows) == "all 3 level(s) Connected to Azure Arc: level4, level3, level2"
+
+
+def test_without_a_run_folder_nothing_is_written_and_nothing_linked(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = rows_of(show_plan(Plan("arc", list(STEPS)))._repr_html_())
+    assert [r["links"] for r in rows] == [[]] * len(STEPS) and list(tmp_path.iterdir()) == []
+    assert rows[0]["pre"] == STEPS[0].detail
