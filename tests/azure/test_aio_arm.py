@@ -354,3 +354,25 @@ def test_a_tls_only_level_gets_no_insecure_listener(armd, conn, tmp_path):
     p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
     assert [s.target for s in p.steps if "listener" in s.action] == ["layernet-aio-listener-level3",
                                                                     "layernet-aio-listener-level2"]
+
+
+def test_an_identical_role_assignment_made_by_the_cli_keeps_the_template_from_a_second_one(armd, conn, tmp_path):
+    """A registry created by `az iot ops schema registry create` holds the role under a name of its own: the
+    prerequisites template leaves the role out (ARM would answer 409 RoleAssignmentExists)."""
+    principal = "9a8b7c6d-0000-4000-8000-000000000001"
+    sr = f"{PFX}/Microsoft.DeviceRegistry/schemaRegistries/aio-plant-l3-sr"
+    armd.put_resource(sr, {"id": sr, "name": "aio-plant-l3-sr", "identity": {"type": "SystemAssigned",
+                                                                               "principalId": principal},
+                           "properties": {"provisioningState": "Succeeded"}})
+    container = f"{PFX}/Microsoft.Storage/storageAccounts/plantexamplesr/blobServices/default/containers/aio-plant-l3-schemas"
+    ra = f"{container}/providers/Microsoft.Authorization/roleAssignments/0f0e0d0c-1111-4222-8333-444455556666"
+    armd.put_resource(ra, {"id": ra, "name": ra.rsplit("/", 1)[1], "properties": {
+        "principalId": principal, "scope": container,
+        "roleDefinitionId": f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/"
+                            "ba92f5b4-2d11-453d-a403-e96b0029c9fe"}})
+    site = arm_site(armd)
+    p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
+    pre = {s.level: p.context["bodies"][s.target] for s in p.steps if s.action == "deploy prerequisites"}
+    types = {lv: [r["type"] for r in b["properties"]["template"]["resources"]] for lv, b in pre.items()}
+    assert "Microsoft.Authorization/roleAssignments" not in types["level3"]
+    assert "Microsoft.Authorization/roleAssignments" in types["level4"]          # no registry there yet

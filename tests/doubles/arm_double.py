@@ -40,7 +40,7 @@ class StaticToken:
         return AccessTokenInfo("test-token", int(time.time()) + 3600)
 
 
-COLLECTIONS = {"extensions", "listeners", "dataflowendpoints", "dataflowprofiles", "deployments"}
+COLLECTIONS = {"extensions", "listeners", "dataflowendpoints", "dataflowprofiles", "deployments", "roleassignments"}
 
 
 class RawBody(bytes):

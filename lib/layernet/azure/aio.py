@@ -359,9 +359,10 @@ def fetch_template(url: str, dest: Path, sha256: Optional[str] = None, verify: A
     return template, digest, path
 
 
-def prereq_template(site, r) -> dict:
+def prereq_template(site, r, role: bool = True) -> dict:
     """The prerequisites of one level as an ARM template: storage account (hierarchical namespace), its
-    container, the schema registry (system identity), the ADR namespace and the registry's role on the container."""
+    container, the schema registry (system identity), the ADR namespace and the registry's role on the container
+    (`role` False: an identical assignment exists already under another name; ARM would refuse a second one)."""
     loc = site.azure.location
     sa_type = "Microsoft.Storage/storageAccounts"
     res: list[dict] = [
@@ -379,7 +380,7 @@ def prereq_template(site, r) -> dict:
         {"type": "Microsoft.DeviceRegistry/namespaces", "apiVersion": DR_API, "name": r.adr_namespace,
          "location": loc, "properties": {}},
     ]
-    if site.aio.schema_registry_role:
+    if site.aio.schema_registry_role and role:
         scope = f"{sa_type}/{r.storage_account}/blobServices/default/containers/{r.container}"
         res.append({
             "type": "Microsoft.Authorization/roleAssignments", "apiVersion": api_version("Microsoft.Authorization/roleAssignments"),
@@ -558,7 +559,7 @@ class ArmDeployments:
         fetched = self.fetch()
         out = []
         for r in levels(self.site):
-            pre = prereq_template(self.site, r)
+            pre = prereq_template(self.site, r, role=not self.role_assigned(r))
             out.append((r.level, "prerequisites", f"layernet-aio-prereq-{r.level}", deployment_body(pre, {}), []))
             for kind in ("enablement", "instance"):
                 tpl = fetched[kind]
@@ -568,6 +569,27 @@ class ArmDeployments:
                 out.append((r.level, "insecure listener", f"layernet-aio-listener-{r.level}",
                             deployment_body(listener_template(self.site, r), {}), []))
         return out
+
+    def role_assigned(self, r) -> bool:
+        """Whether the registry's identity already holds Storage Blob Data Contributor on its container under a
+        name the template would not give it (e.g. made by `az iot ops schema registry create`)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        from layernet.azure import aio_sdk
+
+        if not self.site.aio.schema_registry_role:
+            return False
+        c = aio_sdk.SdkClients(self.arm, self.site.azure.resource_group)
+        try:
+            reg = as_dict(c.dr.schema_registries.get(self.site.azure.resource_group, r.registry))
+        except ResourceNotFoundError:
+            return False
+        principal = pick(reg, "identity", "principalId")
+        scope = ids(self.site, r)["container"]
+        if not principal:
+            return False
+        same = aio_sdk.identical_assignment(c.role_assignments(scope), principal, STORAGE_BLOB_DATA_CONTRIBUTOR, scope)
+        return same is not None
 
     def candidates(self, r, kind: str) -> dict:
         cands = candidate_parameters(self.site, r, kind)
