@@ -116,16 +116,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from layernet.audit.cli import pairs_from_args, read_fleet, run_audit_cli, run_fleet_cli
+    from layernet.audit.cli import check_flags, pairs_from_args, read_fleet, run_audit_cli, run_fleet_cli
     from layernet.audit.collect import AuditInputError
     from layernet.runfolder import check_out_dir
 
-    _check_since(args.since)
     try:
         entries = read_fleet(args.fleet) if args.fleet else []
         pairs = pairs_from_args(getattr(args, "audit_seq", []))
         if args.fleet and pairs:
             raise AuditInputError(f"--fleet {args.fleet}: give either a fleet file or LOGDIR --site FILE pairs")
+        check_flags(args.since, args.run, args.monitor_endpoint, sites=len(entries or pairs))
         if args.workspace:
             return _audit_workspace(args, entries, pairs)
         if not entries and not pairs:
@@ -141,7 +141,7 @@ def cmd_audit(args) -> int:
         if args.out is not None:
             args.out = str(check_out_dir(args.out))
         if args.parquet is not None:
-            args.parquet = str(check_out_dir(args.parquet))
+            args.parquet = str(check_out_dir(args.parquet, "--parquet"))
         if entries or len(pairs) > 1:
             return run_fleet_cli(entries or pairs, args.param, since=args.since, out=args.out, run=args.run,
                                  parquet=args.parquet)
@@ -172,29 +172,9 @@ def _audit_workspace(args, entries, pairs) -> int:
     if args.out is not None:
         args.out = str(check_out_dir(args.out))
     if args.parquet is not None:
-        args.parquet = str(check_out_dir(args.parquet))
+        args.parquet = str(check_out_dir(args.parquet, "--parquet"))
     return run_audit_cli("", site=site, since=args.since, out=args.out, run=args.run, parquet=args.parquet,
                          workspace=True, endpoint=args.monitor_endpoint)
-
-
-def _check_since(text: str) -> None:
-    """--since: a time in the past (ISO 8601) or a duration back from now that a calendar can hold."""
-    from datetime import datetime, timezone
-
-    from layernet.audit.collect import AuditInputError, parse_since
-
-    shown = text if len(text) <= 60 else text[:60] + "..."
-    try:
-        when = parse_since(text)
-    except (OverflowError, ValueError) as exc:
-        if isinstance(exc, AuditInputError):
-            raise InputError(str(exc)) from None
-        raise InputError(f"--since {shown}: out of range; give a duration back from now such as 2h or 30d, or an "
-                         "ISO 8601 time such as 2025-03-01T08:00:00Z") from None
-    if when is not None and when > datetime.now(timezone.utc):
-        raise InputError(f"--since {shown}: is in the future; give a time in the past or a duration such as 2h")
-    if when is not None and when.year < 2000:
-        raise InputError(f"--since {shown}: out of range (before the year 2000); give a recent time or a duration such as 30d")
 
 
 def build_parser() -> argparse.ArgumentParser:

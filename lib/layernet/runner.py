@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -34,6 +34,7 @@ from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
 from layernet.site import SiteError, is_secret_key, load_site, looks_secret, parse_value
 from layernet.site.model import declared_field
 from layernet.site.load import YamlProblem, parse_yaml, read_site_text
+from layernet.site.problems import show_path
 from layernet.topology import describe, site_picture
 
 REPO_ROOT = paths.root()               # a checkout, or the files bundled into an installed package
@@ -110,8 +111,9 @@ def load_runbook(ref: str) -> Runbook:
             problems.append(f"{where}: unknown key(s) {', '.join(sorted(extra))[:200]}; allowed: {', '.join(sorted(_STAGE_KEYS))}")
         notebook = st.get("notebook")
         nb = (path.parent / str(notebook or "")).resolve()
-        if not isinstance(notebook, str) or not notebook or not nb.is_file():
-            problems.append(f"{where}.notebook: {str(notebook)[:80]!r} does not exist (relative to {path.parent})")
+        why = notebook_problem(notebook, nb, path)
+        if why:
+            problems.append(f"{where}.notebook: {str(notebook)[:80]!r} {why}")
         params = st.get("parameters") or {}
         if not isinstance(params, dict):
             problems.append(f"{where}.parameters: expected a mapping of parameter: value")
@@ -137,6 +139,22 @@ def load_runbook(ref: str) -> Runbook:
     if not isinstance(book_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", book_name):
         raise RunnerInputError(f"runbook {path}: name: expected letters, digits, '-' and '_' (it names run folders)")
     return Runbook(book_name, path, str(raw.get("description") or ""), tuple(stages))
+
+
+def notebook_problem(notebook: Any, resolved: Path, runbook: Path) -> Optional[str]:
+    """Why a stage's `notebook:` cannot be run, or None. It must be an existing .ipynb file inside the notebooks
+    folder or the runbook's own folder (links resolved): a runbook never runs a notebook from elsewhere."""
+    if not isinstance(notebook, str) or not notebook:
+        return f"is not a notebook path (relative to {runbook.parent})"
+    roots = [paths.notebooks().resolve(), runbook.parent.resolve()]
+    if not any(resolved.is_relative_to(r) for r in roots):
+        return (f"leaves the notebooks folder: it resolves to {show_path(resolved)}; give a notebook inside "
+                f"{roots[0]} or beside the runbook ({roots[1]})")
+    if resolved.suffix != ".ipynb":
+        return "is not a notebook (.ipynb) file"
+    if not resolved.is_file():
+        return f"does not exist (relative to {runbook.parent})"
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -177,6 +195,9 @@ def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
         stage, dot, param = key.partition(".")
         shown = f"{key[:80]}=..." if looks_secret(text) or is_secret_key(param) else (item if len(item) <= 120 else item[:120] + "...")
         value, why = parse_value(text) if sep else (None, None)
+        declared = stages[stage].parameters.get(param) if stage in stages else None
+        if isinstance(declared, str) and isinstance(value, date):     # YAML reads 2025-03-01 as a date: keep the text
+            value = text.strip()
         if sep and key.strip() in given:
             problems.append(f"-s {shown}: each parameter once: {key.strip()[:80]} is given as -s {given[key.strip()]} and "
                             f"again as -s {n} (the second would silently win); drop one")
@@ -194,6 +215,12 @@ def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
         elif why is not None:
             problems.append(f"-s {shown}: the value after '=' is not one YAML value ({why}); quote text, "
                             "e.g. -s 'audit.since=\"2h\"'")
+        elif declared is not None and _kind(value) != _kind(declared) \
+                and not (_kind(value) == "a whole number" and _kind(declared) == "a number"):
+            want = _kind(declared)
+            problems.append(f"-s {shown}: stage {stage}'s {param} is {want} (the runbook's default is "
+                            f"{declared!r}), not {_kind(value)}"
+                            + (f"; quote it to pass text: -s '{key.strip()[:60]}=\"{text[:40]}\"'" if want == "text" else ""))
         else:
             st = stages[stage]
             stages[stage] = Stage(st.name, st.notebook, {**st.parameters, param: value}, st.timeout)
@@ -202,9 +229,31 @@ def apply_stage_params(book: Runbook, items: list[str]) -> Runbook:
     return Runbook(book.name, book.path, book.description, tuple(stages[s.name] for s in book.stages))
 
 
+def _kind(value: Any) -> str:
+    """What a stage parameter value is, in words (a -s value must be what the runbook declares)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
 def _check_stage_inputs(book: Runbook, site) -> None:
     """Stage inputs that can be checked before anything runs: a folder of saved logs for the audit."""
     for st in book.stages:
+        if st.parameters.get("since"):
+            from layernet.audit.collect import AuditInputError, check_since
+
+            try:
+                check_since(st.parameters["since"], f"-s {st.name}.since")
+            except AuditInputError as exc:
+                raise RunnerInputError(str(exc)) from None
         if st.parameters.get("log_dir"):
             from layernet.audit.collect import AuditInputError, check_logdir
 

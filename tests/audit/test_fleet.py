@@ -147,7 +147,7 @@ def test_fleet_file_with_relative_paths_and_passing_sites(fleet, capsys):
     ("- {site: plant-a.yaml, logs: logs-a}\n- {site: plant-a.yaml, logs: logs-b}\n", ["sites[1]", "plant-a", "each"]),
     ("- {site: plant-a.yaml, logs: logs-a}\n- {site: plant-b.yaml, logs: nowhere}\n", ["nowhere", "no such folder"]),
     ("sites: {site: x}\n", ["non-empty list"]),
-    ("[unclosed\n", ["not valid YAML"]),
+    ("[unclosed\n", ["valid YAML", "line 2"]),
 ])
 def test_bad_fleet_file_is_exit_2_naming_the_field(fleet, capsys, text, words):
     tmp = fleet[0]
@@ -169,7 +169,7 @@ def test_bad_pairs_are_exit_2(fleet, capsys):
     assert main(["audit", str(la), "--site", str(a), str(lb), "--site", str(b), "--run", str(tmp)]) == 2
     assert "belongs to one site" in capsys.readouterr().err
     assert main(["audit", "--fleet", str(tmp / "missing.yaml")]) == 2
-    assert "no such fleet file" in capsys.readouterr().err
+    assert "the fleet file must exist" in capsys.readouterr().err
     # a level of the second site without its log: bad input before the first site is audited
     (lb / "level4.log").unlink()
     assert main(["audit", str(la), "--site", str(a), str(lb), "--site", str(b), "--run", "none"]) == 2

@@ -151,6 +151,42 @@ def run_audit_cli(logdir: str, site=None, since: str = "", out: Optional[str] = 
     return a.verdict.code
 
 
+# ----------------------------------------------------------------------------------------------- flags
+def check_flags(since: str = "", run: str = "", endpoint: Optional[str] = None, sites: int = 1) -> None:
+    """The flags of `layernet audit` that can be checked before anything is read or written: --since (a time in
+    the past), --run (none, or a run folder whose probe rows can be read; one site only), --monitor-endpoint (an
+    https:// URL). AuditInputError (exit 2) naming the flag, the value (cut short) and the fix."""
+    from layernet.audit.compare import check_run
+
+    collect.check_since(since, "--since")
+    if sites > 1 and run not in ("", "none"):
+        raise AuditInputError(f"--run {run}: a run folder belongs to one site; with several sites give --run none "
+                              "or leave it out (each site's newest run with probes)")
+    check_run(run)
+    if endpoint is not None:
+        check_endpoint(endpoint)
+
+
+def check_endpoint(url: str, flag: str = "--monitor-endpoint") -> str:
+    """An https:// URL of a Logs query API (scheme, host, optional port and path; no credentials, query or spaces)."""
+    from urllib.parse import urlsplit
+
+    from layernet.site.problems import show
+    from layernet.site.secrets import looks_secret
+
+    shown = "(value hidden: it looks like a secret)" if looks_secret(url) else show(url)
+    fix = "give the Logs query API as an https:// URL, e.g. https://api.loganalytics.io"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise AuditInputError(f"{flag} {shown}: not a URL; {fix}") from None
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc \
+            or any(c.isspace() or ord(c) < 32 for c in url) or (port is not None and not 0 < port < 65536):
+        raise AuditInputError(f"{flag} {shown}: not an https:// URL with a host (no credentials, query or spaces); {fix}")
+    return url
+
+
 # ----------------------------------------------------------------------------------------------- fleet
 @dataclass
 class FleetEntry:
@@ -223,19 +259,14 @@ def pairs_from_args(seq: list[tuple[str, str]]) -> list[FleetEntry]:
 def read_fleet(path) -> list[FleetEntry]:
     """A fleet file: YAML, a list of {site: FILE, logs: DIR} (or that list under `sites:`); relative paths are
     relative to the fleet file's folder."""
-    import yaml
+    from layernet.site import SiteError
+    from layernet.site.load import load_yaml_file
 
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuditInputError(f"{p}: no such fleet file; give a YAML list of {{site: FILE, logs: DIR}}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditInputError(f"{p}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        raise AuditInputError(f"{p}:{at} not valid YAML; give a list of {{site: FILE, logs: DIR}}") from None
+    try:       # the site files' safe loader: size, nesting and alias budgets, each key once (named by line)
+        raw = load_yaml_file(p, "fleet file", "give a YAML list of {site: FILE, logs: DIR}")
+    except SiteError as exc:
+        raise AuditInputError(f"--fleet {exc.problems[0]}") from None
     key = "sites"
     if isinstance(raw, dict) and set(raw) == {"sites"}:
         raw = raw["sites"]
@@ -290,9 +321,7 @@ def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str 
     from layernet.audit import export
     from layernet.site import load_site
 
-    if run and run != "none":
-        raise AuditInputError(f"--run {run}: a run folder belongs to one site; with several sites give --run none "
-                              "or leave it out (each site's newest run with probes)")
+    check_flags(run=run, sites=len(entries))
     sites, seen = [], {}
     for e in entries:
         if not e.site_file:

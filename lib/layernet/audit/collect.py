@@ -12,15 +12,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+from layernet.errors import InputError
 from layernet.progress import step
 
 LOG_NAMES = ("{level}.log", "{level}.jsonl", "{level}/envoy-access.log")
 # a level's log and its rotations: level3.log, level3.log.1, level3.log.2.gz, level3.log.gz (also for .jsonl)
-_ROTATED = re.compile(r"^(?P<stem>.+?)\.(?P<ext>log|jsonl)(?:\.(?P<n>\d+))?(?P<gz>\.gz)?$")
+_ROTATED = re.compile(r"(?P<stem>.+?)\.(?P<ext>log|jsonl)(?:\.(?P<n>[0-9]+))?(?P<gz>\.gz)?")
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class AuditInputError(ValueError):
+class AuditInputError(InputError, ValueError):
     """The audit cannot start: a missing folder, no logs in it, a time it cannot read. Nothing was read."""
 
 
@@ -40,7 +41,7 @@ def collect(site, target, since: Optional[datetime] = None) -> dict[str, list[st
 
 def _age(f: Path) -> tuple:
     """Sort key, oldest first: level3.log.2.gz, level3.log.1, level3.log.gz / level3.log (the live one last)."""
-    m = _ROTATED.match(f.name)
+    m = _ROTATED.fullmatch(f.name)
     n = int(m.group("n")) if m and m.group("n") else 0
     return (-n, f.name)
 
@@ -50,7 +51,7 @@ def _logs_in(root: Path) -> dict[str, dict[str, list[Path]]]:
     found: dict[str, dict[str, list[Path]]] = {}
     for f in sorted(root.iterdir()):
         if f.is_file():
-            m = _ROTATED.match(f.name)
+            m = _ROTATED.fullmatch(f.name)
             if m:
                 found.setdefault(m.group("stem"), {}).setdefault(m.group("ext"), []).append(f)
         elif f.is_dir():
@@ -166,7 +167,7 @@ def check_records(parsed, levels: list[str], where: str) -> None:
                               f"each proxy level")
 
 
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\s*$", re.IGNORECASE)
+_REL = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|min|h|d)\s*", re.IGNORECASE)
 
 
 def parse_since(text: str | datetime | None, now: Optional[datetime] = None) -> Optional[datetime]:
@@ -175,7 +176,7 @@ def parse_since(text: str | datetime | None, now: Optional[datetime] = None) -> 
         return None
     if isinstance(text, datetime):
         return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
-    m = _REL.match(str(text))
+    m = _REL.fullmatch(str(text))
     if m:
         value, unit = float(m.group(1)), m.group(2).lower()
         seconds = value * {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[unit]
@@ -186,3 +187,24 @@ def parse_since(text: str | datetime | None, now: Optional[datetime] = None) -> 
         raise AuditInputError(f"since={text!r}: give an ISO 8601 time (2025-03-01T08:00:00Z) or a duration "
                               "back from now (90m, 2h, 1d)") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def check_since(text: str, flag: str = "--since") -> Optional[datetime]:
+    """A `since` a user gave (--since, -s audit.since): a time in the past (ISO 8601, from the year 2000) or a
+    duration back from now a calendar can hold; AuditInputError naming `flag` otherwise."""
+    shown = text if len(str(text)) <= 60 else str(text)[:60] + "..."
+    fix = "give an ISO 8601 time such as 2025-03-01T08:00:00Z, or a duration back from now such as 2h or 30d"
+    if not isinstance(text, str):
+        raise AuditInputError(f"{flag} {shown!r}: not a time; {fix}")
+    try:
+        when = parse_since(text)
+    except AuditInputError:
+        raise AuditInputError(f"{flag} {shown}: not a time; {fix}") from None
+    except (OverflowError, ValueError):
+        raise AuditInputError(f"{flag} {shown}: out of range; {fix}") from None
+    if when is not None and when > datetime.now(timezone.utc):
+        raise AuditInputError(f"{flag} {shown}: is in the future; give a time in the past or a duration such as 2h")
+    if when is not None and when.year < 2000:
+        raise AuditInputError(f"{flag} {shown}: out of range (before the year 2000); give a recent time or a "
+                              "duration such as 30d")
+    return when

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PROBE_FILE = Path("results") / "probes.json"
 PROBE_STAGE = "infrastructure"
+RUN_FIX = "give another run folder made by `layernet run`, or --run none"
 SLACK = timedelta(seconds=2)        # clock and log-flush slack around the probe window
 COMPARE_COLUMNS = ["level", "expected_allowed", "audit_allowed", "expected_refused", "audit_refused",
                    "audit_upstream_failure", "match"]
@@ -53,15 +54,74 @@ def load_probes(run_dir) -> tuple["pd.DataFrame", Optional[datetime], Optional[d
     path = Path(run_dir) / PROBE_FILE if run_dir else None
     if path is None or not path.is_file():
         return pd.DataFrame(columns=["level", "check", "host", "port", "ok"]), None, None
-    data = json.loads(path.read_text())
-    end = datetime.fromisoformat(data["saved_at"])
-    start = None
-    manifest = Path(run_dir) / "manifest.json"
-    if manifest.is_file():
-        for st in json.loads(manifest.read_text()).get("stages", []):
-            if st.get("name") == data.get("stage") and st.get("start"):
-                start = datetime.fromisoformat(st["start"])
+    data, end, start = read_probes(run_dir)
     return pd.DataFrame(data.get("rows") or [], columns=None), start, end
+
+
+def _manifest(run_dir, flag: str) -> dict:
+    """The manifest.json of a run folder as a mapping; AuditInputError naming `flag` when it is not one."""
+    from layernet.audit.collect import AuditInputError
+    from layernet.site.problems import show_path
+
+    shown = f"{flag} {show_path(run_dir)}"
+    d = Path(run_dir)
+    try:
+        is_dir = d.is_dir()
+    except OSError as exc:        # a name too long for the file system
+        raise AuditInputError(f"{shown}: not a usable folder path ({exc.strerror or exc}); {RUN_FIX}") from None
+    if not is_dir:
+        raise AuditInputError(f"{shown}: no such run folder; {RUN_FIX}")
+    try:
+        data = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditInputError(f"{shown}: no manifest.json there, so it is not a run folder; {RUN_FIX}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or "not readable JSON"
+        raise AuditInputError(f"{shown}: manifest.json is {why}; {RUN_FIX}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages", []), list):
+        raise AuditInputError(f"{shown}: manifest.json is not a run's manifest (a mapping with a list of stages); "
+                              f"{RUN_FIX}")
+    return data
+
+
+def read_probes(run_dir, flag: str = "--run") -> tuple[dict, datetime, Optional[datetime]]:
+    """(probes.json, its saved_at, the probing stage's start) of a run folder; AuditInputError naming `flag` and
+    the file when the folder is not a run folder or the file is not what `layernet run` writes."""
+    from layernet.audit.collect import AuditInputError
+    from layernet.site.problems import show_path
+
+    manifest = _manifest(run_dir, flag)
+    path = Path(run_dir) / PROBE_FILE
+    shown = f"{flag} {show_path(run_dir)}: {PROBE_FILE}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        end = datetime.fromisoformat(data["saved_at"])
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("rows")
+        start = None
+        for st in manifest.get("stages") or []:
+            if isinstance(st, dict) and st.get("name") == data.get("stage") and st.get("start"):
+                start = datetime.fromisoformat(st["start"])
+    except FileNotFoundError:
+        raise AuditInputError(f"{shown} is missing; give a run folder that probed (deploy's infrastructure stage), "
+                              "or --run none") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        what = "not readable JSON" if isinstance(exc, (UnicodeDecodeError, json.JSONDecodeError)) else \
+            "not what layernet run writes (saved_at time, rows, stage)"
+        raise AuditInputError(f"{shown} is {what}; {RUN_FIX}") from None
+    return data, end, start
+
+
+def check_run(run: str) -> None:
+    """--run: '' (the site's newest run with probes), 'none', or a run folder whose probe rows can be read (a run
+    without probes is fine: nothing is marked expected, and the report says so)."""
+    if run in ("", "none"):
+        return
+    if (Path(run) / PROBE_FILE).is_file():
+        read_probes(run)
+    else:
+        _manifest(run, "--run")
 
 
 def _path_levels(site, level: str) -> list[str]:
@@ -122,13 +182,16 @@ def find_run(site, runs_dir: Path) -> Optional[Path]:
     """The newest run folder of this site (manifest's site name) that saved probe rows, or None."""
     if not runs_dir.is_dir():
         return None
+    from layernet.errors import InputError
+
     for d in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
         m = d / "manifest.json"
         if (d / PROBE_FILE).is_file() and m.is_file():
             try:
                 if json.loads(m.read_text()).get("site", {}).get("name") == site.name:
+                    read_probes(d)          # a damaged run is passed over, not a crash
                     return d
-            except ValueError:
+            except (ValueError, AttributeError, InputError):
                 continue
     return None
 

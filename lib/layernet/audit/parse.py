@@ -211,6 +211,24 @@ def to_frame(db, sql: str, params=None) -> "pd.DataFrame":
 
 
 # ----------------------------------------------------------------------------------------------- bytes
+MALFORMED_INPUT = "malformed-input"       # the check of a log file that cannot be read (a damaged .gz)
+
+
+def gzip_damage(path: Path) -> Optional[str]:
+    """Why a .gz log cannot be read to its end (truncated, corrupt), or None (also for files that are not .gz)."""
+    import zlib
+
+    if not Path(path).name.endswith(".gz"):
+        return None
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(SCAN_BYTES):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:        # BadGzipFile is an OSError
+        return (str(exc) or type(exc).__name__)[:200]
+    return None
+
+
 def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
@@ -762,11 +780,15 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")
     tmp = Path(tmpdir)
     db = db or connect(tmp)
-    pending = []
+    pending, damaged = [], []
     k = 0
     for level, src in sources.items():
         for f in _files_of(level, src, tmp, k):
             k += 1
+            why = gzip_damage(f)
+            if why:                      # one malformed-input finding; the rest of the logs are read as usual
+                damaged.append((MALFORMED_INPUT, level, str(f), 1, 1, f"damaged gzip file, not read: {why}"))
+                continue
             read = f
             if _prefixed(f):
                 read = tmp / f"stripped-{k}.log"
@@ -816,7 +838,7 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     diag = ThreadPoolExecutor(max_workers=1)
     diagnosis = diag.submit(_diagnose, [(fid, lines_of(fid, rid)) for rid, fid in bad], scans)
     diag.shutdown(wait=False)
-    checks = _checks(db, sources_are_levels, now, scans, files, lines_of)
+    checks = _checks(db, sources_are_levels, now, scans, files, lines_of, damaged)
     # the end-time check is done and the groups are named: time, key and addresses are all the findings read
     for name in ("_gstat", "_reps", "_adict", "_bdict"):
         db.execute(f"DROP TABLE IF EXISTS {name}")
@@ -918,12 +940,13 @@ def _backwards(db, r0: int, r1: int, bad_g: list[str]) -> Optional[tuple[int, in
     return (n, first, gap) if n else None
 
 
-def _checks(db, sources_are_levels: bool, now: datetime, scans, files, lines_of) -> "pd.DataFrame":
+def _checks(db, sources_are_levels: bool, now: datetime, scans, files, lines_of, damaged=()) -> "pd.DataFrame":
     """Records that disagree with their file: another level's name, a time in the future, an end time that goes
-    backwards (Envoy writes a line when the connection ends, so end = start + duration only grows)."""
+    backwards (Envoy writes a line when the connection ends, so end = start + duration only grows); and files that
+    could not be read at all (`damaged`: a broken gzip file)."""
     import pandas as pd
 
-    out = []
+    out = list(damaged)
     future_ms = int((now + FUTURE_SLACK).timestamp() * 1000)
     for fid, n, rid in db.execute("""SELECT gr.fid, count(*), min(r.id) FROM _r r JOIN _groups gr ON gr.g = r.g
                                      WHERE r.t > ? AND NOT gr.bad GROUP BY gr.fid""", [future_ms]).fetchall():

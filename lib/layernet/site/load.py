@@ -30,8 +30,9 @@ _resolver = Resolver()
 _constructor = SafeConstructor()
 
 
-def read_site_text(path: str | Path) -> str:
-    """The text of a site file, or SiteError saying what the file is instead."""
+def read_site_text(path: str | Path, kind: str = "site file", hint: str = HINT) -> str:
+    """The text of a site file (or another YAML input of `kind`, e.g. a fleet file), or SiteError saying what the
+    file is instead."""
     fname = str(path)
     p = Path(path)
 
@@ -39,21 +40,21 @@ def read_site_text(path: str | Path) -> str:
         return SiteError([Problem(fname, "(file)", value, expected)])
 
     if not fname.strip():
-        raise fail(f"a site file path, not an empty one; {HINT}")
+        raise fail(f"a {kind} path, not an empty one; {hint}")
     try:
         if p.is_dir():
-            raise fail(f"a site file, but this is a directory; {HINT}")
+            raise fail(f"a {kind}, but this is a directory; {hint}")
         if not p.exists():
-            raise fail(f"the site file must exist; {HINT}")
+            raise fail(f"the {kind} must exist; {hint}")
         if not p.is_file():
-            raise fail(f"a regular site file (this is a device, pipe or socket); {HINT}")
+            raise fail(f"a regular {kind} (this is a device, pipe or socket); {hint}")
     except OSError as exc:  # a name too long for the file system, a loop of links
-        raise fail(f"a readable site file path ({exc.strerror or exc}); {HINT}") from None
+        raise fail(f"a readable {kind} path ({exc.strerror or exc}); {hint}") from None
     try:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise fail(f"a site file of at most {MAX_FILE_BYTES // (1024 * 1024)} MB; this one is "
-                       f"{size / (1024 * 1024):.1f} MB (a site file describes levels and names, not data)")
+            raise fail(f"a {kind} of at most {MAX_FILE_BYTES // (1024 * 1024)} MB; this one is "
+                       f"{size / (1024 * 1024):.1f} MB (a {kind} describes names and paths, not data)")
         data = p.read_bytes()
     except PermissionError:
         raise fail("a readable file: permission denied") from None
@@ -151,13 +152,13 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
             if isinstance(ev, DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    raise YamlProblem(_at(ev.start_mark), "one YAML document per site file: remove the '---' "
+                    raise YamlProblem(_at(ev.start_mark), "one YAML document per file: remove the '---' "
                                       "and everything after it, or merge the documents")
                 continue
             if isinstance(ev, (ScalarEvent, AliasEvent, SequenceStartEvent, MappingStartEvent)):
                 total += 1
                 if total > max_values:
-                    raise YamlProblem(_at(ev.start_mark), f"at most {max_values:,} values; a site file "
+                    raise YamlProblem(_at(ev.start_mark), f"at most {max_values:,} values; a site or fleet file "
                                       "describes levels and names, not data")
             if isinstance(ev, ScalarEvent):
                 value = _scalar(ev)
@@ -182,7 +183,7 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
                     raise YamlProblem(_at(ev.start_mark), f"plain YAML without tags; remove the tag {ev.tag[:40]!r}")
                 if len(stack) >= max_depth:
                     raise YamlProblem(_at(ev.start_mark), f"at most {max_depth} levels of nesting; this file "
-                                      "nests deeper (a site file is a few levels deep)")
+                                      "nests deeper (a site or fleet file is a few levels deep)")
                 col = _Collection([] if isinstance(ev, SequenceStartEvent) else {}, ev.anchor, ev.start_mark)
                 if ev.anchor:
                     open_anchors.add(ev.anchor)
@@ -203,7 +204,7 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
         mark = exc.problem_mark or exc.context_mark
         if "nesting depth" in str(exc.problem):
             raise YamlProblem(_at(mark), f"at most {max_depth} levels of nesting; this file nests deeper "
-                              "(a site file is a few levels deep)") from None
+                              "(a site or fleet file is a few levels deep)") from None
         raise YamlProblem(_at(mark), f"valid YAML ({str(exc.problem or exc.context or 'parse error')[:120]})") from None
     except yaml.YAMLError as exc:  # reader errors: characters YAML does not allow
         raise YamlProblem("(file)", f"valid YAML text ({str(exc).splitlines()[0][:120]})") from None
@@ -214,10 +215,11 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES, max_depth: int = MAX_DEP
     return None if root is MISSING else root
 
 
-def load_yaml_file(path: str | Path) -> Any:
-    """Read and parse a site file; SiteError names the file, the line and the fix."""
+def load_yaml_file(path: str | Path, kind: str = "site file", hint: str = HINT) -> Any:
+    """Read and parse a site file (or another YAML input of `kind`) within the budgets of size, nesting and values,
+    each key once; SiteError names the file, the line and the fix."""
     fname = str(path)
-    text = read_site_text(path)
+    text = read_site_text(path, kind, hint)
     try:
         return parse_yaml(text)
     except YamlProblem as exc:
