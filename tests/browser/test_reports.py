@@ -47,7 +47,10 @@ MEASURE = """() => {
     return {id: div.id, drawn: !!svg && r.width > 50 && r.height > 50 && div.querySelectorAll('.trace, .sankey').length > 0};
   });
   const images = [...document.images].map(i => ({alt: i.alt, drawn: i.complete && i.naturalWidth > 0}));
-  return {wide, charts, images,
+  // a table in a cell's output that did not come through the report helper (pandas' own HTML, a Styler)
+  const foreign = [...document.querySelectorAll('.jp-OutputArea-output table:not(.ln-t)')]
+    .map(t => (t.innerText || '').slice(0, 80));
+  return {wide, charts, images, foreign,
           page_width: document.documentElement.scrollWidth, view_width: window.innerWidth};
 }"""
 
@@ -60,6 +63,7 @@ class Opened:
     wide: list[str] = field(default_factory=list)
     charts: list[dict] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
+    foreign_tables: list[str] = field(default_factory=list)
     text: str = ""
     page_width: int = 0
     view_width: int = 0
@@ -118,7 +122,7 @@ def opened(run_dir, browser) -> dict[str, Opened]:
         if name in PLANS:
             o.plan_rows = _plan_rows(page)
         got = page.evaluate(MEASURE)
-        o.wide, o.charts, o.images = got["wide"], got["charts"], got["images"]
+        o.wide, o.charts, o.images, o.foreign_tables = got["wide"], got["charts"], got["images"], got["foreign"]
         o.page_width, o.view_width = got["page_width"], got["view_width"]
         page.close()
         out[name] = o
@@ -139,6 +143,7 @@ def test_a_report_in_the_browser(opened, name):
     assert o.requests_out == [], o.requests_out[:5]          # offline: nothing but the file itself
     assert [i for i in o.images if not i["drawn"]] == []
     assert [c for c in o.charts if not c["drawn"]] == []
+    assert o.foreign_tables == [], o.foreign_tables[:3]      # every table through the one helper (escaped)
     assert o.page_width <= o.view_width, f"the page scrolls sideways: {o.page_width} px for {o.view_width}"
     assert o.wide == [], "\n".join(o.wide[:10])
     bad = [line for line in o.text.splitlines() if NOT_A_VALUE.search(line)]
