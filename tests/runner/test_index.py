@@ -83,3 +83,15 @@ def test_stage_of():
     assert stage_of("results/harden-dns.csv", ["hardening", "harden"]) == "harden"
     assert stage_of("results/probes.json", STAGES) == ""
     assert stage_of("manifest.json", STAGES) == "" and stage_of("07-other.html", STAGES) == ""
+
+
+def test_a_run_in_progress_says_so_and_shows_no_empty_values(tmp_path: Path):
+    run = _run_folder(tmp_path)
+    m = _manifest({n: "pending" for n in STAGES[2:]})
+    m["finished"] = None
+    for s in m["stages"][2:]:
+        s.update(duration_s=None, report=None, results={})
+    page = write_index(run, m).read_text()
+    assert "The run is in progress" in page and "All 6 stage(s) passed" not in page
+    assert "<dd><code>running</code></dd>" in page
+    assert not re.search(r"\b(nan|None|NaT)\b", re.sub(r"<[^>]+>", " ", page))
