@@ -300,3 +300,15 @@ def test_a_megabyte_value_is_refused_as_a_process(field, unit, tmp_path):
     assert proc.returncode == 2 and "(1000000 characters)" in proc.stderr
     assert len(proc.stderr) < 5000
     _check(proc.stderr)
+
+
+@pytest.mark.parametrize("text", [f"client_secret={SECRET}", f"sas_token={SECRET}", f"storage_key={SECRET}",
+                                  f"AccountKey={SECRET}", f"x?sv=1&sig={SECRET}", f"pull:{SECRET}@registry.contoso.com/x:v1",
+                                  f"https://u:{SECRET}@h.contoso.com", f"password = {SECRET}"])
+def test_one_secret_detection_for_site_values_and_az_commands(text):
+    """The site's values, -p/-s parameters and the az command lines of stages 02-03 share one detection."""
+    from layernet.azure.runner import secret_in
+
+    assert looks_secret(text)
+    why = secret_in(["az", "x", "--value", text])
+    assert why and SECRET not in why

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from layernet.errors import InputError, StageFailed
+from layernet.site.secrets import looks_secret
 
 # Failures worth another attempt: (pattern in stderr/stdout, what it means). Anything else fails at once.
 TRANSIENT = [
@@ -32,12 +33,6 @@ TRANSIENT = [
 # Flags whose value is a secret, and values that look like one. Either on a command line is refused.
 _SECRET_FLAGS = {"--password", "-p", "--client-secret", "--secret", "--token", "--access-token", "--account-key",
                  "--connection-string", "--sas-token", "--certificate-password", "--service-principal-secret"}
-_SECRET_VALUES = [
-    re.compile(r"(AccountKey|SharedAccessKey|SharedAccessSignature|sig)=", re.I),
-    re.compile(r"^eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\."),          # a JWT
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"(password|secret|token)=\S", re.I),
-]
 
 
 def secret_in(argv: Sequence[str]) -> Optional[str]:
@@ -46,9 +41,8 @@ def secret_in(argv: Sequence[str]) -> Optional[str]:
         flag = arg.split("=", 1)[0]
         if flag in _SECRET_FLAGS and argv[0] != "kubectl":
             return f"the flag {flag}"
-        for pat in _SECRET_VALUES:
-            if pat.search(arg):
-                return f"argument {i} looks like a secret ({pat.pattern.split('(')[0] or 'key material'}...)"
+        if looks_secret(arg):         # the one secret-shape detection (layernet.site.secrets)
+            return f"argument {i} looks like a secret (a connection string, token, key or password)"
     return None
 
 

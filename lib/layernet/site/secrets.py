@@ -31,8 +31,10 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # look-behind) and runs are consumed possessively (`*+`, `++`), so a megabyte of `a.`, `a-` or `a:` is one pass
 # (benchmarks/secret_shapes.py measures it).
 DETECTORS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("=",), r"(?:accountkey|sharedaccesskeyname|sharedaccesskey|sharedaccesssignature|password|pwd|clientsecret"
-             r"|defaultendpointsprotocol)\s*+=|endpoint\s*+=\s*+sb://"),                 # connection strings
+    # connection strings and key=value pairs naming a secret (client_secret=, sas_token=, storage_key=)
+    (("=",), r"(?:password|passwd|pwd|secret|token|sharedaccesskeyname|sharedaccesssignature|defaultendpointsprotocol"
+             r"|(?:account|shared|sharedaccess|storage|sas|primary|secondary|master|api|access|private|signing"
+             r"|encryption)_?keys?)\s*+=|endpoint\s*+=\s*+sb://"),
     (("eyj",), r"(?<![a-z0-9_-])eyj[a-z0-9_-]{4,}+\.[a-z0-9_-]{4,}+\.[a-z0-9_-]*+"),        # a JWT
     (("sig=",), r"[?&]sig=[a-z0-9%+/=]{8}"),                                                # a SAS URL's signature
     (("-----begin ",), r"-----begin (?:[a-z]{1,20} ){0,3}private key-----"),               # a PEM private key
