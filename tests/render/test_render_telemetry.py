@@ -105,9 +105,9 @@ def test_adr_device_and_asset(recs):
     assert asset["deviceRef"] == {"deviceName": "opc-plc", "endpointName": "oven-plc"}
     ds = asset["datasets"][0]
     assert [(p["name"], p["dataSource"], json.loads(p["dataPointConfiguration"])) for p in ds["dataPoints"]] == [
-        ("Temperature", "ns=3;s=SpikeData", {"samplingInterval": 500, "queueSize": 1}),
-        ("EnergyUse", "ns=3;s=FastUInt10", {"samplingInterval": 500, "queueSize": 1}),
-        ("Weight", "ns=3;s=FastUInt9", {"samplingInterval": 500, "queueSize": 1})]
+        ("Temperature", "ns=3;s=SpikeData", {"samplingInterval": 25, "queueSize": 1}),
+        ("EnergyUse", "ns=3;s=FastUInt10", {"samplingInterval": 25, "queueSize": 1}),
+        ("Weight", "ns=3;s=FastUInt9", {"samplingInterval": 25, "queueSize": 1})]
     assert ds["destinations"] == [{"target": "Mqtt", "configuration": {"topic": "clusterl2/data/oven1",
                                                                        "retain": "Never", "qos": "Qos1"}}]
     assert "/Microsoft.DeviceRegistry/namespaces/lab-adr/assets/oven1" in one(recs["level2"], "assets")["id"]
@@ -171,8 +171,8 @@ def test_stand_ins_read_the_rendered_records(recs):
     assert kafka.transform({"product": "flakes"}) == {"product": "flakes", "factory-code": "1032"}
     spec = specs_from_resources(recs["level2"])[0]
     assert (spec.asset, spec.address, spec.topic, spec.publishing_ms) == (
-        "oven1", "opc.tcp://192.168.102.10:50000", "clusterl2/data/oven1", 500)
-    assert [(p.name, p.node_id, p.sampling_ms, p.queue_size) for p in spec.points][0] == ("Temperature", "ns=3;s=SpikeData", 500, 1)
+        "oven1", "opc.tcp://192.168.102.10:50000", "clusterl2/data/oven1", 25)
+    assert [(p.name, p.node_id, p.sampling_ms, p.queue_size) for p in spec.points][0] == ("Temperature", "ns=3;s=SpikeData", 25, 1)
 
 
 def test_mapping_language_constants_and_refusals():

@@ -45,8 +45,8 @@ def test_lab_defaults_are_the_sample():
     ds = a.datasets[0]
     assert ds.topic == "clusterl2/data/oven1"
     assert [(p.name, p.node_id, p.sampling_ms, p.queue_size) for p in ds.data_points] == [
-        ("Temperature", "ns=3;s=SpikeData", 500, 1), ("EnergyUse", "ns=3;s=FastUInt10", 500, 1),
-        ("Weight", "ns=3;s=FastUInt9", 500, 1)]
+        ("Temperature", "ns=3;s=SpikeData", 25, 1), ("EnergyUse", "ns=3;s=FastUInt10", 25, 1),
+        ("Weight", "ns=3;s=FastUInt9", 25, 1)]
     assert [(f.level, f.source, f.enrich, f.destination, f.topic) for f in tel.dataflows] == [
         ("level2", "clusterl2/data/oven1", {"product": "flakes"}, "parent", "/l2in/data/oven1"),
         ("level3", "/l2in/data/oven1", {"line-config": "cereal"}, "parent", "/l3in/data/oven1"),

@@ -112,12 +112,20 @@ class MqttHops(Strict):
         return self.mode == "x509"
 
 
+class Proof(Strict):
+    """What stage 04's message-level proof must see: how many messages per asset dataset it judges (the window is
+    made long enough at the dataset's publishing interval) and the end-to-end p99 it allows."""
+    min_messages: int = Field(default=200, ge=1, le=1_000_000, strict=True)
+    p99_ms: float = Field(default=2000.0, gt=0, le=3_600_000)
+
+
 class Telemetry(Strict):
     eventhubs_from_levels: list[str] = []       # levels below the egress level that send to Event Hubs themselves
     assets: list[Asset] = []
     dataflows: list[Dataflow] = []
     eventhubs: EventHubs = EventHubs()
     mqtt: MqttHops = MqttHops()
+    proof: Proof = Proof()
 
     def asset(self, name: str) -> Asset:
         for a in self.assets:

@@ -47,7 +47,8 @@ ACTIONS = {   # the last type of a record's id -> the step's verb phrase
     "dataflows": "create dataflow", "roleAssignments": "assign Azure Event Hubs Data Sender",
 }
 SENDER_ACTION = ACTIONS["roleAssignments"]      # the AIO extension's identity: read from ARM at apply
-WINDOW_S = 6.0
+WINDOW_S = 6.0                # the shortest proof window (seconds)
+GRACE_S = 2.0                 # the window's tail whose messages are not judged (telemetry.verify.analyse)
 PROVIDERS = ("Microsoft.EventHub", "Microsoft.DeviceRegistry", "Microsoft.IoTOperations")
 
 
@@ -592,7 +593,7 @@ def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> li
 
 
 def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float = 0.0,
-                   tail: float = 1.5) -> tuple[list, dict]:
+                   tail: float = 1.5, min_judged: Optional[int] = None) -> tuple[list, dict]:
     """MQTT taps on every level's broker (from here: the admin network) and the Kafka consumer where the Azure
     calls run, for one window; returns (routes, {"records", "kafka_error"}) for `verify.analyse`. The consumer
     starts first; while it joins the hub, up to `settle` seconds pass until the flow reaches its last broker; it
@@ -642,12 +643,21 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
                     topics.setdefault(h.level, set()).add(h.topic)
                     depth[h.level] = h.index
         taps = {}
+        tapped = time.monotonic()
         try:
             for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
                 taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap").start()
             time.sleep(seconds)
+            if min_judged:      # a source that misses sampling ticks: go on (up to three windows) until judged
+                first = [(r.hops[0].level, r.hops[0].topic) for r in route_list if r.hops and r.hops[0].kind == "mqtt"]
+                end = time.monotonic() + 2 * seconds
+                while time.monotonic() < end and not all(
+                        sum(1 for x in list(taps[lv].records) if x.topic == tp and x.t <= time.time() - GRACE_S)
+                        >= min_judged for lv, tp in first if lv in taps):
+                    time.sleep(0.5)
         finally:
             got = {lv: tap.stop() for lv, tap in taps.items()}
+            tapped = time.monotonic() - tapped
         if kt is not None:
             time.sleep(tail)
             Path(stop_file).touch()
@@ -658,18 +668,50 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
     krecs = [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in kafka_out.get("records", [])]
     records = {r.label: {h.index: (krecs if h.kind == "kafka" else got.get(h.level, [])) for h in r.hops}
                for r in route_list}
-    return route_list, {"records": records, "kafka_error": kafka_out.get("error")}
+    return route_list, {"records": records, "kafka_error": kafka_out.get("error"), "window_s": round(tapped, 1)}
 
 
-def messages(site, seconds: float = WINDOW_S, p99_limit_ms: Optional[float] = None, settle: float = 0.0) -> dict:
-    """One window of message-level proof: {"analysis", "evidence"}."""
+def proof_window(site) -> float:
+    """Seconds of window that let the proof judge `telemetry.proof.min_messages` messages of every asset dataset
+    at its publishing interval (with a fifth more for jitter, and the unjudged tail)."""
+    need = [site.telemetry.proof.min_messages * ds.publishing_ms / 1000.0 for a in site.telemetry.assets
+            for ds in a.datasets]
+    return round(max([WINDOW_S] + [n * 1.2 + GRACE_S for n in need]), 1)
+
+
+def judged_rows(site, analysis, seconds: float) -> list[dict]:
+    """One evidence row per asset dataset: how many of its messages the proof judged, against the site's minimum."""
+    want = site.telemetry.proof.min_messages
+    hops = analysis.hops
+    rows = []
+    for a in site.telemetry.assets:
+        for ds in a.datasets:
+            label = f"{a.name}/{ds.name}"
+            got = hops[hops["route"] == label]["judged"] if len(hops) else []
+            n = int(got.max()) if len(got) else 0
+            rows.append(evidence(a.level, f"messages judged {label}", f">= {want}", f"{n} judged", n >= want,
+                                 hint=f"{n} of {label} judged in a {seconds:g} s window at {ds.publishing_ms} ms "
+                                      f"publishing: raise the dataset's sampling and publishing rate (or lower "
+                                      f"telemetry.proof.min_messages) so {want} fit"))
+    return rows
+
+
+def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float] = None, settle: float = 0.0) -> dict:
+    """One window of message-level proof: {"analysis", "evidence"}. `seconds`: the window (default: long
+    enough for the site's telemetry.proof.min_messages per asset dataset); `p99_limit_ms`: the end-to-end p99
+    budget (default: the site's telemetry.proof.p99_ms)."""
     from layernet.targets.base import get_target
     from layernet.telemetry.verify import analyse, evidence_rows
 
+    adaptive = seconds is None
+    seconds = seconds if seconds is not None else proof_window(site)
+    p99_limit_ms = p99_limit_ms if p99_limit_ms is not None else site.telemetry.proof.p99_ms
     t0 = time.time()
-    route_list, got = observe_window(site, seconds, settle=settle)
-    a = analyse(route_list, got["records"])
-    rows = evidence_rows(a, p99_limit_ms)
+    route_list, got = observe_window(site, seconds, settle=settle,
+                                     min_judged=site.telemetry.proof.min_messages if adaptive else None)
+    seconds = got.get("window_s", seconds) if adaptive else seconds
+    a = analyse(route_list, got["records"], grace_s=GRACE_S)
+    rows = evidence_rows(a, p99_limit_ms) + judged_rows(site, a, seconds)
     if got["kafka_error"]:
         hint, scope = got["kafka_error"], receiver_scope(site)
         if scope and "authoriz" in hint.lower():
@@ -719,7 +761,7 @@ def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict
     return apply_unless_dry(apply, plan, site, run_dir, dry_run)
 
 
-def check(site, dry_run: bool = False, seconds: float = WINDOW_S, settle: float = 20.0) -> dict:
+def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: float = 20.0) -> dict:
     """Provisioning states, then the message-level proof for a window (after waiting up to `settle` seconds for
     the first message at the last hop, so a flow that has just started is not counted as loss). On the lab the
     site's `lab.close` rehearsals are put in place first (the infrastructure stage leaves them open).
@@ -820,6 +862,8 @@ def results(plan: Plan, applied: list[dict], out: dict) -> dict:
             "applied": len(applied), "checks": len(rows), "passed": sum(1 for r in rows if r["ok"]),
             "messages": s.get("messages", 0), "delivered": s.get("delivered", 0), "lost": s.get("lost", 0),
             "e2e_p50_ms": s.get("e2e_p50_ms"), "e2e_p99_ms": s.get("e2e_p99_ms"),
+            "judged_per_dataset": {r["check"].removeprefix("messages judged "): int(r["observed"].split()[0])
+                                   for r in rows if r["check"].startswith("messages judged ")},
             "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
 
 
@@ -833,5 +877,9 @@ def require_delivered(out: dict, dry_run: bool = False) -> str:
     if out.get("declared") is False:
         return NOTHING_DECLARED
     s = out["analysis"].summary
-    return (f"{s['messages']} message(s) from the OPC UA node to the event hub with every enrichment field, "
-            f"{s['lost']} lost; end to end p50 {s['e2e_p50_ms']} ms, p99 {s['e2e_p99_ms']} ms")
+    judged = [f"{r['observed']} of {r['check'].removeprefix('messages judged ')} (at least "
+              f"{r['expected'].removeprefix('>= ')})" for r in out["evidence"] if r["check"].startswith("messages judged ")]
+    budget = next((r["expected"] for r in out["evidence"] if r["check"] == "telemetry end-to-end p99"), "")
+    return (f"{s['messages']} message(s) judged ({'; '.join(judged)}) from the OPC UA node to the event hub with "
+            f"every enrichment field, {s['lost']} lost; end to end p50 {s['e2e_p50_ms']} ms, p99 {s['e2e_p99_ms']} ms"
+            + (f" (budget {budget})" if budget else ""))
