@@ -6,13 +6,16 @@ BIN     = $(VENV)/bin
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 COREDNS  = .tools/coredns/coredns
 KAFKA    = .tools/kafka/.installed
+KUBE     = .tools/kube/kube
+KINE     = .tools/kube/kine
+KUBE_VERSION = v1.37.2
 # Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests);
 # chromium: the browser the report tests drive headless (tests/browser, through Playwright; nothing is downloaded)
 APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven chromium
 
 .PHONY: setup apt demo test jupyter lab-down strip
 
-setup: $(VENV)/.installed apt $(COREDNS) $(KAFKA)
+setup: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +27,19 @@ $(VENV)/.installed: pyproject.toml
 # (go.sum pins every dependency) into .tools/, rebuilt only when the build files change.
 $(COREDNS): tools/coredns/go.mod tools/coredns/go.sum tools/coredns/main.go
 	cd tools/coredns && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false -ldflags=-s -o $(abspath $@) .
+
+# The lab's Kubernetes control plane (one cluster per level): kube-apiserver, kube-controller-manager and
+# kube-scheduler from the k8s.io/kubernetes module pinned in tools/kube/go.mod, in one multi-call binary, and kine
+# (K3s's SQLite datastore shim) pinned in tools/kine/go.mod. Cold: about 10 min and 3 GB of memory; rebuilt only
+# when the build files change (Go's build cache makes a rebuild quick).
+$(KUBE): tools/kube/go.mod tools/kube/go.sum tools/kube/main.go
+	cd tools/kube && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" \
+	  -o $(abspath $@) .
+
+$(KINE): tools/kine/go.mod tools/kine/go.sum
+	cd tools/kine && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" \
+	  -o $(abspath $@) github.com/k3s-io/kine
 
 # Apache Kafka for the lab's Event Hubs: the broker jars from Maven Central at the version pinned in
 # tools/kafka/pom.xml, copied into .tools/kafka/libs/ (Java 17 runs them), fetched again only when the pom changes.

@@ -22,7 +22,10 @@ def test_up_creates_namespaces_and_processes(lab, lab_site):
     topo = netns.topology(lab_site)
     assert set(topo.namespaces) <= set(netns.list_namespaces())
     table = commands.load_procs(lab_site)
-    assert set(table) == {"cloud/dns", "cloud/tls", "level4/envoy", "level3/envoy", "level3/coredns", "level2/coredns"}
+    cluster = {f"{lv}/{svc}" for lv in ("level4", "level3", "level2")
+               for svc in ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")}
+    assert set(table) == {"cloud/dns", "cloud/tls", "level4/envoy", "level3/envoy", "level3/coredns",
+                          "level2/coredns"} | cluster
     assert all(procs.alive(p) for p in table.values())
     for p in table.values():
         assert p.pid in procs.ns_pids(p.ns)

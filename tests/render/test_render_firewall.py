@@ -71,7 +71,9 @@ def test_firewall_rows(site, allowlist):
     assert ("192.168.103.10", "192.168.104.10", "tcp", "443, 8084, 9093") in pairs
     assert ("192.168.104.10", "any", "tcp", "443, 8084, 9093") in pairs
     assert ("192.168.104.10", "198.51.100.53", "udp, tcp", "53") in pairs
-    assert sum(r["from"].startswith("192.168.0.0/24") for r in rows) == 3
+    admin = [(r["to"].split()[0], r["protocol"], r["ports"]) for r in rows if r["from"].startswith("192.168.0.0/24")]
+    assert sorted(admin) == sorted([(ip, "any", "any") for ip in ("192.168.104.10", "192.168.103.10", "192.168.102.10")]
+                                   + [(ip, "tcp", "6443") for ip in ("192.168.104.10", "192.168.103.10", "192.168.102.10")])
     # nothing lets level2 reach level4 or the internet directly
     assert not any(r["from"].startswith("192.168.102.") and not r["to"].startswith("192.168.103.") for r in rows)
     assert firewall_rows(site) == rows  # deterministic
@@ -84,6 +86,8 @@ def test_allow_list_markdown(site, allowlist):
     assert md.startswith("# IP allow list: lab / level3")
     assert "| from | to | protocol | ports | purpose |" in md
     table = [l for l in md.splitlines() if l.startswith("| ")]
-    # header + separator + 6 rules of level3: admin, TLS, DNS and MQTT from level2, TLS and MQTT up to level4
-    assert len(table) == 2 + 6
+    # header + separator + 7 rules of level3: the Kubernetes API and admin, TLS, DNS and MQTT from level2, TLS and
+    # MQTT up to level4
+    assert len(table) == 2 + 7
+    assert "| 192.168.0.0/24 (admin network) | 192.168.103.10 (level3 node) | tcp | 6443 |" in md
     assert "| 192.168.102.10 (level2 node) | 192.168.103.10 (level3 node) | tcp | 1883 |" in md

@@ -32,7 +32,7 @@ from layernet.render.dns import READY_ADDR
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 CLOUD_PORTS = (443, 8084, 9093)
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
 RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
 COREDNS_BUILD = Path(__file__).resolve().parents[3] / ".tools" / "coredns" / "coredns"
 Progress = Callable[[str], None]
@@ -376,10 +376,20 @@ def restart(site, names: list[str]) -> list[procs.Proc]:
     for n in names:
         table.pop(n, None)
     save_procs(site, table)
-    specs = [s for s in _service_specs(site) if s[0] in names]
-    started = start_services(site, specs)
-    wait_ready(site, started)
+    started = []
+    for wave in _waves(site, [s for s in _service_specs(site) if s[0] in names]):
+        started += start_services(site, wave)
+        wait_ready(site, started)
     return started
+
+
+def _waves(site, specs) -> tuple[list, list]:
+    """(what starts at once, what starts once the API servers are ready): a cluster's controllers, scheduler and node
+    need its API server's bootstrap roles, as K3s starts them after its API server."""
+    from layernet.lab import registry
+
+    later = [s for s in specs if getattr(registry.for_process(site, s[0]), "after_api", False)]
+    return [s for s in specs if s not in later], later
 
 
 # ----------------------------------------------------------------------------------------------- up / down
@@ -438,10 +448,20 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
                 if (level_dir(site, lv.name) / NFT_CONF).exists():
                     load_firewall(site, lv.name)
             t.step("write configs, load nftables")
-            started = start_services(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
+            from layernet.lab.clusters import controlplane, kubeconfig
+
+            for lv in site.levels:
+                controlplane.prepare(site, lv.name)
+            kubeconfig.write(site)
+            t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
+            first, after_api = _waves(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
+            started = start_services(site, first)
             t.step(f"start {len(started)} processes")
             wait_ready(site, started)
-            t.step("all healthy")
+            t.step("healthy (proxies, DNS, cloud, API servers)")
+            if after_api:
+                wait_ready(site, start_services(site, after_api))
+                t.step(f"controllers, schedulers and nodes ({len(after_api)} processes)")
             for lv in site.levels:
                 check_route(site, lv.node_ip)
             try:
@@ -502,10 +522,24 @@ def missing_requirements() -> str:
         coredns_binary()
     except LabError as exc:
         return str(exc)
-    return ""
+    from layernet.lab import clusters
+
+    return clusters.missing()
 
 
 # ----------------------------------------------------------------------------------------------- status
+def _cluster_cell(site, level: str, ns_exists: bool, proc_cell) -> tuple[str, bool]:
+    """The level's cluster: every control-plane process and the node agent running, the API ready."""
+    from layernet.lab.clusters import controlplane
+
+    dead = [svc.short for svc in controlplane.services(site, level) if not proc_cell(svc.name)[1]]
+    if dead:
+        return f"{', '.join(dead)} not running", False
+    if not (ns_exists and controlplane.readyz(site, level)):
+        return "API not ready", False
+    return f"ready ({controlplane.api_url(site, level).split('//')[1]})", True
+
+
 def status(site) -> list[dict]:
     """One row per namespace: processes, health, firewall. `ok` is False when anything is missing."""
     topo = netns.topology(site)
@@ -539,6 +573,8 @@ def status(site) -> list[dict]:
             row["dns"], ok = cell, ok and alive
         else:
             row["dns"] = "-"
+        row["cluster"], alive = _cluster_cell(site, lv.name, ns in have, proc_cell)
+        ok = ok and alive
         loaded = ns in have and netns.nft_loaded(ns, "inet layernet")
         row["nft"] = "loaded" if loaded else "missing"
         ok = ok and loaded
@@ -608,7 +644,7 @@ def cli_status(site) -> int:
 
     rows = status(site)
     print_table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in rows],
-                ["level", "namespace", "ns", "envoy", "dns", "nft", "ok"])
+                ["level", "namespace", "ns", "envoy", "dns", "cluster", "nft", "ok"])
     healthy = all(r["ok"] for r in rows)
     if not healthy:
         print("lab is not healthy: run `layernet lab up --site ...` to rebuild it", file=sys.stderr)

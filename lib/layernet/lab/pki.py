@@ -67,24 +67,45 @@ def issue_server_cert(ca_dir: Path, out_dir: Path, names: Iterable[str], ips: It
     """A server certificate signed by the lab CA with a DNS SAN per name (e.g. `*.servicebus.windows.net`),
     written as `<out_dir>/<stem>.crt` (with the CA appended) and `<stem>.key`: the cloud's echo uses one for
     every allowed name, each HTTPS app one for exactly its own names."""
+    return issue_cert(ca_dir, out_dir, stem, "layernet cloud stand-in", names=names, ips=ips, days=days)
+
+
+def issue_cert(ca_dir: Path, out_dir: Path, stem: str, common_name: str, *, org: str = "", names: Iterable[str] = (),
+               ips: Iterable = (), server: bool = True, client: bool = False, days: int = 30) -> tuple[Path, Path]:
+    """A certificate signed by the lab CA: subject CN (and O, which Kubernetes reads as the group), DNS and IP
+    SANs, server and/or client use; `<out_dir>/<stem>.crt` (CA appended) and `<stem>.key` (mode 0600)."""
     ca_cert_path, ca_key_path = ensure_ca(ca_dir)
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     names = sorted({n.lower() for n in names if n})
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(subject))
+               .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
     sans: list = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(str(i))) for i in ips]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "layernet cloud stand-in")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / f"{stem}.crt", out_dir / f"{stem}.key"
     _write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert_path.read_bytes())
     return cert_path, key_path
+
+
+def signing_key(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """An EC P-256 key pair for signing (a cluster's service-account tokens): `<stem>.key` (0600) and `<stem>.pub`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out_dir / f"{stem}.key", out_dir / f"{stem}.pub"
+    _write_key(key_path, key)
+    pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_path, pub_path

@@ -139,13 +139,17 @@ LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
 
 
 def level_services(site) -> list[Service]:
-    """Every level service the site declares: CoreDNS where the level overrides DNS, Envoy where it proxies."""
+    """Every level service the site declares: CoreDNS where the level overrides DNS, Envoy where it proxies, and
+    every level's cluster (control plane and node, lab/clusters)."""
+    from layernet.lab.clusters import controlplane
+
     out: list[Service] = []
     for lv in site.levels:
         if lv.dns_override:
             out.append(CoreDNS(site, lv.name))
         if lv.proxy:
             out.append(Envoy(site, lv.name))
+        out += controlplane.services(site, lv.name)
     return out
 
 
@@ -166,4 +170,6 @@ def for_process(site, name: str) -> Optional[Service]:
     for svc in cloud_services(site):
         if svc.name == name:
             return svc
-    return None
+    from layernet.lab.clusters import controlplane
+
+    return controlplane.for_process(site, name)

@@ -1,0 +1,227 @@
+"""One level's control plane, K3s-shaped: what it needs on disk and the processes that run it.
+
+`prepare(site, level)` writes `<state>/<level>/cluster/`: certificates from the lab CA (the API server's serving
+certificate for the node address, the `kubernetes` Service address and names; client certificates for the admin,
+the controller-manager, the scheduler, the node and the API server's calls to the node), the service-account
+signing key, the components' kubeconfigs and the datastore folder. `services(site, level)` lists the processes
+(kine, kube-apiserver, kube-controller-manager, kube-scheduler, the node agent) as lab services, which
+lab/commands.py starts, waits for, restarts and stops like Envoy and CoreDNS. Everything runs inside the level's
+network namespace; the API listens on the node address at 6443 and nowhere else (kine and the components' own
+ports stay on the namespace's loopback).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from layernet.lab import pki, procs
+from layernet.lab.clusters import API_PORT, KUBELET_PORT, SERVICE_CIDR, SERVICE_IP, binary
+from layernet.lab.registry import Service
+
+KINE_ADDR = "127.0.0.1:2379"
+KINE_METRICS = "127.0.0.1:2381"
+ADMIN_USER = "layernet-admin"
+CLIENTS = {  # certificate stem -> (CN, O): Kubernetes reads CN as the user and O as the group
+    "admin": (ADMIN_USER, "system:masters"),
+    "controller-manager": ("system:kube-controller-manager", ""),
+    "scheduler": ("system:kube-scheduler", ""),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
+}
+
+
+def cluster_dir(site, level: str) -> Path:
+    from layernet.lab import commands
+
+    return commands.level_dir(site, level) / "cluster"
+
+
+def node_name(site, level: str) -> str:
+    """The level's node: named after the level (K3s names it after the host)."""
+    return level
+
+
+def api_url(site, level: str) -> str:
+    return f"https://{site.level(level).node_ip}:{API_PORT}"
+
+
+def kubeconfig_text(server: str, ca: Path, cert: Path, key: Path, user: str, context: str = "default") -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": user}}],
+    }, sort_keys=False)
+
+
+def prepare(site, level: str) -> Path:
+    """Write the level's certificates, keys, kubeconfigs and datastore folder; returns the cluster folder."""
+    from layernet.lab import commands
+
+    d = cluster_dir(site, level)
+    pki_dir, ca_dir = d / "pki", commands.state_dir(site) / "ca"
+    node_ip = str(site.level(level).node_ip)
+    pki.issue_cert(ca_dir, pki_dir, "apiserver", "kube-apiserver", ips=[node_ip, SERVICE_IP, "127.0.0.1"],
+                   names=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                          "kubernetes.default.svc.cluster.local", "localhost"])
+    node = node_name(site, level)
+    pki.issue_cert(ca_dir, pki_dir, "node", f"system:node:{node}", org="system:nodes", ips=[node_ip],
+                   names=[node], server=True, client=True)
+    for stem, (cn, org) in CLIENTS.items():
+        pki.issue_cert(ca_dir, pki_dir, stem, cn, org=org, server=False, client=True)
+    pki.signing_key(pki_dir, "service-account")
+    ca = commands.ca_cert_path(site)
+    for stem in ("admin", "controller-manager", "scheduler", "node"):
+        (d / f"{stem}.kubeconfig").write_text(kubeconfig_text(api_url(site, level), ca, pki_dir / f"{stem}.crt",
+                                                              pki_dir / f"{stem}.key", stem))
+    (d / "kine").mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# ----------------------------------------------------------------------------------------------- services
+class ClusterService(Service):
+    """A process of the level's control plane; its config is the file prepare() writes for it."""
+    config_name = ""
+
+    @property
+    def folder(self) -> Path:
+        return cluster_dir(self.site, self.where)
+
+    @property
+    def config(self) -> Path:
+        return self.folder / self.config_name
+
+    @property
+    def pki(self) -> Path:
+        return self.folder / "pki"
+
+
+class Kine(ClusterService):
+    """K3s's datastore shim: the etcd API on the namespace's loopback, SQLite in the cluster folder."""
+    short, config_name = "kine", "kine"
+
+    def argv(self) -> list[str]:
+        db = self.folder / "kine" / "state.db"
+        return [str(binary("kine")), f"--listen-address={KINE_ADDR}", f"--metrics-bind-address={KINE_METRICS}",
+                f"--endpoint=sqlite://{db}?_journal=WAL&cache=shared&_busy_timeout=30000"]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return bool(procs.listening(p.pid, [int(KINE_ADDR.rsplit(":", 1)[1])]))
+
+
+class APIServer(ClusterService):
+    short, config_name = "kube-apiserver", "pki/apiserver.crt"
+    _asked = 0.0
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        k, ip = self.pki, str(self.site.level(self.where).node_ip)
+        ca = commands.ca_cert_path(self.site)
+        return [str(binary("kube")), "apiserver",
+                f"--etcd-servers=http://{KINE_ADDR}", f"--bind-address={ip}", f"--advertise-address={ip}",
+                f"--secure-port={API_PORT}", f"--tls-cert-file={k / 'apiserver.crt'}",
+                f"--tls-private-key-file={k / 'apiserver.key'}", f"--client-ca-file={ca}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={k / 'service-account.pub'}",
+                f"--service-account-signing-key-file={k / 'service-account.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true", "--profiling=false", "--enable-priority-and-fairness=false",
+                f"--kubelet-client-certificate={k / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={k / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={ca}", f"--kubelet-port={KUBELET_PORT}",
+                "--kubelet-preferred-address-types=InternalIP", f"--cert-dir={self.folder / 'certs'}"]
+
+    def ready(self, p: procs.Proc) -> bool:
+        if time.monotonic() - self._asked < 0.25:     # a curl per quarter second is enough while it boots
+            return False
+        self._asked = time.monotonic()
+        return readyz(self.site, self.where)
+
+
+class ControllerManager(ClusterService):
+    short, config_name = "kube-controller-manager", "controller-manager.kubeconfig"
+    after_api = True
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        kc = str(self.config)
+        return [str(binary("kube")), "controller-manager", f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                f"--service-account-private-key-file={self.pki / 'service-account.key'}",
+                f"--root-ca-file={commands.ca_cert_path(self.site)}", "--leader-elect=false",
+                "--use-service-account-credentials=true", "--bind-address=127.0.0.1", "--profiling=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}"]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return _healthz(p, 10257)
+
+
+class Scheduler(ClusterService):
+    short, config_name = "kube-scheduler", "scheduler.kubeconfig"
+    after_api = True
+
+    def argv(self) -> list[str]:
+        kc = str(self.config)
+        return [str(binary("kube")), "scheduler", f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}", "--leader-elect=false", "--bind-address=127.0.0.1",
+                "--profiling=false"]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return _healthz(p, 10259)
+
+
+class NodeAgent(ClusterService):
+    """Registers the level's node and runs the pods bound to it (layernet.lab.clusters.node)."""
+    short, config_name = "node", "node.kubeconfig"
+    after_api = True
+
+    def argv(self) -> list[str]:
+        from layernet.lab import commands
+
+        return [sys.executable, "-m", "layernet.lab.clusters.node", "--folder", str(self.folder),
+                "--node", node_name(self.site, self.where), "--ip", str(self.site.level(self.where).node_ip),
+                "--namespace", commands.namespace(self.site, self.where), "--ca", str(commands.ca_cert_path(self.site))]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return (self.folder / "node.ready").exists()
+
+
+CLUSTER_SERVICES = (Kine, APIServer, ControllerManager, Scheduler, NodeAgent)   # start order
+
+
+def services(site, level: str) -> list[ClusterService]:
+    return [cls(site, level) for cls in CLUSTER_SERVICES]
+
+
+def for_process(site, name: str) -> Optional[ClusterService]:
+    where, _, short = name.partition("/")
+    if where not in {lv.name for lv in site.levels}:
+        return None
+    return next((cls(site, where) for cls in CLUSTER_SERVICES if cls.short == short), None)
+
+
+def _healthz(p: procs.Proc, port: int) -> bool:
+    """A component's own /healthz on the namespace's loopback (its serving certificate is self-signed)."""
+    from layernet.lab import netns
+
+    if not procs.listening(p.pid, [port]):
+        return False
+    proc = netns.ns_exec(p.ns, ["curl", "-sk", "-m", "1", f"https://127.0.0.1:{port}/healthz"], check=False)
+    return proc.stdout.strip() == "ok"
+
+
+def readyz(site, level: str) -> bool:
+    """The level's API server answers /readyz with "ok" (asked inside the level's namespace, as the admin)."""
+    from layernet.lab import commands, netns
+
+    d = cluster_dir(site, level) / "pki"
+    proc = netns.ns_exec(commands.namespace(site, level),
+                         ["curl", "-s", "-m", "1", "--cacert", str(commands.ca_cert_path(site)),
+                          "--cert", str(d / "admin.crt"), "--key", str(d / "admin.key"),
+                          f"{api_url(site, level)}/readyz"], check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "ok"
