@@ -268,7 +268,7 @@ def plan_rows(plan: Plan, files: Optional[dict[int, str]] = None) -> list[dict]:
         what = f"{s.action} {s.target}"
         if s.detail:
             head = request_head(s.detail)
-            extra = link(files[i], "the request as apply sends it") if files and i in files else ""
+            extra = link(files[i], "as a file, exactly as apply sends it") if files and i in files else ""
             step = details(f"{what} · {head}" if head else what, request_text(s.detail), extra)
         else:
             step = Html(escape(what))
@@ -278,7 +278,7 @@ def plan_rows(plan: Plan, files: Optional[dict[int, str]] = None) -> list[dict]:
 
 def show_plan(plan: Plan, run_dir: str = ""):
     """The plan as a report shows it (and kept in the run folder, see `keep_plan`): one line per step saying what
-    changes and why, the exact command or request under it; "nothing to change" when every step is a skip."""
+    changes and why, the exact command or request one click away; under it, how many changes and skips."""
     rows = plan_rows(plan, keep_plan(plan, run_dir))
     changes, skips = len(plan.changes), len(plan.steps) - len(plan.changes)
     note = (f"{changes} change(s), {skips} skip(s)" if plan.steps else "") + (
