@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
 from fakecli import FakeCli  # noqa: E402
 from sites import example_site  # noqa: E402
 
+from layernet.azure import arc as az_arc  # noqa: E402
 from layernet.azure.runner import Runner, secret_in  # noqa: E402
 from layernet.errors import DriftError, InputError, StageFailed  # noqa: E402
 from layernet.site.arc import DEFAULT_PROVIDERS  # noqa: E402
@@ -377,3 +378,16 @@ def test_helm_is_found_where_connectedk8s_downloads_it(tmp_path, monkeypatch):
         exe.write_text("#!/bin/sh\n")
         exe.chmod(0o755)
     assert helm_binary() == str(tmp_path / ".azure/helm/v3.14.0/linux-amd64/helm")
+
+
+@pytest.mark.parametrize("out", ["-" * 36, "51dfe1e8-70c6-4de5-a08e-e18aff23d81g", "51dfe1e870c64de5a08ee18aff23d815aaaa"])
+def test_a_derived_oid_must_be_a_guid(cli, out):
+    """az's answer is checked with the site's GUID rule (whole value), not a shape of 36 hex digits and dashes."""
+    cli.on("az", "ad", "sp", "show", stdout=out)
+    with pytest.raises(StageFailed, match="could not derive the Custom Locations object id"):
+        az_arc.AzLive(Runner()).oid()
+
+
+def test_a_derived_guid_is_taken_as_az_prints_it(cli):
+    cli.on("az", "ad", "sp", "show", stdout=OID + "\n")
+    assert az_arc.AzLive(Runner()).oid() == OID

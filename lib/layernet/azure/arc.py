@@ -23,6 +23,7 @@ from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import InputError, StageFailed
 from layernet.site.arc import CUSTOM_LOCATIONS_APP_ID, NODE_SYSCTLS
+from layernet.site.names import check_guid
 from layernet.stages.base import Step, evidence
 
 OID_COMMAND = ["az", "ad", "sp", "show", "--id", CUSTOM_LOCATIONS_APP_ID, "--query", "id", "-o", "tsv"]
@@ -126,7 +127,7 @@ class AzLive:
     def oid(self) -> str:
         res = self.runner.run(OID_COMMAND, name="custom-locations-oid")
         oid = res.stdout.strip()
-        if not res.ok or not re.match(r"^[0-9a-fA-F-]{36}$", oid):
+        if not res.ok or check_guid(oid, "object id"):       # the site's GUID rule (full match)
             raise StageFailed("could not derive the Custom Locations object id with `" + shlex.join(OID_COMMAND) +
                               f"` ({res.tail(2) or 'no output'}); set arc.custom_locations_oid in the site file")
         return oid
