@@ -35,9 +35,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-DNS_PORT = 53
+from layernet.site.model import DNS_PORT, KUBE_API_PORT  # noqa: F401  (part of this module's interface)
+
 KAFKA_PORT = 9093
-KUBE_API_PORT = 6443      # K3s's API port on every level's node
 ANY = ()      # protocols/ports: any
 
 

@@ -77,10 +77,11 @@ EVENTHUBS = (
              "consumer group")
 )
 MQTT_PORTS = [(f"mqtt-port-{p}", both(setp("telemetry.mqtt.port", p)), "telemetry.mqtt.port",
-               "does not listen on") for p in (443, 8084)] + [
+               f"{p} is {what}") for p, what in ((443, "the proxy's"), (8084, "the proxy's"),
+                                                 (6443, "the Kubernetes API's"), (53, "the DNS override's"))] + [
     ("mqtt-port-9093-eventhubs-below", both(setp("telemetry.mqtt.port", 9093),
                                             setp("telemetry.eventhubs_from_levels", ["plant"])),
-     "telemetry.mqtt.port", "does not listen on (443, 8084, 9093)")]
+     "telemetry.mqtt.port", "9093 is the proxy's (taken there: 53, 443, 6443, 8084, 9093)")]
 OPC = [(f"opc-port-{p}", setp("telemetry.assets.0.address", f"opc.tcp://10.20.4.7:{p}"), "telemetry.assets[0].address", why)
        for p, why in (("0", "1-65535"), ("65536", "1-65535"), ("99999", "1-65535"), ("00000", "1-65535"),
                       ("x", "OPC UA endpoint"), ("", "OPC UA endpoint"))] + [

@@ -29,6 +29,8 @@ from layernet.site.secrets import find_secrets, looks_secret
 from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
+DNS_PORT = 53             # a level's DNS override answers on its node
+KUBE_API_PORT = 6443      # K3s's API port on every level's node
 LAB_NAMESPACES = ("cloud", "rtr", "jumpbox")   # the lab's own namespaces beside one per level
 # the lab cloud's addresses, as host numbers in lab.cloud_network (lab.netns.topology places them): its TLS front,
 # and its internet DNS when the egress level names no upstream inside the cloud network
@@ -171,6 +173,16 @@ class Site(Strict):
         if any(lv.name != self.egress_level and lv.name in self.telemetry_eventhubs_levels() for lv in self.levels):
             ports.add(9093)
         return tuple(sorted(ports))
+
+    def node_ports(self, level: Level | str) -> dict[int, str]:
+        """What listens on a level's node address (beside the MQTT broker): port -> what."""
+        lv = self.level(level) if isinstance(level, str) else level
+        out = {KUBE_API_PORT: "the Kubernetes API"}
+        if lv.dns_override:
+            out[DNS_PORT] = "the DNS override"
+        if lv.proxy:
+            out.update({p: "the proxy" for p in self.proxied_ports()})
+        return out
 
     def telemetry_eventhubs_levels(self) -> list[str]:
         return list(self.telemetry.eventhubs_from_levels)

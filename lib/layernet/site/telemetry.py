@@ -300,14 +300,14 @@ def check_site(site, fname: str = "<site>") -> list:
     tel = site.telemetry
     out: list = []
     port = tel.mqtt.effective_port
-    listening = site.proxied_ports()
     for f in tel.dataflows:
         parent = site.parent(f.level) if f.destination == "parent" and f.level in {lv.name for lv in site.levels} else None
-        if parent is not None and parent.proxy and port in listening:
-            field = "telemetry.mqtt.port"
-            out.append(Problem(fname, field, port, f"an MQTT port the proxy on {parent.name} ({parent.node_ip}) does "
-                               f"not listen on ({', '.join(map(str, listening))}); the broker's listener shares the "
-                               "node address, e.g. 1883 (anonymous) or 8883 (x509)"))
+        taken = site.node_ports(parent) if parent is not None else {}
+        if port in taken:
+            out.append(Problem(fname, "telemetry.mqtt.port", port, f"an MQTT port nothing else on {parent.name}'s node "
+                               f"({parent.node_ip}) listens on: {port} is {taken[port]}'s (taken there: "
+                               f"{', '.join(map(str, sorted(taken)))}); the broker's listener shares the node address, "
+                               "e.g. 1883 (anonymous) or 8883 (x509)"))
             break
     by_level: dict[str, list[tuple[int, Any]]] = {}
     for i, f in enumerate(tel.dataflows):
