@@ -13,9 +13,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, Optional
 
+from layernet.apiversions import api_version
 from layernet.rbac import RECEIVER, role_name, role_of  # noqa: F401  (role_of: for callers)
 
-AUTHORIZATION_API = "2022-04-01"
+AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
 ASSIGN_RECEIVER = "assign Azure Event Hubs Data Receiver"
 _NAMES = uuid.UUID("6c6e6574-6568-2d72-6563-656976657230")       # fixed: the operator's assignment name is stable
 

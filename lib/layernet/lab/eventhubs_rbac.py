@@ -29,7 +29,10 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from layernet.apiversions import api_version as _api_version
 from layernet.rbac import OWNER, RECEIVER, SENDER
+
+ROLE_ASSIGNMENT_API = _api_version("Microsoft.Authorization/roleAssignments")
 
 TOPIC_OPS = {SENDER: ("WRITE", "DESCRIBE"), RECEIVER: ("READ", "DESCRIBE"), OWNER: ("ALL",)}
 GROUP_OPS = {RECEIVER: ("READ", "DESCRIBE"), OWNER: ("ALL",)}
@@ -158,7 +161,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def delete_assignment(site, assignment_id: str, api_version: str = "2022-04-01") -> bool:
+def put_assignment(site, scope: str, role: str, principal: str, api_version: str = ROLE_ASSIGNMENT_API) -> str:
+    """Assign `role` (a GUID) to `principal` on `scope` through ARM, as an operator does (`az role assignment
+    create`), from where the lab's Azure calls run; returns the assignment's id."""
+    import uuid
+
+    from layernet.lab import azure as lab_azure
+
+    arm = lab_azure.arm(site)
+    rid = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid5(uuid.NAMESPACE_URL, scope + role + principal)}"
+    body = {"properties": {"roleDefinitionId": f"/subscriptions/{arm.subscription_id}/providers/Microsoft.Authorization/"
+                                               f"roleDefinitions/{role}",
+                           "principalId": principal, "principalType": "ServicePrincipal"}}
+    arm.resources().resources.begin_create_or_update_by_id(rid, api_version=api_version, parameters=body).result()
+    return rid
+
+
+def delete_assignment(site, assignment_id: str, api_version: str = ROLE_ASSIGNMENT_API) -> bool:
     """Delete a role assignment through ARM, as an operator does (`az role assignment delete --ids ID`): the lab's
     rehearsals call it where the lab's Azure calls run (`Target.azure_call("layernet.lab.eventhubs_rbac:
     delete_assignment", assignment_id=...)`). True when it existed."""
