@@ -10,7 +10,8 @@ Negative rehearsals, each a stage failure naming the cause, then put right:
 - an expired token (the lab's Entra stamps the identity's tokens two hours in the past);
 - the JWKS unreachable from the broker (it cannot resolve login.microsoftonline.com): the broker does not start
   and the stage's apply names the JWKS.
-Then the connection-string mode on the same lab.
+Also a user-assigned identity (endpoint `UserAssignedManagedIdentity`) with its own Data Sender assignment, and
+the connection-string mode on the same lab.
 
 One lab for the module with its own prefix and address plan, always taken down.
 """
@@ -209,6 +210,37 @@ def test_an_expired_token_is_refused(deployed, lab):
     finally:
         entra.set_clock_offset(commands.state_dir(site) / "cloud", 0)
         lab_telemetry.restart(site, "level4/dataflow")
+
+
+def test_a_user_assigned_identity_sends_with_its_own_token_and_role(deployed, lab):
+    site = lab
+    state = commands.state_dir(site) / "cloud"
+    ua_principal, ua_client = "7a1e0000-0000-4000-8000-00000000aa01", "7a1e0000-0000-4000-8000-0000000c11e1"
+    uami = (f"/subscriptions/x/resourceGroups/{site.azure.resource_group}/providers/Microsoft.ManagedIdentity/"
+            "userAssignedIdentities/dataflow-ua")
+    entra.register_identity(state / "entra.json", ua_principal, uami, kind="UserAssigned", client_id=ua_client)
+    rid = get_target(site).azure_call("layernet.lab.eventhubs_rbac:put_assignment", scope=kafka.namespace_id(site),
+                                      role=SENDER, principal=ua_principal)
+    assert wait_for(lambda: f"allow User:{ua_principal} WRITE on topic *" in rbac_log(site))
+    d = lab_telemetry.records_dir(site)
+    records = {p.stem: json.loads(p.read_text()) for p in d.glob("level*.json") if "." not in p.stem}
+    good = json.loads(json.dumps(records))
+    for r in records["level4"]:
+        kafka_settings = r["body"]["properties"].get("kafkaSettings")
+        if kafka_settings:
+            kafka_settings["authentication"] = {"method": "UserAssignedManagedIdentity", "userAssignedManagedIdentitySettings": {
+                "clientId": ua_client, "tenantId": kafka.tenant(site)}}
+    try:
+        lab_telemetry.install(site, records)
+        out = telemetry.check(site, settle=20.0)
+        assert failing(out) == [], failing(out)
+        assert workload_identity.principals(workload_identity.identity_path(d, "level4"))["user"] == {ua_client: ua_principal}
+        df = services.table(site)["level4/telemetry-dataflow"]
+        assert f"user-assigned managed identity {ua_client}" in Path(df.log).read_text()
+        assert f"Successfully authenticate User={ua_principal}" in kafka._paths(site)["log"].read_text()
+    finally:
+        get_target(site).azure_call("layernet.lab.eventhubs_rbac:delete_assignment", assignment_id=rid)
+        lab_telemetry.install(site, good)
 
 
 def test_a_broker_that_cannot_reach_its_jwks_fails_the_stage_naming_it(deployed, lab):
