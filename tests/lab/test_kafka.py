@@ -284,6 +284,42 @@ def test_wrong_server_name_is_refused(eh_lab):
 
 @pytest.mark.lab
 @pytest.mark.slow
+def test_oauthbearer_tokens_are_validated_by_kafka_against_the_entra_jwks(eh_lab):
+    """Kafka's own validator: a well-signed token for the namespace authenticates (and, with no role assignment,
+    may do nothing); a token for another audience, an expired one and one signed by a key outside the JWKS (same
+    kid) are refused, each with the validator's reason in the broker's log."""
+    import time as _time
+
+    from layernet.lab import commands
+    from layernet.lab.cloud import entra
+
+    site, _ = eh_lab
+    signer = entra.Signer(commands.state_dir(site) / "cloud" / "token-signing.key")
+    forger = entra.Signer()
+    forger.kid = signer.kid                                  # a key the JWKS does not hold, under its kid
+    tenant, aud, ns = kafka.tenant(site), kafka.audience(site), egress_ns(site)
+    t0 = _time.time()
+    who = "0b0e0000-0000-4000-8000-000000000001"
+    ok = kafka.client_run(site, ns, messages=1, token=signer.issue(tenant, "c1", aud, principal_id=who), timeout=6)
+    assert ok["brokers"] and not ok.get("produced"), ok          # authenticated, but no role: nothing allowed
+    assert any("authorization failed" in e.lower() for e in ok["errors"]), ok
+    cases = {"aud": signer.issue(tenant, "c1", "https://management.azure.com", principal_id=who),
+             "exp": signer.issue(tenant, "c1", aud, principal_id=who, now=int(_time.time()) - 7200),
+             "sig": forger.issue(tenant, "c1", aud, principal_id=who)}
+    for name, tok in cases.items():
+        out = kafka.client_run(site, ns, messages=0, token=tok, timeout=6)
+        assert not out.get("brokers") and any("invalid_token" in e for e in out["errors"]), (name, out)
+    reasons = " | ".join(kafka.refusals(site, since=t0, limit=20))
+    assert f"User:{who} denied DESCRIBE on Topic" in reasons
+    assert "Audience (aud) claim [https://management.azure.com] doesn't contain an acceptable identifier" in reasons
+    assert "is on or after the Expiration Time" in reasons
+    assert "signature" in reasons.lower(), reasons
+    # the connection string still works beside the tokens
+    assert kafka.client_run(site, ns, messages=2, timeout=6)["consumed"] == 2
+
+
+@pytest.mark.lab
+@pytest.mark.slow
 def test_secret_stays_out_of_logs_and_configs(eh_lab):
     site, _ = eh_lab
     cs = kafka.connection_string(site)
