@@ -19,7 +19,9 @@ def test_lab_services_follow_the_site():
     assert svc["level2/opcplc"].argv == ("py", "-m", "layernet.lab.opcplc", "--host", "192.168.102.10", "--port", "50000",
                                          "--fast-ms", "1000")
     df4 = svc["level4/dataflow"]
-    assert df4.needs_connection_string and not svc["level3/dataflow"].needs_connection_string
+    # the sample authenticates with the extension's managed identity: the identity file, no connection string
+    assert df4.eventhubs and not df4.needs_connection_string and not svc["level3/dataflow"].eventhubs
+    assert df4.argv[df4.argv.index("--identity") + 1] == "/r/level4.identity.json"
     assert df4.argv[3:9] == ("--resources", "/r/level4.json", "--local", "192.168.104.10:1883", "--name", "df-level4")
     assert ("--ca", "/ca.pem") == df4.argv[-2:]
     assert svc["level2/connector"].argv[3:7] == ("--resources", "/r/level2.json", "--broker", "192.168.102.10:1883")
