@@ -13,9 +13,13 @@ KUBE_VERSION = v1.37.2
 # chromium: the browser the report tests drive headless (tests/browser, through Playwright; nothing is downloaded)
 APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven chromium
 
-.PHONY: setup apt demo test jupyter lab-down strip
+.PHONY: setup setup-parts apt demo test jupyter lab-down strip
 
-setup: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE)
+# The parts are made side by side: the Go builds (minutes of CPU) overlap the downloads (pip, apt, Maven).
+setup:
+	@$(MAKE) --no-print-directory -j4 setup-parts
+
+setup-parts: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +47,7 @@ $(KINE): tools/kine/go.mod tools/kine/go.sum
 
 # Apache Kafka for the lab's Event Hubs: the broker jars from Maven Central at the version pinned in
 # tools/kafka/pom.xml, copied into .tools/kafka/libs/ (Java 17 runs them), fetched again only when the pom changes.
-$(KAFKA): tools/kafka/pom.xml
+$(KAFKA): tools/kafka/pom.xml | apt
 	rm -rf .tools/kafka/libs
 	mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml package
 	touch $@
