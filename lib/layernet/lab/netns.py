@@ -90,8 +90,10 @@ def topology(site) -> Topology:
     p = site.lab.prefix
     cloud_net = site.lab.cloud_network
     egress = site.egress
-    dns_ip = next((u for u in egress.dns_upstream if u in cloud_net), None) or cloud_net.network_address + 53
-    tls_ip = cloud_net.network_address + 10
+    from layernet.site.model import LAB_CLOUD_DNS_HOST, LAB_CLOUD_TLS_HOST    # the site's checks use the same two
+
+    dns_ip = next((u for u in egress.dns_upstream if u in cloud_net), None) or cloud_net.network_address + LAB_CLOUD_DNS_HOST
+    tls_ip = cloud_net.network_address + LAB_CLOUD_TLS_HOST
     links, level_ns, used_names = [], {}, set()
     for i, lv in enumerate(site.levels):
         ns = ns_name(site, lv.name)
