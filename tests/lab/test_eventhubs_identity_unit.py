@@ -214,3 +214,13 @@ def test_the_egress_dataflow_gets_the_identity_file_or_the_connection_string_as_
     cs = {s.name: s for s in services(lab.model_copy(update={"telemetry": lab.telemetry.model_copy(update={
         "eventhubs": lab.telemetry.eventhubs.model_copy(update={"auth": "connection_string"})})}), tmp_path)}
     assert cs["level4/dataflow"].eventhubs and cs["level4/dataflow"].needs_connection_string
+
+
+def test_the_loopback_harness_sends_to_event_hubs_with_the_connection_string():
+    from layernet.telemetry.loopback import loopback_site
+    from layernet.telemetry.services import services
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    site = loopback_site(root / "params" / "lab.yaml")       # the sample says managed_identity
+    assert site.telemetry.eventhubs.auth == "connection_string"
+    assert {s.name: s for s in services(site, root)}["level4/dataflow"].needs_connection_string

@@ -33,7 +33,8 @@ _BASE_LEVEL_NET = {"level4": 4, "level3": 3, "level2": 2}
 
 def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int = 18830, opc_port: int = 50400,
                   assets: int = 1, rate_hz: Optional[float] = None, mode: str = "anonymous") -> Site:
-    """The base site's telemetry on 127.<net>.<level number>.1; `assets` copies of its first asset (oven1..N),
+    """The base site's telemetry on 127.<net>.<level number>.1, sending to Event Hubs with the connection string;
+    `assets` copies of its first asset (oven1..N),
     each with its own topics and dataflows; `rate_hz` is the message rate per asset (the simulator ticks at it,
     sampling and publishing run twice as fast)."""
     raw = yaml.safe_load(Path(base).read_text())
@@ -45,6 +46,8 @@ def loopback_site(base: str | Path = "params/lab.yaml", net: int = 77, port: int
     tel = raw.setdefault("telemetry", {})
     tel.setdefault("mqtt", {})
     tel["mqtt"].update({"mode": mode, "port": port})
+    # no Entra or ARM on loopback: the Kafka leg authenticates with the lab's connection string
+    (tel.get("eventhubs") or tel.setdefault("eventhubs", {}))["auth"] = "connection_string"
     proto = copy.deepcopy(tel["assets"][0])
     level_num = {lv["name"]: lv["number"] for lv in raw["levels"]}
     proto["address"] = f"opc.tcp://127.{net}.{level_num[proto['level']]}.1:{opc_port}"
