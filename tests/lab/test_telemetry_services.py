@@ -17,7 +17,7 @@ def test_lab_services_follow_the_site():
     svc = {s.name: s for s in services(site, Path("/r"), ca="/ca.pem", python="py")}
     assert list(svc) == ["level2/opcplc", "level4/dataflow", "level3/dataflow", "level2/dataflow", "level2/connector"]
     assert svc["level2/opcplc"].argv == ("py", "-m", "layernet.lab.opcplc", "--host", "192.168.102.10", "--port", "50000",
-                                         "--fast-ms", "1000")
+                                         "--fast-ms", "50")     # twice the sample's 25 ms sampling
     df4 = svc["level4/dataflow"]
     # the sample authenticates with the extension's managed identity: the identity file, no connection string
     assert df4.eventhubs and not df4.needs_connection_string and not svc["level3/dataflow"].eventhubs
