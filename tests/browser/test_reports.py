@@ -192,3 +192,21 @@ def test_every_plan_row_shows_what_apply_sends(opened, run_dir, name):
 
 def test_the_arc_verdict_counts_levels(opened):
     assert "all 3 level(s) Connected to Azure Arc" in opened["02-arc.html"].text
+
+
+def test_the_readme_screenshots_come_from_a_run(run_dir, tmp_path):
+    """tests/browser/screenshots.py (which made docs/screens/) writes the index and a stage report of a real run."""
+    import struct
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("screenshots.py")), str(run_dir),
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("index.png", "stage.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", data[16:24]) == (1280, 900)
+    bad = subprocess.run([sys.executable, str(Path(__file__).with_name("screenshots.py")), str(tmp_path), str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a run folder" in bad.stderr
