@@ -22,6 +22,8 @@ import pytest
 from layernet.lab import LabError, kafka
 from layernet.site import load_site
 
+NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
+
 ROOT = Path(__file__).resolve().parents[2]
 LAB_SITE = ROOT / "params" / "lab.yaml"
 PREFIX, BASE = "ek", "10.87.0.0/16"
@@ -32,7 +34,7 @@ CS_RE = re.compile(r"^Endpoint=sb://layernet-lab-ehns\.servicebus\.windows\.net/
 def make_site(prefix: str = PREFIX):
     from layernet.harden.lab import beside
 
-    return load_site(LAB_SITE, beside(LAB_SITE, prefix, BASE))
+    return load_site(LAB_SITE, beside(LAB_SITE, prefix, BASE) + NO_CLUSTERS)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from layernet.stages import aio, arc
 
 from stage_lab import ROOT, lab_running
 
+NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 PREFIX, BASE = "ai", "10.74.0.0/16"
@@ -30,7 +32,7 @@ DROP_MCR = ['allowlist.drop_hosts=["mcr.microsoft.com", "*.data.mcr.microsoft.co
 
 
 def site_with(prefix: str, base: str, *extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", prefix, base) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", prefix, base) + list(extra) + NO_CLUSTERS)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ from layernet.targets.base import get_target
 
 from stage_lab import ROOT, lab_running
 
+NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 PREFIX, BASE = "ei", "10.89.0.0/16"
@@ -45,7 +47,7 @@ HUB_TOPIC = "Topic aio-telemetry"
 
 
 def site_with(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra) + NO_CLUSTERS)
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,15 @@ from layernet.telemetry import charts
 
 from stage_lab import ROOT, lab_running
 
+NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 PREFIX, BASE = "te", "10.68.0.0/16"
 
 
 def site_with(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra))
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra) + NO_CLUSTERS)
 
 
 @pytest.fixture(scope="module")

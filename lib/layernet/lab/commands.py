@@ -450,10 +450,11 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             t.step("write configs, load nftables")
             from layernet.lab.clusters import controlplane, kubeconfig
 
-            for lv in site.levels:
-                controlplane.prepare(site, lv.name)
-            kubeconfig.write(site)
-            t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
+            if site.lab.clusters:
+                for lv in site.levels:
+                    controlplane.prepare(site, lv.name)
+                kubeconfig.write(site)
+                t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
             first, after_api = _waves(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
             started = start_services(site, first)
             t.step(f"start {len(started)} processes")
@@ -532,6 +533,8 @@ def _cluster_cell(site, level: str, ns_exists: bool, proc_cell) -> tuple[str, bo
     """The level's cluster: every control-plane process and the node agent running, the API ready."""
     from layernet.lab.clusters import controlplane
 
+    if not site.lab.clusters:
+        return "- (lab.clusters: false)", True
     dead = [svc.short for svc in controlplane.services(site, level) if not proc_cell(svc.name)[1]]
     if dead:
         return f"{', '.join(dead)} not running", False

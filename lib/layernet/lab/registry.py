@@ -149,7 +149,8 @@ def level_services(site) -> list[Service]:
             out.append(CoreDNS(site, lv.name))
         if lv.proxy:
             out.append(Envoy(site, lv.name))
-        out += controlplane.services(site, lv.name)
+        if site.lab.clusters:
+            out += controlplane.services(site, lv.name)
     return out
 
 
