@@ -7,41 +7,31 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from layernet.lab import commands
 from layernet.lab.clusters import controlplane, kubeconfig
-from layernet.site import load_site
 from layernet.targets.kube import Api, KubeError, KubeTarget
 
 pytestmark = pytest.mark.lab
-ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "kc"
+
+
+@pytest.fixture
+def site(lab_site):
+    return lab_site
+
+
+@pytest.fixture
+def lab(lab_session):
+    """The module's lab (tests/lab/conftest.py), clusters included."""
+    return lab_session
 
 
 @pytest.fixture(scope="module")
-def site():
-    return load_site(ROOT / "params" / "lab.yaml", [f"lab.prefix={PREFIX}"])
-
-
-@pytest.fixture(scope="module")
-def lab(site):
-    from layernet.lab.clusters import missing
-    from layernet.targets import lab as lab_target
-
-    why = commands.missing_requirements() or missing()
-    if why:
-        pytest.skip(why)
-    with lab_target.running(site) as target:
-        yield target
-
-
-@pytest.fixture(scope="module")
-def kube(site, lab):
-    clients = {lv.name: kubeconfig.client(site, lv.name) for lv in site.levels}
-    return KubeTarget(site, clients=clients, poll_interval=0.2, job_timeout=60, rollout_timeout=60)
+def kube(lab_site, lab_session):
+    clients = {lv.name: kubeconfig.client(lab_site, lv.name) for lv in lab_site.levels}
+    return KubeTarget(lab_site, clients=clients, poll_interval=0.2, job_timeout=60, rollout_timeout=60)
 
 
 def wait(predicate, timeout=30.0, every=0.2):
