@@ -142,37 +142,38 @@ class APIServer(ClusterService):
         return readyz(self.site, self.where)
 
 
-class ControllerManager(ClusterService):
-    short, config_name = "kube-controller-manager", "controller-manager.kubeconfig"
+class Component(ClusterService):
+    """A component that signs in to the API server with its kubeconfig and serves its health port on loopback."""
     after_api = True
+    health_port = 0
+
+    def component_argv(self) -> list[str]:
+        kc = str(self.config)
+        return [str(binary("kube")), self.short.removeprefix("kube-"), f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--leader-elect=false",
+                "--bind-address=127.0.0.1", "--profiling=false"]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return _healthz(p, self.health_port)
+
+
+class ControllerManager(Component):
+    short, config_name, health_port = "kube-controller-manager", "controller-manager.kubeconfig", 10257
 
     def argv(self) -> list[str]:
         from layernet.lab import commands
 
-        kc = str(self.config)
-        return [str(binary("kube")), "controller-manager", f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                f"--service-account-private-key-file={self.pki / 'service-account.key'}",
-                f"--root-ca-file={commands.ca_cert_path(self.site)}", "--leader-elect=false",
-                "--use-service-account-credentials=true", "--bind-address=127.0.0.1", "--profiling=false",
-                f"--service-cluster-ip-range={SERVICE_CIDR}"]
-
-    def ready(self, p: procs.Proc) -> bool:
-        return _healthz(p, 10257)
+        return self.component_argv() + [
+            f"--service-account-private-key-file={self.pki / 'service-account.key'}",
+            f"--root-ca-file={commands.ca_cert_path(self.site)}", "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}"]
 
 
-class Scheduler(ClusterService):
-    short, config_name = "kube-scheduler", "scheduler.kubeconfig"
-    after_api = True
+class Scheduler(Component):
+    short, config_name, health_port = "kube-scheduler", "scheduler.kubeconfig", 10259
 
     def argv(self) -> list[str]:
-        kc = str(self.config)
-        return [str(binary("kube")), "scheduler", f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}", "--leader-elect=false", "--bind-address=127.0.0.1",
-                "--profiling=false"]
-
-    def ready(self, p: procs.Proc) -> bool:
-        return _healthz(p, 10259)
+        return self.component_argv()
 
 
 class NodeAgent(ClusterService):
