@@ -11,8 +11,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in the main thread while it is
+    open, and a test module after this folder that calls asyncio.run() would find it (RuntimeError)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra: pip install -e '.[test]'")
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no {CHROMIUM}: apt-get install chromium (make setup does)")
