@@ -68,17 +68,11 @@ test: setup
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/pytest -q -rs --durations=15
 
-# A lab site whose lab is not running is brought up first and taken down again when Jupyter exits (Ctrl-C
-# included); a lab that was already up is left as it was.
+# JupyterLab on notebooks/ as one run: the notebooks opened in this session share one new run folder under runs/
+# (the audit of stage 05 then knows stage 01's probes). A lab site whose lab is not running is brought up first and
+# taken down again when Jupyter exits (Ctrl-C included); a lab that was already up is left as it was.
 jupyter: setup
-	@up=0; \
-	if grep -q '^target: lab' $(SITE) && ! $(BIN)/layernet lab status --site $(SITE) >/dev/null 2>&1; then \
-	  $(BIN)/layernet lab up --site $(SITE) && up=1; \
-	fi; \
-	trap 'true' INT; \
-	LAYERNET_SITE=$(abspath $(SITE)) $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks; rc=$$?; \
-	if [ $$up = 1 ]; then echo "taking down the lab this session brought up"; $(BIN)/layernet lab down --site $(SITE); fi; \
-	exit $$rc
+	$(BIN)/layernet jupyter --site $(SITE)
 
 lab-down: setup
 	$(BIN)/layernet lab down --site $(SITE)

@@ -115,6 +115,12 @@ def cmd_run(args) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def cmd_jupyter(args) -> int:
+    from layernet.session import jupyter
+
+    return jupyter(args.site, args.param, args.out, args.cmd or [])
+
+
 def cmd_audit(args) -> int:
     from layernet.audit.cli import check_flags, pairs_from_args, read_fleet, run_audit_cli, run_fleet_cli
     from layernet.audit.collect import AuditInputError
@@ -192,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="parent folder of run folders (default: runs/)")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab up after the run")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("jupyter", help="JupyterLab on notebooks/ as one run: the notebooks opened in it share one new "
+                                       "run folder; a lab that is not up is brought up, and taken down at the end; "
+                                       "arguments after -- go to `jupyter lab`")
+    _site_args(p)
+    p.add_argument("--out", metavar="DIR", help="parent folder of the session's run folder (default: runs/)")
+    p.set_defaults(func=cmd_jupyter, cmd=None)
 
     p = sub.add_parser("validate", help="validate a site file and list every problem")
     _site_args(p)

@@ -317,31 +317,11 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
                 break
         else:
             first_todo = len(book.stages)
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "runbook": book.name,
-        "runbook_path": str(book.path),
-        "site": {"path": str(site_file), "sha256": _sha256(site_file), "name": site.name, "target": site.target,
-                 "overrides": overrides, "picture_alt": describe(site)},
-        "dry_run": dry_run,
-        "stage_params": stage_params,
-        "parameters": {},
-        "started": (previous or {}).get("started") or _now(),
-        "finished": None,
-        "resumed": (previous or {}).get("resumed", 0) + (1 if previous else 0),
-        "versions": tool_versions(),
-        "stages": [],
-    }
-    for i, st in enumerate(book.stages):
-        base = {"name": st.name, "notebook": str(st.notebook.relative_to(REPO_ROOT)) if st.notebook.is_relative_to(REPO_ROOT) else str(st.notebook),
-                "parameters": st.parameters, "status": "pending", "start": None, "end": None, "duration_s": None,
-                "error": None, "output": None, "report": None, "results": {}}
-        if i < first_todo and st.name in prev_status:
-            base.update({k: prev_status[st.name].get(k) for k in ("status", "start", "end", "duration_s", "error", "output", "report", "results")})
-        manifest["stages"].append(base)
-    write_json(run_dir / "manifest.json", manifest)
-    write_picture(run_dir, site_picture(site))
-    write_index(run_dir, manifest)
+    manifest = new_manifest(run_id, book, site_file, site, overrides, dry_run, stage_params, previous)
+    for i, base in enumerate(manifest["stages"]):
+        if i < first_todo and base["name"] in prev_status:
+            base.update({k: prev_status[base["name"]].get(k) for k in ("status", "start", "end", "duration_s", "error", "output", "report", "results")})
+    write_run(run_dir, manifest, site)
 
     # the lab is taken down at the end only when this run brought it up: nothing of it existed before (a lab
     # that is up, half up or left over belongs to someone else's work and is left as it is)
@@ -385,6 +365,42 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
         index = write_index(run_dir, manifest)
     progress("all stages passed; index:" if ok else "run FAILED; index:")  # the caller prints the index path
     return RunResult(run_dir, index, ok, manifest)
+
+
+def new_manifest(run_id: str, book: Runbook, site_file: Path, site, overrides: list[str], dry_run: bool = False,
+                 stage_params: Optional[list[str]] = None, previous: Optional[dict] = None) -> dict[str, Any]:
+    """A run's manifest before any stage ran: runbook, site (path, sha256, overrides), versions, every stage pending.
+    The same for a papermill run and a JupyterLab session's run (layernet.session)."""
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "runbook": book.name,
+        "runbook_path": str(book.path),
+        "site": {"path": str(site_file), "sha256": _sha256(site_file), "name": site.name, "target": site.target,
+                 "overrides": overrides, "picture_alt": describe(site)},
+        "dry_run": dry_run,
+        "stage_params": list(stage_params or []),
+        "parameters": {},
+        "started": (previous or {}).get("started") or _now(),
+        "finished": None,
+        "resumed": (previous or {}).get("resumed", 0) + (1 if previous else 0),
+        "versions": tool_versions(),
+        "stages": [stage_entry(st.name, st.notebook, st.parameters) for st in book.stages],
+    }
+    return manifest
+
+
+def stage_entry(name: str, notebook: Path, parameters: dict) -> dict[str, Any]:
+    """A stage's entry in the manifest, pending."""
+    shown = str(notebook.relative_to(REPO_ROOT)) if notebook.is_relative_to(REPO_ROOT) else str(notebook)
+    return {"name": name, "notebook": shown, "parameters": parameters, "status": "pending", "start": None, "end": None,
+            "duration_s": None, "error": None, "output": None, "report": None, "results": {}}
+
+
+def write_run(run_dir: Path, manifest: dict, site) -> None:
+    """The run folder's first files: manifest.json, the site's picture and index.html."""
+    write_json(run_dir / "manifest.json", manifest)
+    write_picture(run_dir, site_picture(site))
+    write_index(run_dir, manifest)
 
 
 def _run_stage(i, st: Stage, entry: dict, run_dir: Path, site_file: Path, overrides: list[str], dry_run: bool,

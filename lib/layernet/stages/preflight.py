@@ -13,11 +13,21 @@ from layernet.site import Site, SiteError, load_site
 
 
 def resolve_site_path(site_path: str = "") -> Path:
-    """The site a notebook uses: its parameter, else $LAYERNET_SITE (set by `make jupyter`), else the lab site."""
-    return Path(site_path or os.environ.get("LAYERNET_SITE") or paths.params() / "lab.yaml").resolve()
+    """The site a notebook uses: its parameter, else the JupyterLab session's (`make jupyter`), else
+    $LAYERNET_SITE, else the lab site."""
+    from layernet import session
+
+    given = session.site_args(site_path)
+    return Path(site_path or (given and given[0]) or os.environ.get(session.SITE_ENV) or paths.params() / "lab.yaml").resolve()
 
 
 def open_site(site_path: str = "", overrides: Optional[list[str]] = None) -> Site:
+    """The site with its overrides: the notebook's parameters, else those the JupyterLab session was started with."""
+    from layernet import session
+
+    given = session.site_args(site_path, overrides)
+    if given:
+        return load_site(Path(given[0]).resolve(), given[1])
     return load_site(resolve_site_path(site_path), overrides or [])
 
 

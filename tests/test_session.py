@@ -1,0 +1,107 @@
+"""A JupyterLab session is one run (layernet.session): the notebooks share its run folder, so the audit reads stage
+01's probe rows and window from it as in a papermill run. The walkthrough itself, in a browser against the lab, is
+tests/browser/test_jupyter.py."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layernet import session
+from layernet.audit import compare
+from layernet.errors import InputError
+from layernet.stages import preflight
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = REPO / "params" / "lab.yaml"
+EXAMPLE = REPO / "params" / "site-example.yaml"
+DEPLOY_STAGES = ["preflight", "infrastructure", "arc", "aio", "telemetry", "audit"]
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    folder = session.open_run(str(LAB), ["lab.prefix=zq"], str(tmp_path / "runs"))
+    monkeypatch.setenv(session.ENV, str(folder))
+    return folder
+
+
+def test_a_session_opens_a_run_like_the_runner(run):
+    m = _manifest(run)
+    assert m["runbook"] == "deploy" and m["session"] == "jupyterlab" and m["finished"] is None
+    assert [s["name"] for s in m["stages"]] == DEPLOY_STAGES
+    assert all(s["status"] == "pending" and s["start"] is None for s in m["stages"])
+    assert m["site"]["path"] == str(LAB) and m["site"]["overrides"] == ["lab.prefix=zq"]
+    assert (run / "index.html").is_file() and (run / "site.svg").is_file() and (run / "results").is_dir()
+    assert run.parent.name == "runs" and "-deploy-" in run.name
+
+
+def test_bad_input_opens_no_run(tmp_path):
+    with pytest.raises(InputError, match="lab.prefx"):
+        session.open_run(str(LAB), ["lab.prefx=zq"], str(tmp_path / "runs"))
+    with pytest.raises(InputError, match="secrets may not be passed"):
+        session.open_run(str(LAB), ["azure.client_secret=abc"], str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_notebooks_join_the_session_and_keep_the_first_start(run):
+    assert session.join("/given/by/papermill", "infrastructure") == "/given/by/papermill"
+    assert _manifest(run)["stages"][1]["start"] is None, "a runner's folder is the runner's to record"
+    assert session.join("", "infrastructure") == str(run)
+    first = _manifest(run)["stages"][1]
+    assert first["status"] == "running" and first["start"]
+    time.sleep(1.1)
+    session.join("", "infrastructure")                    # the notebook run again in the same session
+    assert _manifest(run)["stages"][1]["start"] == first["start"]
+    session.join("", "hardening")                         # not a deploy stage: recorded all the same
+    assert _manifest(run)["stages"][-1]["name"] == "hardening"
+
+
+def test_outside_a_session_a_notebook_records_nothing(monkeypatch):
+    monkeypatch.delenv(session.ENV, raising=False)
+    assert session.join("", "audit") == ""
+    assert session.site_args() is None
+
+
+def test_the_audit_finds_the_probe_window_of_the_session(run):
+    """The fix: stage 01 in a session saves its probes where the audit of the same session reads them, with the
+    window starting at the stage's start (without a shared run, the audit found no probes and flagged them)."""
+    folder = session.join("", "infrastructure")
+    compare.save_probe_rows(folder, pd.DataFrame([{"level": "level2", "check": "tls", "host": "x.example", "port": 443,
+                                                   "ok": True}]))
+    rows, start, end = compare.load_probes(session.join("", "audit"))
+    assert len(rows) == 1 and start is not None and end is not None and start <= end
+    assert start.isoformat(timespec="seconds") == _manifest(run)["stages"][1]["start"]
+
+
+def test_the_notebooks_open_the_sessions_site(run):
+    site = preflight.open_site("", [])
+    assert site.lab.prefix == "zq"
+    assert preflight.open_site(str(LAB), []).lab.prefix != "zq", "a notebook's own parameters win"
+    assert preflight.resolve_site_path("") == LAB
+
+
+def test_close_records_results_and_the_finish(run):
+    folder = Path(session.join("", "preflight"))
+    (folder / "results" / "preflight.json").write_text(json.dumps({"levels": 3}))
+    session.close(folder)
+    m = _manifest(folder)
+    assert m["finished"] and m["stages"][0]["results"] == {"levels": 3}
+    assert "preflight" in (folder / "index.html").read_text()
+
+
+def test_layernet_jupyter_refuses_bad_input_before_anything(tmp_path, capsys):
+    """`layernet jupyter` (make jupyter) with a bad override: exit 2, one error naming it, no run folder, no lab, no
+    JupyterLab. Its real start is the walkthrough in tests/browser/test_jupyter.py."""
+    from layernet.cli import main
+
+    assert main(["jupyter", "--site", str(EXAMPLE), "-p", "nope=1", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
