@@ -10,9 +10,49 @@ def test_listener_ports_follow_the_resources_tls_mode():
     listeners = [{"name": "default", "properties": aio_sdk.LISTENERS["default"]},
                  {"name": "default-insecure", "properties": aio_sdk.LISTENERS["default-insecure"]},
                  {"name": "plain", "properties": {"ports": [{"port": 8883, "tls": {"mode": "Disabled"}}]}}]
-    assert aioext.listener_ports(listeners) == [{"name": "default-insecure", "port": 1883, "tls": False},
-                                                {"name": "plain", "port": 8883, "tls": False},
-                                                {"name": "default", "port": 18883, "tls": True}]
+    auths = [{"name": "default", "properties": {"authenticationMethods": [{"method": "ServiceAccountToken"}]}}]
+    got = aioext.listener_ports(listeners, auths)
+    assert [(p["name"], p["port"], p["tls"], p["auth"]) for p in got] == [
+        ("default-insecure", 1883, False, "anonymous"), ("plain", 8883, False, "anonymous"),
+        ("default", 18883, True, "unmodelled")]
+
+
+def x509_site(mode: str = "x509"):
+    from pathlib import Path
+
+    from layernet.site import load_site
+
+    return load_site(Path(__file__).resolve().parents[2] / "params" / "lab.yaml", [f"telemetry.mqtt.mode={mode}"])
+
+
+def test_the_rendered_x509_listener_requires_a_certificate_from_the_config_maps_ca():
+    from layernet.render.telemetry import render
+
+    site = x509_site()
+    ports = aioext.listener_ports(*aioext.from_records(render(site)["level3"]))
+    assert ports == [{"name": "publiclistener", "port": 8883, "tls": True, "auth": "x509",
+                      "trusted_ca": "layernet-mqtt-ca"}]
+    conf = aioext.mosquitto_conf("10.1.2.3", ports, "/s.crt", "/s.key", "/log", {"layernet-mqtt-ca": "/ca.pem"})
+    block = conf.split("listener 8883 10.1.2.3", 1)[1].splitlines()
+    assert {"allow_anonymous false", "require_certificate true", "cafile /ca.pem", "certfile /s.crt"} <= set(block)
+    assert "allow_anonymous true" not in block
+
+
+def test_a_listener_is_anonymous_only_without_authentication_and_a_dangling_reference_is_refused():
+    import pytest
+
+    from layernet.render.telemetry import render
+
+    anon = aioext.listener_ports(*aioext.from_records(render(x509_site("anonymous"))["level3"]))
+    assert [(p["port"], p["auth"]) for p in anon] == [(1883, "anonymous")]
+    listeners, _ = aioext.from_records(render(x509_site())["level3"])
+    with pytest.raises(ValueError, match="authenticationRef 'x509-authn' names no broker authentication"):
+        aioext.listener_ports(listeners, [])
+    plain = [{"name": "l", "properties": {"ports": [{"port": 8883, "authenticationRef": "a"}]}}]
+    auth = [{"name": "a", "properties": {"authenticationMethods": [{"method": "X509", "x509Settings": {
+        "trustedClientCaCert": "ca"}}]}}]
+    with pytest.raises(ValueError, match="X509 authentication needs TLS"):
+        aioext.listener_ports(plain, auth)
 
 
 def test_mosquitto_conf_binds_each_listener_to_the_node_and_tls_only_where_asked():

@@ -21,7 +21,8 @@ stops there (the later steps of that level need it) while the other levels go on
 together at the end.
 
 `on_extension(level, cluster_id, extension)` runs when an extension's PUT is accepted and `on_listeners(level,
-listeners)` after a listener is provisioned (with every listener of the broker read back from ARM): on a real site
+listeners, authentications)` after a listener is provisioned (with every listener and authentication of the broker
+read back from ARM): on a real site
 the cluster does this itself; the lab starts its AIO extension stand-in and hands it the listeners.
 """
 from __future__ import annotations
@@ -337,6 +338,9 @@ class SdkClients:
     def listeners(self, instance: str) -> list[dict]:
         return [as_dict(x) for x in self.io.broker_listener.list_by_resource_group(self.rg, instance, "default")]
 
+    def authentications(self, instance: str) -> list[dict]:
+        return [as_dict(x) for x in self.io.broker_authentication.list_by_resource_group(self.rg, instance, "default")]
+
     def extensions_by_type(self, cluster: str) -> dict[str, str]:
         """{extension type (lower case): name} of the extensions on a connected cluster ({} when it is absent)."""
         from azure.core.exceptions import ResourceNotFoundError
@@ -492,7 +496,7 @@ class SdkExecutor:
     site: Any
     arm: Arm
     on_extension: Optional[Callable[[str, str, dict], Any]] = None
-    on_listeners: Optional[Callable[[str, list], Any]] = None
+    on_listeners: Optional[Callable[[str, list, list], Any]] = None
     record: Optional[Path] = None
     name: str = "sdk"
     existing: Optional[dict] = None
@@ -534,7 +538,7 @@ class SdkExecutor:
                                                                   "type": res.body["properties"]["extensionType"]}))
         inst = next((r.args[0] for r in self._resources().values() if r.level == level and r.kind == "listener"), None)
         if inst and self.on_listeners is not None:
-            done.append(self.on_listeners(level, c.listeners(inst)))
+            done.append(self.on_listeners(level, c.listeners(inst), c.authentications(inst)))
         return {**_row(t0, True, "; ".join(d for d in done if d)), "state": "repaired", "file": ""}
 
     def run_one(self, c: SdkClients, step: Step) -> dict:
@@ -571,8 +575,7 @@ class SdkExecutor:
             return {**_row(t0, False, f"{res.name} is {state}"), "state": state, "file": path}
         note = ""
         if res.kind == "listener" and self.on_listeners is not None:
-            listeners = c.listeners(res.args[0])
-            note = self.on_listeners(res.level, listeners) or ""
+            note = self.on_listeners(res.level, c.listeners(res.args[0]), c.authentications(res.args[0])) or ""
         return {**_row(t0, True, note), "state": state, "file": path}
 
     def run(self, step: Step) -> dict:

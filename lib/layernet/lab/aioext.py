@@ -13,13 +13,18 @@ firewall), trusting only the lab CA:
     redirect goes to the data host), retrying until `pull_deadline`;
     report Installed, or Failed naming the image and the host that could not be reached
     (POST https://<region>.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus)
-  once microsoft.iotoperations is installed and `listeners.json` (the broker's listener resources read back from
-  ARM) exists: run a real mosquitto bound to the level's node address, one listener per listener port: plain
-  (anonymous) without TLS, TLS with a lab-CA certificate (the cert-manager stand-in) when the port asks for it.
-  A changed listeners file restarts mosquitto with the new configuration.
+  once microsoft.iotoperations is installed and `listeners.json` (the broker's listener and authentication
+  resources read back from ARM) exists: run a real mosquitto bound to the level's node address, one listener per
+  listener port, configured from those resources (`listener_ports`, `mosquitto_conf`): TLS with a lab-CA
+  certificate (the cert-manager stand-in) when the port asks for it; a port without `authenticationRef` takes
+  anonymous clients; a port whose authentication has the X509 method requires a client certificate signed by the
+  CA in the ConfigMap `x509Settings.trustedClientCaCert` names, read from the level's Kubernetes API in the AIO
+  namespace (a lab site without clusters has no API: the lab CA, which that ConfigMap would hold). A missing
+  authentication or ConfigMap keeps the broker down, named in the status. A changed listeners file (or CA)
+  restarts mosquitto with the new configuration.
 
-The Kubernetes service-account-token authentication of the default listener is not modelled: both listeners
-accept anonymous clients (the TLS one only over TLS).
+The Kubernetes service-account-token authentication (stage 03's default listener) is not modelled: such a port
+takes any client over TLS, and the status says so.
 
 Status: `<level state>/aio-extension.json`: {"level", "phase": starting|installing|blocked|installed|failed|
 broker, "extensions": {id: {"type", "state", "message", "images": [...]}}, "blocked_on", "broker": {"pid",
@@ -44,6 +49,7 @@ STATUS_FILE = "aio-extension.json"
 EXTENSIONS_FILE = "aio-extensions.json"
 LISTENERS_FILE = "aio-listeners.json"
 BROKER_CONF = "aio-mosquitto.conf"
+AIO_NAMESPACE = "azure-iot-operations"    # where the AIO operator reads the ConfigMaps the resources name
 IOT_OPERATIONS = "microsoft.iotoperations"
 IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pinned tags)
     "microsoft.certmanagement": ["azureiotoperations/cert-manager-controller:1.16.5",
@@ -57,30 +63,77 @@ IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pin
 def config(site, level: str, cluster_id: str, ca_dir: Path, state_dir: Path, pull_deadline: float = 6.0,
            call_timeout: float = 2.0) -> dict:
     node = str(site.level(level).node_ip)
-    return {"level": level, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
+    kube = None
+    if site.lab.clusters:          # the level's API, as the admin (the AIO operator's service account on a plant)
+        from layernet.lab.clusters import controlplane
+
+        d = controlplane.cluster_dir(site, level) / "pki"
+        kube = {"server": controlplane.api_url(site, level), "cert": str(d / "admin.crt"), "key": str(d / "admin.key")}
+    return {"level": level, "kube": kube, "namespace": AIO_NAMESPACE, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
             "ca_dir": str(ca_dir), "ca_file": str(Path(ca_dir) / "ca.crt"), "state_dir": str(state_dir),
             "status": str(state_dir / STATUS_FILE), "extensions": str(state_dir / EXTENSIONS_FILE),
             "listeners": str(state_dir / LISTENERS_FILE), "pull_deadline": pull_deadline,
             "call_timeout": call_timeout, "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto"}
 
 
-def listener_ports(listeners: list[dict]) -> list[dict]:
-    """[{"name", "port", "tls"}] from broker listener resources (ARM JSON), sorted by port."""
+def listener_ports(listeners: list[dict], authentications: list[dict] = ()) -> list[dict]:
+    """[{"name", "port", "tls", "auth", "trusted_ca"}] from broker listener and authentication resources (ARM
+    JSON), sorted by port. `auth`: "anonymous" (no authenticationRef), "x509" (the authentication has the X509
+    method; `trusted_ca` is its trustedClientCaCert ConfigMap), "unmodelled" (only methods the lab does not check,
+    e.g. ServiceAccountToken); a reference to an authentication that does not exist raises ValueError."""
+    by_name = {a.get("name", ""): a for a in authentications}
     out = []
     for res in listeners:
         props = res.get("properties") or {}
         for port in props.get("ports") or []:
             tls = port.get("tls") or {}
-            out.append({"name": res.get("name", ""), "port": int(port["port"]),
-                        "tls": bool(tls) and tls.get("mode", "Automatic") != "Disabled"})
+            row = {"name": res.get("name", ""), "port": int(port["port"]),
+                   "tls": bool(tls) and tls.get("mode", "Automatic") != "Disabled", "auth": "anonymous",
+                   "trusted_ca": None}
+            ref = port.get("authenticationRef")
+            if ref:
+                if ref not in by_name:
+                    raise ValueError(f"listener {row['name']} port {row['port']}: authenticationRef {ref!r} names no "
+                                     f"broker authentication (have: {', '.join(sorted(by_name)) or 'none'})")
+                methods = (by_name[ref].get("properties") or {}).get("authenticationMethods") or []
+                x509 = next((m for m in methods if m.get("method") == "X509"), None)
+                if x509 is not None:
+                    ca = (x509.get("x509Settings") or {}).get("trustedClientCaCert")
+                    if not ca:
+                        raise ValueError(f"broker authentication {ref}: X509 without x509Settings.trustedClientCaCert")
+                    if not row["tls"]:
+                        raise ValueError(f"listener {row['name']} port {row['port']}: X509 authentication needs TLS")
+                    row.update(auth="x509", trusted_ca=ca)
+                else:
+                    row["auth"] = "unmodelled"
+            out.append(row)
     return sorted(out, key=lambda p: p["port"])
 
 
-def mosquitto_conf(node_ip: str, ports: list[dict], cert: Optional[str], key: Optional[str], log: str) -> str:
-    lines = ["per_listener_settings true", "user root", "persistence false", f"log_dest file {log}",
-             "log_type error", "log_type warning", "log_type notice", "set_tcp_nodelay true"]
+def from_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(listeners, authentications) as ARM gives them back, from a level's rendered records (render/telemetry)."""
+    def res(kind: str) -> list[dict]:
+        return [{"name": r["id"].rsplit("/", 1)[1], "properties": r["body"]["properties"]} for r in records
+                if r["id"].rstrip("/").split("/")[-2] == kind]
+
+    return res("listeners"), res("authentications")
+
+
+def mosquitto_conf(node_ip: str, ports: list[dict], cert: Optional[str], key: Optional[str], log: Optional[str],
+                   trusted: Optional[dict] = None, extra: tuple = ()) -> str:
+    """One listener block per port: TLS where the port asks for it; anonymous clients only on a port without
+    authentication; X509: a client certificate signed by the CA file `trusted[<config map>]` required. `log`:
+    a file (None: stdout); `extra`: more global settings."""
+    lines = ["per_listener_settings true", "user root", "persistence false",
+             f"log_dest file {log}" if log else "log_dest stdout",
+             "log_type error", "log_type warning", "log_type notice", "set_tcp_nodelay true", *extra]
     for p in ports:
-        lines += ["", f"# listener {p['name']}", f"listener {p['port']} {node_ip}", "allow_anonymous true"]
+        lines += ["", f"# listener {p['name']} ({p.get('auth', 'anonymous')})", f"listener {p['port']} {node_ip}"]
+        if p.get("auth") == "x509":
+            lines += ["allow_anonymous false", "require_certificate true", "use_identity_as_username true",
+                      f"cafile {(trusted or {})[p['trusted_ca']]}"]
+        else:       # anonymous, or a method the lab does not check (any client, over TLS where asked)
+            lines += ["allow_anonymous true"]
         if p["tls"]:
             lines += [f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
     return "\n".join(lines) + "\n"
@@ -106,6 +159,7 @@ class Extension:
         self.done: dict[str, float] = {}       # extension id -> generation installed (or failed)
         self.broker: Optional[subprocess.Popen] = None
         self.broker_key: Optional[str] = None
+        self._retry_at, self._last_input = 0.0, None
         self._kill_leftover_broker()
 
     # ---- files
@@ -221,17 +275,58 @@ class Extension:
                 self.broker.wait(3)
         self.broker = None
 
+    def trusted_ca(self, name: str) -> str:
+        """The PEM text of the ConfigMap `name` in the AIO namespace of the level's cluster (every value, as the
+        broker reads a CA bundle); without an API (a lab site without clusters) the lab CA it would hold."""
+        kube = self.cfg.get("kube")
+        if not kube:
+            return Path(self.cfg["ca_file"]).read_text()
+        path = f"/api/v1/namespaces/{self.cfg.get('namespace', AIO_NAMESPACE)}/configmaps/{name}"
+        r = self.http.get(kube["server"] + path, cert=(kube["cert"], kube["key"]), timeout=self.cfg["call_timeout"])
+        if r.status_code == 404:
+            raise LookupError(f"the trusted CA config map {self.cfg.get('namespace', AIO_NAMESPACE)}/{name} does not "
+                              f"exist in {self.cfg['level']}'s cluster")
+        r.raise_for_status()
+        pem = "".join(v for v in (r.json().get("data") or {}).values() if "BEGIN CERTIFICATE" in v)
+        if not pem:
+            raise LookupError(f"the config map {name} holds no PEM certificate")
+        return pem
+
     def ensure_broker(self) -> None:
         installed = any(e["type"] == IOT_OPERATIONS and e["state"] == "Installed"
                         for e in self.status["extensions"].values())
-        listeners = self._read(self.cfg["listeners"])
-        if not installed or not listeners:
+        got = self._read(self.cfg["listeners"])
+        if not installed or not got:
             return
-        ports = listener_ports(listeners)
-        key = json.dumps(ports, sort_keys=True)
-        if key == self.broker_key and self.broker and self.broker.poll() is None:
-            return
+        listeners, auths = (got, []) if isinstance(got, list) else (got.get("listeners") or [],
+                                                                     got.get("authentications") or [])
+        now = time.monotonic()
+        alive = self.broker is not None and self.broker.poll() is None
+        if now < self._retry_at and (alive or self.broker_key is None) and got == self._last_input:
+            return      # the ConfigMaps (or a failed configuration) are read again at most every 2 s
+        self._last_input = got
         d = Path(self.cfg["state_dir"])
+        try:
+            ports = listener_ports(listeners, auths)
+            trusted_pem = {p["trusted_ca"]: self.trusted_ca(p["trusted_ca"]) for p in ports if p["auth"] == "x509"}
+            self._retry_at = now + 2.0 if trusted_pem else 0.0
+        except Exception as exc:  # noqa: BLE001 - the broker stays down, and says why
+            self._retry_at = now + 2.0
+            self.stop_broker()
+            self.broker_key = None
+            why = exc if isinstance(exc, (ValueError, LookupError)) else _describe(exc)
+            self.status["broker"] = {"pid": None, "listeners": [], "error": f"not started: {why}"}
+            self.save()
+            return
+        key = json.dumps([ports, trusted_pem], sort_keys=True)
+        if key == self.broker_key and alive:
+            return
+        trusted = {}
+        for name, pem in trusted_pem.items():
+            path = d / "aio-broker-pki" / f"trusted-{name}.crt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(pem)
+            trusted[name] = str(path)
         cert = keyf = None
         if any(p["tls"] for p in ports):
             from layernet.lab import pki
@@ -242,7 +337,7 @@ class Extension:
             cert, keyf = str(c), str(k)
         conf = d / BROKER_CONF
         log = d / "aio-mosquitto.log"
-        conf.write_text(mosquitto_conf(self.cfg["node_ip"], ports, cert, keyf, str(log)))
+        conf.write_text(mosquitto_conf(self.cfg["node_ip"], ports, cert, keyf, str(log), trusted))
         self.stop_broker()
         out = open(d / "aio-mosquitto.out", "ab")
         self.broker = subprocess.Popen([self.cfg["mosquitto"], "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
@@ -349,16 +444,18 @@ def _install(site, level: str, cluster_id: str, extension: dict, pull_deadline: 
     return f"{extension['type']}: extension stand-in of {level} started (pid {p.pid}) in {commands.namespace(site, level)}"
 
 
-def set_listeners(site, level: str, listeners: list[dict]) -> str:
-    """Hand the broker listener resources (as read back from ARM) to the level's stand-in."""
+def set_listeners(site, level: str, listeners: list[dict], authentications: list[dict] = ()) -> str:
+    """Hand the broker listener and authentication resources (as read back from ARM) to the level's stand-in."""
     from layernet.lab import commands
 
     path = commands.level_dir(site, level) / LISTENERS_FILE
     # a level's listeners are provisioned side by side: one temporary file per writer
     tmp = path.with_suffix(f".{os.getpid()}.{__import__('threading').get_ident()}.tmp")
-    tmp.write_text(json.dumps(listeners, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps({"listeners": listeners, "authentications": list(authentications)}, indent=1,
+                              sort_keys=True))
     tmp.replace(path)
-    return f"{len(listeners)} listener(s) handed to the broker of {level}"
+    return (f"{len(listeners)} listener(s) and {len(authentications)} authentication(s) handed to the broker of "
+            f"{level}")
 
 
 def status(site, level: str) -> Optional[dict]:

@@ -27,9 +27,13 @@ def records_dir(site) -> Path:
 
 
 def _services(site):
+    """The stand-ins; in X.509 mode they present the lab's client certificate (the one the Secret holds)."""
+    from layernet.lab import mqttpki
     from layernet.telemetry.services import services as tel_services
 
-    return tel_services(site, records_dir(site), ca=str(commands.ca_cert_path(site)))
+    m = mqttpki.paths(site)
+    return tel_services(site, records_dir(site), ca=str(commands.ca_cert_path(site)), client_cert=m.cert,
+                        client_key=m.key)
 
 
 def running(site) -> bool:
@@ -66,6 +70,10 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
 
     d = records_dir(site)
     d.mkdir(parents=True, exist_ok=True)
+    if site.telemetry.mqtt.tls:
+        from layernet.lab import mqttpki
+
+        mqttpki.ensure(site)
     for level, recs in records.items():
         (d / f"{level}.json").write_text(to_json(recs))
     svcs = _services(site)

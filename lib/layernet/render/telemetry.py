@@ -293,6 +293,32 @@ def to_json(resources) -> str:
     return json.dumps(resources, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def x509_references(resources: list[dict]) -> list[tuple[str, str, str]]:
+    """The cluster objects a level's records name, in order, each once: (kind, name, what names it) for the X.509
+    records: the listener certificate's cert-manager Issuer, the trusted client CA ConfigMap of a broker
+    authentication, the client certificate Secret and the trusted CA ConfigMap of an MQTT dataflow endpoint."""
+    out: dict[tuple[str, str], str] = {}
+
+    def add(kind: str, name: Optional[str], rec: dict, field: str) -> None:
+        if name and (kind, name) not in out:
+            out[(kind, name)] = f"{rec['id'].rstrip('/').split('/')[-2]}/{rec['id'].rsplit('/', 1)[1]} {field}"
+
+    for r in resources:
+        props = r["body"].get("properties") or {}
+        for port in props.get("ports") or []:
+            spec = (port.get("tls") or {}).get("certManagerCertificateSpec") or {}
+            add("Issuer", (spec.get("issuerRef") or {}).get("name"), r, "tls.certManagerCertificateSpec.issuerRef")
+        for m in props.get("authenticationMethods") or []:
+            add("ConfigMap", (m.get("x509Settings") or {}).get("trustedClientCaCert"), r, "x509Settings.trustedClientCaCert")
+        mq = props.get("mqttSettings") or {}
+        auth = mq.get("authentication") or {}
+        add("Secret", (auth.get("x509CertificateSettings") or {}).get("secretRef"), r,
+            "authentication.x509CertificateSettings.secretRef")
+        add("ConfigMap", (mq.get("tls") or {}).get("trustedCaCertificateConfigMapRef"), r,
+            "tls.trustedCaCertificateConfigMapRef")
+    return [(kind, name, why) for (kind, name), why in out.items()]
+
+
 def find(resources: list[dict], kind: str, name: Optional[str] = None) -> list[dict]:
     """Records whose id has `/<kind>/<name>` as its last type/name pair (kind e.g. 'dataflows', 'dataflowEndpoints')."""
     out = []

@@ -352,10 +352,42 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
     if not _here(arm):
         from layernet.targets.base import get_target
 
-        return Plan.from_dict(get_target(site).azure_call("layernet.stages.telemetry:_plan_remote"))
+        tgt = get_target(site)
+        return with_cluster_objects(site, tgt, Plan.from_dict(tgt.azure_call("layernet.stages.telemetry:_plan_remote")))
     state = observe(site, arm)
     return Plan(STAGE, steps(_with_subscription(site, arm.subscription_id), state), observed=fingerprint(state),
                 executor="sdk")
+
+
+def with_cluster_objects(site, tgt, p: Plan) -> Plan:
+    """The plan with a step per cluster object the X.509 records name (read here, through each level's Kubernetes
+    API), placed before the records that refer to them; what was read is kept to refuse drift at apply."""
+    from layernet.stages import telemetry_objects as objects
+
+    state = objects.observe(site, tgt)
+    if not state:
+        return p
+    extra = objects.steps(site, state, objects.creates(tgt))
+    at = next((i for i, st in enumerate(p.steps) if st.action != "register provider"), len(p.steps))
+    return Plan(p.stage, p.steps[:at] + extra + p.steps[at:], p.observed, p.executor,
+                {**p.context, "cluster_objects": fingerprint(state)})
+
+
+def _apply_cluster_objects(site, tgt, plan: Plan, progress: Progress) -> tuple[Plan, list[dict]]:
+    """Create the plan's cluster objects (refusing when what the plan read changed), and the rest of the plan."""
+    from layernet.stages import telemetry_objects as objects
+
+    rest = Plan(plan.stage, [s for s in plan.steps if s.action not in objects.ACTIONS], plan.observed, plan.executor,
+                plan.context)
+    if "cluster_objects" not in plan.context:
+        return rest, []
+    refuse_drift(Plan(plan.stage, observed=plan.context["cluster_objects"]), objects.observe(site, tgt))
+    todo = [s for s in plan.changes if s.action in objects.ACTIONS]
+    rows = objects.apply_steps(site, tgt, todo, progress) if todo else []
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        raise StageFailed("; ".join(f"{r['level']}: {r['action']} {r['target']} failed: {r['output']}" for r in bad))
+    return rest, rows
 
 
 def _write(record: Optional[Path], level: str, rid: str, body: dict, result: Any) -> str:
@@ -379,8 +411,10 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
     if not _here(arm):
         from layernet.targets.base import get_target
 
-        return get_target(site).azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
-                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+        tgt = get_target(site)
+        plan, made = _apply_cluster_objects(site, tgt, plan, progress)
+        return made + tgt.azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
+                                     plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     from layernet.targets.base import get_target
 
     state = observe(site, arm)
@@ -482,8 +516,8 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
             path = _write(record, step.level, r["id"], body, result)
         if ok and step.action == "create broker listener":
             inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
-            listeners = aio_sdk.SdkClients(arm, s.azure.resource_group).listeners(inst)
-            note = tgt.aio_listeners(step.level, listeners) or ""
+            c = aio_sdk.SdkClients(arm, s.azure.resource_group)
+            note = tgt.aio_listeners(step.level, c.listeners(inst), c.authentications(inst)) or ""
     return {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
             "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
 
@@ -607,6 +641,7 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
     tgt = get_target(site)
     route_list = routes(site)
     brokers = brokers or broker_addresses(site)
+    tls = tap_tls(site, tgt)
     ready = threading.Event()
     kafka_out: dict = {}
     has_kafka = any(h.kind == "kafka" for r in route_list for h in r.hops)
@@ -633,7 +668,7 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
             kt = threading.Thread(target=consume, daemon=True)
             kt.start()
         if settle:
-            wait_flowing(site, settle, brokers)
+            wait_flowing(site, settle, brokers, tls=tls)
         ready.wait(60)
         topics: dict[str, set] = {}
         depth: dict[str, int] = {}
@@ -646,7 +681,7 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
         tapped = time.monotonic()
         try:
             for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
-                taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap").start()
+                taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap", tls=tls).start()
             time.sleep(seconds)
             if min_judged:      # a source that misses sampling ticks: go on (up to three windows) until judged
                 first = [(r.hops[0].level, r.hops[0].topic) for r in route_list if r.hops and r.hops[0].kind == "mqtt"]
@@ -777,14 +812,30 @@ def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: 
     rehearsed = get_target(site).telemetry_rehearsals()
     if rehearsed:
         print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
-    rows = provisioning(site)
+    from layernet.stages import telemetry_objects as objects
+
+    rows = provisioning(site) + objects.rows(site, get_target(site))
     if not all(r["ok"] for r in rows) and not role_rows_only(rows):
         return {"evidence": rows, "analysis": None}
     out = messages(site, seconds, settle=settle)
     return {"evidence": rows + out["evidence"], "analysis": out["analysis"]}
 
 
-def wait_flowing(site, timeout: float, brokers=None) -> bool:
+def tap_tls(site, tgt=None):
+    """TLS and the client certificate of the proof's MQTT taps in X.509 mode (None: anonymous)."""
+    from layernet.stages import telemetry_objects as objects
+
+    if tgt is None:
+        from layernet.targets.base import get_target
+
+        tgt = get_target(site)
+    try:
+        return objects.tap_tls(site, tgt)
+    except RuntimeError as exc:
+        raise StageFailed(f"the proof's MQTT taps have no client certificate: {exc}") from None
+
+
+def wait_flowing(site, timeout: float, brokers=None, tls=None) -> bool:
     """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
     from layernet.telemetry.verify import MqttTap, broker_addresses, routes
 
@@ -797,7 +848,8 @@ def wait_flowing(site, timeout: float, brokers=None) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            taps = [MqttTap(*brokers[lv], sorted(t), name="layernet-stage-wait").start() for lv, t in last.items()]
+            taps = [MqttTap(*brokers[lv], sorted(t), name="layernet-stage-wait", tls=tls).start()
+                    for lv, t in last.items()]
         except OSError:
             time.sleep(0.5)
             continue

@@ -129,8 +129,9 @@ class Target(ABC):
         """Whether the level's cluster runs its AIO extensions (None: the target cannot tell from here)."""
         return None
 
-    def aio_listeners(self, level: str, listeners: list) -> str:
-        """The broker's listener resources as ARM holds them now (a real site: the AIO operator syncs them)."""
+    def aio_listeners(self, level: str, listeners: list, authentications: list = ()) -> str:
+        """The broker's listener and authentication resources as ARM holds them now (a real site: the AIO operator
+        syncs them)."""
         return ""
 
     def aio_note(self, level: str) -> str:
@@ -147,6 +148,26 @@ class Target(ABC):
         """The telemetry records ({level: [records]}) were PUT: run them. On a real site AIO's connector and
         dataflows do it on their own; returns what was done."""
         return ""
+
+    # X.509 between levels: what the records name lives in each level's cluster (stages/telemetry_objects.py)
+    makes_x509_objects: bool = False     # True: the target creates them itself (the lab plays the plant's operator)
+
+    def kube_api(self, level: str):
+        """The level's Kubernetes API (targets.kube.Api), or None where the target has none."""
+        return None
+
+    def no_kube_api(self, level: str) -> str:
+        """Why the level has no Kubernetes API here (when kube_api gives None)."""
+        return f"{level}: the target has no Kubernetes API"
+
+    def x509_objects(self, refs: list) -> list[dict]:
+        """The Kubernetes objects for [(kind, namespace, name)] the X.509 records name, where the target makes them
+        (a plant's operator does: none)."""
+        return []
+
+    def x509_files(self):
+        """(CA, client certificate, key) files for MQTT clients where no cluster holds them (None: read the Secret)."""
+        return None
 
     def telemetry_rehearsals(self) -> str:
         """Put the site's rehearsed faults in place before the proof window (the lab: `lab.close`); returns what

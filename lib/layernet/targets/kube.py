@@ -3,8 +3,15 @@
 - plan: for each object of the level's rendered manifests (envoy-manifests.yaml, coredns-custom.yaml,
   coredns-external.yaml) GET the live object and diff it against the desired one, comparing only the fields
   layernet sets (server defaults and status are ignored);
-- apply: server-side apply (field manager ``layernet``, force) of the objects that differ, nothing else;
-  CoreDNS is restarted only when ``coredns-custom`` changed; changed Deployments are waited for;
+  an object that differs is sent as a server-side dry-run apply first: when the API server refuses it only for
+  immutable fields (targets/kube_errors.py says how that is read), the plan says `replace` and why;
+- apply: reads the live state as plan does (refusing when it no longer gives the reviewed plan), then server-side
+  apply (field manager ``layernet``, force) of the objects that differ, nothing else; a `replace` is a delete
+  (foreground: its ReplicaSets and pods go first), a wait until the object is gone, and a create; CoreDNS is
+  restarted only when ``coredns-custom`` changed; changed Deployments are waited for, and one that does not become
+  ready names its unready pod, what its container does and its latest event;
+- refusals (a field the API server rejects, a missing namespace, RBAC, a kind whose CRD is not installed) are
+  `KubeError`s that name the level, the object and the fix (targets/kube_errors.py);
 - logs: the Envoy pods' JSON access-log lines;
 - probe: `layernet.probe` runs as a Job in a plain python image, mounted from a ConfigMap, in the
   ``layernet`` namespace (created by the probe on levels whose manifests do not create it).
@@ -28,6 +35,8 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
+from layernet.errors import LayernetError
+from layernet.targets import kube_errors
 from layernet.targets.base import Change, Target
 
 KUBE_ARTIFACTS = ("envoy-manifests.yaml", "coredns-custom.yaml", "coredns-external.yaml")
@@ -43,8 +52,9 @@ CORE_DNS = ("kube-system", "coredns")
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-class KubeError(RuntimeError):
-    """A Kubernetes call or wait failed; the message says where and what to look at."""
+class KubeError(LayernetError, RuntimeError):
+    """A Kubernetes call or wait failed; the message says where and what to look at (exit 1, shown without a
+    traceback)."""
 
 
 # ----------------------------------------------------------------------------------------------- objects
@@ -214,43 +224,112 @@ class KubeTarget(Target):
         return [lv.name for lv in self.site.chain if lv.name in present]
 
     # -- plan / apply
+    def _where(self, level: str, obj: dict) -> str:
+        return f"{level}: {object_id(obj)}"
+
+    def _context(self, level: str) -> str:
+        return self.site.level(level).kube_context or level
+
+    def _live(self, api: Api, level: str, obj: dict) -> Optional[dict]:
+        """The live object (None: absent). A 404 that is not a Kubernetes Status is the API server saying it does
+        not serve that resource at all: the kind's CRD is not installed."""
+        status, data = api.request("GET", object_path(obj))
+        if status == 200:
+            return data
+        if status == 404 and isinstance(data, dict) and data.get("kind") == "Status":
+            return None
+        if status == 404:
+            api_version = obj["apiVersion"]
+            group = api_version.split("/", 1)[0] if "/" in api_version else ""
+            doc = api.get(f"/apis/{group}") if group else None
+            raise KubeError(kube_errors.unserved_kind(self._where(level, obj), api_version, obj["kind"], doc,
+                                                      self._context(level)))
+        raise KubeError(kube_errors.refused(self._where(level, obj), "GET", status, data, self._context(level)))
+
+    def _replace_reason(self, api: Api, level: str, obj: dict) -> str:
+        """'' when the changed object can be applied in place; else the `replace` line naming the immutable fields.
+        Asked of the API server: a server-side dry-run apply (nothing is stored)."""
+        status, data = api.request("PATCH", object_path(obj), body=obj, content_type=APPLY,
+                                   query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"})
+        if status in (200, 201):
+            return ""
+        fields = kube_errors.immutable_fields(data)
+        if fields:
+            return kube_errors.replace_reason(fields)
+        raise KubeError(kube_errors.refused(self._where(level, obj), "PATCH (server-side dry-run apply)", status,
+                                            data, self._context(level)))
+
+    def _plan_level(self, level: str, artifacts: list) -> list[tuple[Change, dict]]:
+        """(change, desired object) per object of the level, in apply order; then the CoreDNS restart, if any."""
+        api, out = self.api(level), []
+        for obj in desired_objects(artifacts, level):
+            action, diff = diff_object(obj, self._live(api, level, obj))
+            if action == "update":
+                why = self._replace_reason(api, level, obj)
+                if why:
+                    action, diff = "replace", why + diff
+            out.append((Change(level, object_id(obj), action, diff), obj))
+        if _coredns_changed([c for c, _ in out], level):
+            out.append((_coredns_restart(level), {}))
+        return out
+
     def plan(self, artifacts: list) -> list[Change]:
-        """Every object (create / update / unchanged) per level, then the CoreDNS restart a changed
+        """Every object (create / update / replace / unchanged) per level, then the CoreDNS restart a changed
         coredns-custom needs (CoreDNS reads its imports at start)."""
-        changes = []
-        for level in self._levels(artifacts):
-            api = self.api(level)
-            for obj in desired_objects(artifacts, level):
-                action, diff = diff_object(obj, api.get(object_path(obj)))
-                changes.append(Change(level, object_id(obj), action, diff))
-            if _coredns_changed(changes, level):
-                changes.append(_coredns_restart(level))
-        return changes
+        return [c for level in self._levels(artifacts) for c, _ in self._plan_level(level, artifacts)]
 
     def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
         from layernet.targets.base import require_same_plan
 
-        if plan is not None:
-            require_same_plan(plan, self.plan(artifacts), "the clusters")
+        levels = self._levels(artifacts)
+        planned: dict[str, list] = {}
+        if plan is not None:  # everything is read before anything changes
+            planned = {level: self._plan_level(level, artifacts) for level in levels}
+            require_same_plan(plan, [c for level in levels for c, _ in planned[level]], "the clusters")
         changes = []
-        for level in self._levels(artifacts):
+        for level in levels:
             api = self.api(level)
             rollouts = []
-            for obj in desired_objects(artifacts, level):
-                action, diff = diff_object(obj, api.get(object_path(obj)))
-                changes.append(Change(level, object_id(obj), action, diff))
-                if action == "unchanged":
+            for change, obj in planned.get(level) or self._plan_level(level, artifacts):
+                if change.action == "restart":
+                    changes.append(self.restart_coredns(level))
+                    rollouts.append(CORE_DNS)
                     continue
-                api.call("PATCH", object_path(obj), body=obj, content_type=APPLY,
-                         query={"fieldManager": FIELD_MANAGER, "force": "true"})
+                changes.append(change)
+                if change.action == "unchanged":
+                    continue
+                if change.action == "replace":
+                    self._delete_and_wait(api, level, obj)
+                self._apply_object(api, level, obj)
                 if obj["kind"] == "Deployment":
                     rollouts.append((obj["metadata"].get("namespace") or "default", obj["metadata"]["name"]))
-            if _coredns_changed(changes, level):
-                changes.append(self.restart_coredns(level))
-                rollouts.append(CORE_DNS)
             for ns, name in rollouts:
                 self.wait_rollout(level, ns, name)
         return changes
+
+    def _apply_object(self, api: Api, level: str, obj: dict) -> None:
+        status, data = api.request("PATCH", object_path(obj), body=obj, content_type=APPLY,
+                                   query={"fieldManager": FIELD_MANAGER, "force": "true"})
+        if status not in (200, 201):
+            raise KubeError(kube_errors.refused(self._where(level, obj), "PATCH (server-side apply)", status, data,
+                                                self._context(level)))
+
+    def _delete_and_wait(self, api: Api, level: str, obj: dict) -> None:
+        """Delete the live object in the foreground (its ReplicaSets and pods go before it) and wait until it is
+        gone, so the new one never runs beside the old one."""
+        path = object_path(obj)
+        status, data = api.request("DELETE", path, query={"propagationPolicy": "Foreground"})
+        if status not in (200, 202, 404):
+            raise KubeError(kube_errors.refused(self._where(level, obj), "DELETE (replace)", status, data,
+                                                self._context(level)))
+        deadline = time.monotonic() + self.rollout_timeout
+        while api.get(path) is not None:
+            if time.monotonic() >= deadline:
+                raise KubeError(f"{self._where(level, obj)}: deleted to be replaced, but still there after "
+                                f"{self.rollout_timeout:g}s (a finalizer or a dependent that does not go?); see: "
+                                f"kubectl --context {self._context(level)} get {obj['kind'].lower()} "
+                                f"{obj['metadata']['name']} -o yaml")
+            self.sleep(self.poll_interval)
 
     def restart_coredns(self, level: str) -> Change:
         """Roll the CoreDNS pods so they read the new coredns-custom (as `kubectl rollout restart` does)."""
@@ -273,11 +352,38 @@ class KubeTarget(Target):
                     and st.get("availableReplicas", 0) == want and st.get("replicas", want) == want):
                 return
             if time.monotonic() >= deadline:
+                ctx = self._context(level)
                 raise KubeError(
                     f"{level}: deployment {namespace}/{name} not rolled out after {self.rollout_timeout:g}s "
                     f"(updated {st.get('updatedReplicas', 0)}/{want}, available {st.get('availableReplicas', 0)}/{want}); "
-                    f"see: kubectl --context {self.site.level(level).kube_context} -n {namespace} describe deployment {name}")
+                    f"{self._why_not_ready(api, level, namespace, dep)} "
+                    f"(see: kubectl --context {ctx} -n {namespace} describe deployment {name})")
             self.sleep(self.poll_interval)
+
+    def _why_not_ready(self, api: Api, level: str, namespace: str, dep: dict) -> str:
+        """The unready pod of a Deployment, its container's state, its latest event and its last log line (what
+        `kubectl describe` and `kubectl logs --previous` would show), read once when the wait gives up."""
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        status, data = api.request("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
+        pods = (data.get("items") or []) if status == 200 and isinstance(data, dict) else []
+        stuck = kube_errors.not_ready(pods)
+        events: dict = {}
+        tail = ""
+        if stuck:
+            pod = stuck[0]
+            name = pod["metadata"]["name"]
+            status, data = api.request("GET", f"/api/v1/namespaces/{namespace}/events",
+                                       query={"fieldSelector": f"involvedObject.name={name}"})
+            events[name] = (data.get("items") or []) if status == 200 and isinstance(data, dict) else []
+            restarted = [cs for cs in (pod.get("status") or {}).get("containerStatuses") or []
+                         if cs.get("restartCount") and not cs.get("ready")]
+            if restarted:
+                status, text = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log", parse=False,
+                                           query={"container": restarted[0]["name"], "previous": "true",
+                                                  "tailLines": "5"})
+                tail = text if status == 200 else ""
+        return kube_errors.why_not_ready(namespace, pods, events, self._context(level), tail, dep)
 
     # -- logs
     def _pods(self, api: Api, namespace: str, selector: str) -> list[dict]:
@@ -286,6 +392,9 @@ class KubeTarget(Target):
 
     def cluster_api(self):
         return self.api
+
+    def kube_api(self, level: str) -> Api:
+        return self.api(level)
 
     def requirements(self) -> list[dict]:
         from layernet.targets import tools

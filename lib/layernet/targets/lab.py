@@ -285,10 +285,10 @@ class LabTarget(Target):
         p = services.table(self.site).get(f"{level}/aio-extension")
         return p is not None and procs.alive(p)
 
-    def aio_listeners(self, level: str, listeners: list) -> str:
+    def aio_listeners(self, level: str, listeners: list, authentications: list = ()) -> str:
         from layernet.lab import aioext
 
-        return aioext.set_listeners(self.site, level, listeners)
+        return aioext.set_listeners(self.site, level, listeners, authentications)
 
     def aio_note(self, level: str) -> str:
         from layernet.lab import aioext
@@ -325,6 +325,34 @@ class LabTarget(Target):
         from layernet.lab import telemetry
 
         return telemetry.install(self.site, records)
+
+    makes_x509_objects = True
+
+    def kube_api(self, level: str):
+        """The level cluster's API from the jump box's kubeconfig (None on a lab site without clusters)."""
+        if not self.site.lab.clusters:
+            return None
+        from layernet.lab.clusters import kubeconfig
+        from layernet.targets.kube import Api
+
+        return Api(kubeconfig.client(self.site, level))
+
+    def no_kube_api(self, level: str) -> str:
+        return (f"{level}: this lab site has no clusters (lab.clusters: false), so no Kubernetes API: the lab's "
+                "brokers and stand-ins use the lab CA and client certificate files the objects would hold")
+
+    def x509_objects(self, refs: list) -> list[dict]:
+        from layernet.lab import mqttpki
+
+        return mqttpki.objects(self.site, refs)
+
+    def x509_files(self):
+        if self.site.lab.clusters:
+            return None
+        from layernet.lab import mqttpki
+
+        m = mqttpki.ensure(self.site)
+        return m.ca, m.cert, m.key
 
     def telemetry_rehearsals(self) -> str:
         from layernet.lab import telemetry

@@ -109,25 +109,19 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
-def mosquitto_conf(host: str, port: int, tls: Optional[dict] = None) -> str:
-    lines = [
-        "per_listener_settings false",
-        "user root",                      # stay the user that started it (keys are private to it)
-        "persistence false",
-        "log_dest stdout",
-        "log_type error",
-        "log_type warning",
-        "max_queued_messages 1000000",
-        "max_inflight_messages 0",
-        "set_tcp_nodelay true",
-        f"listener {port} {host}",
-    ]
-    if tls:
-        lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
-                  "require_certificate true", "use_identity_as_username true", "allow_anonymous false"]
-    else:
-        lines.append("allow_anonymous true")
-    return "\n".join(lines) + "\n"
+BROKER_TUNING = ("max_queued_messages 1000000", "max_inflight_messages 0")
+
+
+def mosquitto_conf(host: str, records: list[dict], certs: Optional[dict] = None) -> str:
+    """The level broker's configuration from its rendered listener and authentication records, by the lab broker's
+    own rule (`layernet.lab.aioext`): `certs` (X.509 mode) give the server certificate and the CA that every
+    trusted CA config map of the records stands for."""
+    from layernet.lab import aioext
+
+    ports = aioext.listener_ports(*aioext.from_records(records))
+    trusted = {p["trusted_ca"]: certs["ca"] for p in ports if p["auth"] == "x509"} if certs else {}
+    return aioext.mosquitto_conf(host, ports, (certs or {}).get("server_cert"), (certs or {}).get("server_key"), None,
+                                 trusted, extra=BROKER_TUNING)
 
 
 def mqtt_certs(out: Path, server_ips: list[str]) -> dict:
@@ -219,8 +213,11 @@ class LoopbackFlow:
         raise TimeoutError(f"{proc.name}: no {text!r} in {proc.log} after {timeout:.0f} s")
 
     def brokers(self) -> dict[str, tuple[str, int]]:
+        """The levels whose records open a listener (every level of the flow), at the node address."""
+        from layernet.render.telemetry import find
+
         port = self.site.telemetry.mqtt.effective_port
-        return {lv.name: (str(lv.node_ip), port) for lv in self.site.levels}
+        return {lv.name: (str(lv.node_ip), port) for lv in self.site.levels if find(self.resources[lv.name], "listeners")}
 
     def level_file(self, level: str) -> Path:
         return self.dir / "resources" / f"{level}.json"
@@ -240,10 +237,7 @@ class LoopbackFlow:
             self.certs = mqtt_certs(self.dir / "pki", sorted({h for h, _ in self.brokers().values()}))
         for level, (host, port) in sorted(self.brokers().items()):
             conf = self.dir / f"mosquitto-{level}.conf"
-            tls = None
-            if self.certs:
-                tls = {"ca": self.certs["ca"], "cert": self.certs["server_cert"], "key": self.certs["server_key"]}
-            conf.write_text(mosquitto_conf(host, port, tls))
+            conf.write_text(mosquitto_conf(host, self.resources[level], self.certs))
             self._start(f"{level}-broker", [exe, "-c", str(conf)])
         for level, (host, port) in self.brokers().items():
             wait_port(host, port)

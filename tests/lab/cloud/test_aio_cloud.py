@@ -73,8 +73,8 @@ class Cluster:
         threading.Thread(target=report, daemon=True).start()
         return "reported"
 
-    def on_listeners(self, level: str, listeners: list) -> str:
-        self.listeners[level] = listeners
+    def on_listeners(self, level: str, listeners: list, authentications: list) -> str:
+        self.listeners[level] = (listeners, authentications)
         return f"{len(listeners)} listener(s)"
 
 
@@ -110,10 +110,10 @@ def test_every_resource_is_put_through_the_sdk_then_the_second_plan_is_empty(lcl
     assert {r["state"] for r in rows if r["level"] == "site"} == {"Registered"}
     assert sorted(cluster.calls) == sorted((lv, t) for lv in ("level4", "level3", "level2")
                                            for t in aio_sdk.EXTENSIONS)
-    # the stand-in gets the listeners as ARM holds them: both, with their ports
-    ports = sorted(p["port"] for p in __import__("layernet.lab.aioext", fromlist=["x"]).listener_ports(
-        cluster.listeners["level2"]))
-    assert ports == [1883, 18883]
+    # the stand-in gets the listeners and authentications as ARM holds them: both listeners, with their ports and
+    # what authenticates their clients
+    ports = __import__("layernet.lab.aioext", fromlist=["x"]).listener_ports(*cluster.listeners["level2"])
+    assert [(p["port"], p["auth"]) for p in ports] == [(1883, "anonymous"), (18883, "unmodelled")]
 
     # what was PUT is what ARM holds: the broker sizing from the site, the role with the registry's principal
     io = arm.iotoperations()
