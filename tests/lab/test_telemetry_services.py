@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lab_services_follow_the_site():
-    site = load_site(ROOT / "params" / "lab.yaml")
+    site = load_site(ROOT / "params" / "lab.yaml", ["telemetry.mqtt.mode=anonymous"])     # the sample's hops
     svc = {s.name: s for s in services(site, Path("/r"), ca="/ca.pem", python="py")}
     assert list(svc) == ["level2/opcplc", "level4/dataflow", "level3/dataflow", "level2/dataflow", "level2/connector"]
     assert svc["level2/opcplc"].argv == ("py", "-m", "layernet.lab.opcplc", "--host", "192.168.102.10", "--port", "50000",

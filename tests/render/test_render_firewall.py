@@ -90,4 +90,4 @@ def test_allow_list_markdown(site, allowlist):
     # MQTT up to level4
     assert len(table) == 2 + 7
     assert "| 192.168.0.0/24 (admin network) | 192.168.103.10 (level3 node) | tcp | 6443 |" in md
-    assert "| 192.168.102.10 (level2 node) | 192.168.103.10 (level3 node) | tcp | 1883 |" in md
+    assert "| 192.168.102.10 (level2 node) | 192.168.103.10 (level3 node) | tcp | 8883 |" in md

@@ -51,7 +51,7 @@ def test_lab_defaults_are_the_sample():
         ("level2", "clusterl2/data/oven1", {"product": "flakes"}, "parent", "/l2in/data/oven1"),
         ("level3", "/l2in/data/oven1", {"line-config": "cereal"}, "parent", "/l3in/data/oven1"),
         ("level4", "/l3in/data/oven1", {"factory-code": "1032"}, "eventhubs", None)]
-    assert (tel.mqtt.mode, tel.mqtt.effective_port) == ("anonymous", 1883)
+    assert (tel.mqtt.mode, tel.mqtt.effective_port) == ("x509", 8883)
     assert tel.eventhubs.namespace is None and site.azure.eventhubs_namespace == "layernet-lab-ehns"
 
 

@@ -46,7 +46,7 @@ def test_topology_picture_is_valid_svg_with_every_level(site):
     assert "Internet / Azure" in text and "192.168.0.50" in text
     assert "DNS override → 192.168.104.10" in text and "DNS override → 192.168.103.10" in text
     assert text.count("Envoy: SNI allow list") == 2
-    assert "TLS 443, 8084, 9093 (SNI)" in text and "MQTT 1883" in text     # the hops come from the flows model
+    assert "TLS 443, 8084, 9093 (SNI)" in text and "MQTT 8883" in text     # the hops come from the flows model (x509)
     assert "http" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from anywhere
 
 

@@ -77,7 +77,8 @@ def test_live_state_skips_and_differences(site):
     assert not [s for s in telemetry.steps(site, state_of(site, resources)) if s.action == telemetry.START_SERVICES]
 
 
-def test_a_listener_port_already_served_by_stage_03_is_not_opened_twice(site):
+def test_a_listener_port_already_served_by_stage_03_is_not_opened_twice():
+    site = telemetry._with_subscription(load_site(ROOT / "params" / "lab.yaml", ["telemetry.mqtt.mode=anonymous"]), SUB)
     recs = telemetry.desired(site)
     lst = next(r for r in recs if r["action"] == "create broker listener" and r["level"] == "level3")
     base = lst["id"].rsplit("/", 1)[0]
@@ -112,7 +113,7 @@ def test_lab_close_is_checked_and_closes_only_when_rehearsed():
     assert 'tcp dport 9093 accept comment "jump box to Event Hubs (Kafka)"' in plain
     rehearsed = netns.router_ruleset(site, topo, rehearse=True).splitlines()
     drop = next(i for i, line in enumerate(rehearsed) if "closed: mqtt level2 -> level3" in line)
-    assert "ip saddr 192.168.102.10 ip daddr 192.168.103.10 tcp dport 1883 counter drop" in rehearsed[drop]
+    assert "ip saddr 192.168.102.10 ip daddr 192.168.103.10 tcp dport 8883 counter drop" in rehearsed[drop]
     assert drop < next(i for i, line in enumerate(rehearsed) if "ct state established" in line)
     assert netns.closed_names(site) == {"level4": ["layernet-lab-ehns.servicebus.windows.net"]}
     for bad in ('lab.close=["mqtt level2 -> level4"]', 'lab.close=["eventhubs level9"]', 'lab.close=["dns level2"]'):

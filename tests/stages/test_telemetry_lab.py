@@ -21,7 +21,7 @@ from layernet.harden.lab import beside
 from layernet.lab import kafka, netns, services
 from layernet.lab import telemetry as lab_telemetry
 from layernet.site import load_site
-from layernet.stages import aio, arc, telemetry
+from layernet.stages import aio, arc, telemetry, telemetry_objects
 from layernet.telemetry import charts
 
 from stage_lab import ROOT, lab_running
@@ -83,9 +83,14 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
     assert eh == [("level4", "create Event Hubs namespace"), ("level4", "create event hub")]
     assert ("level2", "create asset") in actions and ("level4", "assign Azure Event Hubs Data Sender") in actions
     assert ("site", telemetry.START_SERVICES) == actions[-1]
-    # stage 03's anonymous 1883 listener already serves the east-west port: no second listener on it
+    # X.509 between levels (the lab site's mode): each level's listener on 8883 with its X.509 authentication
     listeners = [s for s in p.steps if s.action == "create broker listener"]
-    assert listeners and all(s.skip and "default-insecure" in s.reason for s in listeners)
+    assert listeners and not any(s.skip for s in listeners)
+    assert {s.level for s in p.changes if s.action == "create broker authentication"} == {"level2", "level3", "level4"}
+    # this lab site has no clusters: the plan says the objects the X.509 records name cannot be read there
+    named = [s for s in p.steps if s.action in telemetry_objects.ACTIONS]
+    assert {s.action for s in named} == {"create Secret", "create ConfigMap", "create Issuer"}
+    assert all(s.skip and "lab.clusters: false" in s.reason for s in named)
     assert len(deployed["applied"]) == len(p.changes)
     assert list((deployed["run_dir"] / "telemetry" / "resources" / "level2").glob("*assets~oven1.json"))
 
@@ -119,6 +124,31 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
 
     again = telemetry.plan(site)
     assert again.empty, again.table().to_string()
+
+
+def test_a_client_without_a_certificate_is_refused_by_the_brokers_the_stage_deployed(deployed, lab):
+    from layernet.lab import aioext, commands
+    from layernet.lab.dataflow import MqttTls, connect_mqtt
+    from layernet.telemetry.verify import broker_addresses
+
+    site = lab
+    host, port = broker_addresses(site)["level3"]
+    assert port == 8883
+    # the broker's configuration came from the listener and its X.509 authentication resource
+    conf = open(aioext.status(site, "level3")["broker"]["conf"]).read().split(f"listener {port} {host}", 1)[1]
+    block = conf.split("\n\n", 1)[0].splitlines()
+    assert {"require_certificate true", "allow_anonymous false"} <= set(block)
+    for name, tls in (("tls-without-certificate", MqttTls(str(commands.ca_cert_path(site)))), ("plain", None)):
+        with pytest.raises((ConnectionError, OSError)):
+            c = connect_mqtt(host, port, f"layernet-test-{name}", tls, timeout=3)
+            c.disconnect()
+            c.loop_stop()
+    # the stage's taps present the client certificate and are let in
+    c = connect_mqtt(host, port, "layernet-test-with-certificate", telemetry.tap_tls(site), timeout=5)
+    c.disconnect()
+    c.loop_stop()
+    # stage 03's listener without authentication still takes anonymous clients, as it says
+    assert aioext.mqtt_round_trip(host, 1883)[0]
 
 
 def first_failure(out, refusal: str):
