@@ -64,9 +64,13 @@ apt:
 demo: setup
 	$(BIN)/layernet run deploy --site $(SITE)
 
+# Two passes: the tests that build no shared-address lab run on both cores (pytest-xdist, one file per worker, so a
+# module's fixtures stay in one process); the `lab` tests (namespaces on the lab's own address plan, one at a time)
+# run after them, in one process.
 test: setup
 	$(BIN)/ruff check lib tests benchmarks
-	$(BIN)/pytest -q -rs --durations=15
+	$(BIN)/pytest -q -rs --durations=10 -m "not lab" -n 2 --dist loadfile
+	$(BIN)/pytest -q -rs --durations=15 -m lab
 
 # JupyterLab on notebooks/ as one run: the notebooks opened in this session share one new run folder under runs/
 # (the audit of stage 05 then knows stage 01's probes). A lab site whose lab is not running is brought up first and

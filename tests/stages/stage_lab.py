@@ -1,6 +1,7 @@
 """Helpers for the stage tests that build a lab (a module name of its own: test folders share conftest names)."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def lab_running(site):
     from layernet.targets import lab as lab_target
 
     why = commands.missing_requirements()
+    if why and os.environ.get("LAYERNET_REQUIRE_LAB") == "1":
+        pytest.fail(f"the lab cannot run but LAYERNET_REQUIRE_LAB=1: {why}")
     if why:
         pytest.skip(why)
     with lab_target.running(site) as target:
