@@ -3,7 +3,8 @@
 No API server can run on this machine, so the kube target is tested against this small HTTP server on
 127.0.0.1. It records every request (method, path, query, content type, body) and keeps objects in a dict by
 REST path. It is not Kubernetes: apply stores the sent object (plus a few server-set fields, so tests prove
-they are ignored), a strategic-merge patch deep-merges, Deployments always report a finished rollout unless a
+they are ignored), a strategic-merge patch deep-merges, a dry-run apply (`dryRun=All`) stores nothing, a changed Deployment
+selector is refused as the API server refuses it (422, field is immutable), Deployments always report a finished rollout unless a
 test stores a different status, and a created Job gets one pod whose log comes from `on_job`.
 """
 from __future__ import annotations
@@ -113,6 +114,11 @@ class KubeApiDouble:
                 obj, created = _merge(self.objects[p], req.body), False
             else:
                 return 404, {"kind": "Status", "code": 404}
+            refused = self._immutable(p, obj)
+            if refused:
+                return 422, refused
+            if req.query.get("dryRun") == "All":      # validated and answered, nothing stored
+                return (201 if created else 200), obj
             self.store(p, obj)
             return (201 if created else 200), self.objects[p]
         if req.method == "POST":
@@ -124,6 +130,20 @@ class KubeApiDouble:
         if req.method == "DELETE":
             return (200, {"kind": "Status", "status": "Success"}) if self.objects.pop(p, None) else (404, {})
         return 405, {}
+
+    def _immutable(self, path: str, obj: dict) -> Optional[dict]:
+        """The API server's 422 for a changed Deployment selector (immutable in apps/v1), else None."""
+        old = self.objects.get(path)
+        if not old or obj.get("kind") != "Deployment":
+            return None
+        want = (obj.get("spec") or {}).get("selector")
+        if want is None or want == (old.get("spec") or {}).get("selector"):
+            return None
+        cause = {"reason": "FieldValueInvalid", "field": "spec.selector",
+                 "message": f"Invalid value: {json.dumps(want)}: field is immutable"}
+        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                "message": f"Deployment.apps {obj['metadata']['name']!r} is invalid: spec.selector: {cause['message']}",
+                "details": {"name": obj["metadata"]["name"], "group": "apps", "kind": "Deployment", "causes": [cause]}}
 
     def store(self, path: str, obj: dict) -> None:
         """Keep `obj` as the live object, with the fields a real server adds (tests prove they are ignored)."""

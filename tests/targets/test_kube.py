@@ -20,6 +20,7 @@ from layernet.targets.kube import APPLY, KubeError, KubeTarget
 LAB = Path(__file__).resolve().parents[2] / "params" / "lab.yaml"
 CTX = {f"levels.{n}.kube_context": n for n in ("level4", "level3", "level2")}
 APPLY_QUERY = {"fieldManager": "layernet", "force": "true"}
+DRY_RUN = dict(APPLY_QUERY, dryRun="All")      # the plan asks the server whether a changed object applies in place
 
 CM = "/api/v1/namespaces/layernet/configmaps/envoy-config"
 DEP = "/apis/apps/v1/namespaces/layernet/deployments/envoy"
@@ -130,9 +131,8 @@ def test_first_apply_server_side_applies_everything_and_restarts_coredns(target,
     desired.update({CM: docs[0], DEP: docs[1], SVC: docs[2]})
     desired[DNS_CM] = yaml.safe_load(arts[2].content)
     desired[DNS_SVC] = yaml.safe_load(arts[3].content)
-    expected = []
-    for p in OBJECTS:
-        expected += [("GET", p, {}), ("PATCH", p, APPLY_QUERY)]
+    expected = [("GET", p, {}) for p in OBJECTS]          # the level's live state is read before anything changes
+    expected += [("PATCH", p, APPLY_QUERY) for p in OBJECTS]
     expected += [("PATCH", COREDNS, {"fieldManager": "layernet"}), ("GET", DEP, {}), ("GET", COREDNS, {})]
     assert shorts(double) == expected
     patches = [r for r in double.requests if r.method == "PATCH"]
@@ -161,8 +161,8 @@ def test_envoy_change_patches_only_envoy_objects_and_waits_for_the_rollout(targe
     target.apply(artifacts())
     double.requests.clear()
     changes = target.apply(artifacts(config="listeners: [changed]"))
-    assert [r.short() for r in double.requests if r.method != "GET"] == [("PATCH", CM, APPLY_QUERY),
-                                                                        ("PATCH", DEP, APPLY_QUERY)]
+    assert [r.short() for r in double.requests if r.method != "GET"] == [
+        ("PATCH", CM, DRY_RUN), ("PATCH", DEP, DRY_RUN), ("PATCH", CM, APPLY_QUERY), ("PATCH", DEP, APPLY_QUERY)]
     assert double.requests[-1].short() == ("GET", DEP, {})  # the rollout wait, no CoreDNS restart
     update = [c for c in changes if c.action == "update"]
     assert [c.obj for c in update] == ["layernet/ConfigMap/envoy-config", "layernet/Deployment/envoy"]
@@ -174,7 +174,7 @@ def test_coredns_change_restarts_coredns_only(target, double):
     double.requests.clear()
     target.apply(artifacts(dns="example.server: |\n  # v2\n"))
     assert [r.short() for r in double.requests if r.method != "GET"] == [
-        ("PATCH", DNS_CM, APPLY_QUERY), ("PATCH", COREDNS, {"fieldManager": "layernet"})]
+        ("PATCH", DNS_CM, DRY_RUN), ("PATCH", DNS_CM, APPLY_QUERY), ("PATCH", COREDNS, {"fieldManager": "layernet"})]
     assert double.requests[-1].short() == ("GET", COREDNS, {})
 
 
@@ -378,4 +378,5 @@ def test_apply_refuses_when_the_live_state_moved_since_the_plan(target, double):
     before = len(double.requests)
     with pytest.raises(DriftError, match="coredns-custom: planned unchanged, now update"):
         target.apply(artifacts(config="listeners: [v2]"), plan=stale)
-    assert not [r for r in double.requests[before:] if r.method != "GET"]   # nothing was written
+    written = [r for r in double.requests[before:] if r.method != "GET" and r.query.get("dryRun") != "All"]
+    assert not written                                                    # nothing was written (dry runs store nothing)

@@ -367,17 +367,15 @@ class KubeTarget(Target):
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         status, data = api.request("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
         pods = (data.get("items") or []) if status == 200 and isinstance(data, dict) else []
-        stuck = kube_errors.not_ready(pods)
+        pod = kube_errors.lead_pod(pods)
         events: dict = {}
         tail = ""
-        if stuck:
-            pod = stuck[0]
+        if pod is not None:
             name = pod["metadata"]["name"]
             status, data = api.request("GET", f"/api/v1/namespaces/{namespace}/events",
                                        query={"fieldSelector": f"involvedObject.name={name}"})
             events[name] = (data.get("items") or []) if status == 200 and isinstance(data, dict) else []
-            restarted = [cs for cs in (pod.get("status") or {}).get("containerStatuses") or []
-                         if cs.get("restartCount") and not cs.get("ready")]
+            restarted = [cs for cs in (pod.get("status") or {}).get("containerStatuses") or [] if cs.get("restartCount")]
             if restarted:
                 status, text = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}/log", parse=False,
                                            query={"container": restarted[0]["name"], "previous": "true",
