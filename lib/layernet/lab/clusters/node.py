@@ -9,7 +9,8 @@ server's Node authorizer limits it to what a kubelet may do. It
   through the level's own DNS and proxies (so pulls are connections in the proxy logs), and a registry it cannot
   reach leaves the pod in ImagePullBackOff with the host in an event;
 - runs each container of a known image (lab/clusters/images.py) as a process in the namespace, with its
-  ConfigMap volumes written to the pod's folder; restarts it per restartPolicy (restartCount counts it); reports
+  ConfigMap volumes written to the pod's folder; restarts it per restartPolicy (restartCount counts it; between
+  restarts it waits in CrashLoopBackOff, as a kubelet reports it); reports
   pod status, exit codes and events as API objects;
 - serves the containers' logs on the node address at 10250 (HTTPS, client certificates from the lab CA), which
   is where the API server reads `kubectl logs`.
@@ -74,7 +75,8 @@ class Container:
         self.restarts, self.started_at = 0, None
         self.last: Optional[dict] = None       # lastState after a restart
         self.exit: Optional[dict] = None       # terminated state when it will not run again
-        self.next_start = 0.0
+        self.next_start = 0.0                  # when a crashed container starts again (0: not backing off)
+        self.backoff = 0.0
         self.log = pod.folder / f"{self.name}.log"
 
     def state(self) -> dict:
@@ -82,6 +84,11 @@ class Container:
             return {"running": {"startedAt": self.started_at}}
         if self.exit is not None:
             return {"terminated": self.exit}
+        if self.next_start:                    # exited, to be restarted: the kubelet's CrashLoopBackOff
+            pod = self.pod
+            return {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                f"back-off {self.backoff:g}s restarting failed container={self.name} "
+                f"pod={pod.name}_{pod.ns}({pod.uid})")}}
         if self.pod.waiting:
             return {"waiting": self.pod.waiting}
         return {"waiting": {"reason": "ContainerCreating"}}
@@ -330,7 +337,7 @@ class Agent:
                         "startedAt": c.started_at, "finishedAt": now()}
                 if pod.policy == "Always" or (pod.policy == "OnFailure" and code != 0):
                     if c.next_start == 0.0:
-                        delay = min(BACKOFF_MAX, 0.5 * 2 ** c.restarts)
+                        delay = c.backoff = min(BACKOFF_MAX, 0.5 * 2 ** c.restarts)
                         c.next_start = time.monotonic() + delay
                         c.last = {"terminated": term}
                         self.event(pod, "BackOff", f"Back-off restarting container {c.name} (exit {code})", "Warning")
