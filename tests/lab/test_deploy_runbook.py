@@ -36,6 +36,12 @@ def test_deploy_runbook_on_the_lab_twice(deploy_run):
     assert tel["applied"] == tel["planned_changes"] > 0 and tel["failed"] == []
     assert tel["messages"] > 0 and tel["delivered"] == tel["messages"] and tel["lost"] == 0
     assert 0 < tel["e2e_p50_ms"] <= tel["e2e_p99_ms"]
+    # X.509 between levels: what the records name exists in each level's cluster (the lab created it from its CA)
+    assert tel["cluster_objects"] == {f"{lv}: {kind} azure-iot-operations/{name}": "exists" for lv, kind, name in (
+        ("level4", "ConfigMap", "layernet-mqtt-ca"), ("level4", "Issuer", "layernet-mqtt-issuer"),
+        ("level3", "ConfigMap", "layernet-mqtt-ca"), ("level3", "Issuer", "layernet-mqtt-issuer"),
+        ("level3", "Secret", "layernet-mqtt-client"), ("level2", "ConfigMap", "layernet-mqtt-ca"),
+        ("level2", "Issuer", "layernet-mqtt-issuer"), ("level2", "Secret", "layernet-mqtt-client"))}
     assert "event hub layernet-lab-ehns" in (run_dir / "04-telemetry.html").read_text()
     for html in run_dir.glob("*.html"):
         assert remote_references(html.read_text()) == [], html

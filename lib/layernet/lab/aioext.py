@@ -11,7 +11,8 @@ firewall), trusting only the lab CA:
   for every extension in `extensions.json` (written by the stage when the extension's PUT is accepted):
     report Installing, pull each of the extension's images (registry /v2/, manifest, first layer: the blob
     redirect goes to the data host), retrying until `pull_deadline`;
-    report Installed, or Failed naming the image and the host that could not be reached
+    report Installed, or Failed naming the image and the host that could not be reached (cert-manager, on a lab
+    with clusters: once its CRD for Issuers is applied to the level's API and Established)
     (POST https://<region>.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus)
   once microsoft.iotoperations is installed and `listeners.json` (the broker's listener and authentication
   resources read back from ARM) exists: run a real mosquitto bound to the level's node address, one listener per
@@ -45,6 +46,15 @@ from pathlib import Path
 from typing import Optional
 
 CONFIG_FILE = "aio-extension-config.json"
+CERT_MANAGER_TYPES = ("microsoft.certmanagement", "microsoft.iotoperations.platform")   # the releases' cert-manager
+CERT_MANAGER_CRDS = [{   # what the lab's listener certificates need of cert-manager: its Issuer kind
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "issuers.cert-manager.io"},
+    "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+             "names": {"kind": "Issuer", "listKind": "IssuerList", "plural": "issuers", "singular": "issuer"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}]
 STATUS_FILE = "aio-extension.json"
 EXTENSIONS_FILE = "aio-extensions.json"
 LISTENERS_FILE = "aio-listeners.json"
@@ -244,6 +254,11 @@ class Extension:
         else:
             st["state"], st["message"] = "Installed", f"{len(st['images'])} image(s) pulled"
             self.status["blocked_on"] = None
+            if ext["type"] in CERT_MANAGER_TYPES and self.cfg.get("kube"):
+                try:
+                    st["message"] += "; " + self.apply_crds(CERT_MANAGER_CRDS)
+                except Exception as exc:  # noqa: BLE001 - the install fails, and says why
+                    st["state"], st["message"] = "Failed", f"cert-manager's CRDs could not be applied: {_describe(exc)}"
         self.status["phase"] = "installed" if st["state"] == "Installed" else "failed"
         self.save()
         err = self.report(ext, st["state"], st["message"], st["images"])
@@ -274,6 +289,30 @@ class Extension:
                 self.broker.kill()
                 self.broker.wait(3)
         self.broker = None
+
+    def apply_crds(self, crds: list[dict], timeout: float = 15.0) -> str:
+        """Server-side apply the extension's CustomResourceDefinitions to the level's API and wait until each is
+        Established (what the extension's Helm chart does on a plant)."""
+        kube = self.cfg["kube"]
+        base = kube["server"] + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+        for crd in crds:
+            r = self.http.patch(base + crd["metadata"]["name"], data=json.dumps(crd), cert=(kube["cert"], kube["key"]),
+                                params={"fieldManager": "cert-manager", "force": "true"},
+                                headers={"Content-Type": "application/apply-patch+yaml"}, timeout=self.cfg["call_timeout"])
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"CRD {crd['metadata']['name']}: HTTP {r.status_code} {r.text[:200]}")
+        end = time.monotonic() + timeout
+        for crd in crds:
+            while True:
+                got = self.http.get(base + crd["metadata"]["name"], cert=(kube["cert"], kube["key"]),
+                                    timeout=self.cfg["call_timeout"]).json()
+                if any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (got.get("status") or {}).get("conditions") or []):
+                    break
+                if time.monotonic() > end:
+                    raise RuntimeError(f"CRD {crd['metadata']['name']} not Established after {timeout:g} s")
+                time.sleep(0.2)
+        return f"CRDs {', '.join(c['metadata']['name'] for c in crds)} established"
 
     def trusted_ca(self, name: str) -> str:
         """The PEM text of the ConfigMap `name` in the AIO namespace of the level's cluster (every value, as the

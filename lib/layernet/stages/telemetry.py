@@ -916,6 +916,7 @@ def results(plan: Plan, applied: list[dict], out: dict) -> dict:
             "e2e_p50_ms": s.get("e2e_p50_ms"), "e2e_p99_ms": s.get("e2e_p99_ms"),
             "judged_per_dataset": {r["check"].removeprefix("messages judged "): int(r["observed"].split()[0])
                                    for r in rows if r["check"].startswith("messages judged ")},
+            "cluster_objects": {f"{r['level']}: {r['check']}": r["observed"] for r in rows if r["expected"] == "exists"},
             "failed": [f"{r['level']}: {r['check']} {r['observed']}" for r in rows if not r["ok"]]}
 
 
