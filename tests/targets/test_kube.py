@@ -380,3 +380,21 @@ def test_apply_refuses_when_the_live_state_moved_since_the_plan(target, double):
         target.apply(artifacts(config="listeners: [v2]"), plan=stale)
     written = [r for r in double.requests[before:] if r.method != "GET" and r.query.get("dryRun") != "All"]
     assert not written                                                    # nothing was written (dry runs store nothing)
+
+
+def test_a_changed_selector_is_planned_as_replace_and_applied_as_delete_wait_create(target, double):
+    target.apply(artifacts())
+    docs = envoy_docs()
+    docs[1]["spec"]["selector"]["matchLabels"] = docs[1]["spec"]["template"]["metadata"]["labels"] = {"app": "envoy-2"}
+    arts = artifacts()
+    arts[1] = Artifact("level3", "envoy-manifests.yaml", "kube", yaml.safe_dump_all(docs))
+    planned = {c.obj: c for c in target.plan(arts)}
+    assert planned["layernet/Deployment/envoy"].action == "replace"
+    assert planned["layernet/Deployment/envoy"].diff.startswith("# replace: spec.selector cannot change in place")
+    double.requests.clear()
+    target.apply(arts, plan=list(planned.values()))
+    assert [r.short() for r in double.requests if r.method != "GET" or r.path == DEP] == [
+        ("GET", DEP, {}), ("PATCH", DEP, DRY_RUN),                         # the plan apply checks against
+        ("DELETE", DEP, {"propagationPolicy": "Foreground"}), ("GET", DEP, {}),   # gone?
+        ("PATCH", DEP, APPLY_QUERY), ("GET", DEP, {})]                     # create; the rollout wait
+    assert double.objects[DEP]["spec"]["selector"] == {"matchLabels": {"app": "envoy-2"}}

@@ -192,9 +192,11 @@ class KubeTarget(Target):
     def __init__(self, site, clients: Optional[dict] = None, configuration=None, namespace: str = "layernet",
                  probe_image: Optional[str] = None, envoy_deployment: str = "layernet-envoy",
                  rollout_timeout: float = 300.0, job_timeout: float = 180.0, poll_interval: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, contexts: Optional[dict] = None):
         """`clients` maps level name -> kubernetes ApiClient; `configuration` (a kubernetes Configuration)
-        is used for every level instead of the kubeconfig contexts (tests point it at a test double)."""
+        is used for every level instead of the kubeconfig contexts (tests point it at a test double); `contexts`
+        maps level name -> the kubeconfig context the messages' kubectl hints name (default: the level's
+        kube_context)."""
         self.site = site
         self.namespace, self.envoy_deployment = namespace, envoy_deployment
         # the site's images.probe (checked against the allow list by validation) unless given here
@@ -203,6 +205,7 @@ class KubeTarget(Target):
         self.sleep = sleep
         self._clients = dict(clients or {})
         self._configuration = configuration
+        self._contexts = dict(contexts or {})
 
     # -- clients
     def api(self, level: str) -> Api:
@@ -228,7 +231,7 @@ class KubeTarget(Target):
         return f"{level}: {object_id(obj)}"
 
     def _context(self, level: str) -> str:
-        return self.site.level(level).kube_context or level
+        return self._contexts.get(level) or self.site.level(level).kube_context or level
 
     def _live(self, api: Api, level: str, obj: dict) -> Optional[dict]:
         """The live object (None: absent). A 404 that is not a Kubernetes Status is the API server saying it does
@@ -252,6 +255,8 @@ class KubeTarget(Target):
         status, data = api.request("PATCH", object_path(obj), body=obj, content_type=APPLY,
                                    query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"})
         if status in (200, 201):
+            return ""
+        if status == 403:  # a user who may read but not write plans an update; apply (a writer) asks again
             return ""
         fields = kube_errors.immutable_fields(data)
         if fields:
