@@ -93,3 +93,16 @@ def test_desired_resources_in_waves_with_one_shared_account():
     assert w["create container"] < w["assign Storage Blob Data Contributor"]
     assert w["init: extension microsoft.certmanagement"] < w["create: extension microsoft.iotoperations"] \
         < w["create: custom location"] < w["create: instance"] < w["create: broker"] < w["create: broker listener"]
+
+
+def test_stage_03_probes_the_ports_its_listener_resources_give_the_broker():
+    from layernet.azure import aio as az_aio
+    from layernet.stages import aio
+
+    site = x509_site()
+    probed = aio.broker_listeners(site)
+    auths = [{"name": "default", "properties": {"authenticationMethods": [{"method": "ServiceAccountToken"}]}}]
+    for r in az_aio.levels(site):
+        res = [{"name": n, "properties": az_aio.LISTENERS[n]} for n in az_aio.listener_names(r)]
+        configured = [(p["name"], p["port"], p["tls"]) for p in aioext.listener_ports(res, auths)]
+        assert sorted(probed[r.level]) == sorted(configured) == [("default", 18883, True), ("default-insecure", 1883, False)]

@@ -27,6 +27,7 @@ from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import StageFailed
+from layernet.site.aio import AIO_NAMESPACE
 from layernet.stages.base import Step, evidence
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -36,6 +37,28 @@ INSTANCE_EXTENSION = "microsoft.iotoperations"
 BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
                "china": "blob.core.chinacloudapi.cn"}
 PRINCIPAL_PLACEHOLDER = "<principal id of schema registry {name}>"
+
+
+LISTENERS = {    # listener name -> body properties (the release template's default and az's --add-insecure-listener)
+    "default": {"serviceName": "aio-broker", "serviceType": "ClusterIp",
+                "ports": [{"port": 18883, "authenticationRef": "default",
+                           "tls": {"mode": "Automatic", "certManagerCertificateSpec": {
+                               "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer",
+                                             "name": "azure-iot-operations-aio-certificate-issuer"}}}}]},
+    "default-insecure": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
+                         "ports": [{"port": 1883}]},
+}
+
+
+def listener_names(r) -> list[str]:
+    """The broker listeners stage 03 gives a level: the release's default (TLS, 18883) and, where
+    aio.levels.<level>.listener is insecure-1883, az's --add-insecure-listener (1883, no authentication)."""
+    return ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
+
+
+def listener_ports(r) -> list[tuple[str, int, bool]]:
+    """(listener, port, tls) of every port of the level's stage 03 listeners (from LISTENERS)."""
+    return [(name, p["port"], bool(p.get("tls"))) for name in listener_names(r) for p in LISTENERS[name]["ports"]]
 
 
 # ----------------------------------------------------------------------------------------------- desired
@@ -404,8 +427,8 @@ def listener_template(site, r) -> dict:
                 "type": "Microsoft.IoTOperations/instances/brokers/listeners", "apiVersion": LISTENER_API,
                 "name": f"{r.instance}/default/default-insecure",
                 "extendedLocation": {"name": ids(site, r)["custom_location"], "type": "CustomLocation"},
-                "properties": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
-                               "ports": [{"port": 1883, "protocol": "Mqtt"}]}}]}
+                "properties": {**LISTENERS["default-insecure"], "ports": [
+                    {**p, "protocol": "Mqtt"} for p in LISTENERS["default-insecure"]["ports"]]}}]}
 
 
 def candidate_parameters(site, r, kind: str) -> dict:
@@ -722,8 +745,7 @@ def read_level(site, arm_clients: tuple, r, enablement: Optional[tuple] = None) 
 
     get("instance", f"instances/{r.instance}", io.instance.get, rg, r.instance)
     get("broker", f"instances/{r.instance}/brokers/default", io.broker.get, rg, r.instance, "default")
-    listeners = ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
-    for name in listeners:
+    for name in listener_names(r):
         get(f"listener {name}", f"brokers/default/listeners/{name}", io.broker_listener.get, rg, r.instance,
             "default", name)
     get("dataflow profile", f"instances/{r.instance}/dataflowProfiles/default", io.dataflow_profile.get, rg,
@@ -778,7 +800,6 @@ def verify_aio(site, arm: Arm, refused: Optional[dict[str, list[str]]] = None, t
 
 
 # ----------------------------------------------------------------------------------------------- in the cluster
-AIO_NAMESPACE = "azure-iot-operations"
 
 
 def kube_rows(site, api_for: Callable[[str], Any], refused: Optional[dict[str, list[str]]] = None) -> list[dict]:
@@ -810,9 +831,9 @@ def kube_rows(site, api_for: Callable[[str], Any], refused: Optional[dict[str, l
                              bool(pods) and not bad,
                              ("no pods in namespace " + AIO_NAMESPACE if not pods else "not Ready: " + "; ".join(bad[:5]))
                              + tail))
-        wanted = [("aio-broker", 18883, None)]
-        if r.listener == "insecure-1883":
-            wanted.append(("aio-broker-insecure", 1883, "LoadBalancer"))
+        wanted = [(LISTENERS[n]["serviceName"], p["port"],
+                   "LoadBalancer" if LISTENERS[n]["serviceType"] == "LoadBalancer" else None)
+                  for n in listener_names(r) for p in LISTENERS[n]["ports"]]
         for svc_name, port, kind in wanted:
             svc = api.get(f"/api/v1/namespaces/{AIO_NAMESPACE}/services/{svc_name}")
             if svc is None:

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from layernet.azure.aio import INSTANCE_EXTENSION, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, levels
+from layernet.azure.aio import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, \
+    levels, listener_names
+from layernet.site.aio import AIO_NAMESPACE
 from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.stages.base import Step
@@ -43,7 +45,6 @@ from layernet.stages.base import Step
 STORAGE_API = api_version("Microsoft.Storage/storageAccounts")        # the one table (layernet.apiversions)
 ROLE_API = api_version("Microsoft.Authorization/roleAssignments")
 CUSTOM_LOCATION_API = api_version("Microsoft.ExtendedLocation/customLocations")
-AIO_NAMESPACE = "azure-iot-operations"
 EXTENSIONS = {   # extension type -> (extension name, release namespace); the AIO extension's name gets a suffix
     "microsoft.certmanagement": ("cert-manager", "cert-manager"),
     "microsoft.azure.secretstore": ("azure-secret-store", "azure-secret-store"),
@@ -67,15 +68,6 @@ def extension_name(ext_type: str, cluster_id: str) -> str:
         return base
     digest = hashlib.sha256(cluster_id.lower().encode()).digest()
     return f"{base}-{base64.b32encode(digest).decode().lower()[:5]}"
-LISTENERS = {    # listener name -> body properties (the release template's default and az's --add-insecure-listener)
-    "default": {"serviceName": "aio-broker", "serviceType": "ClusterIp",
-                "ports": [{"port": 18883, "authenticationRef": "default",
-                           "tls": {"mode": "Automatic", "certManagerCertificateSpec": {
-                               "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer",
-                                             "name": "azure-iot-operations-aio-certificate-issuer"}}}}]},
-    "default-insecure": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
-                         "ports": [{"port": 1883}]},
-}
 PROVIDERS = ("Microsoft.Storage", "Microsoft.DeviceRegistry", "Microsoft.KubernetesConfiguration",
              "Microsoft.ExtendedLocation", "Microsoft.IoTOperations")
 ROLE_NAMESPACE = uuid.UUID("7c3b5f2e-4a51-4d8e-9c0d-6c61626e6574")
@@ -209,8 +201,7 @@ def _desired(site, sub: str, existing: dict) -> list[Resource]:
                                     "method": "ServiceAccountToken",
                                     "serviceAccountTokenSettings": {"audiences": ["aio-internal"]}}]}},
                             args=(r.instance, "default", "default")))
-        names = ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
-        for lname in names:
+        for lname in listener_names(r):
             out.append(Resource(L, "create: broker listener", f"{r.instance}/default/{lname}",
                                 f"{inst_id}/brokers/default/listeners/{lname}", "listener",
                                 {"extendedLocation": ext_loc, "properties": LISTENERS[lname]},
@@ -222,7 +213,7 @@ def _desired(site, sub: str, existing: dict) -> list[Resource]:
                             f"{inst_id}/dataflowEndpoints/default", "dataflow endpoint", {
                                 "extendedLocation": ext_loc,
                                 "properties": {"endpointType": "Mqtt", "mqttSettings": {
-                                    "host": f"aio-broker.{AIO_NAMESPACE}:18883",
+                                    "host": f"aio-broker.{AIO_NAMESPACE}:{LISTENERS['default']['ports'][0]['port']}",
                                     "authentication": {"method": "ServiceAccountToken",
                                                        "serviceAccountTokenSettings": {"audience": "aio-internal"}},
                                     "tls": {"mode": "Enabled",

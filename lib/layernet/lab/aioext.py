@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from layernet.site.aio import AIO_NAMESPACE     # where the AIO operator reads the ConfigMaps the resources name
+
 CONFIG_FILE = "aio-extension-config.json"
 CERT_MANAGER_TYPES = ("microsoft.certmanagement", "microsoft.iotoperations.platform")   # the releases' cert-manager
 CERT_MANAGER_CRDS = [{   # what the lab's listener certificates need of cert-manager: its Issuer kind
@@ -59,7 +61,6 @@ STATUS_FILE = "aio-extension.json"
 EXTENSIONS_FILE = "aio-extensions.json"
 LISTENERS_FILE = "aio-listeners.json"
 BROKER_CONF = "aio-mosquitto.conf"
-AIO_NAMESPACE = "azure-iot-operations"    # where the AIO operator reads the ConfigMaps the resources name
 IOT_OPERATIONS = "microsoft.iotoperations"
 IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pinned tags)
     "microsoft.certmanagement": ["azureiotoperations/cert-manager-controller:1.16.5",
@@ -79,7 +80,7 @@ def config(site, level: str, cluster_id: str, ca_dir: Path, state_dir: Path, pul
 
         d = controlplane.cluster_dir(site, level) / "pki"
         kube = {"server": controlplane.api_url(site, level), "cert": str(d / "admin.crt"), "key": str(d / "admin.key")}
-    return {"level": level, "kube": kube, "namespace": AIO_NAMESPACE, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
+    return {"level": level, "kube": kube, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
             "ca_dir": str(ca_dir), "ca_file": str(Path(ca_dir) / "ca.crt"), "state_dir": str(state_dir),
             "status": str(state_dir / STATUS_FILE), "extensions": str(state_dir / EXTENSIONS_FILE),
             "listeners": str(state_dir / LISTENERS_FILE), "pull_deadline": pull_deadline,
@@ -320,10 +321,10 @@ class Extension:
         kube = self.cfg.get("kube")
         if not kube:
             return Path(self.cfg["ca_file"]).read_text()
-        path = f"/api/v1/namespaces/{self.cfg.get('namespace', AIO_NAMESPACE)}/configmaps/{name}"
+        path = f"/api/v1/namespaces/{AIO_NAMESPACE}/configmaps/{name}"
         r = self.http.get(kube["server"] + path, cert=(kube["cert"], kube["key"]), timeout=self.cfg["call_timeout"])
         if r.status_code == 404:
-            raise LookupError(f"the trusted CA config map {self.cfg.get('namespace', AIO_NAMESPACE)}/{name} does not "
+            raise LookupError(f"the trusted CA config map {AIO_NAMESPACE}/{name} does not "
                               f"exist in {self.cfg['level']}'s cluster")
         r.raise_for_status()
         pem = "".join(v for v in (r.json().get("data") or {}).values() if "BEGIN CERTIFICATE" in v)

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from layernet.site import names
 from layernet.site.base import Strict
 
+AIO_NAMESPACE = "azure-iot-operations"      # where AIO runs in a cluster (the objects its resources name live there)
 TEMPLATE_URL = "https://github.com/Azure/azure-iot-operations/releases/download/{tag}/azure-iot-operations-{kind}.json"
 _CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", re.ASCII)
 _SHA = re.compile(r"[0-9a-f]{64}", re.ASCII)

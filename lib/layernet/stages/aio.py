@@ -213,13 +213,8 @@ def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict
 
 
 def broker_listeners(site) -> dict[str, list[tuple[str, int, bool]]]:
-    """{level: [(listener, port, tls)]} the site asks for: the default TLS listener (18883), and the insecure one
-    (1883, anonymous) where aio.levels.<level>.listener is insecure-1883."""
-    out = {}
-    for r in az_aio.levels(site):
-        out[r.level] = [("default", 18883, True)] + ([("default-insecure", 1883, False)]
-                                                      if r.listener == "insecure-1883" else [])
-    return out
+    """{level: [(listener, port, tls)]} the site asks for (`azure.aio.listener_ports`)."""
+    return {r.level: az_aio.listener_ports(r) for r in az_aio.levels(site)}
 
 
 def check(site, since=None, dry_run: bool = False) -> list[dict]:

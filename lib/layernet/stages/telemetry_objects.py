@@ -55,7 +55,7 @@ class Ref:
 
 def references(site) -> list[Ref]:
     """Every object the level's X.509 records name, per level (egress first); none in anonymous mode."""
-    from layernet.azure.aio_sdk import AIO_NAMESPACE
+    from layernet.site.aio import AIO_NAMESPACE
     from layernet.render.telemetry import render, x509_references
 
     if not site.telemetry.mqtt.tls:
