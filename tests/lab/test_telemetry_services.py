@@ -43,3 +43,19 @@ def test_verify_command_names_a_bad_broker_argument():
     assert proc.returncode == 2
     assert "level9=1.2.3.4:1883" in proc.stderr and "LEVEL=HOST:PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_verify_command_in_x509_mode_needs_the_taps_client_certificate(tmp_path):
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "layernet.telemetry.verify", "--site", "params/lab.yaml", *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    proc = run("--mqtt-ca", str(tmp_path / "absent.pem"))               # the lab site uses x509
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--mqtt-cert, --mqtt-key missing" in proc.stderr and "telemetry.mqtt.mode is x509" in proc.stderr
+    for name in ("ca.pem", "c.crt"):
+        (tmp_path / name).write_text("x")
+    proc = run("--mqtt-ca", str(tmp_path / "ca.pem"), "--mqtt-cert", str(tmp_path / "c.crt"), "--mqtt-key", "/nope.key")
+    assert proc.returncode == 2 and "no such file: --mqtt-key '/nope.key'" in proc.stderr
+    proc = run("-p", "telemetry.mqtt.mode=anonymous", "--mqtt-cert", str(tmp_path / "c.crt"))
+    assert proc.returncode == 2 and "--mqtt-cert: the site's telemetry.mqtt.mode is anonymous" in proc.stderr

@@ -468,8 +468,9 @@ def verify(site: Site, seconds: float = 10.0, brokers: Optional[dict[str, tuple[
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """python -m layernet.telemetry.verify --site FILE [-p K=V] [--seconds N] [--kafka-ca PEM] [--broker L=H:P]:
-    one verification window as JSON (analysis and evidence). With --kafka-ca the hub is read too, with the
+    """python -m layernet.telemetry.verify --site FILE [-p K=V] [--seconds N] [--kafka-ca PEM] [--broker L=H:P]
+    [--mqtt-ca PEM --mqtt-cert CRT --mqtt-key KEY]: one verification window as JSON (analysis and evidence). In
+    X.509 mode (telemetry.mqtt.mode: x509) the taps connect with TLS and the client certificate given. With --kafka-ca the hub is read too, with the
     connection string from the site's connection_string_env variable when set, else an Entra token (OAUTHBEARER).
     Run it where the brokers and the Event Hubs name are reachable (in the lab: ip netns exec <jump box ns> ...)."""
     import argparse
@@ -487,6 +488,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--eventhubs", action="store_true", help="read the hub (with the system CA unless --kafka-ca)")
     ap.add_argument("--broker", action="append", default=[], help="LEVEL=HOST:PORT instead of the node address")
     ap.add_argument("--p99-ms", type=float)
+    ap.add_argument("--mqtt-ca", help="x509 mode: the CA of the brokers' certificates (the trusted CA config map's)")
+    ap.add_argument("--mqtt-cert", help="x509 mode: the taps' client certificate (the client certificate secret's)")
+    ap.add_argument("--mqtt-key", help="x509 mode: its key")
     args = ap.parse_args(argv)
     try:
         site = load_site(args.site, args.overrides)
@@ -502,12 +506,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                   file=sys.stderr)
             return 2
         brokers[level] = (host, int(port))
+    tls = {"--mqtt-ca": args.mqtt_ca, "--mqtt-cert": args.mqtt_cert, "--mqtt-key": args.mqtt_key}
+    mqtt_tls = None
+    if site.telemetry.mqtt.tls:
+        missing = [flag for flag, value in tls.items() if not value]
+        absent = [f"{flag} {value[:80]!r}" for flag, value in tls.items() if value and not os.path.isfile(value)]
+        if missing or absent:
+            why = f"{', '.join(missing)} missing" if missing else f"no such file: {', '.join(absent)}"
+            print(f"error: {why}: the site's telemetry.mqtt.mode is x509, so the taps need TLS and a client certificate "
+                  "the brokers trust: --mqtt-ca CA.pem --mqtt-cert CLIENT.crt --mqtt-key CLIENT.key", file=sys.stderr)
+            return 2
+        from layernet.lab.dataflow import MqttTls
+
+        mqtt_tls = MqttTls(args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
+    elif any(tls.values()):
+        print(f"error: {', '.join(f for f, v in tls.items() if v)}: the site's telemetry.mqtt.mode is anonymous (no TLS "
+              f"on port {site.telemetry.mqtt.effective_port}); remove them or use -p telemetry.mqtt.mode=x509",
+              file=sys.stderr)
+        return 2
     kconf = None
     if args.kafka_ca or args.eventhubs:
         cs = os.environ.get(site.telemetry.eventhubs.connection_string_env) or None
         kconf = kafka_consumer_config(site, connection_string=cs, ca=args.kafka_ca, group="layernet-verify")
     try:
-        out = verify(site, args.seconds, brokers=brokers, kafka_conf=kconf, p99_limit_ms=args.p99_ms)
+        out = verify(site, args.seconds, brokers=brokers, kafka_conf=kconf, mqtt_tls=mqtt_tls, p99_limit_ms=args.p99_ms)
     except (ConnectionError, OSError, TimeoutError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
