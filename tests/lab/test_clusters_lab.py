@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -31,7 +32,9 @@ def lab(lab_session):
 @pytest.fixture(scope="module")
 def kube(lab_site, lab_session):
     clients = {lv.name: kubeconfig.client(lab_site, lv.name) for lv in lab_site.levels}
-    return KubeTarget(lab_site, clients=clients, poll_interval=0.2, job_timeout=60, rollout_timeout=60)
+    contexts = {lv.name: kubeconfig.context_name(lab_site, lv.name) for lv in lab_site.levels}
+    return KubeTarget(lab_site, clients=clients, poll_interval=0.2, job_timeout=60, rollout_timeout=60,
+                      contexts=contexts)
 
 
 def wait(predicate, timeout=30.0, every=0.2):
@@ -152,7 +155,10 @@ def test_an_apply_the_api_server_refuses_names_the_field(site, kube):
            "    spec: {containers: [{name: main, image: mcr.microsoft.com/azurelinux/base/python:3.12}]}\n")
     with pytest.raises(KubeError) as err:
         kube.apply([Art("level4", "envoy-manifests.yaml", bad)])
-    assert "spec.template.metadata.labels" in str(err.value) and "422" in str(err.value)
+    text = str(err.value)
+    assert text.startswith("level4: layernet/Deployment/broken: the API server refused PATCH (server-side apply) "
+                           "(HTTP 422 Invalid): spec.template.metadata.labels: "), text
+    assert text.endswith("fix these fields in the rendered manifest (or the site), then plan again")
 
 
 def test_rbac_forbidden_names_the_verb_the_resource_and_the_namespace(site, kube, tmp_path):
@@ -173,3 +179,153 @@ def test_rbac_forbidden_names_the_verb_the_resource_and_the_namespace(site, kube
     text = str(err.value)
     assert "403" in text and '"plant-viewer" cannot create resource "configmaps"' in text and "kube-system" in text
     assert d.exists()
+
+    # the same user with the cluster's `view` role in default: the kube target plans (reading is allowed; the dry
+    # run that looks for immutable fields is not, so the change stays an update) and apply names what is missing
+    admin = kube.api("level3")
+    cm_path = "/api/v1/namespaces/default/configmaps/viewer-demo"
+    rb_path = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/plant-viewer-view"
+    admin.call("POST", "/api/v1/namespaces/default/configmaps", body={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "viewer-demo"}, "data": {"v": "1"}})
+    admin.call("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "plant-viewer-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "plant-viewer"}]})
+    try:
+        assert wait(lambda: limited.request("GET", cm_path)[0] == 200, timeout=10)
+        as_viewer = KubeTarget(site, clients={"level3": limited.client}, contexts=kube._contexts, poll_interval=0.2)
+        arts = [Art("level3", "envoy-manifests.yaml", _docs(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "viewer-demo", "namespace": "default"},
+             "data": {"v": "2"}}))]
+        planned = as_viewer.plan(arts)
+        assert [(c.obj, c.action) for c in planned] == [("default/ConfigMap/viewer-demo", "update")]
+        with pytest.raises(KubeError) as err:
+            as_viewer.apply(arts, plan=planned)
+        text = str(err.value)
+        assert text.startswith("level3: default/ConfigMap/viewer-demo: forbidden (HTTP 403): "), text
+        assert 'User "plant-viewer" cannot patch resource "configmaps"' in text and 'namespace "default"' in text
+        assert "the kubeconfig's user for context aio-l3 needs that permission" in text
+        assert admin.get(cm_path)["data"] == {"v": "1"}
+    finally:
+        admin.request("DELETE", rb_path)
+        admin.request("DELETE", cm_path)
+
+
+def _docs(*docs: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(list(docs), sort_keys=False)
+
+
+def test_a_missing_namespace_is_created_first_and_a_kind_without_its_crd_is_named(site, kube):
+    """A manifest in a namespace the cluster does not have: the plan creates the namespace first and apply does it.
+    A kind whose CRD is not installed (AIO's Broker on a cluster without AIO): the stage's plan fails with the
+    kind, its apiVersion and the fix, before anything changes, and a notebook shows the message, not a traceback."""
+    from layernet.stages import infrastructure as infra
+
+    api = kube.api("level2")
+    assert api.get("/api/v1/namespaces/plant-extra") is None
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "plant-extra"},
+          "data": {"mode": "plant"}}
+    arts = [Art("level2", "envoy-manifests.yaml", _docs(cm))]
+    try:
+        assert [(c.obj, c.action) for c in infra.plan(kube, arts)] == [
+            ("Namespace/plant-extra", "create"), ("plant-extra/ConfigMap/settings", "create")]
+        infra.apply(kube, arts, dry_run=False, planned=infra.plan(kube, arts))
+        assert api.get("/api/v1/namespaces/plant-extra")["status"]["phase"] == "Active"
+        assert api.get("/api/v1/namespaces/plant-extra/configmaps/settings")["data"] == {"mode": "plant"}
+
+        broker = {"apiVersion": "mqttbroker.iot.azure.com/v1", "kind": "Broker",
+                  "metadata": {"name": "default", "namespace": "plant-extra"}, "spec": {"memoryProfile": "Low"}}
+        with pytest.raises(KubeError) as err:
+            infra.plan(kube, [Art("level2", "envoy-manifests.yaml", _docs(cm, broker))])
+        text = str(err.value)
+        assert text.startswith("level2: plant-extra/Broker/default: kind Broker (apiVersion mqttbroker.iot.azure.com/v1) "
+                               "is not installed"), text
+        assert "install Azure IoT Operations on this cluster first" in text and "404" not in text
+        assert "(check: kubectl --context aio-l2 api-resources --api-group=mqttbroker.iot.azure.com)" in text
+        assert err.value._render_traceback_() == [f"KubeError: {text}"]     # what the stage's notebook shows
+    finally:
+        api.request("DELETE", "/api/v1/namespaces/plant-extra")
+
+
+def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, kube):
+    """A Deployment's selector, a Service's clusterIP and a Job's template cannot change in place: the plan says
+    `replace` naming the field (the API server's dry run says so), apply deletes each (the old pods go first), waits,
+    and creates it again; the next plan is empty."""
+    api = kube.api("level4")
+    image = "mcr.microsoft.com/azurelinux/base/python:3.12"
+
+    def objects(version: str, cluster_ip: str, code: str) -> list:
+        labels = {"app": f"mover-{version}"}
+        return [Art("level4", "envoy-manifests.yaml", _docs(
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mover", "namespace": "replace-demo"},
+             "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+                 "containers": [{"name": "main", "image": image,
+                                 "command": ["python3", "-c", "import time; time.sleep(3600)"]}]}}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mover", "namespace": "replace-demo"},
+             "spec": {"clusterIP": cluster_ip, "selector": labels, "ports": [{"port": 8080}]}},
+            {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": "replace-demo"},
+             "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{
+                 "name": "main", "image": image, "command": ["python3", "-c", code]}]}}}}))]
+
+    dep_path = "/apis/apps/v1/namespaces/replace-demo/deployments/mover"
+    try:
+        kube.apply(objects("v1", "10.43.200.10", "pass"))
+        old_uid = api.get(dep_path)["metadata"]["uid"]
+        arts = objects("v2", "10.43.200.11", "print('v2')")
+        planned = {c.obj: c for c in kube.plan(arts)}
+        assert {k: c.action for k, c in planned.items()} == {
+            "Namespace/replace-demo": "unchanged", "replace-demo/Deployment/mover": "replace",
+            "replace-demo/Service/mover": "replace", "replace-demo/Job/once": "replace"}
+        assert planned["replace-demo/Deployment/mover"].diff.startswith("# replace: spec.selector cannot change in place")
+        assert planned["replace-demo/Service/mover"].diff.startswith("# replace: spec.clusterIPs[0] cannot change")
+        assert planned["replace-demo/Job/once"].diff.startswith("# replace: spec.template cannot change")
+        assert "+      app: mover-v2" in planned["replace-demo/Deployment/mover"].diff
+
+        applied = kube.apply(arts, plan=list(planned.values()))
+        assert [c.action for c in applied] == ["unchanged", "replace", "replace", "replace"]
+        dep = api.get(dep_path)
+        assert dep["metadata"]["uid"] != old_uid and dep["spec"]["selector"]["matchLabels"] == {"app": "mover-v2"}
+        old_pods = api.call("GET", "/api/v1/namespaces/replace-demo/pods", query={"labelSelector": "app=mover-v1"})
+        assert old_pods["items"] == []
+        assert api.get("/api/v1/namespaces/replace-demo/services/mover")["spec"]["clusterIP"] == "10.43.200.11"
+        assert {c.action for c in kube.plan(arts)} == {"unchanged"}
+    finally:
+        api.request("DELETE", "/api/v1/namespaces/replace-demo")
+
+
+def test_a_rollout_that_never_becomes_ready_names_the_pod_its_state_and_its_event(site, kube):
+    """A Deployment whose container keeps exiting: the wait ends at its timeout with the pod, CrashLoopBackOff and
+    the restart count, the latest event, the container's last log line and how to read more."""
+    api = kube.api("level3")
+    crasher = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "crasher", "namespace": "default"},
+               "spec": {"minReadySeconds": 5, "selector": {"matchLabels": {"app": "crasher"}},
+                        "template": {"metadata": {"labels": {"app": "crasher"}}, "spec": {"containers": [{
+                            "name": "main", "image": "mcr.microsoft.com/azurelinux/base/python:3.12",
+                            "command": ["python3", "-c", "import sys; print('missing setting: broker.host'); "
+                                                         "sys.exit(3)"]}]}}}}
+    short = KubeTarget(site, clients=kube._clients, poll_interval=0.2, rollout_timeout=8, contexts=kube._contexts)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KubeError) as err:
+            short.apply([Art("level3", "envoy-manifests.yaml", _docs(crasher))])
+        took = time.monotonic() - started
+        text = str(err.value)
+        pod = api.call("GET", "/api/v1/namespaces/default/pods", query={"labelSelector": "app=crasher"})["items"][0]
+        assert took < 8 + 4, took
+        assert text.startswith("level3: deployment default/crasher not rolled out after 8s"), text
+        # between restarts the container waits in CrashLoopBackOff; it is Running only for the instant it runs
+        name = pod["metadata"]["name"]
+        state = re.search(rf"pod default/{name} is not ready: container main (.*?), restartCount (\d+), "
+                          r"last exit code 3;", text)
+        assert state, text
+        assert state[1] == "running" or state[1].startswith(
+            "CrashLoopBackOff (back-off ") and f"s restarting failed container=main pod={name}_default(" in state[1], state[1]
+        assert int(state[2]) >= 1
+        assert "latest event: BackOff: Back-off restarting container main (exit 3)" in text
+        assert "its log ends with: missing setting: broker.host" in text
+        assert f"read why with kubectl --context aio-l3 -n default logs {name} --previous" in text
+    finally:
+        api.request("DELETE", "/apis/apps/v1/namespaces/default/deployments/crasher",
+                    query={"propagationPolicy": "Foreground"})
