@@ -2,8 +2,12 @@
 it writes, and the desired-vs-live comparison the sdk executor's skips rest on."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from layernet.azure import aio_sdk
 from layernet.lab import aioext
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_listener_ports_follow_the_resources_tls_mode():
@@ -106,3 +110,59 @@ def test_stage_03_probes_the_ports_its_listener_resources_give_the_broker():
         res = [{"name": n, "properties": az_aio.LISTENERS[n]} for n in az_aio.listener_names(r)]
         configured = [(p["name"], p["port"], p["tls"]) for p in aioext.listener_ports(res, auths)]
         assert sorted(probed[r.level]) == sorted(configured) == [("default", 18883, True), ("default-insecure", 1883, False)]
+
+
+def test_the_broker_reads_the_trusted_ca_config_map_and_refuses_clients_without_its_certificates(tmp_path):
+    """The stand-in's broker on loopback, its cluster API played by KubeApiDouble (plain HTTP): without the ConfigMap
+    the X.509 listener stays down, naming it; with it, mosquitto requires a client certificate that CA signed."""
+    import json
+    import sys
+    import time
+
+    import pytest
+
+    from layernet.lab import pki
+    from layernet.lab.dataflow import MqttTls, connect_mqtt
+    from layernet.render.telemetry import render
+    from layernet.telemetry.loopback import free_port, loopback_site
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "targets"))
+    from kube_double import KubeApiDouble
+
+    host = "127.73.3.1"
+    site = loopback_site(ROOT / "params" / "lab.yaml", net=73, port=free_port([host], 18960), mode="x509")
+    ca_dir = tmp_path / "ca"
+    ca, _ = pki.ensure_ca(ca_dir)
+    cert, key = pki.issue_cert(ca_dir, tmp_path, "client", "layernet-mqtt-client", server=False, client=True)
+    api = KubeApiDouble()
+    cfg = aioext.config(site, "level3", "/cluster", ca_dir, tmp_path)
+    cfg["kube"] = {"server": api.host, "cert": str(cert), "key": str(key)}
+    (tmp_path / aioext.LISTENERS_FILE).write_text(json.dumps(dict(zip(
+        ("listeners", "authentications"), aioext.from_records(render(site)["level3"])))))
+    ext = aioext.Extension(cfg)
+    ext.status["extensions"]["x"] = {"type": aioext.IOT_OPERATIONS, "state": "Installed"}
+    try:
+        ext.ensure_broker()
+        assert ext.broker is None
+        assert "layernet-mqtt-ca does not exist" in ext.status["broker"]["error"]
+        api.objects["/api/v1/namespaces/azure-iot-operations/configmaps/layernet-mqtt-ca"] = {
+            "kind": "ConfigMap", "data": {"ca.crt": ca.read_text()}}
+        ext._retry_at = 0.0
+        ext.ensure_broker()
+        assert ext.broker is not None and ext.status["broker"]["error"] is None, ext.status["broker"]
+        port = site.telemetry.mqtt.effective_port
+        for tls in (MqttTls(str(ca)), None):
+            with pytest.raises((ConnectionError, OSError)):
+                connect_mqtt(host, port, "no-certificate", tls, timeout=3).loop_stop()
+        c = connect_mqtt(host, port, "with-certificate", MqttTls(str(ca), str(cert), str(key)), timeout=5)
+        c.disconnect()
+        c.loop_stop()
+        # the ConfigMap gone (or the API away): the running broker keeps the CA it has
+        api.objects.clear()
+        pid, ext._retry_at = ext.broker.pid, 0.0
+        time.sleep(0.01)
+        ext.ensure_broker()
+        assert ext.broker.pid == pid and "trusted CA not read again" in ext.status["broker"]["note"]
+    finally:
+        ext.stop_broker()
+        api.close()

@@ -346,15 +346,22 @@ class Extension:
             return      # the ConfigMaps (or a failed configuration) are read again at most every 2 s
         self._last_input = got
         d = Path(self.cfg["state_dir"])
+        ports: list = []
         try:
             ports = listener_ports(listeners, auths)
             trusted_pem = {p["trusted_ca"]: self.trusted_ca(p["trusted_ca"]) for p in ports if p["auth"] == "x509"}
             self._retry_at = now + 2.0 if trusted_pem else 0.0
         except Exception as exc:  # noqa: BLE001 - the broker stays down, and says why
             self._retry_at = now + 2.0
+            why = exc if isinstance(exc, (ValueError, LookupError)) else _describe(exc)
+            running = self.status.get("broker") or {}
+            if alive and ports and running.get("listeners") == ports:
+                # the same listeners, a CA that cannot be read now: the running broker keeps the CA it has
+                running["note"] = f"trusted CA not read again: {why}"
+                self.save()
+                return
             self.stop_broker()
             self.broker_key = None
-            why = exc if isinstance(exc, (ValueError, LookupError)) else _describe(exc)
             self.status["broker"] = {"pid": None, "listeners": [], "error": f"not started: {why}"}
             self.save()
             return
