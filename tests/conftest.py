@@ -18,8 +18,9 @@ def pytest_runtest_makereport(item, call):
 
 
 # ---- the deploy runbook on the lab, run twice on one lab and shared by the tests that read it
-# (tests/lab/test_deploy_runbook.py checks both runs, tests/browser/ opens the first run's reports in a browser): a run
-# takes a few minutes, so it happens once per session. Like every lab test it needs the lab lock held around pytest
+# (tests/lab/test_deploy_runbook.py checks both runs, tests/browser/ opens the first run's reports in a browser), then
+# the same stages walked through in JupyterLab in a browser on that lab (tests/browser/walkthrough.py, checked by
+# tests/browser/test_jupyter.py): a run takes a few minutes, so it happens once per session. Like every lab test it needs the lab lock held around pytest
 # (flock /tmp/layernet-lab.lock ...); prefix `dr`. That a run takes down a lab it brought up itself is checked by
 # tests/lab/test_deploy_other_plant.py.
 DEPLOY_PREFIX = "dr"
@@ -27,9 +28,11 @@ DEPLOY_PREFIX = "dr"
 
 @pytest.fixture(scope="session")
 def deploy_run(tmp_path_factory):
-    """`layernet run deploy --keep-lab` on the lab site (prefix dr) twice on the same lab, then the lab taken down:
-    .proc/.run_dir (the first run), .second/.second_dir (the re-run, whose plans must be empty), .namespaces (the
-    lab's namespaces between the runs), .down (the final `lab down`)."""
+    """`layernet run deploy --keep-lab` on the lab site (prefix dr) twice on the same lab, then the JupyterLab
+    walkthrough on it, then the lab taken down: .proc/.run_dir (the first run), .second/.second_dir (the re-run, whose
+    plans must be empty), .namespaces (the lab's namespaces between the runs), .walk (tests/browser/walkthrough.py's
+    process, its JSON result in .walk_result, its wall time in .walk_s, the lab's namespaces after it in
+    .walk_namespaces; .walk_skip says why it did not run), .down (the final `lab down`)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -59,13 +62,34 @@ def deploy_run(tmp_path_factory):
                         f"{proc.stderr[-3000:]}")
         return Path(lines[-1]).parent
 
+    def walkthrough():
+        """The walkthrough in JupyterLab on the lab as the runs left it (up): the subprocess, its result, its time."""
+        import json
+        import time
+
+        result = Path(out) / "walkthrough.json"
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, str(repo / "tests" / "browser" / "walkthrough.py"), *site,
+                               "--out", str(Path(out) / "jupyter"), str(result)],
+                              capture_output=True, text=True, cwd=repo, timeout=900)
+        if proc.returncode == 2:             # no browser here (no Chromium, no Playwright): the walk could not start
+            return proc, None, None, proc.stderr.strip()
+        data = json.loads(result.read_text()) if proc.returncode == 0 and result.is_file() else None
+        return proc, data, round(time.monotonic() - t0, 1), None
+
     run("lab", "down", *site)
+    walk = walk_result = walk_s = walk_skip = None
+    walk_namespaces: list[str] = []
     try:
         first = run("run", "deploy", *site, "--out", out, "--keep-lab")
         kept = namespaces()
         second = run("run", "deploy", *site, "--out", out, "--keep-lab") if first.returncode == 0 else None
+        if second is not None and second.returncode == 0:
+            walk, walk_result, walk_s, walk_skip = walkthrough()
+            walk_namespaces = namespaces()
     finally:
         down = run("lab", "down", *site)
     return SimpleNamespace(proc=first, run_dir=index(first), namespaces=kept, second=second,
                            second_dir=index(second) if second is not None else None, down=down,
-                           left_namespaces=namespaces())
+                           left_namespaces=namespaces(), walk=walk, walk_result=walk_result, walk_s=walk_s,
+                           walk_skip=walk_skip, walk_namespaces=walk_namespaces)
