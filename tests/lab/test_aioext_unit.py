@@ -40,6 +40,10 @@ def test_the_rendered_x509_listener_requires_a_certificate_from_the_config_maps_
     block = conf.split("listener 8883 10.1.2.3", 1)[1].splitlines()
     assert {"allow_anonymous false", "require_certificate true", "cafile /ca.pem", "certfile /s.crt"} <= set(block)
     assert "allow_anonymous true" not in block
+    # stage 03's default listener authenticates with service account tokens, which the lab does not check: no
+    # anonymous client either
+    sat = [{"name": "default", "port": 18883, "tls": True, "auth": "unmodelled", "trusted_ca": None}]
+    assert "allow_anonymous false" in aioext.mosquitto_conf("10.1.2.3", sat, "/s.crt", "/s.key", "/log").splitlines()
 
 
 def test_a_listener_is_anonymous_only_without_authentication_and_a_dangling_reference_is_refused():
@@ -108,8 +112,9 @@ def test_stage_03_probes_the_ports_its_listener_resources_give_the_broker():
     auths = [{"name": "default", "properties": {"authenticationMethods": [{"method": "ServiceAccountToken"}]}}]
     for r in az_aio.levels(site):
         res = [{"name": n, "properties": az_aio.LISTENERS[n]} for n in az_aio.listener_names(r)]
-        configured = [(p["name"], p["port"], p["tls"]) for p in aioext.listener_ports(res, auths)]
-        assert sorted(probed[r.level]) == sorted(configured) == [("default", 18883, True), ("default-insecure", 1883, False)]
+        configured = [(p["name"], p["port"], p["tls"], p["auth"] != "anonymous") for p in aioext.listener_ports(res, auths)]
+        assert sorted(probed[r.level]) == sorted(configured) == [("default", 18883, True, True),
+                                                                 ("default-insecure", 1883, False, False)]
 
 
 def test_the_broker_reads_the_trusted_ca_config_map_and_refuses_clients_without_its_certificates(tmp_path):

@@ -65,7 +65,8 @@ def test_plan_apply_check_on_every_level_then_the_second_plan_is_empty(lab, tmp_
         assert {(lvl, "instance"), (lvl, "broker"), (lvl, "extension microsoft.iotoperations"),
                 (lvl, "mqtt default :18883"), (lvl, "mqtt default-insecure :1883")} <= checks
     tls = [r for r in rows if r["check"] == "mqtt default :18883"]
-    assert all("over TLS" in r["observed"] for r in tls)
+    # the default listener authenticates its clients (service account tokens): an anonymous one is refused
+    assert all(r["observed"].startswith("anonymous client refused") and "over TLS" in r["observed"] for r in tls)
 
     # every level pulled its images by name through the chain: the lowest level through both proxies
     st = aioext.status(site, "level2")

@@ -56,9 +56,10 @@ def listener_names(r) -> list[str]:
     return ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
 
 
-def listener_ports(r) -> list[tuple[str, int, bool]]:
-    """(listener, port, tls) of every port of the level's stage 03 listeners (from LISTENERS)."""
-    return [(name, p["port"], bool(p.get("tls"))) for name in listener_names(r) for p in LISTENERS[name]["ports"]]
+def listener_ports(r) -> list[tuple[str, int, bool, bool]]:
+    """(listener, port, tls, authenticated) of every port of the level's stage 03 listeners (from LISTENERS)."""
+    return [(name, p["port"], bool(p.get("tls")), bool(p.get("authenticationRef")))
+            for name in listener_names(r) for p in LISTENERS[name]["ports"]]
 
 
 # ----------------------------------------------------------------------------------------------- desired

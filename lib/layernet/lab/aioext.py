@@ -25,7 +25,7 @@ firewall), trusting only the lab CA:
   restarts mosquitto with the new configuration.
 
 The Kubernetes service-account-token authentication (stage 03's default listener) is not modelled: such a port
-takes any client over TLS, and the status says so.
+takes no client at all (it does not take anonymous ones, as on a plant; nothing on the lab holds a token for it).
 
 Status: `<level state>/aio-extension.json`: {"level", "phase": starting|installing|blocked|installed|failed|
 broker, "extensions": {id: {"type", "state", "message", "images": [...]}}, "blocked_on", "broker": {"pid",
@@ -91,7 +91,8 @@ def listener_ports(listeners: list[dict], authentications: list[dict] = ()) -> l
     """[{"name", "port", "tls", "auth", "trusted_ca"}] from broker listener and authentication resources (ARM
     JSON), sorted by port. `auth`: "anonymous" (no authenticationRef), "x509" (the authentication has the X509
     method; `trusted_ca` is its trustedClientCaCert ConfigMap), "unmodelled" (only methods the lab does not check,
-    e.g. ServiceAccountToken); a reference to an authentication that does not exist raises ValueError."""
+    e.g. ServiceAccountToken: no client gets in); a reference to an authentication that does not exist raises
+    ValueError."""
     by_name = {a.get("name", ""): a for a in authentications}
     out = []
     for res in listeners:
@@ -143,7 +144,9 @@ def mosquitto_conf(node_ip: str, ports: list[dict], cert: Optional[str], key: Op
         if p.get("auth") == "x509":
             lines += ["allow_anonymous false", "require_certificate true", "use_identity_as_username true",
                       f"cafile {(trusted or {})[p['trusted_ca']]}"]
-        else:       # anonymous, or a method the lab does not check (any client, over TLS where asked)
+        elif p.get("auth") == "unmodelled":     # e.g. ServiceAccountToken: not anonymous, and no credential checked
+            lines += ["allow_anonymous false"]
+        else:
             lines += ["allow_anonymous true"]
         if p["tls"]:
             lines += [f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
@@ -530,6 +533,43 @@ def note(site, level: str) -> str:
     if (st.get("broker") or {}).get("error"):
         parts.append(f"broker: {st['broker']['error']}")
     return "; ".join(parts)
+
+
+def mqtt_refuses_anonymous(host: str, port: int, ca_file: Optional[str] = None,
+                           timeout: float = 5.0) -> tuple[bool, str]:
+    """Connect without credentials (over TLS with `ca_file`): (True, what was seen) when the broker answers with a
+    refusing CONNACK, (False, ...) when it lets the client in or does not answer."""
+    import threading
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    seen: dict = {}
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
+    if ca_file:
+        c.tls_set(ca_certs=ca_file)
+
+    def on_connect(client, userdata, flags, rc, props=None):
+        seen["rc"] = rc
+        done.set()
+
+    c.on_connect = on_connect
+    try:
+        c.connect(host, port, keepalive=10)
+    except Exception as exc:  # noqa: BLE001 - the observed outcome
+        return False, _describe(exc)
+    c.loop_start()
+    try:
+        if not done.wait(timeout):
+            return False, f"no CONNACK within {timeout:g} s"
+        rc = seen["rc"]
+        if rc.is_failure:
+            return True, f"anonymous client refused (CONNACK {rc})" + (" over TLS" if ca_file else "")
+        return False, "an anonymous client was let in"
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout: float = 5.0) -> tuple[bool, str]:

@@ -213,7 +213,7 @@ def run(plan: Plan, site, run_dir: str = "", dry_run: bool = False) -> list[dict
 
 
 def broker_listeners(site) -> dict[str, list[tuple[str, int, bool]]]:
-    """{level: [(listener, port, tls)]} the site asks for (`azure.aio.listener_ports`)."""
+    """{level: [(listener, port, tls, authenticated)]} the site asks for (`azure.aio.listener_ports`)."""
     return {r.level: az_aio.listener_ports(r) for r in az_aio.levels(site)}
 
 

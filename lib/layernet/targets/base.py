@@ -139,7 +139,9 @@ class Target(ABC):
         return ""
 
     def aio_broker_rows(self, listeners: dict) -> list:
-        """Evidence that each level's broker answers on its listeners ({level: [(name, port, tls)]}); a real site
+        """Evidence that each level's broker answers on its listeners ({level: [(name, port, tls, authenticated)]}):
+        a round trip where anonymous clients may connect, a refused anonymous client where the listener authenticates
+        its clients; a real site
         checks pods and services with the kubernetes client (not here: no rows)."""
         return []
 

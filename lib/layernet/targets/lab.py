@@ -296,8 +296,9 @@ class LabTarget(Target):
         return aioext.note(self.site, level)
 
     def aio_broker_rows(self, listeners: dict, wait: float = 10.0) -> list:
-        """An MQTT round trip (connect, subscribe, publish, receive) to every listener of every level's broker, from
-        this namespace (the jump box side, which routes to the level nodes: the admin flow)."""
+        """An MQTT round trip (connect, subscribe, publish, receive) to every anonymous listener of every level's
+        broker, and an anonymous client refused by every listener that authenticates its clients, from this
+        namespace (the jump box side, which routes to the level nodes: the admin flow)."""
         from layernet.lab import aioext
         from layernet.stages.base import evidence
 
@@ -308,17 +309,19 @@ class LabTarget(Target):
             commands.check_route(self.site, node)
             st = aioext.status(self.site, level) or {}
             failed = not st or any(e.get("state") == "Failed" for e in st.get("extensions", {}).values())
-            for name, port, tls in ports:
+            for name, port, tls, authenticated in ports:
+                probe = aioext.mqtt_refuses_anonymous if authenticated else aioext.mqtt_round_trip
                 end = time.monotonic() + (0 if failed else wait)   # a broker that is (re)starting gets a few seconds
                 while True:
-                    ok, observed = aioext.mqtt_round_trip(node, port, ca if tls else None)
+                    ok, observed = probe(node, port, ca if tls else None)
                     if ok or time.monotonic() >= end:
                         break
                     time.sleep(0.5)
                 hint = f"{name} on {node}:{port} ({'TLS' if tls else 'plain'}): {observed}"
                 note = aioext.note(self.site, level)
-                rows.append(evidence(level, f"mqtt {name} :{port}", "round trip", observed if ok else "failed", ok,
-                                     hint + (f"; {note}" if note else "")))
+                rows.append(evidence(level, f"mqtt {name} :{port}",
+                                     "anonymous client refused" if authenticated else "round trip",
+                                     observed if ok else "failed", ok, hint + (f"; {note}" if note else "")))
         return rows
 
     def install_telemetry(self, records: dict) -> str:
