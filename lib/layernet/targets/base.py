@@ -141,8 +141,7 @@ class Target(ABC):
     def aio_broker_rows(self, listeners: dict) -> list:
         """Evidence that each level's broker answers on its listeners ({level: [(name, port, tls, authenticated)]}):
         a round trip where anonymous clients may connect, a refused anonymous client where the listener authenticates
-        its clients; a real site
-        checks pods and services with the kubernetes client (not here: no rows)."""
+        its clients; a real site checks pods and services with the kubernetes client (not here: no rows)."""
         return []
 
     # ---- stage 04 (telemetry): what the cluster's AIO does with the records on a real site
