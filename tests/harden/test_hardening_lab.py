@@ -57,7 +57,7 @@ def test_non_adjacent_levels_and_the_cloud_are_unreachable(lab, site):
     node = {lv.name: str(lv.node_ip) for lv in site.levels}
     tls, dns = str(topo.cloud_tls_ip), str(topo.cloud_dns_ip)
     want = {(src, node[dst], "tcp", p) for src, dst in (("level2", "level3"), ("level3", "level4"))
-            for p in (443, 8084, 9093, 1883)}
+            for p in (443, 8084, 9093, 8883)}      # 8883: the MQTT hops with X.509 (the lab site)
     want |= {("level4", ip, "tcp", p) for ip in (tls, dns) for p in (443, 8084, 9093)}
     want |= {("level4", dns, "tcp", 53), ("level4", dns, "udp", 53)}
     got = {(r.level, r.ip, r.proto, int(r.port)) for r in df[df["expected"] == "reachable"].itertuples()}

@@ -49,8 +49,8 @@ def test_router_ruleset_forwards_exactly_the_crossing_flows(lab_site):
         ("192.168.102.0/24", "192.168.103.10", ports), ("192.168.102.10", "192.168.103.10", ports),
         ("192.168.102.0/24", "192.168.103.10", dns),
         ("192.168.104.10", "198.51.100.0/24", ports), ("192.168.104.10", "198.51.100.53", dns),
-        # the lab's telemetry dataflows send up between the brokers (east-west MQTT, not through Envoy)
-        ("192.168.102.10", "192.168.103.10", "tcp dport 1883"), ("192.168.103.10", "192.168.104.10", "tcp dport 1883"),
+        # the lab's telemetry dataflows send up between the brokers (east-west MQTT over TLS, not through Envoy)
+        ("192.168.102.10", "192.168.103.10", "tcp dport 8883"), ("192.168.103.10", "192.168.104.10", "tcp dport 8883"),
         # the lab's jump box reaches Azure (the cloud) on HTTPS and DNS only; it is outside the plant
         ("100.64.0.0/29", "198.51.100.0/24", "tcp dport 443"),
         ("100.64.0.0/29", "198.51.100.0/24", "tcp dport 9093"),      # the Event Hubs consumer of stage 04
