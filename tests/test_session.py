@@ -55,7 +55,7 @@ def test_notebooks_join_the_session_and_keep_the_first_start(run):
     assert _manifest(run)["stages"][1]["start"] is None, "a runner's folder is the runner's to record"
     assert session.join("", "infrastructure") == str(run)
     first = _manifest(run)["stages"][1]
-    assert first["status"] == "running" and first["start"]
+    assert first["status"] == "started" and first["start"]
     time.sleep(1.1)
     session.join("", "infrastructure")                    # the notebook run again in the same session
     assert _manifest(run)["stages"][1]["start"] == first["start"]
@@ -93,7 +93,8 @@ def test_close_records_results_and_the_finish(run):
     session.close(folder)
     m = _manifest(folder)
     assert m["finished"] and m["stages"][0]["results"] == {"levels": 3}
-    assert "preflight" in (folder / "index.html").read_text()
+    page = (folder / "index.html").read_text()
+    assert "preflight" in page and "A JupyterLab session's run" in page and "is written again" not in page
 
 
 def test_layernet_jupyter_refuses_bad_input_before_anything(tmp_path, capsys):

@@ -81,7 +81,8 @@ def remote_references(text: str) -> list[str]:
     return found
 
 
-_STATUS_COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "skipped": "#6e7781", "pending": "#6e7781", "running": "#9a6700"}
+_STATUS_COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "skipped": "#6e7781", "pending": "#6e7781", "running": "#9a6700",
+                  "started": "#0969da"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:64rem;color:#1f2328;padding:0 1rem}
@@ -171,6 +172,12 @@ def write_index(run_dir: Path, manifest: dict[str, Any]) -> Path:
     elif stages and all(s.get("status") in ("passed", "skipped") for s in stages):
         passed = sum(s.get("status") == "passed" for s in stages)
         parts.append(f"<div class='ok'><strong>{passed} stage(s) passed, {len(stages) - passed} skipped.</strong></div>")
+    elif manifest.get("session"):
+        parts.append("<p class='summary'>A JupyterLab session's run (<code>make jupyter</code>): each stage's verdict "
+                     "is at the end of its notebook; this page lists when each stage was first started in the session "
+                     "and what it recorded" + ("" if manifest.get("finished") else
+                                               ", and is written again when a notebook starts and when the session "
+                                               "ends") + ".</p>")
     elif manifest.get("finished") is None:
         parts.append("<p class='summary'>The run is in progress: this page is written again after each stage.</p>")
     parts.append("<h2>Stages</h2><table><tr><th class='num'>#</th><th>stage</th><th>status</th><th class='num'>duration</th>"

@@ -75,7 +75,7 @@ def join(run_dir: str, stage: str) -> str:
         entry = stage_entry(stage, paths.notebooks() / f"{stage}.ipynb", {})
         manifest["stages"].append(entry)
     if not entry.get("start"):
-        entry.update(status="running", start=_now())
+        entry.update(status="started", start=_now())
     _write(folder, manifest)
     return str(folder)
 
