@@ -278,9 +278,12 @@ def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, k
         assert {k: c.action for k, c in planned.items()} == {
             "Namespace/replace-demo": "unchanged", "replace-demo/Deployment/mover": "replace",
             "replace-demo/Service/mover": "replace", "replace-demo/Job/once": "replace"}
-        assert planned["replace-demo/Deployment/mover"].diff.startswith("# replace: spec.selector cannot change in place")
-        assert planned["replace-demo/Service/mover"].diff.startswith("# replace: spec.clusterIPs[0] cannot change")
-        assert planned["replace-demo/Job/once"].diff.startswith("# replace: spec.template cannot change")
+        assert planned["replace-demo/Deployment/mover"].diff.startswith(
+            "# replace: spec.selector cannot change in place (the API server's dry run: field is immutable); ")
+        assert planned["replace-demo/Service/mover"].diff.startswith(
+            "# replace: spec.clusterIPs[0] cannot change in place (the API server's dry run: may not change once set)")
+        assert planned["replace-demo/Job/once"].diff.startswith(
+            "# replace: spec.template cannot change in place (the API server's dry run: field is immutable)")
         assert "+      app: mover-v2" in planned["replace-demo/Deployment/mover"].diff
 
         applied = kube.apply(arts, plan=list(planned.values()))

@@ -55,3 +55,12 @@ def test_the_latest_warning_event_explains_a_pod_better_than_its_last_start():
     assert ke.why_not_ready("ns", [], {}, "c", deployment={"status": {"conditions": [
         {"type": "ReplicaFailure", "status": "True", "message": 'pods "x" is forbidden: exceeded quota'}]}}) == (
         'no pod of it exists (deployment conditions: ReplicaFailure: pods "x" is forbidden: exceeded quota)')
+
+
+def test_a_replace_says_which_fields_in_the_api_servers_words():
+    answer = status(("spec.clusterIPs[0]", 'Invalid value: ["10.43.0.9"]: may not change once set'),
+                    ("spec.clusterIP", 'Invalid value: "10.43.0.9": field is immutable'))
+    assert ke.replace_reason(answer) == (
+        "# replace: spec.clusterIP, spec.clusterIPs[0] cannot change in place (the API server's dry run: field is "
+        "immutable; may not change once set); apply deletes the object, waits until it and its dependents are gone, "
+        "then creates it\n")

@@ -258,9 +258,8 @@ class KubeTarget(Target):
             return ""
         if status == 403:  # a user who may read but not write plans an update; apply (a writer) asks again
             return ""
-        fields = kube_errors.immutable_fields(data)
-        if fields:
-            return kube_errors.replace_reason(fields)
+        if kube_errors.immutable_fields(data):
+            return kube_errors.replace_reason(data)
         raise KubeError(kube_errors.refused(self._where(level, obj), "PATCH (server-side dry-run apply)", status,
                                             data, self._context(level)))
 

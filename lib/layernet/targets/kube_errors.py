@@ -9,8 +9,10 @@ changed object answers 422 `Invalid`, one cause per refused field. A cause is an
 message is one Kubernetes' validation gives for a field that cannot change in place: apimachinery's
 `FieldImmutableErrorMsg` ("field is immutable", what every `ValidateImmutableField` says: a Deployment's or Job's
 selector, a Job's template, a ConfigMap or Secret marked immutable), "may not change once set" (a Service's
-clusterIP/clusterIPs) and "is immutable" in a Forbidden cause (a PersistentVolumeClaim's spec). Only when EVERY
-cause is one of these does the plan say `replace`; any other cause is a refusal that a replace would not cure.
+clusterIP/clusterIPs) and "is immutable" (e.g. "spec is immutable after creation", a PersistentVolumeClaim). Only
+when EVERY cause is one of these does the plan say `replace`; any other cause is a refusal that a replace would not
+cure. A kind whose in-place refusal is worded otherwise (a StatefulSet's "updates to statefulset spec for fields
+other than ... are forbidden") is a refusal, not a replace.
 """
 from __future__ import annotations
 
@@ -43,10 +45,13 @@ def immutable_fields(status) -> list[str]:
     return sorted({c.get("field") or "?" for c in found})
 
 
-def replace_reason(fields: list[str]) -> str:
-    """The first line of a `replace` change's diff: why the object cannot be updated, and what apply does."""
-    return (f"# replace: {', '.join(fields)} cannot change in place (the API server's dry run answers: field is "
-            f"immutable); apply deletes the object, waits until it and its dependents are gone, then creates it\n")
+def replace_reason(status) -> str:
+    """The first line of a `replace` change's diff: which fields cannot change in place, in the API server's words,
+    and what apply does."""
+    fields = immutable_fields(status)
+    words = sorted({(c.get("message") or "").rsplit(": ", 1)[-1] for c in causes(status)})
+    return (f"# replace: {', '.join(fields)} cannot change in place (the API server's dry run: {'; '.join(words)}); "
+            f"apply deletes the object, waits until it and its dependents are gone, then creates it\n")
 
 
 def refused(where: str, method: str, status_code: int, answer, context: str) -> str:
