@@ -326,6 +326,7 @@ def test_a_rollout_that_never_becomes_ready_names_the_pod_its_state_and_its_even
         assert state[1] == "running" or state[1].startswith(
             "CrashLoopBackOff (back-off ") and f"s restarting failed container=main pod={name}_default(" in state[1], state[1]
         assert int(state[2]) >= 1
+        assert pod["status"]["phase"] == "Running"             # a kubelet keeps a crash-looping pod Running
         assert "latest event: BackOff: Back-off restarting container main (exit 3)" in text
         assert "its log ends with: missing setting: broker.host" in text
         assert f"read why with kubectl --context aio-l3 -n default logs {name} --previous" in text

@@ -64,3 +64,22 @@ def test_a_replace_says_which_fields_in_the_api_servers_words():
         "# replace: spec.clusterIP, spec.clusterIPs[0] cannot change in place (the API server's dry run: field is "
         "immutable; may not change once set); apply deletes the object, waits until it and its dependents are gone, "
         "then creates it\n")
+
+
+def test_a_pod_the_node_cannot_pull_names_its_state_event_and_fix():
+    """The shapes the lab's node agent reports for a registry the chain refuses (tests/lab/test_clusters_lab.py)."""
+    pod = {"metadata": {"name": "envoy-1", "creationTimestamp": "2026-01-01T00:00:01Z"},
+           "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+                      "containerStatuses": [{"name": "envoy", "ready": False, "restartCount": 0, "state": {"waiting": {
+                          "reason": "ImagePullBackOff",
+                          "message": "Back-off pulling image 'ghcr.io/x/envoy:1': ghcr.io:443 answered HTTP 403"}}}]}}
+    older = {"metadata": {"name": "envoy-0", "creationTimestamp": "2026-01-01T00:00:00Z"},
+             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    events = {"envoy-1": [{"type": "Warning", "reason": "Failed", "metadata": {"resourceVersion": "3"},
+                           "message": "Failed to pull image 'ghcr.io/x/envoy:1': ghcr.io:443 answered HTTP 403"}]}
+    assert ke.why_not_ready("layernet", [older, pod], events, "aio-l3") == (
+        "pod layernet/envoy-1 is not ready: container envoy ImagePullBackOff (Back-off pulling image "
+        "'ghcr.io/x/envoy:1': ghcr.io:443 answered HTTP 403), restartCount 0; latest event: Failed: Failed to pull "
+        "image 'ghcr.io/x/envoy:1': ghcr.io:443 answered HTTP 403; the image cannot be pulled: check the image name "
+        "and that its registry is in the allow list and reachable through the level's proxies (the site's images "
+        "section)")

@@ -364,7 +364,9 @@ class Agent:
                 cs["lastState"] = c.last
             statuses.append(cs)
         n = len(pod.containers)
-        phase = ("Failed" if failed else "Succeeded") if done == n else ("Running" if running else "Pending")
+        # a container between restarts keeps its pod Running, as on a kubelet (Pending: nothing has started yet)
+        restarting = any(c.next_start for c in pod.containers)
+        phase = ("Failed" if failed else "Succeeded") if done == n else ("Running" if running or restarting else "Pending")
         ready = "True" if running == n else "False"
         status = {"phase": phase, "hostIP": self.ip, "hostIPs": [{"ip": self.ip}], "podIP": self.ip,
                   "podIPs": [{"ip": self.ip}], "containerStatuses": statuses,
