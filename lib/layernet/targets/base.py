@@ -15,7 +15,7 @@ from typing import Optional
 class Change:
     level: str
     obj: str           # what changes: a file name on the lab, "namespace/Kind/name" on kube
-    action: str        # "create" | "update" | "unchanged" | "delete" | "restart" (kube) | "repair" (lab)
+    action: str        # "create" | "update" | "unchanged" | "delete" | "restart" | "replace" (kube) | "repair" (lab)
     diff: str = ""     # unified diff, desired vs live ("" when unchanged)
 
     def as_row(self) -> dict:
