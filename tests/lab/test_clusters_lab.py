@@ -249,7 +249,7 @@ def test_a_missing_namespace_is_created_first_and_a_kind_without_its_crd_is_name
         api.request("DELETE", "/api/v1/namespaces/plant-extra")
 
 
-def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, kube):
+def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, kube, capsys):
     """A Deployment's selector, a Service's clusterIP and a Job's template cannot change in place: the plan says
     `replace` naming the field (the API server's dry run says so), apply deletes each (the old pods go first), waits,
     and creates it again; the next plan is empty."""
@@ -274,7 +274,11 @@ def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, k
         kube.apply(objects("v1", "10.43.200.10", "pass"))
         old_uid = api.get(dep_path)["metadata"]["uid"]
         arts = objects("v2", "10.43.200.11", "print('v2')")
-        planned = {c.obj: c for c in kube.plan(arts)}
+        from layernet.stages import infrastructure as infra
+
+        capsys.readouterr()
+        planned = {c.obj: c for c in infra.plan(kube, arts)}          # the stage's plan step
+        assert "plan: 3 change(s) of 4 object(s), 3 to be replaced (deleted and created" in capsys.readouterr().out
         assert {k: c.action for k, c in planned.items()} == {
             "Namespace/replace-demo": "unchanged", "replace-demo/Deployment/mover": "replace",
             "replace-demo/Service/mover": "replace", "replace-demo/Job/once": "replace"}

@@ -66,6 +66,15 @@ def test_results_and_diff_html():
     assert list(table["diff_lines"]) == [2, 0]
 
 
+def test_a_replace_shows_why_in_the_diff():
+    why = "# replace: spec.selector cannot change in place (the API server's dry run: field is immutable); apply ..."
+    changes = [Change("level3", "layernet/Deployment/envoy", "replace", why + "\n--- a\n+++ b\n-  app: a\n+  app: b\n"),
+               Change("level3", "layernet/Service/envoy", "unchanged")]
+    html = infra.diff_html(changes)
+    assert "layernet/Deployment/envoy: replace" in html
+    assert '<b style="color:#9a6700"># replace: spec.selector cannot change in place' in html
+
+
 def test_render_table_lists_every_artifact(site):
     arts = infra.render(site)
     table = infra.artifacts_table(arts)

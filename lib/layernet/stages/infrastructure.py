@@ -33,7 +33,9 @@ def target(site: Site) -> Target:
 
 def plan(tgt: Target, artifacts: list) -> list[Change]:
     changes = tgt.plan(artifacts)
-    step(f"plan: {sum(c.action != 'unchanged' for c in changes)} change(s) of {len(changes)} object(s)")
+    replaced = sum(c.action == "replace" for c in changes)
+    step(f"plan: {sum(c.action != 'unchanged' for c in changes)} change(s) of {len(changes)} object(s)"
+         + (f", {replaced} to be replaced (deleted and created: a field that cannot change in place)" if replaced else ""))
     return changes
 
 
@@ -61,6 +63,9 @@ def diff_html(changes: list[Change]) -> str:
             continue
         lines = []
         for line in c.diff.splitlines():
+            if line.startswith("# "):  # why a change is what it is (a replace names its immutable fields)
+                lines.append(f'<b style="color:#9a6700">{escape(line)}</b>')
+                continue
             colour = "#1a7f37" if line.startswith("+") else "#cf222e" if line.startswith("-") else "#57606a" if line.startswith("@@") else "#1f2328"
             lines.append(f'<span style="color:{colour}">{escape(line)}</span>')
         parts.append(f"<details><summary><b>{escape(c.level)}</b> / {escape(c.obj)}: {escape(c.action)}</summary>"
