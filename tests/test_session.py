@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -78,6 +79,33 @@ def test_the_audit_finds_the_probe_window_of_the_session(run):
     rows, start, end = compare.load_probes(session.join("", "audit"))
     assert len(rows) == 1 and start is not None and end is not None and start <= end
     assert start.isoformat(timespec="seconds") == _manifest(run)["stages"][1]["start"]
+
+
+def test_a_stage_run_again_in_the_session_counts_every_probe(run):
+    """Stage 01 run twice in one session: the window starts at its first start, so the audit must expect the probes
+    of both runs (with only the last run's rows, the proxies logged twice what the rows said, and the comparison
+    failed)."""
+    probe = pd.DataFrame([{"level": "level2", "check": "refused", "host": "evil.example", "port": 443, "ok": True}])
+    folder = session.join("", "infrastructure")
+    compare.save_probe_rows(folder, probe)
+    folder = session.join("", "infrastructure")
+    compare.save_probe_rows(folder, probe)
+    rows, start, end = compare.load_probes(folder)
+    assert len(rows) == 2
+    assert compare.expected_counts(rows, preflight.open_site("", []))["expected_refused"].sum() == 2
+
+
+def test_a_resumed_stage_replaces_the_probes_of_before_its_start(run):
+    """A stage started again with a new start (`layernet run --resume`): rows saved before it are not its own."""
+    probe = pd.DataFrame([{"level": "level2", "check": "refused", "host": "evil.example", "port": 443, "ok": True}])
+    folder = session.join("", "infrastructure")
+    compare.save_probe_rows(folder, probe)
+    time.sleep(1.1)
+    m = _manifest(run)
+    m["stages"][1]["start"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (run / "manifest.json").write_text(json.dumps(m))
+    compare.save_probe_rows(folder, probe)
+    assert len(compare.load_probes(folder)[0]) == 1
 
 
 def test_the_notebooks_open_the_sessions_site(run):

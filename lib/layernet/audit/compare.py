@@ -35,15 +35,32 @@ def _now() -> datetime:
 
 
 def save_probe_rows(run_dir, df, stage: str = PROBE_STAGE) -> Optional[Path]:
-    """Called by the infrastructure stage right after its probe matrix: the rows and when they were saved."""
+    """Called by the infrastructure stage right after its probe matrix: the rows and when they were saved. The
+    probe window runs from the stage's start (manifest.json) to this save, so rows saved earlier inside the same
+    window (the stage run again in a JupyterLab session, which keeps its first start) are kept beside the new ones:
+    every probe in the window is counted. Rows from before the stage's start (a resumed run) are replaced."""
     if not run_dir:
         return None
     rows = df.to_dict(orient="records") if hasattr(df, "to_dict") else list(df)
     path = Path(run_dir) / PROBE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = _rows_in_window(run_dir, stage) if path.is_file() else []
     path.write_text(json.dumps({"stage": stage, "saved_at": _now().isoformat(timespec="milliseconds"),
-                                "rows": rows}, indent=1, default=str) + "\n")
+                                "rows": kept + rows}, indent=1, default=str) + "\n")
     return path
+
+
+def _rows_in_window(run_dir, stage: str) -> list[dict]:
+    """The saved probe rows of `stage` when they were saved after the stage's recorded start, else none."""
+    from layernet.errors import InputError
+
+    try:
+        data, saved, start = read_probes(run_dir)
+    except InputError:                   # no manifest, or a file this code did not write: nothing to keep
+        return []
+    if data.get("stage") != stage or start is None or saved < start:
+        return []
+    return list(data["rows"])
 
 
 def load_probes(run_dir) -> tuple["pd.DataFrame", Optional[datetime], Optional[datetime]]:
