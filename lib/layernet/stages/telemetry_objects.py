@@ -237,4 +237,4 @@ def tap_tls(site, tgt):
 
 def creates(tgt) -> bool:
     """The target makes the objects itself (the lab plays the operator); a plant's operator makes them."""
-    return bool(getattr(tgt, "makes_x509_objects", False))
+    return tgt.makes_x509_objects
