@@ -15,7 +15,7 @@ PREFIX, BASE = "au", "10.98.0.0/16"     # the audit lab's own prefix and address
 def overrides() -> list[str]:
     from layernet.harden.lab import beside
 
-    return beside(ROOT / "params" / "lab.yaml", PREFIX, BASE)
+    return beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + ["lab.clusters=false"]   # the audit reads the network
 
 
 @pytest.fixture(scope="module")

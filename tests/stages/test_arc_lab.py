@@ -20,7 +20,9 @@ PREFIX, BASE = "ar", "10.72.0.0/16"
 
 
 def site_with(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra))
+    # the Arc stand-ins are lab processes and read no level cluster: the network alone (lab.clusters=false)
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra)
+                     + ["lab.clusters=false"])
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,8 @@ print(json.dumps({"before": before, "heartbeat": hb, "after": after}))
 def site():
     from layernet.harden.lab import beside
 
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE))
+    # the cloud stand-ins and the level chain; no level cluster is used here
+    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + ["lab.clusters=false"])
 
 
 @pytest.fixture(scope="module")
