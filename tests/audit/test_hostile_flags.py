@@ -140,6 +140,21 @@ def test_the_default_run_passes_over_a_damaged_one(logs, tmp_path):
     assert find_run(load_site(LAB), runs) == good
 
 
+def test_an_installed_audit_looks_for_runs_where_runs_are_written(logs, tmp_path, monkeypatch):
+    """Installed from a wheel (no checkout), runs go to ./runs/: the audit's default run is looked for there too,
+    not next to site-packages."""
+    from layernet import paths
+    from layernet.audit.compare import find_run
+    from layernet.site import load_site
+
+    monkeypatch.setattr(paths, "checkout", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    good = _run_folder(tmp_path / "runs" / "20250301T070000Z-deploy-a", MANIFEST,
+                       {"saved_at": "2025-03-01T08:00:00+00:00", "stage": "infrastructure", "rows": []})
+    assert paths.runs() == tmp_path / "runs"
+    assert find_run(load_site(LAB)) == good
+
+
 # ----------------------------------------------------------------------------------------------- --since
 @pytest.mark.parametrize("since, phrase", [
     ("yesterday", "not a time"), ("2h ago", "not a time"), ("-5h", "not a time"), ("1e9d", "not a time"),

@@ -109,7 +109,7 @@ def _report(source: str, name: str, parsed, site, allowlist, when, run: str) -> 
     _print("refused attempts", findings.refused(parsed).drop(columns=["first_seen", "last_seen"]))
     if site is not None:
         expected = findings.Expected()
-        run_dir = None if run == "none" else Path(run) if run else compare.find_run(site, _runs_dir())
+        run_dir = None if run == "none" else Path(run) if run else compare.find_run(site)
         if run_dir is not None:
             rows, start, end = compare.load_probes(run_dir)
             expected = compare.expected_traffic(rows, site, start, end)
@@ -361,6 +361,3 @@ def _write_kql(site, folder: Path) -> None:
     where = f" (workspace {site.monitor.workspace_id})" if site.monitor.workspace_id else ""
     print(f"KQL for Azure Monitor{where}: " + ", ".join(str(p) for p in paths.values()))
 
-
-def _runs_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "runs"

@@ -195,8 +195,13 @@ def expected_traffic(rows: "pd.DataFrame", site, start: Optional[datetime], end:
     return Expected(start - SLACK, end + SLACK, probe_names(rows), sources)
 
 
-def find_run(site, runs_dir: Path) -> Optional[Path]:
-    """The newest run folder of this site (manifest's site name) that saved probe rows, or None."""
+def find_run(site, runs_dir: Optional[Path] = None) -> Optional[Path]:
+    """The newest run folder of this site (manifest's site name) that saved probe rows, or None. By default in the
+    folder runs are written to (`layernet.paths.runs()`: the checkout's runs/, or ./runs/ for an installed package)."""
+    if runs_dir is None:
+        from layernet import paths
+
+        runs_dir = paths.runs()
     if not runs_dir.is_dir():
         return None
     from layernet.errors import InputError
