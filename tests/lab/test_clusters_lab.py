@@ -337,3 +337,33 @@ def test_a_rollout_that_never_becomes_ready_names_the_pod_its_state_and_its_even
     finally:
         api.request("DELETE", "/apis/apps/v1/namespaces/default/deployments/crasher",
                     query={"propagationPolicy": "Foreground"})
+
+
+def test_a_replace_whose_old_object_does_not_go_says_what_holds_it(site, kube):
+    """A ConfigMap marked immutable whose data changes is a replace; when the old one does not go (a finalizer
+    nobody removes), apply stops at its timeout naming the object and how to look at it, and creates nothing."""
+    api = kube.api("level2")
+    path = "/api/v1/namespaces/default/configmaps/frozen"
+
+    def frozen(value: str) -> list:
+        return [Art("level2", "envoy-manifests.yaml", _docs(
+            {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True, "data": {"v": value},
+             "metadata": {"name": "frozen", "namespace": "default", "finalizers": ["layernet.example/hold"]}}))]
+
+    short = KubeTarget(site, clients=kube._clients, poll_interval=0.2, rollout_timeout=2, contexts=kube._contexts)
+    try:
+        short.apply(frozen("1"))
+        planned = short.plan(frozen("2"))
+        assert [c.action for c in planned] == ["replace"]
+        assert planned[0].diff.startswith("# replace: data cannot change in place (the API server's dry run: field "
+                                          "is immutable when `immutable` is set)"), planned[0].diff
+        with pytest.raises(KubeError) as err:
+            short.apply(frozen("2"), plan=planned)
+        assert str(err.value) == ("level2: default/ConfigMap/frozen: deleted to be replaced, but still there after 2s "
+                                  "(a finalizer or a dependent that does not go?); see: kubectl --context aio-l2 -n "
+                                  "default get configmap frozen -o yaml")
+        live = api.get(path)
+        assert live["data"] == {"v": "1"} and live["metadata"].get("deletionTimestamp")
+    finally:
+        api.request("PATCH", path, body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
+        api.request("DELETE", path)

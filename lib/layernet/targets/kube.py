@@ -175,6 +175,10 @@ class Api:
 
 
 # ----------------------------------------------------------------------------------------------- target
+def _ns_flag(obj: dict) -> str:
+    return "" if obj["kind"] in CLUSTER_SCOPED else f" -n {(obj.get('metadata') or {}).get('namespace') or 'default'}"
+
+
 def _coredns_changed(changes: list[Change], level: str) -> bool:
     return any(c.level == level and c.obj == "kube-system/ConfigMap/coredns-custom" and c.action != "unchanged"
                for c in changes)
@@ -331,7 +335,7 @@ class KubeTarget(Target):
             if time.monotonic() >= deadline:
                 raise KubeError(f"{self._where(level, obj)}: deleted to be replaced, but still there after "
                                 f"{self.rollout_timeout:g}s (a finalizer or a dependent that does not go?); see: "
-                                f"kubectl --context {self._context(level)} get {obj['kind'].lower()} "
+                                f"kubectl --context {self._context(level)}{_ns_flag(obj)} get {obj['kind'].lower()} "
                                 f"{obj['metadata']['name']} -o yaml")
             self.sleep(self.poll_interval)
 
