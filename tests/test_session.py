@@ -134,3 +134,46 @@ def test_layernet_jupyter_refuses_bad_input_before_anything(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nope" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+def test_layernet_jupyter_asked_to_stop_stops_jupyterlab_and_ends_the_session(tmp_path):
+    """SIGTERM to `layernet jupyter` (a closed terminal, a service manager): JupyterLab is asked to stop too, and the
+    session's run is closed; nothing of it keeps running. A site without a lab of this machine's (target kube)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_TOKEN": "t", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    layernet = str(Path(sys.executable).parent / "layernet")
+    proc = subprocess.Popen([layernet, "jupyter", "--site", str(EXAMPLE), "--out", str(tmp_path / "runs"), "--",
+                             "--ServerApp.port_retries=0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    status = f"http://127.0.0.1:{port}/api/status?token=t"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(status, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:                                # whatever happened, nothing of this session keeps running
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert f"session closed; its run folder: {folder}" in out
+    assert _manifest(folder)["finished"]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(status, timeout=2)

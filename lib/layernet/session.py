@@ -119,7 +119,8 @@ def _now() -> str:
 def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Optional[str] = None,
             extra: Optional[list[str]] = None, progress: Callable[[str], None] = print) -> int:
     """JupyterLab on notebooks/ as one run: a lab site's lab that is not up is brought up first (and taken down when
-    JupyterLab exits, Ctrl-C included); a lab that was up is left as it is. Returns JupyterLab's exit code."""
+    JupyterLab exits, Ctrl-C or SIGTERM included); a lab that was up is left as it is. Returns JupyterLab's exit
+    code."""
     from layernet.site import SiteError, load_site
     from layernet.targets.base import get_target
 
@@ -146,10 +147,13 @@ def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opti
                 f"--notebook-dir={paths.notebooks()}", *(extra or [])]
         proc = subprocess.Popen(argv, env=env)
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is JupyterLab's to answer
+        # asked to stop (SIGTERM): JupyterLab is asked the same, and the session still ends as below
+        term = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
             rc = proc.wait()
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, term)
         close(folder)
         progress(f"session closed; its run folder: {folder}")
     finally:

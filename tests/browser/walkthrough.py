@@ -100,8 +100,13 @@ def stop(proc: subprocess.Popen, base: str, token: str) -> int:
     try:
         return proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
+        pass
+    os.killpg(proc.pid, signal.SIGTERM)      # layernet jupyter asks JupyterLab to stop and ends the session
+    try:
         return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:       # a JupyterLab that hangs in its shutdown: nothing of it may stay
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=30)
 
 
 def code_cells(name: str) -> int:
