@@ -64,13 +64,13 @@ apt:
 demo: setup
 	$(BIN)/layernet run deploy --site $(SITE)
 
-# Two passes: the tests that build no shared-address lab run on both cores (pytest-xdist, one file per worker, so a
-# module's fixtures stay in one process); the `lab` tests (namespaces on the lab's own address plan, one at a time)
-# run after them, in one process.
+# Two passes on both cores (pytest-xdist): first the tests that build no lab on a shared address plan, one file per
+# worker (a module's fixtures stay in one process); then the `lab` tests, one group per address plan
+# (tests/conftest.py `lab_group`): labs on different plans side by side, labs on the same plan one after the other.
 test: setup
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/pytest -q -rs --durations=10 -m "not lab" -n 2 --dist loadfile
-	$(BIN)/pytest -q -rs --durations=15 -m lab
+	$(BIN)/pytest -q -rs --durations=15 -m lab -n 2 --dist loadscope
 
 # JupyterLab on notebooks/ as one run: the notebooks opened in this session share one new run folder under runs/
 # (the audit of stage 05 then knows stage 01's probes). A lab site whose lab is not running is brought up first and

@@ -3,6 +3,8 @@ the lab tests are the proof that the layered network works, so they may not vani
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,42 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"lab test skipped but LAYERNET_REQUIRE_LAB=1: {reason}"
+
+
+# ---- lab tests on two cores: `make test` runs the `lab` tests with pytest-xdist `--dist loadscope`, and the scheduler
+# below makes each address plan one scope. Labs on different address plans and prefixes run side by side
+# (tests/harden/test_side_by_side.py proves it); labs on the same plan may not. A module's plan is its module-level
+# `PREFIX, BASE = "..", "10.x.0.0/16"` or `PREFIX, OCTET = "..", x` (tests/doubles/plants.py's second octet);
+# tests/harden/ is one scope (its side-by-side test reuses the others' prefixes); every other module is on
+# params/lab.yaml's own plan, and those run one after the other in one scope. (xdist's own `loadgroup` does not
+# group under pytest 9, which no longer lets a plugin rename test ids.)
+_PLAN = re.compile(r'^PREFIX, (BASE|OCTET) = "[^"]*", "?([0-9./]+)"?', re.M)
+
+
+def lab_scope(path: str) -> str:
+    """The address plan a test file's labs use (see above), from its text: the controller does not import tests."""
+    p = Path(path)
+    if "harden" in p.parts:
+        return "harden"
+    try:
+        m = _PLAN.search(p.read_text())
+    except OSError:
+        m = None
+    if m is None:
+        return "default-plan"
+    return m.group(2) if m.group(1) == "BASE" else f"10.{m.group(2)}.0.0/16"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByAddressPlan(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lab_scope(str(config.rootpath / nodeid.split("::", 1)[0]))
+
+    return ByAddressPlan(config, log)
 
 
 # ---- the deploy runbook on the lab, run twice on one lab and shared by the tests that read it
