@@ -540,15 +540,11 @@ def mqtt_refuses_anonymous(host: str, port: int, ca_file: Optional[str] = None,
     """Connect without credentials (over TLS with `ca_file`): (True, what was seen) when the broker answers with a
     refusing CONNACK, (False, ...) when it lets the client in or does not answer."""
     import threading
-    import uuid
 
-    import paho.mqtt.client as mqtt
 
     seen: dict = {}
     done = threading.Event()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
-    if ca_file:
-        c.tls_set(ca_certs=ca_file)
+    c = _verify_client(ca_file)
 
     def on_connect(client, userdata, flags, rc, props=None):
         seen["rc"] = rc
@@ -572,20 +568,29 @@ def mqtt_refuses_anonymous(host: str, port: int, ca_file: Optional[str] = None,
         c.loop_stop()
 
 
+def _verify_client(ca_file: Optional[str]):
+    """A fresh paho client for one check (a client id of its own; TLS trusting `ca_file` when given)."""
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
+    if ca_file:
+        c.tls_set(ca_certs=ca_file)
+    return c
+
+
 def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout: float = 5.0) -> tuple[bool, str]:
     """Connect, subscribe to a fresh topic, publish to it and wait for the message (paho-mqtt, MQTT 3.1.1)."""
     import threading
     import uuid
 
-    import paho.mqtt.client as mqtt
 
     topic = f"layernet/verify/{uuid.uuid4().hex[:12]}"
     payload = uuid.uuid4().hex.encode()
     got, subscribed, connected = threading.Event(), threading.Event(), threading.Event()
     result: dict = {}
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
-    if ca_file:
-        c.tls_set(ca_certs=ca_file)
+    c = _verify_client(ca_file)
 
     def on_connect(client, userdata, flags, rc, props=None):
         result["connack"] = str(rc)
