@@ -33,6 +33,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -205,11 +206,26 @@ class Agent:
         return {"step": call["step"], "host": host, "port": port, "ok": ok, "observed": observed, "peer": peer,
                 "seconds": round(time.monotonic() - t0, 3), "time": time.time()}
 
+    def attempt_within(self, call: dict, limit: float) -> dict:
+        """attempt(), but a call that has not ended after `limit` seconds (a connection the network left half-open,
+        whose close waits on a peer that never answers) is a failed attempt, and the agent goes on retrying, as
+        the real agents do, instead of hanging in it."""
+        done: dict = {}
+        worker = threading.Thread(target=lambda: done.setdefault("row", self.attempt(call)), daemon=True)
+        worker.start()
+        worker.join(limit)
+        if "row" in done:
+            return done["row"]
+        host, port = _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])
+        return {"step": call["step"], "host": host, "port": port, "ok": False, "observed": f"no end within {limit:g} s",
+                "peer": None, "seconds": limit, "time": time.time()}
+
     # ---- life
     def start_up(self) -> None:
+        limit = 4 * self.cfg["call_timeout"]
         for call in calls(self.cfg):
             while True:
-                row = self.attempt(call)
+                row = self.attempt_within(call, limit)
                 self.status["calls"] = [c for c in self.status["calls"] if c["step"] != call["step"]] + [row]
                 if row["ok"]:
                     self.status["blocked_on"] = None
