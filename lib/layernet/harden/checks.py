@@ -57,6 +57,16 @@ def _verdict(entries: list) -> tuple[str, str]:
     return "refused", ",".join(c or "-" for c in chains)
 
 
+def own_lines(entries: list, name: Optional[str]) -> list:
+    """The log lines of one connection, found by its source address and port. Thousands of short connections reuse
+    source ports (a connection the proxy reset leaves no TIME_WAIT behind), so a line of another connection from the
+    same address and port can share the key: a line whose server name is another name is not this connection's.
+    Lines without a server name stay (an unreadable SNI is logged without one)."""
+    want = (name or "").lower()
+    own = [e for e in entries if not e.get("sni") or str(e["sni"]).lower() == want]
+    return own if own else entries
+
+
 # ----------------------------------------------------------------------------------------------- item 1
 def differential(site, cases: Optional[list] = None, ports: Optional[list] = None, workers: int = 64) -> pd.DataFrame:
     """Send every case to every proxy level and listener port from the level below; compare with the allow list."""
@@ -81,7 +91,7 @@ def differential(site, cases: Optional[list] = None, ports: Optional[list] = Non
         for s, a in zip(sent, answers):
             c = s["_case"]
             expected = "forwarded" if al.allows(c["name"], s["port"]) and c["mode"] in ("tls", "split") else "reset"
-            envoy, chain = _verdict(log.get((a.get("source"), s["port"]), []))
+            envoy, chain = _verdict(own_lines(log.get((a.get("source"), s["port"]), []), c["name"]))
             rows.append({"level": proxy.name, "from": child.name, "port": s["port"], "family": c["family"],
                          "mode": c["mode"], "name": c["name"], "expected": expected, "envoy": envoy, "chain": chain,
                          "client": a.get("observed", ""), "ok": envoy == expected})
