@@ -36,7 +36,9 @@ def test_every_name_gets_the_allow_list_verdict_from_real_envoy(lab, site):
     assert bad.empty, bad.head(20).to_string()
     # both verdicts really occur, also among the tricks
     assert {"forwarded", "reset"} <= set(df["envoy"])
-    assert (df[df["envoy"] == "forwarded"]["client"] == "server-hello").mean() > 0.8
+    # forwarded connections mostly get the cloud's ServerHello: 338 of 416 (0.81) on this lab every time; the other
+    # 78 are reset by the cloud, and a loaded machine adds a few more, so the floor leaves room below 0.81
+    assert (df[df["envoy"] == "forwarded"]["client"] == "server-hello").mean() > 0.75
     assert not ((df["envoy"] == "reset") & (df["client"] == "server-hello")).any()
 
 
