@@ -65,8 +65,8 @@ demo: setup
 	$(BIN)/layernet run deploy --site $(SITE)
 
 # Two passes on both cores (pytest-xdist): first the tests that build no lab on a shared address plan, one file per
-# worker (a module's fixtures stay in one process); then the `lab` tests, one group per address plan
-# (tests/conftest.py `lab_group`): labs on different plans side by side, labs on the same plan one after the other.
+# worker (a module's fixtures stay in one process); then the `lab` tests, one xdist scope per address plan
+# (tests/conftest.py `lab_scope`): labs on different plans side by side, labs on the same plan one after the other.
 test: setup
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/pytest -q -rs --durations=10 -m "not lab" -n 2 --dist loadfile
