@@ -131,3 +131,33 @@ def test_the_kube_api_flow_reaches_every_consumer(plain):
     router = netns.router_ruleset(plain, netns.topology(plain))
     assert "tcp dport 6443 accept" in router
     assert topology_svg(plain).count("Kubernetes API 6443") == 3
+
+
+def test_listener_ports_are_one_fact(plain):
+    """A proxied port no allowed host uses has no listener anywhere: Envoy, its Kubernetes manifests and the flows
+    (and so nftables, the router and the isolation scan) all read flows.proxy_ports."""
+    import dataclasses
+
+    import yaml
+
+    from layernet.render import render_site
+    from layernet.render.envoy import envoy_config
+
+    full = effective_allowlist(plain)
+    assert 8084 in flows.proxy_ports(plain, full)
+    no8084 = dataclasses.replace(full, entries=tuple(
+        dataclasses.replace(e, ports=tuple(p for p in e.ports if p != 8084)) for e in full.entries
+        if [p for p in e.ports if p != 8084]))
+    want = list(flows.proxy_ports(plain, no8084))
+    assert 8084 not in want and 443 in want
+    for lv in plain.chain:
+        if not lv.proxy:
+            continue
+        cfg = envoy_config(plain, no8084, lv, target="kube")
+        assert [x["address"]["socket_address"]["port_value"] for x in cfg["static_resources"]["listeners"]] == want
+        proxy_flows = [f for f in flows.flows(plain, no8084) if f.kind.startswith("proxy") and f.dst_level == lv.name]
+        assert proxy_flows and all(list(f.ports) == want for f in proxy_flows)
+    for art in render_site(plain, no8084, target="kube"):
+        if art.kind == "manifests":
+            svc = [o for o in yaml.safe_load_all(art.content) if o and o["kind"] == "Service"]
+            assert svc and [p["port"] for p in svc[0]["spec"]["ports"]] == want, art.level

@@ -42,10 +42,6 @@ def proxy_hops(site) -> list[tuple]:
     return out
 
 
-def listener_ports(site, allowlist) -> list[int]:
-    return [p for p in site.proxied_ports() if allowlist.hosts_for_port(p)]
-
-
 def _verdict(entries: list) -> tuple[str, str]:
     chains = sorted({str(e.get("filter_chain") or "") for e in entries})
     if not entries:
@@ -72,7 +68,7 @@ def differential(site, cases: Optional[list] = None, ports: Optional[list] = Non
     """Send every case to every proxy level and listener port from the level below; compare with the allow list."""
     al = effective_allowlist(site)
     cases = corpus(al) if cases is None else cases
-    ports = listener_ports(site, al) if ports is None else ports
+    ports = list(flows_model.proxy_ports(site, al)) if ports is None else ports
     rows: list[dict] = []
     started = time.monotonic()
     for proxy, child in proxy_hops(site):        # one level at a time: the log lines of one hop stay apart

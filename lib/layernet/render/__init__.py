@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from layernet.flows import proxy_ports
 from layernet.render.dns import lab_coredns_files, render_coredns
-from layernet.render.envoy import ENVOY_ARGS, envoy_config, render_envoy
+from layernet.render.envoy import ENVOY_ARGS, render_envoy
 from layernet.render.firewall import firewall_rows, render_allow_list_md, render_nftables
 from layernet.render.manifests import render_envoy_manifests
 from layernet.images import render_import
@@ -45,10 +46,8 @@ def render_site(site, allowlist, target: str = "lab", *, state_dir: Optional[Pat
             text = render_envoy(site, allowlist, lv, target=target, state_dir=state_dir)
             out.append(Artifact(lv.name, "envoy.yaml", "envoy", text))
             if target == "kube":
-                ports = [l["address"]["socket_address"]["port_value"]
-                         for l in envoy_config(site, allowlist, lv, target=target)["static_resources"]["listeners"]]
                 out.append(Artifact(lv.name, "envoy-manifests.yaml", "manifests",
-                                    render_envoy_manifests(site, lv, text, ports)))
+                                    render_envoy_manifests(site, lv, text, list(proxy_ports(site, allowlist)))))
         if lv.dns_override:
             if target == "lab":
                 for name, content in lab_coredns_files(site, allowlist, lv, state_dir=state_dir):

@@ -19,6 +19,7 @@ import ipaddress
 from pathlib import Path
 from typing import Optional
 
+from layernet.flows import proxy_ports
 from layernet.render.util import dump_yaml
 
 # Run every Envoy with these arguments: no hot-restart shared memory (two Envoys on one host would clash
@@ -192,10 +193,8 @@ def envoy_config(site, allowlist, level, *, target: str = "lab", state_dir: Opti
         raise ValueError(f"egress level {level.name} needs dns_upstream: Envoy must not use /etc/resolv.conf")
     log_path = access_log_path(site, level, target, state_dir)
     listeners, clusters = [], []
-    for port in site.proxied_ports():
+    for port in proxy_ports(site, allowlist):
         names = allowlist.hosts_for_port(port)
-        if not names:
-            continue
         listeners.append(_listener(site, level, port, names, egress, log_path, bind))
         if not egress:
             clusters.append({
