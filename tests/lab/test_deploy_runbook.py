@@ -19,6 +19,23 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
 
+def managed_identity_applied(run_dir: Path) -> list[str]:
+    """What in a run's stage 04 plan says the egress hop went by managed identity (params/lab.yaml's `auth:
+    managed_identity`): the Event Hubs endpoint asks for the extension's system-assigned identity (no connection
+    string reaches the dataflow, so the broker saw its OAUTHBEARER token) and the Data Sender and Data Receiver
+    assignments were applied. The empty list when all holds; otherwise what is missing."""
+    from layernet.azure.eventhubs_access import ASSIGN_RECEIVER
+    from layernet.stages.telemetry import SENDER_ACTION
+
+    steps = json.loads((run_dir / "telemetry" / "plan.json").read_text())["steps"]
+    applied = {s["action"] for s in steps if not s["skip"]}
+    missing = [a for a in (SENDER_ACTION, ASSIGN_RECEIVER) if a not in applied]
+    endpoint = [s["detail"] for s in steps if s["action"] == "create dataflow endpoint" and s["target"] == "eventhubs"]
+    if not (len(endpoint) == 1 and '"method":"SystemAssignedManagedIdentity"' in endpoint[0]):
+        missing.append("an Event Hubs endpoint with SystemAssignedManagedIdentity")
+    return missing
+
+
 def test_deploy_runbook_on_the_lab_twice(deploy_run):
     """The session's two runs on one lab (tests/conftest.py): the first applies and proves every stage, the second
     plans nothing and proves it again; the lab was up between them and `lab down` removed it."""
@@ -43,6 +60,7 @@ def test_deploy_runbook_on_the_lab_twice(deploy_run):
         ("level3", "Secret", "layernet-mqtt-client"), ("level2", "ConfigMap", "layernet-mqtt-ca"),
         ("level2", "Issuer", "layernet-mqtt-issuer"), ("level2", "Secret", "layernet-mqtt-client"))}
     assert "event hub layernet-lab-ehns" in (run_dir / "04-telemetry.html").read_text()
+    assert managed_identity_applied(run_dir) == []            # the egress hop sent with the extension's identity
     for html in run_dir.glob("*.html"):
         assert remote_references(html.read_text()) == [], html
     pictures = [base64.b64decode(b).decode() for b in
