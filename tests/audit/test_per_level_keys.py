@@ -90,7 +90,7 @@ def check(out, levels, want, sources):
 @pytest.mark.parametrize("first", ["cell", "area", "site-ops", "enterprise"])
 def test_four_proxy_levels_any_first_record(plant, first):
     site, al = plant
-    levels = [lv.name for lv in findings.proxy_levels(site)]
+    levels = [lv.name for lv in site.proxy_levels(innermost_first=True)]
     assert levels == ["cell", "area", "site-ops", "enterprise"]
     lines, want, sources = traffic(levels, first, seed=len(first))
     parsed = parse_logs({"mixed": lines}, al)
@@ -138,3 +138,25 @@ def test_paths_through_four_proxies(plant):
     assert list(p["hop_ms_cell_area"]) == [1.0, 1.0, 1.0]
     assert list(p["hop_ms_site-ops_enterprise"]) == [1.0, 1.0, 1.0]
     assert set(p["origin"].astype(str)) == {"10.1.0.20"}
+
+
+def test_the_audit_reads_one_list_of_proxy_levels(tmp_path):
+    """Proxy levels are one fact (Site.proxy_levels): log collection, the per-level findings order, the probe
+    comparison and the KQL records block all follow it, on a plant whose levels are not our example's."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
+    from plants import plant_site, write
+
+    from layernet.audit import collect, compare, kql
+
+    site = load_site(write(plant_site(levels=4), tmp_path))
+    outward = [lv.name for lv in site.proxy_levels(innermost_first=True)]
+    assert outward == ["area", "plant", "dmz"]              # dmz -> plant -> area -> cell: the lowest runs none
+    assert collect.proxy_level_names(site) == outward[::-1]
+    assert list(compare.expected_counts(pd.DataFrame(), site)["level"]) == outward
+    block = kql.records_block(site)
+    assert all(name in block for name in outward) and "'cell'" not in block

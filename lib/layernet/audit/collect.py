@@ -26,8 +26,8 @@ class AuditInputError(InputError, ValueError):
 
 
 def proxy_level_names(site) -> list[str]:
-    """The levels that run a proxy, from the egress level down."""
-    return [lv.name for lv in site.chain if lv.proxy]
+    """The names of the levels that run a proxy, from the egress level down."""
+    return [lv.name for lv in site.proxy_levels()]
 
 
 def collect(site, target, since: Optional[datetime] = None) -> dict[str, list[str]]:

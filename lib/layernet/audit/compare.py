@@ -154,7 +154,7 @@ def expected_counts(rows: "pd.DataFrame", site) -> "pd.DataFrame":
     """Per proxy level: the allowed and refused connections the probe rows imply."""
     import pandas as pd
 
-    levels = [lv.name for lv in reversed(site.chain) if lv.proxy]
+    levels = [lv.name for lv in site.proxy_levels(innermost_first=True)]
     allowed = dict.fromkeys(levels, 0)
     refused = dict.fromkeys(levels, 0)
     for r in rows.to_dict(orient="records") if len(rows) else []:

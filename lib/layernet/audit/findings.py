@@ -100,13 +100,8 @@ def _tab(data) -> _Tab:
     return data if isinstance(data, _Tab) else _Tab(data)
 
 
-def proxy_levels(site) -> list:
-    """Proxy levels from the innermost outward (e.g. level3, level4)."""
-    return [lv for lv in reversed(site.chain) if lv.proxy]
-
-
 def _levels_in(t: _Tab, site=None) -> list[str]:
-    names = [lv.name for lv in proxy_levels(site)] if site is not None else []
+    names = [lv.name for lv in site.proxy_levels(innermost_first=True)] if site is not None else []
     seen = [r[0] for r in t.rows("SELECT DISTINCT level FROM _g ORDER BY level")]
     return names + [x for x in seen if x not in names]
 
@@ -257,13 +252,13 @@ def _source_classes(t: _Tab, site) -> str:
     quick); every other text goes through `_classify` in Python."""
     t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
     cases = []
-    for lv in proxy_levels(site) if site is not None else []:
+    for lv in site.proxy_levels(innermost_first=True) if site is not None else []:
         for cls, nets in _networks(site, lv).items():
             for n in nets:
                 if n.version == 4:
                     lo, hi = int(n.network_address), int(n.broadcast_address)
                     cases.append(f"WHEN level = '{lv.name}' AND v4 BETWEEN {lo} AND {hi} THEN '{cls}'")
-    known = ", ".join(f"'{lv.name}'" for lv in proxy_levels(site)) if site is not None else ""
+    known = ", ".join(f"'{lv.name}'" for lv in site.proxy_levels(innermost_first=True)) if site is not None else ""
     v4 = ("CAST(split_part(source_ip, '.', 1) AS BIGINT) * 16777216 + CAST(split_part(source_ip, '.', 2) AS BIGINT)"
           " * 65536 + CAST(split_part(source_ip, '.', 3) AS BIGINT) * 256 + CAST(split_part(source_ip, '.', 4) AS "
           "BIGINT)")
@@ -315,7 +310,7 @@ def _links(t: _Tab, site, window_ms: int) -> list[str]:
     level above (ids are row ids of `_r`, g and next_g their groups, which name their levels). Exact on the inner
     proxy's upstream local address when the log has it; otherwise the first unused upper connection with the same
     name and port that starts within `window_ms` after the inner one."""
-    levels = proxy_levels(site)
+    levels = site.proxy_levels(innermost_first=True)
     names = [lv.name for lv in levels]
     if getattr(t, "_links_key", None) == (id(site), window_ms):
         return names
@@ -569,8 +564,8 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     gap = _td(DEFAULT_GAP_MINUTES) if gap is None else gap
     _source_classes(t, site)
     probes = _probe_groups(t, expected)
-    nets = {lv.name: _networks(site, lv) for lv in proxy_levels(site)}
-    child_of = {lv.name: site.child(lv) for lv in proxy_levels(site)}
+    nets = {lv.name: _networks(site, lv) for lv in site.proxy_levels(innermost_first=True)}
+    child_of = {lv.name: site.child(lv) for lv in site.proxy_levels(innermost_first=True)}
     _links(t, site, window_ms)
     allow = "true" if allowlist is not None else "false"
     # the groups that hold anomalies, and their kind ("child": a child proxy's connection without an entry, split

@@ -45,15 +45,11 @@ def _list(items) -> str:
     return "dynamic([" + ", ".join(_s(x) for x in items) + "])"
 
 
-def _proxy_levels(site) -> list:
-    return [lv for lv in reversed(site.chain) if lv.proxy]          # innermost outward, as findings.per_level
-
-
 def records_block(site) -> str:
     """`let records = ...;`: the typed access-log records of the site's proxy levels."""
     from layernet.render.manifests import NAMESPACE
 
-    levels = [lv.name for lv in _proxy_levels(site)]
+    levels = [lv.name for lv in site.proxy_levels(innermost_first=True)]
     clusters = {lv: site.azure.clusters[lv] for lv in levels if lv in site.azure.clusters}
     if clusters:
         cases = ", ".join(f"cluster =~ {_s(c)}, {_s(lv)}" for lv, c in clusters.items())
@@ -127,7 +123,7 @@ records
 | project name, source, level, verdict, ports, ['count'], first_seen, last_seen
 | order by ['count'] desc, name asc, source asc, level asc, verdict asc"""
     served = []
-    for lv in _proxy_levels(site):
+    for lv in site.proxy_levels(innermost_first=True):
         nets = _networks(site, lv)
         ranges = [str(n) for k in ("own network", "child network", "pods") for n in nets[k]]
         served.append(f"level == {_s(lv.name)} and not(ipv4_is_in_any_range(source_ip, {_list(ranges)}))")

@@ -80,7 +80,7 @@ class MonitorAudit:
         return pd.DataFrame([list(r) for r in table.rows], columns=list(table.columns))
 
     def _levels(self) -> list[str]:
-        return [lv.name for lv in kql._proxy_levels(self.site)]
+        return [lv.name for lv in self.site.proxy_levels(innermost_first=True)]
 
     def per_level(self, timespan: Timespan) -> "pd.DataFrame":
         """`findings.per_level`, computed in the workspace."""

@@ -169,6 +169,11 @@ class Site(Strict):
             cur = self.child(cur)
         return out
 
+    def proxy_levels(self, innermost_first: bool = False) -> list[Level]:
+        """The levels that run a proxy, from the egress level down (or from the innermost one outward)."""
+        out = [lv for lv in self.chain if lv.proxy]
+        return out[::-1] if innermost_first else out
+
     def proxied_ports(self) -> tuple[int, ...]:
         """Listener ports: 443 and 8084 always, 9093 when a level below egress sends to Event Hubs."""
         ports = set(PROXIED_PORTS_DEFAULT)
