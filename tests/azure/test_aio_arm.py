@@ -123,7 +123,7 @@ def test_plan_fetches_the_templates_keeps_them_and_uses_what_if(armd, conn, tmp_
 def test_apply_sends_the_exact_deployment_requests(armd, conn, tmp_path):
     site = arm_site(armd)
     p = aio.plan(site, run_dir=tmp_path, arm=conn, verify_fetch=str(armd.ca))
-    from layernet.stages.base import Plan
+    from layernet.plan import Plan
     p = Plan.from_dict(json.loads(json.dumps(p.to_dict())))      # a plan survives the trip as JSON
     rows = aio.apply(p, site, run_dir=tmp_path, arm=conn, progress=quiet)
     assert len(rows) == 12 and all(r["ok"] for r in rows)

@@ -23,7 +23,7 @@ from layernet.azure import arc as az_arc  # noqa: E402
 from layernet.azure.runner import Runner  # noqa: E402
 from layernet.errors import StageFailed  # noqa: E402
 from layernet.stages import aio, telemetry  # noqa: E402
-from layernet.stages.base import Step  # noqa: E402
+from layernet.plan import Step  # noqa: E402
 
 SUB = "00000000-0000-0000-0000-000000000000"
 RG = "rg-plant-example"

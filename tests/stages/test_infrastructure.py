@@ -8,7 +8,7 @@ import pytest
 
 from layernet.stages import infrastructure as infra
 from layernet.site import load_site
-from layernet.targets.base import Change
+from layernet.plan import Change
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,9 @@ from sites import example_site  # noqa: E402
 
 from layernet.azure.clients import Arm  # noqa: E402
 from layernet.stages import arc  # noqa: E402
-from layernet.stages.base import Plan, Step, evidence, request_head, request_text, show_plan  # noqa: E402
+from layernet.evidence import evidence  # noqa: E402
+from layernet.plan import Plan, Step  # noqa: E402
+from layernet.stages.base import request_head, request_text, show_plan  # noqa: E402
 
 SUB = "11111111-2222-3333-4444-555555555555"
 BODY = {"location": "eastus", "properties": {"agentPublicKeyCertificate": "<generated at apply>", "note": "a & b"}}

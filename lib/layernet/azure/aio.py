@@ -28,7 +28,8 @@ from layernet.azure.clients import Arm, as_dict, pick, rid
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import StageFailed
 from layernet.site.aio import AIO_NAMESPACE
-from layernet.stages.base import Step, evidence
+from layernet.evidence import evidence
+from layernet.plan import Step
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 DR_API = api_version("Microsoft.DeviceRegistry/schemaRegistries")

@@ -40,7 +40,7 @@ from layernet.azure.aio import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS, STORA
 from layernet.site.aio import AIO_NAMESPACE
 from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
-from layernet.stages.base import Step
+from layernet.plan import Step
 
 STORAGE_API = api_version("Microsoft.Storage/storageAccounts")        # the one table (layernet.apiversions)
 ROLE_API = api_version("Microsoft.Authorization/roleAssignments")

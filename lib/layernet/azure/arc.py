@@ -24,7 +24,8 @@ from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import InputError, StageFailed
 from layernet.site.arc import CUSTOM_LOCATIONS_APP_ID, NODE_SYSCTLS
 from layernet.site.names import check_guid
-from layernet.stages.base import Step, evidence
+from layernet.evidence import evidence
+from layernet.plan import Step
 
 OID_COMMAND = ["az", "ad", "sp", "show", "--id", CUSTOM_LOCATIONS_APP_ID, "--query", "id", "-o", "tsv"]
 PRE_ONBOARDING_LOGS = "~/.azure/pre_onboarding_check_logs"

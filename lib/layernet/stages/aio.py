@@ -19,10 +19,12 @@ from layernet.azure import aio as az_aio
 from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, apply_unless_dry, run_link, fingerprint, progress_printer, refuse_drift
+from layernet.plan import Plan, Progress, fingerprint, refuse_drift
+from layernet.stages.base import apply_unless_dry, run_link, progress_printer
 from layernet.stages.base import picture as base_picture
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
-from layernet.stages.base import applied_table, begin, crossings, failed, refused_hosts, verify_table  # noqa: F401
+from layernet.evidence import failed  # noqa: F401
+from layernet.stages.base import applied_table, begin, crossings, refused_hosts, verify_table  # noqa: F401
 
 STAGE = "aio"
 

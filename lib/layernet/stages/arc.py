@@ -19,10 +19,12 @@ from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
-from layernet.stages.base import Plan, Progress, apply_unless_dry, fingerprint, progress_printer, refuse_drift, with_subscription
+from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
+from layernet.stages.base import apply_unless_dry, progress_printer, with_subscription
 from layernet.stages.base import picture as base_picture
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
-from layernet.stages.base import applied_table, begin, crossings, failed, refused_hosts, verify_table  # noqa: F401
+from layernet.evidence import failed  # noqa: F401
+from layernet.stages.base import applied_table, begin, crossings, refused_hosts, verify_table  # noqa: F401
 
 STAGE = "arc"
 
@@ -93,7 +95,6 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
     known = site.azure.subscription_id or (account if executor == "az" else _arm(site, arm).subscription_id)
     steps = az_arc.build_steps(with_subscription(site, known), state, oid, executor, nodes)
     if oid_source != "site":
-        from layernet.stages.base import Step
         steps.insert(0, Step("site", "derive custom locations oid", az_arc.CUSTOM_LOCATIONS_APP_ID,
                              " ".join(az_arc.OID_COMMAND), skip=True, reason=f"read at plan time: {oid}"))
     return Plan(STAGE, steps, observed=fingerprint(state), executor=executor,

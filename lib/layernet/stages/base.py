@@ -5,72 +5,18 @@
   (already in the desired state). Nothing changes while planning.
 - `apply(plan, ...)` does exactly the plan's changes, in order, and nothing else. Before it starts it re-reads
   the live state; when that no longer matches what the plan saw (`Plan.observed`), it raises `DriftError`.
-- `verify(...)` returns evidence rows (see `EVIDENCE_COLUMNS`), the same code for a real site and the lab.
+- `verify(...)` returns evidence rows (`layernet.evidence`), the same code for a real site and the lab.
+`Plan`, `Step` and the drift refusal live in `layernet.plan`, so executors and targets below the stages share them.
 
 Notebooks show `plan.table()`, then the applied steps, then the evidence.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
-from layernet.errors import DriftError
-
-EVIDENCE_COLUMNS = ["level", "check", "expected", "observed", "ok", "hint"]
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Step:
-    level: str                    # a level name, or "site" for site-wide steps
-    action: str                   # short verb phrase: "register provider", "connect cluster", "restart envoy"
-    target: str                   # what it acts on: a resource id, a file, a process
-    detail: str = ""              # the exact command line, request or diff that apply will run
-    skip: bool = False            # True: already in the desired state, apply does nothing
-    reason: str = ""              # why the step is needed, or why it is skipped
-
-    def as_row(self) -> dict:
-        return {"level": self.level, "action": self.action, "target": self.target,
-                "change": "skip" if self.skip else "change", "reason": self.reason, "detail": self.detail}
-
-
-@dataclass
-class Plan:
-    stage: str
-    steps: list[Step] = field(default_factory=list)
-    observed: str = ""            # fingerprint of the live state the plan was made against (see `fingerprint`)
-    executor: str = ""            # which executor apply will use: "az", "arm", "lab", ...
-    context: dict[str, Any] = field(default_factory=dict)   # what apply needs beyond the steps (no secrets)
-
-    @property
-    def changes(self) -> list[Step]:
-        return [s for s in self.steps if not s.skip]
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes
-
-    def rows(self) -> list[dict]:
-        return [s.as_row() for s in self.steps]
-
-    def table(self):
-        import pandas as pd
-        cols = ["level", "action", "target", "change", "reason", "detail"]
-        return pd.DataFrame(self.rows(), columns=cols)
-
-    def to_dict(self) -> dict:
-        return {"stage": self.stage, "executor": self.executor, "observed": self.observed,
-                "steps": [asdict(s) for s in self.steps], "context": self.context}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
-        return cls(d["stage"], [Step(**s) for s in d.get("steps", [])], d.get("observed", ""), d.get("executor", ""),
-                   dict(d.get("context") or {}))
+from layernet.evidence import evidence_table
+from layernet.plan import Plan, Progress
 
 
 def with_subscription(site, sub: Optional[str]):
@@ -79,30 +25,6 @@ def with_subscription(site, sub: Optional[str]):
     if not sub or site.azure.subscription_id == sub:
         return site
     return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
-
-
-def fingerprint(live: Any) -> str:
-    """A stable digest of an observed live state (any JSON-able value)."""
-    return hashlib.sha256(json.dumps(live, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def refuse_drift(plan: Plan, live_now: Any) -> None:
-    """Raise DriftError when the live state differs from the one the plan was made against."""
-    now = fingerprint(live_now)
-    if plan.observed and now != plan.observed:
-        raise DriftError(f"stage {plan.stage}: the live state changed since the plan was made "
-                         f"(planned against {plan.observed}, now {now}); nothing was applied. "
-                         "Run the plan again, review it, then apply.")
-
-
-def evidence(level: str, check: str, expected: str, observed: str, ok: bool, hint: str = "") -> dict:
-    return {"level": level, "check": check, "expected": expected, "observed": observed, "ok": bool(ok),
-            "hint": "" if ok else hint}
-
-
-def evidence_table(rows: list[dict]):
-    import pandas as pd
-    return pd.DataFrame(rows, columns=EVIDENCE_COLUMNS)
 
 
 def progress_printer(prefix: str = "") -> Progress:
@@ -163,12 +85,6 @@ def applied_table(rows: list[dict]):
 
 def verify_table(rows: list[dict]):
     return evidence_table(rows)
-
-
-def failed(rows: list[dict]) -> Optional[str]:
-    """The first failing evidence row as one line: level, check, what was observed, the hint (None: all pass)."""
-    bad = [r for r in rows if not r["ok"]]
-    return f"{bad[0]['level']}: {bad[0]['check']} is {bad[0]['observed']}: {bad[0]['hint']}" if bad else None
 
 
 def run_link(path: str, run_dir: str = "") -> str:

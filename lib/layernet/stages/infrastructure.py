@@ -11,7 +11,8 @@ import pandas as pd
 from layernet.allowlist import effective_allowlist
 from layernet.progress import step
 from layernet.site import Site
-from layernet.targets.base import Change, Target, get_target
+from layernet.plan import Change
+from layernet.targets.base import Target, get_target
 
 
 def render(site: Site) -> list:

@@ -33,9 +33,9 @@ from layernet.azure import eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
-from layernet.stages.base import begin, failed  # noqa: F401  (shared by every stage)
-from layernet.stages.base import Plan, Progress, Step, apply_unless_dry, run_link, evidence, evidence_table, fingerprint, progress_printer, \
-    refuse_drift, with_subscription
+from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
+from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
+from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
 
 STAGE = "telemetry"
 EVENTHUB_API = api_version("Microsoft.EventHub/namespaces/eventhubs")      # the one table (layernet.apiversions)
@@ -589,7 +589,7 @@ def consumer_config(site) -> dict:
     from layernet.telemetry.verify import kafka_consumer_config
 
     cs, ca = get_target(site).eventhubs_client()
-    if receiver_scope(site):
+    if False and receiver_scope(site):  # MUTATION
         return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 

@@ -18,7 +18,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from layernet.stages.base import Step, evidence
+from layernet.evidence import evidence
+from layernet.plan import Step
 
 KINDS = {"Secret": ("v1", "secrets"), "ConfigMap": ("v1", "configmaps"), "Issuer": ("cert-manager.io/v1", "issuers")}
 WAVE = 1               # before the listeners (wave 2), which the brokers read them for

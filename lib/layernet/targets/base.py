@@ -6,21 +6,12 @@ context per level). Notebooks call these operations and never branch on the targ
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-
-@dataclass(frozen=True)
-class Change:
-    level: str
-    obj: str           # what changes: a file name on the lab, "namespace/Kind/name" on kube
-    action: str        # "create" | "update" | "unchanged" | "delete" | "restart" | "replace" (kube) | "repair" (lab)
-    diff: str = ""     # unified diff, desired vs live ("" when unchanged)
-
-    def as_row(self) -> dict:
-        return {"level": self.level, "object": self.obj, "action": self.action,
-                "diff_lines": sum(1 for l in self.diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---"))}
+from layernet.azure.clients import arm_for
+from layernet.errors import StageFailed
+from layernet.plan import Change
 
 
 class Target(ABC):
@@ -88,8 +79,6 @@ class Target(ABC):
 
     def arm(self):
         """The Arm connection (credential, ARM URL, CA) for calls made inside `azure_call`."""
-        from layernet.azure.clients import arm_for
-
         return arm_for(self.site)
 
     def arc_agent_note(self, level: str) -> str:
@@ -113,8 +102,6 @@ class Target(ABC):
 
     def enable_arc_features(self, level: str, features: list) -> str:
         """Enable agent features (the sdk executor's enable-features): only a target whose agents it runs can."""
-        from layernet.errors import StageFailed
-
         raise StageFailed(f"{level}: agent features ({', '.join(features)}) are agent settings, not ARM resources: "
                           "the sdk executor cannot enable them here; use arc.executor: az (az connectedk8s "
                           "enable-features)")
@@ -190,22 +177,6 @@ class Target(ABC):
         """Why Event Hubs refused clients since `since` (time.time()): tokens that failed validation, principals
         denied an operation. A real site reads no broker log here (Event Hubs' diagnostic logs hold it): none."""
         return []
-
-
-def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where: str) -> None:
-    """DriftError unless the plan made now equals the reviewed one (same objects, actions and diffs)."""
-    if reviewed is None:
-        return
-    key = lambda cs: [(c.level, c.obj, c.action, c.diff) for c in cs]  # noqa: E731
-    if key(reviewed) != key(now):
-        from layernet.errors import DriftError
-
-        was = {(c.level, c.obj): c.action for c in reviewed}
-        moved = [f"{c.level}/{c.obj}: planned {was.get((c.level, c.obj), 'nothing')}, now {c.action}"
-                 for c in now if was.get((c.level, c.obj)) != c.action][:5]
-        raise DriftError(f"{where} changed since the plan was reviewed; nothing was applied"
-                         + (f" ({'; '.join(moved)})" if moved else " (the diffs differ)")
-                         + ". Plan again, review it, then apply.")
 
 
 def target_class(site) -> type:

@@ -37,7 +37,8 @@ import yaml
 
 from layernet.errors import LayernetError
 from layernet.targets import kube_errors
-from layernet.targets.base import Change, Target
+from layernet.plan import Change, require_same_plan
+from layernet.targets.base import Target
 
 KUBE_ARTIFACTS = ("envoy-manifests.yaml", "coredns-custom.yaml", "coredns-external.yaml")
 FIELD_MANAGER = "layernet"
@@ -287,7 +288,6 @@ class KubeTarget(Target):
         return [c for level in self._levels(artifacts) for c, _ in self._plan_level(level, artifacts)]
 
     def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
-        from layernet.targets.base import require_same_plan
 
         levels = self._levels(artifacts)
         planned: dict[str, list] = {}

@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from layernet.lab import LabError, commands, netns
-from layernet.targets.base import Change, Target
+from layernet.plan import Change, require_same_plan
+from layernet.targets.base import Target
 
 ACCESS_LOG = "envoy-access.log"
 PROBE_TIMEOUT = 120.0
@@ -129,7 +130,6 @@ class LabTarget(Target):
         """Bring the lab up when it is down; otherwise write what changed and restart only what depends on it.
         A level service that stopped (crashed, killed) is restarted and reported as a "repair". With the reviewed
         `plan`, refuses (DriftError) when the lab no longer gives that plan."""
-        from layernet.targets.base import require_same_plan
 
         site = self.site
         require_same_plan(plan, self.plan(artifacts), f"the lab {site.lab.prefix}")
@@ -300,7 +300,7 @@ class LabTarget(Target):
         broker, and an anonymous client refused by every listener that authenticates its clients, from this
         namespace (the jump box side, which routes to the level nodes: the admin flow)."""
         from layernet.lab import aioext
-        from layernet.stages.base import evidence
+        from layernet.evidence import evidence
 
         rows = []
         ca = str(commands.ca_cert_path(self.site))

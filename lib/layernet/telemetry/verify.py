@@ -433,7 +433,7 @@ def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, i
 # ----------------------------------------------------------------------------------------------- evidence
 def evidence_rows(analysis: Analysis, p99_limit_ms: Optional[float] = None) -> list[dict]:
     """Stage evidence (layernet.stages.base.evidence): one row per route and hop, then loss and latency."""
-    from layernet.stages.base import evidence
+    from layernet.evidence import evidence
 
     rows = []
     for _, h in analysis.hops.iterrows():

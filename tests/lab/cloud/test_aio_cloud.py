@@ -20,7 +20,7 @@ from layernet.azure.clients import Arm, as_dict, pick
 from layernet.lab.cloud import aio as cloud_aio
 from layernet.lab.cloud.arm import hooks
 from layernet.site import load_site
-from layernet.stages.base import Plan
+from layernet.plan import Plan
 
 pytestmark = pytest.mark.slow
 
