@@ -160,3 +160,31 @@ def test_the_audit_reads_one_list_of_proxy_levels(tmp_path):
     assert list(compare.expected_counts(pd.DataFrame(), site)["level"]) == outward
     block = kql.records_block(site)
     assert all(name in block for name in outward) and "'cell'" not in block
+
+
+def test_envoy_and_the_audit_read_one_set_of_served_networks(tmp_path):
+    """The networks a level serves are one fact (Site.served_networks): the addresses Envoy lets in are exactly
+    those the audit classes as the level's own, its child's or its pods'."""
+    import ipaddress
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
+    from plants import plant_site, write
+
+    from layernet.render.envoy import source_ranges
+
+    site = load_site(write(plant_site(levels=4), tmp_path))
+    for lv in site.proxy_levels():
+        ranges = source_ranges(site, lv)
+        served = site.served_networks(lv)
+        assert set(ranges) == {n for k in ("own network", "child network", "pods") for n in served[k]}
+        child = site.child(lv)
+        assert findings._classify(site, lv.name, str(lv.network.network_address + 5)) == "own network"
+        assert findings._classify(site, lv.name, str(lv.pod_cidr.network_address + 5)) == "pods"
+        if child is not None:
+            want = "child proxy" if child.proxy else "child network"
+            assert findings._classify(site, lv.name, str(child.node_ip)) == want
+        outside = ipaddress.ip_address("198.51.100.77")
+        assert not any(outside in n for n in ranges)
+        assert findings._classify(site, lv.name, str(outside)) not in served

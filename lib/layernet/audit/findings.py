@@ -212,21 +212,11 @@ def unused_entries(cov: "pd.DataFrame") -> "pd.DataFrame":
 
 
 # ----------------------------------------------------------------------------------------------- sources
-def _networks(site, level) -> dict[str, list]:
-    child = site.child(level)
-    return {
-        "child proxy": [ipaddress.ip_network(f"{child.node_ip}/32")] if child is not None and child.proxy else [],
-        "child network": [child.network] if child is not None else [],
-        "own network": [level.network],
-        "pods": [level.pod_cidr],
-    }
-
-
 def _classify(site, level: str, ip: str, cache: Optional[dict] = None) -> str:
     cache = {} if cache is None else cache
     if level not in cache:
         try:
-            cache[level] = _networks(site, site.level(level))
+            cache[level] = site.served_networks(level)
         except KeyError:
             cache[level] = None
     nets = cache[level]
@@ -253,7 +243,7 @@ def _source_classes(t: _Tab, site) -> str:
     t.db.execute("CREATE OR REPLACE TEMP TABLE _cls (level VARCHAR, source_ip VARCHAR, cls VARCHAR)")
     cases = []
     for lv in site.proxy_levels(innermost_first=True) if site is not None else []:
-        for cls, nets in _networks(site, lv).items():
+        for cls, nets in site.served_networks(lv).items():
             for n in nets:
                 if n.version == 4:
                     lo, hi = int(n.network_address), int(n.broadcast_address)
@@ -564,7 +554,7 @@ def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expe
     gap = _td(DEFAULT_GAP_MINUTES) if gap is None else gap
     _source_classes(t, site)
     probes = _probe_groups(t, expected)
-    nets = {lv.name: _networks(site, lv) for lv in site.proxy_levels(innermost_first=True)}
+    nets = {lv.name: site.served_networks(lv) for lv in site.proxy_levels(innermost_first=True)}
     child_of = {lv.name: site.child(lv) for lv in site.proxy_levels(innermost_first=True)}
     _links(t, site, window_ms)
     allow = "true" if allowlist is not None else "false"

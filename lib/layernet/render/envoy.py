@@ -63,13 +63,9 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
 
 def source_ranges(site, level) -> list[ipaddress.IPv4Network]:
     """Networks allowed to use the level's proxy: its own network, its child's network, its pod network."""
-    nets = [level.network]
-    child = site.child(level)
-    if child is not None:
-        nets.append(child.network)
-    nets.append(level.pod_cidr)
+    served = site.served_networks(level)
     out: list[ipaddress.IPv4Network] = []
-    for n in nets:
+    for n in served["own network"] + served["child network"] + served["pods"]:
         if n not in out:
             out.append(n)
     return out

@@ -174,6 +174,19 @@ class Site(Strict):
         out = [lv for lv in self.chain if lv.proxy]
         return out[::-1] if innermost_first else out
 
+    def served_networks(self, level: Level | str) -> dict[str, list]:
+        """Who a level's proxy and DNS serve, by class: its child's proxy (the node address of a child that runs
+        one), its child's network, its own network and its pods. Envoy's source ranges and the audit's source
+        classes both read this."""
+        lv = self.level(level) if isinstance(level, str) else level
+        child = self.child(lv)
+        return {
+            "child proxy": [ipaddress.ip_network(f"{child.node_ip}/32")] if child is not None and child.proxy else [],
+            "child network": [child.network] if child is not None else [],
+            "own network": [lv.network],
+            "pods": [lv.pod_cidr],
+        }
+
     def proxied_ports(self) -> tuple[int, ...]:
         """Listener ports: 443 and 8084 always, 9093 when a level below egress sends to Event Hubs."""
         ports = set(PROXIED_PORTS_DEFAULT)
