@@ -589,7 +589,7 @@ def consumer_config(site) -> dict:
     from layernet.telemetry.verify import kafka_consumer_config
 
     cs, ca = get_target(site).eventhubs_client()
-    if False and receiver_scope(site):  # MUTATION
+    if receiver_scope(site):
         return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
