@@ -390,9 +390,13 @@ def test_rows_and_frame():
     rows = al.rows()
     assert len(rows) == len(al.entries)
     assert {"host": "layernet-lab-ehns.servicebus.windows.net", "ports": "443, 9093", "group": "eventhubs",
-            "purpose": "Event Hubs Kafka endpoint (9093) and HTTPS/AMQP over WebSockets (443)"} in rows
+            "purpose": "Event Hubs Kafka endpoint (9093) and HTTPS/AMQP over WebSockets (443)",
+            "needed by": "required: eventhubs-egress (9093)"} in rows
+    by_host = {r["host"]: r["needed by"] for r in rows}
+    assert by_host["mcr.microsoft.com"] == "required: arc-agents, aio-extensions; optional: jump-box"
+    assert by_host["graph.windows.net"] == "optional: aio-extensions"
     frame = al.to_frame()
-    assert list(frame.columns) == ["host", "ports", "group", "purpose"]
+    assert list(frame.columns) == ["host", "ports", "group", "purpose", "needed by"]
     assert len(frame) == len(rows)
 
 
@@ -402,13 +406,14 @@ def test_cli_allowlist_prints_a_table():
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["host", "ports", "group", "purpose"]
+    assert re.split(r"\s{2,}", lines[0].strip()) == ["host", "ports", "group", "purpose", "needed by"]
     assert set(lines[1].replace(" ", "")) == {"-"}
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines[2:] if not line.endswith(" entries")]
     al = lab()
     assert len(rows) == len(al.entries)
-    assert ["management.azure.com", "443", "arc-core", "Azure Resource Manager"] in rows
-    assert ["eastus.obo.arc.azure.com", "8084", "arc-cluster-connect", "Cluster connect on-behalf-of endpoint"] in rows
+    assert ["management.azure.com", "443", "arc-core", "Azure Resource Manager", "required: arc-agents, jump-box"] in rows
+    assert ["eastus.obo.arc.azure.com", "8084", "arc-cluster-connect", "Cluster connect on-behalf-of endpoint",
+            "required: arc-agents"] in rows
     assert lines[-1] == f"{len(al.entries)} entries"
 
 
@@ -453,3 +458,42 @@ def test_match_many_equals_match_on_every_pair():
     pairs = [(n, p) for n in names for p in (443, 8084, 9093, 1883)]
     want = {(n, p): al.match(n, p).host for n, p in pairs if al.match(n, p)}
     assert al.match_many(pairs) == want and len(want) > 20
+
+
+# ----------------------------------------------------------------------------------------------- roles
+def test_each_role_needs_the_hosts_the_catalog_marks_for_it():
+    from layernet.allowlist import role_needs
+
+    site = load_site(ROOT / "params" / "lab.yaml")
+    required = {(n.role, n.host, n.ports) for n in role_needs(site, required_only=True)}
+    assert ("arc-agents", "sts.windows.net", (443,)) in required
+    assert ("arc-agents", "eastus.obo.arc.azure.com", (8084,)) in required
+    assert ("aio-extensions", "layernetlabsr.blob.core.windows.net", (443,)) in required
+    assert ("eventhubs-egress", "layernet-lab-ehns.servicebus.windows.net", (9093,)) in required   # not 443
+    optional = {(n.role, n.host) for n in role_needs(site) if not n.required}
+    assert ("aio-extensions", "*.vault.azure.net") in optional and ("arc-agents", "sts.windows.net") not in optional
+    # a gateway site: the agents need the gateway's set, not the direct Arc groups
+    gw = load_site(ROOT / "params" / "lab.yaml", [
+        "arc.gateway_resource_id=/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+        "Microsoft.HybridCompute/gateways/gw1", "arc.gateway_endpoint=abc123.gw.arc.azure.com"])
+    agents = {n.host for n in role_needs(gw, "arc-agents", required_only=True)}
+    assert "abc123.gw.arc.azure.com" in agents and "sts.windows.net" not in agents
+
+
+def test_a_dropped_required_host_is_named_with_its_role():
+    from layernet.allowlist import missing_required
+
+    assert missing_required(load_site(ROOT / "params" / "lab.yaml")) == []
+    site = load_site(ROOT / "params" / "lab.yaml", ['allowlist.drop_hosts=["sts.windows.net", "graph.windows.net"]'])
+    assert [(n.role, n.host) for n in missing_required(site)] == [("arc-agents", "sts.windows.net")]   # graph: optional
+
+
+def test_a_need_is_required_or_optional_on_ports_the_entry_lists():
+    from layernet.allowlist import parse_need
+
+    assert parse_need("required", (443, 9093)) == (True, (443, 9093))
+    assert parse_need("optional on 9093", (443, 9093)) == (False, (9093,))
+    with pytest.raises(ValueError, match="required or optional"):
+        parse_need("needed", (443,))
+    with pytest.raises(ValueError, match="does not list"):
+        parse_need("required on 8084", (443,))

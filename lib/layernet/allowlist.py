@@ -5,6 +5,7 @@ host. Renderers, probes and the audit all call it, and it follows Envoy's `serve
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Optional
 
@@ -57,6 +58,7 @@ class Endpoint:
     group: str
     purpose: str
     clouds: tuple[str, ...] = ("public",)
+    needs: tuple[tuple[str, str], ...] = field(default=(), compare=False)   # (role, "required"/"optional"[ on P])
 
     def sample_name(self) -> str:
         """A concrete name to probe: the host itself, or a fixed label under a wildcard."""
@@ -71,11 +73,38 @@ def group_descriptions() -> dict[str, str]:
     return data.groups()
 
 
+def role_descriptions() -> dict[str, str]:
+    """Role (who needs hosts of the catalog: arc-agents, aio-extensions, ...) -> who it is."""
+    return data.roles()
+
+
+_NEED = re.compile(r"^(required|optional)(?: on (\d+(?:, ?\d+)*))?$")
+
+
+def parse_need(text: str, ports: tuple[int, ...], where: str = "endpoints.yaml") -> tuple[bool, tuple[int, ...]]:
+    """`required` / `optional`, maybe `... on 9093`: (required?, the entry's ports the role uses)."""
+    m = _NEED.match(str(text))
+    if not m:
+        raise ValueError(f"{where}: need {text!r}: write required or optional, maybe followed by 'on PORT'")
+    used = tuple(int(p) for p in m.group(2).split(",")) if m.group(2) else tuple(ports)
+    if not set(used) <= set(ports):
+        raise ValueError(f"{where}: need {text!r} names ports the entry does not list ({list(ports)})")
+    return m.group(1) == "required", tuple(sorted(used))
+
+
 def catalog() -> list[Endpoint]:
-    return [
-        Endpoint(e["host"], tuple(e["ports"]), e["group"], e["purpose"], tuple(e.get("clouds", ["public"])))
-        for e in data.endpoints()
-    ]
+    roles = data.roles()
+    out = []
+    for e in data.endpoints():
+        needs = tuple((str(r), str(v)) for r, v in (e.get("needs") or {}).items())
+        for role, need in needs:
+            where = f"endpoints.yaml: {e['host']} ({e['group']}) needs.{role}"
+            if role not in roles:
+                raise ValueError(f"{where}: unknown role; the roles are {', '.join(roles)}")
+            parse_need(need, tuple(e["ports"]), where)
+        out.append(Endpoint(e["host"], tuple(e["ports"]), e["group"], e["purpose"], tuple(e.get("clouds", ["public"])),
+                            needs))
+    return out
 
 
 @dataclass(frozen=True)
@@ -122,22 +151,35 @@ class AllowList:
 
     def rows(self) -> list[dict]:
         return [
-            {"host": e.host, "ports": ", ".join(str(p) for p in e.ports), "group": e.group, "purpose": e.purpose}
+            {"host": e.host, "ports": ", ".join(str(p) for p in e.ports), "group": e.group, "purpose": e.purpose,
+             "needed by": needed_by(e)}
             for e in self.entries
         ]
 
     def to_frame(self):
         import pandas as pd
 
-        return pd.DataFrame(self.rows(), columns=["host", "ports", "group", "purpose"])
+        return pd.DataFrame(self.rows(), columns=["host", "ports", "group", "purpose", "needed by"])
 
 
 def _specificity(host: str) -> tuple[int, int]:
     return (0 if is_wildcard(host) else 1, len(host))
 
 
-def effective_allowlist(site: "Site") -> AllowList:
-    """Expand the catalog for `site`: its cloud, region, groups, extra hosts and dropped hosts."""
+def needed_by(e: Endpoint) -> str:
+    """The table's "needed by" cell: `required: arc-agents, jump-box; optional: ...` (empty: no role needs it)."""
+    parts = []
+    for kind in ("required", "optional"):
+        roles = [r + (f" ({need[len(kind) + 4:]})" if need != kind else "")    # "required on 9093": "role (9093)"
+                 for r, need in e.needs if need.startswith(kind)]
+        if roles:
+            parts.append(f"{kind}: {', '.join(roles)}")
+    return "; ".join(parts)
+
+
+def _selected(site: "Site") -> tuple[list[tuple[Endpoint, str]], list[str]]:
+    """The catalog entries of the site's groups and cloud, each with its host expanded for the site (placeholders
+    filled, lower case); notes for the entries left out because a placeholder has no value."""
     az = site.azure
     values = {
         "<region>": az.location,
@@ -151,16 +193,7 @@ def effective_allowlist(site: "Site") -> AllowList:
     if gateway:
         values["<gateway_prefix>"] = gateway.split(".", 1)[0]
     notes: list[str] = []
-    merged: dict[str, Endpoint] = {}
-
-    def add(e: Endpoint) -> None:
-        key = e.host.lower()
-        if key in merged:  # same host from two groups: union of ports, first group/purpose kept
-            old = merged[key]
-            merged[key] = Endpoint(old.host, tuple(sorted(set(old.ports) | set(e.ports))), old.group, old.purpose, old.clouds)
-        else:
-            merged[key] = e
-
+    out: list[tuple[Endpoint, str]] = []
     for e in catalog():
         if e.group not in groups or az.cloud not in e.clouds:
             continue
@@ -172,7 +205,28 @@ def effective_allowlist(site: "Site") -> AllowList:
         for ph, v in values.items():
             if v:
                 host = host.replace(ph, v)
-        add(Endpoint(host.lower(), tuple(sorted(e.ports)), e.group, e.purpose, e.clouds))
+        out.append((e, host.lower()))
+    return out, notes
+
+
+def effective_allowlist(site: "Site") -> AllowList:
+    """Expand the catalog for `site`: its cloud, region, groups, extra hosts and dropped hosts."""
+    az = site.azure
+    selected, notes = _selected(site)
+    merged: dict[str, Endpoint] = {}
+
+    def add(e: Endpoint) -> None:
+        key = e.host.lower()
+        if key in merged:  # same host from two groups: union of ports and needs, first group/purpose kept
+            old = merged[key]
+            needs = old.needs + tuple(n for n in e.needs if n[0] not in {r for r, _ in old.needs})
+            merged[key] = Endpoint(old.host, tuple(sorted(set(old.ports) | set(e.ports))), old.group, old.purpose,
+                                   old.clouds, needs)
+        else:
+            merged[key] = e
+
+    for e, host in selected:
+        add(Endpoint(host, tuple(sorted(e.ports)), e.group, e.purpose, e.clouds, e.needs))
     for x in site.allowlist.extra_hosts:
         add(Endpoint(x.host.lower(), tuple(sorted(x.ports)), "site-extra", x.purpose, (az.cloud,)))
     drops = {d.lower() for d in site.allowlist.drop_hosts}
@@ -185,3 +239,51 @@ def effective_allowlist(site: "Site") -> AllowList:
 
 def matching_entries(entries: Iterable[Endpoint], name: str) -> list[Endpoint]:
     return [e for e in entries if host_matches(e.host, name)]
+
+
+# ----------------------------------------------------------------------------------------------- roles
+@dataclass(frozen=True)
+class Need:
+    """A host a role needs on a site: the catalog's entry expanded for the site, the ports the role uses."""
+    role: str
+    host: str
+    ports: tuple[int, ...]
+    required: bool
+    group: str
+    purpose: str
+
+    def sample_name(self) -> str:
+        return "layernet-probe" + self.host[1:] if is_wildcard(self.host) else self.host
+
+    def label(self) -> str:
+        return f"{self.host}:{','.join(str(p) for p in self.ports)}"
+
+
+def role_needs(site: "Site", role: Optional[str] = None, required_only: bool = False) -> list[Need]:
+    """What each role needs on `site` (or only `role`): the catalog entries of the site's groups and cloud whose
+    `needs` name the role, expanded as the allow list expands them, before the site's drops. One Need per role
+    and host (the same host from two groups: the union of ports)."""
+    selected, _ = _selected(site)
+    out: dict[tuple[str, str], Need] = {}
+    for e, host in selected:
+        for r, text in e.needs:
+            if role is not None and r != role:
+                continue
+            required, ports = parse_need(text, tuple(e.ports))
+            if required_only and not required:
+                continue
+            key = (r, host)
+            old = out.get(key)
+            if old is not None:
+                ports = tuple(sorted(set(old.ports) | set(ports)))
+                required = old.required or required
+            out[key] = Need(r, host, ports, required, e.group, e.purpose)
+    return sorted(out.values(), key=lambda n: (n.role, n.host))
+
+
+def missing_required(site: "Site", allowlist: Optional[AllowList] = None) -> list[Need]:
+    """The hosts a role requires that the site's effective allow list does not let through on every port the role
+    uses (the site dropped them: allowlist.drop_hosts). Only the site's selected groups count (role_needs)."""
+    al = allowlist if allowlist is not None else effective_allowlist(site)
+    return [n for n in role_needs(site, required_only=True)
+            if not all(al.allows(n.sample_name(), p) for p in n.ports)]

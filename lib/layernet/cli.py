@@ -33,7 +33,7 @@ def cmd_allowlist(args) -> int:
     from layernet.table import print_table
 
     al = effective_allowlist(_load(args))
-    print_table(al.rows(), ["host", "ports", "group", "purpose"])
+    print_table(al.rows(), ["host", "ports", "group", "purpose", "needed by"])
     for note in al.notes:
         print(f"note: {note}")
     print(f"{len(al.entries)} entries")

@@ -86,7 +86,7 @@ def test_kube_site_lists_contexts(site, tmp_path: Path, monkeypatch):
 
 def test_allowlist_table(site):
     df = preflight.allowlist_table(site)
-    assert list(df.columns) == ["host", "ports", "group", "purpose"]
+    assert list(df.columns) == ["host", "ports", "group", "purpose", "needed by"]
     assert "management.azure.com" in set(df["host"]) and "eastus.obo.arc.azure.com" in set(df["host"])
 
 

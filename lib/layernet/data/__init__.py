@@ -1,7 +1,7 @@
 """Data shipped with layernet: the endpoint catalog (endpoints.yaml) and the Azure locations (locations.yaml).
 
-`endpoints()` and `groups()` read the catalog once; allowlist.py turns its entries into a site's allow list, and
-the site checks use the group names.
+`endpoints()`, `groups()` and `roles()` read the catalog once; allowlist.py turns its entries into a site's allow
+list and each role's needs, and the site checks use the group names.
 """
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def groups() -> dict[str, str]:
     return dict(_catalog()["groups"])
 
 
+def roles() -> dict[str, str]:
+    """Catalog role (who needs hosts: arc-agents, aio-extensions, ...) -> who it is."""
+    return dict(_catalog()["roles"])
+
+
 def endpoints() -> list[dict]:
-    """Every catalog entry: host (maybe with <placeholders>), ports, group, purpose, clouds."""
+    """Every catalog entry: host (maybe with <placeholders>), ports, group, purpose, clouds, needs (role ->
+    "required" | "optional", maybe "... on PORT[, PORT]")."""
     return [dict(e) for e in _catalog()["endpoints"]]
