@@ -67,9 +67,7 @@ def listener_ports(r) -> list[tuple[str, int, bool, bool]]:
 def levels(site) -> list:
     """The resolved AIO names of every Arc-enabled level, egress level first."""
     out = []
-    for lv in site.chain:
-        if not lv.reaches_azure:
-            continue
+    for lv in site.arc_levels():
         r = site.aio.for_level(site, lv.name)
         if not r.storage_account:
             from layernet.errors import InputError

@@ -50,9 +50,7 @@ def targets(site) -> list[Target]:
     """Arc-enabled levels, egress level first (levels with reaches_azure: false are not connected)."""
     cfg = _kube_config(site)
     out = []
-    for lv in site.chain:
-        if not lv.reaches_azure:
-            continue
+    for lv in site.arc_levels():
         name = site.azure.clusters.get(lv.name)
         if not name:
             raise InputError(f"site field azure.clusters.{lv.name} is missing: name the Arc connected cluster of "

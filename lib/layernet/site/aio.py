@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from layernet.site import names
 from layernet.site.base import Strict
+from layernet.site.problems import Problem
 
 AIO_NAMESPACE = "azure-iot-operations"      # where AIO runs in a cluster (the objects its resources name live there)
 TEMPLATE_URL = "https://github.com/Azure/azure-iot-operations/releases/download/{tag}/azure-iot-operations-{kind}.json"
@@ -155,8 +156,6 @@ class Aio(Strict):
 
 def check(site: Any, fname: str = "<site>") -> list:
     """Cross-checks of the `aio` section against the whole site (a `Site` or its raw mapping)."""
-    from layernet.site.model import Problem
-
     raw = site if isinstance(site, dict) else site.model_dump(mode="json")
     out: list = []
     aio = raw.get("aio") if isinstance(raw.get("aio"), dict) else {}
@@ -202,16 +201,12 @@ def check_site(site, fname: str = "<site>") -> list:
     """Checks of every level's resolved AIO names, defaults included (`Aio.for_level` derives them from the
     cluster names): each is a valid name, and no two levels share an instance, custom location, ADR namespace or
     schema registry (one resource group holds them all), or a blob container of one storage account."""
-    from layernet.site.model import Problem
-
     out: list = []
     seen: dict[tuple, str] = {}
     if "aio" not in site.model_fields_set:      # a site without an aio section does not deploy AIO (yet)
         return out
     container = ("container", "schema_registry.container", "blob container", "<cluster>-schemas")
-    for lv in site.chain:
-        if not lv.reaches_azure:
-            continue
+    for lv in site.arc_levels():
         r = site.aio.for_level(site, lv.name)
         cfg = site.aio.levels.get(lv.name) or AioLevel()
         for attr, path, kind, how in RESOLVED_NAMES + (container,):

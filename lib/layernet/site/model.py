@@ -174,6 +174,10 @@ class Site(Strict):
         out = [lv for lv in self.chain if lv.proxy]
         return out[::-1] if innermost_first else out
 
+    def arc_levels(self) -> list[Level]:
+        """The levels that are Arc-enabled (every level that reaches Azure), from the egress level down."""
+        return [lv for lv in self.chain if lv.reaches_azure]
+
     def served_networks(self, level: Level | str) -> dict[str, list]:
         """Who a level's proxy and DNS serve, by class: its child's proxy (the node address of a child that runs
         one), its child's network, its own network and its pods. Envoy's source ranges and the audit's source
