@@ -13,10 +13,10 @@ import yaml
 from layernet import images
 from layernet.allowlist import effective_allowlist
 from layernet.errors import InputError
-from layernet.images import ImageRef, check, import_plan, level_images, parse_ref, registry_hosts, render_import
+from layernet.images import DEFAULTS, ImageRef, import_plan, level_images, parse_ref, registry_hosts, render_import
 from layernet.render import render_site
 from layernet.site import Site, SiteError, load_site
-from layernet.site.images import DEFAULTS
+from layernet.site.images import check, require
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "params" / "lab.yaml"
@@ -244,9 +244,9 @@ def test_layernet_validate_exits_2_naming_level_image_and_host():
 
 def test_require_raises_an_input_error():
     with pytest.raises(InputError) as info:
-        images.require(site_of(with_images(raw_lab(), envoy=HUB_ENVOY)), "lab.yaml")
+        require(site_of(with_images(raw_lab(), envoy=HUB_ENVOY)), "lab.yaml")
     assert info.value.exit_code == 2 and "lab.yaml: images.envoy" in str(info.value)
-    images.require(load_site(LAB))
+    require(load_site(LAB))
 
 
 # ----------------------------------------------------------------------------------------------- air gap

@@ -3,11 +3,11 @@
 Pure functions of a `Site` (no network, no files):
 
 - `level_images(site)`: every (level, role, image reference, mode) the site makes a level run;
-- `check(site)`: every level that pulls (``images.mode`` pull) must reach every host its registry sends a
-  pull to, through the allow list (THE host-matching function, `layernet.allowlist.host_matches`) and on a
-  port the proxies carry; a level with ``reaches_azure: false`` reaches no registry and must import.
-  Each violation is a `Problem` naming the level, the image and the missing hosts, found before anything
-  is applied;
+- `unreachable(site, allowlist, level, ref)`: the hosts a level that pulls (``images.mode`` pull) cannot reach
+  of those its registry sends a pull to, through the allow list (THE host-matching function,
+  `layernet.allowlist.host_matches`) and on a port the proxies carry; a level with ``reaches_azure: false``
+  reaches no registry and must import. The site's check (`layernet.site.images.check`, run by `load_site`)
+  turns each into a `Problem` naming the level, the image and the missing hosts, before anything is applied;
 - `import_plan(site)` / `render_import(site, level)`: for levels that import, the archives to carry and the
   exact ``k3s ctr images import`` commands per node.
 """
@@ -18,7 +18,24 @@ from dataclasses import dataclass
 from typing import Optional
 
 from layernet.allowlist import AllowList, effective_allowlist, host_matches, is_wildcard
-from layernet.site.images import DEFAULTS, ROLES
+
+# role -> which levels run it: "proxy" (levels with proxy: true) or "all" (every level of the chain)
+ROLES: dict[str, str] = {
+    "envoy": "proxy",   # the SNI proxy Deployment (render/manifests.py)
+    "probe": "all",     # the probe Job's Python image (targets/kube.py runs layernet.probe in it)
+}
+
+# Defaults per cloud. Both tags were checked against public evidence of published tags (see the README,
+# "Images on air-gapped levels"); pin your own with images.<role> after checking the registry.
+DEFAULTS: dict[str, dict[str, str]] = {
+    "public": {
+        "envoy": "mcr.microsoft.com/oss/v2/envoyproxy/envoy:v1.34.10",
+        "probe": "mcr.microsoft.com/azurelinux/base/python:3.12",
+    },
+}
+DEFAULTS["usgov"] = dict(DEFAULTS["public"])   # MCR and its data endpoints serve Azure Government too
+# Azure China reaches Microsoft's images through the mcr.azk8s.cn mirror (the catalog's arc-core entry)
+DEFAULTS["china"] = {k: v.replace("mcr.microsoft.com/", "mcr.azk8s.cn/", 1) for k, v in DEFAULTS["public"].items()}
 
 REGISTRY_PORT = 443
 DOCKER_HUB = "docker.io"
@@ -198,52 +215,6 @@ def unreachable(site, allowlist: AllowList, level: str, ref: ImageRef) -> tuple[
 
 def _default_registry(site) -> str:
     return parse_ref(DEFAULTS.get(site.azure.cloud, DEFAULTS["public"])["envoy"]).registry
-
-
-def check(site, file: str = "<site>", allowlist: Optional[AllowList] = None) -> list:
-    """Every problem of the `images` section: bad references, unknown levels, images a level cannot fetch."""
-    from layernet.site import Problem, check_host
-
-    problems: list = []
-    im = site.images
-    refs: dict[str, Optional[ImageRef]] = {}
-    for role in ROLES:
-        text = im.reference(role, site.azure.cloud)
-        try:
-            refs[role] = parse_ref(text)
-        except ValueError as exc:
-            refs[role] = None
-            problems.append(Problem(file, f"images.{role}", text,
-                                    f"an image reference like {DEFAULTS['public'][role]}: {exc}"))
-    names = [lv.name for lv in site.levels]
-    for key, value in im.mode.items():
-        if key not in names:
-            problems.append(Problem(file, f"images.mode.{key}", value, f"a key that names a level ({', '.join(names)})"))
-    for reg, hosts in im.registry_hosts.items():
-        for i, h in enumerate(hosts):
-            why = check_host(h)
-            if why:
-                problems.append(Problem(file, f"images.registry_hosts.{reg}[{i}]", h, why))
-    if problems:
-        return problems
-    al = allowlist if allowlist is not None else effective_allowlist(site)
-    for li in level_images(site):
-        ref = refs[li.role]
-        if li.mode != "pull" or ref is None:
-            continue
-        missing, why = unreachable(site, al, li.level, ref)
-        if missing:
-            problems.append(Problem(file, f"images.{li.role}", li.image, f"an image {li.level} can fetch: {why}"))
-    return problems
-
-
-def require(site, file: str = "<site>") -> None:
-    """Raise SiteError (exit 2) listing every image problem; for stage plans that get a Site object."""
-    from layernet.site import SiteError
-
-    problems = check(site, file)
-    if problems:
-        raise SiteError(problems)
 
 
 def image_rows(site) -> list[dict]:

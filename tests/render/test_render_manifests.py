@@ -12,7 +12,7 @@ from layernet.images import parse_ref
 from layernet.render.envoy import ADMIN_PORT
 from layernet.render.manifests import CONFIG_ANNOTATION, render_envoy_manifests
 from layernet.site import Site
-from layernet.site.images import DEFAULTS
+from layernet.images import DEFAULTS
 
 K8S_VERSION = "1.33.0"
 

@@ -4,7 +4,7 @@
   bootstrap rolls the pods without a manual delete;
 - Envoy runs as a non-root user; ``net.ipv4.ip_unprivileged_port_start=0`` (a namespaced, safe sysctl)
   lets it bind 443 without extra capabilities;
-- the image comes from the site (``images.envoy``, default from `layernet.site.images.DEFAULTS`); a level whose
+- the image comes from the site (``images.envoy``, default from `layernet.images.DEFAULTS`); a level whose
   ``images.mode`` is ``import`` gets ``imagePullPolicy: Never``, so a missing import fails at once
   (ErrImageNeverPull) instead of waiting on a pull that cannot reach a registry;
 - the LoadBalancer Service publishes the listener ports only (the admin port stays on 127.0.0.1 inside the

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from layernet.site import names
 from layernet.site.base import Strict
+from layernet.site.problems import Problem
 
 # The Custom Locations resource provider's first-party application id; its service principal's object id is
 # what `--custom-locations-oid` wants (derive it with `az ad sp show --id <this> --query id -o tsv`).
@@ -106,8 +107,6 @@ class Arc(Strict):
 
 def check(site: Any, fname: str = "<site>") -> list:
     """Cross-checks of the `arc` section against the whole site (a `Site` or its raw mapping)."""
-    from layernet.site.model import Problem
-
     raw = site if isinstance(site, dict) else site.model_dump(mode="json")
     out: list = []
     arc = raw.get("arc") if isinstance(raw.get("arc"), dict) else {}

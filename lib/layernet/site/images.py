@@ -1,13 +1,14 @@
 """Site section `images`: where every container layernet deploys comes from, and how each level gets it.
 
-A role (``envoy``, ``probe``; a new container is one more field and one line in `ROLES`) names the image
+A role (``envoy``, ``probe``; a new container is one more field and one line in `layernet.images.ROLES`) names the image
 reference a level runs. Left at null, a role uses the default of the site's cloud: a Microsoft Container
 Registry reference, which the catalog's ``arc-core`` group already allows (``mcr.microsoft.com`` and its
 data endpoints ``*.data.mcr.microsoft.com``), so the default is reachable through the proxy chain.
 
 `mode` says per level whether the level pulls its images through the chain (``pull``, the default) or
 imports archives carried to its node (``import``: the air-gap alternative, `layernet.images.import_plan`).
-The static check that every pulled image comes from a registry the level can reach is `layernet.images.check`.
+The static check that every pulled image comes from a registry the level can reach is `check` (below), one of
+the site's checks: `load_site` runs it.
 """
 from __future__ import annotations
 
@@ -16,31 +17,16 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
+from layernet.allowlist import AllowList, effective_allowlist
+from layernet.images import DEFAULTS, ROLES, ImageRef, level_images, parse_ref, unreachable
 from layernet.site.base import Strict
+from layernet.site.names import check_host
+from layernet.site.problems import Problem, SiteError
 
 Mode = Literal["pull", "import"]
 # a folder the rendered `k3s ctr images import <dir>/<archive>` commands can carry without quoting: absolute, path
 # segments of letters, digits, '.', '_', '-' not starting with '.' or '-' (no '..', globs, '~', spaces, quotes, '$')
 _ARCHIVE_DIR = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63})+/?", re.ASCII)
-
-# role -> which levels run it: "proxy" (levels with proxy: true) or "all" (every level of the chain)
-ROLES: dict[str, str] = {
-    "envoy": "proxy",   # the SNI proxy Deployment (render/manifests.py)
-    "probe": "all",     # the probe Job's Python image (targets/kube.py runs layernet.probe in it)
-}
-
-# Defaults per cloud. Both tags were checked against public evidence of published tags (see the README,
-# "Images on air-gapped levels"); pin your own with images.<role> after checking the registry.
-DEFAULTS: dict[str, dict[str, str]] = {
-    "public": {
-        "envoy": "mcr.microsoft.com/oss/v2/envoyproxy/envoy:v1.34.10",
-        "probe": "mcr.microsoft.com/azurelinux/base/python:3.12",
-    },
-}
-DEFAULTS["usgov"] = dict(DEFAULTS["public"])   # MCR and its data endpoints serve Azure Government too
-# Azure China reaches Microsoft's images through the mcr.azk8s.cn mirror (the catalog's arc-core entry)
-DEFAULTS["china"] = {k: v.replace("mcr.microsoft.com/", "mcr.azk8s.cn/", 1) for k, v in DEFAULTS["public"].items()}
-
 
 class Images(Strict):
     envoy: Optional[str] = None          # null: DEFAULTS[azure.cloud]["envoy"]
@@ -72,8 +58,43 @@ class Images(Strict):
         return self.mode.get(level, self.default_mode)
 
 
-def check(site, fname: str = "<site>") -> list:
-    """Cross-checks of the `images` section against the whole site (a valid `Site`): see layernet.images.check."""
-    from layernet.images import check as check_images   # late: layernet.images needs the allow list
+def check(site, file: str = "<site>", allowlist: Optional[AllowList] = None) -> list:
+    """Every problem of the `images` section: bad references, unknown levels, images a level cannot fetch."""
+    problems: list = []
+    im = site.images
+    refs: dict[str, Optional[ImageRef]] = {}
+    for role in ROLES:
+        text = im.reference(role, site.azure.cloud)
+        try:
+            refs[role] = parse_ref(text)
+        except ValueError as exc:
+            refs[role] = None
+            problems.append(Problem(file, f"images.{role}", text,
+                                    f"an image reference like {DEFAULTS['public'][role]}: {exc}"))
+    names = [lv.name for lv in site.levels]
+    for key, value in im.mode.items():
+        if key not in names:
+            problems.append(Problem(file, f"images.mode.{key}", value, f"a key that names a level ({', '.join(names)})"))
+    for reg, hosts in im.registry_hosts.items():
+        for i, h in enumerate(hosts):
+            why = check_host(h)
+            if why:
+                problems.append(Problem(file, f"images.registry_hosts.{reg}[{i}]", h, why))
+    if problems:
+        return problems
+    al = allowlist if allowlist is not None else effective_allowlist(site)
+    for li in level_images(site):
+        ref = refs[li.role]
+        if li.mode != "pull" or ref is None:
+            continue
+        missing, why = unreachable(site, al, li.level, ref)
+        if missing:
+            problems.append(Problem(file, f"images.{li.role}", li.image, f"an image {li.level} can fetch: {why}"))
+    return problems
 
-    return check_images(site, fname)
+
+def require(site, file: str = "<site>") -> None:
+    """Raise SiteError (exit 2) listing every image problem; for stage plans that get a Site object."""
+    problems = check(site, file)
+    if problems:
+        raise SiteError(problems)

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from layernet.site import names
 from layernet.site.base import Strict
+from layernet.site.problems import Problem
 
 DEFAULT_CONNECTION_STRING_ENV = "LAYERNET_EVENTHUBS_CONNECTION_STRING"
 _NAME = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$|^[a-z0-9]$"
@@ -295,8 +296,6 @@ def check_site(site, fname: str = "<site>") -> list:
     """Checks that need the validated site: the MQTT hop's port against the ports the receiving level's proxy
     listens on (same node address), and the dataflows as one chain: each level's source is what its child sends
     (or one of its own assets' topics), and each hop lands on a parent that reads it."""
-    from layernet.site.model import Problem
-
     tel = site.telemetry
     out: list = []
     port = tel.mqtt.effective_port
