@@ -104,3 +104,14 @@ def test_topology_display_carries_a_text_alternative(site):
     alt = pic.metadata["alt"]
     assert alt.startswith("Topology of site lab: level2 192.168.102.10 -> level3 192.168.103.10 -> level4")
     assert pic.data == preflight.topology_picture(site)
+
+
+def test_validation_view_names_the_valid_file_or_lists_every_problem():
+    from layernet.stages import preflight
+
+    ok = preflight.validation_view("params/lab.yaml")
+    assert "Valid site file" in ok.data and "lab.yaml" in ok.data
+    bad = preflight.validation_view("params/lab.yaml", ["levels.level3.node_ip=10.9.9.9<b>", "name=Bad Name"])
+    html = bad._repr_html_() if hasattr(bad, "_repr_html_") else bad.data
+    assert "levels[1].node_ip" in html or "node_ip" in html
+    assert "<b>" not in html and "&lt;b&gt;" in html          # a bad value is shown, escaped, never as markup

@@ -7,6 +7,7 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet import targets
 from layernet import paths
 from layernet.allowlist import effective_allowlist
 from layernet.site import Site, SiteError, load_site
@@ -41,10 +42,20 @@ def validation(site_path: str = "", overrides: Optional[list[str]] = None) -> pd
     return pd.DataFrame(columns=["file", "field", "value", "expected"])
 
 
-def levels_table(site: Site) -> pd.DataFrame:
-    from layernet.targets.base import get_target
+def validation_view(site_path: str = "", overrides: Optional[list[str]] = None):
+    """What the report shows of the site check: every problem in one table, or one line naming the valid file."""
+    from IPython.display import Markdown
 
-    target = get_target(site)
+    from layernet.htmltable import show
+
+    problems = validation(site_path, overrides)
+    if len(problems):
+        return show(problems)
+    return Markdown(f"**Valid site file** `{resolve_site_path(site_path)}`")
+
+
+def levels_table(site: Site) -> pd.DataFrame:
+    target = targets.get_target(site)
     rows = []
     for lv in site.chain:
         parent = site.parent(lv)
@@ -58,9 +69,7 @@ def levels_table(site: Site) -> pd.DataFrame:
 
 def tools(site: Site) -> pd.DataFrame:
     """The tools this site's target needs, found or not, with their versions and what to do when missing."""
-    from layernet.targets.base import get_target
-
-    df = pd.DataFrame(get_target(site).requirements(), columns=["tool", "needed_for", "found", "version", "fix"])
+    df = pd.DataFrame(targets.get_target(site).requirements(), columns=["tool", "needed_for", "found", "version", "fix"])
     df["found"] = df["found"].map({True: "yes", False: "MISSING"})
     return df
 
