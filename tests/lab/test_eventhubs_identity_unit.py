@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
+from kafka_admin import AdminDouble  # noqa: E402
 
 from layernet.azure import eventhubs_access as access
 from layernet.lab import eventhubs_rbac as rbac
@@ -124,29 +129,51 @@ def test_role_assignments_become_acls_on_the_principal_and_nothing_else(tmp_path
     assert rbac.covers(NS.upper(), NS) == "*" and rbac.covers(NS + "/eventhubs/h/x", NS) is None
 
 
-class FakeAdmin:
-    """Only what apply_acls needs: it records bindings (the real broker is exercised by the lab tests)."""
-
-    def __init__(self):
-        self.created, self.deleted = [], []
-
-    def create_acls(self, bindings, request_timeout):
-        self.created += bindings
-        return {}
-
-    def delete_acls(self, filters, request_timeout):
-        self.deleted += filters
-        return {}
-
-
 def test_apply_acls_adds_the_missing_and_revokes_what_no_assignment_grants():
-    admin = FakeAdmin()
+    admin = AdminDouble()
     want = {("User:a", "TOPIC", "*", "WRITE")}
-    have = {("User:b", "TOPIC", "*", "WRITE")}
-    added, removed = rbac.apply_acls(admin, want, have)
-    assert added == [("User:a", "TOPIC", "*", "WRITE")] and removed == [("User:b", "TOPIC", "*", "WRITE")]
+    added, removed = rbac.apply_acls(admin, want, rbac.current_acls(admin))
+    assert added == [("User:a", "TOPIC", "*", "WRITE")] and removed == []
     assert [(b.principal, b.name, b.operation.name) for b in admin.created] == [("User:a", "*", "WRITE")]
-    assert [(f.principal, f.operation.name) for f in admin.deleted] == [("User:b", "WRITE")]
+    assert rbac.current_acls(admin) == want
+    want = {("User:b", "TOPIC", "*", "WRITE")}
+    added, removed = rbac.apply_acls(admin, want, rbac.current_acls(admin))
+    assert added == [("User:b", "TOPIC", "*", "WRITE")] and removed == [("User:a", "TOPIC", "*", "WRITE")]
+    assert [(f.principal, f.operation.name) for f in admin.deleted] == [("User:a", "WRITE")]
+    assert rbac.current_acls(admin) == want
+    assert rbac.apply_acls(admin, want, rbac.current_acls(admin)) == ([], [])      # in step: nothing sent
+
+
+def test_the_sync_follows_the_assignments_arm_holds(tmp_path):
+    admin = AdminDouble()
+    path = store(tmp_path, (NS, SENDER, "p-send"))
+    assert rbac.sync_once(admin, path, NS) == ([("User:p-send", "TOPIC", "*", "DESCRIBE"),
+                                                ("User:p-send", "TOPIC", "*", "WRITE")], [])
+    path = store(tmp_path, (NS, RECEIVER, "p-recv"))                   # the sender's assignment deleted
+    added, removed = rbac.sync_once(admin, path, NS)
+    assert {a[0] for a in added} == {"User:p-recv"} and {a[0] for a in removed} == {"User:p-send"}
+    assert {a[0] for a in rbac.current_acls(admin)} == {"User:p-recv"}
+
+
+@pytest.mark.parametrize("call, arg", [("create_acls", []), ("create_acls", [("User:a", "TOPIC", "*", "WRITE")]),
+                                       ("create_acls", "twice"), ("delete_acls", []), ("delete_acls", ["x"]),
+                                       ("describe_acls", "x")])
+def test_the_admin_double_refuses_what_the_real_client_refuses(call, arg):
+    """The real AdminClient refuses these before it sends anything (its broker address is a closed loopback port)."""
+    import logging
+
+    from confluent_kafka.admin import AdminClient
+
+    if arg == "twice":
+        b = rbac._binding(("User:a", "TOPIC", "*", "WRITE"))
+        arg = [b, b]
+    real = AdminClient({"bootstrap.servers": "127.0.0.1:1", "logger": logging.getLogger("admin-contract")})
+    refusals = []
+    for client in (real, AdminDouble()):
+        with pytest.raises((TypeError, ValueError)) as info:
+            getattr(client, call)(arg, request_timeout=1)
+        refusals.append((type(info.value), str(info.value)))
+    assert refusals[0] == refusals[1]
 
 
 def test_the_dataflow_authenticates_as_its_endpoint_says():
