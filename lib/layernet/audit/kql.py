@@ -94,8 +94,6 @@ def _expected(expected) -> str:
 def render(site, expected=None) -> dict[str, str]:
     """{query name: KQL text} for the site (see the module notes); `expected`: the probe traffic of a run
     (`findings.Expected`), marked in ``unexpected_source``."""
-    from layernet.audit.findings import _networks
-
     head = f"// layernet audit of site {site.name}: {{name}} (Envoy access log in {TABLE})\n" + records_block(site)
     out = {}
     out["records"] = head + f"""
@@ -124,7 +122,7 @@ records
 | order by ['count'] desc, name asc, source asc, level asc, verdict asc"""
     served = []
     for lv in site.proxy_levels(innermost_first=True):
-        nets = _networks(site, lv)
+        nets = site.served_networks(lv)
         ranges = [str(n) for k in ("own network", "child network", "pods") for n in nets[k]]
         served.append(f"level == {_s(lv.name)} and not(ipv4_is_in_any_range(source_ip, {_list(ranges)}))")
     out["unexpected_source"] = head + f"""
