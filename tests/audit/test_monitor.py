@@ -2,7 +2,6 @@
 with azure-monitor-query against an HTTP double of the Logs query API that pins the exact request."""
 import json
 import re
-import sys
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -13,10 +12,8 @@ from layernet.audit.parse import RAW_KEYS, parse_logs
 from layernet.site import load_site
 from layernet.site.problems import SiteError
 from audit_helpers import L3, ROOT, small_log
-
-sys.path.insert(0, str(ROOT / "tests" / "doubles"))
-from arm_double import StaticToken  # noqa: E402
-from loganalytics_double import LogAnalyticsDouble  # noqa: E402
+from arm_double import StaticToken
+from loganalytics_double import LogAnalyticsDouble
 
 WS = "6f1d2c3b-4a59-4e7f-8a0b-1c2d3e4f5a6b"
 LAB = ROOT / "params" / "lab.yaml"

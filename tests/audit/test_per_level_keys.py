@@ -143,12 +143,8 @@ def test_paths_through_four_proxies(plant):
 def test_the_audit_reads_one_list_of_proxy_levels(tmp_path):
     """Proxy levels are one fact (Site.proxy_levels): log collection, the per-level findings order, the probe
     comparison and the KQL records block all follow it, on a plant whose levels are not our example's."""
-    import sys
-    from pathlib import Path
 
     import pandas as pd
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
     from plants import plant_site, write
 
     from layernet.audit import collect, compare, kql
@@ -166,10 +162,6 @@ def test_envoy_and_the_audit_read_one_set_of_served_networks(tmp_path):
     """The networks a level serves are one fact (Site.served_networks): the addresses Envoy lets in are exactly
     those the audit classes as the level's own, its child's or its pods'."""
     import ipaddress
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
     from plants import plant_site, write
 
     from layernet.render.envoy import source_ranges

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "targets"))
-from arm_double import ArmDouble, StaticToken  # noqa: E402
-from kube_double import KubeApiDouble  # noqa: E402
-from sites import example_site  # noqa: E402
+from arm_double import ArmDouble, StaticToken
+from kube_double import KubeApiDouble
+from sites import example_site
 
 from layernet.azure.clients import Arm  # noqa: E402
 from layernet.errors import DriftError, StageFailed  # noqa: E402

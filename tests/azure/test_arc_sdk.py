@@ -4,16 +4,12 @@ public key, LRO handling, idempotent re-plan, polling until Connected or the tim
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from arm_double import ArmDouble, StaticToken  # noqa: E402
-from sites import example_site  # noqa: E402
+from arm_double import ArmDouble, StaticToken
+from sites import example_site
 
 from layernet.azure import arc as az_arc  # noqa: E402
 from layernet.azure.clients import Arm  # noqa: E402

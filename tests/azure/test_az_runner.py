@@ -2,13 +2,9 @@
 guard and a missing tool. Commands are the fake az of tests/doubles."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from fakecli import FakeCli  # noqa: E402
+from fakecli import FakeCli
 
 from layernet.azure.runner import CommandFailed, Runner, az_json, check_argv, secret_in, transient_reason  # noqa: E402
 from layernet.errors import InputError  # noqa: E402

@@ -6,14 +6,10 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from fakecli import FLAGS, FakeCli, az_flag_error  # noqa: E402
-from sites import example_site  # noqa: E402
+from fakecli import FLAGS, FakeCli, az_flag_error
+from sites import example_site
 
 from layernet.azure import aio as az_aio  # noqa: E402
 from layernet.azure import arc as az_arc  # noqa: E402

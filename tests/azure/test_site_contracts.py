@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from fakecli import FakeCli  # noqa: E402
-from sites import example_site  # noqa: E402
+from fakecli import FakeCli
+from sites import example_site
 
 from layernet.azure import aio as az_aio  # noqa: E402
 from layernet.azure import aio_sdk  # noqa: E402
@@ -244,7 +240,7 @@ def test_an_existing_event_hubs_namespace_and_hub_are_adopted_never_downgraded(m
             hub["id"]: {"properties": {"provisioningState": "Succeeded", "partitionCount": 8,
                                        "messageRetentionInDays": 7}}}
     monkeypatch.setattr(telemetry, "Live", lambda arm: FakeLive(arm, live))
-    monkeypatch.setattr("layernet.targets.base.get_target",
+    monkeypatch.setattr("layernet.targets.get_target",
                         lambda s: type("T", (), {"telemetry_running": lambda self: None})())
     state = telemetry.observe(site, type("A", (), {"subscription_id": SUB})())
     steps = {s.action: s for s in telemetry.steps(site, state) if s.level == site.egress_level}

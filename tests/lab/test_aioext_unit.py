@@ -121,7 +121,6 @@ def test_the_broker_reads_the_trusted_ca_config_map_and_refuses_clients_without_
     """The stand-in's broker on loopback, its cluster API played by KubeApiDouble (plain HTTP): without the ConfigMap
     the X.509 listener stays down, naming it; with it, mosquitto requires a client certificate that CA signed."""
     import json
-    import sys
     import time
 
     import pytest
@@ -130,8 +129,6 @@ def test_the_broker_reads_the_trusted_ca_config_map_and_refuses_clients_without_
     from layernet.lab.dataflow import MqttTls, connect_mqtt
     from layernet.render.telemetry import render
     from layernet.telemetry.loopback import free_port, loopback_site
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "targets"))
     from kube_double import KubeApiDouble
 
     host = "127.73.3.1"

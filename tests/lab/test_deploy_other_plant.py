@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from plants import plant_site, write  # noqa: E402
+from plants import plant_site, write
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)")]

@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from plants import plant_site, write  # noqa: E402
+from plants import plant_site, write
 
 from layernet.lab import kafka  # noqa: E402
 from layernet.site import load_site  # noqa: E402

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from plants import plant_site, with_telemetry, write  # noqa: E402
+from plants import plant_site, with_telemetry, write
 
 from layernet import cli  # noqa: E402
 from layernet.site import SiteError, load_site, names  # noqa: E402

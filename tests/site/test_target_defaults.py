@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from arm_double import ArmDouble, StaticToken  # noqa: E402
-from plants import plant_site, write  # noqa: E402
+from arm_double import ArmDouble, StaticToken
+from plants import plant_site, write
 
 from layernet.azure.clients import Arm  # noqa: E402
 from layernet.site import SiteError, load_site  # noqa: E402

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from fakecli import FakeCli  # noqa: E402
-from sites import example_site  # noqa: E402
+from fakecli import FakeCli
+from sites import example_site
 
 from layernet.azure.runner import Runner, secret_in  # noqa: E402
 from layernet.errors import DriftError, StageFailed  # noqa: E402

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from arm_double import ArmDouble, StaticToken  # noqa: E402
-from sites import example_site  # noqa: E402
+from arm_double import ArmDouble, StaticToken
+from sites import example_site
 
 from layernet.azure.clients import Arm  # noqa: E402
 from layernet.stages import arc  # noqa: E402

@@ -3,11 +3,8 @@ what else stood in (Arc data plane and identity, registry, agents; AIO extension
 site's report says every call went to Azure."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from sites import example_site  # noqa: E402
+from sites import example_site
 
 from layernet.site import load_site  # noqa: E402
 from layernet.stages import standins  # noqa: E402

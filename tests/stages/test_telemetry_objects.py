@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "targets"))
-from kube_double import KubeApiDouble  # noqa: E402
+from kube_double import KubeApiDouble
 
 from layernet.site import load_site  # noqa: E402
 from layernet.stages import telemetry_objects as objects  # noqa: E402

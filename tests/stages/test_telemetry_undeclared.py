@@ -3,13 +3,10 @@ plan is empty and made without any Azure call, apply does nothing, verify has on
 verdict passes. Event Hubs is needed only by what uses it."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from plants import plant_site, write  # noqa: E402
+from plants import plant_site, write
 
 from layernet.site import load_site  # noqa: E402
 from layernet.stages import telemetry  # noqa: E402
@@ -20,7 +17,7 @@ def site(request, tmp_path, monkeypatch):
     def no_target(*a, **kw):
         raise AssertionError("stage 04 asked the target for something on a site without telemetry")
 
-    monkeypatch.setattr("layernet.targets.base.get_target", no_target)
+    monkeypatch.setattr("layernet.targets.get_target", no_target)
     return load_site(write(plant_site(request.param), tmp_path))
 
 
@@ -45,7 +42,7 @@ def test_a_site_with_telemetry_still_plans_through_the_target(tmp_path, monkeypa
             asked.append(func)
             raise RuntimeError("stop here")
 
-    monkeypatch.setattr("layernet.targets.base.get_target", lambda site: Target())
+    monkeypatch.setattr("layernet.targets.get_target", lambda site: Target())
     site = load_site(Path(__file__).resolve().parents[2] / "params" / "lab.yaml")
     assert telemetry.declared(site)
     with pytest.raises(RuntimeError, match="stop here"):
