@@ -9,6 +9,7 @@ KAFKA    = .tools/kafka/.installed
 KUBE     = .tools/kube/kube
 KINE     = .tools/kube/kine
 KUBE_VERSION = v1.37.2
+AZ       = .tools/az/.installed
 # Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests);
 # chromium: the browser the report tests drive headless (tests/browser, through Playwright; nothing is downloaded)
 APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven chromium
@@ -19,7 +20,7 @@ APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven ch
 setup:
 	@$(MAKE) --no-print-directory -j4 setup-parts
 
-setup-parts: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE)
+setup-parts: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE) $(AZ)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,15 @@ $(KINE): tools/kine/go.mod tools/kine/go.sum
 $(KAFKA): tools/kafka/pom.xml | apt
 	rm -rf .tools/kafka/libs
 	mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml package
+	touch $@
+
+# The real Azure CLI (az), for the lab test that runs the az executor's core steps against the lab's Entra and ARM:
+# the version pinned in tools/az/requirements.txt in its own environment (its many azure-mgmt-* pins must not meet
+# the project's), installed again only when the pin file changes.
+$(AZ): tools/az/requirements.txt
+	rm -rf .tools/az
+	$(PYTHON) -m venv .tools/az
+	.tools/az/bin/pip install -q -r tools/az/requirements.txt
 	touch $@
 
 apt:

@@ -49,6 +49,16 @@ API_VERSIONS: dict[str, str] = {
     "Microsoft.EventHub/namespaces/eventhubs": "2024-01-01",
 }
 
+# Other api-versions Azure serves for a type, which a client the project runs unchanged sends: the pinned Azure CLI
+# (tools/az/requirements.txt, azure-cli 2.91.0) picks its own versions for its core commands (the executor cannot
+# choose them). The lab's ARM answers these too, as Azure does (a body is still checked against the pinned models);
+# any other version is refused. tests/lab/test_az_cli.py runs that az against the lab's ARM: a version it sends that
+# is missing here fails there.
+CLIENT_VERSIONS: dict[str, tuple[str, ...]] = {
+    "Microsoft.Resources/resourceGroups": ("2024-11-01",),     # az group create / exists / show
+    "Microsoft.Storage/storageAccounts": ("2025-08-01",),      # az storage account create / show
+}
+
 # the package whose default api-version (and models) a provider namespace's types follow
 MODEL_PACKAGES: dict[str, str] = {
     "Microsoft.IoTOperations": "azure.mgmt.iotoperations",
@@ -73,6 +83,16 @@ def api_version(resource_type: str) -> str:
 
 def known(resource_type: str) -> Optional[str]:
     return _LOWER.get(resource_type.lower())
+
+
+_CLIENT_LOWER = {k.lower(): v for k, v in CLIENT_VERSIONS.items()}
+
+
+def served(resource_type: str) -> tuple[str, ...]:
+    """Every api-version the lab's ARM answers for a type: the pinned one first, then the pinned clients' own
+    (CLIENT_VERSIONS); () for a type not in the table."""
+    pinned = known(resource_type)
+    return (pinned,) + _CLIENT_LOWER.get(resource_type.lower(), ()) if pinned else ()
 
 
 def type_of(resource_id: str) -> str:

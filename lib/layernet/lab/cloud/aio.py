@@ -10,7 +10,8 @@ blob service a storage account comes with.
   ``POST https://{region}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus``
   ``{"extensionResourceId", "status": "Installing" | "Installed" | "Failed", "message", "images"}``.
 - ``Microsoft.Storage/storageAccounts``: a new account gets its ``blobServices/default`` child, so containers
-  (``.../blobServices/default/containers/{name}``) find their parent, as on Azure.
+  (``.../blobServices/default/containers/{name}``) find their parent, as on Azure; its create answers 202 with a
+  ``Location`` to poll (the Storage provider's contract: az storage account create accepts 200 or 202 only).
 """
 from __future__ import annotations
 
@@ -94,6 +95,8 @@ class ExtensionHook(hooks.Hook):
 
 
 class StorageAccountHook(hooks.Hook):
+    accepted = True
+
     def on_put(self, ctx: hooks.HookContext) -> None:
         child = ctx.resource["id"] + "/blobServices/default"
         if ctx.store.get("resources", child) is None:

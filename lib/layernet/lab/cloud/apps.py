@@ -16,7 +16,7 @@ from typing import Any, Optional
 import uvicorn
 
 from layernet.lab import pki
-from layernet.lab.cloud import arc, entra
+from layernet.lab.cloud import arc, entra, graph
 from layernet.lab.cloud.arm import app as arm_app
 from layernet.lab.cloud.arm.service import Arm, ArmSettings
 from layernet.lab.cloud.arm.store import Store
@@ -65,6 +65,7 @@ def host_names(region: str, cloud: str = "public") -> dict[str, list[str]]:
     return {
         "entra": ["login.microsoftonline.com", f"{r}.login.microsoft.com", "login.windows.net", "sts.windows.net"],
         "arm": ["management.azure.com"],
+        "graph": [graph.HOST],
         "dataplane": [f"{r}.dp.kubernetesconfiguration.azure.com"],
         "his": ["gbl.his.arc.azure.com", "*.his.arc.azure.com"],
         "notification": ["guestnotificationservice.azure.com", "*.guestnotificationservice.azure.com"],
@@ -95,6 +96,7 @@ def build_cloud(settings: CloudSettings) -> Cloud:
     specs = [
         AppSpec("entra", names["entra"], entra.build(directory, signer)),
         AppSpec("arm", names["arm"], arm_app.build(arm, signer, directory.tenant_id)),
+        AppSpec("graph", names["graph"], graph.build(directory, signer)),
         AppSpec("dataplane", names["dataplane"], aio.with_extension_status(arc.dataplane_app(store, arm.settings), store)),
         AppSpec("his", names["his"], arc.identity_app(store)),
         AppSpec("notification", names["notification"], arc.generic_app("notification")),

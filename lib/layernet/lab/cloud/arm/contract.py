@@ -246,14 +246,15 @@ def problems(resource_type: str, body: Any) -> list[Problem]:
 
 
 def version_error(resource_type: str, api_version: str) -> Optional[dict]:
-    """ARM's answer body for an api-version the type does not have (None when it has it or is not pinned)."""
-    pinned = apiversions.known(resource_type)
-    if pinned is None or api_version == pinned:
+    """ARM's answer body for an api-version the type does not have (None when it has it or is not pinned): the
+    pinned version and the versions the pinned clients send (`apiversions.served`)."""
+    versions = apiversions.served(resource_type)
+    if not versions or api_version in versions:
         return None
     ns, _, rtype = resource_type.partition("/")
     return {"error": {"code": "InvalidApiVersionParameter",
                       "message": f"The api-version '{api_version}' is invalid. The supported versions for resource "
-                                 f"type '{rtype}' of provider '{ns}' are '{pinned}'."}}
+                                 f"type '{rtype}' of provider '{ns}' are '{','.join(versions)}'."}}
 
 
 def body_error(resource_type: str, body: Any) -> Optional[dict]:

@@ -16,7 +16,9 @@ or a child type ``Microsoft.IoTOperations/instances/brokers``) and decides what 
 `ctx` is a HookContext: the store, the resource dict (edit it in place), the operation (on_poll), the
 request's true peer, and the cloud settings. A hook with ``synchronous = True`` makes PUT answer at once
 (201/200 with the resource, provisioningState Succeeded, no operation): role assignments and blob containers
-are registered that way here.
+are registered that way here. A hook with ``accepted = True`` answers the PUT of a new resource as the Storage
+resource provider does: 202 without a body and a ``Location`` to poll (202 while in progress, then 200 with the
+resource); a PUT of an existing one answers 200 at once.
 """
 from __future__ import annotations
 
@@ -89,6 +91,16 @@ class Synchronous(Hook):
     synchronous = True
 
 
+class RoleAssignment(Synchronous):
+    """A role assignment carries its scope (read-only, set by the service), as ARM returns it: clients compare it
+    (`az role assignment list --scope` keeps the assignments whose scope is the one asked for)."""
+
+    def on_put(self, ctx: HookContext) -> None:
+        rid = ctx.resource["id"]
+        cut = rid.lower().rfind("/providers/microsoft.authorization/roleassignments/")
+        ctx.resource.setdefault("properties", {})["scope"] = rid[:cut] if cut > 0 else "/"
+
+
 # built-in: the types the stages write that are not long-running on Azure
-for _type in ("Microsoft.Authorization/roleAssignments", "Microsoft.Storage/storageAccounts/blobServices/containers"):
-    register(_type, Synchronous())
+register("Microsoft.Authorization/roleAssignments", RoleAssignment())
+register("Microsoft.Storage/storageAccounts/blobServices/containers", Synchronous())

@@ -4,6 +4,10 @@ What it serves (every call needs ``api-version``, else 400 MissingApiVersionPara
 
 - ``GET /metadata/endpoints``: the cloud's endpoints (a list for api-version >= 2022-09-01, as az asks);
 - ``GET /subscriptions``, ``/subscriptions/{s}``; an unknown subscription is 404 SubscriptionNotFound;
+  ``GET /tenants``: the lab's tenant (what `az login` and `az account tenant list` read);
+- ``POST /subscriptions/{s}/providers/Microsoft.Storage/checkNameAvailability`` (`az storage account create`
+  asks first): storage account names are global, a taken or malformed one is ``nameAvailable: false`` with
+  Azure's reason;
 - providers: ``GET /subscriptions/{s}/providers[/{ns}]``, ``POST .../providers/{ns}/register`` (Registering,
   then Registered after `register_seconds`); writes to a namespace that is not registered get 409
   MissingSubscriptionRegistration, which makes azure-mgmt-core register it on its own;
@@ -127,6 +131,8 @@ class Arm:
         low, segs = c.low, c.segs
         if low == ["metadata", "endpoints"]:
             return self._metadata(c)
+        if low == ["tenants"]:
+            return self._list(c, [self._tenant()]) if c.method == "GET" else _method_not_allowed(c)
         if not low or low[0] != "subscriptions":
             return error(404, "InvalidResourceType", f"The resource type '{'/'.join(segs) or '/'}' could not be found.")
         if len(low) == 1:
@@ -137,6 +143,8 @@ class Arm:
         rest = low[2:]
         if not rest:
             return Reply(200, self._subscription(sub)) if c.method == "GET" else _method_not_allowed(c)
+        if rest[:2] == ["providers", "microsoft.storage"] and rest[2:] == ["checknameavailability"]:
+            return self._storage_name(c) if c.method == "POST" else _method_not_allowed(c)
         if rest[0] == "providers" and (len(rest) <= 2 or (len(rest) == 3 and rest[2] in ("register", "unregister"))):
             return self._providers(c, sub)
         if rest[0] == "providers" and len(rest) == 6 and rest[2] == "locations" and rest[4] in ("operationstatuses", "operationresults"):
@@ -186,6 +194,31 @@ class Arm:
                 "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01",
                                          "spendingLimit": "Off"}, "authorizationSource": "RoleBased"}
 
+    def _tenant(self) -> dict:
+        tid = self.settings.tenant_id
+        return {"id": f"/tenants/{tid}", "tenantId": tid, "tenantCategory": "Home", "countryCode": "US",
+                "displayName": "layernet lab", "domains": ["layernetlab.onmicrosoft.com"],
+                "defaultDomain": "layernetlab.onmicrosoft.com", "tenantType": "AAD"}
+
+    def _storage_name(self, c: "_Call") -> Reply:
+        """Storage account names are global (one namespace over every subscription): Azure's answer for a name."""
+        body = c.body if isinstance(c.body, dict) else {}
+        name, rtype = str(body.get("name") or ""), str(body.get("type") or "")
+        if rtype.lower() != "microsoft.storage/storageaccounts":
+            return error(400, "InvalidRequestContent", "The request content must name 'type': "
+                                                       "'Microsoft.Storage/storageAccounts'.")
+        if not (3 <= len(name) <= 24 and name.isascii() and name.isalnum() and name == name.lower()):
+            return Reply(200, {"nameAvailable": False, "reason": "AccountNameInvalid",
+                               "message": f"{name} is not a valid storage account name. Storage account name must be "
+                                          "between 3 and 24 characters in length and use numbers and lower-case "
+                                          "letters only."})
+        taken = any(str(r.get("type", "")).lower() == "microsoft.storage/storageaccounts"
+                    and str(r.get("name", "")).lower() == name for r in self.store.values("resources"))
+        if taken:
+            return Reply(200, {"nameAvailable": False, "reason": "AlreadyExists",
+                               "message": f"The storage account named {name} is already taken."})
+        return Reply(200, {"nameAvailable": True})
+
     # ------------------------------------------------------------------------------------------- providers
     def _provider_state(self, sub: str, ns: str) -> tuple[str, str]:
         """(canonical namespace, registrationState)."""
@@ -209,7 +242,7 @@ class Arm:
         return {"id": f"/subscriptions/{sub}/providers/{canon}", "namespace": canon, "registrationState": state,
                 "registrationPolicy": "RegistrationRequired",
                 "resourceTypes": [{"resourceType": t, "locations": [self.settings.location],
-                                   "apiVersions": [apiversions.known(f"{canon}/{t}") or "2024-01-01"],
+                                   "apiVersions": list(apiversions.served(f"{canon}/{t}")) or ["2024-01-01"],
                                    "capabilities": "None"} for t in types]}
 
     def _providers(self, c: "_Call", sub: str) -> Reply:
@@ -386,10 +419,11 @@ class Arm:
             res["location"] = res["location"].lower().replace(" ", "")
         ident = res.get("identity")
         if isinstance(ident, dict) and "SystemAssigned" in str(ident.get("type", "")):
-            ident.setdefault("principalId", str(uuid.uuid5(uuid.NAMESPACE_URL, res["id"].lower())))
+            ident.setdefault("principalId", system_principal(res["id"]))
             ident.setdefault("tenantId", self.settings.tenant_id)
         res["properties"] = copy.deepcopy(props or {})
-        sync = getattr(hook, "synchronous", False)
+        accepted = getattr(hook, "accepted", False) and existing is None
+        sync = getattr(hook, "synchronous", False) or (getattr(hook, "accepted", False) and existing is not None)
         res["properties"]["provisioningState"] = "Succeeded" if sync else "Accepted"
         created = (existing or {}).get("systemData", {}).get("createdAt", now)
         res["systemData"] = {"createdAt": created, "createdByType": "Application", "lastModifiedAt": now,
@@ -402,6 +436,8 @@ class Arm:
         if sync:
             return Reply(status, self._view(res, c))
         op = self._new_op("put", res["id"], rid.namespace, res.get("location") or self.settings.location, c)
+        if accepted:       # 202, no body, Location to poll (the Storage resource provider's create)
+            return Reply(202, None, self._op_headers(op, c, location=True, async_op=False))
         return Reply(status, copy.deepcopy(res), self._op_headers(op, c, location=False, async_op=True))
 
     def _version_error(self, rtype: str, c: "_Call") -> Optional[dict]:
@@ -588,6 +624,11 @@ class _Call:
     base_url: str
     peer: str
     changed: bool = False
+
+
+def system_principal(resource_id: str) -> str:
+    """The object id of a resource's system-assigned identity in the lab (stable per resource id)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, resource_id.lower()))
 
 
 def _rg_not_found(rg: str) -> Reply:
