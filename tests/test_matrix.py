@@ -107,8 +107,8 @@ def test_run_matrix_collects_rows_per_level(site, matrix, capsys):
 
 
 def test_run_matrix_cli_exit_codes(site, monkeypatch, capsys):
-    monkeypatch.setattr("layernet.targets.base.get_target", lambda s: FakeTarget())
+    monkeypatch.setattr("layernet.targets.get_target", lambda s: FakeTarget())
     assert run_matrix_cli(site) == 0
-    monkeypatch.setattr("layernet.targets.base.get_target", lambda s: FakeTarget(fail_level="level2"))
+    monkeypatch.setattr("layernet.targets.get_target", lambda s: FakeTarget(fail_level="level2"))
     assert run_matrix_cli(site) == 1
     assert "FAIL" in capsys.readouterr().out

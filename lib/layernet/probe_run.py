@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
+from layernet import targets
 from layernet.allowlist import effective_allowlist
 from layernet.matrix import build_matrix
 from layernet.table import print_table
@@ -16,9 +17,7 @@ def run_matrix(site, target=None, matrix: Optional[dict] = None, verbose: bool =
     """Build the matrix (unless given), run each level's checks through `target.probe`, return every row.
     Levels run in parallel; inside a level the probe runs its checks concurrently."""
     if target is None:
-        from layernet.targets.base import get_target
-
-        target = get_target(site)
+        target = targets.get_target(site)
     if matrix is None:
         matrix = build_matrix(site, effective_allowlist(site), **target.probe_inputs())
     started = time.monotonic()

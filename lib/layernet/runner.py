@@ -25,6 +25,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from layernet import targets
 from layernet import paths
 from layernet import __version__
 from layernet.errors import InputError
@@ -325,9 +326,7 @@ def run_runbook(runbook: str, *, site_path: Optional[str] = None, overrides: Opt
 
     # the lab is taken down at the end only when this run brought it up: nothing of it existed before (a lab
     # that is up, half up or left over belongs to someone else's work and is left as it is)
-    from layernet.targets.base import get_target
-
-    target = get_target(site)
+    target = targets.get_target(site)
     lab_state = target.session_state()
     manifest["lab_at_start"] = lab_state
     if lab_state is not None and lab_state != "up" and dry_run:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from layernet import targets
 from layernet import paths
 from layernet.errors import InputError
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
@@ -122,7 +123,6 @@ def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opti
     JupyterLab exits, Ctrl-C or SIGTERM included); a lab that was up is left as it is. Returns JupyterLab's exit
     code."""
     from layernet.site import SiteError, load_site
-    from layernet.targets.base import get_target
 
     try:
         site = load_site(Path(site_path).resolve(), list(overrides or []))
@@ -130,7 +130,7 @@ def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opti
         raise InputError(str(exc)) from None
     if out_dir is not None:
         check_out_dir(out_dir)
-    target = get_target(site)
+    target = targets.get_target(site)
     brought_up = False
     if target.session_state() not in (None, "up"):
         from layernet.lab import commands

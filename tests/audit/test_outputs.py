@@ -227,7 +227,7 @@ def test_a_target_whose_proxies_carry_other_workloads_compares_only_the_probe_na
     """Where real workloads share the proxies (the kube target says so), a refused workload name in the window is
     not counted against the probes; on the lab (nothing else runs there) it is."""
     from layernet.site import load_site
-    from layernet.targets.base import target_class
+    from layernet.targets import target_class
 
     kube = load_site(ROOT / "params" / "lab.yaml", ["target=kube"] + [f"levels[{i}].kube_context=plant-l{i + 2}"
                                                                        for i in range(3)])

@@ -16,7 +16,7 @@ from layernet.allowlist import effective_allowlist
 from layernet.harden import load
 from layernet.lab import commands, netns
 from layernet.matrix import build_matrix
-from layernet.targets.base import get_target
+from layernet.targets import get_target
 
 from harden_helpers import ROOT, make_site, running_lab, site_args
 

@@ -34,7 +34,7 @@ from layernet.lab.cloud.arm.view import role_assignments
 from layernet.rbac import RECEIVER, SENDER
 from layernet.site import load_site
 from layernet.stages import aio, arc, telemetry
-from layernet.targets.base import get_target
+from layernet.targets import get_target
 
 from stage_lab import ROOT, lab_running
 

@@ -69,7 +69,7 @@ def test_the_proof_uses_the_site_s_window_and_p99_budget(lab, monkeypatch):
         return rl, {"records": {r.label: {h.index: [] for h in r.hops} for r in rl}, "kafka_error": None}
 
     monkeypatch.setattr(telemetry, "observe_window", window)
-    monkeypatch.setattr("layernet.targets.base.get_target",
+    monkeypatch.setattr("layernet.targets.get_target",
                         lambda s: SimpleNamespace(eventhubs_refusals=lambda since: []))
     out = telemetry.messages(lab)
     assert seen["seconds"] == 8.0

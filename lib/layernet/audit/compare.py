@@ -19,6 +19,8 @@ from typing import Optional
 import ipaddress
 from typing import TYPE_CHECKING
 
+from layernet import targets
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -235,9 +237,7 @@ def compare_with_probes(data, rows: "pd.DataFrame", site, start: Optional[dateti
         where.append("time <= ?")
         params.append(end + SLACK)
     if only_probe_names is None:
-        from layernet.targets.base import target_class
-
-        only_probe_names = target_class(site).shared_proxies
+        only_probe_names = targets.target_class(site).shared_proxies
     if only_probe_names:
         names = sorted(probe_names(rows)) or [""]
         where.append("lower(sni) IN (" + ", ".join("?" for _ in names) + ")")

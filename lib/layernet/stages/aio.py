@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from layernet import targets
 from layernet.azure import aio as az_aio
 from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
@@ -119,9 +120,7 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     endpoint, and the install state of the AIO extensions (same code for a real site and the lab). On a real
     site (target kube) also the cluster's view: pods Ready and the broker's services. `kube`: a callable
     level -> kube Api (default: the kube target's)."""
-    from layernet.targets.base import get_target
-
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     if arm is None and not kw and tgt.azure_elsewhere:     # the lab's Azure calls run on its jump box
         return tgt.azure_call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
                               wait=timeout, interval=min(interval, tgt.azure_poll_interval))
@@ -140,18 +139,14 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
 def _sdk_arm(site, arm: Optional[Arm]) -> Arm:
     if arm is not None:
         return arm
-    from layernet.targets.base import get_target
-
-    return get_target(site).arm()
+    return targets.get_target(site).arm()
 
 
 def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
     from layernet.azure import aio_sdk
 
     if arm is None:
-        from layernet.targets.base import get_target
-
-        return Plan.from_dict(get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
+        return Plan.from_dict(targets.get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
     state = _sdk_state(site, arm)
     return Plan(STAGE, aio_sdk.steps(site, arm, state), observed=fingerprint(state), executor="sdk")
 
@@ -159,10 +154,9 @@ def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
 def _sdk_state(site, arm: Arm) -> dict:
     """ARM's view, and where the target can tell, whether each level's cluster runs its extensions."""
     from layernet.azure import aio_sdk
-    from layernet.targets.base import get_target
 
     state = aio_sdk.observe(site, arm)
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     running = {r.level: tgt.aio_extension_running(r.level) for r in az_aio.levels(site)}
     state["running"] = {lvl: up for lvl, up in running.items() if up is not None}
     return state
@@ -170,13 +164,12 @@ def _sdk_state(site, arm: Arm) -> dict:
 
 def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress) -> list[dict]:
     from layernet.azure import aio_sdk
-    from layernet.targets.base import get_target
 
     if arm is None:
-        return get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
+        return targets.get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
                                            plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     refuse_drift(plan, _sdk_state(site, arm))
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     executor = aio_sdk.SdkExecutor(site, arm, on_extension=tgt.install_aio_extension, on_listeners=tgt.aio_listeners,
                                    record=Path(run_dir) / STAGE if run_dir else None)
     rows = executor.run_all(plan.changes, progress)
@@ -225,9 +218,7 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     if dry_run:
         print("dry run: nothing verified")
         return []
-    from layernet.targets.base import get_target
-
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     mqtt = tgt.aio_broker_rows(broker_listeners(site))
     rows = verify(site) + mqtt
     if all(r["ok"] for r in rows):

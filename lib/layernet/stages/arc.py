@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from layernet import targets
 from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
@@ -33,17 +34,13 @@ def _arm(site, arm: Optional[Arm]) -> Arm:
     """The injected Arm, else the target's (the lab's: its Entra stand-in and CA; a real site: arm_for)."""
     if arm is not None:
         return arm
-    from layernet.targets.base import get_target
-
-    return get_target(site).arm()
+    return targets.get_target(site).arm()
 
 
 def _live(site, executor: str, runner: Optional[Runner], arm: Optional[Arm]):
     if executor == "az":
         return az_arc.AzLive(runner or Runner())
-    from layernet.targets.base import get_target
-
-    return az_arc.SdkLive(_arm(site, arm), features_of=get_target(site).arc_features)
+    return az_arc.SdkLive(_arm(site, arm), features_of=targets.get_target(site).arc_features)
 
 
 def _plain(line: str) -> None:
@@ -62,9 +59,7 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
     in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it).
     Runs where the target makes its Azure calls (the lab: its jump box)."""
     if not _here(runner, arm, executor):
-        from layernet.targets.base import get_target
-
-        return Plan.from_dict(get_target(site).azure_call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
+        return Plan.from_dict(targets.get_target(site).azure_call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
     executor = executor or site.arc.executor
     runner = runner or Runner()
     live = _live(site, executor, runner, arm)
@@ -107,9 +102,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     command's argv, stdout, stderr and exit code land in run_dir/arc/. Returns one row per change."""
     progress = progress or progress_printer("▸ arc ")
     if not _here(runner, arm, executor):
-        from layernet.targets.base import get_target
-
-        return get_target(site).azure_call("layernet.stages.arc:_apply_remote", progress=_plain,
+        return targets.get_target(site).azure_call("layernet.stages.arc:_apply_remote", progress=_plain,
                                            plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     record = Path(run_dir) / STAGE if run_dir else None
     if runner is None:
@@ -122,9 +115,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
         if plan.executor == "az":
             executor = az_arc.AzExecutor(runner, echo=progress)
         else:
-            from layernet.targets.base import get_target
-
-            tgt = get_target(site)
+            tgt = targets.get_target(site)
             executor = az_arc.SdkExecutor(site, _arm(site, arm),
                                           on_connected=lambda level, cid, key: tgt.install_arc_agents(
                                               level, cid, agent_key=key),
@@ -166,9 +157,7 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     The same SDK client and polling code for a real site and the lab; runs where the target makes Azure calls."""
     progress = progress or progress_printer("▸ arc ")
     if arm is None and not kw:
-        from layernet.targets.base import get_target
-
-        tgt = get_target(site)
+        tgt = targets.get_target(site)
         return tgt.azure_call("layernet.stages.arc:_verify_remote", progress=_plain, refused=refused,
                               interval=min(interval, tgt.azure_poll_interval), timeouts=timeouts)
     return az_arc.poll_connected(site, _arm(site, arm), refused=refused, interval=interval,
@@ -177,22 +166,16 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
 
 # ---- the same calls, made where the target's Azure calls run (targets.base.Target.azure_call): JSON in and out
 def _plan_remote(site, read_nodes=None) -> dict:
-    from layernet.targets.base import get_target
-
-    return plan(site, arm=get_target(site).arm(), read_nodes=read_nodes).to_dict()
+    return plan(site, arm=targets.get_target(site).arm(), read_nodes=read_nodes).to_dict()
 
 
 def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    from layernet.targets.base import get_target
-
     return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None,
-                 arm=get_target(site).arm())
+                 arm=targets.get_target(site).arm())
 
 
 def _verify_remote(site, refused=None, interval: float = 10.0, timeouts=None) -> list[dict]:
-    from layernet.targets.base import get_target
-
-    return verify(site, arm=get_target(site).arm(), refused=refused, interval=interval, timeouts=timeouts)
+    return verify(site, arm=targets.get_target(site).arm(), refused=refused, interval=interval, timeouts=timeouts)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)
@@ -209,9 +192,7 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     rows = verify(site)
     if all(r["ok"] for r in rows):
         return rows
-    from layernet.targets.base import get_target
-
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     refused = refused_hosts(site, since)
     seen = "; ".join(f"refused at {lvl}: {', '.join(h[:6])}" for lvl, h in refused.items())
     notes = {r["level"]: tgt.arc_agent_note(r["level"]) for r in rows if not r["ok"]}

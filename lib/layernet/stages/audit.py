@@ -9,6 +9,7 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet import targets
 from layernet.allowlist import AllowList, effective_allowlist
 from layernet.audit import collect, compare, export as export_mod, findings, kql as kql_mod
 from layernet.audit.parse import Parsed, parse_logs
@@ -47,9 +48,7 @@ def load(site, log_dir: str = "", since: str = "", target=None, run_dir: str = "
         collect.check_records(parsed, levels, log_dir)
     else:
         if target is None:
-            from layernet.targets.base import get_target
-
-            target = get_target(site)
+            target = targets.get_target(site)
         source = f"target {site.target}"
         until = datetime.now(timezone.utc)
         parsed = parse_logs(collect.collect(site, target, when), al, sources_are_levels=True, now=until)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from layernet import targets
 from layernet.evidence import evidence_table
 from layernet.plan import Plan, Progress
 
@@ -44,9 +45,8 @@ def begin():
 def crossings(site, since=None):
     """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
     from layernet import crossings as cx
-    from layernet.targets.base import get_target
 
-    return cx.paths(site, get_target(site), since)
+    return cx.paths(site, targets.get_target(site), since)
 
 
 def refused_hosts(site, since=None) -> dict[str, list[str]]:

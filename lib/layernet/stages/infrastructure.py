@@ -8,11 +8,12 @@ from html import escape
 
 import pandas as pd
 
+from layernet import targets
 from layernet.allowlist import effective_allowlist
 from layernet.progress import step
 from layernet.site import Site
 from layernet.plan import Change
-from layernet.targets.base import Target, get_target
+from layernet.targets.base import Target
 
 
 def render(site: Site) -> list:
@@ -29,7 +30,7 @@ def artifacts_table(artifacts: list) -> pd.DataFrame:
 
 
 def target(site: Site) -> Target:
-    return get_target(site)
+    return targets.get_target(site)
 
 
 def plan(tgt: Target, artifacts: list) -> list[Change]:

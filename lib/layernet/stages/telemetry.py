@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from layernet import targets
 from layernet.apiversions import api_version
 from layernet.azure import eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
@@ -268,11 +269,9 @@ def observe(site, arm: Arm) -> dict:
                         "missing": aio_sdk.differences(want, have)}
         if r["action"] == "create broker listener":
             listeners[r["id"]] = have
-    from layernet.targets.base import get_target
-
     return {"providers": providers, "principals": principals, "operator": operator, "resources": out,
             "listeners": {k: pick(v, "properties", "ports") for k, v in listeners.items() if v},
-            "running": get_target(site).telemetry_running()}
+            "running": targets.get_target(site).telemetry_running()}
 
 
 def steps(site, state: dict) -> list[Step]:
@@ -329,9 +328,7 @@ def _here(arm) -> bool:
 def _arm(site, arm: Optional[Arm]) -> Arm:
     if arm is not None:
         return arm
-    from layernet.targets.base import get_target
-
-    return get_target(site).arm()
+    return targets.get_target(site).arm()
 
 
 def declared(site) -> bool:
@@ -350,9 +347,7 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
     if not declared(site):
         return Plan(STAGE, [], observed=fingerprint({}), executor="none")
     if not _here(arm):
-        from layernet.targets.base import get_target
-
-        tgt = get_target(site)
+        tgt = targets.get_target(site)
         return with_cluster_objects(site, tgt, Plan.from_dict(tgt.azure_call("layernet.stages.telemetry:_plan_remote")))
     state = observe(site, arm)
     return Plan(STAGE, steps(_with_subscription(site, arm.subscription_id), state), observed=fingerprint(state),
@@ -409,18 +404,14 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
         progress(NOTHING_DECLARED)
         return []
     if not _here(arm):
-        from layernet.targets.base import get_target
-
-        tgt = get_target(site)
+        tgt = targets.get_target(site)
         plan, made = _apply_cluster_objects(site, tgt, plan, progress)
         return made + tgt.azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
                                      plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
-    from layernet.targets.base import get_target
-
     state = observe(site, arm)
     refuse_drift(plan, state)
     s = _with_subscription(site, arm.subscription_id)
-    tgt = get_target(s)
+    tgt = targets.get_target(s)
     live = Live(arm)
     record = Path(run_dir) / STAGE if run_dir else None
     principals = dict(state["principals"])
@@ -525,9 +516,7 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
 def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
     """Evidence rows: the provisioning state of every record (runs where the Azure calls run)."""
     if not _here(arm):
-        from layernet.targets.base import get_target
-
-        return get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
+        return targets.get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
     state = observe(site, arm)
     rows = []
     for r in desired(_with_subscription(site, arm.subscription_id), state["principals"], state.get("operator")):
@@ -585,10 +574,9 @@ def consumer_config(site) -> dict:
     operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
     (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
     Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
-    from layernet.targets.base import get_target
     from layernet.telemetry.verify import kafka_consumer_config
 
-    cs, ca = get_target(site).eventhubs_client()
+    cs, ca = targets.get_target(site).eventhubs_client()
     if receiver_scope(site):
         return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
@@ -635,10 +623,9 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
     import shutil
     import tempfile
 
-    from layernet.targets.base import get_target
     from layernet.telemetry.verify import MqttTap, Record, broker_addresses, routes
 
-    tgt = get_target(site)
+    tgt = targets.get_target(site)
     route_list = routes(site)
     brokers = brokers or broker_addresses(site)
     tls = tap_tls(site, tgt)
@@ -735,7 +722,6 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
     """One window of message-level proof: {"analysis", "evidence"}. `seconds`: the window (default: long
     enough for the site's telemetry.proof.min_messages per asset dataset); `p99_limit_ms`: the end-to-end p99
     budget (default: the site's telemetry.proof.p99_ms)."""
-    from layernet.targets.base import get_target
     from layernet.telemetry.verify import analyse, evidence_rows
 
     adaptive = seconds is None
@@ -762,7 +748,7 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
             if not r["ok"] and r["level"] in (lvl, "all") and hint not in r["hint"]:
                 r["hint"] = f"{r['hint']}; {hint}" if r["hint"] else hint
     if any(not r["ok"] and r["level"] == "eventhubs" for r in rows):
-        refused = get_target(site).eventhubs_refusals(t0)
+        refused = targets.get_target(site).eventhubs_refusals(t0)
         if refused:
             note = "Event Hubs refused: " + "; ".join(refused)
             for r in rows:
@@ -807,14 +793,12 @@ def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: 
     if not declared(site):
         return {"evidence": [evidence("site", "telemetry", "what the site declares", NOTHING_DECLARED, True)],
                 "analysis": None, "declared": False}
-    from layernet.targets.base import get_target
-
-    rehearsed = get_target(site).telemetry_rehearsals()
+    rehearsed = targets.get_target(site).telemetry_rehearsals()
     if rehearsed:
         print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
     from layernet.stages import telemetry_objects as objects
 
-    rows = provisioning(site) + objects.rows(site, get_target(site))
+    rows = provisioning(site) + objects.rows(site, targets.get_target(site))
     if not all(r["ok"] for r in rows) and not role_rows_only(rows):
         return {"evidence": rows, "analysis": None}
     out = messages(site, seconds, settle=settle)
@@ -826,9 +810,7 @@ def tap_tls(site, tgt=None):
     from layernet.stages import telemetry_objects as objects
 
     if tgt is None:
-        from layernet.targets.base import get_target
-
-        tgt = get_target(site)
+        tgt = targets.get_target(site)
     try:
         return objects.tap_tls(site, tgt)
     except RuntimeError as exc:

@@ -177,18 +177,3 @@ class Target(ABC):
         """Why Event Hubs refused clients since `since` (time.time()): tokens that failed validation, principals
         denied an operation. A real site reads no broker log here (Event Hubs' diagnostic logs hold it): none."""
         return []
-
-
-def target_class(site) -> type:
-    """The Target class of the site (its class attributes answer without connecting to anything)."""
-    if site.target == "lab":
-        from layernet.targets.lab import LabTarget
-
-        return LabTarget
-    from layernet.targets.kube import KubeTarget
-
-    return KubeTarget
-
-
-def get_target(site) -> Target:
-    return target_class(site)(site)
