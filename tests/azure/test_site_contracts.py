@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from fakecli import FakeCli  # noqa: E402
-from sites import example_site  # noqa: E402
+from fakecli import FakeCli
+from sites import example_site
 
 from layernet.azure import aio as az_aio  # noqa: E402
 from layernet.azure import aio_sdk  # noqa: E402

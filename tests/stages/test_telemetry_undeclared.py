@@ -3,13 +3,10 @@ plan is empty and made without any Azure call, apply does nothing, verify has on
 verdict passes. Event Hubs is needed only by what uses it."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from plants import plant_site, write  # noqa: E402
+from plants import plant_site, write
 
 from layernet.site import load_site  # noqa: E402
 from layernet.stages import telemetry  # noqa: E402
