@@ -24,69 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from layernet.apiversions import api_version
-from layernet.azure.clients import Arm, as_dict, pick, rid
+from layernet.azure import aio_sdk
+from layernet.azure.aio_levels import BLOB_SUFFIX, DR_API, INSTANCE_EXTENSION, LISTENERS, PRINCIPAL_PLACEHOLDER, ROLE_EXISTS, \
+    STORAGE_BLOB_DATA_CONTRIBUTOR, ids, levels, listener_names
+from layernet.azure.aio_levels import EVENTHUBS_DATA_SENDER, listener_ports  # noqa: F401  (stage 03's facts, read as az_aio.*)
+from layernet.azure.clients import Arm, as_dict, pick
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import StageFailed
 from layernet.site.aio import AIO_NAMESPACE
 from layernet.evidence import evidence
 from layernet.plan import Step
-
-STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-DR_API = api_version("Microsoft.DeviceRegistry/schemaRegistries")
-EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
-INSTANCE_EXTENSION = "microsoft.iotoperations"
-BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
-               "china": "blob.core.chinacloudapi.cn"}
-PRINCIPAL_PLACEHOLDER = "<principal id of schema registry {name}>"
-
-
-LISTENERS = {    # listener name -> body properties (the release template's default and az's --add-insecure-listener)
-    "default": {"serviceName": "aio-broker", "serviceType": "ClusterIp",
-                "ports": [{"port": 18883, "authenticationRef": "default",
-                           "tls": {"mode": "Automatic", "certManagerCertificateSpec": {
-                               "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer",
-                                             "name": "azure-iot-operations-aio-certificate-issuer"}}}}]},
-    "default-insecure": {"serviceName": "aio-broker-insecure", "serviceType": "LoadBalancer",
-                         "ports": [{"port": 1883}]},
-}
-
-
-def listener_names(r) -> list[str]:
-    """The broker listeners stage 03 gives a level: the release's default (TLS, 18883) and, where
-    aio.levels.<level>.listener is insecure-1883, az's --add-insecure-listener (1883, no authentication)."""
-    return ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
-
-
-def listener_ports(r) -> list[tuple[str, int, bool, bool]]:
-    """(listener, port, tls, authenticated) of every port of the level's stage 03 listeners (from LISTENERS)."""
-    return [(name, p["port"], bool(p.get("tls")), bool(p.get("authenticationRef")))
-            for name in listener_names(r) for p in LISTENERS[name]["ports"]]
-
-
-# ----------------------------------------------------------------------------------------------- desired
-def levels(site) -> list:
-    """The resolved AIO names of every Arc-enabled level, egress level first."""
-    out = []
-    for lv in site.arc_levels():
-        r = site.aio.for_level(site, lv.name)
-        if not r.storage_account:
-            from layernet.errors import InputError
-            raise InputError(f"site field aio.levels.{lv.name}.schema_registry.storage_account is empty: name the "
-                             "schema registry's storage account there or in azure.schema_registry_storage")
-        out.append(r)
-    return out
-
-
-def ids(site, r) -> dict:
-    sub, rg = site.azure.subscription_id or "<subscription>", site.azure.resource_group
-    sa = rid(sub, rg, "Microsoft.Storage", "storageAccounts", r.storage_account)
-    return {"storage": sa, "container": f"{sa}/blobServices/default/containers/{r.container}",
-            "registry": rid(sub, rg, "Microsoft.DeviceRegistry", "schemaRegistries", r.registry),
-            "namespace": rid(sub, rg, "Microsoft.DeviceRegistry", "namespaces", r.adr_namespace),
-            "cluster": rid(sub, rg, "Microsoft.Kubernetes", "connectedClusters", r.cluster),
-            "custom_location": rid(sub, rg, "Microsoft.ExtendedLocation", "customLocations", r.custom_location),
-            "instance": rid(sub, rg, "Microsoft.IoTOperations", "instances", r.instance)}
-
 
 # ----------------------------------------------------------------------------------------------- az: live state
 class AzLive:
@@ -352,8 +299,6 @@ class AzExecutor:
                 "retried_for": ", ".join(res.retried_for), "ok": ok, "output": out}
 
 
-ROLE_EXISTS = "RoleAssignmentExists"
-
 
 # ----------------------------------------------------------------------------------------------- arm executor
 def fetch_template(url: str, dest: Path, sha256: Optional[str] = None, verify: Any = True,
@@ -597,8 +542,6 @@ class ArmDeployments:
         """Whether the registry's identity already holds Storage Blob Data Contributor on its container under a
         name the template would not give it (e.g. made by `az iot ops schema registry create`)."""
         from azure.core.exceptions import ResourceNotFoundError
-
-        from layernet.azure import aio_sdk
 
         if not self.site.aio.schema_registry_role:
             return False

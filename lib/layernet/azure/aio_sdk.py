@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from layernet.azure.aio import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, \
+from layernet.azure.aio_levels import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, \
     levels, listener_names
 from layernet.site.aio import AIO_NAMESPACE
 from layernet.apiversions import api_version

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from layernet.apiversions import api_version
+from layernet.errors import InputError
 
 CLOUD_ARM = {"public": "https://management.azure.com",
              "usgov": "https://management.usgovcloudapi.net",
@@ -81,8 +82,6 @@ class Arm:
 def arm_for(site, credential: Any = None, base_url: Optional[str] = None, verify: Union[bool, str] = True,
             **extra) -> Arm:
     """The Arm connection of a site. A real site needs azure.subscription_id."""
-    from layernet.errors import InputError
-
     sub = site.azure.subscription_id
     if not sub:
         raise InputError("site field azure.subscription_id is empty: set it to the subscription GUID "

@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Optional
 
 from layernet.apiversions import api_version
+from layernet.azure.clients import rid
 from layernet.rbac import RECEIVER, role_name, role_of  # noqa: F401  (role_of: for callers)
 
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
@@ -29,8 +30,6 @@ def scope_of(record_id: str) -> str:
 
 
 def namespace_scope(sub: str, rg: str, namespace: str) -> str:
-    from layernet.azure.clients import rid
-
     return rid(sub, rg, "Microsoft.EventHub", "namespaces", namespace)
 
 
