@@ -230,7 +230,7 @@ def test_the_operator_is_the_oid_of_its_token():
 
 def test_the_egress_dataflow_gets_the_identity_file_or_the_connection_string_as_the_site_says(tmp_path):
     from layernet.site import load_site
-    from layernet.telemetry.services import identity_path, services
+    from layernet.lab.telemetry_services import identity_path, services
 
     lab = load_site(__import__("pathlib").Path(__file__).resolve().parents[2] / "params" / "lab.yaml")
     mi = {s.name: s for s in services(lab, tmp_path)}
@@ -245,7 +245,7 @@ def test_the_egress_dataflow_gets_the_identity_file_or_the_connection_string_as_
 
 def test_the_loopback_harness_sends_to_event_hubs_with_the_connection_string():
     from layernet.telemetry.loopback import loopback_site
-    from layernet.telemetry.services import services
+    from layernet.lab.telemetry_services import services
 
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     site = loopback_site(root / "params" / "lab.yaml")       # the sample says managed_identity

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from layernet.site import load_site
-from layernet.telemetry.services import services
+from layernet.lab.telemetry_services import services
 
 ROOT = Path(__file__).resolve().parents[2]
 

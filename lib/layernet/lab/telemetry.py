@@ -2,7 +2,7 @@
 
 When the stage's PUTs are done, `install(site, records)` writes each level's records (exactly as rendered and
 PUT) to `<state>/telemetry/<level>.json`, starts the lab's Kafka broker as the event hub, then starts the stand-ins
-of `layernet.telemetry.services` as stage services in the level namespaces, in their start order (simulators,
+of `layernet.lab.telemetry_services` as stage services in the level namespaces, in their start order (simulators,
 dataflows downstream first, connectors), each waiting for its ready line. The egress dataflow authenticates to
 Event Hubs as its endpoint record says: with a managed identity, the level's identities are registered with the
 lab's Entra and written for it (`workload_identity`); with the connection string, only that dataflow gets it, in
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, commands, procs, services
+from layernet.lab import LabError, commands, procs, services, telemetry_services
 
 PREFIX = "telemetry"
 
@@ -29,10 +29,9 @@ def records_dir(site) -> Path:
 def _services(site):
     """The stand-ins; in X.509 mode they present the lab's client certificate (the one the Secret holds)."""
     from layernet.lab import mqttpki
-    from layernet.telemetry.services import services as tel_services
 
     m = mqttpki.paths(site)
-    return tel_services(site, records_dir(site), ca=str(commands.ca_cert_path(site)), client_cert=m.cert,
+    return telemetry_services.services(site, records_dir(site), ca=str(commands.ca_cert_path(site)), client_cert=m.cert,
                         client_key=m.key)
 
 

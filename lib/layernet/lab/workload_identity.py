@@ -23,7 +23,7 @@ from typing import Optional
 
 from layernet.lab import LabError, state_dir
 from layernet.lab.cloud import entra
-from layernet.telemetry.services import identity_path
+from layernet.lab.telemetry_services import identity_path
 
 EXTENSION_TYPE = "microsoft.iotoperations"
 EXTENSIONS = "Microsoft.KubernetesConfiguration/extensions"

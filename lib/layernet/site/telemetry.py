@@ -151,6 +151,12 @@ def eventhubs_namespace(telemetry: Telemetry, azure_namespace: Optional[str]) ->
     return telemetry.eventhubs.namespace or azure_namespace
 
 
+def broker_addresses(site) -> dict[str, tuple[str, int]]:
+    """Where a tap reaches each level's broker: the node address and the listener port of the MQTT hops."""
+    port = site.telemetry.mqtt.effective_port
+    return {lv.name: (str(lv.node_ip), port) for lv in site.levels}
+
+
 # ----------------------------------------------------------------------------------------------- checks
 def check_raw(raw: dict) -> list[tuple[str, Any, str]]:
     """Cross-field checks on the raw site mapping: (field path, bad value, what is expected)."""

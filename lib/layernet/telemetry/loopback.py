@@ -24,6 +24,7 @@ from typing import Optional
 
 import yaml
 
+from layernet.lab.telemetry_services import services
 from layernet.render.telemetry import render
 from layernet.site import Site, validate_site
 
@@ -241,8 +242,6 @@ class LoopbackFlow:
             self._start(f"{level}-broker", [exe, "-c", str(conf)])
         for level, (host, port) in self.brokers().items():
             wait_port(host, port)
-        from layernet.telemetry.services import services
-
         env = os.environ.copy()
         if self.kafka:
             env["LAYERNET_EVENTHUBS_CONNECTION_STRING"] = self.kafka["connection_string"]

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Callable, Optional
 
 from layernet.site import Site
-from layernet.site.telemetry import eventhubs_namespace
+from layernet.site.telemetry import broker_addresses, eventhubs_namespace
 
 
 # ----------------------------------------------------------------------------------------------- routes
@@ -75,12 +75,6 @@ def routes(site: Site, include_eventhubs: bool = True) -> list[Route]:
                 hops.append(Hop(len(hops), f"{level} broker", "mqtt", level, topic, None, tuple(expect), flow.name))
             out.append(Route(a.name, ds.name, tuple(p.name for p in ds.data_points), ds.sequence_point, tuple(hops)))
     return out
-
-
-def broker_addresses(site: Site) -> dict[str, tuple[str, int]]:
-    """Where a tap reaches each level's broker: the node address and the listener port of the MQTT hops."""
-    port = site.telemetry.mqtt.effective_port
-    return {lv.name: (str(lv.node_ip), port) for lv in site.levels}
 
 
 # ----------------------------------------------------------------------------------------------- taps

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from layernet.render.telemetry import KAFKA_ENDPOINT
+from layernet.render.telemetry import KAFKA_ENDPOINT, find, render
 from layernet.site import Site
+from layernet.site.telemetry import broker_addresses
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Service:
 
 
 def identity_path(resources_dir: Path, level: str) -> Path:
-    """The managed identities a level's cluster holds for its dataflow (lab: `layernet.lab.workload_identity`)."""
+    """The managed identities a level's cluster holds for its dataflow (`layernet.lab.workload_identity`)."""
     return Path(resources_dir) / f"{level}.identity.json"
 
 
@@ -51,9 +52,6 @@ def services(site: Site, resources_dir: Path, brokers: Optional[dict[str, tuple[
     `brokers`: level -> (host, port) of its broker (default: node address and the MQTT hop port). `ca` is the CA of
     the brokers' certificates (X.509 mode) and of the Event Hubs endpoint; `kafka=False` leaves out a dataflow
     process whose every dataflow sends to Event Hubs."""
-    from layernet.render.telemetry import find, render
-    from layernet.telemetry.verify import broker_addresses
-
     tel = site.telemetry
     brokers = brokers or broker_addresses(site)
     records = render(site)
