@@ -98,7 +98,10 @@ def test_stopping_a_levels_envoy_turns_the_cluster_below_offline(lab):
         commands.restart(site, ["level3/envoy"])
 
 
-def test_dropping_the_identity_host_fails_the_stage_naming_level_and_host():
+def test_dropping_a_required_host_fails_the_stage_naming_level_host_and_role():
+    """The identity hosts dropped: the agents below the egress level stop at their first call. Then the firewall
+    team puts them back but drops sts.windows.net, a host the catalog marks required for the Arc agents that only
+    their reach by name uses: the stage fails again, naming that host and the role."""
     site = site_with("allowlist.drop_hosts=[\"*.his.arc.azure.com\", \"gbl.his.arc.azure.com\"]",
                      "arc.onboarding_timeout={level4: 15, level3: 15, level2: 15}")
     with lab_running(site):
@@ -110,5 +113,29 @@ def test_dropping_the_identity_host_fails_the_stage_naming_level_and_host():
         bad = {r["level"]: r for r in rows if not r["ok"] and r["check"] == "connectivity status"}
         assert set(bad) == {"level3", "level2"}, rows                       # level4 egresses without a proxy
         assert "his.arc.azure.com" in bad["level2"]["hint"]
-        with pytest.raises(StageFailed, match=r"level[32].*his\.arc\.azure\.com"):
+        role = {r["level"]: r for r in rows if r["check"] == "hosts required by arc-agents"}
+        assert role["level4"]["ok"] and not role["level2"]["ok"], role
+        assert "gbl.his.arc.azure.com:443" in role["level2"]["observed"]
+        with pytest.raises(StageFailed, match=r"level[32].*his\.arc\.azure\.com.*Arc agents \(arc-agents\)"):
+            arc.require_connected(rows)
+
+        # the identity hosts back, sts.windows.net dropped: stage 01 applies the new allow list to the running lab
+        from layernet.stages import infrastructure
+
+        site_sts = site_with("allowlist.drop_hosts=[\"sts.windows.net\"]",
+                             "arc.onboarding_timeout={level4: 15, level3: 15, level2: 15}")
+        infrastructure.apply(infrastructure.target(site_sts), infrastructure.render(site_sts), dry_run=False)
+        t0 = time.monotonic()
+        rows = arc.check(site_sts, since)
+        assert time.monotonic() - t0 < 40
+        role = {r["level"]: r for r in rows if r["check"] == "hosts required by arc-agents"}
+        assert role["level4"]["ok"], role
+        for lvl in ("level3", "level2"):
+            assert not role[lvl]["ok"] and role[lvl]["observed"] == "not reached: sts.windows.net:443", role[lvl]
+            assert "required for Arc agents (arc-agents)" in role[lvl]["hint"]
+            assert "Not on the site's allow list: sts.windows.net:443" in role[lvl]["hint"]
+        calls = {c["step"]: c for c in services.arc_agent_status(site_sts, "level2")["calls"]}
+        assert calls["identity (global)"]["ok"] and calls["cluster connect"]["ok"]     # got past identity this time
+        with pytest.raises(StageFailed, match=r"level3: hosts required by arc-agents is not reached: "
+                                              r"sts\.windows\.net:443.*Arc agents \(arc-agents\)"):
             arc.require_connected(rows)

@@ -9,7 +9,10 @@ This stand-in does the same from the level's namespace (so `ip netns exec` gives
 firewall), trusting only the lab CA:
 
   for every extension in `extensions.json` (written by the stage when the extension's PUT is accepted):
-    report Installing, pull each of the extension's images (registry /v2/, manifest, first layer: the blob
+    report Installing; reach, by name through the proxies, every other host the allow-list catalog marks
+    required for the AIO extensions (role aio-extensions: linuxgeneva-microsoft.azurecr.io, the schema
+    registry's storage account; lab/reach.py), failing the install naming the first that cannot be reached
+    after `pull_deadline`; pull each of the extension's images (registry /v2/, manifest, first layer: the blob
     redirect goes to the data host), retrying until `pull_deadline`;
     report Installed, or Failed naming the image and the host that could not be reached (cert-manager, on a lab
     with clusters: once its CRD for Issuers is applied to the level's API and Established)
@@ -45,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from layernet.lab import reach
 from layernet.site.aio import AIO_NAMESPACE     # where the AIO operator reads the ConfigMaps the resources name
 
 CONFIG_FILE = "aio-extension-config.json"
@@ -62,6 +66,7 @@ EXTENSIONS_FILE = "aio-extensions.json"
 LISTENERS_FILE = "aio-listeners.json"
 BROKER_CONF = "aio-mosquitto.conf"
 IOT_OPERATIONS = "microsoft.iotoperations"
+ROLE = "aio-extensions"                  # the catalog's role of these extensions (lib/layernet/data/endpoints.yaml)
 IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pinned tags)
     "microsoft.certmanagement": ["azureiotoperations/cert-manager-controller:1.16.5",
                                  "azureiotoperations/trust-manager:0.16.0"],
@@ -84,7 +89,27 @@ def config(site, level: str, cluster_id: str, ca_dir: Path, state_dir: Path, pul
             "ca_dir": str(ca_dir), "ca_file": str(Path(ca_dir) / "ca.crt"), "state_dir": str(state_dir),
             "status": str(state_dir / STATUS_FILE), "extensions": str(state_dir / EXTENSIONS_FILE),
             "listeners": str(state_dir / LISTENERS_FILE), "pull_deadline": pull_deadline,
-            "call_timeout": call_timeout, "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto"}
+            "call_timeout": call_timeout, "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+            "required": reach.targets(site, ROLE)}
+
+
+def own_hosts(cfg: dict) -> list[tuple[str, int]]:
+    """The hosts the stand-in's pulls and status reports contact (`pull`, `report`)."""
+    r = cfg["region"]
+    return [("mcr.microsoft.com", 443), (f"{r}.data.mcr.microsoft.com", 443), (f"{r}.dp.kubernetesconfiguration.azure.com", 443)]
+
+
+def contacts(cfg: dict) -> list[tuple[str, int]]:
+    """Every (host, port) the stand-in contacts before it reports an extension Installed: its own, then the other
+    required hosts by name."""
+    from layernet.lab import reach
+
+    return own_hosts(cfg) + [_host_port(c["url"]) for c in reach.reach_calls(cfg.get("required", []), own_hosts(cfg))]
+
+
+def _host_port(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
 
 
 def listener_ports(listeners: list[dict], authentications: list[dict] = ()) -> list[dict]:
@@ -171,6 +196,7 @@ class Extension:
         self.status: dict = {"level": cfg["level"], "cluster": cfg["cluster_id"], "phase": "starting",
                              "extensions": {}, "blocked_on": None, "broker": None, "pid": os.getpid()}
         self.done: dict[str, float] = {}       # extension id -> generation installed (or failed)
+        self.reached: set[str] = set()         # required hosts (catalog patterns) already reached
         self.broker: Optional[subprocess.Popen] = None
         self.broker_key: Optional[str] = None
         self._retry_at, self._last_input = 0.0, None
@@ -190,6 +216,37 @@ class Extension:
         except (OSError, ValueError):
             return None
 
+    def note_call(self, step: str, host: str, port: int, ok: bool, observed: str) -> None:
+        """The last call to each (host, port), for the role's evidence (lab/reach.py row)."""
+        calls = [c for c in self.status.get("calls", []) if (c["host"], c["port"]) != (host, port)]
+        self.status["calls"] = calls + [{"step": step, "host": host, "port": port, "ok": ok, "observed": observed,
+                                         "time": time.time()}]
+
+    # ---- the other hosts the role requires
+    def reach_required(self) -> Optional[str]:
+        """Reach every required host the pulls and reports do not use (TLS by name, the front's echo), each retried
+        until `pull_deadline`: None, or the first that could not be reached."""
+        for call in reach.reach_calls(self.cfg.get("required", []), own_hosts(self.cfg)):
+            if call["need"] in self.reached:
+                continue
+            host, port = _host_port(call["url"])
+            end = time.monotonic() + self.cfg["pull_deadline"]
+            while True:
+                try:
+                    ok, observed, _ = reach.echo(host, port, self.cfg["ca_file"], self.cfg["call_timeout"])
+                except Exception as exc:  # noqa: BLE001 - named in the status file
+                    ok, observed = False, _describe(exc)
+                self.note_call(call["step"], host, port, ok, observed)
+                if ok or time.monotonic() >= end:
+                    break
+                self.status["phase"], self.status["blocked_on"] = "blocked", f"{host}:{port} ({observed})"
+                self.save()
+                time.sleep(0.3)
+            if not ok:
+                return f"{host}:{port} ({observed})"
+            self.reached.add(call["need"])
+        return None
+
     # ---- the data plane report
     def report(self, ext: dict, state: str, message: str, images: list) -> Optional[str]:
         url = f"https://{self.cfg['region']}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents/extensionStatus"
@@ -200,11 +257,13 @@ class Extension:
             try:
                 resp = self.http.post(url, json=body, timeout=self.cfg["call_timeout"])
                 if resp.ok:
+                    self.note_call("extension status", url.split("/")[2], 443, True, f"HTTP {resp.status_code}")
                     return None
                 err = f"HTTP {resp.status_code}"
             except Exception as exc:  # noqa: BLE001 - named in the status file
                 err = _describe(exc)
             if time.monotonic() >= end:
+                self.note_call("extension status", url.split("/")[2], 443, False, err)
                 return f"{url.split('/')[2]}:443 ({err})"
             time.sleep(0.3)
 
@@ -240,7 +299,8 @@ class Extension:
         self.status["phase"] = "installing"
         self.save()
         self.report(ext, "Installing", "pulling images", [])
-        for image in IMAGES.get(ext["type"], []):
+        unreachable = self.reach_required()
+        for image in [] if unreachable else IMAGES.get(ext["type"], []):
             end = time.monotonic() + self.cfg["pull_deadline"]
             while True:
                 ok, how = self.pull(image)
@@ -250,6 +310,11 @@ class Extension:
                 self.save()
                 time.sleep(0.3)
             st["images"].append({"image": f"mcr.microsoft.com/{image}", "ok": ok, "via": how})
+            if ok:
+                for h in how.split(" -> "):
+                    self.note_call("image pull", h, 443, True, f"pulled mcr.microsoft.com/{image}")
+            else:
+                self.note_call("image pull", how.split(":443", 1)[0], 443, False, how)
             if not ok:
                 st["state"] = "Failed"
                 st["message"] = (f"image pull failed for mcr.microsoft.com/{image} after "
@@ -258,11 +323,16 @@ class Extension:
         else:
             st["state"], st["message"] = "Installed", f"{len(st['images'])} image(s) pulled"
             self.status["blocked_on"] = None
-            if ext["type"] in CERT_MANAGER_TYPES and self.cfg.get("kube"):
+            if ext["type"] in CERT_MANAGER_TYPES and self.cfg.get("kube") and not unreachable:
                 try:
                     st["message"] += "; " + self.apply_crds(CERT_MANAGER_CRDS)
                 except Exception as exc:  # noqa: BLE001 - the install fails, and says why
                     st["state"], st["message"] = "Failed", f"cert-manager's CRDs could not be applied: {_describe(exc)}"
+        if unreachable:
+            st["state"] = "Failed"
+            st["message"] = (f"{unreachable}: a host the allow list marks required for the AIO extensions "
+                             f"({ROLE}) could not be reached after {self.cfg['pull_deadline']:g} s")
+            self.status["blocked_on"] = unreachable
         self.status["phase"] = "installed" if st["state"] == "Installed" else "failed"
         self.save()
         err = self.report(ext, st["state"], st["message"], st["images"])

@@ -13,6 +13,9 @@ no other route out, the agents call, in this order:
   relay         <something>.servicebus.windows.net over a websocket (cluster connect)
   images        mcr.microsoft.com /v2/ and a manifest, the layer from <region>.data.mcr.microsoft.com
   connect       <region>.obo.arc.azure.com:8084 (cluster connect on-behalf-of)
+  required      every other host the allow-list catalog marks required for the Arc agents (role arc-agents:
+                ARM, the other token hosts, sts.windows.net, the regional notification hosts): a TLS connection
+                by name, answered by the cloud's front (lab/reach.py)
   heartbeat     <region>.dp.kubernetesconfiguration.azure.com, every `interval` seconds, for ever
 
 This stand-in makes exactly those calls by name from the level's namespace (so `ip netns exec` gives it the
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Optional
 
 AGENT_VERSION = "1.21.10"
+ROLE = "arc-agents"                      # the catalog's role of these agents (lib/layernet/data/endpoints.yaml)
 STATUS_FILE = "arc-agent.json"
 CONFIG_FILE = "arc-agent-config.json"
 KEY_FILE = "arc-agent-key.pem"           # the connected cluster's private key (mode 0600), the agents' identity
@@ -94,15 +98,26 @@ def proof(cluster_id: str, key_pem: bytes, now: Optional[float] = None) -> dict:
 
 def config(site, level: str, cluster_id: str, ca_file: str, state_dir: Path, interval: float = 2.0,
            call_timeout: float = 3.0) -> dict:
+    from layernet.lab import reach
+
     region = site.azure.location
     return {"level": level, "cluster_id": cluster_id, "region": region, "ca_file": str(ca_file),
             "key_file": str(state_dir / KEY_FILE),
             "tenant": site.azure.tenant_id or "organizations", "status": str(state_dir / STATUS_FILE),
-            "interval": interval, "call_timeout": call_timeout, "relay_namespace": f"azgnrelay-{region}-l1"}
+            "interval": interval, "call_timeout": call_timeout, "relay_namespace": f"azgnrelay-{region}-l1",
+            "required": reach.targets(site, ROLE)}
 
 
 def calls(cfg: dict) -> list[dict]:
-    """The agents' start-up calls, in order (see the module docstring)."""
+    """The agents' start-up calls, in order (see the module docstring): their own, then one by name to every
+    other host their role requires."""
+    from layernet.lab import reach
+
+    own = _own_calls(cfg)
+    return own + reach.reach_calls(cfg.get("required", []), [_call_host(c) for c in own])
+
+
+def _own_calls(cfg: dict) -> list[dict]:
     r = cfg["region"]
     dp = f"https://{r}.dp.kubernetesconfiguration.azure.com/azure-arc-k8sagents"
     body = {"clusterResourceId": cfg["cluster_id"], "agentVersion": AGENT_VERSION}
@@ -120,7 +135,7 @@ def calls(cfg: dict) -> list[dict]:
         {"step": "images: registry", "method": "GET", "url": "https://mcr.microsoft.com/v2/"},
         {"step": "images: manifest", "method": "GET",
          "url": "https://mcr.microsoft.com/v2/azurearck8s/agent/manifests/" + AGENT_VERSION},
-        {"step": "images: layer", "method": "BLOB",
+        {"step": "images: layer", "method": "BLOB", "via": f"{r}.data.mcr.microsoft.com",
          "url": "https://mcr.microsoft.com/v2/azurearck8s/agent/manifests/" + AGENT_VERSION},
         {"step": "cluster connect", "method": "TLS", "url": f"{r}.obo.arc.azure.com:8084"},
     ]
@@ -130,6 +145,13 @@ def _host_port(url: str) -> tuple[str, int]:
     rest = url.split("://", 1)[-1].split("/", 1)[0]
     host, _, port = rest.partition(":")
     return host, int(port) if port else 443
+
+
+def _call_host(call: dict) -> tuple[str, int]:
+    """The (host, port) a call is about: its URL's, or for a blob the data host MCR redirects it to."""
+    if call.get("via"):
+        return call["via"], 443
+    return _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])
 
 
 class Agent:
@@ -156,6 +178,11 @@ class Agent:
     def _do(self, call: dict) -> tuple[bool, str, Optional[str]]:
         t = self.cfg["call_timeout"]
         m = call["method"]
+        if m == "REACH":
+            from layernet.lab import reach
+
+            host, port = _host_port("tls://" + call["url"])
+            return reach.echo(host, port, self.cfg["ca_file"], t)
         if m == "TLS":
             host, port = _host_port("tls://" + call["url"])
             with socket.create_connection((host, port), timeout=t) as raw:
@@ -177,8 +204,10 @@ class Agent:
             manifest.raise_for_status()
             digest = manifest.json()["layers"][0]["digest"]
             blob = self.http.get(call["url"].split("/manifests/")[0] + f"/blobs/{digest}", timeout=t)
-            hops = " -> ".join(_host_port(r.url)[0] for r in blob.history + [blob])
-            return blob.ok, f"HTTP {blob.status_code} via {hops}", None
+            hops = [_host_port(r.url)[0] for r in blob.history + [blob]]
+            if blob.ok and call.get("via") and hops[-1].lower() != call["via"].lower():
+                return False, f"HTTP {blob.status_code} from {hops[-1]}, not {call['via']}", None
+            return blob.ok, f"HTTP {blob.status_code} via {' -> '.join(hops)}", None
         payload = call.get("json")
         if call.get("proof"):
             try:
@@ -197,7 +226,7 @@ class Agent:
         return resp.ok, f"HTTP {resp.status_code}" + (f" {code}" if code else ""), peer
 
     def attempt(self, call: dict) -> dict:
-        host, port = _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])
+        host, port = _call_host(call)
         t0 = time.monotonic()
         try:
             ok, observed, peer = self._do(call)
@@ -216,7 +245,7 @@ class Agent:
         worker.join(limit)
         if "row" in done:
             return done["row"]
-        host, port = _host_port(call["url"] if "://" in call["url"] else "tls://" + call["url"])
+        host, port = _call_host(call)
         return {"step": call["step"], "host": host, "port": port, "ok": False, "observed": f"no end within {limit:g} s",
                 "peer": None, "seconds": limit, "time": time.time()}
 

@@ -23,6 +23,7 @@ from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, fingerprint, refuse_drift
 from layernet.stages.base import apply_unless_dry, run_link, progress_printer
 from layernet.stages.base import picture as base_picture
+from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
 from layernet.evidence import failed  # noqa: F401
 from layernet.stages.base import applied_table, begin, crossings, refused_hosts, verify_table  # noqa: F401
@@ -220,7 +221,7 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
         return []
     tgt = targets.get_target(site)
     mqtt = tgt.aio_broker_rows(broker_listeners(site))
-    rows = verify(site) + mqtt
+    rows = roles.checked(site, verify(site) + mqtt, "aio-extensions")
     if all(r["ok"] for r in rows):
         return rows
     refused: dict[str, list[str]] = {}                 # by the level the connection came from
@@ -228,7 +229,8 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
         for h in hosts:
             src = h.rsplit("(from ", 1)[-1].rstrip(")") if "(from " in h else at
             refused.setdefault(src, []).append(f"{h.split(' (from ')[0]} (refused at {at})")
-    rows = verify(site, refused=refused) + mqtt       # the hints name what the proxies refused in the window
+    # the hints name what the proxies refused in the window
+    rows = roles.checked(site, verify(site, refused=refused) + mqtt, "aio-extensions")
     notes = {lvl: tgt.aio_note(lvl) for lvl in {r["level"] for r in rows if not r["ok"]}}
     for r in rows:
         note = notes.get(r["level"])

@@ -23,6 +23,7 @@ from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
 from layernet.stages.base import apply_unless_dry, progress_printer, with_subscription
 from layernet.stages.base import picture as base_picture
+from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
 from layernet.evidence import failed  # noqa: F401
 from layernet.stages.base import applied_table, begin, crossings, refused_hosts, verify_table  # noqa: F401
@@ -189,10 +190,10 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     if dry_run:
         print("dry run: nothing verified")
         return []
-    rows = verify(site)
+    tgt = targets.get_target(site)
+    rows = roles.checked(site, verify(site), "arc-agents")
     if all(r["ok"] for r in rows):
         return rows
-    tgt = targets.get_target(site)
     refused = refused_hosts(site, since)
     seen = "; ".join(f"refused at {lvl}: {', '.join(h[:6])}" for lvl, h in refused.items())
     notes = {r["level"]: tgt.arc_agent_note(r["level"]) for r in rows if not r["ok"]}

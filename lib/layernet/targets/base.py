@@ -91,6 +91,11 @@ class Target(ABC):
         `az connectedk8s connect` does it (the az executor); returns what was done."""
         return ""
 
+    def role_rows(self, role: str) -> list[dict]:
+        """Evidence that the target's own stand-ins of `role` (a role of the allow-list catalog) reached every host
+        the catalog marks required for it, one row per level (the lab); a real site: none, its components are real."""
+        return []
+
     def azure_stand_ins(self, stage: str) -> list[dict]:
         """The parts of Azure a stage's run talked to that were not Azure ({"part", "hosts", "on this run"});
         a real site: none."""

@@ -15,9 +15,10 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional
 
+from layernet import clock
 from layernet.lab import LabError, commands, netns
 from layernet.plan import Change, require_same_plan
 from layernet.targets.base import Target
@@ -48,10 +49,9 @@ def _kind(art) -> str:
 
 def _parse_time(text: str) -> Optional[datetime]:
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return clock.parse(text)
     except (TypeError, ValueError):
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _rebuild(partial: bool) -> Change:
@@ -165,7 +165,7 @@ class LabTarget(Target):
         lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
         if since is None:
             return lines
-        since = since if since.tzinfo else since.astimezone()   # naive means local time
+        since = clock.utc(since)
         out = []
         for line in lines:
             try:
@@ -258,6 +258,23 @@ class LabTarget(Target):
                            "lab processes reading the ARM records (asyncua OPC PLC, MQTT dataflows)")],
         }
         return [{"part": p, "hosts": h, "on this run": w} for p, h, w in common + parts.get(stage, [])]
+
+    def role_rows(self, role: str) -> list[dict]:
+        """Per level whose stand-in of `role` started: did it reach every host the catalog marks required for the
+        role (lab/reach.py)? Names each one it did not, and the role."""
+        from layernet.lab import aioext, arcagent, reach, services
+
+        out = []
+        for lv in self.site.levels:
+            if role == arcagent.ROLE:
+                st, who = services.arc_agent_status(self.site, lv.name), "Arc agents"
+            elif role == aioext.ROLE:
+                st, who = aioext.status(self.site, lv.name), "AIO extensions"
+            else:
+                return []
+            if st is not None:
+                out.append(reach.row(self.site, role, lv.name, st.get("calls"), who, st.get("blocked_on")))
+        return out
 
     def arc_features(self, level: str):
         from layernet.lab import arcagent
