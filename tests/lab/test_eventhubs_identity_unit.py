@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 import time
-from pathlib import Path
 
 import jwt
 import pytest
 from starlette.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "doubles"))
-from kafka_admin import AdminDouble  # noqa: E402
+from kafka_admin import AdminDouble
 
 from layernet.azure import eventhubs_access as access
 from layernet.lab import eventhubs_rbac as rbac
