@@ -42,13 +42,12 @@ pytestmark = [pytest.mark.lab]
 # what runs on the jump box: the executors' own rendering and `run`, the real az underneath
 JUMPBOX = r"""
 import json, shlex, sys
-from layernet.azure import aio as az_aio, arc as az_arc
+from layernet.azure import aio as az_aio, aio_levels, arc as az_arc
 from layernet.azure.runner import Runner
-from layernet.apiversions import api_version
+from layernet.azure import aio_sdk
+from layernet.azure.clients import as_dict, pick
 from layernet.lab import azcli
-from layernet.lab.azure import arm as lab_arm, entra_file
-from layernet.lab.cloud import entra
-from layernet.lab.cloud.arm.service import system_principal
+from layernet.lab.azure import arm as lab_arm
 from layernet.site import Site
 from layernet.stages import telemetry
 from layernet.stages.base import with_subscription
@@ -84,30 +83,36 @@ arc = az_arc.AzExecutor(runner)
 out["account"], out["oid"], out["state02"] = account, oid, state
 out["ran"] = [run(arc, st) for st in steps if st.action in ("register provider", "create resource group") and not st.skip]
 
-# stage 03: the plan of a site whose clusters are Connected and whose schema registries exist with their identity
-# (system-assigned, known to Entra) but not yet their storage role; its storage account and role steps run
-levels = az_aio.levels(s)
-principal = {}
-for r in levels:
-    reg_id = az_aio.ids(s, r)["registry"]
-    principal[r.level] = system_principal(reg_id)          # as the lab's ARM names the registry's identity
-    entra.register_identity(entra_file(site), principal[r.level], reg_id)
+# stage 03: the egress level's schema registry and container are made as the stage's sdk executor makes them (`az iot
+# ops schema registry create` is an extension command, `az storage container create --auth-mode login` a blob
+# data-plane call the lab's cloud does not serve); the registry's identity is ARM's, known to Graph as on Azure. Then
+# the az plan of a site whose clusters are Connected and whose registry exists without its storage role: its storage
+# account and role steps run with az.
+levels = aio_levels.levels(s)
+first = levels[0].level          # the egress level's steps (every level's are the same commands)
+records = {(x.level, x.action): x for x in aio_sdk.desired(s, account)}
+sdk = aio_sdk.SdkClients(lab_arm(site), s.azure.resource_group)
+
+
+def sdk_put(action):
+    rec = records[(first, action)]
+    return as_dict(sdk.begin_put(rec, rec.body).result())
+
+
+reg = sdk_put("create schema registry")
 state03 = {"cli": None, "enablement": None, "levels": {r.level: {
-    "storage": None, "container": True, "registry": {"id": az_aio.ids(s, r)["registry"], "principal": principal[r.level],
-                                                     "state": "Succeeded"},
+    "storage": None, "container": True,
+    "registry": {"id": reg["id"], "principal": pick(reg, "identity", "principalId"), "state": "Succeeded"}
+    if r.level == first else None,
     "namespace": None, "extensions": [], "instance": None, "role": False, "arc": "Connected",
     "insecure_listener": None} for r in levels}}
 aio = az_aio.AzExecutor(s, runner)
-first = levels[0].level          # the egress level's steps (every level's are the same commands)
 core = [st for st in az_aio.az_steps(s, state03) if st.level == first and st.action in (
     "create storage account", "assign Storage Blob Data Contributor")]
+out["principal"] = pick(reg, "identity", "principalId")
 out["planned03"] = [(st.level, st.action, st.skip, st.detail) for st in core]
 out["ran"] += [run(aio, st) for st in core if st.action == "create storage account" and not st.skip]
-# the container the role is scoped to (a blob data-plane call of the plan, `az storage container create --auth-mode
-# login`, which the lab's cloud does not serve): made through ARM
-cont = az_aio.ids(s, levels[0])["container"]
-telemetry.Live(lab_arm(site)).put(cont, api_version("Microsoft.Storage/storageAccounts/blobServices/containers"),
-                                  {"properties": {}})
+sdk_put("create container")
 role = next(st for st in core if st.action.startswith("assign"))
 out["ran"].append(run(aio, role))
 again = runner.run(shlex.split(role.detail), name="role-again")       # the same command line once more: ARM's 409
@@ -134,7 +139,8 @@ def site():
 
     # the providers of stages 03 and 04 this test writes to (a plant's list holds them with the Arc ones)
     return load_site(LAB, beside(LAB, PREFIX, BASE) + ["lab.clusters=false",
-                                                       "arc.providers=[Microsoft.Storage, Microsoft.EventHub]"])
+                                                       "arc.providers=[Microsoft.DeviceRegistry, Microsoft.Storage, "
+                                                       "Microsoft.EventHub]"])
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +196,13 @@ def test_stage_02_core_steps_and_the_custom_locations_lookup(ran, site):
     done = {(r["action"], r["detail"]) for r in ran["ran"] if r["ok"]}
     rg = site.azure.resource_group
     assert ("create resource group", f"az group create -l {site.azure.location} -g {rg}") in done, ran["ran"]
-    for ns in ("Microsoft.Storage", "Microsoft.EventHub"):
+    for ns in ("Microsoft.DeviceRegistry", "Microsoft.Storage", "Microsoft.EventHub"):
         assert ("register provider", f"az provider register -n {ns}") in done
     store = _store(site)
     sub = ran["account"]
     assert store.get("groups", f"/subscriptions/{sub}/resourceGroups/{rg}")["location"] == site.azure.location
     assert {p["namespace"] for p in store.values("providers") if p["state"] in ("Registering", "Registered")} >= {
-        "Microsoft.Storage", "Microsoft.EventHub"}
+        "Microsoft.DeviceRegistry", "Microsoft.Storage", "Microsoft.EventHub"}
 
 
 def test_stage_03_storage_account_and_role_assignment_with_409_as_done(ran, site):
@@ -217,6 +223,10 @@ def test_stage_03_storage_account_and_role_assignment_with_409_as_done(ran, site
     assert [r["status"] for r in puts] == [201, 409], puts
     assigned = [r for r in store.values("resources") if r["type"] == "Microsoft.Authorization/roleAssignments"]
     assert len(assigned) == 1 and json.loads(again["stdout"])["name"] == assigned[0]["name"]
+    # to the identity ARM gave the registry, which az looked up in Microsoft Graph (the lab's stand-in)
+    assert assigned[0]["properties"]["principalId"] == ran["principal"] and ran["principal"]
+    graph = reqlog.read(commands.state_dir(site) / "cloud" / "requests" / "graph.jsonl")
+    assert any(r["path"] == "/v1.0/directoryObjects/getByIds" and r["status"] == 200 for r in graph), graph
     assert ran["role_again_executor"]["ok"] and "already assigned" in ran["role_again_executor"]["output"]
 
 

@@ -67,3 +67,22 @@ def test_a_token_for_another_audience_is_refused(lab):
     arm_token = signer.issue(directory.tenant_id, client_id, "https://management.azure.com")
     r = c.get(f"/v1.0/servicePrincipals/{LAB_CUSTOM_LOCATIONS_OID}", headers={"Authorization": f"Bearer {arm_token}"})
     assert r.status_code == 401 and "InvalidAudience" in r.json()["error"]["message"]
+
+
+def test_the_system_assigned_identities_arm_gave_its_resources_are_service_principals(tmp_path):
+    from layernet.lab.cloud.arm.store import Store
+
+    directory = entra.Directory.load_or_create(tmp_path / "entra.json")
+    store = Store(tmp_path / "arm.json")
+    with_identity = RES.replace("sr1", "sr2")
+    store.put("resources", with_identity, {"id": with_identity, "name": "sr2", "type": "Microsoft.DeviceRegistry/schemaRegistries",
+                                           "identity": {"type": "SystemAssigned", "principalId": MI}})
+    store.put("resources", RES, {"id": RES, "name": "sr1", "type": "Microsoft.DeviceRegistry/schemaRegistries"})
+    c = TestClient(graph.build(directory, None, store), base_url="https://graph.microsoft.com")
+    [sp] = c.post("/v1.0/directoryObjects/getByIds", json={"ids": [MI]}).json()["value"]
+    assert sp["servicePrincipalType"] == "ManagedIdentity" and with_identity in sp["servicePrincipalNames"]
+    assert sp["appId"] == entra.identity_client_id(MI)
+    names = [n for p in graph.principals(directory, store) for n in p["servicePrincipalNames"]]
+    assert RES not in names
+    assert c.get(f"/v1.0/servicePrincipals/{MI}").status_code == 200
+    assert graph.build(directory, None) and all(p["id"] != MI for p in graph.principals(directory))

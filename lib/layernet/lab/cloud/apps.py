@@ -96,7 +96,7 @@ def build_cloud(settings: CloudSettings) -> Cloud:
     specs = [
         AppSpec("entra", names["entra"], entra.build(directory, signer)),
         AppSpec("arm", names["arm"], arm_app.build(arm, signer, directory.tenant_id)),
-        AppSpec("graph", names["graph"], graph.build(directory, signer)),
+        AppSpec("graph", names["graph"], graph.build(directory, signer, store)),
         AppSpec("dataplane", names["dataplane"], aio.with_extension_status(arc.dataplane_app(store, arm.settings), store)),
         AppSpec("his", names["his"], arc.identity_app(store)),
         AppSpec("notification", names["notification"], arc.generic_app("notification")),

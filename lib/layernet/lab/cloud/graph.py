@@ -12,8 +12,10 @@ What the az CLI asks Graph for in the steps the az executor runs: `az ad sp show
 
 The principals it knows are the lab's Entra directory (`entra.Directory`): each client is a service principal
 (object id `entra.service_principal_oid`), each managed identity one of type ManagedIdentity (its principal id,
-its client id and resource id as names), plus the first-party apps the project looks up (`FIRST_PARTY`: the
-Custom Locations resource provider, with the lab's object id for it). Anything else is 404 as Graph answers.
+its client id and resource id as names); the system-assigned identities the lab's ARM gave its resources (as on
+Azure, creating a resource with one creates its service principal); and the first-party apps the project looks up
+(`FIRST_PARTY`: the Custom Locations resource provider, with the lab's object id for it). Anything else is 404 as
+Graph answers.
 Every call needs a bearer token from the lab's Entra for Graph (401 InvalidAuthenticationToken otherwise).
 
 On a real site only the jump box calls Graph (the operator's az); the plant's levels need it only for Azure RBAC
@@ -22,6 +24,7 @@ no allow list applies to it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -45,6 +48,7 @@ FIRST_PARTY = {CUSTOM_LOCATIONS_APP_ID: (LAB_CUSTOM_LOCATIONS_OID, "Custom Locat
 _FILTER_NAME = re.compile(r"^servicePrincipalNames/any\(\w+:\w+ eq '([^']*)'\)$", re.I)
 _FILTER_APPID = re.compile(r"^appId eq '([^']*)'$", re.I)
 _BY_APPID = re.compile(r"^servicePrincipals\(appId='([^']*)'\)$", re.I)
+_NO_LOCK = contextlib.nullcontext()
 
 
 def _sp(oid: str, app_id: str, name: str, kind: str, names: list[str], owner: str) -> dict:
@@ -53,8 +57,9 @@ def _sp(oid: str, app_id: str, name: str, kind: str, names: list[str], owner: st
             "appOwnerOrganizationId": owner, "deletedDateTime": None}
 
 
-def principals(directory: entra.Directory) -> list[dict]:
-    """Every service principal the lab's tenant holds (Graph's servicePrincipal shape)."""
+def principals(directory: entra.Directory, store=None) -> list[dict]:
+    """Every service principal the lab's tenant holds (Graph's servicePrincipal shape); `store`: the lab ARM's
+    store, whose resources' system-assigned identities are service principals too."""
     directory.refresh()
     out = [_sp(entra.service_principal_oid(cid), cid, f"layernet lab client {cid[:8]}", "Application", [cid],
                directory.tenant_id) for cid in directory.clients]
@@ -62,6 +67,16 @@ def principals(directory: entra.Directory) -> list[dict]:
         res = str(ident.get("resource_id") or "")
         out.append(_sp(ident["principal_id"], cid, res.rsplit("/", 1)[-1] or cid, "ManagedIdentity",
                        [cid] + ([res] if res else []), directory.tenant_id))
+    seen = {p["id"].lower() for p in out}
+    with (store.lock if store is not None else _NO_LOCK):
+        resources = list(store.values("resources")) if store is not None else []
+    for res in resources:
+        ident = res.get("identity") if isinstance(res.get("identity"), dict) else {}
+        oid = str(ident.get("principalId") or "")
+        if "SystemAssigned" in str(ident.get("type", "")) and oid and oid.lower() not in seen:
+            seen.add(oid.lower())
+            cid = entra.identity_client_id(oid)
+            out.append(_sp(oid, cid, res.get("name") or cid, "ManagedIdentity", [cid, res["id"]], directory.tenant_id))
     for app_id, (oid, name) in FIRST_PARTY.items():
         out.append(_sp(oid, app_id, name, "Application", [app_id], MICROSOFT_TENANT))
     return out
@@ -80,8 +95,9 @@ def _not_found(what: str) -> JSONResponse:
                                                    "reference-property objects are not present.")
 
 
-def build(directory: entra.Directory, signer: Optional[entra.Signer]) -> Starlette:
-    """`signer`: the lab Entra's key, which must have signed the caller's Graph token (None: no check)."""
+def build(directory: entra.Directory, signer: Optional[entra.Signer], store=None) -> Starlette:
+    """`signer`: the lab Entra's key, which must have signed the caller's Graph token (None: no check); `store`: the
+    lab ARM's store (its resources' system-assigned identities)."""
 
     def denied(request: Request) -> Optional[JSONResponse]:
         if signer is None:
@@ -104,7 +120,7 @@ def build(directory: entra.Directory, signer: Optional[entra.Signer]) -> Starlet
         if bad:
             return bad
         flt = (request.query_params.get("$filter") or "").strip()
-        known = principals(directory)
+        known = principals(directory, store)
         if not flt:
             return listing(known, "servicePrincipals")
         m = _FILTER_NAME.match(flt)
@@ -125,9 +141,9 @@ def build(directory: entra.Directory, signer: Optional[entra.Signer]) -> Starlet
             return _error(400, "BadRequest", f"Resource not found for the segment '{key.split('/')[0]}'.")
         m = _BY_APPID.match(key)
         if m:
-            found = next((p for p in principals(directory) if p["appId"].lower() == m.group(1).lower()), None)
+            found = next((p for p in principals(directory, store) if p["appId"].lower() == m.group(1).lower()), None)
         else:
-            found = next((p for p in principals(directory) if p["id"].lower() == key.removeprefix(
+            found = next((p for p in principals(directory, store) if p["id"].lower() == key.removeprefix(
                 "servicePrincipals/").lower()), None)
         return JSONResponse(found) if found else _not_found(m.group(1) if m else key.removeprefix("servicePrincipals/"))
 
@@ -147,7 +163,7 @@ def build(directory: entra.Directory, signer: Optional[entra.Signer]) -> Starlet
         if types and "serviceprincipal" not in types:
             return listing([], "directoryObjects")
         want = {i.lower() for i in ids}
-        return listing([p for p in principals(directory) if p["id"].lower() in want], "directoryObjects")
+        return listing([p for p in principals(directory, store) if p["id"].lower() in want], "directoryObjects")
 
     return Starlette(routes=[
         Route("/v1.0/servicePrincipals", service_principals),
