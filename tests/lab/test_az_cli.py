@@ -149,6 +149,8 @@ def lab(site):
 
     if not azcli.installed():
         pytest.skip(f"the pinned az is not installed in {azcli.home()}: run `make setup`")
+    assert azcli.installed_version() == azcli.pinned_version(), \
+        f"{azcli.home()} holds azure-cli {azcli.installed_version()}, tools/az pins {azcli.pinned_version()}: run `make setup`"
     why = commands.missing_requirements()
     if why:
         pytest.skip(why)

@@ -45,6 +45,12 @@ def pinned_version() -> str:
     raise LabError(f"{PIN_FILE}: no azure-cli==<version> line")
 
 
+def installed_version() -> Optional[str]:
+    """The azure-cli version installed in `home()` (from its package metadata), None when there is none."""
+    found = sorted(home().glob("lib/python*/site-packages/azure_cli-*.dist-info"))
+    return found[-1].name.removeprefix("azure_cli-").removesuffix(".dist-info") if found else None
+
+
 def config_dir(site) -> Path:
     return state_dir(site) / "az"
 
