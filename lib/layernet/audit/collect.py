@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+from layernet import clock
 from layernet.errors import InputError
 from layernet.progress import step
 
@@ -175,18 +176,17 @@ def parse_since(text: str | datetime | None, now: Optional[datetime] = None) -> 
     if text is None or text == "":
         return None
     if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
+        return clock.utc(text)
     m = _REL.fullmatch(str(text))
     if m:
         value, unit = float(m.group(1)), m.group(2).lower()
         seconds = value * {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[unit]
         return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
     try:
-        t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+        return clock.parse(text)
     except ValueError:
         raise AuditInputError(f"since={text!r}: give an ISO 8601 time (2025-03-01T08:00:00Z) or a duration "
                               "back from now (90m, 2h, 1d)") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def check_since(text: str, flag: str = "--since") -> Optional[datetime]:

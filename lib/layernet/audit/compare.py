@@ -19,6 +19,7 @@ from typing import Optional
 import ipaddress
 from typing import TYPE_CHECKING
 
+from layernet import clock
 from layernet import targets
 
 if TYPE_CHECKING:
@@ -114,14 +115,14 @@ def read_probes(run_dir, flag: str = "--run") -> tuple[dict, datetime, Optional[
     shown = f"{flag} {show_path(run_dir)}: {PROBE_FILE}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        end = datetime.fromisoformat(data["saved_at"])
+        end = clock.parse(data["saved_at"])
         rows = data.get("rows") if isinstance(data, dict) else None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError("rows")
         start = None
         for st in manifest.get("stages") or []:
             if isinstance(st, dict) and st.get("name") == data.get("stage") and st.get("start"):
-                start = datetime.fromisoformat(st["start"])
+                start = clock.parse(st["start"])
     except FileNotFoundError:
         raise AuditInputError(f"{shown} is missing; give a run folder that probed (deploy's infrastructure stage), "
                               "or --run none") from None

@@ -21,9 +21,9 @@ the proxy's namespace and container (render/manifests.py) are read; the time win
 """
 from __future__ import annotations
 
-from datetime import timezone
 from pathlib import Path
 
+from layernet import clock
 from layernet.audit.parse import NO_CHAIN_FLAG, RAW_KEYS, UPSTREAM_FAILURE_FLAGS
 from layernet.render.envoy import CHAIN_REFUSED_SOURCE
 
@@ -84,8 +84,8 @@ def _expected(expected) -> str:
     """A KQL predicate over a record: traffic the run caused on purpose (`findings.Expected`), else false."""
     if not expected:
         return "false"
-    start = expected.start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    end = expected.end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    start = clock.utc(expected.start).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    end = clock.utc(expected.end).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     v4 = [str(n) for n in expected.sources if n.version == 4]
     return (f"(t between (datetime({start}) .. datetime({end})) and tolower(sni) in ({_list(sorted(expected.names))})"
             f" and ipv4_is_in_any_range(source_ip, {_list(v4)}))")

@@ -50,6 +50,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Union
 
+from layernet import clock
 from layernet.render.envoy import CHAIN_REFUSED_SOURCE
 
 if TYPE_CHECKING:     # imported lazily: the CLI must start fast
@@ -774,8 +775,7 @@ def parse_logs(sources: Mapping[str, Source], allowlist=None, sources_are_levels
     now = now or datetime.now(timezone.utc)
     since_ms = None
     if since is not None:
-        s = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
-        since_ms = int(s.timestamp() * 1000)
+        since_ms = int(clock.utc(since).timestamp() * 1000)
     # text sources, stripped copies and DuckDB's spill files: kept while the Parsed lives (rows are read again)
     tmpdir = tempfile.mkdtemp(prefix="layernet-audit-")
     tmp = Path(tmpdir)

@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+from layernet import clock
 from layernet.lab import LabError, commands, netns
 
 ROGUE = "rogue"              # namespace <prefix>-rogue: removed by `lab down` with the rest of the lab
@@ -40,10 +41,9 @@ def now_ms() -> datetime:
 
 def _time(text) -> Optional[datetime]:
     try:
-        t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return clock.parse(text)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def access_log(site, level: str, since: Optional[datetime] = None) -> list[dict]:

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
+from layernet import clock
 from layernet.errors import LayernetError
 from layernet.targets import kube_errors
 from layernet.plan import Change, require_same_plan
@@ -416,8 +417,7 @@ class KubeTarget(Target):
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         query: dict = {}
         if since is not None:
-            since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
-            query["sinceSeconds"] = max(1, math.ceil((datetime.now(timezone.utc) - since).total_seconds()))
+            query["sinceSeconds"] = max(1, math.ceil((clock.now() - clock.utc(since)).total_seconds()))
         lines: list[str] = []
         for pod in self._pods(api, self.namespace, selector):
             name = pod["metadata"]["name"]

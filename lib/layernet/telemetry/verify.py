@@ -15,9 +15,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable, Optional
 
+from layernet import clock
 from layernet.site import Site
 from layernet.site.telemetry import broker_addresses, eventhubs_namespace
 
@@ -208,7 +208,7 @@ def _ts(text: Any) -> Optional[float]:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return clock.parse(text).timestamp()
     except ValueError:
         return None
 

@@ -1,0 +1,58 @@
+"""The one time policy (layernet.clock): a naive time is UTC, on every machine and for every target."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from layernet import clock
+from layernet.site import load_site
+from layernet.targets.lab import ACCESS_LOG, LabTarget
+
+LAB_SITE = Path(__file__).resolve().parents[1] / "params" / "lab.yaml"
+
+NEW_YORK = "America/New_York"       # UTC-5 in March: a naive time read as local time is five hours off
+
+
+@pytest.fixture
+def local_new_york(monkeypatch):
+    """This machine's local time zone is New York for the test (the policy must not depend on it)."""
+    monkeypatch.setenv("TZ", NEW_YORK)
+    time.tzset()
+    assert time.timezone != 0
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_times_are_utc(local_new_york):
+    want = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+    assert clock.parse("2025-03-01T08:00:00") == want
+    assert clock.parse("2025-03-01T08:00:00Z") == want
+    assert clock.parse(" 2025-03-01T09:00:00+01:00 ") == want
+    assert clock.utc(datetime(2025, 3, 1, 8, 0)) == want
+    assert clock.utc(datetime(2025, 3, 1, 3, 0, tzinfo=timezone(timedelta(hours=-5)))) == want
+    assert clock.now().tzinfo is not None
+    with pytest.raises(ValueError):
+        clock.parse("yesterday")
+
+
+def test_the_lab_target_reads_a_naive_since_as_utc(local_new_york, tmp_path, monkeypatch):
+    """The lab target read a naive `since` as this machine's local time (the kube target reads it as UTC): the same
+    window gave other lines."""
+    import layernet.lab as lab
+
+    monkeypatch.setattr(lab, "STATE_ROOT", tmp_path)
+    site = load_site(LAB_SITE)
+    level = site.levels[-1].name
+    folder = tmp_path / site.lab.prefix / level
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"time": t, "sni": "x"}) for t in
+             ("2025-03-01T07:59:59.000Z", "2025-03-01T08:00:00.000Z", "2025-03-01T12:30:00.000Z")]
+    (folder / ACCESS_LOG).write_text("\n".join(lines) + "\n")
+    naive, aware = datetime(2025, 3, 1, 8, 0), datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+    target = LabTarget(site)
+    assert target.logs(level, since=naive) == target.logs(level, since=aware) == lines[1:]
