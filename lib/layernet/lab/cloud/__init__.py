@@ -20,7 +20,7 @@ The protocol, decided once:
    end and the backend shows its own certificate. Routes are
    - the built-in HTTPS apps (apps.py), all on port 443: Entra (login.microsoftonline.com,
      {region}.login.microsoft.com, login.windows.net, sts.windows.net), ARM (management.azure.com, the
-     `arm` package), the Arc data plane ({region}.dp.kubernetesconfiguration.azure.com), identity
+     `arm` package), Microsoft Graph (graph.microsoft.com: service principal lookup for az), the Arc data plane ({region}.dp.kubernetesconfiguration.azure.com), identity
      (gbl.his.arc.azure.com, *.his.arc.azure.com), notification (guestnotificationservice.azure.com and
      its subdomains), the relay websocket (*.servicebus.windows.net), MCR (mcr.microsoft.com) and its blob
      host (*.data.mcr.microsoft.com);
@@ -44,6 +44,6 @@ register theirs. Every accepted write and finished operation is also a row of ``
 (time, event, id, type, status, peer), for lab services that react to resources.
 
 Modules: hello (ClientHello parsing), front (listeners, dispatch, echo, splice), routes, peers, reqlog,
-apps (the app list and the uvicorn runner), entra, arc (data plane, identity, notification, relay, MCR,
+apps (the app list and the uvicorn runner), entra, graph, arc (data plane, identity, notification, relay, MCR,
 connected-cluster heartbeats), arm/ (the ARM stand-in), server (the process entry point).
 """
