@@ -20,7 +20,8 @@ The protocol, decided once:
    end and the backend shows its own certificate. Routes are
    - the built-in HTTPS apps (apps.py), all on port 443: Entra (login.microsoftonline.com,
      {region}.login.microsoft.com, login.windows.net, sts.windows.net), ARM (management.azure.com, the
-     `arm` package), Microsoft Graph (graph.microsoft.com: service principal lookup for az), the Arc data plane ({region}.dp.kubernetesconfiguration.azure.com), identity
+     `arm` package), Microsoft Graph (graph.microsoft.com: service principal lookup for az), the Arc data
+     plane ({region}.dp.kubernetesconfiguration.azure.com), identity
      (gbl.his.arc.azure.com, *.his.arc.azure.com), notification (guestnotificationservice.azure.com and
      its subdomains), the relay websocket (*.servicebus.windows.net), MCR (mcr.microsoft.com) and its blob
      host (*.data.mcr.microsoft.com);
