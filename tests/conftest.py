@@ -3,10 +3,11 @@ the lab tests are the proof that the layered network works, so they may not vani
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
+
+import labs
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -21,26 +22,15 @@ def pytest_runtest_makereport(item, call):
 
 # ---- lab tests on two cores: `make test` runs the `lab` tests with pytest-xdist `--dist loadscope`, and the scheduler
 # below makes each address plan one scope. Labs on different address plans and prefixes run side by side
-# (tests/harden/test_side_by_side.py proves it); labs on the same plan may not. A module's plan is its module-level
-# `PREFIX, BASE = "..", "10.x.0.0/16"` or `PREFIX, OCTET = "..", x` (tests/doubles/plants.py's second octet);
-# tests/harden/ is one scope (its side-by-side test reuses the others' prefixes); every other module is on
-# params/lab.yaml's own plan, and those run one after the other in one scope. (xdist's own `loadgroup` does not
-# group under pytest 9, which no longer lets a plugin rename test ids.)
-_PLAN = re.compile(r'^PREFIX, (BASE|OCTET) = "[^"]*", "?([0-9./]+)"?', re.M)
-
-
+# (tests/harden/test_side_by_side.py proves it); labs on the same plan may not. tests/labs.py hands out the plans
+# (and says which modules share one); a module it does not list is on params/lab.yaml's own plan, and those run one
+# after the other in one scope. (xdist's own `loadgroup` does not group under pytest 9, which no longer lets a
+# plugin rename test ids.)
 def lab_scope(path: str) -> str:
-    """The address plan a test file's labs use (see above), from its text: the controller does not import tests."""
-    p = Path(path)
-    if "harden" in p.parts:
-        return "harden"
-    try:
-        m = _PLAN.search(p.read_text())
-    except OSError:
-        m = None
-    if m is None:
-        return "default-plan"
-    return m.group(2) if m.group(1) == "BASE" else f"10.{m.group(2)}.0.0/16"
+    """The address plan a test file's labs use: the controller does not import the test modules."""
+    from labs import scope
+
+    return scope(path)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -61,7 +51,7 @@ def pytest_xdist_make_scheduler(config, log):
 # tests/browser/test_jupyter.py): a run takes a few minutes, so it happens once per session. Like every lab test it needs the lab lock held around pytest
 # (flock /tmp/layernet-lab.lock ...); prefix `dr`. That a run takes down a lab it brought up itself is checked by
 # tests/lab/test_deploy_other_plant.py.
-DEPLOY_PREFIX = "dr"
+DEPLOY_PREFIX = labs.DEPLOY_PREFIX
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +63,6 @@ def deploy_run(tmp_path_factory):
     .walk_namespaces; .walk_skip says why it did not run), .down (the final `lab down`)."""
     import subprocess
     import sys
-    from pathlib import Path
     from types import SimpleNamespace
 
     from layernet.lab import commands

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from harden_helpers import ROOT, site_args
+import labs
+from harden_helpers import ROOT
 from layernet.lab import commands, netns
 from layernet.report import remote_references
 from layernet.site import load_site
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
-PREFIX, BASE = "h5", "10.85.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 def test_harden_runbook_end_to_end(tmp_path: Path):
-    overrides = site_args(PREFIX, BASE)
+    overrides = labs.site_args(__file__)
     site = load_site(ROOT / "params" / "lab.yaml", overrides)
     args = [str(Path(sys.executable).parent / "layernet"), "run", "harden", "--site", "params/lab.yaml",
             "--out", str(tmp_path)]

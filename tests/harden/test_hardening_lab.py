@@ -10,20 +10,21 @@ import pytest
 from layernet.harden import checks
 from layernet.lab import netns
 
-from harden_helpers import ROOT, make_site, running_lab, site_args
+import labs
+from harden_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-PREFIX, BASE = "h1", "10.81.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 @pytest.fixture(scope="module")
 def site():
-    return make_site(PREFIX, BASE)
+    return labs.site(__file__)
 
 
 @pytest.fixture(scope="module")
 def lab(site):
-    with running_lab(site) as target:
+    with labs.running(site) as target:
         yield target
 
 
@@ -75,7 +76,7 @@ def test_inner_dns_never_forwards_names_outside_the_allow_list(lab, site):
 
 def test_harden_cli(lab, site, tmp_path: Path):
     args = [str(Path(sys.executable).parent / "layernet"), "harden", "--site", "params/lab.yaml"]
-    for a in site_args(PREFIX, BASE):
+    for a in labs.site_args(__file__):
         args += ["-p", a]
     proc = subprocess.run(args + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

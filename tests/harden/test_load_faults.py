@@ -18,20 +18,21 @@ from layernet.lab import commands, netns
 from layernet.matrix import build_matrix
 from layernet.targets import get_target
 
-from harden_helpers import ROOT, make_site, running_lab, site_args
+import labs
+from harden_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-PREFIX, BASE = "h2", "10.82.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 @pytest.fixture(scope="module")
 def site():
-    return make_site(PREFIX, BASE)
+    return labs.site(__file__)
 
 
 @pytest.fixture(scope="module")
 def lab(site):
-    with running_lab(site) as target:
+    with labs.running(site) as target:
         yield target
 
 
@@ -101,7 +102,7 @@ def test_runner_killed_mid_stage_then_lab_down_leaves_nothing(site, tmp_path: Pa
     commands.down(site)
     args = [str(Path(sys.executable).parent / "layernet"), "run", "harden", "--site", "params/lab.yaml",
             "--out", str(tmp_path)]
-    for a in site_args(PREFIX, BASE):
+    for a in labs.site_args(__file__):
         args += ["-p", a]
     out = tmp_path / "runner.out"
     with open(out, "w") as fh:

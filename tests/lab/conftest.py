@@ -1,15 +1,17 @@
-"""Fixtures for the namespace lab. The lab is built once per test module with its own prefix (`lt`) and is
-ALWAYS taken down afterwards, also when a test fails."""
+"""Fixtures for the namespace lab. The lab is built once per test module with its own prefix (tests/labs.py
+LAB_FIXTURE_PREFIX) on params/lab.yaml's plan and is ALWAYS taken down afterwards, also when a test fails."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+import labs
+
 from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "lt"
+PREFIX = labs.LAB_FIXTURE_PREFIX
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +23,7 @@ def lab_site():
 def lab_session(lab_site):
     """The lab (LabTarget), brought up by its first apply; ALWAYS taken down at the end of the module, so
     other modules can build labs of their own (labs that share an address plan cannot run side by side)."""
-    from layernet.lab import commands
-    from layernet.targets import lab as lab_target
-
-    why = commands.missing_requirements()
-    if why:
-        pytest.skip(why)
-    with lab_target.running(lab_site) as target:
+    with labs.running(lab_site) as target:
         yield target
 
 

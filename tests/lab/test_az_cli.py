@@ -28,15 +28,15 @@ from pathlib import Path
 
 import pytest
 
+import labs
 from layernet.lab import azcli, commands, jumpbox
 from layernet.lab.cloud import reqlog
 from layernet.lab.cloud.arm.store import Store
-from layernet.site import load_site
 from layernet.site.defaults import LAB_CUSTOM_LOCATIONS_OID
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "params" / "lab.yaml"
-PREFIX, BASE = "zc", "10.91.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 pytestmark = [pytest.mark.lab]
 
 # what runs on the jump box: the executors' own rendering and `run`, the real az underneath
@@ -135,28 +135,17 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def site():
-    from layernet.harden.lab import beside
-
     # the providers of stages 03 and 04 this test writes to (a plant's list holds them with the Arc ones)
-    return load_site(LAB, beside(LAB, PREFIX, BASE) + ["lab.clusters=false",
-                                                       "arc.providers=[Microsoft.DeviceRegistry, Microsoft.Storage, "
-                                                       "Microsoft.EventHub]"])
+    return labs.site(__file__, "arc.providers=[Microsoft.DeviceRegistry, Microsoft.Storage, Microsoft.EventHub]")
 
 
 @pytest.fixture(scope="module")
 def lab(site):
-    from layernet.targets import lab as lab_target
-
-    if not azcli.installed():
-        pytest.skip(f"the pinned az is not installed in {azcli.home()}: run `make setup`")
+    labs.missing(None if azcli.installed() else f"the pinned az is not installed in {azcli.home()}: run `make setup`")
     assert azcli.installed_version() == azcli.pinned_version(), \
         f"{azcli.home()} holds azure-cli {azcli.installed_version()}, tools/az pins {azcli.pinned_version()}: run `make setup`"
-    why = commands.missing_requirements()
-    if why:
-        pytest.skip(why)
-    with lab_target.running(site) as target:
+    with labs.running(site) as target:
         yield target
-    assert commands.leftovers(site) == []
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import labs
 from plants import plant_site, write
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow,
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERNET = str(Path(sys.executable).parent / "layernet")
-PREFIX, OCTET = "qd", 78
+PREFIX, OCTET = labs.plan(__file__).prefix, labs.plan(__file__).octet
 LEVELS = ["dmz", "plant", "area", "cell"]
 STAGES = ["preflight", "infrastructure", "arc", "aio", "telemetry", "audit"]
 

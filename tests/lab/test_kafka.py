@@ -19,22 +19,19 @@ from types import SimpleNamespace
 
 import pytest
 
+import labs
 from layernet.lab import LabError, kafka
-from layernet.site import load_site
-
-NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_SITE = ROOT / "params" / "lab.yaml"
-PREFIX, BASE = "ek", "10.87.0.0/16"
+PLAN = labs.plan(__file__)
+PREFIX = PLAN.prefix
 CS_RE = re.compile(r"^Endpoint=sb://layernet-lab-ehns\.servicebus\.windows\.net/;SharedAccessKeyName=\w+;"
                    r"SharedAccessKey=[A-Za-z0-9+/]{43}=$")
 
 
 def make_site(prefix: str = PREFIX):
-    from layernet.harden.lab import beside
-
-    return load_site(LAB_SITE, beside(LAB_SITE, prefix, BASE) + NO_CLUSTERS)
+    return labs.site(labs.Plan(prefix, PLAN.octet))
 
 
 @pytest.fixture
@@ -183,19 +180,15 @@ def test_missing_build_names_the_fix(tmp_path, monkeypatch):
 def eh_lab():
     """Our own lab with the broker started; ALWAYS taken down afterwards."""
     from layernet.lab import commands
-    from layernet.targets import lab as lab_target
 
-    why = commands.missing_requirements() or kafka.missing()
-    if why:
-        pytest.skip(why)
+    labs.missing(commands.missing_requirements() or kafka.missing())
     site = make_site()
     clash = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith(PREFIX + "-")]
     assert not clash or commands.state_dir(site).exists(), f"namespaces {clash} are not from this test's lab"
-    with lab_target.running(site):
+    with labs.running(site):
         info = kafka.start(site, progress=lambda m: print(m, file=sys.stderr))
         yield site, info
-    assert commands.leftovers(site) == []
 
 
 def egress_ns(site) -> str:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import labs
 from plants import plant_site, write
 
 from layernet.lab import kafka  # noqa: E402
@@ -23,7 +24,7 @@ from layernet.site import load_site  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERNET = str(Path(sys.executable).parent / "layernet")
-PREFIX, OCTET = "q4", 77
+PREFIX, OCTET = labs.plan(__file__).prefix, labs.plan(__file__).octet
 LEVELS = ["dmz", "plant", "area", "cell"]
 PROXIES = LEVELS[:3]
 

@@ -1,7 +1,7 @@
 """The Kafka leg of the telemetry flow: the egress dataflow produces to the lab's Event Hubs (real Apache Kafka
 behind the cloud's TLS front) exactly as rendered, and the verify consumer reads every message back.
 
-The test builds a lab of its own (prefix `tm`, address plan 10.93.0.0/16), starts the broker, and runs one measured
+The test builds a lab of its own (its plan from tests/labs.py; the network alone, no level cluster), starts the broker, and runs one measured
 window inside the egress level's namespace: mosquitto brokers, the OPC PLC, the connector and the dataflows on that
 namespace's loopback, the egress dataflow resolving `<namespace>.servicebus.windows.net` with the level's DNS and
 producing with SASL PLAIN `$ConnectionString`. The lab is ALWAYS taken down at the end."""
@@ -14,36 +14,31 @@ from pathlib import Path
 
 import pytest
 
+import labs
 from layernet.lab import kafka
 from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_SITE = ROOT / "params" / "lab.yaml"
-PREFIX, BASE = "tm", "10.93.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 def overrides() -> list[str]:
-    from layernet.harden.lab import beside
-
-    return beside(LAB_SITE, PREFIX, BASE)
+    return labs.site_args(__file__)
 
 
 @pytest.fixture(scope="module")
 def eh_lab():
     from layernet.lab import commands
-    from layernet.targets import lab as lab_target
 
-    why = commands.missing_requirements() or kafka.missing()
-    if why:
-        pytest.skip(why)
+    labs.missing(commands.missing_requirements() or kafka.missing())
     site = load_site(LAB_SITE, overrides())
     clash = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith(PREFIX + "-")]
     assert not clash or commands.state_dir(site).exists(), f"namespaces {clash} are not from this test's lab"
-    with lab_target.running(site):
+    with labs.running(site):
         kafka.start(site)
         yield site
-    assert commands.leftovers(site) == []
 
 
 @pytest.mark.lab

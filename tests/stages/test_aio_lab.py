@@ -13,32 +13,29 @@ from pathlib import Path
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import beside
 from layernet.lab import aioext, services
-from layernet.site import load_site
 from layernet.stages import aio, arc
 
-from stage_lab import ROOT, lab_running
+import labs
 
-NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-PREFIX, BASE = "ai", "10.74.0.0/16"
-NEG_PREFIX, NEG_BASE = "an", "10.75.0.0/16"
+PREFIX = labs.plan(__file__).prefix
+NEGATIVE = labs.plan(__file__, "negative")
 DROP_MCR = ['allowlist.drop_hosts=["mcr.microsoft.com", "*.data.mcr.microsoft.com"]',
             # the site check refuses images from a registry the levels cannot reach: the levels import them
             "images.mode={level4: import, level3: import, level2: import}"]
 
 
-def site_with(prefix: str, base: str, *extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", prefix, base) + list(extra) + NO_CLUSTERS)
+def site_with(plan, *extra: str):
+    return labs.site(plan, *extra)
 
 
 @pytest.fixture(scope="module")
 def lab():
-    site = site_with(PREFIX, BASE)
-    with lab_running(site):
+    site = site_with(labs.plan(__file__))
+    with labs.running(site):
         arc.run(arc.plan(site), site)            # the connected clusters the extensions belong to
         yield site
 
@@ -133,8 +130,8 @@ def test_a_stopped_extension_stand_in_is_a_repair_in_the_next_plan(lab):
 
 
 def test_dropping_mcr_fails_the_levels_below_the_egress_naming_the_host():
-    site = site_with(NEG_PREFIX, NEG_BASE, *DROP_MCR)
-    with lab_running(site):
+    site = site_with(NEGATIVE, *DROP_MCR)
+    with labs.running(site):
         arc.run(arc.plan(site), site)
         since = aio.begin()
         with pytest.raises(StageFailed) as exc:

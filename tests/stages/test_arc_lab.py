@@ -9,20 +9,17 @@ import time
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import beside
 from layernet.lab import commands, services
-from layernet.site import load_site
 from layernet.stages import arc
 
-from stage_lab import ROOT, lab_running
+import labs
 
-PREFIX, BASE = "ar", "10.72.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 def site_with(*extra: str):
     # the Arc stand-ins are lab processes and read no level cluster: the network alone (lab.clusters=false)
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra)
-                     + ["lab.clusters=false"])
+    return labs.site(__file__, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +29,7 @@ def site():
 
 @pytest.fixture(scope="module")
 def lab(site):
-    with lab_running(site):
+    with labs.running(site):
         yield site
 
 
@@ -104,7 +101,7 @@ def test_dropping_a_required_host_fails_the_stage_naming_level_host_and_role():
     their reach by name uses: the stage fails again, naming that host and the role."""
     site = site_with("allowlist.drop_hosts=[\"*.his.arc.azure.com\", \"gbl.his.arc.azure.com\"]",
                      "arc.onboarding_timeout={level4: 15, level3: 15, level2: 15}")
-    with lab_running(site):
+    with labs.running(site):
         since = arc.begin()
         arc.run(arc.plan(site), site)
         t0 = time.monotonic()

@@ -26,28 +26,25 @@ from pathlib import Path
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import beside
 from layernet.lab import commands, kafka, services, workload_identity
 from layernet.lab import telemetry as lab_telemetry
 from layernet.lab.cloud import entra
 from layernet.lab.cloud.arm.view import role_assignments
 from layernet.rbac import RECEIVER, SENDER
-from layernet.site import load_site
 from layernet.stages import aio, arc, telemetry
 from layernet.targets import get_target
 
-from stage_lab import ROOT, lab_running
+import labs
 
-NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-PREFIX, BASE = "ei", "10.89.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 HUB_TOPIC = "Topic aio-telemetry"
 
 
 def site_with(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra) + NO_CLUSTERS)
+    return labs.site(__file__, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def lab():
     why = kafka.missing()
     if why:
         pytest.skip(why)
-    with lab_running(site):
+    with labs.running(site):
         arc.run(arc.plan(site), site)
         aio.run(aio.plan(site), site)
         yield site

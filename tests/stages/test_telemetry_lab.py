@@ -17,24 +17,21 @@ from contextlib import contextmanager
 import pytest
 
 from layernet.errors import StageFailed
-from layernet.harden.lab import beside
 from layernet.lab import kafka, netns, services
 from layernet.lab import telemetry as lab_telemetry
-from layernet.site import load_site
 from layernet.stages import aio, arc, telemetry, telemetry_objects
 from layernet.telemetry import charts
 
-from stage_lab import ROOT, lab_running
+import labs
 
-NO_CLUSTERS = ["lab.clusters=false"]     # the network and the stand-ins only: no level cluster is used here
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-PREFIX, BASE = "te", "10.68.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 
 def site_with(*extra: str):
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + list(extra) + NO_CLUSTERS)
+    return labs.site(__file__, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +40,7 @@ def lab():
     why = kafka.missing()
     if why:
         pytest.skip(why)
-    with lab_running(site):
+    with labs.running(site):
         arc.run(arc.plan(site), site)
         aio.run(aio.plan(site), site)
         yield site

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+import labs
 from layernet.lab import commands
 
-from layernet.targets import lab as lab_target
 from layernet.lab.cloud import reqlog
-from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[3]
-PREFIX, BASE = "cc", "10.66.0.0/16"
+PREFIX = labs.plan(__file__).prefix
 
 CLIENT = r"""
 import json, os, sys
@@ -49,20 +48,13 @@ print(json.dumps({"before": before, "heartbeat": hb, "after": after}))
 
 @pytest.fixture(scope="module")
 def site():
-    from layernet.harden.lab import beside
-
-    # the cloud stand-ins and the level chain; no level cluster is used here
-    return load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + ["lab.clusters=false"])
+    return labs.site(__file__)         # the cloud stand-ins and the level chain; no level cluster is used here
 
 
 @pytest.fixture(scope="module")
 def lab(site):
-    why = commands.missing_requirements()
-    if why:
-        pytest.fail(why)
-    with lab_target.running(site) as target:
+    with labs.running(site) as target:
         yield target
-    assert commands.leftovers(site) == []
 
 
 def test_sdk_in_level2_reaches_the_apps_through_the_chain_and_they_see_the_egress_node(lab, site):
