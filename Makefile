@@ -76,7 +76,7 @@ demo: setup
 
 # Two passes on both cores (pytest-xdist): first the tests that build no lab on a shared address plan, one file per
 # worker (a module's fixtures stay in one process); then the `lab` tests, one xdist scope per address plan
-# (tests/conftest.py `lab_scope`): labs on different plans side by side, labs on the same plan one after the other.
+# (tests/labs.py hands out the plans; tests/conftest.py `lab_scope`): labs on different plans side by side, labs on the same plan one after the other.
 test: setup
 	$(BIN)/ruff check lib tests benchmarks
 	$(BIN)/pytest -q -rs --durations=10 -m "not lab" -n 2 --dist loadfile
