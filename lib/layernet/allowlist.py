@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from layernet import data
 
@@ -68,9 +68,6 @@ class Endpoint:
 def catalog_groups() -> list[str]:
     return list(data.groups())
 
-
-def group_descriptions() -> dict[str, str]:
-    return data.groups()
 
 
 def role_descriptions() -> dict[str, str]:
@@ -236,9 +233,6 @@ def effective_allowlist(site: "Site") -> AllowList:
     entries = tuple(sorted((e for k, e in merged.items() if k not in drops), key=lambda e: (e.group, e.host)))
     return AllowList(entries, tuple(notes))
 
-
-def matching_entries(entries: Iterable[Endpoint], name: str) -> list[Endpoint]:
-    return [e for e in entries if host_matches(e.host, name)]
 
 
 # ----------------------------------------------------------------------------------------------- roles

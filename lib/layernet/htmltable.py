@@ -18,7 +18,7 @@ import html as _html
 import json
 import math
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 MISSING = "—"
 WIDE = 9          # a table with more columns than this gets a smaller font and headers that may break anywhere
@@ -328,8 +328,3 @@ class Table:
 def show(data: Any, **options) -> Table:
     """The one way a report shows a table: `show(df)` in a notebook cell (options as for `to_html`)."""
     return Table(data, **options)
-
-
-def rows_html(rows: Iterable[Mapping], columns: list[str], **options) -> str:
-    """`to_html` for a list of dicts with a fixed column order."""
-    return to_html(list(rows), columns=columns, **options)

@@ -203,15 +203,6 @@ def register_identity(path: Path, principal_id: str, resource_id: str, kind: str
             "secret": have["secret"]}
 
 
-def remove_identity(path: Path, client_id: str) -> bool:
-    with _file_lock(path):
-        d = Directory.load_or_create(path)
-        if d.identities.pop(client_id.lower(), None) is None:
-            return False
-        d.save(path)
-    return True
-
-
 class Signer:
     """The lab's token signing key (RSA 2048, RS256 as Entra signs), kept in `<state>/cloud/token-signing.key`
     (0600). Its `kid` (and `x5t`) is the base64url SHA-1 thumbprint of the public key."""
