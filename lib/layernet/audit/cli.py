@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 from layernet.audit import collect
 from layernet.audit.collect import AuditInputError
+from layernet.audit.load import load_monitor
 from layernet.audit.verdict import EXIT_FINDINGS, EXIT_OK, verdict  # noqa: F401  (exit codes re-exported)
 
 if TYPE_CHECKING:     # imported lazily: the CLI must start fast
@@ -76,8 +77,6 @@ def _workspace_audit(site, since: str = "", run: str = "", endpoint: Optional[st
     """The audit of the records in the site's Log Analytics workspace (monitor.workspace_id) over [since, now]:
     the records query of `layernet.audit.kql` run with azure-monitor-query, read by the local engine."""
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
-    from layernet.stages.audit import load_monitor
 
     where = f"workspace {site.monitor.workspace_id}"
     try:

@@ -2,84 +2,15 @@
 probe matrix of the same run and export the connection table. Each function backs one notebook cell."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
-from layernet import targets
-from layernet.allowlist import AllowList, effective_allowlist
-from layernet.audit import collect, compare, export as export_mod, findings, kql as kql_mod
-from layernet.audit.parse import Parsed, parse_logs
+from layernet.audit import compare, export as export_mod, findings, kql as kql_mod
+from layernet.audit.load import Audit, load, load_monitor  # noqa: F401  (stage 05's loaders: notebook cells)
 from layernet.audit.verdict import verdict
 from layernet.errors import StageFailed
-from layernet.progress import step
-
-
-@dataclass
-class Audit:
-    site: object
-    allowlist: AllowList
-    parsed: Parsed
-    source: str                      # "target lab" / "folder <path>"
-    since: Optional[datetime] = None
-    until: Optional[datetime] = None  # when the logs were collected from a live target (None for saved logs)
-
-    @property
-    def connections(self) -> pd.DataFrame:
-        return self.parsed.connections
-
-
-def load(site, log_dir: str = "", since: str = "", target=None, run_dir: str = "") -> Audit:
-    """Collect (from the site's target, or from `log_dir`) and parse. `since`: ISO time or "2h"-style. Inside a
-    run that reads the live target without `since`, the window starts when the run started: a lab kept up
-    across runs still holds earlier runs' traffic, which is not this run's evidence."""
-    when = collect.parse_since(since)
-    if when is None and not log_dir and run_dir:
-        when = _run_started(run_dir)
-    al = effective_allowlist(site)
-    if log_dir:
-        levels = collect.proxy_level_names(site)
-        files = collect.read_logdir(log_dir, levels)
-        source = f"folder {log_dir}"
-        parsed = parse_logs(files, al, sources_are_levels=True, since=when)
-        collect.check_records(parsed, levels, log_dir)
-    else:
-        if target is None:
-            target = targets.get_target(site)
-        source = f"target {site.target}"
-        until = datetime.now(timezone.utc)
-        parsed = parse_logs(collect.collect(site, target, when), al, sources_are_levels=True, now=until)
-    step(f"audit: {parsed.records} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
-    return Audit(site, al, parsed, source, when, until if not log_dir else None)
-
-
-def _run_started(run_dir: str) -> Optional[datetime]:
-    from layernet.runfolder import read_manifest
-
-    try:
-        started = read_manifest(Path(run_dir)).get("started")
-        return datetime.fromisoformat(started) if started else None
-    except Exception:  # noqa: BLE001 - no manifest (a notebook run by hand): no window
-        return None
-
-
-def load_monitor(site, since: str = "1d", until: Optional[datetime] = None, credential=None, **client) -> Audit:
-    """The same Audit from the site's Log Analytics workspace (monitor.workspace_id): the records query of
-    `layernet.audit.kql` run with azure-monitor-query over [since, until], read by the local engine, so every
-    cell of the notebook works unchanged. `client`: LogsQueryClient options (endpoint, connection_verify)."""
-    from layernet.audit.monitor import MonitorAudit
-
-    when = collect.parse_since(since or "1d")
-    until = until or datetime.now(timezone.utc)
-    al = effective_allowlist(site)
-    m = MonitorAudit(site, credential=credential, **client)
-    parsed = m.parsed((when, until), al, now=until)
-    source = f"Log Analytics workspace {site.monitor.workspace_id}"
-    step(f"audit: {parsed.records} connection(s), {len(parsed.malformed)} malformed line(s) from {source}")
-    return Audit(site, al, parsed, source, when, until)
 
 
 def overview(a: Audit) -> pd.DataFrame:
