@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from layernet.lab import layout
 from layernet.lab import reach
 from layernet.site.aio import AIO_NAMESPACE     # where the AIO operator reads the ConfigMaps the resources name
 
@@ -539,9 +540,9 @@ def install(site, level: str, cluster_id: str, extension: dict, pull_deadline: f
 
 
 def _install(site, level: str, cluster_id: str, extension: dict, pull_deadline: float) -> str:
-    from layernet.lab import commands, procs, services
+    from layernet.lab import procs, services
 
-    d = commands.level_dir(site, level)
+    d = layout.level_dir(site, level)
     d.mkdir(parents=True, exist_ok=True)
     path = d / EXTENSIONS_FILE
     try:
@@ -556,19 +557,17 @@ def _install(site, level: str, cluster_id: str, extension: dict, pull_deadline: 
     running = services.table(site).get(name)
     if running is not None and procs.alive(running):
         return f"{extension['type']}: handed to the extension stand-in of {level} (pid {running.pid})"
-    cfg = config(site, level, cluster_id, commands.state_dir(site) / "ca", d, pull_deadline=pull_deadline)
+    cfg = config(site, level, cluster_id, layout.state_dir(site) / "ca", d, pull_deadline=pull_deadline)
     cfg_path = d / CONFIG_FILE
     cfg_path.write_text(json.dumps(cfg, indent=1))
     p = services.start(site, name, level, [sys.executable, "-m", "layernet.lab.aioext", str(cfg_path)],
                        d / "aio-extension.out")
-    return f"{extension['type']}: extension stand-in of {level} started (pid {p.pid}) in {commands.namespace(site, level)}"
+    return f"{extension['type']}: extension stand-in of {level} started (pid {p.pid}) in {layout.namespace(site, level)}"
 
 
 def set_listeners(site, level: str, listeners: list[dict], authentications: list[dict] = ()) -> str:
     """Hand the broker listener and authentication resources (as read back from ARM) to the level's stand-in."""
-    from layernet.lab import commands
-
-    path = commands.level_dir(site, level) / LISTENERS_FILE
+    path = layout.level_dir(site, level) / LISTENERS_FILE
     # a level's listeners are provisioned side by side: one temporary file per writer
     tmp = path.with_suffix(f".{os.getpid()}.{__import__('threading').get_ident()}.tmp")
     tmp.write_text(json.dumps({"listeners": listeners, "authentications": list(authentications)}, indent=1,
@@ -579,10 +578,8 @@ def set_listeners(site, level: str, listeners: list[dict], authentications: list
 
 
 def status(site, level: str) -> Optional[dict]:
-    from layernet.lab import commands
-
     try:
-        return json.loads((commands.level_dir(site, level) / STATUS_FILE).read_text())
+        return json.loads((layout.level_dir(site, level) / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
 

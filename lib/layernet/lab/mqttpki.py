@@ -14,6 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from layernet.lab import layout
 from layernet.lab import pki
 
 DIR = "mqtt-pki"
@@ -30,18 +31,13 @@ class Material:
 
 def paths(site) -> Material:
     """Where the material is (whether or not it exists yet)."""
-    from layernet.lab import commands
-
-    d = commands.state_dir(site) / DIR
-    return Material(str(commands.ca_cert_path(site)), str(d / "client.crt"), str(d / "client.key"))
+    d = layout.state_dir(site) / DIR
+    return Material(str(layout.ca_cert_path(site)), str(d / "client.crt"), str(d / "client.key"))
 
 
 def ensure(site) -> Material:
     """The material, the client certificate issued from the lab CA when missing or expiring within a day."""
     from cryptography import x509
-
-    from layernet.lab import commands
-
     m = paths(site)
     cert = Path(m.cert)
     if cert.exists() and Path(m.key).exists():
@@ -51,7 +47,7 @@ def ensure(site) -> Material:
                 return m
         except ValueError:
             pass
-    pki.issue_cert(commands.state_dir(site) / "ca", cert.parent, "client", CLIENT_CN, server=False, client=True)
+    pki.issue_cert(layout.state_dir(site) / "ca", cert.parent, "client", CLIENT_CN, server=False, client=True)
     return m
 
 
@@ -77,9 +73,7 @@ def objects(site, refs: list[tuple[str, str, str]]) -> list[dict]:
         elif kind == "ConfigMap":
             out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"ca.crt": ca.decode()}})
         elif kind == "Issuer":
-            from layernet.lab import commands
-
-            key = (commands.state_dir(site) / "ca" / pki.CA_KEY).read_bytes()
+            key = (layout.state_dir(site) / "ca" / pki.CA_KEY).read_bytes()
             secret = name + ISSUER_CA_SECRET_SUFFIX
             out.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                         "metadata": {**meta, "name": secret}, "data": {"tls.crt": _b64(ca), "tls.key": _b64(key)}})

@@ -14,85 +14,38 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import procs
-
-
-class Service:
-    short = ""                       # "envoy", "coredns", ...
-    config_name = ""
-
-    def __init__(self, site, where: str):
-        self.site, self.where = site, where
-
-    @property
-    def name(self) -> str:
-        return f"{self.where}/{self.short}"
-
-    @property
-    def folder(self) -> Path:
-        from layernet.lab import commands
-
-        return commands.state_dir(self.site) / "cloud" if self.where == "cloud" else commands.level_dir(self.site, self.where)
-
-    @property
-    def ns(self) -> str:
-        from layernet.lab import commands
-
-        return commands.namespace(self.site, self.where)
-
-    @property
-    def config(self) -> Path:
-        return self.folder / self.config_name
-
-    @property
-    def log(self) -> Path:
-        return self.folder / f"{self.short}.out"
-
-    def argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def ready(self, p: procs.Proc) -> bool:
-        return True
-
-    def spec(self) -> tuple[str, str, list[str], Path]:
-        return self.name, self.ns, self.argv(), self.log
+from layernet.lab import azure as lab_azure
+from layernet.lab import binaries, netns, procs, state_dir
+from layernet.lab.clusters import controlplane
+from layernet.lab.service import Service
+from layernet.render.dns import COREDNS_EXTERNAL_PORT, internet_corefile
 
 
 class Envoy(Service):
     short, config_name = "envoy", "envoy.yaml"
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
-        return [commands.envoy_binary(), "-c", str(self.config)] + commands.envoy_args()
+        return [binaries.envoy_binary(), "-c", str(self.config)] + binaries.envoy_args()
 
     def ready(self, p: procs.Proc) -> bool:
-        from layernet.lab import commands
-
-        admin, ports = commands.envoy_ports(self.config)
+        admin, ports = binaries.envoy_ports(self.config)
         want = set(ports) | ({admin} if admin else set())
         if procs.listening(p.pid, want) != want:
             return False
-        return commands.envoy_ready(p.ns, admin) if admin else True
+        return binaries.envoy_ready(p.ns, admin) if admin else True
 
 
 class CoreDNS(Service):
     short, config_name = "coredns", "Corefile"
 
     def ports(self) -> list[int]:
-        from layernet.render.dns import COREDNS_EXTERNAL_PORT
-
         return [53, COREDNS_EXTERNAL_PORT]
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
-        return [commands.coredns_binary(), "-conf", str(self.config)]
+        return [binaries.coredns_binary(), "-conf", str(self.config)]
 
     def ready(self, p: procs.Proc) -> bool:
-        from layernet.lab import commands
-
-        return commands.coredns_ready(p, self.ports())
+        return binaries.coredns_ready(p, self.ports())
 
 
 class InternetDNS(CoreDNS):
@@ -108,8 +61,6 @@ class InternetDNS(CoreDNS):
         return [53]
 
     def render(self, topo) -> None:
-        from layernet.render.dns import internet_corefile
-
         self.config.write_text(internet_corefile(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip)))
 
 
@@ -122,17 +73,27 @@ class CloudFront(Service):
         self.cert, self.key = cert, key
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
-        topo = commands.netns.topology(self.site)
+        topo = netns.topology(self.site)
         return [sys.executable, "-m", "layernet.lab.cloud", "--addr", str(topo.cloud_tls_ip),
-                "--ports", ",".join(map(str, commands.CLOUD_PORTS)), "--cert", str(self.cert), "--key", str(self.key)] \
-            + commands._cloud_app_args(self.site, self.folder)
+                "--ports", ",".join(map(str, CLOUD_PORTS)), "--cert", str(self.cert), "--key", str(self.key)] \
+            + cloud_app_args(self.site, self.folder)
 
     def ready(self, p: procs.Proc) -> bool:
-        from layernet.lab import commands
+        return procs.listening(p.pid, CLOUD_PORTS) == set(CLOUD_PORTS)
 
-        return procs.listening(p.pid, commands.CLOUD_PORTS) == set(commands.CLOUD_PORTS)
+
+CLOUD_PORTS = (443, 8084, 9093)     # the cloud front's TLS ports: HTTPS, Arc's relay, Kafka
+
+
+def cloud_app_args(site, d: Path) -> list[str]:
+    """The cloud's HTTPS apps (Entra, ARM, Arc, MCR) for the site's region, with their state in `d`; heartbeats
+    count only from the egress level's node address. Outside the public cloud the cloud is the echo alone."""
+    if site.azure.cloud != "public":
+        return []
+    return ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
+            "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip),
+            "--subscription-id", lab_azure.subscription_id(site), "--tenant-id", lab_azure.tenant_id(site),
+            "--offline-after", str(lab_azure.OFFLINE_AFTER)]
 
 
 LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
@@ -141,8 +102,6 @@ LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
 def level_services(site) -> list[Service]:
     """Every level service the site declares: CoreDNS where the level overrides DNS, Envoy where it proxies, and
     every level's cluster (control plane and node, lab/clusters)."""
-    from layernet.lab.clusters import controlplane
-
     out: list[Service] = []
     for lv in site.levels:
         if lv.dns_override:
@@ -171,6 +130,4 @@ def for_process(site, name: str) -> Optional[Service]:
     for svc in cloud_services(site):
         if svc.name == name:
             return svc
-    from layernet.lab.clusters import controlplane
-
     return controlplane.for_process(site, name)

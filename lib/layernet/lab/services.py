@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, commands, procs, state_dir
+from layernet.lab import LabError, procs, state_dir
+from layernet.lab import layout
 
 
 def _table_path(site) -> Path:
@@ -33,7 +34,7 @@ def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional
     if old is not None and procs.alive(old):
         procs.stop([old])
     log.parent.mkdir(parents=True, exist_ok=True)
-    p = procs.start(name, commands.namespace(site, level), argv, log, env=env)
+    p = procs.start(name, layout.namespace(site, level), argv, log, env=env)
     t[name] = p
     procs.save(_table_path(site), t)
     return p
@@ -66,33 +67,25 @@ def rows(site) -> list[dict]:
 def start_arc_agent(site, level: str, cluster_id: str, interval: float = 2.0) -> str:
     from layernet.lab import arcagent
 
-    d = commands.level_dir(site, level)
+    d = layout.level_dir(site, level)
     d.mkdir(parents=True, exist_ok=True)
-    cfg = arcagent.config(site, level, cluster_id, str(commands.ca_cert_path(site)), d, interval=interval)
+    cfg = arcagent.config(site, level, cluster_id, str(layout.ca_cert_path(site)), d, interval=interval)
     cfg_path = d / arcagent.CONFIG_FILE
     cfg_path.write_text(json.dumps(cfg, indent=1))
     (d / arcagent.STATUS_FILE).unlink(missing_ok=True)
     p = start(site, f"{level}/arc-agent", level, [sys.executable, "-m", "layernet.lab.arcagent", str(cfg_path)],
               d / "arc-agent.out")
-    return f"Arc agents of {level} started (pid {p.pid}) in {commands.namespace(site, level)}"
+    return f"Arc agents of {level} started (pid {p.pid}) in {layout.namespace(site, level)}"
 
 
 def arc_agent_status(site, level: str) -> Optional[dict]:
     from layernet.lab import arcagent
 
-    path = commands.level_dir(site, level) / arcagent.STATUS_FILE
+    path = layout.level_dir(site, level) / arcagent.STATUS_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-# ----------------------------------------------------------------------------------------------- AIO extension
-def start_aio_extension(site, level: str, cluster_id: str, extension: dict) -> str:
-    """Hand an accepted extension PUT to the level's AIO extension stand-in (lab/aioext.py), starting it."""
-    from layernet.lab import aioext
-
-    return aioext.install(site, level, cluster_id, extension)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
@@ -104,5 +97,4 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "stop", "clear", "rows", "start_arc_agent", "arc_agent_status", "start_aio_extension",
-           "wait_for"]
+__all__ = ["LabError", "start", "stop", "clear", "rows", "start_arc_agent", "arc_agent_status", "wait_for"]

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, commands, procs, services, telemetry_services
+from layernet.lab import LabError, procs, services, telemetry_services
+from layernet.lab import layout
 
 PREFIX = "telemetry"
 
 
 def records_dir(site) -> Path:
-    return commands.state_dir(site) / "telemetry"
+    return layout.state_dir(site) / "telemetry"
 
 
 def _services(site):
@@ -31,7 +32,7 @@ def _services(site):
     from layernet.lab import mqttpki
 
     m = mqttpki.paths(site)
-    return telemetry_services.services(site, records_dir(site), ca=str(commands.ca_cert_path(site)), client_cert=m.cert,
+    return telemetry_services.services(site, records_dir(site), ca=str(layout.ca_cert_path(site)), client_cert=m.cert,
                         client_key=m.key)
 
 
@@ -86,7 +87,7 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     started: list = []
 
     def spawn(svc, env) -> None:
-        log = commands.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
+        log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"")
         started.append((svc, log, services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)))
@@ -168,7 +169,7 @@ def restart(site, service: str, timeout: float = 30.0) -> str:
     if svc.needs_connection_string:
         env = kafka.client_env(site, env)
     services.stop(site, _name(svc))
-    log = commands.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
+    log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
     log.write_bytes(b"")
     p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
     _wait_line(log, p, svc.ready_line, timeout)
@@ -201,7 +202,7 @@ def clear(site) -> bool:
 
 def counts(site, level: str, service: str = "dataflow") -> Optional[dict]:
     """The last counts line a stand-in printed (dataflow: per flow; connector: sent per asset)."""
-    log = commands.level_dir(site, level) / f"{PREFIX}-{service}.out"
+    log = layout.level_dir(site, level) / f"{PREFIX}-{service}.out"
     try:
         lines = [l for l in log.read_text(errors="replace").splitlines() if " counts " in l or " sent " in l]
     except OSError:

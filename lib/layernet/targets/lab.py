@@ -288,9 +288,9 @@ class LabTarget(Target):
         return f"agents of {level}: features enabled: {', '.join(on) or 'none'}"
 
     def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
-        from layernet.lab import services
+        from layernet.lab import aioext
 
-        return services.start_aio_extension(self.site, level, cluster_id, extension)
+        return aioext.install(self.site, level, cluster_id, extension)
 
     def aio_extension_running(self, level: str):
         """False when the level's extension stand-in was started (it left its status) and no longer runs;

@@ -18,9 +18,11 @@ from typing import Optional
 
 import yaml
 
+from layernet.lab import layout
+from layernet.lab import netns
 from layernet.lab import pki, procs
 from layernet.lab.clusters import API_PORT, KUBELET_PORT, SERVICE_CIDR, SERVICE_IP, binary
-from layernet.lab.registry import Service
+from layernet.lab.service import Service
 
 KINE_ADDR = "127.0.0.1:2379"
 KINE_METRICS = "127.0.0.1:2381"
@@ -34,9 +36,7 @@ CLIENTS = {  # certificate stem -> (CN, O): Kubernetes reads CN as the user and 
 
 
 def cluster_dir(site, level: str) -> Path:
-    from layernet.lab import commands
-
-    return commands.level_dir(site, level) / "cluster"
+    return layout.level_dir(site, level) / "cluster"
 
 
 def node_name(site, level: str) -> str:
@@ -59,10 +59,8 @@ def kubeconfig_text(server: str, ca: Path, cert: Path, key: Path, user: str, con
 
 def prepare(site, level: str) -> Path:
     """Write the level's certificates, keys, kubeconfigs and datastore folder; returns the cluster folder."""
-    from layernet.lab import commands
-
     d = cluster_dir(site, level)
-    pki_dir, ca_dir = d / "pki", commands.state_dir(site) / "ca"
+    pki_dir, ca_dir = d / "pki", layout.state_dir(site) / "ca"
     node_ip = str(site.level(level).node_ip)
     pki.issue_cert(ca_dir, pki_dir, "apiserver", "kube-apiserver", ips=[node_ip, SERVICE_IP, "127.0.0.1"],
                    names=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -73,7 +71,7 @@ def prepare(site, level: str) -> Path:
     for stem, (cn, org) in CLIENTS.items():
         pki.issue_cert(ca_dir, pki_dir, stem, cn, org=org, server=False, client=True)
     pki.signing_key(pki_dir, "service-account")
-    ca = commands.ca_cert_path(site)
+    ca = layout.ca_cert_path(site)
     for stem in ("admin", "controller-manager", "scheduler", "node"):
         (d / f"{stem}.kubeconfig").write_text(kubeconfig_text(api_url(site, level), ca, pki_dir / f"{stem}.crt",
                                                               pki_dir / f"{stem}.key", stem))
@@ -117,10 +115,8 @@ class APIServer(ClusterService):
     _asked = 0.0
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
         k, ip = self.pki, str(self.site.level(self.where).node_ip)
-        ca = commands.ca_cert_path(self.site)
+        ca = layout.ca_cert_path(self.site)
         return [str(binary("kube")), "apiserver",
                 f"--etcd-servers=http://{KINE_ADDR}", f"--bind-address={ip}", f"--advertise-address={ip}",
                 f"--secure-port={API_PORT}", f"--tls-cert-file={k / 'apiserver.crt'}",
@@ -161,11 +157,9 @@ class ControllerManager(Component):
     short, config_name, health_port = "kube-controller-manager", "controller-manager.kubeconfig", 10257
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
         return self.component_argv() + [
             f"--service-account-private-key-file={self.pki / 'service-account.key'}",
-            f"--root-ca-file={commands.ca_cert_path(self.site)}", "--use-service-account-credentials=true",
+            f"--root-ca-file={layout.ca_cert_path(self.site)}", "--use-service-account-credentials=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}"]
 
 
@@ -182,11 +176,9 @@ class NodeAgent(ClusterService):
     after_api = True
 
     def argv(self) -> list[str]:
-        from layernet.lab import commands
-
         return [sys.executable, "-m", "layernet.lab.clusters.node", "--folder", str(self.folder),
                 "--node", node_name(self.site, self.where), "--ip", str(self.site.level(self.where).node_ip),
-                "--namespace", commands.namespace(self.site, self.where), "--ca", str(commands.ca_cert_path(self.site))]
+                "--namespace", layout.namespace(self.site, self.where), "--ca", str(layout.ca_cert_path(self.site))]
 
     def ready(self, p: procs.Proc) -> bool:
         return (self.folder / "node.ready").exists()
@@ -214,11 +206,9 @@ def _healthz(p: procs.Proc, port: int) -> bool:
 
 def readyz(site, level: str) -> bool:
     """The level's API server answers /readyz with "ok" (asked inside the level's namespace, as the admin)."""
-    from layernet.lab import commands, netns
-
     d = cluster_dir(site, level) / "pki"
-    proc = netns.ns_exec(commands.namespace(site, level),
-                         ["curl", "-s", "-m", "1", "--cacert", str(commands.ca_cert_path(site)),
+    proc = netns.ns_exec(layout.namespace(site, level),
+                         ["curl", "-s", "-m", "1", "--cacert", str(layout.ca_cert_path(site)),
                           "--cert", str(d / "admin.crt"), "--key", str(d / "admin.key"),
                           f"{api_url(site, level)}/readyz"], check=False)
     return proc.returncode == 0 and proc.stdout.strip() == "ok"

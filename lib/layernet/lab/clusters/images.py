@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from layernet.images import parse_ref
+from layernet.lab import binaries
 
 MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                             "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -26,15 +27,11 @@ PULL_TIMEOUT = 5.0
 
 
 def _envoy() -> str:
-    from layernet.lab import commands
-
-    return commands.envoy_binary()
+    return binaries.envoy_binary()
 
 
 def _coredns() -> str:
-    from layernet.lab import commands
-
-    return commands.coredns_binary()
+    return binaries.coredns_binary()
 
 
 # last part of the repository -> (the program the image's entrypoint names, how the lab runs it)

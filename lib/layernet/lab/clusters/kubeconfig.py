@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from layernet.lab import layout
 from layernet.lab.clusters import controlplane
 
 FILE = "kubeconfig"
@@ -26,16 +27,12 @@ def context_name(site, level: str) -> str:
 
 
 def path(site) -> Path:
-    from layernet.lab import commands
-
-    return commands.state_dir(site) / FILE
+    return layout.state_dir(site) / FILE
 
 
 def write(site) -> Path:
     """The kubeconfig of every level's cluster (mode 0600: it holds the admin's key path)."""
-    from layernet.lab import commands
-
-    ca = str(commands.ca_cert_path(site))
+    ca = str(layout.ca_cert_path(site))
     clusters, users, contexts = [], [], []
     for lv in site.chain:
         name = context_name(site, lv.name)
@@ -58,8 +55,5 @@ def write(site) -> Path:
 def client(site, level: str):
     """A kubernetes ApiClient for the level's cluster, from the jump box's kubeconfig (route checked first)."""
     from kubernetes import config as k8s_config
-
-    from layernet.lab import commands
-
-    commands.check_route(site, site.level(level).node_ip)
+    layout.check_route(site, site.level(level).node_ip)
     return k8s_config.new_client_from_config(config_file=str(path(site)), context=context_name(site, level))
