@@ -497,3 +497,13 @@ def test_a_need_is_required_or_optional_on_ports_the_entry_lists():
         parse_need("needed", (443,))
     with pytest.raises(ValueError, match="does not list"):
         parse_need("required on 8084", (443,))
+
+
+@pytest.mark.parametrize("text", ["required\n", "optional on 443\n", " required", "required on 443,", "needed"])
+def test_a_catalog_need_is_read_whole(text):
+    """The catalog's `required` / `optional [on PORTS]` is matched as a whole value: a trailing line break is refused."""
+    from layernet.allowlist import parse_need
+
+    with pytest.raises(ValueError, match="write required or optional"):
+        parse_need(text, (443, 8084))
+    assert parse_need("optional on 8084", (443, 8084)) == (False, (8084,))

@@ -75,12 +75,12 @@ def role_descriptions() -> dict[str, str]:
     return data.roles()
 
 
-_NEED = re.compile(r"^(required|optional)(?: on (\d+(?:, ?\d+)*))?$")
+_NEED = re.compile(r"(required|optional)(?: on (\d+(?:, ?\d+)*))?")
 
 
 def parse_need(text: str, ports: tuple[int, ...], where: str = "endpoints.yaml") -> tuple[bool, tuple[int, ...]]:
     """`required` / `optional`, maybe `... on 9093`: (required?, the entry's ports the role uses)."""
-    m = _NEED.match(str(text))
+    m = _NEED.fullmatch(str(text))
     if not m:
         raise ValueError(f"{where}: need {text!r}: write required or optional, maybe followed by 'on PORT'")
     used = tuple(int(p) for p in m.group(2).split(",")) if m.group(2) else tuple(ports)
