@@ -146,6 +146,10 @@ def test_dropping_mcr_fails_the_levels_below_the_egress_naming_the_host():
             ext = bad[(lvl, "extension microsoft.certmanagement")]
             assert ext["observed"] == "Failed" and "mcr.microsoft.com:443" in ext["hint"], ext
             assert (lvl, "mqtt default-insecure :1883") in bad
+            role = bad[(lvl, "hosts required by aio-extensions")]        # the catalog's role, named with the host
+            assert role["observed"] == "not reached: *.data.mcr.microsoft.com:443, mcr.microsoft.com:443", role
+            assert "required for AIO extensions (aio-extensions)" in role["hint"]
+            assert "Not on the site's allow list: *.data.mcr.microsoft.com:443, mcr.microsoft.com:443" in role["hint"]
         assert aioext.status(site, "level2")["extensions"]
         with pytest.raises(StageFailed, match=r"level[32].*mcr\.microsoft\.com"):
             aio.require_deployed(rows)
