@@ -115,3 +115,15 @@ def test_the_roles_row_names_every_required_host_not_reached_and_the_dropped_one
     # a stand-in stopped before a host: "not tried yet", with what it is blocked on
     early = reach.row(site, "arc-agents", "level3", calls[:3], "Arc agents", "gbl.his.arc.azure.com:443 (timeout)")
     assert "not tried yet (blocked on gbl.his.arc.azure.com:443 (timeout))" in early["hint"]
+
+
+def test_a_catalog_entry_naming_an_unknown_role_or_need_is_refused_naming_the_entry(monkeypatch):
+    from layernet import allowlist, data
+
+    entry = {"host": "x.example.com", "ports": [443], "group": "aio", "purpose": "p", "needs": {"arc-agent": "required"}}
+    monkeypatch.setattr(data, "endpoints", lambda: [entry])
+    with pytest.raises(ValueError, match=r"x\.example\.com \(aio\) needs\.arc-agent: unknown role"):
+        allowlist.catalog()
+    monkeypatch.setattr(data, "endpoints", lambda: [{**entry, "needs": {"arc-agents": "needed"}}])
+    with pytest.raises(ValueError, match="required or optional"):
+        allowlist.catalog()
