@@ -5,9 +5,11 @@ import argparse
 import os
 import sys
 
+from layernet.allowlist import effective_allowlist
 from layernet.errors import InputError
 from layernet.site import load_site
 from layernet.site.problems import show_path
+from layernet.site.secrets import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -29,7 +31,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_allowlist(args) -> int:
-    from layernet.allowlist import effective_allowlist
     from layernet.table import print_table
 
     al = effective_allowlist(_load(args))
@@ -41,7 +42,6 @@ def cmd_allowlist(args) -> int:
 
 
 def cmd_firewall(args) -> int:
-    from layernet.allowlist import effective_allowlist
     from layernet.render import firewall_rows
     from layernet.table import print_table
 
@@ -51,7 +51,6 @@ def cmd_firewall(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from layernet.allowlist import effective_allowlist
     from layernet.render import render_site, write_artifacts
 
     from layernet.runfolder import check_out_dir
@@ -289,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
         if os.environ.get("LAYERNET_DEBUG"):
             raise
-        from layernet.site.secrets import redact
-
         text = redact(str(exc).splitlines()[0] if str(exc) else "")[:300]
         print(f"error: unexpected {type(exc).__name__}: {text} (LAYERNET_DEBUG=1 shows where)", file=sys.stderr)
         return EXIT_FAILED

@@ -21,7 +21,9 @@ from typing import Callable, Optional
 from layernet import targets
 from layernet import paths
 from layernet.errors import InputError
+from layernet.lab import commands
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
+from layernet.site import SiteError, load_site
 
 ENV = "LAYERNET_RUN_DIR"
 SITE_ENV = "LAYERNET_SITE"
@@ -32,7 +34,6 @@ def open_run(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opt
     """A new run folder for a session (under `out_dir`, default runs/): the deploy runbook's manifest with every stage
     pending, the site's picture and an index. Raises InputError (nothing written) on a bad site or --out."""
     from layernet.runner import RunnerInputError, _check_overrides, load_runbook, new_manifest, write_run
-    from layernet.site import SiteError, load_site
 
     overrides = list(overrides or [])
     try:
@@ -122,8 +123,6 @@ def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opti
     """JupyterLab on notebooks/ as one run: a lab site's lab that is not up is brought up first (and taken down when
     JupyterLab exits, Ctrl-C or SIGTERM included); a lab that was up is left as it is. Returns JupyterLab's exit
     code."""
-    from layernet.site import SiteError, load_site
-
     try:
         site = load_site(Path(site_path).resolve(), list(overrides or []))
     except SiteError as exc:
@@ -133,8 +132,6 @@ def jupyter(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opti
     target = targets.get_target(site)
     brought_up = False
     if target.session_state() not in (None, "up"):
-        from layernet.lab import commands
-
         if commands.cli_up(site) != 0:
             return 1
         brought_up = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 from html import escape
 
 from layernet import flows as flows_model
+from layernet.allowlist import effective_allowlist
 from layernet.site import Site
 
 W, BOX_W, BOX_H, GAP, TOP = 900, 430, 92, 74, 120
@@ -18,8 +19,6 @@ def describe(site: Site) -> str:
 
 def site_picture(site: Site) -> str:
     """The site's picture as the reports show it: the topology with the size of its allow list."""
-    from layernet.allowlist import effective_allowlist
-
     return topology_svg(site, allowed_names=len(effective_allowlist(site).entries))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from layernet.audit.findings import source_class
+from layernet.audit.findings import _tab, source_class
 
 BIN_CHOICES_S = [1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400]
 MAX_BINS = 200
@@ -29,8 +29,6 @@ def over_time(data, since=None, until=None) -> go.Figure:
     """Connections per time bin, one line per level and outcome (allowed / refused). The bin comes from the
     window (`since`..`until`, else the first and last connection); every bin of the window is drawn, with
     markers, so a window with one busy bin still shows. `data`: a Parsed or a connection DataFrame."""
-    from layernet.audit.findings import _tab
-
     fig = go.Figure()
     fig.update_layout(title="Connections over time per level", xaxis_title="time (UTC)",
                       yaxis_title="connections per bin", template="plotly_white", height=420)

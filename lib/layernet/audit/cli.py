@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit import collect
+from layernet.allowlist import effective_allowlist
+from layernet.audit import collect, kql
 from layernet.audit.collect import AuditInputError
 from layernet.audit.load import load_monitor
+from layernet.audit.parse import parse_logs
 from layernet.audit.verdict import EXIT_FINDINGS, EXIT_OK, verdict  # noqa: F401  (exit codes re-exported)
+from layernet.site import SiteError, load_site
+from layernet.site.load import load_yaml_file
+from layernet.site.problems import show
+from layernet.site.secrets import looks_secret
 
 if TYPE_CHECKING:     # imported lazily: the CLI must start fast
     import pandas as pd
@@ -54,8 +60,6 @@ class SiteAudit:
 
 def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
     """Read, parse and print the audit of one log folder (everything but the verdict line)."""
-    from layernet.audit.parse import parse_logs
-
     when = collect.parse_since(since)
     levels = collect.proxy_level_names(site) if site is not None else None
     files = collect.read_logdir(logdir, levels)
@@ -68,8 +72,6 @@ def _audit(logdir: str, site=None, since: str = "", run: str = "") -> SiteAudit:
 def _allowlist(site):
     if site is None:
         return None
-    from layernet.allowlist import effective_allowlist
-
     return effective_allowlist(site)
 
 
@@ -170,9 +172,6 @@ def check_endpoint(url: str, flag: str = "--monitor-endpoint") -> str:
     """An https:// URL of a Logs query API (scheme, host, optional port and path; no credentials, query or spaces)."""
     from urllib.parse import urlsplit
 
-    from layernet.site.problems import show
-    from layernet.site.secrets import looks_secret
-
     shown = "(value hidden: it looks like a secret)" if looks_secret(url) else show(url)
     fix = "give the Logs query API as an https:// URL, e.g. https://api.loganalytics.io"
     try:
@@ -258,9 +257,6 @@ def pairs_from_args(seq: list[tuple[str, str]]) -> list[FleetEntry]:
 def read_fleet(path) -> list[FleetEntry]:
     """A fleet file: YAML, a list of {site: FILE, logs: DIR} (or that list under `sites:`); relative paths are
     relative to the fleet file's folder."""
-    from layernet.site import SiteError
-    from layernet.site.load import load_yaml_file
-
     p = Path(path)
     try:       # the site files' safe loader: size, nesting and alias budgets, each key once (named by line)
         raw = load_yaml_file(p, "fleet file", "give a YAML list of {site: FILE, logs: DIR}")
@@ -318,7 +314,6 @@ def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str 
     """Audit every (log folder, site file) of a fleet, print each and then the fleet view; the worst exit code.
     Every site file and log folder is checked before any log is parsed (bad input: AuditInputError, exit 2)."""
     from layernet.audit import export
-    from layernet.site import load_site
 
     check_flags(run=run, sites=len(entries))
     sites, seen = [], {}
@@ -354,8 +349,6 @@ def run_fleet_cli(entries: list[FleetEntry], params: list[str] = (), since: str 
 
 
 def _write_kql(site, folder: Path) -> None:
-    from layernet.audit import kql
-
     paths = kql.write(site, folder)
     where = f" (workspace {site.monitor.workspace_id})" if site.monitor.workspace_id else ""
     print(f"KQL for Azure Monitor{where}: " + ", ".join(str(p) for p in paths.values()))

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from layernet import clock
 from layernet import targets
+from layernet.errors import InputError
+from layernet.site.problems import show_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,8 +57,6 @@ def save_probe_rows(run_dir, df, stage: str = PROBE_STAGE) -> Optional[Path]:
 
 def _rows_in_window(run_dir, stage: str) -> list[dict]:
     """The saved probe rows of `stage` when they were saved after the stage's recorded start, else none."""
-    from layernet.errors import InputError
-
     try:
         data, saved, start = read_probes(run_dir)
     except InputError:                   # no manifest, or a file this code did not write: nothing to keep
@@ -81,7 +81,6 @@ def load_probes(run_dir) -> tuple["pd.DataFrame", Optional[datetime], Optional[d
 def _manifest(run_dir, flag: str) -> dict:
     """The manifest.json of a run folder as a mapping; AuditInputError naming `flag` when it is not one."""
     from layernet.audit.collect import AuditInputError
-    from layernet.site.problems import show_path
 
     shown = f"{flag} {show_path(run_dir)}"
     d = Path(run_dir)
@@ -108,7 +107,6 @@ def read_probes(run_dir, flag: str = "--run") -> tuple[dict, datetime, Optional[
     """(probes.json, its saved_at, the probing stage's start) of a run folder; AuditInputError naming `flag` and
     the file when the folder is not a run folder or the file is not what `layernet run` writes."""
     from layernet.audit.collect import AuditInputError
-    from layernet.site.problems import show_path
 
     manifest = _manifest(run_dir, flag)
     path = Path(run_dir) / PROBE_FILE
@@ -207,8 +205,6 @@ def find_run(site, runs_dir: Optional[Path] = None) -> Optional[Path]:
         runs_dir = paths.runs()
     if not runs_dir.is_dir():
         return None
-    from layernet.errors import InputError
-
     for d in sorted((p for p in runs_dir.iterdir() if p.is_dir()), reverse=True):
         m = d / "manifest.json"
         if (d / PROBE_FILE).is_file() and m.is_file():

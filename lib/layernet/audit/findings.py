@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit.parse import VERDICTS, Parsed, release_cache
+from layernet.audit.parse import Parsed, VERDICTS, connect, release_cache, tables_from_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,8 +77,6 @@ class _Tab:
         if isinstance(data, Parsed):
             self.db, self.parsed = data.db, data
             return
-        from layernet.audit.parse import connect, tables_from_frame
-
         self.db, self.parsed = connect(), None
         tables_from_frame(self.db, data)
         self.db.register("_frame", data)

@@ -26,6 +26,7 @@ from pathlib import Path
 from layernet import clock
 from layernet.audit.parse import NO_CHAIN_FLAG, RAW_KEYS, UPSTREAM_FAILURE_FLAGS
 from layernet.render.envoy import CHAIN_REFUSED_SOURCE
+from layernet.render.manifests import NAMESPACE
 
 TABLE = "ContainerLogV2"
 QUERIES = ("records", "per_level", "refused", "unexpected_source")
@@ -47,8 +48,6 @@ def _list(items) -> str:
 
 def records_block(site) -> str:
     """`let records = ...;`: the typed access-log records of the site's proxy levels."""
-    from layernet.render.manifests import NAMESPACE
-
     levels = [lv.name for lv in site.proxy_levels(innermost_first=True)]
     clusters = {lv: site.azure.clusters[lv] for lv in levels if lv in site.azure.clusters}
     if clusters:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from layernet.audit import kql
 from layernet.audit.collect import AuditInputError
-from layernet.audit.parse import RAW_KEYS
+from layernet.audit.parse import RAW_KEYS, parse_logs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,8 +114,6 @@ class MonitorAudit:
 
     def parsed(self, timespan: Timespan, allowlist=None, now: Optional[datetime] = None):
         """The records in the local engine: every finding of `layernet.audit.findings` runs on the result."""
-        from layernet.audit.parse import parse_logs
-
         return parse_logs(self.records(timespan), allowlist, sources_are_levels=True, now=now)
 
 

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from layernet import clock
-from layernet.lab import LabError, commands, netns
+from layernet.lab import LabError, commands, netns, procs
+from layernet.site import load_site
 
 ROGUE = "rogue"              # namespace <prefix>-rogue: removed by `lab down` with the rest of the lab
 ROGUE_IF, ROGUE_PEER_IF = "rogue0", "rg0"
@@ -108,8 +109,6 @@ def add_rogue(site, level: str, address: str) -> str:
 def remove_rogue(site) -> None:
     ns = rogue_ns(site)
     if ns in netns.list_namespaces():
-        from layernet.lab import procs
-
         procs.stop_namespaces([ns])
         netns.run(["ip", "netns", "del", ns], check=False)
     for lv in site.levels:
@@ -152,6 +151,4 @@ def shifted_plan(site, base: str) -> list[str]:
 def beside(site_file, prefix: str, base: str) -> list[str]:
     """Site overrides (`-p` form) for a second lab from `site_file` that runs beside the first: its own lab prefix
     and its addresses moved into `base` (`shifted_plan`)."""
-    from layernet.site import load_site
-
     return [f"lab.prefix={prefix}"] + shifted_plan(load_site(site_file), base)

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import layout
+from layernet.lab import layout, pki
 from layernet.lab import reach
 from layernet.site.aio import AIO_NAMESPACE     # where the AIO operator reads the ConfigMaps the resources name
 
@@ -103,8 +103,6 @@ def own_hosts(cfg: dict) -> list[tuple[str, int]]:
 def contacts(cfg: dict) -> list[tuple[str, int]]:
     """Every (host, port) the stand-in contacts before it reports an extension Installed: its own, then the other
     required hosts by name."""
-    from layernet.lab import reach
-
     return own_hosts(cfg) + [_host_port(c["url"]) for c in reach.reach_calls(cfg.get("required", []), own_hosts(cfg))]
 
 
@@ -450,8 +448,6 @@ class Extension:
             trusted[name] = str(path)
         cert = keyf = None
         if any(p["tls"] for p in ports):
-            from layernet.lab import pki
-
             c, k = pki.issue_server_cert(Path(self.cfg["ca_dir"]), d / "aio-broker-pki",
                                          ["aio-broker", "aio-broker.azure-iot-operations"], ips=[self.cfg["node_ip"]],
                                          stem="aio-broker")

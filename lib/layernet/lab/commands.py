@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 
-from layernet.lab import LabError, netns, pki, procs, registry
+from layernet.allowlist import effective_allowlist
+from layernet.lab import LabError, clusters, netns, pki, procs, registry
 from layernet.lab.binaries import coredns_binary, coredns_ready, envoy_args, envoy_binary, envoy_ports, envoy_ready  # noqa: F401
+from layernet.lab.clusters import controlplane
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace  # noqa: F401  (also read as commands.*)
 from layernet.lab import state_dir as _state_dir
+from layernet.render import render_site
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
@@ -62,9 +65,6 @@ def lab_lock(site):
 
 
 def render_lab(site) -> list:
-    from layernet.allowlist import effective_allowlist
-    from layernet.render import render_site
-
     return render_site(site, effective_allowlist(site), target="lab", state_dir=state_dir(site))
 
 
@@ -312,8 +312,6 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             topo = netns.topology(site)
             netns.build(site, topo, resolvers(site, topo))
             t.step(f"namespaces and links ({len(topo.namespaces)} ns)")
-            from layernet.allowlist import effective_allowlist
-
             names = [e.host for e in effective_allowlist(site).entries] + list(site.lab.refused_hosts)
             names += cloud_app_names(site)          # the echo answers those names too (probes ask it by ALPN)
             cert, key = pki.issue_server_cert(root / "ca", root / "cloud", names, ips=[topo.cloud_tls_ip])
@@ -402,16 +400,12 @@ def missing_requirements() -> str:
         coredns_binary()
     except LabError as exc:
         return str(exc)
-    from layernet.lab import clusters
-
     return clusters.missing()
 
 
 # ----------------------------------------------------------------------------------------------- status
 def _cluster_cell(site, level: str, ns_exists: bool, proc_cell) -> tuple[str, bool]:
     """The level's cluster: every control-plane process and the node agent running, the API ready."""
-    from layernet.lab.clusters import controlplane
-
     if not site.lab.clusters:
         return "- (lab.clusters: false)", True
     dead = [svc.short for svc in controlplane.services(site, level) if not proc_cell(svc.name)[1]]

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, procs, services, telemetry_services
+from layernet.lab import LabError, netns, procs, services, telemetry_services
 from layernet.lab import layout
+from layernet.render.telemetry import to_json
 
 PREFIX = "telemetry"
 
@@ -66,7 +67,6 @@ def _wait_line(log: Path, p: procs.Proc, text: str, timeout: float) -> None:
 def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     """Write the records, start the event hub and every stand-in (restarting those that run)."""
     from layernet.lab import kafka
-    from layernet.render.telemetry import to_json
 
     d = records_dir(site)
     d.mkdir(parents=True, exist_ok=True)
@@ -127,8 +127,6 @@ def rehearse(site) -> str:
     """Put the site's `lab.close` rehearsals in place on the running lab (and lift those it no longer names): the
     router's closed MQTT hops, the Event Hubs names taken off a level's resolution (that level's dataflow restarts
     to resolve again, as a restarted pod would). Returns what changed ("" when nothing)."""
-    from layernet.lab import netns
-
     topo = netns.topology(site)
     want = netns.router_ruleset(site, topo, rehearse=True)
     marker = state_path(site)

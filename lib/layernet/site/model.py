@@ -15,17 +15,19 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from layernet.allowlist import effective_allowlist
+from layernet.data import groups as catalog_groups
 from layernet.site import names
 from layernet.site.aio import Aio
 from layernet.site.arc import Arc
 from layernet.site.base import Strict
 from layernet.site.defaults import with_target_defaults
-from layernet.site.images import Images
+from layernet.site.images import Images, check as check_images
 from layernet.site.monitor import Monitor
 from layernet.site.load import load_yaml_file, parse_value
 from layernet.site.names import check_host
 from layernet.site.problems import HIDDEN, MISSING, Problem, SiteError
-from layernet.site.secrets import find_secrets, looks_secret
+from layernet.site.secrets import contains_secret, find_secrets, is_secret_key, looks_secret
 from layernet.site.telemetry import Telemetry
 
 PROXIED_PORTS_DEFAULT = (443, 8084)
@@ -254,8 +256,6 @@ def load_site(path: str | Path, overrides: Optional[list[str] | dict[str, Any]] 
 
 
 def _secret_override(key: str, value: Any) -> bool:
-    from layernet.site.secrets import contains_secret, is_secret_key
-
     return any(is_secret_key(part) for part in re.split(r"[.\[\]]", key or "")) or contains_secret(value)
 
 
@@ -822,8 +822,6 @@ def _semantic_checks(raw: dict, fname: str) -> list[Problem]:
 
     # allow-list selection
     sel = _dict(raw.get("allowlist"))
-    from layernet.data import groups as catalog_groups
-
     groups = sel.get("groups")
     if isinstance(groups, list):
         known_groups = catalog_groups()
@@ -900,9 +898,6 @@ def _section_checks(raw: dict, fname: str) -> list[Problem]:
 
 def _site_checks(site: Site, raw: dict, fname: str) -> list[Problem]:
     """Checks that need the validated site: values that are valid each on their own but cannot work together."""
-    from layernet.allowlist import effective_allowlist
-    from layernet.site.images import check as check_images  # images a level runs vs its allow list
-
     P: list[Problem] = []
     ports = site.proxied_ports()
     listening = ", ".join(str(p) for p in ports)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from layernet import targets
-from layernet.azure import aio as az_aio
+from layernet.azure import aio as az_aio, aio_sdk
 from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
@@ -144,8 +144,6 @@ def _sdk_arm(site, arm: Optional[Arm]) -> Arm:
 
 
 def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
-    from layernet.azure import aio_sdk
-
     if arm is None:
         return Plan.from_dict(targets.get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
     state = _sdk_state(site, arm)
@@ -154,8 +152,6 @@ def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
 
 def _sdk_state(site, arm: Arm) -> dict:
     """ARM's view, and where the target can tell, whether each level's cluster runs its extensions."""
-    from layernet.azure import aio_sdk
-
     state = aio_sdk.observe(site, arm)
     tgt = targets.get_target(site)
     running = {r.level: tgt.aio_extension_running(r.level) for r in az_aio.levels(site)}
@@ -164,8 +160,6 @@ def _sdk_state(site, arm: Arm) -> dict:
 
 
 def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress) -> list[dict]:
-    from layernet.azure import aio_sdk
-
     if arm is None:
         return targets.get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
                                            plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
@@ -196,8 +190,6 @@ def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
 
 
 def _verify_remote(site, refused=None, wait: float = 0, interval: float = 10.0) -> list[dict]:
-    from layernet.azure import aio_sdk
-
     return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=wait, interval=interval,
                              progress=progress_printer("▸ aio "), enablement=aio_sdk.ENABLEMENT_TYPES)
 

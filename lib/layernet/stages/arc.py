@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from layernet import targets
+from layernet.allowlist import effective_allowlist
 from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
@@ -209,8 +210,6 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
 
 def agent_hosts(site) -> list[str]:
     """The hosts the Arc agents use (the allow list's Arc groups, for the site's cloud and region)."""
-    from layernet.allowlist import effective_allowlist
-
     return sorted({e.sample_name() for e in effective_allowlist(site).entries
                    if e.group in ("arc-core", "arc-cluster-connect", "arc-gateway")})
 

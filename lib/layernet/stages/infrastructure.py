@@ -11,14 +11,13 @@ import pandas as pd
 from layernet import targets
 from layernet.allowlist import effective_allowlist
 from layernet.progress import step
+from layernet.render import firewall_rows, render_site
 from layernet.site import Site
 from layernet.plan import Change
 from layernet.targets.base import Target
 
 
 def render(site: Site) -> list:
-    from layernet.render import render_site
-
     arts = render_site(site, effective_allowlist(site), target=site.target)
     step(f"rendered {len(arts)} artifact(s) for {len(site.levels)} level(s)")
     return arts
@@ -141,7 +140,5 @@ def require_all_passed(df: pd.DataFrame, dry_run: bool) -> str:
 
 def ip_allow_list(site: Site) -> pd.DataFrame:
     """The IP allow list the plant's routers and firewalls must implement (the same rules nftables enforces)."""
-    from layernet.render import firewall_rows
-
     return pd.DataFrame(firewall_rows(site, effective_allowlist(site)),
                         columns=["level", "from", "to", "protocol", "ports", "purpose"])

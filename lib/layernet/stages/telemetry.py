@@ -30,12 +30,13 @@ from typing import Any, Optional
 
 from layernet import targets
 from layernet.apiversions import api_version
-from layernet.azure import eventhubs_access as access
+from layernet.azure import aio_sdk, eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
+from layernet.site.telemetry import eventhubs_namespace
 from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
 
 STAGE = "telemetry"
@@ -77,7 +78,6 @@ def extension_id(site, level: str) -> str:
 def eventhub_records(site) -> list[dict]:
     """The Event Hubs namespace and hub the egress dataflow sends to (a real site usually has them: skips)."""
     from layernet.render.telemetry import _rg_id
-    from layernet.site.telemetry import eventhubs_namespace
 
     tel = site.telemetry
     if not any(f.destination == "eventhubs" for f in tel.dataflows):
@@ -141,7 +141,6 @@ def receiver_scope(site) -> Optional[str]:
     """Where the operator needs Azure Event Hubs Data Receiver to read the hub (the namespace), when the site's
     Event Hubs uses Entra identities (auth: managed_identity); None otherwise."""
     from layernet.render.telemetry import ZERO_SUBSCRIPTION
-    from layernet.site.telemetry import eventhubs_namespace
 
     tel = site.telemetry
     if tel.eventhubs.auth != "managed_identity" or not any(f.destination == "eventhubs" for f in tel.dataflows):
@@ -229,8 +228,6 @@ def _listener_port_taken(rec: dict, lives: dict) -> Optional[str]:
 def observe(site, arm: Arm) -> dict:
     """{"principals", "resources": {id: {"state", "missing"} | None}, "listeners": {id: live}, "running"}."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from layernet.azure import aio_sdk
 
     site = _with_subscription(site, arm.subscription_id)
     live = Live(arm)
@@ -466,8 +463,6 @@ def waves(changes: list[Step]) -> list[list[Step]]:
 
 
 def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: dict, record) -> dict:
-    from layernet.azure import aio_sdk
-
     t0 = time.monotonic()
     note, state_, path, ok = "", "", "", True
     if step.action == "register provider":

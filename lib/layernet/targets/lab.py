@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Optional
 
 from layernet import clock
-from layernet.lab import LabError, commands, netns
+from layernet.lab import LabError, azure as lab_azure, commands, netns
 from layernet.plan import Change, require_same_plan
 from layernet.targets.base import Target
+from layernet.targets.kube import Api
 
 ACCESS_LOG = "envoy-access.log"
 PROBE_TIMEOUT = 120.0
@@ -210,8 +211,6 @@ class LabTarget(Target):
         return jumpbox.call(self.site, func, progress=progress, **kwargs)
 
     def arm(self):
-        from layernet.lab import azure as lab_azure
-
         return lab_azure.arm(self.site)
 
     def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
@@ -353,7 +352,6 @@ class LabTarget(Target):
         if not self.site.lab.clusters:
             return None
         from layernet.lab.clusters import kubeconfig
-        from layernet.targets.kube import Api
 
         return Api(kubeconfig.client(self.site, level))
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from layernet.lab import LabError, commands
+
 
 def version(argv: list[str], pattern: str) -> Optional[str]:
     try:
@@ -26,8 +28,6 @@ def envoy_binary() -> Optional[str]:
 
 
 def coredns_binary() -> Optional[str]:
-    from layernet.lab import LabError, commands
-
     try:
         return commands.coredns_binary()
     except LabError:

@@ -25,8 +25,8 @@ from typing import Optional
 import yaml
 
 from layernet.lab.telemetry_services import services
-from layernet.render.telemetry import render
-from layernet.site import Site, validate_site
+from layernet.render.telemetry import find, render, to_json
+from layernet.site import Site, load_site, validate_site
 
 MOSQUITTO = "mosquitto"
 _BASE_LEVEL_NET = {"level4": 4, "level3": 3, "level2": 2}
@@ -215,8 +215,6 @@ class LoopbackFlow:
 
     def brokers(self) -> dict[str, tuple[str, int]]:
         """The levels whose records open a listener (every level of the flow), at the node address."""
-        from layernet.render.telemetry import find
-
         port = self.site.telemetry.mqtt.effective_port
         return {lv.name: (str(lv.node_ip), port) for lv in self.site.levels if find(self.resources[lv.name], "listeners")}
 
@@ -228,8 +226,6 @@ class LoopbackFlow:
             raise RuntimeError("mosquitto is not installed: make apt (Debian package mosquitto)")
         exe = shutil.which(MOSQUITTO) or "/usr/sbin/mosquitto"
         self.dir.mkdir(parents=True, exist_ok=True)
-        from layernet.render.telemetry import to_json
-
         for level, recs in self.resources.items():
             self.level_file(level).parent.mkdir(parents=True, exist_ok=True)
             self.level_file(level).write_text(to_json(recs))
@@ -368,7 +364,6 @@ def measure_in_lab(site_file: str | Path, overrides: list[str], seconds: float =
     must be running): the egress dataflow resolves and reaches `<namespace>.servicebus.windows.net:9093` the
     way real traffic goes. The connection string travels only in the child's environment."""
     from layernet.lab import commands, kafka, pki
-    from layernet.site import load_site
 
     site = load_site(site_file, overrides)
     if not kafka.is_running(site):
@@ -398,7 +393,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     import argparse
     import tempfile
 
-    from layernet.site import load_site
     from layernet.telemetry.verify import kafka_consumer_config
 
     ap = argparse.ArgumentParser(prog="python -m layernet.telemetry.loopback", description=main.__doc__.splitlines()[0])

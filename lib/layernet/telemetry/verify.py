@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from layernet import clock
-from layernet.site import Site
+from layernet.errors import InputError
+from layernet.site import Site, SiteError, load_site
 from layernet.site.telemetry import broker_addresses, eventhubs_namespace
 
 
@@ -470,9 +471,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     import argparse
     import os
     import sys
-
-    from layernet.errors import InputError
-    from layernet.site import SiteError, load_site
 
     ap = argparse.ArgumentParser(prog="python -m layernet.telemetry.verify", description=main.__doc__.splitlines()[0])
     ap.add_argument("--site", required=True)

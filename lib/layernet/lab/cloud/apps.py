@@ -17,7 +17,7 @@ import uvicorn
 
 from layernet.lab import pki
 from layernet.lab.cloud import arc, entra, graph
-from layernet.lab.cloud.arm import app as arm_app
+from layernet.lab.cloud.arm import app as arm_app, hooks
 from layernet.lab.cloud.arm.service import Arm, ArmSettings
 from layernet.lab.cloud.arm.store import Store
 from layernet.lab.cloud.peers import PEERS, PeerMiddleware, PeerTable
@@ -85,7 +85,6 @@ def build_cloud(settings: CloudSettings) -> Cloud:
                                  location=settings.region, retry_after=settings.retry_after,
                                  register_seconds=settings.register_seconds, egress_ip=settings.egress_ip,
                                  offline_after=settings.offline_after), events=state / "arm-events.jsonl")
-    from layernet.lab.cloud.arm import hooks
     if hooks.hook_for(arc.CONNECTED_CLUSTERS) is hooks.DEFAULT:
         hooks.register(arc.CONNECTED_CLUSTERS, arc.ConnectedClusterHook())
     from layernet.lab.cloud import aio
