@@ -54,12 +54,12 @@ $(KAFKA): tools/kafka/pom.xml | apt
 	touch $@
 
 # The real Azure CLI (az), for the lab test that runs the az executor's core steps against the lab's Entra and ARM:
-# the version pinned in tools/az/requirements.txt in its own environment (its many azure-mgmt-* pins must not meet
-# the project's), installed again only when the pin file changes.
-$(AZ): tools/az/requirements.txt
+# the version pinned in tools/az/requirements.txt, every dependency at the version in tools/az/constraints.txt, in its
+# own environment (its many azure-mgmt-* pins must not meet the project's), installed again only when those change.
+$(AZ): tools/az/requirements.txt tools/az/constraints.txt
 	rm -rf .tools/az
 	$(PYTHON) -m venv .tools/az
-	.tools/az/bin/pip install -q -r tools/az/requirements.txt
+	.tools/az/bin/pip install -q -r tools/az/requirements.txt -c tools/az/constraints.txt
 	touch $@
 
 apt:
