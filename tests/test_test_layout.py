@@ -59,3 +59,13 @@ def test_each_planned_module_is_its_own_xdist_scope():
         want = "harden" if key.startswith("harden/") else plan.base
         assert lab_scope(path) == want
     assert lab_scope(str(TESTS / "lab" / "test_clusters_lab.py")) == "default-plan"
+
+
+def test_every_module_that_builds_a_lab_is_marked_lab():
+    """Modules with a lab plan build labs: their lab tests run in make test's lab pass (one scope per plan, under the
+    lab lock), never beside the unit tests."""
+    import labs
+
+    for key in labs.PLANS:
+        text = (TESTS / key.split("#")[0]).read_text()
+        assert re.search(r"pytestmark = [^\n]*pytest\.mark\.lab|@?pytest\.mark\.lab\b", text), key

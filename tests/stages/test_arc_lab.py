@@ -14,6 +14,7 @@ from layernet.stages import arc
 
 import labs
 
+pytestmark = pytest.mark.lab      # builds a lab: make test's lab pass, under the lab lock
 PREFIX = labs.plan(__file__).prefix
 
 

@@ -18,6 +18,7 @@ from layernet.lab import commands
 from layernet.lab.cloud import reqlog
 
 ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.lab      # builds a lab: make test's lab pass, under the lab lock
 PREFIX = labs.plan(__file__).prefix
 
 CLIENT = r"""
