@@ -215,11 +215,12 @@ class Extension:
         except (OSError, ValueError):
             return None
 
-    def note_call(self, step: str, host: str, port: int, ok: bool, observed: str) -> None:
+    def note_call(self, step: str, host: str, port: int, ok: bool, observed: str,
+                  seconds: Optional[float] = None) -> None:
         """The last call to each (host, port), for the role's evidence (lab/reach.py row)."""
         calls = [c for c in self.status.get("calls", []) if (c["host"], c["port"]) != (host, port)]
         self.status["calls"] = calls + [{"step": step, "host": host, "port": port, "ok": ok, "observed": observed,
-                                         "time": time.time()}]
+                                         "seconds": seconds, "time": time.time()}]
 
     # ---- the other hosts the role requires
     def reach_required(self) -> Optional[str]:
@@ -231,11 +232,12 @@ class Extension:
             host, port = _host_port(call["url"])
             end = time.monotonic() + self.cfg["pull_deadline"]
             while True:
+                t0 = time.monotonic()
                 try:
                     ok, observed, _ = reach.echo(host, port, self.cfg["ca_file"], self.cfg["call_timeout"])
                 except Exception as exc:  # noqa: BLE001 - named in the status file
                     ok, observed = False, _describe(exc)
-                self.note_call(call["step"], host, port, ok, observed)
+                self.note_call(call["step"], host, port, ok, observed, round(time.monotonic() - t0, 3))
                 if ok or time.monotonic() >= end:
                     break
                 self.status["phase"], self.status["blocked_on"] = "blocked", f"{host}:{port} ({observed})"
