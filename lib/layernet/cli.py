@@ -82,7 +82,7 @@ def cmd_lab(args) -> int:
             print("usage: layernet lab exec LEVEL --site FILE -- CMD ...", file=sys.stderr)
             return EXIT_BAD_INPUT
         return commands.exec_in(site, args.level, argv)
-    return getattr(commands, f"cli_{args.action}")(site)
+    return {"up": commands.cli_up, "down": commands.cli_down, "status": commands.cli_status}[args.action](site)
 
 
 def cmd_probe(args) -> int:

@@ -500,6 +500,21 @@ def cli_up(site) -> int:
     return 0
 
 
+def cli_down(site) -> int:
+    print(f"lab down: prefix {site.lab.prefix}", flush=True)
+    try:
+        total = down(site, progress=_print)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    left = leftovers(site)
+    if left:
+        print("error: still present: " + ", ".join(left), file=sys.stderr)
+        return 1
+    print(f"lab down in {total:.2f} s")
+    return 0
+
+
 def cli_status(site) -> int:
     from layernet.table import print_table
 
