@@ -5,7 +5,7 @@ hosts the allow-list catalog marks required for its role on the site (`targets`,
 dropped host must still be tried, or dropping it would go unnoticed). Its own calls cover most of them; for the
 rest (`reach_calls`) it opens a TLS connection by name through the level's DNS and proxies, offering the cloud
 front's echo protocol, so the front answers whatever app serves the name, with the peer the connection came
-from. `rows` turns what a stand-in recorded (its status file's calls: host, port, ok, observed) into one
+from. `row` turns what a stand-in recorded (its status file's calls: host, port, ok, observed) into one
 evidence row per level and role that names every required host not reached, and the role.
 """
 from __future__ import annotations
