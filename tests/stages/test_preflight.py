@@ -115,3 +115,12 @@ def test_validation_view_names_the_valid_file_or_lists_every_problem():
     html = bad._repr_html_() if hasattr(bad, "_repr_html_") else bad.data
     assert "levels[1].node_ip" in html or "node_ip" in html
     assert "<b>" not in html and "&lt;b&gt;" in html          # a bad value is shown, escaped, never as markup
+
+
+def test_the_summary_names_hosts_a_role_requires_that_the_site_dropped():
+    site = load_site(LAB)
+    assert preflight.summary(site)["required_hosts_dropped"] == []
+    assert "Required by a role" not in preflight.summary_text(site)
+    dropped = load_site(LAB, ['allowlist.drop_hosts=["sts.windows.net"]'])
+    assert preflight.summary(dropped)["required_hosts_dropped"] == ["sts.windows.net:443 (arc-agents)"]
+    assert "not on the allow list:** sts.windows.net:443 (arc-agents)" in preflight.summary_text(dropped)

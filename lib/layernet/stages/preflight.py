@@ -79,10 +79,13 @@ def allowlist_table(site: Site) -> pd.DataFrame:
 
 
 def summary(site: Site) -> dict:
+    from layernet.allowlist import missing_required
+
     al = effective_allowlist(site)
     return {"levels": len(site.levels), "proxy_levels": sum(l.proxy for l in site.levels),
             "dns_levels": sum(l.dns_override for l in site.levels), "allowlist_entries": len(al.entries),
-            "target": site.target}
+            "target": site.target,
+            "required_hosts_dropped": [f"{n.label()} ({n.role})" for n in missing_required(site, al)]}
 
 
 def require_tools(table: pd.DataFrame) -> None:
@@ -112,4 +115,7 @@ def summary_text(site: Site) -> str:
     s = summary(site)
     return (f"**Preflight passed** for site `{site.name}` (target `{s['target']}`): {s['levels']} levels, "
             f"{s['proxy_levels']} proxy level(s), {s['dns_levels']} DNS override level(s), "
-            f"{s['allowlist_entries']} allow-list entries.")
+            f"{s['allowlist_entries']} allow-list entries."
+            + (f" **Required by a role but not on the allow list:** {', '.join(s['required_hosts_dropped'])}: the "
+               "stage of that role fails at every level behind a proxy (allowlist.drop_hosts)."
+               if s["required_hosts_dropped"] else ""))
