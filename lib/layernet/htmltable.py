@@ -20,6 +20,8 @@ import math
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Optional
 
+from layernet.table import format_table
+
 MISSING = "—"
 WIDE = 9          # a table with more columns than this gets a smaller font and headers that may break anywhere
 NONE = "none"
@@ -315,8 +317,6 @@ class Table:
         return to_html(self.data, **self.options)
 
     def __repr__(self) -> str:
-        from layernet.table import format_table
-
         if self.data is None:
             return self.options.get("empty", NONE)
         df = _frame(self.data, self.options.get("columns"))

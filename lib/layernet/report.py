@@ -14,6 +14,8 @@ from typing import Any
 
 import nbformat
 
+from layernet.htmltable import duration
+
 _REMOTE_TAG = re.compile(
     r"<script\b[^>]*\bsrc\s*=\s*(?:\"\"|''|[\"']?(?:https?:)?//[^>]*)[^>]*>\s*</script>"
     r"|<link\b[^>]*\bhref\s*=\s*[\"']?(?:https?:)?//[^>]*>",
@@ -148,8 +150,6 @@ def _summary(results: dict) -> str:
 def write_index(run_dir: Path, manifest: dict[str, Any]) -> Path:
     """index.html: the verdict first (the error when a stage failed), then the stages with their reports and
     results, the site's picture, the run's facts, and last the run folder's files grouped by stage."""
-    from layernet.htmltable import duration
-
     esc = html.escape
     run_dir = Path(run_dir)
     stages = manifest.get("stages", [])

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 from layernet import targets
 from layernet import paths
 from layernet import __version__
+from layernet.audit.collect import AuditInputError, check_logdir, check_since
 from layernet.errors import InputError
 from layernet.progress import MARK
 from layernet.report import notebook_to_html, write_index, write_json, write_picture
@@ -249,15 +250,11 @@ def _check_stage_inputs(book: Runbook, site) -> None:
     """Stage inputs that can be checked before anything runs: a folder of saved logs for the audit."""
     for st in book.stages:
         if st.parameters.get("since"):
-            from layernet.audit.collect import AuditInputError, check_since
-
             try:
                 check_since(st.parameters["since"], f"-s {st.name}.since")
             except AuditInputError as exc:
                 raise RunnerInputError(str(exc)) from None
         if st.parameters.get("log_dir"):
-            from layernet.audit.collect import AuditInputError, check_logdir
-
             try:
                 check_logdir(st.parameters["log_dir"], site)
             except AuditInputError as exc:

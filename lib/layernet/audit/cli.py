@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from layernet.allowlist import effective_allowlist
-from layernet.audit import collect, kql
+from layernet.audit import collect, compare, findings, kql
 from layernet.audit.collect import AuditInputError
+from layernet.audit.compare import check_run
+from layernet.audit.findings import problems
 from layernet.audit.load import load_monitor
 from layernet.audit.parse import parse_logs
 from layernet.audit.verdict import EXIT_FINDINGS, EXIT_OK, verdict  # noqa: F401  (exit codes re-exported)
@@ -24,6 +26,7 @@ from layernet.site import SiteError, load_site
 from layernet.site.load import load_yaml_file
 from layernet.site.problems import show
 from layernet.site.secrets import looks_secret
+from layernet.table import print_table
 
 if TYPE_CHECKING:     # imported lazily: the CLI must start fast
     import pandas as pd
@@ -34,8 +37,6 @@ FLEET_COLUMNS = ["site", "level", "connections", "allowed", "refused_name", "ref
 
 def _print(title: str, df, limit: int = 20) -> None:
     import pandas as pd
-
-    from layernet.table import print_table
 
     print(f"\n{title}")
     if df.empty:
@@ -98,8 +99,6 @@ def _workspace_audit(site, since: str = "", run: str = "", endpoint: Optional[st
 
 def _report(source: str, name: str, parsed, site, allowlist, when, run: str) -> SiteAudit:
     """Print the audit of parsed records (everything but the verdict line)."""
-    from layernet.audit import compare, findings
-
     r = parsed.report()
     extra = "".join(f", {r[k]} {k}" for k in ("incomplete", "other") if k in r)
     print(f"{source}: {r['lines']} line(s), {parsed.records} connection(s), {r['malformed']} malformed, "
@@ -157,8 +156,6 @@ def check_flags(since: str = "", run: str = "", endpoint: Optional[str] = None, 
     """The flags of `layernet audit` that can be checked before anything is read or written: --since (a time in
     the past), --run (none, or a run folder whose probe rows can be read; one site only), --monitor-endpoint (an
     https:// URL). AuditInputError (exit 2) naming the flag, the value (cut short) and the fix."""
-    from layernet.audit.compare import check_run
-
     collect.check_since(since, "--since")
     if sites > 1 and run not in ("", "none"):
         raise AuditInputError(f"--run {run}: a run folder belongs to one site; with several sites give --run none "
@@ -289,8 +286,6 @@ def read_fleet(path) -> list[FleetEntry]:
 def fleet_view(audits: list[SiteAudit]) -> "pd.DataFrame":
     """Site x level: the per-level counts, malformed lines and failing anomaly groups, and the site's verdict."""
     import pandas as pd
-
-    from layernet.audit.findings import problems
 
     rows = []
     for a in audits:

@@ -19,8 +19,10 @@ from typing import Optional
 import ipaddress
 from typing import TYPE_CHECKING
 
-from layernet import clock
+from layernet import clock, paths
 from layernet import targets
+from layernet.audit.collect import AuditInputError
+from layernet.audit.findings import Expected, _tab
 from layernet.errors import InputError
 from layernet.site.problems import show_path
 
@@ -80,8 +82,6 @@ def load_probes(run_dir) -> tuple["pd.DataFrame", Optional[datetime], Optional[d
 
 def _manifest(run_dir, flag: str) -> dict:
     """The manifest.json of a run folder as a mapping; AuditInputError naming `flag` when it is not one."""
-    from layernet.audit.collect import AuditInputError
-
     shown = f"{flag} {show_path(run_dir)}"
     d = Path(run_dir)
     try:
@@ -106,8 +106,6 @@ def _manifest(run_dir, flag: str) -> dict:
 def read_probes(run_dir, flag: str = "--run") -> tuple[dict, datetime, Optional[datetime]]:
     """(probes.json, its saved_at, the probing stage's start) of a run folder; AuditInputError naming `flag` and
     the file when the folder is not a run folder or the file is not what `layernet run` writes."""
-    from layernet.audit.collect import AuditInputError
-
     manifest = _manifest(run_dir, flag)
     path = Path(run_dir) / PROBE_FILE
     shown = f"{flag} {show_path(run_dir)}: {PROBE_FILE}"
@@ -182,8 +180,6 @@ def probe_names(rows: "pd.DataFrame") -> set[str]:
 def expected_traffic(rows: "pd.DataFrame", site, start: Optional[datetime], end: Optional[datetime]):
     """The probe matrix as expected traffic for the anomaly findings: its window (with slack), the names it
     used and the addresses it came from (each probing level's node address and pod network)."""
-    from layernet.audit.findings import Expected
-
     if rows is None or not len(rows) or start is None or end is None:
         return Expected()
     sources = []
@@ -200,8 +196,6 @@ def find_run(site, runs_dir: Optional[Path] = None) -> Optional[Path]:
     """The newest run folder of this site (manifest's site name) that saved probe rows, or None. By default in the
     folder runs are written to (`layernet.paths.runs()`: the checkout's runs/, or ./runs/ for an installed package)."""
     if runs_dir is None:
-        from layernet import paths
-
         runs_dir = paths.runs()
     if not runs_dir.is_dir():
         return None
@@ -222,8 +216,6 @@ def compare_with_probes(data, rows: "pd.DataFrame", site, start: Optional[dateti
     """Expected (from the probe rows) vs audited (connections logged between start and end) per proxy level.
     `only_probe_names` (default: when the site's target says real workloads share the proxies) counts only
     connections whose name a probe used. `data`: a Parsed or a connection DataFrame."""
-    from layernet.audit.findings import _tab
-
     exp = expected_counts(rows, site)
     t = _tab(data)
     where, params = ["true"], []

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from layernet.audit import kql
 from layernet.audit.collect import AuditInputError
+from layernet.audit.findings import _utc_ms, per_level_frame, refused_frame
 from layernet.audit.parse import RAW_KEYS, parse_logs
 
 if TYPE_CHECKING:
@@ -84,21 +85,15 @@ class MonitorAudit:
 
     def per_level(self, timespan: Timespan) -> "pd.DataFrame":
         """`findings.per_level`, computed in the workspace."""
-        from layernet.audit.findings import per_level_frame
-
         return per_level_frame(self._levels(), self.query("per_level", timespan))
 
     def refused(self, timespan: Timespan) -> "pd.DataFrame":
         """`findings.refused`, computed in the workspace."""
-        from layernet.audit.findings import refused_frame
-
         return refused_frame(self.query("refused", timespan))
 
     def unexpected_sources(self, timespan: Timespan, expected=None) -> "pd.DataFrame":
         """The ``unexpected-source`` groups (kind, level, source, name, count, first/last seen, expected), in the
         workspace; `expected` (`findings.Expected`): the run's probe traffic, marked expected as locally."""
-        from layernet.audit.findings import _utc_ms
-
         text = kql.render(self.site, expected)["unexpected_source"] if expected else None
         out = self.query("unexpected_source", timespan, text)
         out["count"] = out["count"].astype("int64")

@@ -23,8 +23,11 @@ from layernet import flows as flows_model
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.harden.names import corpus
+from layernet.harden.wire import hello_case
 from layernet.lab import commands, netns
+from layernet.probe import build_query
 from layernet.progress import step
+from layernet.targets.lab import LabTarget
 
 TCP_PORTS = (22, 53, 80, 443, 853, 1053, 1883, 3128, 6443, 8080, 8084, 8443, 8883, 9093, 9901, 10250)
 UDP_PORTS = (53, 123, 161, 443, 1053)
@@ -122,8 +125,6 @@ def _rogue_address(site, level) -> str:
 def source_enforcement(site, host: Optional[str] = None, port: int = 443) -> pd.DataFrame:
     """From the jump box and from a rogue device on each proxy level's segment, an allowed name must be
     refused with the refused-source chain; from the level below, the same name is forwarded (control)."""
-    from layernet.harden.wire import hello_case
-
     al = effective_allowlist(site)
     exact = [e.host for e in al.entries if not e.host.startswith("*.") and port in e.ports]
     host = host or ("management.azure.com" if "management.azure.com" in exact else exact[0])
@@ -241,8 +242,6 @@ def _forwards_outside(conf_dir) -> list[str]:
 
 def _dns_names(site, al, limit: int) -> tuple[list[str], list[str]]:
     """(names outside the allow list, allowed names) from the corpus that can be written as DNS questions."""
-    from layernet.probe import build_query
-
     ports = site.proxied_ports()
     refused, allowed = [], []
     for c in corpus(al):
@@ -265,8 +264,6 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     level, and the upstream DNS in the cloud must have seen no name outside the allow list: none while the
     inner levels were asked, and none ever from a client other than the egress level (whose own lookups, such
     as the isolation scan's DNS probe, go to that DNS by design)."""
-    from layernet.targets.lab import LabTarget
-
     al = effective_allowlist(site)
     ports = site.proxied_ports()
     refused, allowed = _dns_names(site, al, limit)

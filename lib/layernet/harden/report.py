@@ -7,6 +7,8 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet.table import print_table
+
 ITEMS = {
     "differential": "server names: allow list vs real Envoy, every proxy level and port",
     "source": "connections from outside a proxy's allowed sources (refused-source)",
@@ -44,7 +46,6 @@ def cli(site, out: Optional[str] = None) -> int:
     """`layernet harden --site FILE [--out DIR]`: items 1-3 on a running lab; exit 0 when all pass."""
     from layernet.harden import checks
     from layernet.lab import commands
-    from layernet.table import print_table
 
     if site.target != "lab":
         print(f"error: hardening runs on the lab only (site target: {site.target})", file=sys.stderr)

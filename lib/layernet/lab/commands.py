@@ -24,12 +24,13 @@ from typing import Callable, Optional
 
 
 from layernet.allowlist import effective_allowlist
-from layernet.lab import LabError, clusters, netns, pki, procs, registry
+from layernet.lab import LabError, clusters, netns, pki, procs, registry, services
 from layernet.lab.binaries import coredns_binary, coredns_ready, envoy_args, envoy_binary, envoy_ports, envoy_ready  # noqa: F401
-from layernet.lab.clusters import controlplane
+from layernet.lab.clusters import controlplane, kubeconfig
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace  # noqa: F401  (also read as commands.*)
 from layernet.lab import state_dir as _state_dir
 from layernet.render import render_site
+from layernet.table import print_table
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
@@ -325,8 +326,6 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
                 if (level_dir(site, lv.name) / NFT_CONF).exists():
                     load_firewall(site, lv.name)
             t.step("write configs, load nftables")
-            from layernet.lab.clusters import controlplane, kubeconfig
-
             if site.lab.clusters:
                 for lv in site.levels:
                     controlplane.prepare(site, lv.name)
@@ -471,8 +470,6 @@ def status(site) -> list[dict]:
     row = kafka.status_row(site)      # only once a runbook or test started the broker
     if row is not None:
         rows.append(row)
-    from layernet.lab import services
-
     for svc in services.rows(site):    # what stages 02-04 started in the levels (Arc agents, brokers, dataflows)
         level, _, name = svc["service"].partition("/")
         rows.append({"level": level, "namespace": topo.level_ns.get(level, topo.jumpbox_ns), "ns": "yes",
@@ -516,8 +513,6 @@ def cli_down(site) -> int:
 
 
 def cli_status(site) -> int:
-    from layernet.table import print_table
-
     rows = status(site)
     print_table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in rows],
                 ["level", "namespace", "ns", "envoy", "dns", "cluster", "nft", "ok"])

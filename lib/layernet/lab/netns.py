@@ -21,7 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from layernet import flows as flows_model
 from layernet.lab import LabError
+from layernet.render.firewall import _addr, _match
+from layernet.site.model import LAB_CLOUD_DNS_HOST, LAB_CLOUD_TLS_HOST
+from layernet.site.telemetry import eventhubs_namespace
 
 NETNS_ETC = Path("/etc/netns")
 RUN_NETNS = Path("/run/netns")
@@ -90,8 +94,6 @@ def topology(site) -> Topology:
     p = site.lab.prefix
     cloud_net = site.lab.cloud_network
     egress = site.egress
-    from layernet.site.model import LAB_CLOUD_DNS_HOST, LAB_CLOUD_TLS_HOST    # the site's checks use the same two
-
     dns_ip = next((u for u in egress.dns_upstream if u in cloud_net), None) or cloud_net.network_address + LAB_CLOUD_DNS_HOST
     tls_ip = cloud_net.network_address + LAB_CLOUD_TLS_HOST
     links, level_ns, used_names = [], {}, set()
@@ -205,8 +207,6 @@ def closed_names(site) -> dict[str, list[str]]:
     """Rehearsals, "eventhubs <level>": the Event Hubs name taken off the level's egress: {level: [names]} that the
     level's processes cannot resolve to the cloud (the network itself stays open, so the probes of the
     infrastructure stage, which dial the cloud's address with the name as SNI, still pass)."""
-    from layernet.site.telemetry import eventhubs_namespace
-
     out: dict[str, list[str]] = {}
     ns = eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace)
     for item in getattr(site.lab, "close", []) or []:
@@ -242,9 +242,6 @@ def router_ruleset(site, topo: Topology, rehearse: bool = False) -> str:
     """The router's forward chain: exactly the crossing flows of the flows model (layernet.flows) between the
     segments it joins, the internet being the cloud network; the rest is counted, logged (when the host logs
     namespaces) and dropped. Replies pass by connection tracking."""
-    from layernet import flows as flows_model
-    from layernet.render.firewall import _addr, _match
-
     cloud = topo.link_of(topo.cloud_ns)
     lines = [f"table inet {ROUTER_TABLE} {{", "  chain forward {",
              "    type filter hook forward priority filter; policy drop;"]

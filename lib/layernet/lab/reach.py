@@ -15,21 +15,20 @@ import socket
 import ssl
 from typing import Iterable, Optional
 
+from layernet.allowlist import effective_allowlist, host_matches, role_needs
+from layernet.evidence import evidence
+
 ECHO_ALPN = "layernet-echo"            # the cloud front's echo (lab/cloud/front.py): it answers whatever the name
 
 
 def targets(site, role: str) -> list[dict]:
     """[{"host": pattern, "ports": [...], "purpose"}] the catalog marks required for `role` on the site."""
-    from layernet.allowlist import role_needs
-
     return [{"host": n.host, "ports": list(n.ports), "purpose": n.purpose}
             for n in role_needs(site, role, required_only=True)]
 
 
 def covers(pattern: str, port: int, contacted: Iterable[tuple[str, int]]) -> bool:
     """Does one of the contacted (name, port) pairs use the catalog host `pattern` on `port`?"""
-    from layernet.allowlist import host_matches
-
     return any(p == port and host_matches(pattern, h) for h, p in contacted)
 
 
@@ -67,8 +66,6 @@ def echo(host: str, port: int, ca_file: str, timeout: float) -> tuple[bool, str,
 def row(site, role: str, level: str, calls: Optional[list[dict]], who: str, blocked_on: Optional[str] = None) -> dict:
     """The evidence row of `level` for `role`: every required host reached by the stand-in (`calls`: its status
     rows {host, port, ok, observed}), or the ones that were not, by name, with the role (`who` says it in words)."""
-    from layernet.evidence import evidence
-
     required = targets(site, role)
     calls = calls or []
     missing = []
@@ -85,8 +82,6 @@ def row(site, role: str, level: str, calls: Optional[list[dict]], who: str, bloc
     expected = f"all {n} reached through the proxies"
     if not missing:
         return evidence(level, check, expected, f"{n} of {n} reached", True)
-    from layernet.allowlist import effective_allowlist
-
     al = effective_allowlist(site)
     dropped = [f"{t['host']}:{p}" for t in required for p in t["ports"] if not al.allows(sample_name(t["host"]), p)]
     hint = (f"the allow list marks these hosts required for {who} ({role}) and {level}'s {who} did not reach: "

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, procs, state_dir
+from layernet.lab import LabError, arcagent, procs, state_dir
 from layernet.lab import layout
 
 
@@ -65,8 +65,6 @@ def rows(site) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------- Arc agents
 def start_arc_agent(site, level: str, cluster_id: str, interval: float = 2.0) -> str:
-    from layernet.lab import arcagent
-
     d = layout.level_dir(site, level)
     d.mkdir(parents=True, exist_ok=True)
     cfg = arcagent.config(site, level, cluster_id, str(layout.ca_cert_path(site)), d, interval=interval)
@@ -79,8 +77,6 @@ def start_arc_agent(site, level: str, cluster_id: str, interval: float = 2.0) ->
 
 
 def arc_agent_status(site, level: str) -> Optional[dict]:
-    from layernet.lab import arcagent
-
     path = layout.level_dir(site, level) / arcagent.STATUS_FILE
     try:
         return json.loads(path.read_text())

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, netns, procs, services, telemetry_services
+from layernet.lab import LabError, mqttpki, netns, procs, services, telemetry_services
 from layernet.lab import layout
 from layernet.render.telemetry import to_json
 
@@ -30,8 +30,6 @@ def records_dir(site) -> Path:
 
 def _services(site):
     """The stand-ins; in X.509 mode they present the lab's client certificate (the one the Secret holds)."""
-    from layernet.lab import mqttpki
-
     m = mqttpki.paths(site)
     return telemetry_services.services(site, records_dir(site), ca=str(layout.ca_cert_path(site)), client_cert=m.cert,
                         client_key=m.key)
@@ -71,8 +69,6 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     d = records_dir(site)
     d.mkdir(parents=True, exist_ok=True)
     if site.telemetry.mqtt.tls:
-        from layernet.lab import mqttpki
-
         mqttpki.ensure(site)
     for level, recs in records.items():
         (d / f"{level}.json").write_text(to_json(recs))

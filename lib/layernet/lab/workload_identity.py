@@ -21,8 +21,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, state_dir
+from layernet.azure.clients import rid
+from layernet.lab import LabError, azure as lab_azure, state_dir
 from layernet.lab.cloud import entra
+from layernet.lab.cloud.arm.view import resources
 from layernet.lab.telemetry_services import identity_path
 
 EXTENSION_TYPE = "microsoft.iotoperations"
@@ -39,17 +41,12 @@ def store_file(site) -> Path:
 
 
 def cluster_id(site, level: str) -> str:
-    from layernet.azure.clients import rid
-    from layernet.lab import azure as lab_azure
-
     return rid(lab_azure.subscription_id(site), site.azure.resource_group, "Microsoft.Kubernetes", "connectedClusters",
                site.aio.for_level(site, level).cluster)
 
 
 def extension(site, level: str) -> Optional[dict]:
     """The level's AIO extension as ARM holds it (found by type on the level's connected cluster), or None."""
-    from layernet.lab.cloud.arm.view import resources
-
     prefix = cluster_id(site, level).lower() + "/providers/microsoft.kubernetesconfiguration/extensions/"
     try:
         found = resources(store_file(site), EXTENSIONS)

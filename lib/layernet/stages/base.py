@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from layernet import targets
+from layernet import crossings as cx, targets
 from layernet.evidence import evidence_table
+from layernet.htmltable import Html, details, escape, link, show as _show
 from layernet.plan import Plan, Progress
 
 
@@ -44,23 +45,17 @@ def begin():
 
 def crossings(site, since=None):
     """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
-    from layernet import crossings as cx
-
     return cx.paths(site, targets.get_target(site), since)
 
 
 def refused_hosts(site, since=None) -> dict[str, list[str]]:
     """{level where it was refused: ["host:port (from level)"]} in the stage's window."""
-    from layernet import crossings as cx
-
     return cx.refused(site, crossings(site, since))
 
 
 def picture(site, df, title: str, hosts: Optional[list[str]] = None):
     """Which calls crossed which hops during the stage (an SVG for the report)."""
     from IPython.display import SVG
-
-    from layernet import crossings as cx
 
     return SVG(cx.picture(site, df, hosts=hosts, title=title))
 
@@ -94,8 +89,6 @@ def run_link(path: str, run_dir: str = "") -> str:
         return ""
     from pathlib import Path
 
-    from layernet.htmltable import link
-
     rel = Path(path)
     if run_dir:
         try:
@@ -108,8 +101,6 @@ def run_link(path: str, run_dir: str = "") -> str:
 # ---- how a report shows a stage's tables and plans: one helper (layernet.htmltable) for every table
 def show(data, **options):
     """Every table a stage report shows: escaped cells, numbers with units, no row numbers, "none" when empty."""
-    from layernet.htmltable import show as _show
-
     return _show(data, **options)
 
 
@@ -177,8 +168,6 @@ def keep_plan(plan: Plan, run_dir: str = "") -> dict[int, str]:
 
 def plan_rows(plan: Plan, files: Optional[dict[int, str]] = None) -> list[dict]:
     """One row per step for the report: the step on one line, with its exact command or request one click away."""
-    from layernet.htmltable import Html, details, escape, link
-
     rows = []
     for i, s in enumerate(plan.steps, 1):
         what = f"{s.action} {s.target}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from layernet.harden import checks, report
+from layernet.stages.base import show
 
 SHOWN = 40
 
@@ -70,8 +71,6 @@ def _failures_first(df):
 def _show(df, name: str, run_dir: str = ""):
     """A report table: "(none)" when empty; at most SHOWN rows, saying how many there are and where all of them are."""
     from IPython.display import Markdown, display
-
-    from layernet.stages.base import show
 
     if df is None or not len(df):
         return show(None)

@@ -10,10 +10,13 @@ import pandas as pd
 
 from layernet import targets
 from layernet.allowlist import effective_allowlist
+from layernet.audit.compare import save_probe_rows
+from layernet.probe_run import COLUMNS, run_matrix
 from layernet.progress import step
 from layernet.render import firewall_rows, render_site
 from layernet.site import Site
 from layernet.plan import Change
+from layernet.stages.base import show
 from layernet.targets.base import Target
 
 
@@ -77,9 +80,6 @@ def diff_html(changes: list[Change]) -> str:
 
 def probe(site: Site, tgt: Target, dry_run: bool, run_dir: str = "", stage: str = "infrastructure") -> pd.DataFrame:
     """Run the probe matrix; the rows are saved in the run folder so the audit stage can compare its counts."""
-    from layernet.audit.compare import save_probe_rows
-    from layernet.probe_run import COLUMNS, run_matrix
-
     if dry_run:
         step("dry run: probes skipped (nothing was applied)")
         return pd.DataFrame(columns=COLUMNS)
@@ -94,8 +94,6 @@ def probe(site: Site, tgt: Target, dry_run: bool, run_dir: str = "", stage: str 
 
 def styled(df: pd.DataFrame):
     """The probe table with failed rows first, coloured green/red (the reports' table helper)."""
-    from layernet.stages.base import show
-
     if not df.empty:
         df = df.sort_values(["ok", "level", "check", "host", "port"], key=lambda s: s if s.name != "ok" else s.astype(int))
     return show(df, empty="no probes ran", row_class=lambda r: "ln-good" if r["ok"] else "ln-bad")

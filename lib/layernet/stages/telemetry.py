@@ -30,14 +30,19 @@ from typing import Any, Optional
 
 from layernet import targets
 from layernet.apiversions import api_version
-from layernet.azure import aio_sdk, eventhubs_access as access
+from layernet.azure import aio as az_aio, aio_sdk, eventhubs_access as access
+from layernet.azure.aio import INSTANCE_EXTENSION
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
+from layernet.render.telemetry import AioNames, ZERO_SUBSCRIPTION, _rg_id, render
 from layernet.site.telemetry import eventhubs_namespace
+from layernet.stages import telemetry_objects as objects
 from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
+from layernet.telemetry import charts
+from layernet.telemetry.verify import MqttTap, Record, analyse, broker_addresses, consume_kafka, evidence_rows, kafka_consumer_config, routes
 
 STAGE = "telemetry"
 EVENTHUB_API = api_version("Microsoft.EventHub/namespaces/eventhubs")      # the one table (layernet.apiversions)
@@ -60,25 +65,18 @@ _with_subscription = with_subscription     # the site with the subscription the 
 
 def _names(site) -> dict:
     """The names stage 03 gave each level's deployment (instance, custom location, ADR namespace)."""
-    from layernet.azure import aio as az_aio
-    from layernet.render.telemetry import AioNames
-
     return {r.level: AioNames(r.instance, r.custom_location, r.adr_namespace) for r in az_aio.levels(site)}
 
 
 def extension_id(site, level: str) -> str:
     """How the plan names a level's AIO extension: it is found by extension type, whatever its name
     (`az iot ops create` names it azure-iot-operations-<suffix>)."""
-    from layernet.azure.aio import INSTANCE_EXTENSION
-
     cluster = site.aio.for_level(site, level).cluster
     return f"the {INSTANCE_EXTENSION} extension of connected cluster {cluster}"
 
 
 def eventhub_records(site) -> list[dict]:
     """The Event Hubs namespace and hub the egress dataflow sends to (a real site usually has them: skips)."""
-    from layernet.render.telemetry import _rg_id
-
     tel = site.telemetry
     if not any(f.destination == "eventhubs" for f in tel.dataflows):
         return []
@@ -120,8 +118,6 @@ def desired(site, principals: Optional[dict[str, str]] = None, operator: Optiona
     """Every record in apply order, each with its level and action: the event hub first (on the egress level),
     then each level's records as render/telemetry gives them, egress level first; with a managed identity, the
     operator's Data Receiver assignment last (`operator`: from `eventhubs_access.operator`)."""
-    from layernet.render.telemetry import render
-
     out = [{**r, "level": site.egress_level} for r in eventhub_records(site)]
     for level, recs in render(site, _names(site), principals or {}).items():
         out += [{**r, "level": level} for r in recs]
@@ -140,8 +136,6 @@ def desired(site, principals: Optional[dict[str, str]] = None, operator: Optiona
 def receiver_scope(site) -> Optional[str]:
     """Where the operator needs Azure Event Hubs Data Receiver to read the hub (the namespace), when the site's
     Event Hubs uses Entra identities (auth: managed_identity); None otherwise."""
-    from layernet.render.telemetry import ZERO_SUBSCRIPTION
-
     tel = site.telemetry
     if tel.eventhubs.auth != "managed_identity" or not any(f.destination == "eventhubs" for f in tel.dataflows):
         return None
@@ -151,8 +145,6 @@ def receiver_scope(site) -> Optional[str]:
 
 def records_by_level(site, principals: Optional[dict[str, str]] = None) -> dict[str, list[dict]]:
     """The rendered records per level (no Event Hubs records): what the cluster's connector and dataflows run."""
-    from layernet.render.telemetry import render
-
     return render(site, _names(site), principals or {})
 
 
@@ -198,8 +190,6 @@ class Live:
 
 def _principals(site, live: Live) -> dict[str, str]:
     """The AIO extension's managed identity per level that sends to Event Hubs (read from ARM)."""
-    from layernet.azure.aio import INSTANCE_EXTENSION
-
     out = {}
     for lv in site.chain:
         if any(f.level == lv.name and f.destination == "eventhubs" for f in site.telemetry.dataflows):
@@ -354,8 +344,6 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
 def with_cluster_objects(site, tgt, p: Plan) -> Plan:
     """The plan with a step per cluster object the X.509 records name (read here, through each level's Kubernetes
     API), placed before the records that refer to them; what was read is kept to refuse drift at apply."""
-    from layernet.stages import telemetry_objects as objects
-
     state = objects.observe(site, tgt)
     if not state:
         return p
@@ -367,8 +355,6 @@ def with_cluster_objects(site, tgt, p: Plan) -> Plan:
 
 def _apply_cluster_objects(site, tgt, plan: Plan, progress: Progress) -> tuple[Plan, list[dict]]:
     """Create the plan's cluster objects (refusing when what the plan read changed), and the rest of the plan."""
-    from layernet.stages import telemetry_objects as objects
-
     rest = Plan(plan.stage, [s for s in plan.steps if s.action not in objects.ACTIONS], plan.observed, plan.executor,
                 plan.context)
     if "cluster_objects" not in plan.context:
@@ -569,8 +555,6 @@ def consumer_config(site) -> dict:
     operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
     (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
     Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
-    from layernet.telemetry.verify import kafka_consumer_config
-
     cs, ca = targets.get_target(site).eventhubs_client()
     if receiver_scope(site):
         return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
@@ -581,8 +565,6 @@ def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> li
     """Read the hub for at most `seconds`, until `stop_file` exists; prints READY once the partitions are
     assigned. Records as JSON."""
     import os
-
-    from layernet.telemetry.verify import consume_kafka
 
     ready, stop = threading.Event(), threading.Event()
     got: list = []
@@ -617,8 +599,6 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
     reads `tail` seconds beyond the taps' window."""
     import shutil
     import tempfile
-
-    from layernet.telemetry.verify import MqttTap, Record, broker_addresses, routes
 
     tgt = targets.get_target(site)
     route_list = routes(site)
@@ -717,8 +697,6 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
     """One window of message-level proof: {"analysis", "evidence"}. `seconds`: the window (default: long
     enough for the site's telemetry.proof.min_messages per asset dataset); `p99_limit_ms`: the end-to-end p99
     budget (default: the site's telemetry.proof.p99_ms)."""
-    from layernet.telemetry.verify import analyse, evidence_rows
-
     adaptive = seconds is None
     seconds = seconds if seconds is not None else proof_window(site)
     p99_limit_ms = p99_limit_ms if p99_limit_ms is not None else site.telemetry.proof.p99_ms
@@ -791,8 +769,6 @@ def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: 
     rehearsed = targets.get_target(site).telemetry_rehearsals()
     if rehearsed:
         print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
-    from layernet.stages import telemetry_objects as objects
-
     rows = provisioning(site) + objects.rows(site, targets.get_target(site))
     if not all(r["ok"] for r in rows) and not role_rows_only(rows):
         return {"evidence": rows, "analysis": None}
@@ -802,8 +778,6 @@ def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: 
 
 def tap_tls(site, tgt=None):
     """TLS and the client certificate of the proof's MQTT taps in X.509 mode (None: anonymous)."""
-    from layernet.stages import telemetry_objects as objects
-
     if tgt is None:
         tgt = targets.get_target(site)
     try:
@@ -814,8 +788,6 @@ def tap_tls(site, tgt=None):
 
 def wait_flowing(site, timeout: float, brokers=None, tls=None) -> bool:
     """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
-    from layernet.telemetry.verify import MqttTap, broker_addresses, routes
-
     last = {}
     for r in routes(site):
         mq = [h for h in r.hops if h.kind == "mqtt"]
@@ -869,7 +841,6 @@ def hop_table(out: dict):
 
 def sankey(out: dict):
     from layernet.audit.charts import show
-    from layernet.telemetry import charts
 
     a = out.get("analysis")
     return show(charts.sankey(a)) if a is not None else None
@@ -877,7 +848,6 @@ def sankey(out: dict):
 
 def latency_chart(out: dict):
     from layernet.audit.charts import show
-    from layernet.telemetry import charts
 
     a = out.get("analysis")
     return show(charts.latency(a)) if a is not None else None

@@ -19,7 +19,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from layernet.evidence import evidence
+from layernet.lab.dataflow import MqttTls
 from layernet.plan import Step
+from layernet.render.telemetry import render, x509_references
+from layernet.site.aio import AIO_NAMESPACE
 
 KINDS = {"Secret": ("v1", "secrets"), "ConfigMap": ("v1", "configmaps"), "Issuer": ("cert-manager.io/v1", "issuers")}
 WAVE = 1               # before the listeners (wave 2), which the brokers read them for
@@ -56,9 +59,6 @@ class Ref:
 
 def references(site) -> list[Ref]:
     """Every object the level's X.509 records name, per level (egress first); none in anonymous mode."""
-    from layernet.site.aio import AIO_NAMESPACE
-    from layernet.render.telemetry import render, x509_references
-
     if not site.telemetry.mqtt.tls:
         return []
     return [Ref(level, kind, AIO_NAMESPACE, name, why)
@@ -196,8 +196,6 @@ def tap_tls(site, tgt):
     """TLS for the proof's MQTT taps (None in anonymous mode): the client certificate and key of the Secret the
     X.509 records name and the CA of their trusted CA ConfigMap, read from a level's cluster (kept in a private
     temporary folder for this process); where there is no API, the target's own files (the lab's)."""
-    from layernet.lab.dataflow import MqttTls
-
     if not site.telemetry.mqtt.tls:
         return None
     refs = references(site)

@@ -37,7 +37,7 @@ import yaml
 
 from layernet import clock
 from layernet.errors import LayernetError
-from layernet.targets import kube_errors
+from layernet.targets import kube_errors, tools
 from layernet.plan import Change, require_same_plan
 from layernet.targets.base import Target
 
@@ -404,8 +404,6 @@ class KubeTarget(Target):
         return self.api(level)
 
     def requirements(self) -> list[dict]:
-        from layernet.targets import tools
-
         return [tools.envoy()] + tools.kube_contexts(self.site)
 
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:

@@ -19,8 +19,11 @@ from datetime import datetime
 from typing import Optional
 
 from layernet import clock
-from layernet.lab import LabError, azure as lab_azure, commands, netns
+from layernet.evidence import evidence
+from layernet.lab import LabError, aioext, arcagent, azure as lab_azure, commands, jumpbox, mqttpki, netns, procs, reach, services, telemetry
+from layernet.lab.clusters import kubeconfig
 from layernet.plan import Change, require_same_plan
+from layernet.targets import tools
 from layernet.targets.base import Target
 from layernet.targets.kube import Api
 
@@ -206,16 +209,12 @@ class LabTarget(Target):
 
     def azure_call(self, func: str, progress=None, **kwargs):
         """The lab's Azure calls run on its jump box (its own namespace, names resolving to the lab's cloud)."""
-        from layernet.lab import jumpbox
-
         return jumpbox.call(self.site, func, progress=progress, **kwargs)
 
     def arm(self):
         return lab_azure.arm(self.site)
 
     def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
-        from layernet.lab import arcagent, services
-
         d = commands.level_dir(self.site, level)
         d.mkdir(parents=True, exist_ok=True)
         (d / arcagent.FEATURES_FILE).unlink(missing_ok=True)      # newly installed agents: no feature enabled yet
@@ -261,8 +260,6 @@ class LabTarget(Target):
     def role_rows(self, role: str) -> list[dict]:
         """Per level whose stand-in of `role` started: did it reach every host the catalog marks required for the
         role (lab/reach.py)? Names each one it did not, and the role."""
-        from layernet.lab import aioext, arcagent, reach, services
-
         out = []
         for lv in self.site.levels:
             if role == arcagent.ROLE:
@@ -276,48 +273,33 @@ class LabTarget(Target):
         return out
 
     def arc_features(self, level: str):
-        from layernet.lab import arcagent
-
         return arcagent.read_features(commands.level_dir(self.site, level))
 
     def enable_arc_features(self, level: str, features: list) -> str:
-        from layernet.lab import arcagent
-
         on = arcagent.enable_features(commands.level_dir(self.site, level), list(features))
         return f"agents of {level}: features enabled: {', '.join(on) or 'none'}"
 
     def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
-        from layernet.lab import aioext
-
         return aioext.install(self.site, level, cluster_id, extension)
 
     def aio_extension_running(self, level: str):
         """False when the level's extension stand-in was started (it left its status) and no longer runs;
         None when it never started."""
-        from layernet.lab import aioext, procs, services
-
         if aioext.status(self.site, level) is None:
             return None
         p = services.table(self.site).get(f"{level}/aio-extension")
         return p is not None and procs.alive(p)
 
     def aio_listeners(self, level: str, listeners: list, authentications: list = ()) -> str:
-        from layernet.lab import aioext
-
         return aioext.set_listeners(self.site, level, listeners, authentications)
 
     def aio_note(self, level: str) -> str:
-        from layernet.lab import aioext
-
         return aioext.note(self.site, level)
 
     def aio_broker_rows(self, listeners: dict, wait: float = 10.0) -> list:
         """An MQTT round trip (connect, subscribe, publish, receive) to every anonymous listener of every level's
         broker, and an anonymous client refused by every listener that authenticates its clients, from this
         namespace (the jump box side, which routes to the level nodes: the admin flow)."""
-        from layernet.lab import aioext
-        from layernet.evidence import evidence
-
         rows = []
         ca = str(commands.ca_cert_path(self.site))
         for level, ports in listeners.items():
@@ -341,8 +323,6 @@ class LabTarget(Target):
         return rows
 
     def install_telemetry(self, records: dict) -> str:
-        from layernet.lab import telemetry
-
         return telemetry.install(self.site, records)
 
     makes_x509_objects = True
@@ -351,8 +331,6 @@ class LabTarget(Target):
         """The level cluster's API from the jump box's kubeconfig (None on a lab site without clusters)."""
         if not self.site.lab.clusters:
             return None
-        from layernet.lab.clusters import kubeconfig
-
         return Api(kubeconfig.client(self.site, level))
 
     def no_kube_api(self, level: str) -> str:
@@ -360,26 +338,18 @@ class LabTarget(Target):
                 "brokers and stand-ins use the lab CA and client certificate files the objects would hold")
 
     def x509_objects(self, refs: list) -> list[dict]:
-        from layernet.lab import mqttpki
-
         return mqttpki.objects(self.site, refs)
 
     def x509_files(self):
         if self.site.lab.clusters:
             return None
-        from layernet.lab import mqttpki
-
         m = mqttpki.ensure(self.site)
         return m.ca, m.cert, m.key
 
     def telemetry_rehearsals(self) -> str:
-        from layernet.lab import telemetry
-
         return telemetry.rehearse(self.site)
 
     def telemetry_running(self):
-        from layernet.lab import telemetry
-
         return telemetry.running(self.site)
 
     def eventhubs_client(self) -> tuple:
@@ -395,8 +365,6 @@ class LabTarget(Target):
         return kafka.refusals(self.site, since)
 
     def arc_agent_note(self, level: str) -> str:
-        from layernet.lab import services
-
         st = services.arc_agent_status(self.site, level)
         if st is None:
             return f"the lab's Arc agents of {level} never started"
@@ -428,8 +396,6 @@ class LabTarget(Target):
         return level.kube_context or "(lab)"
 
     def requirements(self) -> list[dict]:
-        from layernet.targets import tools
-
         return [tools.envoy(), tools.coredns(), tools.nft(), tools.ip()]
 
 

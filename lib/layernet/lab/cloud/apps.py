@@ -16,7 +16,7 @@ from typing import Any, Optional
 import uvicorn
 
 from layernet.lab import pki
-from layernet.lab.cloud import arc, entra, graph
+from layernet.lab.cloud import aio, arc, entra, graph
 from layernet.lab.cloud.arm import app as arm_app, hooks
 from layernet.lab.cloud.arm.service import Arm, ArmSettings
 from layernet.lab.cloud.arm.store import Store
@@ -87,7 +87,6 @@ def build_cloud(settings: CloudSettings) -> Cloud:
                                  offline_after=settings.offline_after), events=state / "arm-events.jsonl")
     if hooks.hook_for(arc.CONNECTED_CLUSTERS) is hooks.DEFAULT:
         hooks.register(arc.CONNECTED_CLUSTERS, arc.ConnectedClusterHook())
-    from layernet.lab.cloud import aio
     aio.register_hooks()
     names = host_names(settings.region, settings.cloud)
     registry = arc.Registry()
