@@ -7,25 +7,23 @@ from typing import Optional
 
 import pandas as pd
 
-from layernet import targets
+from layernet import session, targets
 from layernet import paths
-from layernet.allowlist import effective_allowlist
+from layernet.allowlist import effective_allowlist, missing_required
+from layernet.htmltable import show
 from layernet.site import Site, SiteError, load_site
+from layernet.topology import describe, site_picture
 
 
 def resolve_site_path(site_path: str = "") -> Path:
     """The site a notebook uses: its parameter, else the JupyterLab session's (`make jupyter`), else
     $LAYERNET_SITE, else the lab site."""
-    from layernet import session
-
     given = session.site_args(site_path)
     return Path(site_path or (given and given[0]) or os.environ.get(session.SITE_ENV) or paths.params() / "lab.yaml").resolve()
 
 
 def open_site(site_path: str = "", overrides: Optional[list[str]] = None) -> Site:
     """The site with its overrides: the notebook's parameters, else those the JupyterLab session was started with."""
-    from layernet import session
-
     given = session.site_args(site_path, overrides)
     if given:
         return load_site(Path(given[0]).resolve(), given[1])
@@ -45,8 +43,6 @@ def validation(site_path: str = "", overrides: Optional[list[str]] = None) -> pd
 def validation_view(site_path: str = "", overrides: Optional[list[str]] = None):
     """What the report shows of the site check: every problem in one table, or one line naming the valid file."""
     from IPython.display import Markdown
-
-    from layernet.htmltable import show
 
     problems = validation(site_path, overrides)
     if len(problems):
@@ -79,8 +75,6 @@ def allowlist_table(site: Site) -> pd.DataFrame:
 
 
 def summary(site: Site) -> dict:
-    from layernet.allowlist import missing_required
-
     al = effective_allowlist(site)
     return {"levels": len(site.levels), "proxy_levels": sum(l.proxy for l in site.levels),
             "dns_levels": sum(l.dns_override for l in site.levels), "allowlist_entries": len(al.entries),
@@ -97,16 +91,12 @@ def require_tools(table: pd.DataFrame) -> None:
 
 
 def topology_picture(site: Site) -> str:
-    from layernet.topology import site_picture
-
     return site_picture(site)
 
 
 def topology_display(site: Site):
     """The topology picture for a notebook, with a text alternative that the HTML report carries."""
     from IPython.display import SVG
-
-    from layernet.topology import describe
 
     return SVG(topology_picture(site), metadata={"alt": describe(site)})
 
