@@ -128,8 +128,19 @@ def run_notebook(page, name: str, again: bool = False) -> dict:
                                f"s.status === 'idle' && s.prompts.length === {cells} && "
                                "s.prompts.every(p => p === '[ ]:'); }", timeout=120_000, polling=500)
     before = max(_counts(page.evaluate(STATE)["prompts"]), default=0)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    started = (f"() => {{ const s = ({STATE})(); return s && (s.status !== 'idle' || "
+               f"s.prompts.some(p => p === '[*]:' || (/^\\[(\\d+)\\]:$/.exec(p) && Number(/\\d+/.exec(p)[0]) > {before}))); }}")
+    for attempt in range(2):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        # Run All queues every cell at once; on a busy machine JupyterLab has been seen to take the click and queue
+        # nothing (every prompt still [ ], the kernel idle): a person would click again, and so does the walk
+        try:
+            page.wait_for_function(started, timeout=60_000, polling=250)
+            break
+        except Exception:
+            if attempt:
+                raise
     # Run All queues every cell ([*]); done when the first cell has a new execution count, nothing is queued or
     # running, and the kernel is idle again
     page.wait_for_function(f"() => {{ const s = ({STATE})(); const m = /^\\[(\\d+)\\]:$/.exec(s ? s.prompts[0] : ''); "
