@@ -6,16 +6,15 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
+import labs
 from audit_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-PREFIX, BASE = "au", "10.98.0.0/16"     # the audit lab's own prefix and address plan
+PREFIX = labs.plan(__file__).prefix     # the audit lab's own prefix and address plan (tests/labs.py)
 
 
 def overrides() -> list[str]:
-    from layernet.harden.lab import beside
-
-    return beside(ROOT / "params" / "lab.yaml", PREFIX, BASE) + ["lab.clusters=false"]   # the audit reads the network
+    return labs.site_args(__file__)          # the network alone: the audit reads the proxies' logs
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,7 @@ def lab_site():
 
 @pytest.fixture(scope="module")
 def lab(lab_site):
-    from layernet.lab import commands
-    from layernet.targets import lab as lab_target
-
-    why = commands.missing_requirements()
-    if why:
-        pytest.skip(why)
-    with lab_target.running(lab_site) as target:
+    with labs.running(lab_site) as target:
         yield target
 
 
