@@ -76,7 +76,7 @@ demo: setup
 
 # Two passes on both cores (pytest-xdist): first the tests that build no lab on a shared address plan, one file per
 # worker (a module's fixtures stay in one process); then the `lab` tests, one xdist scope per address plan
-# (tests/labs.py hands out the plans; tests/conftest.py `lab_scope`): labs on different plans side by side, labs on the same plan one after the other.
+# (tests/labs.py hands out the plans and names each module's scope): labs on different plans side by side, labs on the same plan one after the other.
 # lint-imports: the layer contract (pyproject.toml [tool.importlinter], README "Layers"): a wrong-way import fails here.
 test: setup
 	$(BIN)/ruff check lib tests benchmarks

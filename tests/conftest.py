@@ -26,13 +26,6 @@ def pytest_runtest_makereport(item, call):
 # (and says which modules share one); a module it does not list is on params/lab.yaml's own plan, and those run one
 # after the other in one scope. (xdist's own `loadgroup` does not group under pytest 9, which no longer lets a
 # plugin rename test ids.)
-def lab_scope(path: str) -> str:
-    """The address plan a test file's labs use: the controller does not import the test modules."""
-    from labs import scope
-
-    return scope(path)
-
-
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadscope":
         return None
@@ -40,7 +33,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByAddressPlan(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return lab_scope(str(config.rootpath / nodeid.split("::", 1)[0]))
+            return labs.scope(str(config.rootpath / nodeid.split("::", 1)[0]))
 
     return ByAddressPlan(config, log)
 
