@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from layernet.azure.aio_levels import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS, STORAGE_BLOB_DATA_CONTRIBUTOR, \
     levels, listener_names
+from layernet import rbac
 from layernet.site.aio import AIO_NAMESPACE
 from layernet.apiversions import api_version
 from layernet.azure.clients import Arm, as_dict, pick, rid
@@ -70,7 +70,6 @@ def extension_name(ext_type: str, cluster_id: str) -> str:
     return f"{base}-{base64.b32encode(digest).decode().lower()[:5]}"
 PROVIDERS = ("Microsoft.Storage", "Microsoft.DeviceRegistry", "Microsoft.KubernetesConfiguration",
              "Microsoft.ExtendedLocation", "Microsoft.IoTOperations")
-ROLE_NAMESPACE = uuid.UUID("7c3b5f2e-4a51-4d8e-9c0d-6c61626e6574")
 
 
 @dataclass
@@ -94,11 +93,6 @@ class Resource:
 
 def _ext_id(cluster_id: str, name: str) -> str:
     return f"{cluster_id}/providers/Microsoft.KubernetesConfiguration/extensions/{name}"
-
-
-def role_assignment_name(scope: str, registry: str) -> str:
-    """Deterministic, as the template's guid(scope, registry, role): the same step finds the same assignment."""
-    return str(uuid.uuid5(ROLE_NAMESPACE, f"{scope.lower()}|{registry.lower()}|{STORAGE_BLOB_DATA_CONTRIBUTOR}"))
 
 
 WAVES = {  # what a resource needs before it: parents, references, and init before create
@@ -150,14 +144,10 @@ def _desired(site, sub: str, existing: dict) -> list[Resource]:
         out.append(Resource(L, "create ADR namespace", r.adr_namespace, ns_id, "adr",
                             {"location": loc, "properties": {}}, args=(r.adr_namespace,)))
         if site.aio.schema_registry_role:
-            name = role_assignment_name(container_id, r.registry)
-            out.append(Resource(L, "assign Storage Blob Data Contributor", container_id,
-                                f"{container_id}/providers/Microsoft.Authorization/roleAssignments/{name}", "role", {
-                                    "properties": {
-                                        "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
-                                                            f"roleDefinitions/{STORAGE_BLOB_DATA_CONTRIBUTOR}",
-                                        "principalId": f"<principal id of {sr_id}>",
-                                        "principalType": "ServicePrincipal"}}, ROLE_API, args=(sr_id,)))
+            role = rbac.assignment(sub, container_id, STORAGE_BLOB_DATA_CONTRIBUTOR, f"<principal id of {sr_id}>",
+                                   holder=r.registry)     # the registry's identity: read at apply
+            out.append(Resource(L, "assign Storage Blob Data Contributor", container_id, role["id"], "role",
+                                role["body"], ROLE_API, args=(sr_id,)))
         ext_ids = []
         on_cluster = existing.get(cluster_id.lower()) or {}
         for ext_type in ENABLEMENT_TYPES + (INSTANCE_EXTENSION,):
@@ -382,10 +372,8 @@ def identical_assignment(assignments: list[dict], principal: str, role: str, sco
     with 409 RoleAssignmentExists)."""
     for a in assignments:
         props = a.get("properties") or {}
-        if str(props.get("principalId", "")).lower() == principal.lower() \
-                and str(props.get("roleDefinitionId", "")).rstrip("/").rsplit("/", 1)[-1].lower() == role.lower() \
-                and str(props.get("scope") or a.get("id", "").lower().split("/providers/microsoft.authorization/")[0]
-                        ).lower() == scope.lower():
+        if str(props.get("principalId", "")).lower() == principal.lower() and rbac.role_of(a) == role.lower() \
+                and str(props.get("scope") or rbac.scope_of(a.get("id", ""))).lower() == scope.lower():
             return a
     return None
 

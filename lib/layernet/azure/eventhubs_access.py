@@ -10,23 +10,15 @@ or the service principal's object id gives).
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any, Optional
 
 from layernet.apiversions import api_version
 from layernet.azure.clients import rid
-from layernet.rbac import RECEIVER, role_name, role_of  # noqa: F401  (role_of: for callers)
+from layernet import rbac
+from layernet.rbac import RECEIVER, role_name, role_of, scope_of  # noqa: F401  (role_of, scope_of: for callers)
 
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
 ASSIGN_RECEIVER = "assign Azure Event Hubs Data Receiver"
-_NAMES = uuid.UUID("6c6e6574-6568-2d72-6563-656976657230")       # fixed: the operator's assignment name is stable
-
-
-def scope_of(record_id: str) -> str:
-    """The scope of a role assignment id (what it is assigned on)."""
-    low = record_id.lower()
-    i = low.find("/providers/microsoft.authorization/roleassignments/")
-    return record_id[:i] if i >= 0 else record_id
 
 
 def namespace_scope(sub: str, rg: str, namespace: str) -> str:
@@ -57,12 +49,8 @@ def operator(arm) -> dict:
 
 def receiver_record(sub: str, scope: str, principal: str, principal_type: str = "ServicePrincipal") -> dict:
     """The operator's `Azure Event Hubs Data Receiver` assignment on `scope` (the namespace)."""
-    name = uuid.uuid5(_NAMES, f"{scope.lower()}|{RECEIVER}|{principal.lower()}")
-    return {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}",
-            "apiVersion": AUTHORIZATION_API,
-            "body": {"properties": {
-                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{RECEIVER}",
-                "principalId": principal, "principalType": principal_type}}}
+    a = rbac.assignment(sub, scope, RECEIVER, principal, principal_type=principal_type)
+    return {"id": a["id"], "apiVersion": AUTHORIZATION_API, "body": a["body"]}
 
 
 def missing_text(role_id: str, scope: str, who: str) -> str:

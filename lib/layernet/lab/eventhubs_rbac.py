@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from layernet.apiversions import api_version as _api_version
+from layernet import rbac
 from layernet.rbac import OWNER, RECEIVER, SENDER
 
 ROLE_ASSIGNMENT_API = _api_version("Microsoft.Authorization/roleAssignments")
@@ -164,17 +165,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 def put_assignment(site, scope: str, role: str, principal: str, api_version: str = ROLE_ASSIGNMENT_API) -> str:
     """Assign `role` (a GUID) to `principal` on `scope` through ARM, as an operator does (`az role assignment
     create`), from where the lab's Azure calls run; returns the assignment's id."""
-    import uuid
-
     from layernet.lab import azure as lab_azure
 
     arm = lab_azure.arm(site)
-    rid = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid5(uuid.NAMESPACE_URL, scope + role + principal)}"
-    body = {"properties": {"roleDefinitionId": f"/subscriptions/{arm.subscription_id}/providers/Microsoft.Authorization/"
-                                               f"roleDefinitions/{role}",
-                           "principalId": principal, "principalType": "ServicePrincipal"}}
-    arm.resources().resources.begin_create_or_update_by_id(rid, api_version=api_version, parameters=body).result()
-    return rid
+    a = rbac.assignment(arm.subscription_id, scope, role, principal)
+    arm.resources().resources.begin_create_or_update_by_id(a["id"], api_version=api_version,
+                                                           parameters=a["body"]).result()
+    return a["id"]
 
 
 def delete_assignment(site, assignment_id: str, api_version: str = ROLE_ASSIGNMENT_API) -> bool:

@@ -18,10 +18,10 @@ dataflow stand-in reads these very records (`layernet.lab.dataflow`).
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
+from layernet import rbac
 from layernet.apiversions import api_version
 from layernet.site import Site
 from layernet.site.telemetry import Dataflow, eventhubs_namespace
@@ -29,12 +29,11 @@ from layernet.site.telemetry import Dataflow, eventhubs_namespace
 IOTOPS_API = api_version("Microsoft.IoTOperations/instances")          # the one table (layernet.apiversions)
 DEVICEREGISTRY_API = api_version("Microsoft.DeviceRegistry/namespaces")
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
-EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"   # built-in role "Azure Event Hubs Data Sender"
+EVENTHUBS_DATA_SENDER = rbac.SENDER
 ZERO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 KAFKA_ENDPOINT = "eventhubs"
 EVENTHUBS_SECRET = "layernet-eventhubs-connection"
 X509_AUTHN = "x509-authn"
-_ROLE_NAMESPACE = uuid.UUID("6c6e6574-7465-6c65-6d65-7472792d3034")   # fixed: role assignment names are stable
 
 
 @dataclass(frozen=True)
@@ -233,19 +232,13 @@ def _dataflow(site: Site, names: AioNames, flow: Dataflow) -> dict:
 
 
 def _role_assignment(site: Site, level: str, principal: Optional[str]) -> dict:
+    """The level's AIO extension identity as Data Sender on the namespace (named by the level: the principal is
+    read from ARM at apply)."""
     ns = eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace)
     scope = f"{_rg_id(site)}/providers/Microsoft.EventHub/namespaces/{ns}"
-    name = uuid.uuid5(_ROLE_NAMESPACE, f"{scope}|{EVENTHUBS_DATA_SENDER}|{level}")
-    sub = site.azure.subscription_id or ZERO_SUBSCRIPTION
-    return {
-        "id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}",
-        "apiVersion": AUTHORIZATION_API,
-        "body": {"properties": {
-            "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{EVENTHUBS_DATA_SENDER}",
-            "principalId": principal or f"<principal id of the AIO extension on {level}>",
-            "principalType": "ServicePrincipal",
-        }},
-    }
+    a = rbac.assignment(site.azure.subscription_id or ZERO_SUBSCRIPTION, scope, rbac.SENDER,
+                        principal or f"<principal id of the AIO extension on {level}>", holder=level)
+    return {"id": a["id"], "apiVersion": AUTHORIZATION_API, "body": a["body"]}
 
 
 def render_level(site: Site, level: str, names: Optional[AioNames] = None,
