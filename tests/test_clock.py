@@ -56,3 +56,21 @@ def test_the_lab_target_reads_a_naive_since_as_utc(local_new_york, tmp_path, mon
     naive, aware = datetime(2025, 3, 1, 8, 0), datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
     target = LabTarget(site)
     assert target.logs(level, since=naive) == target.logs(level, since=aware) == lines[1:]
+
+
+def test_every_writer_and_reader_of_times_takes_a_naive_time_as_utc(local_new_york):
+    """The OPC UA connector's timestamps, the lab cloud's extension install clock and the tables' moments read a
+    naive time as UTC (the lab cloud read its operations' start as this machine's local time: five hours off)."""
+    import pandas as pd
+
+    from layernet import htmltable
+    from layernet.lab import connector
+    from layernet.lab.cloud import aio as cloud_aio
+
+    naive, aware = datetime(2025, 3, 1, 8, 0, 0, 250000), datetime(2025, 3, 1, 8, 0, 0, 250000, tzinfo=timezone.utc)
+    assert connector.timestamp(naive) == connector.timestamp(aware) == "2025-03-01T08:00:00.250000Z"
+    assert clock.iso(aware.timestamp()) == clock.iso(naive) == "2025-03-01T08:00:00.250000Z"
+    assert cloud_aio._started({"startTime": "2025-03-01T08:00:00.25"}) == aware.timestamp()
+    assert cloud_aio._started({"startTime": clock.iso(naive)}) == aware.timestamp()
+    assert htmltable.moment(naive) == htmltable.moment(aware) == "2025-03-01 08:00:00.250 UTC"
+    assert htmltable.text(pd.Timestamp("2025-03-01T08:00:00.250")) == "2025-03-01 08:00:00.250 UTC"

@@ -17,9 +17,10 @@ from __future__ import annotations
 import html as _html
 import json
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Mapping, Optional
 
+from layernet import clock
 from layernet.table import format_table
 
 MISSING = "—"
@@ -150,12 +151,10 @@ def duration(seconds: float) -> str:
 
 
 def moment(value: datetime) -> str:
-    """A point in time in UTC, to the second (milliseconds when it has them)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+    """A point in time in UTC (a naive one is UTC), to the second (milliseconds when it has them)."""
+    value = clock.utc(value)
     ms = value.microsecond // 1000
-    text = value.strftime("%Y-%m-%d %H:%M:%S") + (f".{ms:03d}" if ms else "")
-    return text + (" UTC" if value.tzinfo is not None else "")
+    return value.strftime("%Y-%m-%d %H:%M:%S") + (f".{ms:03d}" if ms else "") + " UTC"
 
 
 def text(value: Any, unit: Optional[str] = None) -> str:

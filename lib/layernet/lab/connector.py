@@ -19,9 +19,10 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Optional
 
+from layernet import clock
 from layernet.lab.dataflow import MqttTls, connect_mqtt
 from layernet.render.telemetry import find
 
@@ -76,12 +77,8 @@ def specs_from_resources(resources: list[dict]) -> list[DatasetSpec]:
 
 
 def timestamp(dt: Optional[datetime]) -> Optional[str]:
-    """OPC UA DateTime as the connector writes it: UTC, microseconds, 'Z'."""
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """OPC UA DateTime as the connector writes it: UTC (a naive one is UTC), microseconds, 'Z'."""
+    return None if dt is None else clock.iso(dt)
 
 
 def _plain(value):

@@ -15,7 +15,6 @@ blob service a storage account comes with.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from layernet import clock
 from layernet.lab.cloud.arm import hooks
 
 EXTENSIONS = "Microsoft.KubernetesConfiguration/extensions"
@@ -34,13 +34,9 @@ REPORTS: dict[str, dict] = {}           # extension id (lower case) -> the lates
 _LOCK = threading.Lock()
 
 
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def _started(op: dict) -> float:
     try:
-        return dt.datetime.fromisoformat(str(op.get("startTime", "")).replace("Z", "+00:00")).timestamp()
+        return clock.parse(op.get("startTime", "")).timestamp()
     except ValueError:
         return time.time()
 
@@ -48,7 +44,7 @@ def _started(op: dict) -> float:
 def _status(report: dict) -> list[dict]:
     level = {"Installed": "Information", "Installing": "Information", "Failed": "Error"}[report["status"]]
     return [{"code": report["status"], "displayStatus": report["status"], "level": level,
-             "message": report.get("message", ""), "time": _iso(report["time"])}]
+             "message": report.get("message", ""), "time": clock.iso(report["time"])}]
 
 
 def report_for(ext_id: str) -> dict | None:
@@ -66,7 +62,7 @@ class ExtensionHook(hooks.Hook):
     def on_put(self, ctx: hooks.HookContext) -> None:
         p = ctx.resource.setdefault("properties", {})
         p["statuses"] = [{"code": "Installing", "displayStatus": "Installing", "level": "Information",
-                          "message": "waiting for the cluster's extension manager", "time": _iso(time.time())}]
+                          "message": "waiting for the cluster's extension manager", "time": clock.iso(time.time())}]
         with _LOCK:     # a new PUT starts a new installation: an older report does not count for it
             old = REPORTS.get(ctx.resource["id"].lower())
             if old and old["status"] != "Installing" and old["time"] < time.time() - 0.5:
