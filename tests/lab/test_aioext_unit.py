@@ -168,3 +168,33 @@ def test_the_broker_reads_the_trusted_ca_config_map_and_refuses_clients_without_
     finally:
         ext.stop_broker()
         api.close()
+
+
+def test_the_mqtt_checks_on_a_real_broker_round_trip_see_a_refusal_and_name_a_closed_port(tmp_path):
+    """Stage 03's MQTT checks (one verify session each) against mosquitto on loopback: a round trip on the anonymous
+    listener, a refusing CONNACK on one that takes no anonymous clients, and a closed port named as such."""
+    import subprocess
+
+    from layernet.telemetry.loopback import free_port, wait_port
+
+    host = "127.73.4.1"
+    open_, locked = free_port([host], 18980), free_port([host], 19000)
+    ports = [{"name": "open", "port": open_, "tls": False},
+             {"name": "locked", "port": locked, "tls": False, "auth": "unmodelled"}]
+    conf = tmp_path / "m.conf"
+    conf.write_text(aioext.mosquitto_conf(host, ports, None, None, str(tmp_path / "m.log")))
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_port(host, open_, 5)
+        wait_port(host, locked, 5)
+        ok, seen = aioext.mqtt_round_trip(host, open_, timeout=3)
+        assert ok and seen.startswith("round trip in"), seen
+        assert aioext.mqtt_refuses_anonymous(host, open_, timeout=3) == (False, "an anonymous client was let in")
+        refused, seen = aioext.mqtt_refuses_anonymous(host, locked, timeout=3)
+        assert refused and "anonymous client refused (CONNACK" in seen, seen
+        assert not aioext.mqtt_round_trip(host, locked, timeout=2)[0]
+    finally:
+        broker.terminate()
+        broker.wait(5)
+    ok, seen = aioext.mqtt_round_trip(host, open_, timeout=1)
+    assert not ok and "refused" in seen, seen

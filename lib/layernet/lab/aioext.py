@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -606,35 +607,29 @@ def mqtt_refuses_anonymous(host: str, port: int, ca_file: Optional[str] = None,
     refusing CONNACK, (False, ...) when it lets the client in or does not answer."""
     import threading
 
-
     seen: dict = {}
     done = threading.Event()
-    c = _verify_client(ca_file)
 
     def on_connect(client, userdata, flags, rc, props=None):
         seen["rc"] = rc
         done.set()
 
-    c.on_connect = on_connect
-    try:
-        c.connect(host, port, keepalive=10)
-    except Exception as exc:  # noqa: BLE001 - the observed outcome
-        return False, _describe(exc)
-    c.loop_start()
-    try:
+    with _verify_session(host, port, ca_file, on_connect=on_connect) as (_, failed):
+        if failed:
+            return False, failed
         if not done.wait(timeout):
             return False, f"no CONNACK within {timeout:g} s"
         rc = seen["rc"]
         if rc.is_failure:
             return True, f"anonymous client refused (CONNACK {rc})" + (" over TLS" if ca_file else "")
         return False, "an anonymous client was let in"
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
-def _verify_client(ca_file: Optional[str]):
-    """A fresh paho client for one check (a client id of its own; TLS trusting `ca_file` when given)."""
+@contextmanager
+def _verify_session(host: str, port: int, ca_file: Optional[str], **callbacks):
+    """A fresh paho client for one check (a client id of its own; TLS trusting `ca_file` when given) with
+    `callbacks` set, connecting to host:port with its network loop running: yields (client, None), or
+    (None, what went wrong) when the connect failed at once; disconnects and stops the loop on the way out."""
     import uuid
 
     import paho.mqtt.client as mqtt
@@ -642,7 +637,19 @@ def _verify_client(ca_file: Optional[str]):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"layernet-verify-{uuid.uuid4().hex[:8]}")
     if ca_file:
         c.tls_set(ca_certs=ca_file)
-    return c
+    for name, fn in callbacks.items():
+        setattr(c, name, fn)
+    try:
+        c.connect(host, port, keepalive=10)
+    except Exception as exc:  # noqa: BLE001 - the observed outcome
+        yield None, _describe(exc)
+        return
+    c.loop_start()
+    try:
+        yield c, None
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout: float = 5.0) -> tuple[bool, str]:
@@ -650,12 +657,10 @@ def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout
     import threading
     import uuid
 
-
     topic = f"layernet/verify/{uuid.uuid4().hex[:12]}"
     payload = uuid.uuid4().hex.encode()
     got, subscribed, connected = threading.Event(), threading.Event(), threading.Event()
     result: dict = {}
-    c = _verify_client(ca_file)
 
     def on_connect(client, userdata, flags, rc, props=None):
         result["connack"] = str(rc)
@@ -670,14 +675,11 @@ def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout
         if msg.payload == payload:
             got.set()
 
-    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
     t0 = time.monotonic()
-    try:
-        c.connect(host, port, keepalive=10)
-    except Exception as exc:  # noqa: BLE001 - the observed outcome
-        return False, _describe(exc)
-    c.loop_start()
-    try:
+    with _verify_session(host, port, ca_file, on_connect=on_connect, on_subscribe=on_subscribe,
+                         on_message=on_message) as (c, failed):
+        if failed:
+            return False, failed
         if not connected.wait(timeout):
             return False, f"no CONNACK within {timeout:g} s" + (f" ({result['connack']})" if "connack" in result else "")
         if not subscribed.wait(timeout):
@@ -686,6 +688,3 @@ def mqtt_round_trip(host: str, port: int, ca_file: Optional[str] = None, timeout
         if not got.wait(timeout):
             return False, "published, message not delivered back"
         return True, f"round trip in {1000 * (time.monotonic() - t0):.0f} ms" + (" over TLS" if ca_file else "")
-    finally:
-        c.disconnect()
-        c.loop_stop()
