@@ -141,13 +141,14 @@ def test_the_table_follows_the_pinned_packages_and_every_writer_uses_it():
     from layernet.azure import aio_sdk
     from layernet.render import telemetry as render_telemetry
     from layernet.stages import telemetry
+    from layernet.telemetry import records
 
     site = example_site()
     for r in aio_sdk.desired(site, SUB):
         if r.api:
             assert r.api == apiversions.api_version(apiversions.type_of(r.id)), r.id
     lab = telemetry._with_subscription(_lab_site(), SUB)
-    for r in telemetry.desired(lab, {"level4": "p"}):
+    for r in records.desired(lab, {"level4": "p"}):
         assert r["apiVersion"] == apiversions.api_version(apiversions.type_of(r["id"])), r["id"]
     assert render_telemetry.IOTOPS_API == apiversions.IOTOPERATIONS
     for item in az_aio.prereq_template(site, az_aio.levels(site)[0])["resources"]:
@@ -165,13 +166,14 @@ def test_every_body_the_project_sends_fits_the_pinned_models():
     from layernet.azure import aio_sdk
     from layernet.azure import arc as az_arc
     from layernet.stages import telemetry
+    from layernet.telemetry import records
 
     site = example_site()
     bodies = [(apiversions.type_of(r.id), r.body, r.action) for r in aio_sdk.desired(site, SUB)]
     for t in az_arc.targets(site):
         bodies.append(("Microsoft.Kubernetes/connectedClusters", az_arc.connected_cluster_body(site, t, "AAAA"), "connect"))
     lab = telemetry._with_subscription(_lab_site(), SUB)
-    bodies += [(apiversions.type_of(r["id"]), r["body"], r["action"]) for r in telemetry.desired(lab, {"level4": "p"})]
+    bodies += [(apiversions.type_of(r["id"]), r["body"], r["action"]) for r in records.desired(lab, {"level4": "p"})]
     for r in az_aio.levels(site):
         res = az_aio.listener_template(site, r)["resources"][0]
         bodies.append((res["type"], {k: res[k] for k in ("extendedLocation", "properties")}, "insecure listener"))

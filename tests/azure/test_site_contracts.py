@@ -19,6 +19,7 @@ from layernet.azure import arc as az_arc  # noqa: E402
 from layernet.azure.runner import Runner  # noqa: E402
 from layernet.errors import StageFailed  # noqa: E402
 from layernet.stages import aio, telemetry  # noqa: E402
+from layernet.telemetry import arm as tel_arm, records  # noqa: E402
 from layernet.plan import Step  # noqa: E402
 
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -201,7 +202,7 @@ def test_an_identical_role_assignment_under_another_name_is_found():
 
 
 class FakeLive:
-    """Stage 04's Live with canned ARM answers (by id) and cluster extensions (by level)."""
+    """Stage 04's ARM client (layernet.telemetry.arm.Live) with canned ARM answers (by id) and cluster extensions (by level)."""
 
     def __init__(self, arm=None, resources=None, extensions=None):
         self.resources = {k.lower(): v for k, v in (resources or {}).items()}
@@ -228,30 +229,30 @@ def test_stage_04_finds_the_aio_extension_s_identity_by_type_not_by_name():
            "properties": {"extensionType": "microsoft.iotoperations"}}
     other = {"name": "azure-iot-operations", "identity": {"principalId": "p-wrong"},
              "properties": {"extensionType": "microsoft.azure.secretstore"}}
-    assert telemetry._principals(site, FakeLive(extensions={"level4": [other, ext]})) == {"level4": "p-aio"}
-    assert telemetry._principals(site, FakeLive(extensions={"level4": [other]})) == {}
+    assert tel_arm.principals(site, FakeLive(extensions={"level4": [other, ext]})) == {"level4": "p-aio"}
+    assert tel_arm.principals(site, FakeLive(extensions={"level4": [other]})) == {}
 
 
 def test_an_existing_event_hubs_namespace_and_hub_are_adopted_never_downgraded(monkeypatch):
     site = lab_site()
-    ns, hub = telemetry.desired(site)[:2]
+    ns, hub = records.desired(site)[:2]
     live = {ns["id"]: {"sku": {"name": "Premium", "tier": "Premium"},
                        "properties": {"provisioningState": "Succeeded", "kafkaEnabled": True}},
             hub["id"]: {"properties": {"provisioningState": "Succeeded", "partitionCount": 8,
                                        "messageRetentionInDays": 7}}}
-    monkeypatch.setattr(telemetry, "Live", lambda arm: FakeLive(arm, live))
+    monkeypatch.setattr(tel_arm, "Live", lambda arm: FakeLive(arm, live))
     monkeypatch.setattr("layernet.targets.get_target",
                         lambda s: type("T", (), {"telemetry_running": lambda self: None})())
-    state = telemetry.observe(site, type("A", (), {"subscription_id": SUB})())
+    state = tel_arm.observe(site, type("A", (), {"subscription_id": SUB})())
     steps = {s.action: s for s in telemetry.steps(site, state) if s.level == site.egress_level}
     nss, hubs = steps["create Event Hubs namespace"], steps["create event hub"]
     assert nss.skip and hubs.skip
     assert "adopted as it is, never changed" in nss.reason and "SKU Premium (the site would create Standard): kept" in nss.reason
     assert "8 partition(s) (the site would create 1): kept; partitions cannot be decreased" in hubs.reason
     assert "7 day(s) retention (the site would create 1): kept" in hubs.reason
-    basic = telemetry.adoption_notes(ns, {"sku": {"name": "Basic"}, "properties": {}})
+    basic = records.adoption_notes(ns, {"sku": {"name": "Basic"}, "properties": {}})
     assert basic == ["SKU Basic (the site would create Standard): kept; the Kafka endpoint needs Standard or higher"]
-    assert telemetry.adoption_notes(hub, {"properties": {"partitionCount": 1, "messageRetentionInDays": 1}}) == []
+    assert records.adoption_notes(hub, {"properties": {"partitionCount": 1, "messageRetentionInDays": 1}}) == []
 
 
 # ----------------------------------------------------------------------------------------------- Arc

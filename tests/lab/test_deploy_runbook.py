@@ -25,7 +25,7 @@ def managed_identity_applied(run_dir: Path) -> list[str]:
     string reaches the dataflow, so the broker saw its OAUTHBEARER token) and the Data Sender and Data Receiver
     assignments were applied. The empty list when all holds; otherwise what is missing."""
     from layernet.azure.eventhubs_access import ASSIGN_RECEIVER
-    from layernet.stages.telemetry import SENDER_ACTION
+    from layernet.telemetry.records import SENDER_ACTION
 
     steps = json.loads((run_dir / "telemetry" / "plan.json").read_text())["steps"]
     applied = {s["action"] for s in steps if not s["skip"]}

@@ -11,6 +11,7 @@ import pytest
 from layernet.lab import netns
 from layernet.site import SiteError, load_site
 from layernet.stages import telemetry
+from layernet.telemetry import arm as tel_arm, records, waves as tel_waves
 from layernet.telemetry.verify import Record, analyse, routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +24,12 @@ def site():
 
 
 def state_of(site, resources=None, running=None, principals=None, listeners=None):
-    return {"providers": {ns: "Registered" for ns in telemetry.PROVIDERS}, "principals": principals or {},
+    return {"providers": {ns: "Registered" for ns in tel_arm.PROVIDERS}, "principals": principals or {},
             "resources": resources or {}, "listeners": listeners or {}, "running": running}
 
 
 def test_desired_records_event_hub_first_then_each_level_egress_first(site):
-    recs = telemetry.desired(site, {"level4": "p-4"})
+    recs = records.desired(site, {"level4": "p-4"})
     order = [(r["level"], r["action"]) for r in recs]
     assert order[:2] == [("level4", "create Event Hubs namespace"), ("level4", "create event hub")]
     levels = [lv for lv, _ in order]
@@ -43,14 +44,14 @@ def test_desired_records_event_hub_first_then_each_level_egress_first(site):
     role = next(r for r in recs if r["action"].startswith("assign"))
     assert role["body"]["properties"]["principalId"] == "p-4"
     # the AIO extension is found by type (installers name it azure-iot-operations-<suffix>)
-    assert telemetry.extension_id(site, "level4") == "the microsoft.iotoperations extension of connected cluster aio-l4"
+    assert records.extension_id(site, "level4") == "the microsoft.iotoperations extension of connected cluster aio-l4"
 
 
 def test_everything_missing_plans_every_record_and_the_services(site):
     steps = telemetry.steps(site, state_of(site, running=False))
     changes = [s for s in steps if not s.skip]
-    assert len(changes) == len(telemetry.desired(site)) + 1
-    assert changes[-1].action == telemetry.START_SERVICES and changes[-1].reason == "records changed"
+    assert len(changes) == len(records.desired(site)) + 1
+    assert changes[-1].action == records.START_SERVICES and changes[-1].reason == "records changed"
     role = next(s for s in steps if s.action.startswith("assign"))
     assert "needs the principal" in role.reason
     put = next(s for s in steps if s.action == "create asset")
@@ -60,11 +61,11 @@ def test_everything_missing_plans_every_record_and_the_services(site):
 
 
 def test_live_state_skips_and_differences(site):
-    recs = telemetry.desired(site, {"level4": "p-4"})
+    recs = records.desired(site, {"level4": "p-4"})
     resources = {r["id"]: {"state": "Succeeded", "missing": []} for r in recs}
     steps = telemetry.steps(site, state_of(site, resources, running=True, principals={"level4": "p-4"}))
     assert all(s.skip for s in steps), [s.as_row() for s in steps if not s.skip]
-    assert next(s for s in steps if s.action == telemetry.START_SERVICES).reason == "running"
+    assert next(s for s in steps if s.action == records.START_SERVICES).reason == "running"
     df = next(r for r in recs if r["name"] == "l3-to-l4")
     resources[df["id"]] = {"state": "Succeeded", "missing": ["properties.operations[1]"]}
     asset = next(r for r in recs if r["action"] == "create asset")
@@ -74,12 +75,12 @@ def test_live_state_skips_and_differences(site):
     assert why == {"l3-to-l4": "differs in properties.operations[1]", "oven1": "exists but Failed: PUT again",
                    "OPC PLC, connector, dataflows, event hub": "records changed"}
     # a real site's target cannot tell whether AIO runs the records: no services step at all
-    assert not [s for s in telemetry.steps(site, state_of(site, resources)) if s.action == telemetry.START_SERVICES]
+    assert not [s for s in telemetry.steps(site, state_of(site, resources)) if s.action == records.START_SERVICES]
 
 
 def test_a_listener_port_already_served_by_stage_03_is_not_opened_twice():
     site = telemetry._with_subscription(load_site(ROOT / "params" / "lab.yaml", ["telemetry.mqtt.mode=anonymous"]), SUB)
-    recs = telemetry.desired(site)
+    recs = records.desired(site)
     lst = next(r for r in recs if r["action"] == "create broker listener" and r["level"] == "level3")
     base = lst["id"].rsplit("/", 1)[0]
     served = {f"{base}/default-insecure": [{"port": 1883}], f"{base}/default": [{"port": 18883, "tls": {"mode": "Automatic"}}]}
@@ -95,13 +96,13 @@ def test_a_listener_port_already_served_by_stage_03_is_not_opened_twice():
 
 def test_waves_put_what_a_record_refers_to_first(site):
     steps = [s for s in telemetry.steps(site, state_of(site, running=False)) if not s.skip]
-    waves = telemetry.waves(steps)
+    waves = tel_waves.waves(steps)
     at = {(s.level, s.action): i for i, w in enumerate(waves) for s in w}
     assert at[("level4", "create Event Hubs namespace")] < at[("level4", "create event hub")]
     assert at[("level4", "create Event Hubs namespace")] < at[("level4", "assign Azure Event Hubs Data Sender")]
     assert at[("level2", "create device")] < at[("level2", "create asset")]
     assert at[("level3", "create dataflow endpoint")] < at[("level3", "create dataflow")]
-    assert at[("site", telemetry.START_SERVICES)] == len(waves) - 1 and len(waves[-1]) == 1
+    assert at[("site", records.START_SERVICES)] == len(waves) - 1 and len(waves[-1]) == 1
     assert sum(len(w) for w in waves) == len(steps)
 
 

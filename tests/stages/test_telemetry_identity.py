@@ -9,6 +9,7 @@ from layernet.azure import eventhubs_access as access
 from layernet.rbac import RECEIVER, SENDER
 from layernet.site import load_site
 from layernet.stages import telemetry
+from layernet.telemetry import records, waves
 
 ROOT = Path(__file__).resolve().parents[2]
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -25,7 +26,7 @@ def state(operator):
 
 def test_the_operator_gets_a_receiver_assignment_on_the_namespace():
     site = lab_site()
-    scope = telemetry.receiver_scope(site)
+    scope = records.receiver_scope(site)
     assert scope == (f"/subscriptions/{SUB}/resourceGroups/{site.azure.resource_group}/providers/"
                      f"Microsoft.EventHub/namespaces/{site.azure.eventhubs_namespace}")
     steps = telemetry.steps(site, state({"principal": "op-oid", "type": "User"}))
@@ -38,7 +39,7 @@ def test_the_operator_gets_a_receiver_assignment_on_the_namespace():
     assert len(sender) == 1 and f"roleDefinitions/{SENDER}" in sender[0].detail
     assert '"principalId":"ext-principal"' in sender[0].detail
     # the receiver assignment runs in the same wave as the sender's, before the services start
-    assert telemetry.WAVE[access.ASSIGN_RECEIVER] == telemetry.WAVE["assign Azure Event Hubs Data Sender"]
+    assert waves.WAVE[access.ASSIGN_RECEIVER] == waves.WAVE["assign Azure Event Hubs Data Sender"]
 
 
 def test_an_unknown_operator_is_a_missing_assignment_naming_role_and_scope():
@@ -47,23 +48,23 @@ def test_an_unknown_operator_is_a_missing_assignment_naming_role_and_scope():
     recv = [s for s in steps if s.action == access.ASSIGN_RECEIVER]
     assert len(recv) == 1 and recv[0].skip
     assert recv[0].reason.startswith("MISSING: the operator needs Azure Event Hubs Data Receiver on "
-                                     f"{telemetry.receiver_scope(site)}")
+                                     f"{records.receiver_scope(site)}")
     assert "no oid claim" in recv[0].reason and "az role assignment create" in recv[0].reason
 
 
 def test_with_a_connection_string_no_role_is_planned():
     site = lab_site("telemetry.eventhubs.auth=connection_string")
-    assert telemetry.receiver_scope(site) is None
+    assert records.receiver_scope(site) is None
     steps = telemetry.steps(site, state({"principal": "op-oid"}))
     assert not [s for s in steps if s.action.startswith("assign")]
 
 
 def test_role_rows_name_role_principal_and_scope():
     site = lab_site()
-    rec = [r for r in telemetry.desired(site, {"level4": "ext-principal"}, {"principal": "op-oid"})
+    rec = [r for r in records.desired(site, {"level4": "ext-principal"}, {"principal": "op-oid"})
            if r["action"].startswith("assign")]
     hints = {r["action"]: telemetry.role_hint(r) for r in rec}
-    scope = telemetry.receiver_scope(site)
+    scope = records.receiver_scope(site)
     assert hints["assign Azure Event Hubs Data Sender"].startswith(
         f"the AIO extension's identity on level4 (the egress dataflow) ext-principal needs Azure Event Hubs Data "
         f"Sender on {scope}")

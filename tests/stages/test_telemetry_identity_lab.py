@@ -32,6 +32,7 @@ from layernet.lab.cloud import entra
 from layernet.lab.cloud.arm.view import role_assignments
 from layernet.rbac import RECEIVER, SENDER
 from layernet.stages import aio, arc, telemetry
+from layernet.telemetry import records
 from layernet.targets import get_target
 
 import labs
@@ -251,7 +252,7 @@ def test_a_broker_that_cannot_reach_its_jwks_fails_the_stage_naming_it(deployed,
     kafka.rehearse_jwks_unreachable(site)
     try:
         p = telemetry.plan(site)
-        assert [s.action for s in p.changes] == [telemetry.START_SERVICES]
+        assert [s.action for s in p.changes] == [records.START_SERVICES]
         with pytest.raises(StageFailed) as exc:
             telemetry.run(p, site)
         msg = str(exc.value)

@@ -20,6 +20,7 @@ from layernet.errors import StageFailed
 from layernet.lab import kafka, netns, services
 from layernet.lab import telemetry as lab_telemetry
 from layernet.stages import aio, arc, telemetry, telemetry_objects
+from layernet.telemetry import records
 from layernet.telemetry import charts
 
 import labs
@@ -90,7 +91,7 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
     eh = [a for a in actions if a[0] != "site"][:2]
     assert eh == [("level4", "create Event Hubs namespace"), ("level4", "create event hub")]
     assert ("level2", "create asset") in actions and ("level4", "assign Azure Event Hubs Data Sender") in actions
-    assert ("site", telemetry.START_SERVICES) == actions[-1]
+    assert ("site", records.START_SERVICES) == actions[-1]
     # X.509 between levels (the lab site's mode): each level's listener on 8883 with its X.509 authentication
     listeners = [s for s in p.steps if s.action == "create broker listener"]
     assert listeners and not any(s.skip for s in listeners)

@@ -13,6 +13,7 @@ import pytest
 from layernet.errors import StageFailed
 from layernet.site import load_site
 from layernet.stages import telemetry
+from layernet.telemetry import window as tel_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_the_window_judges_the_site_s_minimum_at_the_publishing_interval(lab):
     example = load_site(ROOT / "params" / "site-example.yaml")
     assert telemetry.proof_window(example) == 122.0              # the sample's 500 ms: about two minutes
     few = load_site(ROOT / "params" / "lab.yaml", ["telemetry.proof.min_messages=10"])
-    assert telemetry.proof_window(few) == telemetry.WINDOW_S
+    assert telemetry.proof_window(few) == tel_window.WINDOW_S
 
 
 def analysis(judged: int):
@@ -61,14 +62,15 @@ def test_the_verdict_names_the_judged_count_and_the_budget(lab):
 def test_the_proof_uses_the_site_s_window_and_p99_budget(lab, monkeypatch):
     seen = {}
 
-    def window(site, seconds, settle=0.0, min_judged=None):   # the site's routes, nothing received: every check fails
+    def window(site, seconds, settle=0.0, min_judged=None, tls=None):   # the site's routes, nothing received: every check fails
         from layernet.telemetry.verify import routes
 
         seen["seconds"] = seconds
         rl = routes(site)
         return rl, {"records": {r.label: {h.index: [] for h in r.hops} for r in rl}, "kafka_error": None}
 
-    monkeypatch.setattr(telemetry, "observe_window", window)
+    monkeypatch.setattr(tel_window, "observe_window", window)
+    monkeypatch.setattr(telemetry, "tap_tls", lambda site, tgt=None: None)     # no taps: the window above stands in
     monkeypatch.setattr("layernet.targets.get_target",
                         lambda s: SimpleNamespace(eventhubs_refusals=lambda since: []))
     out = telemetry.messages(lab)

@@ -19,187 +19,36 @@ Verify is one code path for both: the provisioning state of every record, then M
 Azure calls run: lab connection string, or an Entra token on a real site) for one window; the analysis
 (`layernet.telemetry.verify`) gives evidence rows per hop, loss, end-to-end and per-hop latency, and names the hop
 where messages stopped.
+
+This module orchestrates; the parts live in `layernet.telemetry`: `records` (the desired ARM records), `arm` (the
+ARM client and the observed live state), `waves` (the wave executor of apply), `window` (the message window).
 """
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from layernet import targets
-from layernet.apiversions import api_version
-from layernet.azure import aio as az_aio, aio_sdk, eventhubs_access as access
-from layernet.azure.aio import INSTANCE_EXTENSION
+from layernet.azure import eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
-from layernet.azure.clients import Arm, as_dict, pick
+from layernet.azure.clients import Arm, pick
 from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
-from layernet.render.telemetry import AioNames, ZERO_SUBSCRIPTION, _rg_id, render
-from layernet.site.telemetry import eventhubs_namespace
 from layernet.stages import telemetry_objects as objects
 from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
-from layernet.telemetry import charts
-from layernet.telemetry.verify import MqttTap, Record, analyse, broker_addresses, consume_kafka, evidence_rows, kafka_consumer_config, routes
+from layernet.telemetry import arm as arm_state, charts, records, waves, window
+from layernet.telemetry.verify import analyse, evidence_rows
 
 STAGE = "telemetry"
-EVENTHUB_API = api_version("Microsoft.EventHub/namespaces/eventhubs")      # the one table (layernet.apiversions)
-START_SERVICES = "start telemetry services in the cluster"
-ACTIONS = {   # the last type of a record's id -> the step's verb phrase
-    "namespaces": "create Event Hubs namespace", "eventhubs": "create event hub", "devices": "create device",
-    "assets": "create asset", "authentications": "create broker authentication",
-    "listeners": "create broker listener", "dataflowEndpoints": "create dataflow endpoint",
-    "dataflows": "create dataflow", "roleAssignments": "assign Azure Event Hubs Data Sender",
-}
-SENDER_ACTION = ACTIONS["roleAssignments"]      # the AIO extension's identity: read from ARM at apply
-WINDOW_S = 6.0                # the shortest proof window (seconds)
-GRACE_S = 2.0                 # the window's tail whose messages are not judged (telemetry.verify.analyse)
-PROVIDERS = ("Microsoft.EventHub", "Microsoft.DeviceRegistry", "Microsoft.IoTOperations")
 
 
-# ----------------------------------------------------------------------------------------------- desired
 _with_subscription = with_subscription     # the site with the subscription the Arm talks to (render puts it in every id)
 
 
-def _names(site) -> dict:
-    """The names stage 03 gave each level's deployment (instance, custom location, ADR namespace)."""
-    return {r.level: AioNames(r.instance, r.custom_location, r.adr_namespace) for r in az_aio.levels(site)}
-
-
-def extension_id(site, level: str) -> str:
-    """How the plan names a level's AIO extension: it is found by extension type, whatever its name
-    (`az iot ops create` names it azure-iot-operations-<suffix>)."""
-    cluster = site.aio.for_level(site, level).cluster
-    return f"the {INSTANCE_EXTENSION} extension of connected cluster {cluster}"
-
-
-def eventhub_records(site) -> list[dict]:
-    """The Event Hubs namespace and hub the egress dataflow sends to (a real site usually has them: skips)."""
-    tel = site.telemetry
-    if not any(f.destination == "eventhubs" for f in tel.dataflows):
-        return []
-    ns = eventhubs_namespace(tel, site.azure.eventhubs_namespace)
-    ns_id = f"{_rg_id(site)}/providers/Microsoft.EventHub/namespaces/{ns}"
-    return [{"id": ns_id, "apiVersion": EVENTHUB_API,
-             "body": {"location": site.azure.location, "sku": {"name": "Standard", "tier": "Standard"},
-                      "properties": {"kafkaEnabled": True}}},
-            {"id": f"{ns_id}/eventhubs/{tel.eventhubs.hub}", "apiVersion": EVENTHUB_API,
-             "body": {"properties": {"partitionCount": 1, "messageRetentionInDays": 1}}}]
-
-
-ADOPTED = ("create Event Hubs namespace", "create event hub")
-SKU_RANK = {"basic": 0, "standard": 1, "premium": 2}
-
-
-def adoption_notes(rec: dict, have: dict) -> list[str]:
-    """How an existing Event Hubs namespace or hub differs from what the site would create. It is adopted as it
-    is, never changed: a Standard hub's partition count cannot change (and never shrink), and the SKU and
-    retention of a plant's namespace are someone's paid, production settings."""
-    want, notes = rec["body"], []
-    if rec["action"] == "create Event Hubs namespace":
-        w, h = pick(want, "sku", "name") or "", pick(have, "sku", "name") or "?"
-        if h.lower() != w.lower():
-            notes.append(f"SKU {h} (the site would create {w}): kept" +
-                         ("; the Kafka endpoint needs Standard or higher" if SKU_RANK.get(h.lower(), 1) < 1 else ""))
-        if pick(have, "properties", "kafkaEnabled") is False:
-            notes.append("kafkaEnabled is false: the dataflow's Kafka endpoint will not answer")
-        return notes
-    for field, unit, why in (("partitionCount", "partition(s)", "partitions cannot be decreased"),
-                             ("messageRetentionInDays", "day(s) retention", "")):
-        w, h = pick(want, "properties", field), pick(have, "properties", field)
-        if h is not None and h != w:
-            notes.append(f"{h} {unit} (the site would create {w}): kept" + (f"; {why}" if why and h > w else ""))
-    return notes
-
-
-def desired(site, principals: Optional[dict[str, str]] = None, operator: Optional[dict] = None) -> list[dict]:
-    """Every record in apply order, each with its level and action: the event hub first (on the egress level),
-    then each level's records as render/telemetry gives them, egress level first; with a managed identity, the
-    operator's Data Receiver assignment last (`operator`: from `eventhubs_access.operator`)."""
-    out = [{**r, "level": site.egress_level} for r in eventhub_records(site)]
-    for level, recs in render(site, _names(site), principals or {}).items():
-        out += [{**r, "level": level} for r in recs]
-    scope = receiver_scope(site)
-    if scope and (operator or {}).get("principal"):
-        out.append({**access.receiver_record(site.azure.subscription_id or "", scope, operator["principal"],
-                                             operator.get("type", "ServicePrincipal")), "level": "eventhubs"})
-    for r in out:
-        r["action"] = ACTIONS.get(r["id"].rstrip("/").split("/")[-2], "create resource")
-        if r["action"].startswith("assign") and access.role_of(r["body"]) == access.RECEIVER:
-            r["action"] = access.ASSIGN_RECEIVER
-        r["name"] = "/".join(r["id"].rstrip("/").split("/")[-1:])
-    return out
-
-
-def receiver_scope(site) -> Optional[str]:
-    """Where the operator needs Azure Event Hubs Data Receiver to read the hub (the namespace), when the site's
-    Event Hubs uses Entra identities (auth: managed_identity); None otherwise."""
-    tel = site.telemetry
-    if tel.eventhubs.auth != "managed_identity" or not any(f.destination == "eventhubs" for f in tel.dataflows):
-        return None
-    return access.namespace_scope(site.azure.subscription_id or ZERO_SUBSCRIPTION, site.azure.resource_group,
-                                  eventhubs_namespace(tel, site.azure.eventhubs_namespace))
-
-
-def records_by_level(site, principals: Optional[dict[str, str]] = None) -> dict[str, list[dict]]:
-    """The rendered records per level (no Event Hubs records): what the cluster's connector and dataflows run."""
-    return render(site, _names(site), principals or {})
-
-
-# ----------------------------------------------------------------------------------------------- live
-class Live:
-    """Reads and writes records by id through the generic resource client (one client per thread)."""
-
-    def __init__(self, arm: Arm):
-        self.arm = arm
-        self._local = threading.local()
-
-    @property
-    def client(self):
-        if not hasattr(self._local, "c"):
-            self._local.c = self.arm.resources()
-        return self._local.c
-
-    def get(self, rid: str, api: str) -> Optional[dict]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return as_dict(self.client.resources.get_by_id(rid, api_version=api))
-        except ResourceNotFoundError:
-            return None
-
-    def put(self, rid: str, api: str, body: dict) -> dict:
-        return as_dict(self.client.resources.begin_create_or_update_by_id(rid, api_version=api, parameters=body).result())
-
-    def extension_of_type(self, site, level: str, ext_type: str) -> Optional[dict]:
-        """The level's cluster extension of `ext_type` (found by type, never by name), or None."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        if not hasattr(self._local, "ext"):
-            self._local.ext = self.arm.extensions()
-        cluster = site.aio.for_level(site, level).cluster
-        try:
-            exts = [as_dict(e) for e in self._local.ext.extensions.list(
-                site.azure.resource_group, "Microsoft.Kubernetes", "connectedClusters", cluster)]
-        except ResourceNotFoundError:
-            return None
-        return next((e for e in exts if (pick(e, "properties", "extensionType") or "").lower() == ext_type), None)
-
-
-def _principals(site, live: Live) -> dict[str, str]:
-    """The AIO extension's managed identity per level that sends to Event Hubs (read from ARM)."""
-    out = {}
-    for lv in site.chain:
-        if any(f.level == lv.name and f.destination == "eventhubs" for f in site.telemetry.dataflows):
-            ext = live.extension_of_type(site, lv.name, INSTANCE_EXTENSION) or {}
-            p = pick(ext, "identity", "principalId")
-            if p:
-                out[lv.name] = p
-    return out
-
-
+# ----------------------------------------------------------------------------------------------- plan
 def _listener_port_taken(rec: dict, lives: dict) -> Optional[str]:
     """A listener record whose port another listener of the same broker already serves the same way (stage 03's
     anonymous 1883 listener, the sample's east-west port): the name of that listener."""
@@ -215,52 +64,6 @@ def _listener_port_taken(rec: dict, lives: dict) -> Optional[str]:
     return None
 
 
-def observe(site, arm: Arm) -> dict:
-    """{"principals", "resources": {id: {"state", "missing"} | None}, "listeners": {id: live}, "running"}."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    site = _with_subscription(site, arm.subscription_id)
-    live = Live(arm)
-    providers = {}
-    for ns in PROVIDERS:
-        try:
-            providers[ns] = pick(as_dict(live.client.providers.get(ns)), "registrationState") or "NotRegistered"
-        except Exception:  # noqa: BLE001 - an unknown namespace reads as not registered
-            providers[ns] = "NotRegistered"
-    principals = _principals(site, live)
-    operator = access.operator(arm) if receiver_scope(site) else None
-    wanted = desired(site, principals, operator)
-    # the brokers' other listeners (stage 03's), to see whether a port is already served
-    others = {}
-    for r in wanted:
-        if r["action"] == "create broker listener":
-            base = r["id"].rsplit("/", 1)[0]
-            for name in aio_sdk.LISTENERS:
-                others[f"{base}/{name}"] = r["apiVersion"]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        got = list(pool.map(lambda r: live.get(r["id"], r["apiVersion"]), wanted))
-        listeners = dict(zip(others, pool.map(lambda i: live.get(i, others[i]), others)))
-    out = {}
-    for r, have in zip(wanted, got):
-        if have is None:
-            out[r["id"]] = None
-            continue
-        if r["action"] in ADOPTED:      # an existing namespace or hub is adopted, compared, never changed
-            out[r["id"]] = {"state": pick(have, "properties", "provisioningState") or "unknown", "missing": [],
-                            "adopted": adoption_notes(r, have)}
-            continue
-        want = json.loads(json.dumps(r["body"]))
-        if r["action"] == SENDER_ACTION and principals.get(r["level"]) is None:
-            want["properties"].pop("principalId", None)
-        out[r["id"]] = {"state": pick(have, "properties", "provisioningState") or "unknown",
-                        "missing": aio_sdk.differences(want, have)}
-        if r["action"] == "create broker listener":
-            listeners[r["id"]] = have
-    return {"providers": providers, "principals": principals, "operator": operator, "resources": out,
-            "listeners": {k: pick(v, "properties", "ports") for k, v in listeners.items() if v},
-            "running": targets.get_target(site).telemetry_running()}
-
-
 def steps(site, state: dict) -> list[Step]:
     """The plan from the observed state: one step per record (change or skip with the reason), then, where the
     target runs the telemetry services itself (the lab), starting them when a record changed or they stopped."""
@@ -268,7 +71,7 @@ def steps(site, state: dict) -> list[Step]:
                             f"/providers/{ns}/register", skip=reg == "Registered", reason=reg)
                        for ns, reg in state.get("providers", {}).items()]
     listeners = {k: {"properties": {"ports": v}} for k, v in state.get("listeners", {}).items()}
-    for r in desired(site, state.get("principals"), state.get("operator")):
+    for r in records.desired(site, state.get("principals"), state.get("operator")):
         live = state["resources"].get(r["id"])
         detail = f"PUT {r['id']}?api-version={r['apiVersion']} " + json.dumps(r["body"], sort_keys=True,
                                                                              separators=(",", ":"))
@@ -281,10 +84,10 @@ def steps(site, state: dict) -> list[Step]:
                                ("; notes: " + "; ".join(notes) if notes else "; same as the site's"))
         else:
             skip, why = resource_skip(live)
-        if r["action"] == SENDER_ACTION and not state.get("principals", {}).get(r["level"]):
-            skip, why = False, f"needs the principal of {extension_id(site, r['level'])} (read at apply)"
+        if r["action"] == records.SENDER_ACTION and not state.get("principals", {}).get(r["level"]):
+            skip, why = False, f"needs the principal of {records.extension_id(site, r['level'])} (read at apply)"
         out.append(Step(r["level"], r["action"], r["name"], detail, skip=skip, reason=why))
-    scope = receiver_scope(site)
+    scope = records.receiver_scope(site)
     who = state.get("operator") or {}
     if scope and not who.get("principal"):
         out.append(Step("eventhubs", access.ASSIGN_RECEIVER, "the operator", "the verify consumer reads the hub as "
@@ -295,7 +98,7 @@ def steps(site, state: dict) -> list[Step]:
     running = state.get("running")
     if running is not None:
         changed = any(not s.skip for s in out)
-        out.append(Step("site", START_SERVICES, "OPC PLC, connector, dataflows, event hub",
+        out.append(Step("site", records.START_SERVICES, "OPC PLC, connector, dataflows, event hub",
                         "start each level's stand-ins from the rendered records",
                         skip=bool(running) and not changed,
                         reason="records changed" if changed else ("running" if running else "not running")))
@@ -336,9 +139,9 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
     if not _here(arm):
         tgt = targets.get_target(site)
         return with_cluster_objects(site, tgt, Plan.from_dict(tgt.azure_call("layernet.stages.telemetry:_plan_remote")))
-    state = observe(site, arm)
-    return Plan(STAGE, steps(_with_subscription(site, arm.subscription_id), state), observed=fingerprint(state),
-                executor="sdk")
+    s = _with_subscription(site, arm.subscription_id)
+    state = arm_state.observe(s, arm)
+    return Plan(STAGE, steps(s, state), observed=fingerprint(state), executor="sdk")
 
 
 def with_cluster_objects(site, tgt, p: Plan) -> Plan:
@@ -368,16 +171,6 @@ def _apply_cluster_objects(site, tgt, plan: Plan, progress: Progress) -> tuple[P
     return rest, rows
 
 
-def _write(record: Optional[Path], level: str, rid: str, body: dict, result: Any) -> str:
-    if not record:
-        return ""
-    d = record / "resources" / level
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / (rid.split("/providers/", 1)[-1].replace("/", "~") + ".json")
-    path.write_text(json.dumps({"id": rid, "request": body, "response": result}, indent=1, sort_keys=True))
-    return str(path)
-
-
 def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] = None,
           progress: Optional[Progress] = None) -> list[dict]:
     """Run exactly the plan's changes in order (PUT, wait for the long-running operation); refuse when the live
@@ -391,116 +184,20 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
         plan, made = _apply_cluster_objects(site, tgt, plan, progress)
         return made + tgt.azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
                                      plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
-    state = observe(site, arm)
-    refuse_drift(plan, state)
     s = _with_subscription(site, arm.subscription_id)
-    tgt = targets.get_target(s)
-    live = Live(arm)
-    record = Path(run_dir) / STAGE if run_dir else None
-    principals = dict(state["principals"])
-    recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals, state.get("operator"))}
-    changes = plan.changes
-    total = len(changes)
-    index = {id(st): i for i, st in enumerate(changes, 1)}
-    lock = threading.Lock()
-    done: dict[int, dict] = {}
-
-    def one(step: Step) -> dict:
-        i = index[id(step)]
-        with lock:
-            progress(f"[{i}/{total}] {step.level}: {step.action} {step.target}")
-        row = _run_step(step, s, arm, live, tgt, recs, principals, record)
-        done[i] = row
-        with lock:
-            progress(f"[{i}/{total}] {step.level}: {step.action} " + (
-                f"done in {row['seconds']} s" + (f" ({row['output']})" if row["output"] else "")
-                if row["ok"] else f"FAILED: {row['output']}"))
-        return row
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    for wave in waves(changes):
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, wave))
-        bad = [done[index[id(st)]] for st in wave if not done[index[id(st)]]["ok"]]
-        if bad:
-            where = f" Requests and answers: {record / 'resources'}." if record else ""
-            raise StageFailed("; ".join(f"{r['level']}: {r['action']} {r['target']} failed: {r['output']}"
-                                        for r in bad) + "." + where)
-    if not changes:
-        progress("nothing to change: every record is in the desired state")
-    return [done[i] for i in sorted(done)]
-
-
-WAVE = {"register provider": 0, "create Event Hubs namespace": 1, "create device": 1,
-        "create broker authentication": 1, "create dataflow endpoint": 1, "create event hub": 2,
-        "create broker listener": 2, "create asset": 2, "create dataflow": 2,
-        "assign Azure Event Hubs Data Sender": 2, access.ASSIGN_RECEIVER: 2, START_SERVICES: 3}
-
-
-def waves(changes: list[Step]) -> list[list[Step]]:
-    """The changes in waves: a wave starts when the one before it succeeded; within a wave the steps run side by
-    side (they do not refer to each other: devices before assets, endpoints before dataflows, the namespace before
-    its hub and role assignment, every record before the services that run them)."""
-    out: dict[int, list[Step]] = {}
-    for st in changes:
-        out.setdefault(WAVE.get(st.action, 4), []).append(st)
-    return [out[k] for k in sorted(out)]
-
-
-def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: dict, record) -> dict:
-    t0 = time.monotonic()
-    note, state_, path, ok = "", "", "", True
-    if step.action == "register provider":
-        live.client.providers.register(step.target)
-        while True:
-            state_ = pick(as_dict(live.client.providers.get(step.target)), "registrationState")
-            if state_ == "Registered" or time.monotonic() - t0 > 120:
-                break
-            time.sleep(0.5)
-        ok = state_ == "Registered"
-        note = "" if ok else f"{step.target} still {state_} after 120 s"
-    elif step.action == START_SERVICES:
-        try:
-            note = tgt.install_telemetry(records_by_level(s, _principals(s, live))) or ""
-            state_ = "running"
-        except Exception as exc:  # noqa: BLE001 - the stand-ins' failure is the step's outcome
-            ok, note, state_ = False, " ".join(str(exc).split())[:600], "failed"
-    else:
-        r = recs[(step.level, step.action, step.target)]
-        body = json.loads(json.dumps(r["body"]))
-        if step.action == SENDER_ACTION:         # the extension's principal, read from ARM now
-            p = principals.get(step.level) or _principals(s, live).get(step.level)
-            if not p:
-                ok, note = False, f"{extension_id(s, step.level)} has no managed identity principal"
-            body["properties"]["principalId"] = p
-        if ok:
-            try:
-                result = live.put(r["id"], r["apiVersion"], body)
-                state_ = pick(result, "properties", "provisioningState") or "Succeeded"
-                ok = state_ == "Succeeded"
-                note = "" if ok else f"{step.target} is {state_}"
-            except Exception as exc:  # noqa: BLE001 - an ARM error is the step's outcome
-                result = {"error": getattr(exc, "message", None) or str(exc)}
-                ok, state_, note = False, "Failed", " ".join(str(result["error"]).split())[:400]
-                if step.action.startswith("assign") and "RoleAssignmentExists" in str(result["error"]):
-                    ok, state_, note = True, "Succeeded", "the principal already holds this role on the scope"
-            path = _write(record, step.level, r["id"], body, result)
-        if ok and step.action == "create broker listener":
-            inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
-            c = aio_sdk.SdkClients(arm, s.azure.resource_group)
-            note = tgt.aio_listeners(step.level, c.listeners(inst), c.authentications(inst)) or ""
-    return {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
-            "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
+    state = arm_state.observe(s, arm)
+    refuse_drift(plan, state)
+    return waves.run(plan.changes, s, arm, state, Path(run_dir) / STAGE if run_dir else None, progress)
 
 
 def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
     """Evidence rows: the provisioning state of every record (runs where the Azure calls run)."""
     if not _here(arm):
         return targets.get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
-    state = observe(site, arm)
+    s = _with_subscription(site, arm.subscription_id)
+    state = arm_state.observe(s, arm)
     rows = []
-    for r in desired(_with_subscription(site, arm.subscription_id), state["principals"], state.get("operator")):
+    for r in records.desired(s, state["principals"], state.get("operator")):
         live = state["resources"].get(r["id"])
         if live is None and r["action"] == "create broker listener":
             continue                                  # skipped: another listener serves its port
@@ -547,133 +244,12 @@ def _provisioning_remote(site) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- the message proof
-READY = "telemetry: kafka consumer assigned"
-
-
-def consumer_config(site) -> dict:
-    """The Event Hubs Kafka consumer settings where the Azure calls run. With `auth: managed_identity` the
-    operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
-    (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
-    Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
-    cs, ca = targets.get_target(site).eventhubs_client()
-    if receiver_scope(site):
-        return kafka_consumer_config(site, ca=ca, credential=_arm(site, None).cred(), group="layernet-verify")
-    return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
-
-
-def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> list[dict]:
-    """Read the hub for at most `seconds`, until `stop_file` exists; prints READY once the partitions are
-    assigned. Records as JSON."""
-    import os
-
-    ready, stop = threading.Event(), threading.Event()
-    got: list = []
-    err: list = []
-
-    def go():
-        try:
-            got.extend(consume_kafka(consumer_config(site), site.telemetry.eventhubs.hub, seconds, ready, stop))
-        except Exception as exc:  # noqa: BLE001 - reported to the caller
-            err.append(f"{type(exc).__name__}: {exc}")
-            ready.set()
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    if ready.wait(30) and not err:
-        print(READY, flush=True)
-    end = time.monotonic() + seconds + 30
-    while t.is_alive() and time.monotonic() < end:
-        if stop_file and os.path.exists(stop_file):
-            stop.set()
-        t.join(0.1)
-    if err:
-        raise StageFailed(f"the Event Hubs consumer failed: {err[0]}")
-    return [{"t": r.t, "topic": r.topic, "key": r.key, "payload": r.payload.decode(errors="replace")} for r in got]
-
-
-def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float = 0.0,
-                   tail: float = 1.5, min_judged: Optional[int] = None) -> tuple[list, dict]:
-    """MQTT taps on every level's broker (from here: the admin network) and the Kafka consumer where the Azure
-    calls run, for one window; returns (routes, {"records", "kafka_error"}) for `verify.analyse`. The consumer
-    starts first; while it joins the hub, up to `settle` seconds pass until the flow reaches its last broker; it
-    reads `tail` seconds beyond the taps' window."""
-    import shutil
-    import tempfile
-
-    tgt = targets.get_target(site)
-    route_list = routes(site)
-    brokers = brokers or broker_addresses(site)
-    tls = tap_tls(site, tgt)
-    ready = threading.Event()
-    kafka_out: dict = {}
-    has_kafka = any(h.kind == "kafka" for r in route_list for h in r.hops)
-    tmp = tempfile.mkdtemp(prefix="layernet-telemetry-")
-    stop_file = str(Path(tmp) / "stop")
-
-    def on_line(line: str) -> None:
-        if READY in line:
-            ready.set()
-        else:
-            print(line, flush=True)
-
-    def consume():
-        try:
-            kafka_out["records"] = tgt.azure_call("layernet.stages.telemetry:_consume_remote", progress=on_line,
-                                                  seconds=settle + seconds + 60.0, stop_file=stop_file)
-        except Exception as exc:  # noqa: BLE001 - becomes evidence
-            kafka_out["error"] = str(exc)
-        ready.set()
-
-    kt = None
-    try:
-        if has_kafka:
-            kt = threading.Thread(target=consume, daemon=True)
-            kt.start()
-        if settle:
-            wait_flowing(site, settle, brokers, tls=tls)
-        ready.wait(60)
-        topics: dict[str, set] = {}
-        depth: dict[str, int] = {}
-        for r in route_list:
-            for h in r.hops:
-                if h.kind == "mqtt":
-                    topics.setdefault(h.level, set()).add(h.topic)
-                    depth[h.level] = h.index
-        taps = {}
-        tapped = time.monotonic()
-        try:
-            for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):     # downstream first
-                taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), name="layernet-stage-tap", tls=tls).start()
-            time.sleep(seconds)
-            if min_judged:      # a source that misses sampling ticks: go on (up to three windows) until judged
-                first = [(r.hops[0].level, r.hops[0].topic) for r in route_list if r.hops and r.hops[0].kind == "mqtt"]
-                end = time.monotonic() + 2 * seconds
-                while time.monotonic() < end and not all(
-                        sum(1 for x in list(taps[lv].records) if x.topic == tp and x.t <= time.time() - GRACE_S)
-                        >= min_judged for lv, tp in first if lv in taps):
-                    time.sleep(0.5)
-        finally:
-            got = {lv: tap.stop() for lv, tap in taps.items()}
-            tapped = time.monotonic() - tapped
-        if kt is not None:
-            time.sleep(tail)
-            Path(stop_file).touch()
-            kt.join(90)
-    finally:
-        Path(stop_file).touch()
-        shutil.rmtree(tmp, ignore_errors=True)
-    krecs = [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in kafka_out.get("records", [])]
-    records = {r.label: {h.index: (krecs if h.kind == "kafka" else got.get(h.level, [])) for h in r.hops}
-               for r in route_list}
-    return route_list, {"records": records, "kafka_error": kafka_out.get("error"), "window_s": round(tapped, 1)}
-
-
 def proof_window(site) -> float:
     """Seconds of window that let the proof judge `telemetry.proof.min_messages` messages of every asset dataset
     at its publishing interval (with a fifth more for jitter, and the unjudged tail)."""
     need = [site.telemetry.proof.min_messages * ds.publishing_ms / 1000.0 for a in site.telemetry.assets
             for ds in a.datasets]
-    return round(max([WINDOW_S] + [n * 1.2 + GRACE_S for n in need]), 1)
+    return round(max([window.WINDOW_S] + [n * 1.2 + window.GRACE_S for n in need]), 1)
 
 
 def judged_rows(site, analysis, seconds: float) -> list[dict]:
@@ -701,13 +277,14 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
     seconds = seconds if seconds is not None else proof_window(site)
     p99_limit_ms = p99_limit_ms if p99_limit_ms is not None else site.telemetry.proof.p99_ms
     t0 = time.time()
-    route_list, got = observe_window(site, seconds, settle=settle,
-                                     min_judged=site.telemetry.proof.min_messages if adaptive else None)
+    route_list, got = window.observe_window(site, seconds, settle=settle,
+                                            min_judged=site.telemetry.proof.min_messages if adaptive else None,
+                                            tls=tap_tls(site))
     seconds = got.get("window_s", seconds) if adaptive else seconds
-    a = analyse(route_list, got["records"], grace_s=GRACE_S)
+    a = analyse(route_list, got["records"], grace_s=window.GRACE_S)
     rows = evidence_rows(a, p99_limit_ms) + judged_rows(site, a, seconds)
     if got["kafka_error"]:
-        hint, scope = got["kafka_error"], receiver_scope(site)
+        hint, scope = got["kafka_error"], records.receiver_scope(site)
         if scope and "authoriz" in hint.lower():
             hint += "; " + access.missing_text(access.RECEIVER, scope, "the operator (the identity of the stage's "
                                                "Azure calls)") + " to read the hub"
@@ -784,31 +361,6 @@ def tap_tls(site, tgt=None):
         return objects.tap_tls(site, tgt)
     except RuntimeError as exc:
         raise StageFailed(f"the proof's MQTT taps have no client certificate: {exc}") from None
-
-
-def wait_flowing(site, timeout: float, brokers=None, tls=None) -> bool:
-    """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
-    last = {}
-    for r in routes(site):
-        mq = [h for h in r.hops if h.kind == "mqtt"]
-        if mq:
-            last.setdefault(mq[-1].level, set()).add(mq[-1].topic)
-    brokers = brokers or broker_addresses(site)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            taps = [MqttTap(*brokers[lv], sorted(t), name="layernet-stage-wait", tls=tls).start()
-                    for lv, t in last.items()]
-        except OSError:
-            time.sleep(0.5)
-            continue
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 2.0 and not all(t.records for t in taps):
-            time.sleep(0.1)
-        ok = all(t.stop() for t in taps)
-        if ok:
-            return True
-    return False
 
 
 def resource_table(plan: Plan, applied: list[dict], run_dir: str = ""):
