@@ -217,24 +217,28 @@ def test_aio_section_errors_name_their_field():
 
 
 def test_aio_cross_checks():
-    from layernet.site.aio import check, check_site
+    from layernet.site.checks import aio as aio_check, aio_names
+    from layernet.site.checks.doc import Doc
+
+    def doc(site):
+        return Doc("x.yaml", site.model_dump(mode="json"), site)
 
     site = example_site(aio={"executor": "arm", "levels": {"level9": {}, "level3": {"instance": "x-ops"},
                                                             "level2": {"instance": "x-ops"}}},
                         azure={"schema_registry_storage": None})
-    got = {p.path: p.expected for p in check(site, "x.yaml")}
+    got = {p.path: p.expected for p in aio_check.check(doc(site))}
     assert set(got) == {"aio.levels.level9", "aio.levels.level4.schema_registry.storage_account",
                         "aio.levels.level3.schema_registry.storage_account",
                         "aio.levels.level2.schema_registry.storage_account",
                         "aio.templates.enablement_url", "aio.templates.instance_url"}
-    assert check(example_site(), "x.yaml") == []
-    # names resolved with their defaults: two levels sharing one (check_site, on the valid site)
+    assert aio_check.check(doc(example_site())) == []
+    # names resolved with their defaults: two levels sharing one (checks.aio_names, on the valid site)
     clash = example_site(aio={"levels": {"level3": {"instance": "x-ops"}, "level2": {"instance": "x-ops"}}})
-    got = {p.path: p.expected for p in check_site(clash, "x.yaml")}
+    got = {p.path: p.expected for p in aio_names.check(doc(clash))}
     assert set(got) == {"aio.levels.level2.instance"} and "aio.levels.level3.instance" in got["aio.levels.level2.instance"]
-    assert check_site(example_site(), "x.yaml") == []
+    assert aio_names.check(doc(example_site())) == []
     tagged = example_site(aio={"executor": "arm", "release_tag": "v1.2.36"})
-    assert check(tagged) == []
+    assert aio_check.check(doc(tagged)) == []
     assert tagged.aio.template_url("instance") == (
         "https://github.com/Azure/azure-iot-operations/releases/download/v1.2.36/azure-iot-operations-instance.json")
 

@@ -337,15 +337,16 @@ def test_arc_section_errors_name_their_field():
 
 
 def test_arc_cross_checks_need_the_whole_site():
-    from layernet.site.arc import check
+    from layernet.site.checks.arc import check
+    from layernet.site.checks.doc import Doc
 
     site = example_site(arc={"onboarding_timeout": {"level4": 480, "level9": 600}})
-    problems = check(site, "x.yaml")
+    problems = check(Doc("x.yaml", site.model_dump(mode="json"), site))
     assert [(p.path, p.value) for p in problems] == [("arc.onboarding_timeout.level9", 600)]
     assert "level4, level3, level2" in problems[0].expected
     raw = {"levels": [{"name": "level4"}, {"name": "level2", "reaches_azure": False}],
            "azure": {"clusters": {}}, "arc": {}}
-    assert [p.path for p in check(raw)] == ["azure.clusters.level4"]
+    assert [p.path for p in check(Doc("x.yaml", raw))] == ["azure.clusters.level4"]
 
 
 def test_connected_levels_are_not_read_again_by_the_node_preflight(cli):

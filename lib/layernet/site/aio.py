@@ -10,17 +10,16 @@ Cross-checks against the whole site are in `check(site)`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
 from layernet.site import names
 from layernet.site.base import Strict
-from layernet.site.problems import Problem
 
 AIO_NAMESPACE = "azure-iot-operations"      # where AIO runs in a cluster (the objects its resources name live there)
 TEMPLATE_URL = "https://github.com/Azure/azure-iot-operations/releases/download/{tag}/azure-iot-operations-{kind}.json"
-_CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", re.ASCII)
+CONTAINER = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", re.ASCII)
 _SHA = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _CLI_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+[a-z0-9.]*", re.ASCII)
 
@@ -63,7 +62,7 @@ class SchemaRegistry(Strict):
     @field_validator("container")
     @classmethod
     def _c(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _CONTAINER.fullmatch(value):
+        if value is not None and not CONTAINER.fullmatch(value):
             raise ValueError("a blob container name of 3-63 lowercase letters, digits and single inner hyphens")
         return value
 
@@ -152,86 +151,3 @@ class Aio(Strict):
         if url:
             return url
         return TEMPLATE_URL.format(tag=self.release_tag, kind=kind) if self.release_tag else None
-
-
-def check(site: Any, fname: str = "<site>") -> list:
-    """Cross-checks of the `aio` section against the whole site (a `Site` or its raw mapping)."""
-    raw = site if isinstance(site, dict) else site.model_dump(mode="json")
-    out: list = []
-    aio = raw.get("aio") if isinstance(raw.get("aio"), dict) else {}
-    levels = [lv for lv in (raw.get("levels") or []) if isinstance(lv, dict)]
-    names = [lv.get("name") for lv in levels if isinstance(lv.get("name"), str)]
-    per = aio.get("levels") or {}
-    if isinstance(per, dict) and names:
-        for key in per:
-            if key not in names:
-                out.append(Problem(fname, f"aio.levels.{key}", per[key], f"a key that names a level ({', '.join(names)})"))
-    azure = raw.get("azure") if isinstance(raw.get("azure"), dict) else {}
-    default_sa = azure.get("schema_registry_storage")
-    for lv in levels if "aio" in raw else []:     # a site without an aio section does not deploy AIO yet
-        name = lv.get("name")
-        if not isinstance(name, str) or not lv.get("reaches_azure", True):
-            continue
-        cfg = per.get(name) if isinstance(per, dict) and isinstance(per.get(name), dict) else {}
-        sr = cfg.get("schema_registry") if isinstance(cfg.get("schema_registry"), dict) else {}
-        if not sr.get("storage_account") and not default_sa:
-            out.append(Problem(fname, f"aio.levels.{name}.schema_registry.storage_account", None,
-                               "a storage account for the schema registry (or set azure.schema_registry_storage)"))
-    if aio.get("executor") == "arm":
-        tpl = aio.get("templates") if isinstance(aio.get("templates"), dict) else {}
-        for kind in ("enablement", "instance"):
-            if not aio.get("release_tag") and not tpl.get(f"{kind}_url"):
-                out.append(Problem(fname, f"aio.templates.{kind}_url", None,
-                                   "the pinned release's template URL, or aio.release_tag (e.g. v1.2.36) to use its "
-                                   "release assets (executor: arm)"))
-    return out
-
-
-# the resolved names of a level: field path under aio.levels.<level>, the rule's name, and how the default is derived
-RESOLVED_NAMES = (
-    ("instance", "instance", "AIO instance", "<cluster>-ops"),
-    ("custom_location", "custom_location", "custom location", "<cluster>-cl"),
-    ("adr_namespace", "adr_namespace", "ADR namespace", "<cluster>-ns"),
-    ("registry", "schema_registry.name", "schema registry", "<cluster>-sr"),
-    ("registry_namespace", "schema_registry.namespace", "registry namespace", "the registry name"),
-)
-
-
-def check_site(site, fname: str = "<site>") -> list:
-    """Checks of every level's resolved AIO names, defaults included (`Aio.for_level` derives them from the
-    cluster names): each is a valid name, and no two levels share an instance, custom location, ADR namespace or
-    schema registry (one resource group holds them all), or a blob container of one storage account."""
-    out: list = []
-    seen: dict[tuple, str] = {}
-    if "aio" not in site.model_fields_set:      # a site without an aio section does not deploy AIO (yet)
-        return out
-    container = ("container", "schema_registry.container", "blob container", "<cluster>-schemas")
-    for lv in site.arc_levels():
-        r = site.aio.for_level(site, lv.name)
-        cfg = site.aio.levels.get(lv.name) or AioLevel()
-        for attr, path, kind, how in RESOLVED_NAMES + (container,):
-            value = getattr(r, attr)
-            given = _given(cfg, path)
-            where = f"aio.levels.{lv.name}.{path}"
-            shown = where if given else f"{where} (not set: {how}, from azure.clusters.{lv.name} {r.cluster!r})"
-            why = (names.check_aio_name(value, kind) if attr != "container"
-                   else None if _CONTAINER.fullmatch(value) else
-                   "a blob container name of 3-63 lowercase letters, digits and single inner hyphens")
-            if why:
-                out.append(Problem(fname, where, value, why + ("" if given else f"; set {where} or change "
-                                                             f"azure.clusters.{lv.name}")))
-                continue
-            key = (attr, r.storage_account if attr == "container" else "", value.lower())
-            if key in seen:
-                out.append(Problem(fname, where, value, f"a name no other level uses: {seen[key]} has it too "
-                                   f"(two levels cannot share one {kind}); set {where}"))
-            else:
-                seen[key] = shown
-    return out
-
-
-def _given(cfg: "AioLevel", path: str) -> bool:
-    obj = cfg
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-    return obj is not None

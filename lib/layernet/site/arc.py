@@ -7,13 +7,12 @@ need the whole site (a timeout names an existing level, every Arc-enabled level 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator
 
 from layernet.site import names
 from layernet.site.base import Strict
-from layernet.site.problems import Problem
 
 # The Custom Locations resource provider's first-party application id; its service principal's object id is
 # what `--custom-locations-oid` wants (derive it with `az ad sp show --id <this> --query id -o tsv`).
@@ -103,26 +102,3 @@ class Arc(Strict):
 
     def timeout(self, level: str) -> int:
         return self.onboarding_timeout.get(level, self.default_onboarding_timeout)
-
-
-def check(site: Any, fname: str = "<site>") -> list:
-    """Cross-checks of the `arc` section against the whole site (a `Site` or its raw mapping)."""
-    raw = site if isinstance(site, dict) else site.model_dump(mode="json")
-    out: list = []
-    arc = raw.get("arc") if isinstance(raw.get("arc"), dict) else {}
-    levels = [lv for lv in (raw.get("levels") or []) if isinstance(lv, dict)]
-    names = [lv.get("name") for lv in levels if isinstance(lv.get("name"), str)]
-    timeouts = arc.get("onboarding_timeout") or {}
-    if isinstance(timeouts, dict) and names:
-        for key, value in timeouts.items():
-            if key not in names:
-                out.append(Problem(fname, f"arc.onboarding_timeout.{key}", value,
-                                   f"a key that names a level ({', '.join(names)})"))
-    azure = raw.get("azure") if isinstance(raw.get("azure"), dict) else {}
-    clusters = azure.get("clusters") or {}
-    if isinstance(clusters, dict):
-        for lv in levels:
-            if lv.get("reaches_azure", True) and isinstance(lv.get("name"), str) and lv["name"] not in clusters:
-                out.append(Problem(fname, f"azure.clusters.{lv['name']}", None,
-                                   f"the Arc connected-cluster name of level {lv['name']} (it reaches Azure, so stage 02 connects it)"))
-    return out
