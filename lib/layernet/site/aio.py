@@ -5,7 +5,7 @@ the instance, its custom location, the ADR namespace, the schema registry with i
 container, the broker sizing (defaults: the public sample's values) and the listener (the sample's insecure
 1883 LoadBalancer listener for the east-west hops, or TLS only). `release` pins the AIO release: the az
 executor pins the `azure-iot-ops` CLI extension version, the arm executor fetches that release's templates.
-Cross-checks against the whole site are in `check(site)`.
+Cross-checks against the whole site are in `checks.aio` (as written) and `checks.aio_names` (resolved names).
 """
 from __future__ import annotations
 

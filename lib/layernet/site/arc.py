@@ -2,7 +2,7 @@
 
 Types and ranges are checked here (field paths come out as ``arc.onboarding_timeout.level9``); the checks that
 need the whole site (a timeout names an existing level, every Arc-enabled level has a cluster name) are in
-`check(site)`, which returns `Problem`s like the model's own checks.
+`checks.arc`.
 """
 from __future__ import annotations
 

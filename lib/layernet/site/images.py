@@ -8,7 +8,7 @@ data endpoints ``*.data.mcr.microsoft.com``), so the default is reachable throug
 `mode` says per level whether the level pulls its images through the chain (``pull``, the default) or
 imports archives carried to its node (``import``: the air-gap alternative, `layernet.images.import_plan`).
 The static check that every pulled image comes from a registry the level can reach is `check` (below), one of
-the site's checks: `load_site` runs it.
+the site's checks: `load_site` runs it (`checks.images`).
 """
 from __future__ import annotations
 

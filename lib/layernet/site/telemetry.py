@@ -5,7 +5,8 @@ level's broker; each level's dataflow adds enrichment properties and forwards to
 east-west between the nodes, never through Envoy); the egress level's dataflow sends to Event Hubs over Kafka.
 
 A connection string for Event Hubs is never a site field: the lab (and a real site that chooses it) reads it from
-the environment variable named by `eventhubs.connection_string_env`.
+the environment variable named by `eventhubs.connection_string_env`. The cross-checks are in `checks.telemetry` (as
+written) and `checks.telemetry_chain` (the validated site).
 """
 from __future__ import annotations
 
