@@ -7,7 +7,7 @@ import random
 import pandas as pd
 import pytest
 
-from layernet.audit import findings, parse
+from layernet.audit import findings, health, passes
 from layernet.audit.parse import parse_logs
 from audit_helpers import L3, T, rec, refused_name, refused_source, small_log
 
@@ -52,7 +52,7 @@ def test_names_from_one_line_each_equal_names_from_a_full_pass(site, allowlist, 
     lines = varied_log()
     lines[7] = lines[7][:40]                       # a malformed line among them
     a = everything(parse_logs({"mixed": lines}, allowlist), site, allowlist)
-    monkeypatch.setattr(parse, "REPS_MAX", 0)      # every group named by reading the whole file again
+    monkeypatch.setattr(passes, "REPS_MAX", 0)      # every group named by reading the whole file again
     b = everything(parse_logs({"mixed": lines}, allowlist), site, allowlist)
     assert a.keys() == b.keys()
     for k in a:
@@ -61,7 +61,7 @@ def test_names_from_one_line_each_equal_names_from_a_full_pass(site, allowlist, 
 
 
 def test_many_sources_are_named_by_a_full_pass_and_stay_exact(site, allowlist, monkeypatch):
-    monkeypatch.setattr(parse, "REPS_MAX", 50)
+    monkeypatch.setattr(passes, "REPS_MAX", 50)
     lines = [refused_source(time=T(i / 100), source=f"10.9.{i // 250}.{i % 250}:{1000 + i}") for i in range(600)]
     p = parse_logs({"level3": lines}, allowlist)
     per = findings.per_level(p, site).set_index("level")
@@ -119,7 +119,7 @@ def test_since_leaves_rows_out_but_every_line_is_still_read_and_checked(site, al
 
 
 def test_end_times_going_backwards_are_found_across_batches(allowlist, monkeypatch):
-    monkeypatch.setattr(parse, "BATCH_ROWS", 7)
+    monkeypatch.setattr(health, "BATCH_ROWS", 7)
     lines = [rec(time=T(10 + i / 10), duration=0, cid=i) for i in range(60)]
     for i in (9, 23, 41):                         # each ends 2.4 s before the line before it
         lines[i] = rec(time=T(10 + i / 10 - 2.5), duration=0, cid=i)

@@ -70,7 +70,8 @@ def test_a_damaged_gz_log_is_one_malformed_input_finding(logs, kind):
 
 
 def test_the_stage_reads_a_damaged_gz_the_same_way(logs):
-    from layernet.audit.parse import MALFORMED_INPUT, parse_logs
+    from layernet.audit.health import MALFORMED_INPUT
+    from layernet.audit.parse import parse_logs
 
     (logs / "level4.log.gz").write_bytes(_damage("truncated"))
     parsed = parse_logs({"level4": [logs / "level4.log.gz", logs / "level4.log"], "level3": logs / "level3.log"})

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from layernet.audit import findings, kql, monitor
-from layernet.audit.parse import RAW_KEYS, parse_logs
+from layernet.audit.db import RAW_KEYS
+from layernet.audit.parse import parse_logs
 from layernet.site import load_site
 from layernet.site.problems import SiteError
 from audit_helpers import L3, ROOT, small_log

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from layernet.audit import parse
-from layernet.audit.parse import COLUMNS, VERDICTS, parse_logs, verdict_of
+from layernet.audit import scan
+from layernet.audit.db import COLUMNS, VERDICTS, verdict_of
+from layernet.audit.parse import parse_logs
 from audit_helpers import rec, refused_name, refused_source
 
 
@@ -81,7 +82,7 @@ def test_malformed_lines_are_counted_with_samples_never_dropped(allowlist):
 
 
 def test_many_lines_keep_line_numbers(monkeypatch, allowlist):
-    monkeypatch.setattr(parse, "SCAN_BYTES", 4096)       # the byte scan reads many pieces
+    monkeypatch.setattr(scan, "SCAN_BYTES", 4096)       # the byte scan reads many pieces
     lines = [rec(time=f"2025-03-01T08:00:{i // 1000:02d}.{i % 1000:03d}Z", cid=i) for i in range(3000)]
     lines[1234] = lines[1234][:50]
     lines[2500] = "garbage"

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit.parse import Parsed, VERDICTS, connect, release_cache, tables_from_frame
+from layernet.audit.db import VERDICTS, connect, release_cache
+from layernet.audit.parse import Parsed
+from layernet.audit.passes import tables_from_frame
 
 if TYPE_CHECKING:
     import pandas as pd

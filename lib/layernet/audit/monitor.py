@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Optional, Union
 from layernet.audit import kql
 from layernet.audit.collect import AuditInputError
 from layernet.audit.findings import _utc_ms, per_level_frame, refused_frame
-from layernet.audit.parse import RAW_KEYS, parse_logs
+from layernet.audit.db import RAW_KEYS
+from layernet.audit.parse import parse_logs
 
 if TYPE_CHECKING:
     import pandas as pd
