@@ -101,7 +101,8 @@ def cmd_harden(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from layernet.runner import RunnerInputError, run_runbook
+    from layernet.runner.run import run_runbook
+    from layernet.runner.runbook import RunnerInputError
 
     try:
         result = run_runbook(args.runbook, site_path=args.site, overrides=args.param, dry_run=args.dry_run,

@@ -1,7 +1,7 @@
 """A JupyterLab session is one run: the stage notebooks opened in it share one run folder.
 
 `layernet jupyter` (what `make jupyter` calls) opens the session's run folder under runs/ before JupyterLab starts,
-with the same manifest a `layernet run deploy` writes (layernet.runner.new_manifest), and hands it to every kernel
+with the same manifest a `layernet run deploy` writes (layernet.runner.manifest.new_manifest), and hands it to every kernel
 as $LAYERNET_RUN_DIR. A notebook's first cell calls `join(run_dir, stage)`: under papermill the runner's folder is
 kept; in the session the stage's start is written into the manifest, so the audit (stage 05) finds stage 01's probe
 rows and window there and marks the probe traffic expected, exactly as in a papermill run. A stage run again in the
@@ -33,11 +33,13 @@ RUNBOOK = "deploy"
 def open_run(site_path: str, overrides: Optional[list[str]] = None, out_dir: Optional[str] = None) -> Path:
     """A new run folder for a session (under `out_dir`, default runs/): the deploy runbook's manifest with every stage
     pending, the site's picture and an index. Raises InputError (nothing written) on a bad site or --out."""
-    from layernet.runner import RunnerInputError, _check_overrides, load_runbook, new_manifest, write_run
+    from layernet.runner.manifest import new_manifest, write_run
+    from layernet.runner.parameters import check_overrides
+    from layernet.runner.runbook import RunnerInputError, load_runbook
 
     overrides = list(overrides or [])
     try:
-        _check_overrides(overrides)
+        check_overrides(overrides)
     except RunnerInputError as exc:
         raise InputError(str(exc)) from None
     site_file = Path(site_path).resolve()
@@ -72,7 +74,7 @@ def join(run_dir: str, stage: str) -> str:
     manifest = read_manifest(folder, f"${ENV}")
     entry = next((s for s in manifest["stages"] if s.get("name") == stage), None)
     if entry is None:                    # a notebook that is not a deploy stage (01h-hardening): recorded all the same
-        from layernet.runner import stage_entry
+        from layernet.runner.manifest import stage_entry
 
         entry = stage_entry(stage, paths.notebooks() / f"{stage}.ipynb", {})
         manifest["stages"].append(entry)

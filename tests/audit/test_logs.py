@@ -123,7 +123,8 @@ def test_kubectl_logs_output_works(site, allowlist, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- failure agreement
 def run_audit(tmp_path, logs):
-    from layernet.runner import RunnerInputError, run_runbook
+    from layernet.runner.run import run_runbook
+    from layernet.runner.runbook import RunnerInputError
 
     with pytest.raises(RunnerInputError) as e:
         run_runbook("audit", site_path=SITE, stage_params=[f"audit.log_dir={logs}"], out_dir=str(tmp_path / "runs"),

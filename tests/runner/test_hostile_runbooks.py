@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from layernet.runner import RunnerInputError, load_runbook
+from layernet.runner.runbook import RunnerInputError, load_runbook
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "params" / "lab.yaml"
@@ -93,7 +93,7 @@ def test_a_stage_parameter_of_the_wrong_kind_is_exit_2(tmp_path, item, phrase):
 
 
 def test_quoted_text_is_text():
-    from layernet.runner import apply_stage_params
+    from layernet.runner.parameters import apply_stage_params
 
     book = apply_stage_params(load_runbook("audit"), ['audit.log_dir="5"', "audit.since=2h"])
     assert book.stages[0].parameters == {"log_dir": "5", "since": "2h"}

@@ -12,7 +12,8 @@ import nbformat
 import pytest
 
 from layernet.report import remote_references
-from layernet.runner import RunnerInputError, load_runbook, run_runbook
+from layernet.runner.run import run_runbook
+from layernet.runner.runbook import RunnerInputError, load_runbook
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SITE = REPO / "params" / "lab.yaml"
@@ -127,6 +128,27 @@ def test_failing_stage_stops_run_and_reports_error(book: Path, tmp_path: Path):
     index = (run_dir / "index.html").read_text()
     top = index.index("class='error'")
     assert top < index.index("<table>") and "Stage two failed" in index and "marker of stage two" in index
+
+
+def test_a_run_reports_its_steps_in_order(book: Path, tmp_path: Path):
+    """What a run prints, line by line and in order: the runbook and site, the run folder, each stage's start and
+    verdict, the first failure ending the stages (the third never starts), the run's verdict. Nothing else."""
+    (tmp_path / "fail-flag").write_text("x")
+    lines: list[str] = []
+    res = run_runbook(str(book), site_path=str(LAB_SITE), out_dir=str(tmp_path / "r"), progress=lines.append,
+                      keep_lab=True)
+    expected = [r"layernet run testbook: 3 stage\(s\), site lab \(lab\)",
+                f"run folder: {re.escape(str(res.run_dir))}",
+                r"\[1/3\] one: running \S*nb/one\.ipynb",
+                r"\[1/3\] one: passed in \d+\.\d s",
+                r"\[2/3\] two: running \S*nb/two\.ipynb",
+                r"\[2/3\] two: failed in \d+\.\d s - RuntimeError: probe matrix failed: 3 of 40 checks "
+                r"\(the marker of stage two\)",
+                r"run FAILED; index:"]
+    assert len(lines) == len(expected), lines
+    for pattern, line in zip(expected, lines):
+        assert re.fullmatch(pattern, line), (pattern, line)
+    assert not res.ok and [s["status"] for s in res.manifest["stages"]] == ["passed", "failed", "skipped"]
 
 
 def test_resume_reruns_from_first_stage_that_did_not_pass(book: Path, tmp_path: Path):
