@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 import labs
+
+from layernet import context
 from audit_helpers import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -40,7 +42,7 @@ def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path)
     assert rows["ok"].all(), rows[~rows["ok"]].to_string()
     compare.save_probe_rows(tmp_path, rows)
     time.sleep(1.0)                          # the lab's Envoys flush their access log every 200 ms
-    a = stage.load(lab_site, since=start.isoformat(), target=lab)
+    a = stage.load(context.build(lab_site, lab), since=start.isoformat())
     assert a.parsed.malformed.empty
     table = compare.compare_with_probes(a.connections, rows, lab_site, start, datetime.now(timezone.utc))
     assert table["match"].all(), table.to_string()
@@ -69,7 +71,7 @@ def test_cli_and_stage_agree_on_the_lab_logs_after_the_probes(lab, lab_site, tmp
     (run / "manifest.json").write_text(json.dumps({"site": {"name": lab_site.name}, "stages": [
         {"name": "infrastructure", "start": start.isoformat()}]}))
     time.sleep(1.0)
-    a = stage.load(lab_site, since=start.isoformat(), target=lab)
+    a = stage.load(context.build(lab_site, lab), since=start.isoformat())
     an = stage.anomalies(a, run_dir=str(run))
     assert findings.problems(an).empty, an.to_string()
     assert an["expected"].sum() > 0                         # the refusals were seen, and recognised as probes

@@ -48,10 +48,10 @@ AGENTS = Agents()
 
 @pytest.fixture(autouse=True)
 def agents(monkeypatch):
-    from layernet.targets.kube import KubeTarget
+    from layernet.targets.cluster import Cluster
 
     AGENTS.features.clear()
-    monkeypatch.setattr(KubeTarget, "arc_features", lambda self, level: AGENTS.features.get(level, []))
+    monkeypatch.setattr(Cluster, "arc_features", lambda self, level: AGENTS.features.get(level, []))
     return AGENTS
 
 

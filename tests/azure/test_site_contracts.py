@@ -241,8 +241,8 @@ def test_an_existing_event_hubs_namespace_and_hub_are_adopted_never_downgraded(m
             hub["id"]: {"properties": {"provisioningState": "Succeeded", "partitionCount": 8,
                                        "messageRetentionInDays": 7}}}
     monkeypatch.setattr(tel_arm, "Live", lambda arm: FakeLive(arm, live))
-    monkeypatch.setattr("layernet.targets.get_target",
-                        lambda s: type("T", (), {"telemetry_running": lambda self: None})())
+    monkeypatch.setattr("layernet.targets.sides",
+                        lambda s, t=None: (None, type("C", (), {"telemetry_running": lambda self: None})(), None))
     state = tel_arm.observe(site, type("A", (), {"subscription_id": SUB})())
     steps = {s.action: s for s in telemetry.steps(site, state) if s.level == site.egress_level}
     nss, hubs = steps["create Event Hubs namespace"], steps["create event hub"]

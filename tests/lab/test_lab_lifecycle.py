@@ -120,15 +120,15 @@ def test_a_site_without_telemetry_comes_up_probes_audits_and_goes_down(site_file
 @lab_test
 def test_lab_down_removes_what_stages_started_and_a_fresh_lab_is_healthy(site_file):
     from layernet.lab import services, telemetry
-    from layernet.targets.lab import LabTarget
+    from layernet.targets.lab_cluster import LabCluster
 
     site = ["--site", str(site_file)]
     up = _layernet("lab", "up", *site)
     assert up.returncode == 0, up.stdout + up.stderr
     model = load_site(site_file)
-    target = LabTarget(model)
+    cluster = LabCluster(model)
     for level in LEVELS:                                              # what stage 02 starts in every level
-        target.install_arc_agents(level, f"/subscriptions/0/resourceGroups/rg/providers/x/{level}")
+        cluster.install_arc_agents(level, f"/subscriptions/0/resourceGroups/rg/providers/x/{level}")
     records = telemetry.records_dir(model)                            # what stage 04 leaves for its stand-ins
     records.mkdir(parents=True, exist_ok=True)
     (records / "cell.json").write_text("[]")

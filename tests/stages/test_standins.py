@@ -35,4 +35,4 @@ def test_a_real_site_says_every_call_went_to_azure():
 def test_every_stage_notebook_shows_the_table():
     for nb, stage in (("02-arc", "arc"), ("03-aio", "aio"), ("04-telemetry", "telemetry")):
         text = (ROOT / "notebooks" / f"{nb}.ipynb").read_text()
-        assert f'show(standins.table(site, \\"{stage}\\"))' in text, nb
+        assert f'show(standins.table(ctx, \\"{stage}\\"))' in text, nb

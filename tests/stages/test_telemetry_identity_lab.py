@@ -33,7 +33,7 @@ from layernet.lab.cloud.arm.view import role_assignments
 from layernet.rbac import RECEIVER, SENDER
 from layernet.stages import aio, arc, telemetry
 from layernet.telemetry import records
-from layernet.targets import get_target
+from layernet import context
 
 import labs
 
@@ -158,7 +158,7 @@ def test_without_the_data_sender_assignment_the_egress_hop_fails_naming_role_and
     sender = assignments(site, SENDER)
     assert len(sender) == 1
     t0 = time.monotonic()
-    assert get_target(site).azure_call("layernet.lab.eventhubs_rbac:delete_assignment", assignment_id=sender[0]["id"])
+    assert context.build(site).azure.call("layernet.lab.eventhubs_rbac:delete_assignment", assignment_id=sender[0]["id"])
     assert wait_for(lambda: f"revoke User:{principal} WRITE on topic *" in rbac_log(site))
     print(f"\nrole assignment deleted -> ACL revoked in {time.monotonic() - t0:.2f} s")
     out = telemetry.check(site, settle=5.0)
@@ -222,7 +222,7 @@ def test_a_user_assigned_identity_sends_with_its_own_token_and_role(deployed, la
     uami = (f"/subscriptions/x/resourceGroups/{site.azure.resource_group}/providers/Microsoft.ManagedIdentity/"
             "userAssignedIdentities/dataflow-ua")
     entra.register_identity(state / "entra.json", ua_principal, uami, kind="UserAssigned", client_id=ua_client)
-    rid = get_target(site).azure_call("layernet.lab.eventhubs_rbac:put_assignment", scope=kafka.namespace_id(site),
+    rid = context.build(site).azure.call("layernet.lab.eventhubs_rbac:put_assignment", scope=kafka.namespace_id(site),
                                       role=SENDER, principal=ua_principal)
     assert wait_for(lambda: f"allow User:{ua_principal} WRITE on topic *" in rbac_log(site))
     d = lab_telemetry.records_dir(site)
@@ -242,7 +242,7 @@ def test_a_user_assigned_identity_sends_with_its_own_token_and_role(deployed, la
         assert f"user-assigned managed identity {ua_client}" in Path(df.log).read_text()
         assert f"Successfully authenticate User={ua_principal}" in kafka._paths(site)["log"].read_text()
     finally:
-        get_target(site).azure_call("layernet.lab.eventhubs_rbac:delete_assignment", assignment_id=rid)
+        context.build(site).azure.call("layernet.lab.eventhubs_rbac:delete_assignment", assignment_id=rid)
         lab_telemetry.install(site, good)
 
 

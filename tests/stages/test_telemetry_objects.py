@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kube_double import KubeApiDouble
 
+from layernet import context
 from layernet.site import load_site  # noqa: E402
 from layernet.stages import telemetry_objects as objects  # noqa: E402
 from layernet.targets.kube import KubeTarget  # noqa: E402
@@ -44,15 +45,15 @@ def test_the_x509_records_name_an_issuer_a_ca_config_map_and_a_client_secret_per
 
 def test_a_missing_object_is_named_with_its_fix_and_fails_verify(api):
     site = plant()
-    tgt = KubeTarget(site, configuration=api.configuration())
-    state = objects.observe(site, tgt)
+    cluster = context.build(site, KubeTarget(site, configuration=api.configuration())).cluster
+    state = objects.observe(site, cluster)
     assert set(state.values()) == {"missing"}
-    steps = objects.steps(site, state, objects.creates(tgt))
+    steps = objects.steps(site, state, objects.creates(cluster))
     assert steps and all(s.skip for s in steps)                  # a plant's operator creates them, not the stage
     secret = next(s for s in steps if s.action == "create Secret")
     assert secret.reason.startswith(f"MISSING: {secret.level}: Secret {NS}/{site.telemetry.mqtt.client_cert_secret}")
     assert f"-n {NS} create secret tls {site.telemetry.mqtt.client_cert_secret} --cert=" in secret.reason
-    rows = objects.rows(site, tgt)
+    rows = objects.rows(site, cluster)
     assert rows and not any(r["ok"] for r in rows)
     bad = next(r for r in rows if r["check"] == f"ConfigMap {NS}/{site.telemetry.mqtt.trusted_ca_configmap}")
     assert bad["observed"] == "missing" and f"create configmap {site.telemetry.mqtt.trusted_ca_configmap}" in bad["hint"]
@@ -61,7 +62,7 @@ def test_a_missing_object_is_named_with_its_fix_and_fails_verify(api):
 
 def test_present_objects_are_skips_and_the_taps_present_the_secrets_certificate(api, tmp_path):
     site = plant()
-    tgt = KubeTarget(site, configuration=api.configuration())
+    cluster = context.build(site, KubeTarget(site, configuration=api.configuration())).cluster
     mq = site.telemetry.mqtt
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     for ref in objects.references(site):
@@ -71,22 +72,22 @@ def test_present_objects_are_skips_and_the_taps_present_the_secrets_certificate(
         if ref.kind == "ConfigMap":
             obj["data"] = {"ca.crt": "CA PEM"}
         api.objects[ref.path] = obj
-    assert set(objects.observe(site, tgt).values()) == {"exists"}
-    assert all(s.skip and s.reason == "exists" for s in objects.steps(site, objects.observe(site, tgt), False))
-    assert all(r["ok"] for r in objects.rows(site, tgt))
-    tls = objects.tap_tls(site, tgt)
+    assert set(objects.observe(site, cluster).values()) == {"exists"}
+    assert all(s.skip and s.reason == "exists" for s in objects.steps(site, objects.observe(site, cluster), False))
+    assert all(r["ok"] for r in objects.rows(site, cluster))
+    tls = objects.tap_tls(site, cluster)
     assert (Path(tls.ca).read_text(), Path(tls.cert).read_bytes(), Path(tls.key).read_bytes()) == ("CA PEM", b"CERT", b"KEY")
     assert os.stat(tls.key).st_mode & 0o077 == 0
     assert mq.client_cert_secret in {r.path.rsplit("/", 1)[1] for r in api.requests if "/secrets/" in r.path}
-    assert objects.tap_tls(plant("anonymous"), tgt) is None
+    assert objects.tap_tls(plant("anonymous"), cluster) is None
 
 
 def test_a_lab_site_without_clusters_says_so_in_the_plan_and_has_no_rows():
-    from layernet.targets.lab import LabTarget
+    from layernet.targets.lab_cluster import LabCluster
 
     site = load_site(ROOT / "params" / "lab.yaml", ["lab.clusters=false"])
-    tgt = LabTarget(site)
-    state = objects.observe(site, tgt)
-    steps = objects.steps(site, state, objects.creates(tgt))
+    cluster = LabCluster(site)
+    state = objects.observe(site, cluster)
+    steps = objects.steps(site, state, objects.creates(cluster))
     assert steps and all(s.skip and "lab.clusters: false" in s.reason for s in steps)
-    assert objects.rows(site, tgt) == []
+    assert objects.rows(site, cluster) == []

@@ -62,17 +62,17 @@ def test_the_verdict_names_the_judged_count_and_the_budget(lab):
 def test_the_proof_uses_the_site_s_window_and_p99_budget(lab, monkeypatch):
     seen = {}
 
-    def window(site, seconds, settle=0.0, min_judged=None, tls=None):   # the site's routes, nothing received: every check fails
+    def window(ctx, seconds, settle=0.0, min_judged=None, tls=None):   # the site's routes, nothing received: every check fails
         from layernet.telemetry.verify import routes
 
         seen["seconds"] = seconds
-        rl = routes(site)
+        rl = routes(ctx.site)                 # the stage hands its Context down
         return rl, {"records": {r.label: {h.index: [] for h in r.hops} for r in rl}, "kafka_error": None}
 
     monkeypatch.setattr(tel_window, "observe_window", window)
     monkeypatch.setattr(telemetry, "tap_tls", lambda site, tgt=None: None)     # no taps: the window above stands in
-    monkeypatch.setattr("layernet.targets.get_target",
-                        lambda s: SimpleNamespace(eventhubs_refusals=lambda since: []))
+    monkeypatch.setattr("layernet.targets.sides",
+                        lambda s, t=None: (None, None, SimpleNamespace(eventhubs_refusals=lambda since: [])))
     out = telemetry.messages(lab)
     assert seen["seconds"] == 8.0
     by = {r["check"]: r for r in out["evidence"]}

@@ -14,10 +14,16 @@ from layernet.stages import telemetry  # noqa: E402
 
 @pytest.fixture(params=["lab", "kube"])
 def site(request, tmp_path, monkeypatch):
-    def no_target(*a, **kw):
-        raise AssertionError("stage 04 asked the target for something on a site without telemetry")
+    class Untouchable:
+        def __init__(self, side):
+            self.side = side
 
-    monkeypatch.setattr("layernet.targets.get_target", no_target)
+        def __getattr__(self, name):
+            raise AssertionError(f"stage 04 asked the {self.side} for {name} on a site without telemetry")
+
+    monkeypatch.setattr("layernet.targets.sides",
+                        lambda site, target=None: (Untouchable("target"), Untouchable("cluster side"),
+                                                   Untouchable("Azure side")))
     return load_site(write(plant_site(request.param), tmp_path))
 
 
@@ -34,15 +40,15 @@ def test_nothing_to_plan_apply_or_verify(site):
 
 
 def test_a_site_with_telemetry_still_plans_through_the_target(tmp_path, monkeypatch):
-    """The shortcut is for sites without telemetry only: the lab site's plan still goes to the target."""
+    """The shortcut is for sites without telemetry only: the lab site's plan still goes to the Azure side."""
     asked = []
 
-    class Target:
-        def azure_call(self, func, **kw):
+    class Azure:
+        def call(self, func, **kw):
             asked.append(func)
             raise RuntimeError("stop here")
 
-    monkeypatch.setattr("layernet.targets.get_target", lambda site: Target())
+    monkeypatch.setattr("layernet.targets.sides", lambda site, target=None: (None, None, Azure()))
     site = load_site(Path(__file__).resolve().parents[2] / "params" / "lab.yaml")
     assert telemetry.declared(site)
     with pytest.raises(RuntimeError, match="stop here"):

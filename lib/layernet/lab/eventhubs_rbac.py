@@ -176,7 +176,7 @@ def put_assignment(site, scope: str, role: str, principal: str, api_version: str
 
 def delete_assignment(site, assignment_id: str, api_version: str = ROLE_ASSIGNMENT_API) -> bool:
     """Delete a role assignment through ARM, as an operator does (`az role assignment delete --ids ID`): the lab's
-    rehearsals call it where the lab's Azure calls run (`Target.azure_call("layernet.lab.eventhubs_rbac:
+    rehearsals call it where the lab's Azure calls run (`AzureSide.call("layernet.lab.eventhubs_rbac:
     delete_assignment", assignment_id=...)`). True when it existed."""
     from azure.core.exceptions import ResourceNotFoundError
 

@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from layernet import targets
+from layernet import context
 from layernet.azure import aio as az_aio, aio_sdk
 from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, fingerprint, refuse_drift
-from layernet.stages.base import apply_unless_dry, run_link, progress_printer
+from layernet.stages.base import apply_unless_dry, run_link, progress_printer, runs_here
 from layernet.stages.base import picture as base_picture
 from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
@@ -37,26 +37,10 @@ def _template_dir(run_dir: Optional[Path]) -> Path:
 
 def plan(site, run_dir: Optional[Path] = None, runner: Optional[Runner] = None, arm: Optional[Arm] = None,
          executor: Optional[str] = None, verify_fetch: Any = True) -> Plan:
-    """Read the live state and list every step in order (changes and skips with reasons). Changes nothing."""
-    executor = executor or site.aio.executor
-    if executor == "sdk":
-        return _plan_sdk(site, arm)
-    if executor == "az":
-        runner = runner or Runner()
-        live = az_aio.AzLive(runner)
-        state = az_aio.observe_az(site, live, az_aio.release_enablement(site, _template_dir(run_dir), verify_fetch))
-        steps = az_aio.az_steps(site, state)
-        return Plan(STAGE, steps, observed=fingerprint(state), executor="az", context={"state": state})
-    if executor == "arm":
-        deployer = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir), verify_fetch)
-        steps, observed = deployer.plan_steps()
-        if run_dir:
-            save_bodies(deployer.bodies, Path(run_dir) / STAGE / "deployments")
-        # the plan stays JSON: apply (maybe in another process) deploys exactly these bodies
-        return Plan(STAGE, steps, observed=fingerprint(observed), executor="arm",
-                    context={"bodies": deployer.bodies, "pending": deployer.pending, "templates": dict(deployer.templates),
-                             "what_if": observed})
-    raise InputError(f"site field aio.executor is {executor!r}: use az or arm")
+    """Read the live state and list every step in order (changes and skips with reasons). Changes nothing.
+    `site`: a Context or a Site."""
+    ctx = context.of(site)
+    return way(executor or ctx.site.aio.executor).plan(ctx, run_dir, runner, arm, verify_fetch)
 
 
 def save_bodies(bodies: dict, folder: Path) -> list[Path]:
@@ -76,30 +60,11 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
           arm: Optional[Arm] = None, progress: Optional[Progress] = None) -> list[dict]:
     """Run exactly the plan's changes in order; refuse when the live state drifted since the plan."""
     progress = progress or progress_printer("▸ aio ")
-    if plan.executor == "sdk":
-        return _apply_sdk(plan, site, run_dir, arm, progress)
-    record = Path(run_dir) / STAGE if run_dir else None
-    if plan.executor == "az":
-        if runner is None:
-            runner = Runner(record_dir=record)
-        elif record and runner.record_dir is None:
-            runner.record_dir = record
-        enablement = (plan.context.get("state") or {}).get("enablement")
-        refuse_drift(plan, az_aio.observe_az(site, az_aio.AzLive(runner),
-                                             tuple(enablement) if enablement is not None else None))
-        executor: Any = az_aio.AzExecutor(site, runner, echo=progress)
-    else:
-        executor = az_aio.ArmDeployments(site, arm or arm_for(site), _template_dir(run_dir))
-        executor.bodies = dict(plan.context["bodies"])
-        executor.pending = dict(plan.context.get("pending") or {})
-        executor.save_dir = (Path(run_dir) / STAGE / "deployments") if run_dir else None
-        now = {}
-        for step in plan.steps:
-            body = executor.bodies[step.target]
-            now[step.target] = ("pending" if step.target in executor.pending
-                                else executor.what_if(step.target, body)[1])
-        refuse_drift(plan, now)
-    changes = plan.changes
+    return way(plan.executor).apply(plan, context.of(site), run_dir, runner, arm, progress)
+
+
+def _run_steps(executor: Any, changes: list, progress: Progress, record: Optional[Path]) -> list[dict]:
+    """Each change through `executor.run`, in order; the first failure stops the stage naming the step."""
     rows = []
     for i, step in enumerate(changes, 1):
         progress(f"[{i}/{len(changes)}] {step.level}: {step.action} {step.target}")
@@ -115,20 +80,122 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     return rows
 
 
+# ---- the executors (site field `aio.executor`): one protocol (plan, apply), chosen from EXECUTORS
+class AzWay:
+    """The az CLI on the jump box (`az iot ops ...`), the release's enablement templates read first."""
+
+    enablement = None          # verify reads the release's enablement extension types from the cluster's own
+
+    def plan(self, ctx, run_dir, runner, arm, verify_fetch) -> Plan:
+        site = ctx.site
+        live = az_aio.AzLive(runner or Runner())
+        state = az_aio.observe_az(site, live, az_aio.release_enablement(site, _template_dir(run_dir), verify_fetch))
+        return Plan(STAGE, az_aio.az_steps(site, state), observed=fingerprint(state), executor="az",
+                    context={"state": state})
+
+    def apply(self, plan: Plan, ctx, run_dir, runner, arm, progress) -> list[dict]:
+        record = Path(run_dir) / STAGE if run_dir else None
+        if runner is None:
+            runner = Runner(record_dir=record)
+        elif record and runner.record_dir is None:
+            runner.record_dir = record
+        enablement = (plan.context.get("state") or {}).get("enablement")
+        refuse_drift(plan, az_aio.observe_az(ctx.site, az_aio.AzLive(runner),
+                                             tuple(enablement) if enablement is not None else None))
+        return _run_steps(az_aio.AzExecutor(ctx.site, runner, echo=progress), plan.changes, progress, record)
+
+
+class ArmWay:
+    """Template deployments through azure-mgmt-resource-deployments, what-if as the plan (the release's templates
+    kept in RUN/aio/templates/)."""
+
+    enablement = None
+
+    def plan(self, ctx, run_dir, runner, arm, verify_fetch) -> Plan:
+        deployer = az_aio.ArmDeployments(ctx.site, arm or arm_for(ctx.site), _template_dir(run_dir), verify_fetch)
+        steps, observed = deployer.plan_steps()
+        if run_dir:
+            save_bodies(deployer.bodies, Path(run_dir) / STAGE / "deployments")
+        # the plan stays JSON: apply (maybe in another process) deploys exactly these bodies
+        return Plan(STAGE, steps, observed=fingerprint(observed), executor="arm",
+                    context={"bodies": deployer.bodies, "pending": deployer.pending,
+                             "templates": dict(deployer.templates), "what_if": observed})
+
+    def apply(self, plan: Plan, ctx, run_dir, runner, arm, progress) -> list[dict]:
+        record = Path(run_dir) / STAGE if run_dir else None
+        executor = az_aio.ArmDeployments(ctx.site, arm or arm_for(ctx.site), _template_dir(run_dir))
+        executor.bodies = dict(plan.context["bodies"])
+        executor.pending = dict(plan.context.get("pending") or {})
+        executor.save_dir = (Path(run_dir) / STAGE / "deployments") if run_dir else None
+        now = {}
+        for step in plan.steps:
+            body = executor.bodies[step.target]
+            now[step.target] = ("pending" if step.target in executor.pending
+                                else executor.what_if(step.target, body)[1])
+        refuse_drift(plan, now)
+        return _run_steps(executor, plan.changes, progress, record)
+
+
+class SdkWay:
+    """Each resource PUT through the SDK clients, where the site's Azure calls run; the cluster side installs what
+    ARM accepted (a plant's extension manager and operator do it on their own)."""
+
+    enablement = aio_sdk.ENABLEMENT_TYPES     # the extension types this executor PUTs itself
+
+    def plan(self, ctx, run_dir, runner, arm, verify_fetch) -> Plan:
+        if not runs_here(arm):
+            return Plan.from_dict(ctx.azure.call("layernet.stages.aio:_plan_remote"))
+        state = _sdk_state(ctx, arm)
+        return Plan(STAGE, aio_sdk.steps(ctx.site, arm, state), observed=fingerprint(state), executor="sdk")
+
+    def apply(self, plan: Plan, ctx, run_dir, runner, arm, progress) -> list[dict]:
+        if not runs_here(arm):
+            return ctx.azure.call("layernet.stages.aio:_apply_remote", progress=progress,
+                                  plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+        refuse_drift(plan, _sdk_state(ctx, arm))
+        cluster = ctx.cluster
+        executor = aio_sdk.SdkExecutor(ctx.site, arm, on_extension=cluster.install_aio_extension,
+                                       on_listeners=cluster.aio_listeners,
+                                       record=Path(run_dir) / STAGE if run_dir else None)
+        rows = executor.run_all(plan.changes, progress)
+        if not plan.changes:
+            progress("nothing to change: every level is already in the desired state")
+        bad: dict[str, dict] = {}
+        for r in rows:
+            if not r["ok"] and r["attempts"]:
+                bad.setdefault(r["level"], r)
+        if bad:
+            where = f" Requests and answers: {Path(run_dir) / STAGE / 'resources'}." if run_dir else ""
+            raise StageFailed("; ".join(f"{lvl}: {r['action']} {r['target']} failed: {r['output']}"
+                                        for lvl, r in bad.items()) + "." + where)
+        return rows
+
+
+EXECUTORS = {"az": AzWay(), "arm": ArmWay(), "sdk": SdkWay()}
+
+
+def way(name: str):
+    try:
+        return EXECUTORS[name]
+    except KeyError:
+        raise InputError(f"site field aio.executor is {name!r}: use {' or '.join(EXECUTORS)}") from None
+
+
 def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str]]] = None, timeout: float = 0,
            interval: float = 10, progress: Optional[Progress] = None, kube: Any = None, **kw) -> list[dict]:
     """Evidence rows per level: provisioning states of the instance, broker, listeners, dataflow profile and
-    endpoint, and the install state of the AIO extensions (same code for a real site and the lab). On a real
-    site (target kube) also the cluster's view: pods Ready and the broker's services. `kube`: a callable
-    level -> kube Api (default: the kube target's)."""
-    tgt = targets.get_target(site)
-    if arm is None and not kw and tgt.azure_elsewhere:     # the lab's Azure calls run on its jump box
-        return tgt.azure_call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
-                              wait=timeout, interval=min(interval, tgt.azure_poll_interval))
+    endpoint, and the install state of the AIO extensions (same code for a real site and the lab). Where the
+    cluster side reads the clusters (a plant) also the cluster's view: pods Ready and the broker's services.
+    `kube`: a callable level -> kube Api (default: the cluster side's reader)."""
+    ctx = context.of(site)
+    site = ctx.site
+    if not runs_here(arm, kube, kw):
+        return ctx.azure.call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
+                              wait=timeout, interval=min(interval, ctx.azure.poll_interval))
     rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
     if kube is None:
-        kube = tgt.cluster_api()
+        kube = ctx.cluster.reader
     if kube is not None:
         extra = az_aio.kube_rows(site, kube, refused)
         order = {lv.name: i for i, lv in enumerate(site.chain)}
@@ -136,62 +203,28 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     return rows
 
 
-# ---- the "sdk" executor: each resource PUT through the SDK clients, where the target makes its Azure calls
-def _sdk_arm(site, arm: Optional[Arm]) -> Arm:
-    if arm is not None:
-        return arm
-    return targets.get_target(site).arm()
-
-
-def _plan_sdk(site, arm: Optional[Arm]) -> Plan:
-    if arm is None:
-        return Plan.from_dict(targets.get_target(site).azure_call("layernet.stages.aio:_plan_remote"))
-    state = _sdk_state(site, arm)
-    return Plan(STAGE, aio_sdk.steps(site, arm, state), observed=fingerprint(state), executor="sdk")
-
-
-def _sdk_state(site, arm: Arm) -> dict:
-    """ARM's view, and where the target can tell, whether each level's cluster runs its extensions."""
-    state = aio_sdk.observe(site, arm)
-    tgt = targets.get_target(site)
-    running = {r.level: tgt.aio_extension_running(r.level) for r in az_aio.levels(site)}
+def _sdk_state(ctx, arm: Arm) -> dict:
+    """ARM's view, and where the cluster side can tell, whether each level's cluster runs its extensions."""
+    state = aio_sdk.observe(ctx.site, arm)
+    running = {r.level: ctx.cluster.aio_extension_running(r.level) for r in az_aio.levels(ctx.site)}
     state["running"] = {lvl: up for lvl, up in running.items() if up is not None}
     return state
 
 
-def _apply_sdk(plan: Plan, site, run_dir, arm: Optional[Arm], progress: Progress) -> list[dict]:
-    if arm is None:
-        return targets.get_target(site).azure_call("layernet.stages.aio:_apply_remote", progress=progress,
-                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
-    refuse_drift(plan, _sdk_state(site, arm))
-    tgt = targets.get_target(site)
-    executor = aio_sdk.SdkExecutor(site, arm, on_extension=tgt.install_aio_extension, on_listeners=tgt.aio_listeners,
-                                   record=Path(run_dir) / STAGE if run_dir else None)
-    rows = executor.run_all(plan.changes, progress)
-    if not plan.changes:
-        progress("nothing to change: every level is already in the desired state")
-    bad: dict[str, dict] = {}
-    for r in rows:
-        if not r["ok"] and r["attempts"]:
-            bad.setdefault(r["level"], r)
-    if bad:
-        where = f" Requests and answers: {Path(run_dir) / STAGE / 'resources'}." if run_dir else ""
-        raise StageFailed("; ".join(f"{lvl}: {r['action']} {r['target']} failed: {r['output']}"
-                                    for lvl, r in bad.items()) + "." + where)
-    return rows
-
-
 def _plan_remote(site) -> dict:
-    return plan(site, arm=_sdk_arm(site, None)).to_dict()
+    ctx = context.of(site)
+    return plan(ctx, arm=ctx.azure.arm()).to_dict()
 
 
 def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None, arm=_sdk_arm(site, None))
+    ctx = context.of(site)
+    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
 
 
 def _verify_remote(site, refused=None, wait: float = 0, interval: float = 10.0) -> list[dict]:
-    return az_aio.verify_aio(site, _sdk_arm(site, None), refused=refused, timeout=wait, interval=interval,
-                             progress=progress_printer("▸ aio "), enablement=aio_sdk.ENABLEMENT_TYPES)
+    ctx = context.of(site)
+    return verify(ctx, arm=ctx.azure.arm(), refused=refused, timeout=wait, interval=interval,
+                  enablement=way(ctx.site.aio.executor).enablement)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)
@@ -211,19 +244,20 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     if dry_run:
         print("dry run: nothing verified")
         return []
-    tgt = targets.get_target(site)
-    mqtt = tgt.aio_broker_rows(broker_listeners(site))
-    rows = roles.checked(site, verify(site) + mqtt, "aio-extensions")
+    ctx = context.of(site)
+    site = ctx.site
+    mqtt = ctx.cluster.aio_broker_rows(broker_listeners(site))
+    rows = roles.checked(ctx, verify(ctx) + mqtt, "aio-extensions")
     if all(r["ok"] for r in rows):
         return rows
     refused: dict[str, list[str]] = {}                 # by the level the connection came from
-    for at, hosts in refused_hosts(site, since).items():
+    for at, hosts in refused_hosts(ctx, since).items():
         for h in hosts:
             src = h.rsplit("(from ", 1)[-1].rstrip(")") if "(from " in h else at
             refused.setdefault(src, []).append(f"{h.split(' (from ')[0]} (refused at {at})")
     # the hints name what the proxies refused in the window
-    rows = roles.checked(site, verify(site, refused=refused) + mqtt, "aio-extensions")
-    notes = {lvl: tgt.aio_note(lvl) for lvl in {r["level"] for r in rows if not r["ok"]}}
+    rows = roles.checked(ctx, verify(ctx, refused=refused) + mqtt, "aio-extensions")
+    notes = {lvl: ctx.cluster.aio_note(lvl) for lvl in {r["level"] for r in rows if not r["ok"]}}
     for r in rows:
         note = notes.get(r["level"])
         if not r["ok"] and note and (r["check"].startswith(("extension", "mqtt", "instance"))) and note not in r["hint"]:
@@ -241,6 +275,7 @@ def extension_hosts(site) -> list[str]:
 
 def picture(site, df):
     """Which extension calls crossed which hops (an SVG for the report)."""
+    site = context.site_of(site)
     return base_picture(site, df, "AIO extensions: image pulls and status reports per hop during the stage", hosts=extension_hosts(site))
 
 

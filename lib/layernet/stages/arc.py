@@ -15,14 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from layernet import targets
-from layernet.allowlist import effective_allowlist
+from layernet import context
 from layernet.azure import arc as az_arc
 from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
-from layernet.stages.base import apply_unless_dry, progress_printer, with_subscription
+from layernet.stages.base import apply_unless_dry, progress_printer, runs_here, with_subscription
 from layernet.stages.base import picture as base_picture
 from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
@@ -32,41 +31,21 @@ from layernet.stages.base import applied_table, begin, crossings, refused_hosts,
 STAGE = "arc"
 
 
-def _arm(site, arm: Optional[Arm]) -> Arm:
-    """The injected Arm, else the target's (the lab's: its Entra stand-in and CA; a real site: arm_for)."""
-    if arm is not None:
-        return arm
-    return targets.get_target(site).arm()
+def _arm(ctx, arm: Optional[Arm]) -> Arm:
+    """The injected Arm, else the Azure side's (the lab's: its Entra stand-in and CA; a real site: arm_for)."""
+    return arm if arm is not None else ctx.azure.arm()
 
 
-def _live(site, executor: str, runner: Optional[Runner], arm: Optional[Arm]):
-    if executor == "az":
-        return az_arc.AzLive(runner or Runner())
-    return az_arc.SdkLive(_arm(site, arm), features_of=targets.get_target(site).arc_features)
+# ---- the executors (site field `arc.executor`): one protocol, chosen from EXECUTORS
+class AzWay:
+    """The az CLI on the jump box: reads and changes through `az`, the operator's login."""
 
+    def live(self, ctx, runner: Runner, arm: Optional[Arm]):
+        return az_arc.AzLive(runner)
 
-def _plain(line: str) -> None:
-    """Progress lines that come back from where the calls ran already carry the stage's prefix."""
-    print(line, flush=True)
-
-
-def _here(runner, arm, executor) -> bool:
-    """Injected runner/arm/executor (tests, or already on the jump box): run in this process."""
-    return runner is not None or arm is not None or executor is not None
-
-
-def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, executor: Optional[str] = None,
-         read_nodes: Optional[bool] = None) -> Plan:
-    """Read the live state, then list every step in order: changes and skips (with reasons). Changes nothing
-    in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it).
-    Runs where the target makes its Azure calls (the lab: its jump box)."""
-    if not _here(runner, arm, executor):
-        return Plan.from_dict(targets.get_target(site).azure_call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
-    executor = executor or site.arc.executor
-    runner = runner or Runner()
-    live = _live(site, executor, runner, arm)
-    account = None
-    if executor == "az":
+    def account(self, ctx, live) -> Optional[str]:
+        """The subscription az is logged in to; refuses a missing login or one to another subscription."""
+        site = ctx.site
         account = live.account()
         if site.azure.subscription_id and account and account.lower() != site.azure.subscription_id.lower():
             raise InputError(f"az is logged in to subscription {account}, the site (azure.subscription_id) names "
@@ -75,21 +54,93 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
         if account is None:
             raise InputError("az is not logged in on this jump box: run `az login` (and `az account set "
                              "--subscription ...`), then plan again")
+        return account
+
+    def subscription(self, ctx, account: Optional[str], arm: Optional[Arm]) -> Optional[str]:
+        return account
+
+    oid_source = "az ad sp show"       # where a custom locations oid the site does not name is read
+
+    def oid(self, live) -> Optional[str]:
+        return live.oid()
+
+    def nodes(self, ctx, state: dict, runner: Runner, read: bool) -> Optional[dict]:
+        # a Connected level's agents already run: its nodes are not read again (no debugger pods on a re-plan)
+        return {t.level: (az_arc.node_settings(t, runner) if read and not az_arc.is_connected(state, t.level)
+                          else None) for t in az_arc.targets(ctx.site)}
+
+    def executor(self, ctx, runner: Runner, arm: Optional[Arm], progress: Progress):
+        return az_arc.AzExecutor(runner, echo=progress)
+
+
+class SdkWay:
+    """The same steps' ARM calls through the SDK; the agents are the cluster side's to put in place."""
+
+    def live(self, ctx, runner: Runner, arm: Optional[Arm]):
+        return az_arc.SdkLive(_arm(ctx, arm), features_of=ctx.cluster.arc_features)
+
+    def account(self, ctx, live) -> Optional[str]:
+        return None
+
+    def subscription(self, ctx, account: Optional[str], arm: Optional[Arm]) -> Optional[str]:
+        return _arm(ctx, arm).subscription_id
+
+    oid_source = None
+
+    def oid(self, live) -> Optional[str]:
+        return None
+
+    def nodes(self, ctx, state: dict, runner: Runner, read: bool) -> Optional[dict]:
+        return None
+
+    def executor(self, ctx, runner: Runner, arm: Optional[Arm], progress: Progress):
+        cluster = ctx.cluster
+        return az_arc.SdkExecutor(ctx.site, _arm(ctx, arm),
+                                  on_connected=lambda level, cid, key: cluster.install_arc_agents(level, cid,
+                                                                                                  agent_key=key),
+                                  on_features=cluster.enable_arc_features)
+
+
+EXECUTORS = {"az": AzWay(), "sdk": SdkWay()}
+
+
+def way(name: str):
+    try:
+        return EXECUTORS[name]
+    except KeyError:
+        raise InputError(f"site field arc.executor is {name!r}: use {' or '.join(EXECUTORS)}") from None
+
+
+def _plain(line: str) -> None:
+    """Progress lines that come back from where the calls ran already carry the stage's prefix."""
+    print(line, flush=True)
+
+
+def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, executor: Optional[str] = None,
+         read_nodes: Optional[bool] = None) -> Plan:
+    """Read the live state, then list every step in order: changes and skips (with reasons). Changes nothing
+    in Azure (the node preflight starts a short-lived debugger pod per node to read its settings, then removes it).
+    Runs where the site's Azure calls run (the lab: its jump box). `site`: a Context or a Site."""
+    ctx = context.of(site)
+    site = ctx.site
+    if not runs_here(runner, arm, executor):
+        return Plan.from_dict(ctx.azure.call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
+    executor = executor or site.arc.executor
+    how = way(executor)
+    runner = runner or Runner()
+    live = how.live(ctx, runner, arm)
+    account = how.account(ctx, live)
     state = az_arc.observe(site, live)
     oid, oid_source = site.arc.custom_locations_oid, "site"
     needs_oid = any(c is None or c.get("connectivityStatus") != "Connected" for c in state["clusters"].values()) \
         or any(set(site.arc.features) - set(f or []) for f in state["features"].values())
-    if not oid and executor == "az" and needs_oid:
-        oid, oid_source = live.oid(), "az ad sp show"
+    if not oid and needs_oid and how.oid_source:
+        oid, oid_source = how.oid(live), how.oid_source
     oid = oid or "<custom-locations-oid>"
-    nodes = None
     do_nodes = site.arc.node_preflight if read_nodes is None else read_nodes
-    if executor == "az":
-        # a Connected level's agents already run: its nodes are not read again (no debugger pods on a re-plan)
-        nodes = {t.level: (az_arc.node_settings(t, runner) if do_nodes and not az_arc.is_connected(state, t.level)
-                           else None) for t in az_arc.targets(site)}
+    nodes = how.nodes(ctx, state, runner, do_nodes)
     # the plan shows what apply sends: the subscription az is logged in to, or the one the SDK talks to
-    known = site.azure.subscription_id or (account if executor == "az" else _arm(site, arm).subscription_id)
+    known = site.azure.subscription_id or how.subscription(ctx, account, arm)
     steps = az_arc.build_steps(with_subscription(site, known), state, oid, executor, nodes)
     if oid_source != "site":
         steps.insert(0, Step("site", "derive custom locations oid", az_arc.CUSTOM_LOCATIONS_APP_ID,
@@ -103,25 +154,20 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     """Run exactly the plan's changes, in order. Refuses when the live state drifted since the plan. Every
     command's argv, stdout, stderr and exit code land in run_dir/arc/. Returns one row per change."""
     progress = progress or progress_printer("▸ arc ")
-    if not _here(runner, arm, executor):
-        return targets.get_target(site).azure_call("layernet.stages.arc:_apply_remote", progress=_plain,
-                                           plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+    ctx = context.of(site)
+    site = ctx.site
+    if not runs_here(runner, arm, executor):
+        return ctx.azure.call("layernet.stages.arc:_apply_remote", progress=_plain,
+                              plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     record = Path(run_dir) / STAGE if run_dir else None
     if runner is None:
         runner = Runner(record_dir=record)
     elif record and runner.record_dir is None:
         runner.record_dir = record
-    live = _live(site, plan.executor, runner, arm)
-    refuse_drift(plan, az_arc.observe(site, live))
+    how = way(plan.executor)
+    refuse_drift(plan, az_arc.observe(site, how.live(ctx, runner, arm)))
     if executor is None:
-        if plan.executor == "az":
-            executor = az_arc.AzExecutor(runner, echo=progress)
-        else:
-            tgt = targets.get_target(site)
-            executor = az_arc.SdkExecutor(site, _arm(site, arm),
-                                          on_connected=lambda level, cid, key: tgt.install_arc_agents(
-                                              level, cid, agent_key=key),
-                                          on_features=tgt.enable_arc_features)
+        executor = how.executor(ctx, runner, arm, progress)
     changes = plan.changes
     blocked = [s for s in changes if s.action.endswith("(manual)")]
     if blocked:
@@ -158,26 +204,28 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     `refused`: {level: [hosts]} the audit saw refused during the stage (named in the hint on failure).
     The same SDK client and polling code for a real site and the lab; runs where the target makes Azure calls."""
     progress = progress or progress_printer("▸ arc ")
-    if arm is None and not kw:
-        tgt = targets.get_target(site)
-        return tgt.azure_call("layernet.stages.arc:_verify_remote", progress=_plain, refused=refused,
-                              interval=min(interval, tgt.azure_poll_interval), timeouts=timeouts)
-    return az_arc.poll_connected(site, _arm(site, arm), refused=refused, interval=interval,
+    ctx = context.of(site)
+    if not runs_here(arm, kw):
+        return ctx.azure.call("layernet.stages.arc:_verify_remote", progress=_plain, refused=refused,
+                              interval=min(interval, ctx.azure.poll_interval), timeouts=timeouts)
+    return az_arc.poll_connected(ctx.site, _arm(ctx, arm), refused=refused, interval=interval,
                                  timeouts=timeouts, progress=progress, **kw)
 
 
-# ---- the same calls, made where the target's Azure calls run (targets.base.Target.azure_call): JSON in and out
+# ---- the same calls, made where the site's Azure calls run (targets.azure_side.AzureSide.call): JSON in and out
 def _plan_remote(site, read_nodes=None) -> dict:
-    return plan(site, arm=targets.get_target(site).arm(), read_nodes=read_nodes).to_dict()
+    ctx = context.of(site)
+    return plan(ctx, arm=ctx.azure.arm(), read_nodes=read_nodes).to_dict()
 
 
 def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None,
-                 arm=targets.get_target(site).arm())
+    ctx = context.of(site)
+    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
 
 
 def _verify_remote(site, refused=None, interval: float = 10.0, timeouts=None) -> list[dict]:
-    return verify(site, arm=targets.get_target(site).arm(), refused=refused, interval=interval, timeouts=timeouts)
+    ctx = context.of(site)
+    return verify(ctx, arm=ctx.azure.arm(), refused=refused, interval=interval, timeouts=timeouts)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)
@@ -191,13 +239,13 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
     if dry_run:
         print("dry run: nothing verified")
         return []
-    tgt = targets.get_target(site)
-    rows = roles.checked(site, verify(site), "arc-agents")
+    ctx = context.of(site)
+    rows = roles.checked(ctx, verify(ctx), "arc-agents")
     if all(r["ok"] for r in rows):
         return rows
-    refused = refused_hosts(site, since)
+    refused = refused_hosts(ctx, since)
     seen = "; ".join(f"refused at {lvl}: {', '.join(h[:6])}" for lvl, h in refused.items())
-    notes = {r["level"]: tgt.arc_agent_note(r["level"]) for r in rows if not r["ok"]}
+    notes = {r["level"]: ctx.cluster.arc_agent_note(r["level"]) for r in rows if not r["ok"]}
     for r in rows:
         if not r["ok"]:
             extra = [notes.get(r["level"]) or "",
@@ -210,13 +258,13 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
 
 def agent_hosts(site) -> list[str]:
     """The hosts the Arc agents use (the allow list's Arc groups, for the site's cloud and region)."""
-    return sorted({e.sample_name() for e in effective_allowlist(site).entries
+    return sorted({e.sample_name() for e in context.of(site).allowlist.entries
                    if e.group in ("arc-core", "arc-cluster-connect", "arc-gateway")})
 
 
 def picture(site, df):
     """Which agent calls crossed which hops (an SVG for the report)."""
-    return base_picture(site, df, "Arc agents: connections per hop during the stage")
+    return base_picture(context.site_of(site), df, "Arc agents: connections per hop during the stage")
 
 
 def results(plan: Plan, applied: list[dict], rows: list[dict]) -> dict:

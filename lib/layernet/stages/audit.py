@@ -8,9 +8,17 @@ from typing import Optional
 import pandas as pd
 
 from layernet.audit import compare, export as export_mod, findings, kql as kql_mod
-from layernet.audit.load import Audit, load, load_monitor  # noqa: F401  (stage 05's loaders: notebook cells)
+from layernet import context
+from layernet.audit import load as audit_load
+from layernet.audit.load import Audit, load_monitor  # noqa: F401  (stage 05's loaders: notebook cells)
 from layernet.audit.verdict import verdict
 from layernet.errors import StageFailed
+
+
+def load(site, log_dir: str = "", since: str = "", run_dir: str = "") -> Audit:
+    """The audit of the notebook's Context (or a Site): its target's proxy logs, or the saved logs in `log_dir`."""
+    ctx = context.of(site)
+    return audit_load.load(ctx.site, log_dir, since, target=ctx.target, run_dir=run_dir)
 
 
 def overview(a: Audit) -> pd.DataFrame:

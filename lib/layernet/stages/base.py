@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from layernet import crossings as cx, targets
+from layernet import context, crossings as cx
 from layernet.evidence import evidence_table
 from layernet.htmltable import Html, details, escape, link, show as _show
 from layernet.plan import Plan, Progress
@@ -27,6 +27,14 @@ def with_subscription(site, sub: Optional[str]):
     if not sub or site.azure.subscription_id == sub:
         return site
     return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
+
+
+def runs_here(*injected) -> bool:
+    """Where a stage's Azure calls run, decided once for every stage: given an injected client (an Arm, a runner, an
+    executor, a poll clock: a test, or a call already running where the site's Azure calls run), in this process;
+    otherwise through `ctx.azure.call`, which runs them where the site's Azure calls run (a plant: here; the lab: on
+    its jump box)."""
+    return any(x is not None and x != {} for x in injected)
 
 
 def progress_printer(prefix: str = "") -> Progress:
@@ -44,20 +52,23 @@ def begin():
 
 
 def crossings(site, since=None):
-    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py)."""
-    return cx.paths(site, targets.get_target(site), since)
+    """Every connection that crossed (or tried to cross) a proxy during the stage, as paths (crossings.py).
+    `site`: the notebook's Context (or a Site)."""
+    ctx = context.of(site)
+    return cx.paths(ctx.site, ctx.target, since)
 
 
 def refused_hosts(site, since=None) -> dict[str, list[str]]:
     """{level where it was refused: ["host:port (from level)"]} in the stage's window."""
-    return cx.refused(site, crossings(site, since))
+    ctx = context.of(site)
+    return cx.refused(ctx.site, crossings(ctx, since))
 
 
 def picture(site, df, title: str, hosts: Optional[list[str]] = None):
     """Which calls crossed which hops during the stage (an SVG for the report)."""
     from IPython.display import SVG
 
-    return SVG(cx.picture(site, df, hosts=hosts, title=title))
+    return SVG(cx.picture(context.site_of(site), df, hosts=hosts, title=title))
 
 
 def apply_unless_dry(apply, plan: "Plan", site, run_dir: str = "", dry_run: bool = False) -> list[dict]:

@@ -6,6 +6,8 @@ and `finish` records the counts and raises when any check failed.
 """
 from __future__ import annotations
 
+from layernet import context
+
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +23,7 @@ def run(site, dry_run: bool = False) -> dict[str, pd.DataFrame]:
     if dry_run:
         print("dry run: nothing sent, nothing checked")
         return {}
-    return checks.run_all(site)
+    return checks.run_all(context.site_of(site))
 
 
 def summary(frames: dict[str, pd.DataFrame]):

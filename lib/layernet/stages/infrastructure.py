@@ -8,31 +8,27 @@ from html import escape
 
 import pandas as pd
 
-from layernet import targets
-from layernet.allowlist import effective_allowlist
+from layernet import context
 from layernet.audit.compare import save_probe_rows
 from layernet.probe_run import COLUMNS, run_matrix
 from layernet.progress import step
 from layernet.render import firewall_rows, render_site
-from layernet.site import Site
 from layernet.plan import Change
 from layernet.stages.base import show
 from layernet.targets.base import Target
 
 
-def render(site: Site) -> list:
-    arts = render_site(site, effective_allowlist(site), target=site.target)
-    step(f"rendered {len(arts)} artifact(s) for {len(site.levels)} level(s)")
+def render(site) -> list:
+    """Every artifact of every level for the site's target (`site`: the notebook's Context, or a Site)."""
+    ctx = context.of(site)
+    arts = render_site(ctx.site, ctx.allowlist, target=ctx.site.target)
+    step(f"rendered {len(arts)} artifact(s) for {len(ctx.site.levels)} level(s)")
     return arts
 
 
 def artifacts_table(artifacts: list) -> pd.DataFrame:
     return pd.DataFrame([{"level": a.level, "file": a.name, "kind": a.kind, "lines": a.content.count("\n") + 1,
                           "sha256": hashlib.sha256(a.content.encode()).hexdigest()[:16]} for a in artifacts])
-
-
-def target(site: Site) -> Target:
-    return targets.get_target(site)
 
 
 def plan(tgt: Target, artifacts: list) -> list[Change]:
@@ -78,13 +74,14 @@ def diff_html(changes: list[Change]) -> str:
     return "\n".join(parts) or "<p><b>No changes:</b> every object already matches the desired state.</p>"
 
 
-def probe(site: Site, tgt: Target, dry_run: bool, run_dir: str = "", stage: str = "infrastructure") -> pd.DataFrame:
+def probe(site, dry_run: bool, run_dir: str = "", stage: str = "infrastructure") -> pd.DataFrame:
     """Run the probe matrix; the rows are saved in the run folder so the audit stage can compare its counts."""
     if dry_run:
         step("dry run: probes skipped (nothing was applied)")
         return pd.DataFrame(columns=COLUMNS)
     step("running the probe matrix on every level")
-    rows = run_matrix(site, target=tgt)
+    ctx = context.of(site)
+    rows = run_matrix(ctx.site, target=ctx.target)
     df = pd.DataFrame(rows, columns=COLUMNS)
     if run_dir:
         save_probe_rows(run_dir, df, stage)
@@ -136,7 +133,8 @@ def require_all_passed(df: pd.DataFrame, dry_run: bool) -> str:
     return f"all {len(df)} probes passed"
 
 
-def ip_allow_list(site: Site) -> pd.DataFrame:
+def ip_allow_list(site) -> pd.DataFrame:
     """The IP allow list the plant's routers and firewalls must implement (the same rules nftables enforces)."""
-    return pd.DataFrame(firewall_rows(site, effective_allowlist(site)),
+    ctx = context.of(site)
+    return pd.DataFrame(firewall_rows(ctx.site, ctx.allowlist),
                         columns=["level", "from", "to", "protocol", "ports", "purpose"])

@@ -7,9 +7,9 @@ from typing import Optional
 
 import pandas as pd
 
-from layernet import session, targets
+from layernet import context, session
 from layernet import paths
-from layernet.allowlist import effective_allowlist, missing_required
+from layernet.allowlist import missing_required
 from layernet.htmltable import show
 from layernet.site import Site, SiteError, load_site
 from layernet.topology import describe, site_picture
@@ -28,6 +28,12 @@ def open_site(site_path: str = "", overrides: Optional[list[str]] = None) -> Sit
     if given:
         return load_site(Path(given[0]).resolve(), given[1])
     return load_site(resolve_site_path(site_path), overrides or [])
+
+
+def open_context(site_path: str = "", overrides: Optional[list[str]] = None) -> context.Context:
+    """The notebook's Context, built once: the site (as `open_site` finds it), its allow list, its target, its
+    clusters' own side and its Azure side. Every stage call of the notebook takes it."""
+    return context.build(open_site(site_path, overrides))
 
 
 def validation(site_path: str = "", overrides: Optional[list[str]] = None) -> pd.DataFrame:
@@ -50,8 +56,9 @@ def validation_view(site_path: str = "", overrides: Optional[list[str]] = None):
     return Markdown(f"**Valid site file** `{resolve_site_path(site_path)}`")
 
 
-def levels_table(site: Site) -> pd.DataFrame:
-    target = targets.get_target(site)
+def levels_table(site) -> pd.DataFrame:
+    ctx = context.of(site)
+    site, target = ctx.site, ctx.target
     rows = []
     for lv in site.chain:
         parent = site.parent(lv)
@@ -63,19 +70,20 @@ def levels_table(site: Site) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tools(site: Site) -> pd.DataFrame:
+def tools(site) -> pd.DataFrame:
     """The tools this site's target needs, found or not, with their versions and what to do when missing."""
-    df = pd.DataFrame(targets.get_target(site).requirements(), columns=["tool", "needed_for", "found", "version", "fix"])
+    df = pd.DataFrame(context.of(site).target.requirements(), columns=["tool", "needed_for", "found", "version", "fix"])
     df["found"] = df["found"].map({True: "yes", False: "MISSING"})
     return df
 
 
-def allowlist_table(site: Site) -> pd.DataFrame:
-    return effective_allowlist(site).to_frame()
+def allowlist_table(site) -> pd.DataFrame:
+    return context.of(site).allowlist.to_frame()
 
 
-def summary(site: Site) -> dict:
-    al = effective_allowlist(site)
+def summary(site) -> dict:
+    ctx = context.of(site)
+    site, al = ctx.site, ctx.allowlist
     return {"levels": len(site.levels), "proxy_levels": sum(l.proxy for l in site.levels),
             "dns_levels": sum(l.dns_override for l in site.levels), "allowlist_entries": len(al.entries),
             "target": site.target,
@@ -90,19 +98,20 @@ def require_tools(table: pd.DataFrame) -> None:
         raise RuntimeError(f"{len(missing)} tool(s) missing - {fixes}")
 
 
-def topology_picture(site: Site) -> str:
-    return site_picture(site)
+def topology_picture(site) -> str:
+    return site_picture(context.site_of(site))
 
 
 def topology_display(site: Site):
     """The topology picture for a notebook, with a text alternative that the HTML report carries."""
     from IPython.display import SVG
 
-    return SVG(topology_picture(site), metadata={"alt": describe(site)})
+    return SVG(topology_picture(site), metadata={"alt": describe(context.site_of(site))})
 
 
-def summary_text(site: Site) -> str:
+def summary_text(site) -> str:
     s = summary(site)
+    site = context.site_of(site)
     return (f"**Preflight passed** for site `{site.name}` (target `{s['target']}`): {s['levels']} levels, "
             f"{s['proxy_levels']} proxy level(s), {s['dns_levels']} DNS override level(s), "
             f"{s['allowlist_entries']} allow-list entries."

@@ -2,18 +2,19 @@
 
 The allow-list catalog marks, per host, which role needs it and whether it is required (allowlist.role_needs).
 On the lab, the stand-ins of a role (the Arc agents, the AIO extensions) contact every host required for it
-through the level's proxies, and the target reports one row per level (Target.role_rows). `checked` puts each
+through the level's proxies, and the lab's cluster side reports one row per level (Cluster.role_rows). `checked` puts each
 level's row first among that level's rows, so a host the site dropped is the stage's first failure, named with
-the role. A real site's target has no such rows: its agents and extensions are the real ones.
+the role. A real site's cluster side has no such rows: its agents and extensions are the real ones.
 """
 from __future__ import annotations
 
+from layernet import context
+
 
 def checked(site, rows: list[dict], role: str) -> list[dict]:
-    """`rows` (a stage's evidence) with the target's row per level for `role` first among each level's rows."""
-    from layernet import targets
-
-    return merged(rows, targets.get_target(site).role_rows(role))
+    """`rows` (a stage's evidence) with the cluster side's row per level for `role` first among each level's rows
+    (`site`: a Context or a Site)."""
+    return merged(rows, context.of(site).cluster.role_rows(role))
 
 
 def merged(rows: list[dict], role_rows: list[dict]) -> list[dict]:

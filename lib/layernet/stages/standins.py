@@ -1,15 +1,15 @@
 """Which parts of Azure a stage's run talked to were stand-ins (the lab), said plainly in the stage's report."""
 from __future__ import annotations
 
-from layernet import targets
+from layernet import context
 
 REAL = "none: every Azure call of this stage went to Azure"
 
 
 def rows(site, stage: str) -> list[dict]:
-    """{"part", "hosts", "on this run"} per stand-in the target put in Azure's place for `stage` (arc, aio,
-    telemetry); one row saying so when there is none."""
-    found = targets.get_target(site).azure_stand_ins(stage)
+    """{"part", "hosts", "on this run"} per stand-in the Azure side put in Azure's place for `stage` (arc, aio,
+    telemetry); one row saying so when there is none (`site`: a Context or a Site)."""
+    found = context.of(site).azure.stand_ins(stage)
     return found or [{"part": "stand-ins", "hosts": "", "on this run": REAL}]
 
 

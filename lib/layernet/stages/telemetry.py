@@ -10,7 +10,7 @@ The desired state is `layernet.render.telemetry` per level (ADR device and asset
 hops, the dataflow endpoints, the dataflows, the Event Hubs Data Sender role), plus the Event Hubs namespace and
 hub. Plan and apply talk to ARM through the generic resource client where the target makes its Azure calls (the
 lab: its jump box, where the real names resolve to the lab's cloud). After the PUTs the target is told
-(`Target.install_telemetry`): a real site's AIO runs the connector and dataflows itself; the lab starts its OPC
+(`Cluster.install_telemetry`): a real site's AIO runs the connector and dataflows itself; the lab starts its OPC
 PLC, connector and dataflow stand-ins in the level namespaces, reading the same records, and its Kafka broker as
 the event hub.
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet import targets
+from layernet import context
 from layernet.azure import eventhubs_access as access
 from layernet.azure.aio_sdk import resource_skip
 from layernet.azure.clients import Arm, pick
@@ -38,7 +38,7 @@ from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
 from layernet.stages import telemetry_objects as objects
-from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
+from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, runs_here, with_subscription  # noqa: F401
 from layernet.telemetry import arm as arm_state, charts, records, waves, window
 from layernet.telemetry.verify import analyse, evidence_rows
 
@@ -111,16 +111,6 @@ def _plain(line: str) -> None:
     print(line, flush=True)
 
 
-def _here(arm) -> bool:
-    return arm is not None
-
-
-def _arm(site, arm: Optional[Arm]) -> Arm:
-    if arm is not None:
-        return arm
-    return targets.get_target(site).arm()
-
-
 def declared(site) -> bool:
     """The site declares telemetry (an asset or a dataflow). Without any, the stage has nothing to do: no
     provider, no Event Hubs, no services, and its verdict says so."""
@@ -134,37 +124,39 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
     """Read the live state and list every step in order (changes and skips with reasons). Changes nothing.
     Runs where the target makes its Azure calls (the lab: its jump box). Empty, without a call, for a site that
     declares no telemetry."""
+    ctx = context.of(site)
+    site = ctx.site
     if not declared(site):
         return Plan(STAGE, [], observed=fingerprint({}), executor="none")
-    if not _here(arm):
-        tgt = targets.get_target(site)
-        return with_cluster_objects(site, tgt, Plan.from_dict(tgt.azure_call("layernet.stages.telemetry:_plan_remote")))
+    if not runs_here(arm):
+        return with_cluster_objects(site, ctx.cluster,
+                                    Plan.from_dict(ctx.azure.call("layernet.stages.telemetry:_plan_remote")))
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
     return Plan(STAGE, steps(s, state), observed=fingerprint(state), executor="sdk")
 
 
-def with_cluster_objects(site, tgt, p: Plan) -> Plan:
+def with_cluster_objects(site, cluster, p: Plan) -> Plan:
     """The plan with a step per cluster object the X.509 records name (read here, through each level's Kubernetes
     API), placed before the records that refer to them; what was read is kept to refuse drift at apply."""
-    state = objects.observe(site, tgt)
+    state = objects.observe(site, cluster)
     if not state:
         return p
-    extra = objects.steps(site, state, objects.creates(tgt))
+    extra = objects.steps(site, state, objects.creates(cluster))
     at = next((i for i, st in enumerate(p.steps) if st.action != "register provider"), len(p.steps))
     return Plan(p.stage, p.steps[:at] + extra + p.steps[at:], p.observed, p.executor,
                 {**p.context, "cluster_objects": fingerprint(state)})
 
 
-def _apply_cluster_objects(site, tgt, plan: Plan, progress: Progress) -> tuple[Plan, list[dict]]:
+def _apply_cluster_objects(site, cluster, plan: Plan, progress: Progress) -> tuple[Plan, list[dict]]:
     """Create the plan's cluster objects (refusing when what the plan read changed), and the rest of the plan."""
     rest = Plan(plan.stage, [s for s in plan.steps if s.action not in objects.ACTIONS], plan.observed, plan.executor,
                 plan.context)
     if "cluster_objects" not in plan.context:
         return rest, []
-    refuse_drift(Plan(plan.stage, observed=plan.context["cluster_objects"]), objects.observe(site, tgt))
+    refuse_drift(Plan(plan.stage, observed=plan.context["cluster_objects"]), objects.observe(site, cluster))
     todo = [s for s in plan.changes if s.action in objects.ACTIONS]
-    rows = objects.apply_steps(site, tgt, todo, progress) if todo else []
+    rows = objects.apply_steps(site, cluster, todo, progress) if todo else []
     bad = [r for r in rows if not r["ok"]]
     if bad:
         raise StageFailed("; ".join(f"{r['level']}: {r['action']} {r['target']} failed: {r['output']}" for r in bad))
@@ -176,13 +168,14 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
     """Run exactly the plan's changes in order (PUT, wait for the long-running operation); refuse when the live
     state drifted since the plan. Requests and answers land in run_dir/telemetry/resources/<level>/."""
     progress = progress or progress_printer("▸ telemetry ")
+    ctx = context.of(site)
+    site = ctx.site
     if not declared(site):
         progress(NOTHING_DECLARED)
         return []
-    if not _here(arm):
-        tgt = targets.get_target(site)
-        plan, made = _apply_cluster_objects(site, tgt, plan, progress)
-        return made + tgt.azure_call("layernet.stages.telemetry:_apply_remote", progress=_plain,
+    if not runs_here(arm):
+        plan, made = _apply_cluster_objects(site, ctx.cluster, plan, progress)
+        return made + ctx.azure.call("layernet.stages.telemetry:_apply_remote", progress=_plain,
                                      plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
@@ -192,8 +185,10 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
 
 def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
     """Evidence rows: the provisioning state of every record (runs where the Azure calls run)."""
-    if not _here(arm):
-        return targets.get_target(site).azure_call("layernet.stages.telemetry:_provisioning_remote")
+    ctx = context.of(site)
+    site = ctx.site
+    if not runs_here(arm):
+        return ctx.azure.call("layernet.stages.telemetry:_provisioning_remote")
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
     rows = []
@@ -230,17 +225,20 @@ def role_rows_only(rows: list[dict]) -> bool:
     return bool(bad) and all(r["check"].startswith(("Azure Event Hubs Data", "assign")) for r in bad)
 
 
-# ---- the same calls, made where the target's Azure calls run (JSON in and out)
+# ---- the same calls, made where the site's Azure calls run (JSON in and out)
 def _plan_remote(site) -> dict:
-    return plan(site, arm=_arm(site, None)).to_dict()
+    ctx = context.of(site)
+    return plan(ctx, arm=ctx.azure.arm()).to_dict()
 
 
 def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    return apply(Plan.from_dict(plan), site, run_dir=Path(run_dir) if run_dir else None, arm=_arm(site, None))
+    ctx = context.of(site)
+    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
 
 
 def _provisioning_remote(site) -> list[dict]:
-    return provisioning(site, arm=_arm(site, None))
+    ctx = context.of(site)
+    return provisioning(ctx, arm=ctx.azure.arm())
 
 
 # ----------------------------------------------------------------------------------------------- the message proof
@@ -273,13 +271,15 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
     """One window of message-level proof: {"analysis", "evidence"}. `seconds`: the window (default: long
     enough for the site's telemetry.proof.min_messages per asset dataset); `p99_limit_ms`: the end-to-end p99
     budget (default: the site's telemetry.proof.p99_ms)."""
+    ctx = context.of(site)
+    site = ctx.site
     adaptive = seconds is None
     seconds = seconds if seconds is not None else proof_window(site)
     p99_limit_ms = p99_limit_ms if p99_limit_ms is not None else site.telemetry.proof.p99_ms
     t0 = time.time()
-    route_list, got = window.observe_window(site, seconds, settle=settle,
+    route_list, got = window.observe_window(ctx, seconds, settle=settle,
                                             min_judged=site.telemetry.proof.min_messages if adaptive else None,
-                                            tls=tap_tls(site))
+                                            tls=tap_tls(ctx))
     seconds = got.get("window_s", seconds) if adaptive else seconds
     a = analyse(route_list, got["records"], grace_s=window.GRACE_S)
     rows = evidence_rows(a, p99_limit_ms) + judged_rows(site, a, seconds)
@@ -298,7 +298,7 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
             if not r["ok"] and r["level"] in (lvl, "all") and hint not in r["hint"]:
                 r["hint"] = f"{r['hint']}; {hint}" if r["hint"] else hint
     if any(not r["ok"] and r["level"] == "eventhubs" for r in rows):
-        refused = targets.get_target(site).eventhubs_refusals(t0)
+        refused = ctx.azure.eventhubs_refusals(t0)
         if refused:
             note = "Event Hubs refused: " + "; ".join(refused)
             for r in rows:
@@ -340,25 +340,26 @@ def check(site, dry_run: bool = False, seconds: Optional[float] = None, settle: 
     if dry_run:
         print("dry run: nothing verified")
         return {"evidence": [], "analysis": None}
+    ctx = context.of(site)
+    site = ctx.site
     if not declared(site):
         return {"evidence": [evidence("site", "telemetry", "what the site declares", NOTHING_DECLARED, True)],
                 "analysis": None, "declared": False}
-    rehearsed = targets.get_target(site).telemetry_rehearsals()
+    rehearsed = ctx.cluster.telemetry_rehearsals()
     if rehearsed:
         print(f"▸ telemetry rehearsal (lab.close): {rehearsed}", flush=True)
-    rows = provisioning(site) + objects.rows(site, targets.get_target(site))
+    rows = provisioning(ctx) + objects.rows(site, ctx.cluster)
     if not all(r["ok"] for r in rows) and not role_rows_only(rows):
         return {"evidence": rows, "analysis": None}
-    out = messages(site, seconds, settle=settle)
+    out = messages(ctx, seconds, settle=settle)
     return {"evidence": rows + out["evidence"], "analysis": out["analysis"]}
 
 
-def tap_tls(site, tgt=None):
+def tap_tls(site):
     """TLS and the client certificate of the proof's MQTT taps in X.509 mode (None: anonymous)."""
-    if tgt is None:
-        tgt = targets.get_target(site)
+    ctx = context.of(site)
     try:
-        return objects.tap_tls(site, tgt)
+        return objects.tap_tls(ctx.site, ctx.cluster)
     except RuntimeError as exc:
         raise StageFailed(f"the proof's MQTT taps have no client certificate: {exc}") from None
 

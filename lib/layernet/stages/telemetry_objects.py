@@ -4,7 +4,7 @@ With `telemetry.mqtt.mode: x509` the rendered records name a cert-manager Issuer
 ConfigMap with the trusted CA (the broker authentication and the MQTT endpoint's TLS) and a Secret with the
 dataflow's client certificate (`layernet.render.telemetry.x509_references`), all in the AIO namespace. On a plant the
 operator creates them; the plan reads each one through the level's Kubernetes API and names a missing one with
-the command that creates it, and verify fails on it. The lab plays the operator: its target gives the objects
+the command that creates it, and verify fails on it. The lab plays the operator: its cluster side gives the objects
 (`Target.x509_objects`, from the lab CA) and apply puts them in place with server-side apply. A lab site without
 clusters (`lab.clusters: false`) has no API: the plan says so and the stand-ins use the lab's files.
 
@@ -83,14 +83,14 @@ def fix(site, ref: Ref) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- observe
-def observe(site, tgt) -> dict:
+def observe(site, cluster) -> dict:
     """{ref.key: "exists" | "missing" | "no api: <why>" | "error: <why>"} through each level's Kubernetes API."""
     out: dict[str, str] = {}
     apis: dict = {}
     for ref in references(site):
         if ref.level not in apis:
             try:
-                apis[ref.level] = tgt.kube_api(ref.level) or tgt.no_kube_api(ref.level)
+                apis[ref.level] = cluster.api(ref.level) or cluster.no_api(ref.level)
             except Exception as exc:  # noqa: BLE001 - the plan shows why the cluster could not be read
                 apis[ref.level] = f"error: cannot reach the cluster: {' '.join(str(exc).split())[:300]}"
         api = apis[ref.level]
@@ -118,7 +118,7 @@ def missing_text(site, ref: Ref) -> str:
 
 
 def steps(site, state: dict, creates: bool) -> list[Step]:
-    """One step per referenced object: a change where it is missing and the target makes it (the lab), else a
+    """One step per referenced object: a change where it is missing and the cluster side makes it (the lab), else a
     skip saying it exists, is missing (with the command), or cannot be read (no API on the lab site)."""
     out = []
     for ref in references(site):
@@ -139,8 +139,8 @@ def steps(site, state: dict, creates: bool) -> list[Step]:
 
 
 # ----------------------------------------------------------------------------------------------- apply
-def apply_steps(site, tgt, todo: list[Step], progress) -> list[dict]:
-    """Create the planned objects (server-side apply of the target's objects, per level); rows like the stage's."""
+def apply_steps(site, cluster, todo: list[Step], progress) -> list[dict]:
+    """Create the planned objects (server-side apply of the cluster side's objects, per level); rows like the stage's."""
     import time
 
     from layernet.targets.kube import APPLY, FIELD_MANAGER, object_path
@@ -151,8 +151,8 @@ def apply_steps(site, tgt, todo: list[Step], progress) -> list[dict]:
         mine = [refs[(s.level, s.action, s.target)] for s in todo if s.level == level]
         t0 = time.monotonic()
         try:
-            api = tgt.kube_api(level)
-            objs = tgt.x509_objects([(r.kind, r.namespace, r.name) for r in mine])
+            api = cluster.api(level)
+            objs = cluster.x509_objects([(r.kind, r.namespace, r.name) for r in mine])
             for obj in objs:
                 api.call("PATCH", object_path(obj), body=obj, content_type=APPLY,
                          query={"fieldManager": FIELD_MANAGER, "force": "true"})
@@ -168,10 +168,10 @@ def apply_steps(site, tgt, todo: list[Step], progress) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- verify
-def rows(site, tgt) -> list[dict]:
+def rows(site, cluster) -> list[dict]:
     """Evidence per referenced object where the level has an API: it exists (a missing one fails, naming level,
     kind, namespace, name and the command that creates it)."""
-    state = observe(site, tgt)
+    state = observe(site, cluster)
     out = []
     for ref in references(site):
         got = state.get(ref.key, "missing")
@@ -192,10 +192,10 @@ def _cleanup() -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def tap_tls(site, tgt):
+def tap_tls(site, cluster):
     """TLS for the proof's MQTT taps (None in anonymous mode): the client certificate and key of the Secret the
     X.509 records name and the CA of their trusted CA ConfigMap, read from a level's cluster (kept in a private
-    temporary folder for this process); where there is no API, the target's own files (the lab's)."""
+    temporary folder for this process); where there is no API, the cluster side's own files (the lab's)."""
     if not site.telemetry.mqtt.tls:
         return None
     refs = references(site)
@@ -203,9 +203,9 @@ def tap_tls(site, tgt):
     if secret is None:
         return None
     cm = next((r for r in refs if r.kind == "ConfigMap" and r.level == secret.level), None)
-    api = tgt.kube_api(secret.level)
+    api = cluster.api(secret.level)
     if api is None:
-        files = tgt.x509_files()
+        files = cluster.x509_files()
         if files is None:
             raise RuntimeError(f"{secret.level}: no Kubernetes API to read {secret.what()} from, and no files")
         return MqttTls(*files)
@@ -234,6 +234,6 @@ def tap_tls(site, tgt):
     return MqttTls(str(paths["ca"]), str(paths["cert"]), str(paths["key"]))
 
 
-def creates(tgt) -> bool:
-    """The target makes the objects itself (the lab plays the operator); a plant's operator makes them."""
-    return tgt.makes_x509_objects
+def creates(cluster) -> bool:
+    """The cluster side makes the objects itself (the lab plays the operator); a plant's operator makes them."""
+    return cluster.makes_x509_objects

@@ -397,12 +397,6 @@ class KubeTarget(Target):
         data = api.call("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
         return data.get("items") or []
 
-    def cluster_api(self):
-        return self.api
-
-    def kube_api(self, level: str) -> Api:
-        return self.api(level)
-
     def requirements(self) -> list[dict]:
         return [tools.envoy()] + tools.kube_contexts(self.site)
 

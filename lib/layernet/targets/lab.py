@@ -14,18 +14,14 @@ from contextlib import contextmanager
 import json
 import subprocess
 import sys
-import time
 from datetime import datetime
 from typing import Optional
 
 from layernet import clock
-from layernet.evidence import evidence
-from layernet.lab import LabError, aioext, arcagent, azure as lab_azure, commands, jumpbox, mqttpki, netns, procs, reach, services, telemetry
-from layernet.lab.clusters import kubeconfig
+from layernet.lab import LabError, commands, netns
 from layernet.plan import Change, require_same_plan
 from layernet.targets import tools
 from layernet.targets.base import Target
-from layernet.targets.kube import Api
 
 ACCESS_LOG = "envoy-access.log"
 PROBE_TIMEOUT = 120.0
@@ -204,179 +200,7 @@ class LabTarget(Target):
             raise LabError(f"probe in {ns} returned {type(rows).__name__}, expected a list of rows")
         return rows
 
-    # ------------------------------------------------------------------ Azure (stages 02-04)
-    azure_poll_interval = 0.5
-
-    def azure_call(self, func: str, progress=None, **kwargs):
-        """The lab's Azure calls run on its jump box (its own namespace, names resolving to the lab's cloud)."""
-        return jumpbox.call(self.site, func, progress=progress, **kwargs)
-
-    def arm(self):
-        return lab_azure.arm(self.site)
-
-    def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
-        d = commands.level_dir(self.site, level)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / arcagent.FEATURES_FILE).unlink(missing_ok=True)      # newly installed agents: no feature enabled yet
-        (d / arcagent.KEY_FILE).unlink(missing_ok=True)
-        if agent_key:
-            arcagent.save_key(d, agent_key)
-        return services.start_arc_agent(self.site, level, cluster_id)
-
-    def azure_stand_ins(self, stage: str) -> list[dict]:
-        region = self.site.azure.location
-        common = [
-            ("Microsoft Entra ID (tokens)", "login.microsoftonline.com",
-             "the lab's Entra stand-in: client-credential tokens signed with its own key, published in its JWKS"),
-            ("Azure Resource Manager", "management.azure.com",
-             "the lab's ARM stand-in: the pinned api-versions and the SDK models' contracts enforced, long-running "
-             "operations as ARM runs them; no Azure subscription was touched"),
-        ]
-        parts = {
-            "arc": [("Arc configuration data plane and heartbeats", f"{region}.dp.kubernetesconfiguration.azure.com",
-                     "lab stand-in: Connected only while heartbeats arrive from the egress level's node"),
-                    ("Arc identity (HIS)", f"gbl.his.arc.azure.com, {region}.his.arc.azure.com",
-                     "lab stand-in: checks the agents' proof with the connected cluster's public key"),
-                    ("Arc notification, relay and cluster connect", "guestnotificationservice.azure.com, "
-                     f"*.servicebus.windows.net, {region}.obo.arc.azure.com",
-                     "lab stand-ins answering the agents' calls (content not modelled)"),
-                    ("Microsoft Container Registry", "mcr.microsoft.com, *.data.mcr.microsoft.com",
-                     "lab registry: made-up image manifests and layers"),
-                    ("Arc agents in each cluster", "namespace azure-arc",
-                     "one lab process per level making the agents' calls by name through the proxies")],
-            "aio": [("AIO extensions in each cluster", "cert-manager, secret store, azure-iot-operations",
-                     "one lab process per level: image pulls through the proxies, status to the configuration data "
-                     "plane, mosquitto as the MQTT broker of the listener resources"),
-                    ("Microsoft Container Registry", "mcr.microsoft.com, *.data.mcr.microsoft.com",
-                     "lab registry: made-up image manifests and layers")],
-            "telemetry": [("Azure Event Hubs", "<namespace>.servicebus.windows.net:9093",
-                           "Apache Kafka in the lab's cloud (TLS, OAUTHBEARER against the lab's Entra, authorized by "
-                           "the ARM role assignments)"),
-                          ("AIO connector and dataflows, the OPC UA server", "the levels' nodes",
-                           "lab processes reading the ARM records (asyncua OPC PLC, MQTT dataflows)")],
-        }
-        return [{"part": p, "hosts": h, "on this run": w} for p, h, w in common + parts.get(stage, [])]
-
-    def role_rows(self, role: str) -> list[dict]:
-        """Per level whose stand-in of `role` started: did it reach every host the catalog marks required for the
-        role (lab/reach.py)? Names each one it did not, and the role."""
-        out = []
-        for lv in self.site.levels:
-            if role == arcagent.ROLE:
-                st, who = services.arc_agent_status(self.site, lv.name), "Arc agents"
-            elif role == aioext.ROLE:
-                st, who = aioext.status(self.site, lv.name), "AIO extensions"
-            else:
-                return []
-            if st is not None:
-                out.append(reach.row(self.site, role, lv.name, st.get("calls"), who, st.get("blocked_on")))
-        return out
-
-    def arc_features(self, level: str):
-        return arcagent.read_features(commands.level_dir(self.site, level))
-
-    def enable_arc_features(self, level: str, features: list) -> str:
-        on = arcagent.enable_features(commands.level_dir(self.site, level), list(features))
-        return f"agents of {level}: features enabled: {', '.join(on) or 'none'}"
-
-    def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
-        return aioext.install(self.site, level, cluster_id, extension)
-
-    def aio_extension_running(self, level: str):
-        """False when the level's extension stand-in was started (it left its status) and no longer runs;
-        None when it never started."""
-        if aioext.status(self.site, level) is None:
-            return None
-        p = services.table(self.site).get(f"{level}/aio-extension")
-        return p is not None and procs.alive(p)
-
-    def aio_listeners(self, level: str, listeners: list, authentications: list = ()) -> str:
-        return aioext.set_listeners(self.site, level, listeners, authentications)
-
-    def aio_note(self, level: str) -> str:
-        return aioext.note(self.site, level)
-
-    def aio_broker_rows(self, listeners: dict, wait: float = 10.0) -> list:
-        """An MQTT round trip (connect, subscribe, publish, receive) to every anonymous listener of every level's
-        broker, and an anonymous client refused by every listener that authenticates its clients, from this
-        namespace (the jump box side, which routes to the level nodes: the admin flow)."""
-        rows = []
-        ca = str(commands.ca_cert_path(self.site))
-        for level, ports in listeners.items():
-            node = str(self.site.level(level).node_ip)
-            commands.check_route(self.site, node)
-            st = aioext.status(self.site, level) or {}
-            failed = not st or any(e.get("state") == "Failed" for e in st.get("extensions", {}).values())
-            for name, port, tls, authenticated in ports:
-                probe = aioext.mqtt_refuses_anonymous if authenticated else aioext.mqtt_round_trip
-                end = time.monotonic() + (0 if failed else wait)   # a broker that is (re)starting gets a few seconds
-                while True:
-                    ok, observed = probe(node, port, ca if tls else None)
-                    if ok or time.monotonic() >= end:
-                        break
-                    time.sleep(0.5)
-                hint = f"{name} on {node}:{port} ({'TLS' if tls else 'plain'}): {observed}"
-                note = aioext.note(self.site, level)
-                rows.append(evidence(level, f"mqtt {name} :{port}",
-                                     "anonymous client refused" if authenticated else "round trip",
-                                     observed if ok else "failed", ok, hint + (f"; {note}" if note else "")))
-        return rows
-
-    def install_telemetry(self, records: dict) -> str:
-        return telemetry.install(self.site, records)
-
-    makes_x509_objects = True
-
-    def kube_api(self, level: str):
-        """The level cluster's API from the jump box's kubeconfig (None on a lab site without clusters)."""
-        if not self.site.lab.clusters:
-            return None
-        return Api(kubeconfig.client(self.site, level))
-
-    def no_kube_api(self, level: str) -> str:
-        return (f"{level}: this lab site has no clusters (lab.clusters: false), so no Kubernetes API: the lab's "
-                "brokers and stand-ins use the lab CA and client certificate files the objects would hold")
-
-    def x509_objects(self, refs: list) -> list[dict]:
-        return mqttpki.objects(self.site, refs)
-
-    def x509_files(self):
-        if self.site.lab.clusters:
-            return None
-        m = mqttpki.ensure(self.site)
-        return m.ca, m.cert, m.key
-
-    def telemetry_rehearsals(self) -> str:
-        return telemetry.rehearse(self.site)
-
-    def telemetry_running(self):
-        return telemetry.running(self.site)
-
-    def eventhubs_client(self) -> tuple:
-        """The lab's Event Hubs connection string (lab.kafka, read here) and the lab CA."""
-        from layernet.lab import kafka
-
-        return kafka.connection_string(self.site), str(commands.ca_cert_path(self.site))
-
-    def eventhubs_refusals(self, since: float) -> list:
-        """From the lab broker's log: tokens its validator refused and principals its authorizer denied."""
-        from layernet.lab import kafka
-
-        return kafka.refusals(self.site, since)
-
-    def arc_agent_note(self, level: str) -> str:
-        st = services.arc_agent_status(self.site, level)
-        if st is None:
-            return f"the lab's Arc agents of {level} never started"
-        if st.get("blocked_on"):
-            return f"the Arc agents of {level} cannot reach {st['blocked_on']}"
-        if st.get("heartbeat_error"):
-            return f"the Arc agents of {level} cannot send heartbeats: {st['heartbeat_error']}"
-        return ""
-
     # ------------------------------------------------------------------ what stages ask
-    azure_elsewhere = True
-
     def session_state(self) -> Optional[str]:
         if commands.lab_is_up(self.site):
             return "up"

@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from layernet import targets
+from layernet import context
 from layernet.azure import aio_sdk, eventhubs_access as access
 from layernet.azure.aio import INSTANCE_EXTENSION
 from layernet.azure.clients import Arm, as_dict, pick
@@ -109,4 +109,4 @@ def observe(site, arm: Arm) -> dict:
             listeners[r["id"]] = have
     return {"providers": providers, "principals": found, "operator": operator, "resources": out,
             "listeners": {k: pick(v, "properties", "ports") for k, v in listeners.items() if v},
-            "running": targets.get_target(site).telemetry_running()}
+            "running": context.of(site).cluster.telemetry_running()}

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
-from layernet import targets
+from layernet import context
 from layernet.azure import aio_sdk, eventhubs_access as access
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.errors import StageFailed
@@ -38,7 +38,7 @@ def run(changes: list[Step], s, arm: Arm, state: dict, record: Optional[Path], p
     """Run `changes` (the plan's, in order) in waves; raises StageFailed naming the steps of the first wave that
     failed. `s`: the site with the subscription `arm` talks to; `state`: what `arm.observe` read (the
     principals, the operator); `record`: the stage's run folder (None: nothing written)."""
-    tgt = targets.get_target(s)
+    cluster = context.of(s).cluster
     live = Live(arm)
     principals = dict(state["principals"])
     recs = {(r["level"], r["action"], r["name"]): r for r in desired(s, principals, state.get("operator"))}
@@ -51,7 +51,7 @@ def run(changes: list[Step], s, arm: Arm, state: dict, record: Optional[Path], p
         i = index[id(step)]
         with lock:
             progress(f"[{i}/{total}] {step.level}: {step.action} {step.target}")
-        row = _run_step(step, s, arm, live, tgt, recs, principals, record)
+        row = _run_step(step, s, arm, live, cluster, recs, principals, record)
         done[i] = row
         with lock:
             progress(f"[{i}/{total}] {step.level}: {step.action} " + (
@@ -72,7 +72,7 @@ def run(changes: list[Step], s, arm: Arm, state: dict, record: Optional[Path], p
     return [done[i] for i in sorted(done)]
 
 
-def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: dict, record) -> dict:
+def _run_step(step: Step, s, arm: Arm, live: Live, cluster, recs: dict, principals: dict, record) -> dict:
     t0 = time.monotonic()
     note, state_, path, ok = "", "", "", True
     if step.action == "register provider":
@@ -86,7 +86,7 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
         note = "" if ok else f"{step.target} still {state_} after 120 s"
     elif step.action == START_SERVICES:
         try:
-            note = tgt.install_telemetry(records_by_level(s, read_principals(s, live))) or ""
+            note = cluster.install_telemetry(records_by_level(s, read_principals(s, live))) or ""
             state_ = "running"
         except Exception as exc:  # noqa: BLE001 - the stand-ins' failure is the step's outcome
             ok, note, state_ = False, " ".join(str(exc).split())[:600], "failed"
@@ -113,7 +113,7 @@ def _run_step(step: Step, s, arm: Arm, live: Live, tgt, recs: dict, principals: 
         if ok and step.action == "create broker listener":
             inst = r["id"].split("/instances/", 1)[1].split("/", 1)[0]
             c = aio_sdk.SdkClients(arm, s.azure.resource_group)
-            note = tgt.aio_listeners(step.level, c.listeners(inst), c.authentications(inst)) or ""
+            note = cluster.aio_listeners(step.level, c.listeners(inst), c.authentications(inst)) or ""
     return {"level": step.level, "action": step.action, "target": step.target, "ok": ok, "state": state_,
             "seconds": round(time.monotonic() - t0, 3), "output": note, "file": path}
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet import targets
+from layernet import context
 from layernet.errors import StageFailed
 from layernet.telemetry.records import receiver_scope
 from layernet.telemetry.verify import MqttTap, Record, broker_addresses, consume_kafka, kafka_consumer_config, routes
@@ -26,9 +26,10 @@ def consumer_config(site) -> dict:
     operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
     (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
     Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
-    cs, ca = targets.get_target(site).eventhubs_client()
+    azure = context.of(site).azure
+    cs, ca = azure.eventhubs_client()
     if receiver_scope(site):
-        return kafka_consumer_config(site, ca=ca, credential=targets.get_target(site).arm().cred(), group="layernet-verify")
+        return kafka_consumer_config(site, ca=ca, credential=azure.arm().cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
 
@@ -66,7 +67,8 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
     calls run, for one window; returns (routes, {"records", "kafka_error"}) for `verify.analyse`. The consumer
     starts first; while it joins the hub, up to `settle` seconds pass until the flow reaches its last broker; it
     reads `tail` seconds beyond the taps' window. `tls`: the taps' TLS and client certificate (None: anonymous)."""
-    tgt = targets.get_target(site)
+    ctx = context.of(site)
+    site = ctx.site
     route_list = routes(site)
     brokers = brokers or broker_addresses(site)
     ready = threading.Event()
@@ -83,7 +85,7 @@ def observe_window(site, seconds: float = WINDOW_S, brokers=None, settle: float 
 
     def consume():
         try:
-            kafka_out["records"] = tgt.azure_call("layernet.telemetry.window:_consume_remote", progress=on_line,
+            kafka_out["records"] = ctx.azure.call("layernet.telemetry.window:_consume_remote", progress=on_line,
                                                   seconds=settle + seconds + 60.0, stop_file=stop_file)
         except Exception as exc:  # noqa: BLE001 - becomes evidence
             kafka_out["error"] = str(exc)
