@@ -3,8 +3,9 @@
 A stage's own traffic (the Arc agents, the AIO extension pulling images, ...) leaves its level through the proxy
 above it, and every proxy on the way logs it. `paths(site, target, since)` reads each proxy level's log from
 `since` on (the same `Target.logs` on a real site and in the lab), and follows every connection that started
-in a level upward: a record whose source is a child proxy's `upstream_local` continues that child's record
-(the exact join), any other record is where a connection entered the chain. One row per connection:
+in a level upward. Which record at the level above continues a record is the audit's hop join (`hops.link`:
+the child proxy's `upstream_local` is the parent's record's source, nearest in time when a port is reused); a
+record that continues none is where a connection entered the chain. One row per connection:
 
     source (level it came from), host (SNI), port, hops ("level3 ✓ → level4 ✓"), outcome ("reached Azure",
     "refused at level3", "forwarded by level3, no record at level4"), time
@@ -19,6 +20,8 @@ import json
 from datetime import datetime
 from html import escape
 from typing import Optional
+
+from layernet import hops
 
 COLUMNS = ["time", "source", "host", "port", "hops", "outcome", "reached", "refused_at"]
 
@@ -67,44 +70,72 @@ def read(site, target, since: Optional[datetime] = None) -> dict[str, list[dict]
     return out
 
 
+def _links(site, records: list[dict]) -> dict[int, int]:
+    """{index of a record: index of the record it caused at the level above}, by the hop join (`hops.link`) over
+    the records in a throwaway DuckDB table (each record its own group)."""
+    if not records:
+        return {}
+    import duckdb
+    import pandas as pd
+
+    def text(r: dict, key: str) -> str:
+        v = r.get(key)
+        return "" if v is None else str(v)
+
+    frame = pd.DataFrame({
+        "id": range(len(records)), "time": [text(r, "time") for r in records],
+        "level": [text(r, "level") for r in records], "source": [text(r, "source") for r in records],
+        "source_ip": [_ip_port(text(r, "source"))[0].strip("[]") for r in records],
+        "upstream_local": [text(r, "upstream_local") for r in records], "sni": [text(r, "sni") for r in records],
+        "listener_port": [text(r, "listener_port") for r in records],
+        "verdict": [hops.verdict_of(text(r, "filter_chain"), text(r, "response_flags")) for r in records]},
+        columns=["id", "time", "level", "source", "source_ip", "upstream_local", "sni", "listener_port", "verdict"])
+    db = duckdb.connect()
+    try:
+        db.execute("SET TimeZone = 'UTC'")
+        db.register("_records", frame)
+        db.execute("""CREATE TEMP TABLE _rows AS SELECT id, epoch_ms(try_cast(time AS TIMESTAMPTZ)) AS t,
+                        CAST(id AS UBIGINT) AS g, hash(source) AS sk,
+                        CASE WHEN upstream_local <> '' THEN hash(upstream_local) END AS uk FROM _records""")
+        db.execute("""CREATE TEMP TABLE _groups AS SELECT CAST(id AS UBIGINT) AS g, level, source_ip, sni,
+                        try_cast(listener_port AS INTEGER) AS listener_port, verdict FROM _records""")
+        db.unregister("_records")
+        hops.link(db, site, "_rows", "_groups")
+        return dict(db.execute("SELECT id, next_id FROM _next").fetchall())
+    finally:
+        db.close()
+
+
 def join(site, logs: dict[str, list[dict]]) -> list[dict]:
     """Connections followed from where they entered the chain up to where they left or were refused."""
-    by_source = {(lvl, r.get("source", "")): r for lvl, recs in logs.items() for r in recs}
-    continued = set()
-    for lvl, recs in logs.items():
-        parent = site.parent(lvl)
-        if parent is None:
-            continue
-        for r in recs:
-            up = r.get("upstream_local") or ""
-            if up and (parent.name, up) in by_source:
-                continued.add((parent.name, up))
+    records = [(lv.name, r) for lv in reversed(site.chain) for r in logs.get(lv.name, [])]
+    nxt = _links(site, [dict(r, level=lvl) for lvl, r in records])
+    continued = set(nxt.values())
     rows = []
-    for lvl in [lv.name for lv in reversed(site.chain) if lv.name in logs]:
-        for r in logs[lvl]:
-            if (lvl, r.get("source", "")) in continued:
-                continue
-            hops, cur, cur_level = [], r, lvl
-            outcome, refused_at, reached = "", "", False
-            while True:
-                ok = _forwarded(cur)
-                hops.append(f"{cur_level} {'✓' if ok else '✕'}")
-                if not ok:
-                    outcome, refused_at = f"refused at {cur_level}", cur_level
-                    break
-                parent = site.parent(cur_level)
-                if parent is None or cur_level == site.egress_level:
-                    outcome, reached = "reached Azure", True
-                    break
-                nxt = by_source.get((parent.name, cur.get("upstream_local") or ""))
-                if nxt is None:
-                    outcome = f"forwarded by {cur_level}, no record at {parent.name}"
-                    break
-                cur, cur_level = nxt, parent.name
-            src_ip, _ = _ip_port(r.get("source", ""))
-            rows.append({"time": r.get("time", ""), "source": _level_of(site, src_ip), "host": r.get("sni") or "(no SNI)",
-                         "port": int(r["listener_port"]) if str(r.get("listener_port", "")).isdigit() else None,
-                         "hops": " → ".join(hops), "outcome": outcome, "reached": reached, "refused_at": refused_at})
+    for start, (lvl, r) in enumerate(records):
+        if start in continued:
+            continue
+        steps, cur, cur_level = [], start, lvl
+        outcome, refused_at, reached = "", "", False
+        while True:
+            ok = _forwarded(records[cur][1])
+            steps.append(f"{cur_level} {'✓' if ok else '✕'}")
+            if not ok:
+                outcome, refused_at = f"refused at {cur_level}", cur_level
+                break
+            parent = site.parent(cur_level)
+            if parent is None or cur_level == site.egress_level:
+                outcome, reached = "reached Azure", True
+                break
+            if cur not in nxt:
+                outcome = f"forwarded by {cur_level}, no record at {parent.name}"
+                break
+            cur = nxt[cur]
+            cur_level = records[cur][0]
+        src_ip, _ = _ip_port(r.get("source", ""))
+        rows.append({"time": r.get("time", ""), "source": _level_of(site, src_ip), "host": r.get("sni") or "(no SNI)",
+                     "port": int(r["listener_port"]) if str(r.get("listener_port", "")).isdigit() else None,
+                     "hops": " → ".join(steps), "outcome": outcome, "reached": reached, "refused_at": refused_at})
     rows.sort(key=lambda x: x["time"])
     return rows
 

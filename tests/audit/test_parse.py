@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 
 from layernet.audit import scan
-from layernet.audit.db import COLUMNS, VERDICTS, verdict_of
+from layernet.audit.db import COLUMNS
 from layernet.audit.parse import parse_logs
+from layernet.hops import VERDICTS, verdict_of
 from audit_helpers import rec, refused_name, refused_source
 
 

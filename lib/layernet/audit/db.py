@@ -1,5 +1,6 @@
 """The audit's DuckDB: the connection (memory limit, spill folder, UTC, the verdict type), its memory handed back,
-the access-log record's keys and the connection table's columns, and a query as a typed DataFrame.
+the access-log record's keys and the connection table's columns, and a query as a typed DataFrame (the verdicts
+are `hops.VERDICTS`).
 
 Column types of the DataFrame (`to_frame`): ``time`` datetime64[ms, UTC]; ``level``, ``verdict``,
 ``response_flags`` and the other low-cardinality text columns are categoricals; ports int32; bytes, duration and
@@ -11,15 +12,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from layernet.render.envoy import CHAIN_REFUSED_SOURCE
+from layernet.hops import VERDICTS
 
 if TYPE_CHECKING:     # imported lazily: the CLI must start fast
     import pandas as pd
-
-VERDICTS = ["allowed", "refused-name", "refused-source", "upstream-failure"]
-# Envoy response flags that mean the proxy accepted the connection but could not reach the upstream
-UPSTREAM_FAILURE_FLAGS = frozenset({"UH", "UF", "UO", "URX", "UT", "NC", "DF", "UMSDR", "DO"})
-NO_CHAIN_FLAG = "NR"
 
 # keys of the access-log record (render/envoy.py ACCESS_LOG_FORMAT); read as text, typed in SQL
 RAW_KEYS = ["time", "level", "listener_port", "source", "sni", "filter_chain", "upstream_host", "upstream_cluster",
@@ -38,18 +34,6 @@ FINDINGS_MEMORY_MIN = 128 << 20
 # read as numbers by the reader (a value that is not one becomes NULL, the rest of the line stays); the others are
 # text, typed in SQL so a bad value can be named
 NUMBER_KEYS = ("bytes_in", "bytes_out", "duration_ms", "connection_id")
-
-
-def verdict_of(filter_chain: str, flags: str) -> str:
-    """The verdict of one connection from its filter chain and response flags."""
-    names = set(flags.split(",")) if flags and flags != "-" else set()
-    if filter_chain == CHAIN_REFUSED_SOURCE:
-        return "refused-source"
-    if not filter_chain or NO_CHAIN_FLAG in names:
-        return "refused-name"
-    if names & UPSTREAM_FAILURE_FLAGS:
-        return "upstream-failure"
-    return "allowed"
 
 
 def to_frame(db, sql: str, params=None) -> "pd.DataFrame":

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from layernet.audit.db import CATEGORY_COLUMNS, COLUMNS, VERDICTS
+from layernet.audit.db import CATEGORY_COLUMNS, COLUMNS
+from layernet.hops import VERDICTS
 
 EXPORT_DIR = "audit"
 _INTS = {"listener_port": "int32", "source_port": "int32", "bytes_in": "int64", "bytes_out": "int64",

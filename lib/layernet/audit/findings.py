@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from layernet.audit.db import VERDICTS, connect, release_cache
+from layernet.audit.db import connect, release_cache
 from layernet.audit.parse import Parsed
 from layernet.audit.passes import tables_from_frame
+from layernet.hops import DEFAULT_WINDOW_MS, VERDICTS, link
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +41,6 @@ SOURCE_CLASSES = ["child proxy", "child network", "own network", "pods", "other"
 # reported, but not a failure: the proxy did its job (a refused attempt by a child level's own workloads)
 INFO_KINDS = frozenset({"child-workload-refused"})
 DEFAULT_GAP_MINUTES = 15
-DEFAULT_JOIN_WINDOW_MS = 5000   # the inner proxy's connect timeout: the upper connection starts within it
 
 
 def _td(minutes: float):
@@ -277,102 +277,13 @@ def source_class(data, site):
 
 
 # ----------------------------------------------------------------------------------------------- paths
-def _greedy(inner: list, outer: list, window_ms: int) -> list[tuple[int, int]]:
-    """(inner id, outer id) pairs: each inner connection takes the earliest unused outer connection with the same
-    key that starts no earlier than it and within the window. Rows are (key, time ms, id), sorted."""
-    out, j, nr = [], 0, len(outer)
-    for k, tt, i in inner:
-        while j < nr and (outer[j][0] < k or (outer[j][0] == k and outer[j][1] < tt)):
-            j += 1
-        if j < nr and outer[j][0] == k and outer[j][1] - tt <= window_ms:
-            out.append((i, outer[j][2]))
-            j += 1
-    return out
-
-
-_PASSED = "('allowed', 'upstream-failure')"
-# the link join takes the addresses in slices of about this many rows (at most LINK_SLICES_MAX slices)
-LINK_SLICE_ROWS, LINK_SLICES_MAX = 600_000, 8
-
-
 def _links(t: _Tab, site, window_ms: int) -> list[str]:
-    """A table `_next(id, next_id, hop_ms, exact, g, next_g)`: each inner connection and the one it caused at the
-    level above (ids are row ids of `_r`, g and next_g their groups, which name their levels). Exact on the inner
-    proxy's upstream local address when the log has it; otherwise the first unused upper connection with the same
-    name and port that starts within `window_ms` after the inner one."""
-    levels = site.proxy_levels(innermost_first=True)
-    names = [lv.name for lv in levels]
+    """The table `_next(id, next_id, hop_ms, exact, g, next_g)` of the hop join (`hops.link`) over the narrow rows
+    and the groups in the window, built once per site and window."""
     if getattr(t, "_links_key", None) == (id(site), window_ms):
-        return names
+        return [lv.name for lv in site.proxy_levels(innermost_first=True)]
     t._links_key = (id(site), window_ms)
-    t.db.execute("""CREATE OR REPLACE TEMP TABLE _next (id BIGINT, next_id BIGINT, hop_ms INTEGER, exact BOOLEAN,
-                    g UBIGINT, next_g UBIGINT)""")
-    for inner, outer in zip(levels, levels[1:]):
-        parent = site.parent(inner)
-        if parent is None or parent.name != outer.name:
-            continue
-        # equal address keys in the same time bucket (as wide as the window): an address reused all day (a busy
-        # proxy cycles its ports) is compared only with its near neighbours in time. Each inner row is tried in
-        # its bucket and the next, the outer row in the bucket of its time + 1 s: every pair within the window
-        # meets exactly once.
-        width = window_ms + 1000
-        rows = int(t.rows("SELECT count(*) FROM _rows")[0][0])
-        slices = max(1, min(LINK_SLICES_MAX, -(-rows // LINK_SLICE_ROWS)))
-        for k in range(slices):            # a slice of the addresses at a time: a smaller hash table
-            t.db.execute(f"""INSERT INTO _next
-                WITH i AS (SELECT id, t, uk, g, unnest([t // {width}, t // {width} + 1]) AS b FROM _r
-                             WHERE uk IS NOT NULL AND uk % {slices} = {k}
-                               AND g IN (SELECT g FROM _g WHERE level = ? AND verdict IN {_PASSED})),
-                     o AS (SELECT id, t, sk, g, (t + 1000) // {width} AS b FROM _r WHERE sk % {slices} = {k}
-                             AND g IN (SELECT g FROM _g WHERE level = ? AND source_ip = ?))
-                SELECT i.id, o.id, o.t - i.t, true, i.g, o.g FROM i JOIN o ON i.uk = o.sk AND i.b = o.b
-                WHERE o.t - i.t BETWEEN -1000 AND ?""", [inner.name, outer.name, str(inner.node_ip), window_ms])
-            release_cache(t.db)
-        # an address reused within the window gives one connection two partners: among the links that share a
-        # connection, the nearest in time, one to one (a connection is inner or outer of one pair of levels only)
-        if _shared(t):
-            t.db.execute("""CREATE OR REPLACE TEMP TABLE _dup AS SELECT * FROM _next
-                            WHERE id IN (SELECT id FROM _shared_id) OR next_id IN (SELECT next_id FROM _shared_next)""")
-            t.db.execute("DELETE FROM _next WHERE id IN (SELECT id FROM _dup) OR next_id IN (SELECT next_id FROM _dup)")
-            # each inner connection its nearest partner, then each upper connection the nearest of those left
-            t.db.execute("""INSERT INTO _next SELECT id, next_id, hop_ms, exact, g, next_g FROM (
-                  SELECT * FROM _dup QUALIFY row_number() OVER (PARTITION BY id ORDER BY abs(hop_ms), next_id) = 1)
-                QUALIFY row_number() OVER (PARTITION BY next_id ORDER BY abs(hop_ms), id) = 1""")
-            t.db.execute("DROP TABLE _dup")
-        # without the upstream local address: by name, port and time
-        inner_rows = t.rows(f"""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
-            WHERE level = ? AND uk IS NULL AND verdict IN {_PASSED} ORDER BY 1, 2, 3""", [inner.name])
-        if not inner_rows:
-            continue
-        outer_rows = t.rows("""SELECT sni || ':' || CAST(listener_port AS VARCHAR), t, id FROM _conn
-            WHERE level = ? AND source_ip = ? AND id NOT IN (SELECT next_id FROM _next)
-            ORDER BY 1, 2, 3""", [outer.name, str(inner.node_ip)])
-        pairs = _greedy(inner_rows, outer_rows, window_ms)
-        if pairs:
-            t.db.execute("CREATE OR REPLACE TEMP TABLE _greedy (id BIGINT, next_id BIGINT)")
-            t.db.executemany("INSERT INTO _greedy VALUES (?, ?)", [[i, o] for i, o in pairs])
-            t.db.execute("""INSERT INTO _next SELECT p.id, p.next_id, o.t - i.t, false, i.g, o.g
-                FROM _greedy p JOIN _r i ON i.id = p.id JOIN _r o ON o.id = p.next_id""")
-    return names
-
-
-def _shared(t: _Tab) -> bool:
-    """Whether a connection occurs in more than one link; if so `_shared_id(id)` and `_shared_next(next_id)` list
-    them. Counted in numpy over the two columns (a sort each), lighter than two hash aggregates over every link."""
-    import numpy as np
-    import pyarrow as pa
-
-    found = False
-    for c, name in (("id", "_shared_id"), ("next_id", "_shared_next")):
-        v = np.asarray(t.db.sql(f"SELECT {c} FROM _next").fetchnumpy()[c], dtype=np.int64)
-        v.sort()                                                   # in place: one column at a time
-        rep = np.unique(v[1:][v[1:] == v[:-1]])
-        del v
-        found |= bool(len(rep))
-        t.db.register("_arrow", pa.table({c: rep}))
-        t.db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _arrow")
-        t.db.unregister("_arrow")
-    return found
+    return link(t.db, site, "_r", "_g", window_ms, each_slice=release_cache)
 
 
 def _walk(steps: int, first: int, start: str = "") -> tuple[str, str]:
@@ -386,7 +297,7 @@ def _walk(steps: int, first: int, start: str = "") -> tuple[str, str]:
     return joins, "concat_ws(' > ', " + ", ".join([origin] + [f"x{k}.level" for k in range(1, steps + 1)]) + ")"
 
 
-def path_summary(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+def path_summary(data, site, window_ms: int = DEFAULT_WINDOW_MS) -> "pd.DataFrame":
     """Paths by path and outcome. A path starts at a connection no link points to and ends at the last link of its
     chain. Chains are followed through the links alone; a connection with no link in or out is a path of one
     level, counted from the groups (its count minus the linked connections of the group)."""
@@ -430,7 +341,7 @@ PATH_COLUMNS = ["start", "origin", "origin_level", "name", "port", "path", "verd
                 "duration_ms", "bytes_in", "bytes_out"]
 
 
-def paths(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+def paths(data, site, window_ms: int = DEFAULT_WINDOW_MS) -> "pd.DataFrame":
     """One row per end-to-end path: it starts at the innermost level that saw it (origin = the source there)
     and follows each connection to the one it caused at the level above. Hop latency = the upper connection's
     start minus the inner one's (ms resolution, as Envoy logs START_TIME)."""
@@ -485,7 +396,7 @@ def hop_latency(p) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["hop", "paths", "p50_ms", "p95_ms", "max_ms"])
 
 
-def hop_latency_sql(data, site, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+def hop_latency_sql(data, site, window_ms: int = DEFAULT_WINDOW_MS) -> "pd.DataFrame":
     """`hop_latency` of the paths, computed in SQL."""
     import pandas as pd
 
@@ -533,7 +444,7 @@ def _ms(when) -> int:
 
 
 def anomalies(data, site, allowlist=None, gap=None, since=None, until=None, expected: Optional[Expected] = None,
-              checks: Optional["pd.DataFrame"] = None, window_ms: int = DEFAULT_JOIN_WINDOW_MS) -> "pd.DataFrame":
+              checks: Optional["pd.DataFrame"] = None, window_ms: int = DEFAULT_WINDOW_MS) -> "pd.DataFrame":
     """Every anomaly, grouped (kind, level, source, name, expected) with count and first/last seen:
 
     - ``unexpected-source``: a source that is neither the level's child network, its own network nor its pods;

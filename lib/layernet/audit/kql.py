@@ -3,7 +3,7 @@
 `render(site)` is pure and deterministic: the same site gives the same text, byte for byte. Each query starts
 with the same ``let records = ...;`` block that turns a ``ContainerLogV2`` row of the proxy container into the
 connection the local engine reads (the JSON access-log record of render/envoy.py ACCESS_LOG_FORMAT, with the
-verdict computed by the same rules as `db.verdict_of`), and then computes one finding:
+verdict computed by the same rules as `hops.verdict_of`), and then computes one finding:
 
     records           the raw record fields as text, one row per connection: the local engine reads them
                       (`monitor.records_to_parsed`) for the findings that need the allow list's matching and the
@@ -24,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from layernet import clock
-from layernet.audit.db import NO_CHAIN_FLAG, RAW_KEYS, UPSTREAM_FAILURE_FLAGS
+from layernet.audit.db import RAW_KEYS
+from layernet.hops import NO_CHAIN_FLAG, UPSTREAM_FAILURE_FLAGS
 from layernet.render.envoy import CHAIN_REFUSED_SOURCE
 from layernet.render.manifests import NAMESPACE
 

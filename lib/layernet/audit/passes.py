@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from layernet.audit.db import MEMORY_MAX, NO_CHAIN_FLAG, NUMBER_KEYS, RAW_KEYS, UPSTREAM_FAILURE_FLAGS, sql_str
+from layernet.audit.db import MEMORY_MAX, NUMBER_KEYS, RAW_KEYS, sql_str
 from layernet.audit.scan import raw_lines
+from layernet.hops import NO_CHAIN_FLAG, UPSTREAM_FAILURE_FLAGS
 from layernet.render.envoy import CHAIN_REFUSED_SOURCE
 
 # DuckDB's read buffer per object; a longer line is still read whole (the reader grows its buffer for it)
@@ -23,7 +24,7 @@ OBJECT_BYTES = 1 << 16
 
 
 def _verdict_sql() -> str:
-    """`verdict_of` as a SQL expression over the raw text columns (built from the same constants); the common
+    """`hops.verdict_of` as a SQL expression over the raw text columns (built from the same constants); the common
     case (a chain and no flag) is decided without splitting the flags."""
     flags = "string_split(response_flags, ',')"
     upstream = "[" + ", ".join(f"'{f}'" for f in sorted(UPSTREAM_FAILURE_FLAGS)) + "]"
