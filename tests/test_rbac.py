@@ -13,7 +13,8 @@ from layernet.azure.aio_levels import STORAGE_BLOB_DATA_CONTRIBUTOR
 from layernet.azure.clients import Arm
 from layernet.lab import azure as lab_azure
 from layernet.lab import eventhubs_rbac
-from layernet.render.telemetry import ZERO_SUBSCRIPTION, render_level
+from layernet.render.telemetry import render_level
+from layernet.resource_ids import subscription
 from layernet.site import load_site
 
 LAB = Path(__file__).resolve().parents[1] / "params" / "lab.yaml"
@@ -42,7 +43,7 @@ def test_stage_04_keeps_the_names_sites_already_hold(site):
 
 
 def test_every_consumer_builds_the_same_assignment(site, tmp_path, monkeypatch):
-    sub = site.azure.subscription_id or ZERO_SUBSCRIPTION
+    sub = subscription(site)
     sender = sender_of(site, "level4", PRINCIPAL)
     scope = rbac.scope_of(sender["id"])
     assert scope == NAMESPACE

@@ -4,7 +4,7 @@ aio_sdk.py), stage 03's checks and the lab's AIO stand-ins."""
 from __future__ import annotations
 
 from layernet.apiversions import api_version
-from layernet.azure.clients import rid
+from layernet.resource_ids import rid
 from layernet.errors import InputError
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"

@@ -39,7 +39,8 @@ from layernet.azure.aio_levels import INSTANCE_EXTENSION, LISTENERS, ROLE_EXISTS
 from layernet import rbac
 from layernet.site.aio import AIO_NAMESPACE
 from layernet.apiversions import api_version
-from layernet.azure.clients import Arm, as_dict, pick, rid
+from layernet.azure.clients import Arm, as_dict, pick
+from layernet.resource_ids import rid
 from layernet.plan import Step
 
 STORAGE_API = api_version("Microsoft.Storage/storageAccounts")        # the one table (layernet.apiversions)

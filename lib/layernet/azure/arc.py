@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from layernet.azure.clients import Arm, as_dict, pick, rid
+from layernet.azure.clients import Arm, as_dict, pick
+from layernet.resource_ids import rid
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import InputError, StageFailed
 from layernet.site.arc import CUSTOM_LOCATIONS_APP_ID, NODE_SYSCTLS

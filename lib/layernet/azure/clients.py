@@ -115,7 +115,3 @@ def pick(d: dict, *path: str, default: Any = None) -> Any:
     return cur
 
 
-def rid(sub: str, rg: str, provider: str, *parts: str) -> str:
-    """An ARM resource id: rid(s, rg, 'Microsoft.Kubernetes', 'connectedClusters', name)."""
-    tail = "/".join(parts)
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/{tail}"

@@ -13,16 +13,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from layernet.apiversions import api_version
-from layernet.azure.clients import rid
 from layernet import rbac
 from layernet.rbac import RECEIVER, role_name, role_of, scope_of  # noqa: F401  (role_of, scope_of: for callers)
 
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
 ASSIGN_RECEIVER = "assign Azure Event Hubs Data Receiver"
-
-
-def namespace_scope(sub: str, rg: str, namespace: str) -> str:
-    return rid(sub, rg, "Microsoft.EventHub", "namespaces", namespace)
 
 
 def token_claims(token: str) -> dict:

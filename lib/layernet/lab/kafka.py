@@ -52,6 +52,7 @@ from typing import Callable, Optional
 from layernet.lab import LabError, netns, pki, procs
 from layernet.lab import state_dir as _state_dir
 from layernet.lab.cloud import entra
+from layernet.render.telemetry import eventhubs_namespace_id
 
 KAFKA_VERSION = "4.1.1"                  # keep equal to kafka.version in tools/kafka/pom.xml
 DEFAULT_HUB = "telemetry"                # the event hub when the site names none
@@ -182,11 +183,10 @@ def scope(site) -> str:
 
 def namespace_id(site) -> str:
     """The namespace's ARM id in the lab's subscription (role assignments are on it or its hubs)."""
-    from layernet.azure.clients import rid
     from layernet.lab import azure as lab_azure
 
-    return rid(lab_azure.subscription_id(site), site.azure.resource_group, "Microsoft.EventHub", "namespaces",
-               namespace_name(site))
+    namespace_name(site)                 # refuses a site without a namespace, naming the field
+    return eventhubs_namespace_id(site, lab_azure.subscription_id(site))
 
 
 def route(site) -> dict:

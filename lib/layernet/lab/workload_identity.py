@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from layernet.azure.clients import rid
+from layernet.resource_ids import rid
 from layernet.lab import LabError, azure as lab_azure, state_dir
 from layernet.lab.cloud import entra
 from layernet.lab.cloud.arm.view import resources

@@ -23,6 +23,7 @@ from typing import Optional
 
 from layernet import rbac
 from layernet.apiversions import api_version
+from layernet.resource_ids import rid, subscription
 from layernet.site import Site
 from layernet.site.telemetry import Dataflow, eventhubs_namespace
 
@@ -30,7 +31,6 @@ IOTOPS_API = api_version("Microsoft.IoTOperations/instances")          # the one
 DEVICEREGISTRY_API = api_version("Microsoft.DeviceRegistry/namespaces")
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
 EVENTHUBS_DATA_SENDER = rbac.SENDER
-ZERO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 KAFKA_ENDPOINT = "eventhubs"
 EVENTHUBS_SECRET = "layernet-eventhubs-connection"
 X509_AUTHN = "x509-authn"
@@ -49,17 +49,21 @@ def default_names(site: Site, level: str) -> AioNames:
     return AioNames(instance=f"{cluster}-ops", custom_location=f"{cluster}-cl", adr_namespace=f"{site.name}-adr")
 
 
-def _rg_id(site: Site) -> str:
-    return f"/subscriptions/{site.azure.subscription_id or ZERO_SUBSCRIPTION}/resourceGroups/{site.azure.resource_group}"
-
-
 def _ext_location(site: Site, names: AioNames) -> dict:
-    return {"name": f"{_rg_id(site)}/providers/Microsoft.ExtendedLocation/customLocations/{names.custom_location}",
+    return {"name": rid(subscription(site), site.azure.resource_group, "Microsoft.ExtendedLocation",
+                        "customLocations", names.custom_location),
             "type": "CustomLocation"}
 
 
 def _instance_id(site: Site, names: AioNames) -> str:
-    return f"{_rg_id(site)}/providers/Microsoft.IoTOperations/instances/{names.instance}"
+    return rid(subscription(site), site.azure.resource_group, "Microsoft.IoTOperations", "instances", names.instance)
+
+
+def eventhubs_namespace_id(site: Site, sub: Optional[str] = None) -> str:
+    """The ARM id of the site's Event Hubs namespace (in `sub`, default the site's subscription): the scope of
+    the Data Sender and Data Receiver role assignments."""
+    return rid(sub or subscription(site), site.azure.resource_group, "Microsoft.EventHub", "namespaces",
+               eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace))
 
 
 def eventhubs_host(site: Site) -> str:
@@ -88,7 +92,8 @@ def unquote(text: str) -> str:
 # ----------------------------------------------------------------------------------------------- resources
 def _device(site: Site, names: AioNames, device: str, endpoints: dict[str, str]) -> dict:
     return {
-        "id": f"{_rg_id(site)}/providers/Microsoft.DeviceRegistry/namespaces/{names.adr_namespace}/devices/{device}",
+        "id": rid(subscription(site), site.azure.resource_group, "Microsoft.DeviceRegistry", "namespaces",
+                  names.adr_namespace, "devices", device),
         "apiVersion": DEVICEREGISTRY_API,
         "body": {
             "location": site.azure.location,
@@ -123,7 +128,8 @@ def _asset(site: Site, names: AioNames, asset) -> dict:
             "destinations": [{"target": "Mqtt", "configuration": {"topic": ds.topic, "retain": "Never", "qos": "Qos1"}}],
         })
     return {
-        "id": f"{_rg_id(site)}/providers/Microsoft.DeviceRegistry/namespaces/{names.adr_namespace}/assets/{asset.name}",
+        "id": rid(subscription(site), site.azure.resource_group, "Microsoft.DeviceRegistry", "namespaces",
+                  names.adr_namespace, "assets", asset.name),
         "apiVersion": DEVICEREGISTRY_API,
         "body": {
             "location": site.azure.location,
@@ -234,9 +240,8 @@ def _dataflow(site: Site, names: AioNames, flow: Dataflow) -> dict:
 def _role_assignment(site: Site, level: str, principal: Optional[str]) -> dict:
     """The level's AIO extension identity as Data Sender on the namespace (named by the level: the principal is
     read from ARM at apply)."""
-    ns = eventhubs_namespace(site.telemetry, site.azure.eventhubs_namespace)
-    scope = f"{_rg_id(site)}/providers/Microsoft.EventHub/namespaces/{ns}"
-    a = rbac.assignment(site.azure.subscription_id or ZERO_SUBSCRIPTION, scope, rbac.SENDER,
+    scope = eventhubs_namespace_id(site)
+    a = rbac.assignment(subscription(site), scope, rbac.SENDER,
                         principal or f"<principal id of the AIO extension on {level}>", holder=level)
     return {"id": a["id"], "apiVersion": AUTHORIZATION_API, "body": a["body"]}
 

@@ -13,8 +13,7 @@ from layernet.apiversions import api_version
 from layernet.azure import aio as az_aio, eventhubs_access as access
 from layernet.azure.aio import INSTANCE_EXTENSION
 from layernet.azure.clients import pick
-from layernet.render.telemetry import AioNames, ZERO_SUBSCRIPTION, _rg_id, render
-from layernet.site.telemetry import eventhubs_namespace
+from layernet.render.telemetry import AioNames, eventhubs_namespace_id, render
 
 EVENTHUB_API = api_version("Microsoft.EventHub/namespaces/eventhubs")      # the one table (layernet.apiversions)
 START_SERVICES = "start telemetry services in the cluster"
@@ -44,8 +43,7 @@ def eventhub_records(site) -> list[dict]:
     tel = site.telemetry
     if not any(f.destination == "eventhubs" for f in tel.dataflows):
         return []
-    ns = eventhubs_namespace(tel, site.azure.eventhubs_namespace)
-    ns_id = f"{_rg_id(site)}/providers/Microsoft.EventHub/namespaces/{ns}"
+    ns_id = eventhubs_namespace_id(site)
     return [{"id": ns_id, "apiVersion": EVENTHUB_API,
              "body": {"location": site.azure.location, "sku": {"name": "Standard", "tier": "Standard"},
                       "properties": {"kafkaEnabled": True}}},
@@ -103,8 +101,7 @@ def receiver_scope(site) -> Optional[str]:
     tel = site.telemetry
     if tel.eventhubs.auth != "managed_identity" or not any(f.destination == "eventhubs" for f in tel.dataflows):
         return None
-    return access.namespace_scope(site.azure.subscription_id or ZERO_SUBSCRIPTION, site.azure.resource_group,
-                                  eventhubs_namespace(tel, site.azure.eventhubs_namespace))
+    return eventhubs_namespace_id(site)
 
 
 def records_by_level(site, principals: Optional[dict[str, str]] = None) -> dict[str, list[dict]]:
