@@ -45,7 +45,7 @@ def test_a_site_with_telemetry_still_plans_through_the_target(tmp_path, monkeypa
 
     class Azure:
         def call(self, func, **kw):
-            asked.append(func)
+            asked.append((func, kw.get("stage_call")))
             raise RuntimeError("stop here")
 
     monkeypatch.setattr("layernet.targets.sides", lambda site, target=None: (None, None, Azure()))
@@ -53,4 +53,4 @@ def test_a_site_with_telemetry_still_plans_through_the_target(tmp_path, monkeypa
     assert telemetry.declared(site)
     with pytest.raises(RuntimeError, match="stop here"):
         telemetry.plan(site)
-    assert asked == ["layernet.stages.telemetry:_plan_remote"]
+    assert asked == [("layernet.stages.base:_there", "layernet.stages.telemetry:plan")]

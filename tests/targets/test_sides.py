@@ -99,3 +99,28 @@ def test_every_notebook_builds_its_context_once_and_passes_it():
         assert code.count("open_context(") == 1, nb.name
         assert "open_site(" not in code and "get_target(" not in code, nb.name
         assert not re.search(r"\(site\b", code), f"{nb.name}: a stage call given the site instead of the Context"
+
+
+def _a_stage_call(site, arm, plan, note: str):
+    """A stage function as `elsewhere` calls it: the Context, the Azure side's Arm, JSON arguments, a Plan."""
+    from layernet.plan import Plan, Step
+
+    assert isinstance(site, context.Context) and arm == "the azure side's arm" and isinstance(plan, Plan)
+    return Plan(plan.stage, plan.steps + [Step(site.site.name, note, "x")], observed=plan.observed)
+
+
+def test_a_stage_call_goes_where_the_azure_calls_run_and_plans_travel_as_json(monkeypatch):
+    from layernet.plan import Plan, Step
+    from layernet.stages.base import elsewhere, runs_here
+
+    site = load_site(ROOT / "params" / "site-example.yaml")
+    ctx = context.build(site)
+    monkeypatch.setattr(AzureSide, "arm", lambda self: "the azure side's arm")
+    sent = []
+    real_call = AzureSide.call
+    monkeypatch.setattr(AzureSide, "call", lambda self, func, progress=None, **kw: (
+        sent.append((func, json.dumps(kw))), real_call(self, func, progress, **kw))[1])
+    out = elsewhere(ctx, _a_stage_call, plan=Plan("arc", [Step("l4", "a", "t")], observed="abc"), note="done there")
+    assert isinstance(out, Plan) and [s.action for s in out.steps] == ["a", "done there"] and out.observed == "abc"
+    assert sent and sent[0][0] == "layernet.stages.base:_there"        # JSON-serialisable all the way
+    assert not runs_here(None, None, {}) and runs_here(None, "an arm") and runs_here({"sleep": 1})

@@ -21,7 +21,7 @@ from layernet.azure.clients import Arm, arm_for
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, fingerprint, refuse_drift
-from layernet.stages.base import apply_unless_dry, run_link, progress_printer, runs_here
+from layernet.stages.base import apply_unless_dry, elsewhere, run_link, progress_printer, runs_here
 from layernet.stages.base import picture as base_picture
 from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
@@ -144,14 +144,13 @@ class SdkWay:
 
     def plan(self, ctx, run_dir, runner, arm, verify_fetch) -> Plan:
         if not runs_here(arm):
-            return Plan.from_dict(ctx.azure.call("layernet.stages.aio:_plan_remote"))
+            return elsewhere(ctx, plan)
         state = _sdk_state(ctx, arm)
         return Plan(STAGE, aio_sdk.steps(ctx.site, arm, state), observed=fingerprint(state), executor="sdk")
 
     def apply(self, plan: Plan, ctx, run_dir, runner, arm, progress) -> list[dict]:
         if not runs_here(arm):
-            return ctx.azure.call("layernet.stages.aio:_apply_remote", progress=progress,
-                                  plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+            return elsewhere(ctx, apply, progress=progress, plan=plan, run_dir=str(run_dir) if run_dir else None)
         refuse_drift(plan, _sdk_state(ctx, arm))
         cluster = ctx.cluster
         executor = aio_sdk.SdkExecutor(ctx.site, arm, on_extension=cluster.install_aio_extension,
@@ -190,8 +189,8 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     ctx = context.of(site)
     site = ctx.site
     if not runs_here(arm, kube, kw):
-        return ctx.azure.call("layernet.stages.aio:_verify_remote", progress=progress, refused=refused,
-                              wait=timeout, interval=min(interval, ctx.azure.poll_interval))
+        return elsewhere(ctx, verify, progress=progress, refused=refused, timeout=timeout,
+                         interval=min(interval, ctx.azure.poll_interval), enablement=way(site.aio.executor).enablement)
     rows = az_aio.verify_aio(site, arm or arm_for(site), refused=refused, timeout=timeout, interval=interval,
                              progress=progress or progress_printer("▸ aio "), **kw)
     if kube is None:
@@ -209,22 +208,6 @@ def _sdk_state(ctx, arm: Arm) -> dict:
     running = {r.level: ctx.cluster.aio_extension_running(r.level) for r in az_aio.levels(ctx.site)}
     state["running"] = {lvl: up for lvl, up in running.items() if up is not None}
     return state
-
-
-def _plan_remote(site) -> dict:
-    ctx = context.of(site)
-    return plan(ctx, arm=ctx.azure.arm()).to_dict()
-
-
-def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    ctx = context.of(site)
-    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
-
-
-def _verify_remote(site, refused=None, wait: float = 0, interval: float = 10.0) -> list[dict]:
-    ctx = context.of(site)
-    return verify(ctx, arm=ctx.azure.arm(), refused=refused, timeout=wait, interval=interval,
-                  enablement=way(ctx.site.aio.executor).enablement)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)

@@ -21,7 +21,7 @@ from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
-from layernet.stages.base import apply_unless_dry, progress_printer, runs_here, with_subscription
+from layernet.stages.base import apply_unless_dry, elsewhere, progress_printer, runs_here, with_subscription
 from layernet.stages.base import picture as base_picture
 from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)
@@ -124,7 +124,7 @@ def plan(site, runner: Optional[Runner] = None, arm: Optional[Arm] = None, execu
     ctx = context.of(site)
     site = ctx.site
     if not runs_here(runner, arm, executor):
-        return Plan.from_dict(ctx.azure.call("layernet.stages.arc:_plan_remote", read_nodes=read_nodes))
+        return elsewhere(ctx, plan, read_nodes=read_nodes)
     executor = executor or site.arc.executor
     how = way(executor)
     runner = runner or Runner()
@@ -157,8 +157,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, runner: Optional[Run
     ctx = context.of(site)
     site = ctx.site
     if not runs_here(runner, arm, executor):
-        return ctx.azure.call("layernet.stages.arc:_apply_remote", progress=_plain,
-                              plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+        return elsewhere(ctx, apply, progress=_plain, plan=plan, run_dir=str(run_dir) if run_dir else None)
     record = Path(run_dir) / STAGE if run_dir else None
     if runner is None:
         runner = Runner(record_dir=record)
@@ -206,26 +205,10 @@ def verify(site, arm: Optional[Arm] = None, refused: Optional[dict[str, list[str
     progress = progress or progress_printer("▸ arc ")
     ctx = context.of(site)
     if not runs_here(arm, kw):
-        return ctx.azure.call("layernet.stages.arc:_verify_remote", progress=_plain, refused=refused,
-                              interval=min(interval, ctx.azure.poll_interval), timeouts=timeouts)
+        return elsewhere(ctx, verify, progress=_plain, refused=refused,
+                         interval=min(interval, ctx.azure.poll_interval), timeouts=timeouts)
     return az_arc.poll_connected(ctx.site, _arm(ctx, arm), refused=refused, interval=interval,
                                  timeouts=timeouts, progress=progress, **kw)
-
-
-# ---- the same calls, made where the site's Azure calls run (targets.azure_side.AzureSide.call): JSON in and out
-def _plan_remote(site, read_nodes=None) -> dict:
-    ctx = context.of(site)
-    return plan(ctx, arm=ctx.azure.arm(), read_nodes=read_nodes).to_dict()
-
-
-def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    ctx = context.of(site)
-    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
-
-
-def _verify_remote(site, refused=None, interval: float = 10.0, timeouts=None) -> list[dict]:
-    ctx = context.of(site)
-    return verify(ctx, arm=ctx.azure.arm(), refused=refused, interval=interval, timeouts=timeouts)
 
 
 # ---- what the notebook calls (one call per cell; dry runs plan only)

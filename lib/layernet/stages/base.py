@@ -37,6 +37,28 @@ def runs_here(*injected) -> bool:
     return any(x is not None and x != {} for x in injected)
 
 
+def elsewhere(ctx, func, progress: Optional[Progress] = None, **kwargs):
+    """Call the stage function `func` (a stage module's plan, apply, verify...) where the site's Azure calls run, with
+    the Azure side's Arm; JSON travels (a Plan as its dict, both ways). The one way any stage sends a call there."""
+    if isinstance(kwargs.get("plan"), Plan):
+        kwargs["plan"] = kwargs["plan"].to_dict()
+    out = ctx.azure.call("layernet.stages.base:_there", progress=progress,
+                         stage_call=f"{func.__module__}:{func.__name__}", **kwargs)
+    return Plan.from_dict(out["plan"]) if "plan" in out else out["value"]
+
+
+def _there(site, stage_call: str, **kwargs) -> dict:
+    """`elsewhere`'s other end: runs where the site's Azure calls run."""
+    import importlib
+
+    ctx = context.of(site)
+    module, _, name = stage_call.partition(":")
+    if isinstance(kwargs.get("plan"), dict):
+        kwargs["plan"] = Plan.from_dict(kwargs["plan"])
+    out = getattr(importlib.import_module(module), name)(site=ctx, arm=ctx.azure.arm(), **kwargs)
+    return {"plan": out.to_dict()} if isinstance(out, Plan) else {"value": out}
+
+
 def progress_printer(prefix: str = "") -> Progress:
     def _p(msg: str) -> None:
         print(f"{prefix}{msg}", flush=True)

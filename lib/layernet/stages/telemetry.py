@@ -38,7 +38,7 @@ from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
 from layernet.stages import telemetry_objects as objects
-from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, runs_here, with_subscription  # noqa: F401
+from layernet.stages.base import apply_unless_dry, begin, elsewhere, progress_printer, run_link, runs_here, with_subscription  # noqa: F401
 from layernet.telemetry import arm as arm_state, charts, records, waves, window
 from layernet.telemetry.verify import analyse, evidence_rows
 
@@ -129,8 +129,7 @@ def plan(site, arm: Optional[Arm] = None) -> Plan:
     if not declared(site):
         return Plan(STAGE, [], observed=fingerprint({}), executor="none")
     if not runs_here(arm):
-        return with_cluster_objects(site, ctx.cluster,
-                                    Plan.from_dict(ctx.azure.call("layernet.stages.telemetry:_plan_remote")))
+        return with_cluster_objects(site, ctx.cluster, elsewhere(ctx, plan))
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
     return Plan(STAGE, steps(s, state), observed=fingerprint(state), executor="sdk")
@@ -175,8 +174,7 @@ def apply(plan: Plan, site, run_dir: Optional[Path] = None, arm: Optional[Arm] =
         return []
     if not runs_here(arm):
         plan, made = _apply_cluster_objects(site, ctx.cluster, plan, progress)
-        return made + ctx.azure.call("layernet.stages.telemetry:_apply_remote", progress=_plain,
-                                     plan=plan.to_dict(), run_dir=str(run_dir) if run_dir else None)
+        return made + elsewhere(ctx, apply, progress=_plain, plan=plan, run_dir=str(run_dir) if run_dir else None)
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
     refuse_drift(plan, state)
@@ -188,7 +186,7 @@ def provisioning(site, arm: Optional[Arm] = None) -> list[dict]:
     ctx = context.of(site)
     site = ctx.site
     if not runs_here(arm):
-        return ctx.azure.call("layernet.stages.telemetry:_provisioning_remote")
+        return elsewhere(ctx, provisioning)
     s = _with_subscription(site, arm.subscription_id)
     state = arm_state.observe(s, arm)
     rows = []
@@ -223,22 +221,6 @@ def role_rows_only(rows: list[dict]) -> bool:
     breaks (a hop that stops at the event hub, or a consumer that may not read)."""
     bad = [r for r in rows if not r["ok"]]
     return bool(bad) and all(r["check"].startswith(("Azure Event Hubs Data", "assign")) for r in bad)
-
-
-# ---- the same calls, made where the site's Azure calls run (JSON in and out)
-def _plan_remote(site) -> dict:
-    ctx = context.of(site)
-    return plan(ctx, arm=ctx.azure.arm()).to_dict()
-
-
-def _apply_remote(site, plan: dict, run_dir=None) -> list[dict]:
-    ctx = context.of(site)
-    return apply(Plan.from_dict(plan), ctx, run_dir=Path(run_dir) if run_dir else None, arm=ctx.azure.arm())
-
-
-def _provisioning_remote(site) -> list[dict]:
-    ctx = context.of(site)
-    return provisioning(ctx, arm=ctx.azure.arm())
 
 
 # ----------------------------------------------------------------------------------------------- the message proof
