@@ -11,7 +11,8 @@ import pytest
 
 from layernet.lab.connector import specs_from_resources
 from layernet.lab.dataflow import MappingError, compile_map, plan_from_resources
-from layernet.render.telemetry import (EVENTHUBS_DATA_SENDER, find, quote, render, render_level, to_json)
+from layernet.rbac import SENDER as EVENTHUBS_DATA_SENDER
+from layernet.render.telemetry import (find, quote, render, render_level, to_json)
 from layernet.site import load_site
 
 ROOT = Path(__file__).resolve().parents[2]

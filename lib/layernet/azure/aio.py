@@ -27,7 +27,7 @@ from layernet.apiversions import api_version
 from layernet.azure import aio_sdk
 from layernet.azure.aio_levels import BLOB_SUFFIX, DR_API, INSTANCE_EXTENSION, LISTENERS, PRINCIPAL_PLACEHOLDER, ROLE_EXISTS, \
     STORAGE_BLOB_DATA_CONTRIBUTOR, ids, levels, listener_names
-from layernet.azure.aio_levels import EVENTHUBS_DATA_SENDER, listener_ports  # noqa: F401  (stage 03's facts, read as az_aio.*)
+from layernet.azure.aio_levels import insecure, listener_ports  # noqa: F401  (stage 03's facts, read as az_aio.*)
 from layernet.azure.clients import Arm, as_dict, pick
 from layernet.azure.runner import CommandFailed, Runner, az_json
 from layernet.errors import StageFailed
@@ -87,7 +87,7 @@ class AzLive:
             or ("absent" if arc is None else "unknown"),
             "insecure_listener": (az_json(q, ["az", "resource", "show", "--ids", insecure_listener_id(site, r),
                                               "--api-version", LISTENER_API], name=f"{r.level}-listener") is not None)
-            if inst and r.listener == "insecure-1883" else None,
+            if inst and insecure(r) else None,
         }
 
 
@@ -148,7 +148,7 @@ def create_argv(site, r, sr_id: str, ns_id: str) -> list[str]:
             "--broker-frontend-replicas", str(b.frontend_replicas), "--broker-frontend-workers", str(b.frontend_workers),
             "--broker-backend-part", str(b.backend_partitions), "--broker-backend-workers", str(b.backend_workers),
             "--broker-backend-rf", str(b.backend_redundancy_factor), "--broker-mem-profile", b.memory_profile]
-    if r.listener == "insecure-1883":
+    if insecure(r):
         argv.append("--add-insecure-listener")
     return argv
 
@@ -223,7 +223,7 @@ def az_steps(site, state: dict) -> list[Step]:
         steps.append(Step(r.level, "create instance", r.instance, shlex.join(create_argv(site, r, sr_id, ns_id)),
                           skip=done, reason="exists (Succeeded)" if done else
                           (f"exists but {inst.get('state')}" if inst else "missing")))
-        if r.listener == "insecure-1883" and inst:
+        if insecure(r) and inst:
             # an instance created earlier without --add-insecure-listener: the listener is its own resource
             have_l = live.get("insecure_listener")
             steps.append(Step(r.level, "add insecure listener", insecure_listener_id(site, r),
@@ -533,7 +533,7 @@ class ArmDeployments:
                 tpl = fetched[kind]
                 params, pending = parameters_for(tpl, self.candidates(r, kind), kind)
                 out.append((r.level, kind, f"layernet-aio-{kind}-{r.level}", deployment_body(tpl, params), pending))
-            if r.listener == "insecure-1883":
+            if insecure(r):
                 out.append((r.level, "insecure listener", f"layernet-aio-listener-{r.level}",
                             deployment_body(listener_template(self.site, r), {}), []))
         return out

@@ -9,7 +9,6 @@ from layernet.errors import InputError
 
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 DR_API = api_version("Microsoft.DeviceRegistry/schemaRegistries")
-EVENTHUBS_DATA_SENDER = "2b629674-e913-4c01-ae53-ef4638d8f975"
 INSTANCE_EXTENSION = "microsoft.iotoperations"
 BLOB_SUFFIX = {"public": "blob.core.windows.net", "usgov": "blob.core.usgovcloudapi.net",
                "china": "blob.core.chinacloudapi.cn"}
@@ -27,10 +26,15 @@ LISTENERS = {    # listener name -> body properties (the release template's defa
 }
 
 
+def insecure(r) -> bool:
+    """The level asks for az's --add-insecure-listener (aio.levels.<level>.listener: insecure-1883)."""
+    return r.listener == "insecure-1883"
+
+
 def listener_names(r) -> list[str]:
     """The broker listeners stage 03 gives a level: the release's default (TLS, 18883) and, where
     aio.levels.<level>.listener is insecure-1883, az's --add-insecure-listener (1883, no authentication)."""
-    return ["default"] + (["default-insecure"] if r.listener == "insecure-1883" else [])
+    return ["default"] + (["default-insecure"] if insecure(r) else [])
 
 
 def listener_ports(r) -> list[tuple[str, int, bool, bool]]:

@@ -30,7 +30,6 @@ from layernet.site.telemetry import Dataflow, eventhubs_namespace
 IOTOPS_API = api_version("Microsoft.IoTOperations/instances")          # the one table (layernet.apiversions)
 DEVICEREGISTRY_API = api_version("Microsoft.DeviceRegistry/namespaces")
 AUTHORIZATION_API = api_version("Microsoft.Authorization/roleAssignments")
-EVENTHUBS_DATA_SENDER = rbac.SENDER
 KAFKA_ENDPOINT = "eventhubs"
 EVENTHUBS_SECRET = "layernet-eventhubs-connection"
 X509_AUTHN = "x509-authn"
