@@ -15,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+from layernet.lab import layout
 from layernet.lab import commands, netns, procs
 from layernet.lab.clusters import kubeconfig
 from layernet.site import load_site
@@ -51,7 +52,7 @@ def main() -> int:
         time.sleep(5)        # let the controllers settle before measuring memory
         print(f"levels: {len(site.levels)}")
         for lv in site.chain:
-            ns = commands.namespace(site, lv.name)
+            ns = layout.namespace(site, lv.name)
             print(f"  {lv.name:<10} RSS {rss_mb(procs.ns_pids(ns)):7.0f} MB (budget {RSS_BUDGET_MB} MB)")
         from layernet.targets.kube import Api
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import time
 
+from layernet.lab import layout
 from layernet.lab import commands, netns
 from layernet.site import load_site
 
@@ -54,7 +55,7 @@ def _ms(values: list[float]) -> str:
 
 def connection_times(site, ns: str, host: str, ip: str, n: int) -> list[float]:
     proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, host, ip, "443",
-                           str(commands.ca_cert_path(site)), str(n)], capture_output=True, text=True, timeout=120)
+                           str(layout.ca_cert_path(site)), str(n)], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise SystemExit(f"connection benchmark failed in {ns}: {proc.stderr.strip()}")
     return json.loads(proc.stdout)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from layernet.lab import layout
 from layernet.lab import commands
 from layernet.lab.clusters import controlplane, kubeconfig
 from layernet.targets.kube import Api, KubeError, KubeTarget
@@ -64,7 +65,7 @@ def test_every_level_is_a_cluster_reached_from_the_jump_box(site, kube):
 def test_the_api_listens_on_the_node_address_only(site, lab):
     from layernet.lab import netns
 
-    ns = commands.namespace(site, "level3")
+    ns = layout.namespace(site, "level3")
     listening = netns.ns_exec(ns, ["ss", "-Htln"], check=False).stdout
     assert f"{site.level('level3').node_ip}:6443" in listening
     assert "0.0.0.0:6443" not in listening and "*:6443" not in listening
@@ -82,7 +83,7 @@ def test_a_probe_job_runs_on_level2_through_the_kube_path(site, lab, kube):
     assert len(rows) == len(checks) > 10
     assert [r for r in rows if not r["ok"]] == []
     assert {r["check"] for r in rows} >= {"dns", "tls"}
-    log = (commands.level_dir(site, "level3") / "envoy-access.log").read_text()
+    log = (layout.level_dir(site, "level3") / "envoy-access.log").read_text()
     pulls = [json.loads(line) for line in log.splitlines() if '"mcr.microsoft.com"' in line]
     assert pulls, "the probe image's pull did not cross level3's proxy"
 
@@ -170,7 +171,7 @@ def test_rbac_forbidden_names_the_verb_the_resource_and_the_namespace(site, kube
     cert, key = pki.issue_cert(commands.state_dir(site) / "ca", tmp_path, "viewer", "plant-viewer", server=False,
                                client=True)
     cfg = tmp_path / "kubeconfig"
-    cfg.write_text(controlplane.kubeconfig_text(controlplane.api_url(site, "level3"), commands.ca_cert_path(site),
+    cfg.write_text(controlplane.kubeconfig_text(controlplane.api_url(site, "level3"), layout.ca_cert_path(site),
                                                 cert, key, "viewer"))
     limited = Api(k8s_config.new_client_from_config(config_file=str(cfg)))
     with pytest.raises(KubeError) as err:

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "render"))
 
 from dns_names import expected, probe_names  # noqa: E402
+from layernet.lab import layout
 from layernet.allowlist import effective_allowlist  # noqa: E402
 from layernet.lab import commands  # noqa: E402
 from layernet.render.dns import dns_plan  # noqa: E402
@@ -22,7 +23,7 @@ DNSCLIENT = ROOT / "tests" / "render" / "dnsclient.py"
 
 
 def _ask(site, level: str, server: str, questions: list) -> list[dict]:
-    res = subprocess.run(["ip", "netns", "exec", commands.namespace(site, level), sys.executable, str(DNSCLIENT),
+    res = subprocess.run(["ip", "netns", "exec", layout.namespace(site, level), sys.executable, str(DNSCLIENT),
                           "batch", server, "53"], input=json.dumps(questions), capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
@@ -59,7 +60,7 @@ def test_the_child_level_asks_its_own_dns_through_the_lab(lab, lab_site):
     r = _ask(lab_site, "level2", str(l2.node_ip), [["Management.Azure.com", "A", 1], ["evil.example", "A", 1]])
     assert r[0]["answers"] == [["Management.Azure.com.", 1, 60, str(lab_site.level("level3").node_ip)]]
     assert r[1]["rcode"] == "REFUSED" and r[1]["answers"] == []
-    resolv = Path("/etc/netns") / commands.namespace(lab_site, "level2") / "resolv.conf"
+    resolv = Path("/etc/netns") / layout.namespace(lab_site, "level2") / "resolv.conf"
     assert f"nameserver {l2.node_ip}" in resolv.read_text()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from layernet.lab import layout
 from layernet.lab import commands, netns, procs
 from lab_helpers import TCP_CLIENT, TLS_CLIENT, in_ns
 
@@ -53,14 +54,14 @@ def test_jump_box_routes_to_levels_only(lab, lab_site):
 
 def test_level_namespaces_have_ipv6_and_forwarding_off(lab, lab_site):
     for lv in lab_site.levels:
-        ns = commands.namespace(lab_site, lv.name)
+        ns = layout.namespace(lab_site, lv.name)
         out = netns.ns_exec(ns, ["sysctl", "-n", "net.ipv6.conf.all.disable_ipv6", "net.ipv4.ip_forward"]).stdout.split()
         assert out == ["1", "0"]
     assert netns.ns_exec("lt-rtr", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
 
 
 def test_tls_from_level2_reaches_cloud_through_level3_and_level4(lab, lab_site):
-    ca = commands.ca_cert_path(lab_site)
+    ca = layout.ca_cert_path(lab_site)
     out = in_ns("lt-level2", TLS_CLIENT, "management.azure.com", 443, ca)
     assert "error" not in out, out
     assert out["ip"] == str(lab_site.level("level3").node_ip)                 # level2's DNS points at level3
@@ -73,7 +74,7 @@ def test_tls_from_level2_reaches_cloud_through_level3_and_level4(lab, lab_site):
 
 
 def test_refused_name_is_reset_and_logged_with_NR(lab, lab_site):
-    ca = commands.ca_cert_path(lab_site)
+    ca = layout.ca_cert_path(lab_site)
     host = "evil.example"
     l3 = str(lab_site.level("level3").node_ip)
     out = in_ns("lt-level2", TLS_CLIENT, host, 443, ca, l3)            # straight at level3's proxy
@@ -126,14 +127,14 @@ def test_apply_refuses_a_plan_the_lab_no_longer_gives(lab, lab_site):
               else a for a in arts]
     reviewed = lab.plan(edited)
     assert ("level2", "nftables", "restart") in [(c.level, c.obj, c.action) for c in reviewed]
-    live = commands.level_dir(lab_site, "level3") / "envoy.yaml"
+    live = layout.level_dir(lab_site, "level3") / "envoy.yaml"
     before = live.read_text()
     live.write_text(before + "# changed by hand after the review\n")
     pids = {n: p.pid for n, p in commands.load_procs(lab_site).items()}
     try:
         with pytest.raises(DriftError, match="level3/envoy.yaml: planned unchanged, now update"):
             lab.apply(edited, plan=reviewed)
-        assert "# v2" not in (commands.level_dir(lab_site, "level2") / "nftables.nft").read_text()   # nothing applied
+        assert "# v2" not in (layout.level_dir(lab_site, "level2") / "nftables.nft").read_text()   # nothing applied
         assert {n: p.pid for n, p in commands.load_procs(lab_site).items()} == pids
     finally:
         live.write_text(before)
@@ -166,7 +167,7 @@ def test_up_after_a_crash_starts_fresh(lab, lab_site):
     assert not any(procs.alive(p) for p in table.values())
     assert not shm.exists()
     assert all(r["ok"] for r in commands.status(lab_site))
-    out = in_ns("lt-level2", TLS_CLIENT, "management.azure.com", 443, commands.ca_cert_path(lab_site))
+    out = in_ns("lt-level2", TLS_CLIENT, "management.azure.com", 443, layout.ca_cert_path(lab_site))
     assert out.get("reply", {}).get("host") == "management.azure.com", out
 
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from dns_names import expected, probe_names
+from layernet.lab import binaries
 from layernet.allowlist import host_matches
 from layernet.render.dns import (COREDNS_EXTERNAL_PORT, COREDNS_SERVER_KEY, CUSTOM_DIR, LAB_COREFILE, NODE_HOSTS,
                                  dns_plan, empty_nodes, internet_corefile, k3s_corefile, lab_coredns_files,
@@ -32,12 +33,12 @@ DNS_LEVELS = ["level3", "level2"]
 
 # ----------------------------------------------------------------------------------------------- CoreDNS in a netns
 def coredns_or_skip() -> str:
-    from layernet.lab import LabError, commands
+    from layernet.lab import LabError
 
     if os.geteuid() != 0:
         pytest.skip("CoreDNS tests run it in a network namespace of their own: root needed")
     try:
-        return commands.coredns_binary()
+        return binaries.coredns_binary()
     except LabError as exc:
         pytest.skip(str(exc))
 

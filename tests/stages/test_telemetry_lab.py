@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from layernet.lab import layout
 from layernet.errors import StageFailed
 from layernet.lab import kafka, netns, services
 from layernet.lab import telemetry as lab_telemetry
@@ -140,7 +141,7 @@ def test_every_message_from_the_opc_ua_node_reaches_the_event_hub_enriched(deplo
 
 
 def test_a_client_without_a_certificate_is_refused_by_the_brokers_the_stage_deployed(deployed, lab):
-    from layernet.lab import aioext, commands
+    from layernet.lab import aioext
     from layernet.lab.dataflow import MqttTls, connect_mqtt
     from layernet.telemetry.verify import broker_addresses
 
@@ -151,7 +152,7 @@ def test_a_client_without_a_certificate_is_refused_by_the_brokers_the_stage_depl
     conf = open(aioext.status(site, "level3")["broker"]["conf"]).read().split(f"listener {port} {host}", 1)[1]
     block = conf.split("\n\n", 1)[0].splitlines()
     assert {"require_certificate true", "allow_anonymous false"} <= set(block)
-    for name, tls in (("tls-without-certificate", MqttTls(str(commands.ca_cert_path(site)))), ("plain", None)):
+    for name, tls in (("tls-without-certificate", MqttTls(str(layout.ca_cert_path(site)))), ("plain", None)):
         with pytest.raises((ConnectionError, OSError)):
             c = connect_mqtt(host, port, f"layernet-test-{name}", tls, timeout=3)
             c.disconnect()

@@ -19,6 +19,7 @@ from typing import Optional
 
 import pandas as pd
 
+from layernet.lab import layout
 from layernet import flows as flows_model
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
@@ -75,7 +76,7 @@ def differential(site, cases: Optional[list] = None, ports: Optional[list] = Non
     rows: list[dict] = []
     started = time.monotonic()
     for proxy, child in proxy_hops(site):        # one level at a time: the log lines of one hop stay apart
-        ns, ip = commands.namespace(site, child.name), str(proxy.node_ip)
+        ns, ip = layout.namespace(site, child.name), str(proxy.node_ip)
         hl.check_addresses(site, ns, [ip])
         sent = []
         for port in ports:
@@ -134,7 +135,7 @@ def source_enforcement(site, host: Optional[str] = None, port: int = 443) -> pd.
         rogue = _rogue_address(site, proxy)
         attempts = []
         # the level below (allowed source): control
-        ns = commands.namespace(site, child.name)
+        ns = layout.namespace(site, child.name)
         hl.check_addresses(site, ns, [ip])
         attempts.append((f"{child.name} node (allowed source)", str(child.node_ip), "forwarded",
                          lambda ns=ns: hl.run_wire(ns, {"op": "hello", "cases": [
@@ -197,7 +198,7 @@ def isolation(site, timeout: float = SCAN_TIMEOUT) -> pd.DataFrame:
     started = time.monotonic()
 
     def one(level: str) -> list[dict]:
-        ns = commands.namespace(site, level)
+        ns = layout.namespace(site, level)
         targets = plan[level]
         hl.check_addresses(site, ns, [t["ip"] for t in targets])
         answers = hl.run_wire(ns, {"op": "scan", "timeout": timeout, "workers": 96,
@@ -273,7 +274,7 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     up_start = up_log.stat().st_size if up_log.exists() else 0
     inner = [lv for lv in site.levels if lv.dns_override and lv.name != site.egress_level]
     for lv in inner:
-        d = commands.level_dir(site, lv.name)
+        d = layout.level_dir(site, lv.name)
         log = d / "coredns.out"
         start = log.stat().st_size if log.exists() else 0
         server = str(lv.node_ip)

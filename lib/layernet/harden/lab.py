@@ -10,8 +10,9 @@ import time
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
+from layernet.lab import layout
 from layernet import clock
-from layernet.lab import LabError, commands, netns, procs
+from layernet.lab import LabError, netns, procs
 from layernet.site import load_site
 
 ROGUE = "rogue"              # namespace <prefix>-rogue: removed by `lab down` with the rest of the lab
@@ -32,7 +33,7 @@ def run_wire(ns: Optional[str], request: dict, timeout: float = 120.0):
 def check_addresses(site, ns: Optional[str], addrs: Iterable) -> None:
     """Raise netns.RouteError unless every address is reached inside this lab from `ns` (None: jump box)."""
     for a in set(map(str, addrs)):
-        commands.check_route(site, a, ns=ns)
+        layout.check_route(site, a, ns=ns)
 
 
 def now_ms() -> datetime:
@@ -48,7 +49,7 @@ def _time(text) -> Optional[datetime]:
 
 
 def access_log(site, level: str, since: Optional[datetime] = None) -> list[dict]:
-    path = commands.level_dir(site, level) / "envoy-access.log"
+    path = layout.level_dir(site, level) / "envoy-access.log"
     out = []
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -86,7 +87,7 @@ def add_rogue(site, level: str, address: str) -> str:
     """A rogue device plugged into `level`'s network segment: namespace <prefix>-rogue with `address`/32,
     linked by a veth pair to the level's namespace, routed to the level's node IP only. Returns its namespace.
     The lab's own cleanup removes it (its name has the lab prefix)."""
-    ns, lvl_ns = rogue_ns(site), commands.namespace(site, level)
+    ns, lvl_ns = rogue_ns(site), layout.namespace(site, level)
     node = str(site.level(level).node_ip)
     remove_rogue(site)
     run = netns.run
@@ -112,7 +113,7 @@ def remove_rogue(site) -> None:
         procs.stop_namespaces([ns])
         netns.run(["ip", "netns", "del", ns], check=False)
     for lv in site.levels:
-        lns = commands.namespace(site, lv.name)
+        lns = layout.namespace(site, lv.name)
         if netns.link_exists(ROGUE_PEER_IF, lns):
             netns.run(["ip", "-n", lns, "link", "del", ROGUE_PEER_IF], check=False)
 

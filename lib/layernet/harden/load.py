@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from layernet.lab import layout
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.lab import LabError, commands, procs
@@ -45,11 +46,11 @@ def run(site, clients: int = 64, seconds: float = 30.0, port: int = 443) -> dict
     parent = site.parent(low)
     if parent is None or not parent.proxy:
         raise LabError(f"the lowest level {low.name} sends through no proxy")
-    ns, ip = commands.namespace(site, low.name), str(parent.node_ip)
+    ns, ip = layout.namespace(site, low.name), str(parent.node_ip)
     hl.check_addresses(site, ns, [ip])
     before = envoy_rss_mb(site)
     stats = hl.run_wire(ns, {"op": "load", "connect_ip": ip, "port": port, "hosts": chain_hosts(site, port),
-                             "ca_file": str(commands.ca_cert_path(site)), "clients": clients, "seconds": seconds},
+                             "ca_file": str(layout.ca_cert_path(site)), "clients": clients, "seconds": seconds},
                         timeout=seconds + 120)
     after = envoy_rss_mb(site)
     c, h = stats["connect_ms"], stats["handshake_ms"]

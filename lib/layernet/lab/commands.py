@@ -25,9 +25,9 @@ from typing import Callable, Optional
 
 from layernet.allowlist import effective_allowlist
 from layernet.lab import LabError, clusters, netns, pki, procs, registry, services
-from layernet.lab.binaries import coredns_binary, coredns_ready, envoy_args, envoy_binary, envoy_ports, envoy_ready  # noqa: F401
+from layernet.lab.binaries import coredns_binary, envoy_ports, envoy_ready
 from layernet.lab.clusters import controlplane, kubeconfig
-from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace  # noqa: F401  (also read as commands.*)
+from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace
 from layernet.lab import state_dir as _state_dir
 from layernet.render import render_site
 from layernet.table import print_table

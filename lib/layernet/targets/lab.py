@@ -17,6 +17,7 @@ import sys
 from datetime import datetime
 from typing import Optional
 
+from layernet.lab import layout
 from layernet import clock
 from layernet.lab import LabError, commands, netns
 from layernet.plan import Change, require_same_plan
@@ -98,7 +99,7 @@ class LabTarget(Target):
 
     # ------------------------------------------------------------------ plan / apply
     def _live(self, art, up: bool) -> Optional[str]:
-        path = commands.level_dir(self.site, art.level) / art.name
+        path = layout.level_dir(self.site, art.level) / art.name
         if not up or not path.exists():
             return None
         return path.read_text()
@@ -159,7 +160,7 @@ class LabTarget(Target):
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
         site = self.site
         site.level(level)   # KeyError with the level names when unknown
-        path = commands.level_dir(site, level) / ACCESS_LOG
+        path = layout.level_dir(site, level) / ACCESS_LOG
         if not path.exists():
             return []
         lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
@@ -181,10 +182,10 @@ class LabTarget(Target):
         """Run the checks inside the level's namespace with `python -m layernet.probe`. TLS checks without a
         `ca_file` get the lab CA."""
         site = self.site
-        ns = commands.namespace(site, level)
+        ns = layout.namespace(site, level)
         if ns not in netns.list_namespaces():
             raise LabError(f"namespace {ns} does not exist: bring the lab up first (layernet lab up --site ...)")
-        ca = str(commands.ca_cert_path(site))
+        ca = str(layout.ca_cert_path(site))
         prepared = [({**c, "ca_file": ca} if c.get("kind") == "tls" and not c.get("ca_file") else c) for c in checks]
         payload = json.dumps({"level": level, "checks": prepared})
         try:
@@ -214,7 +215,7 @@ class LabTarget(Target):
         commands.down(self.site)
 
     def probe_inputs(self) -> dict:
-        return {"ca_file": str(commands.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
+        return {"ca_file": str(layout.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
 
     def context_label(self, level) -> str:
         return level.kube_context or "(lab)"

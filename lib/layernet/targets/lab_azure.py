@@ -2,7 +2,8 @@
 lab's cloud), against the stand-ins that play Entra, ARM and Event Hubs (lab/cloud/, lab/kafka.py)."""
 from __future__ import annotations
 
-from layernet.lab import azure as lab_azure, commands, jumpbox, kafka
+from layernet.lab import layout
+from layernet.lab import azure as lab_azure, jumpbox, kafka
 from layernet.targets.azure_side import AzureSide
 
 
@@ -55,7 +56,7 @@ class LabAzure(AzureSide):
     def eventhubs_client(self) -> tuple:
         """The lab's Event Hubs connection string (lab.kafka, read here) and the lab CA."""
 
-        return kafka.connection_string(self.site), str(commands.ca_cert_path(self.site))
+        return kafka.connection_string(self.site), str(layout.ca_cert_path(self.site))
 
     def eventhubs_refusals(self, since: float) -> list:
         """From the lab broker's log: tokens its validator refused and principals its authorizer denied."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from layernet.lab import layout
 from layernet.evidence import evidence
-from layernet.lab import aioext, arcagent, commands, mqttpki, procs, reach, services, telemetry
+from layernet.lab import aioext, arcagent, mqttpki, procs, reach, services, telemetry
 from layernet.lab.clusters import kubeconfig
 from layernet.targets.cluster import Cluster
 from layernet.targets.kube import Api
@@ -25,7 +26,7 @@ class LabCluster(Cluster):
         return None
 
     def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
-        d = commands.level_dir(self.site, level)
+        d = layout.level_dir(self.site, level)
         d.mkdir(parents=True, exist_ok=True)
         (d / arcagent.FEATURES_FILE).unlink(missing_ok=True)      # newly installed agents: no feature enabled yet
         (d / arcagent.KEY_FILE).unlink(missing_ok=True)
@@ -49,10 +50,10 @@ class LabCluster(Cluster):
         return out
 
     def arc_features(self, level: str):
-        return arcagent.read_features(commands.level_dir(self.site, level))
+        return arcagent.read_features(layout.level_dir(self.site, level))
 
     def enable_arc_features(self, level: str, features: list) -> str:
-        on = arcagent.enable_features(commands.level_dir(self.site, level), list(features))
+        on = arcagent.enable_features(layout.level_dir(self.site, level), list(features))
         return f"agents of {level}: features enabled: {', '.join(on) or 'none'}"
 
     def install_aio_extension(self, level: str, cluster_id: str, extension: dict) -> str:
@@ -77,10 +78,10 @@ class LabCluster(Cluster):
         broker, and an anonymous client refused by every listener that authenticates its clients, from this
         namespace (the jump box side, which routes to the level nodes: the admin flow)."""
         rows = []
-        ca = str(commands.ca_cert_path(self.site))
+        ca = str(layout.ca_cert_path(self.site))
         for level, ports in listeners.items():
             node = str(self.site.level(level).node_ip)
-            commands.check_route(self.site, node)
+            layout.check_route(self.site, node)
             st = aioext.status(self.site, level) or {}
             failed = not st or any(e.get("state") == "Failed" for e in st.get("extensions", {}).values())
             for name, port, tls, authenticated in ports:

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, commands
+from layernet.lab import binaries
+from layernet.lab import LabError
 
 
 def version(argv: list[str], pattern: str) -> Optional[str]:
@@ -29,7 +30,7 @@ def envoy_binary() -> Optional[str]:
 
 def coredns_binary() -> Optional[str]:
     try:
-        return commands.coredns_binary()
+        return binaries.coredns_binary()
     except LabError:
         return None
 

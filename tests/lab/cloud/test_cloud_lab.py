@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import labs
+from layernet.lab import layout
 from layernet.lab import commands
 
 from layernet.lab.cloud import reqlog
@@ -63,8 +64,8 @@ def test_sdk_in_level2_reaches_the_apps_through_the_chain_and_they_see_the_egres
     entra = json.loads((state / "entra.json").read_text())
     cid, secret = next(iter(entra["clients"].items()))
     env = dict(os.environ, LAB_CLIENT_ID=cid, LAB_CLIENT_SECRET=secret)
-    ns = commands.namespace(site, "level2")
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, str(commands.ca_cert_path(site)),
+    ns = layout.namespace(site, "level2")
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, str(layout.ca_cert_path(site)),
                            entra["tenant_id"], site.azure.location], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr
