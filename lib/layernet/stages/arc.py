@@ -239,12 +239,6 @@ def check(site, since=None, dry_run: bool = False) -> list[dict]:
 
 
 
-def agent_hosts(site) -> list[str]:
-    """The hosts the Arc agents use (the allow list's Arc groups, for the site's cloud and region)."""
-    return sorted({e.sample_name() for e in context.of(site).allowlist.entries
-                   if e.group in ("arc-core", "arc-cluster-connect", "arc-gateway")})
-
-
 def picture(site, df):
     """Which agent calls crossed which hops (an SVG for the report)."""
     return base_picture(context.site_of(site), df, "Arc agents: connections per hop during the stage")
