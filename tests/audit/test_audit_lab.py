@@ -51,6 +51,14 @@ def test_probe_matrix_and_audit_counts_match_on_the_lab(lab, lab_site, tmp_path)
     p = findings.paths(a.connections, lab_site)
     from_l3 = p[(p["origin_level"] == "level3") & (p["verdict"] == "allowed")]
     assert len(from_l3) and (from_l3["path"] == "level3 > level4").all()
+    # the stages' crossings follow the same records with the same hop join (hops.link): every audit path is theirs
+    from layernet import crossings
+
+    cx = crossings.join(lab_site, crossings.read(lab_site, lab, since=start))
+    cx_paths = {(pd.Timestamp(r["time"]), r["host"], " > ".join(h.rsplit(" ", 1)[0] for h in r["hops"].split(" → ")))
+                for r in cx}
+    audit_paths = {(r.start, r.name or "(no SNI)", str(r.path)) for r in p.itertuples()}
+    assert audit_paths and audit_paths <= cx_paths, sorted(audit_paths - cx_paths)[:5]
     assert not findings.anomalies(a.connections, lab_site, a.allowlist).query("kind == 'unexpected-source'").shape[0]
 
 
