@@ -1,18 +1,17 @@
 """What a plan is made of, and the refusal to apply a plan the live state no longer gives.
 
-Two shapes, one rule (apply does exactly the reviewed plan, or nothing):
-- a stage's `Plan` of `Step`s (stages 02-04: ARM requests and az commands); apply compares the live state's
-  `fingerprint` with the one the plan saw (`refuse_drift`);
-- a target's list of `Change`s (stage 01: one per object a level holds, with its diff); apply plans again and
-  compares (`require_same_plan`).
-Both raise `DriftError` and change nothing.
+Every stage plans a `Plan` of `Step`s: stages 02-04 ARM requests and az commands, stage 01 one step per object
+a level holds (`change`: its unified diff as the detail, an unchanged object a skip). One rule: apply does exactly
+the reviewed plan, or nothing. It compares the live state's `fingerprint` with the one the plan saw and raises
+`DriftError` when they differ (`refuse_drift`). A stage-01 plan observes its own steps (`Plan.of`): each is a diff
+of desired vs live, so the same steps planned again mean the same live state.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, Callable
 
 from layernet.errors import DriftError
 
@@ -65,46 +64,55 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
 
     @classmethod
+    def of(cls, stage: str, steps: list[Step], executor: str = "") -> "Plan":
+        """A plan that observed its own steps (stage 01: each step is a diff of desired vs live)."""
+        return cls(stage, steps, fingerprint(steps), executor)
+
+    @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         return cls(d["stage"], [Step(**s) for s in d.get("steps", [])], d.get("observed", ""), d.get("executor", ""),
                    dict(d.get("context") or {}))
 
 
+UNCHANGED = "unchanged"
+_WHY = {UNCHANGED: "live matches the desired state", "create": "not there yet",
+        "update": "live differs from the desired state"}
+
+
+def change(level: str, target: str, action: str, diff: str = "") -> Step:
+    """A stage-01 step: one object of a level (a file on the lab, "namespace/Kind/name" on kube), its action
+    (create / update / replace / restart / repair, or "unchanged": a skip) and the unified diff apply puts in place.
+    The reason is the detail's first line when that says why (a replace names its immutable fields)."""
+    first = diff.split("\n", 1)[0]
+    said = first.lstrip("# ") if first and not first.startswith(("---", "+++", "@@")) else ""
+    return Step(level, action, target, diff, skip=action == UNCHANGED, reason=said or _WHY.get(action, ""))
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
+
+
 def fingerprint(live: Any) -> str:
-    """A stable digest of an observed live state (any JSON-able value)."""
-    return hashlib.sha256(json.dumps(live, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A stable digest of an observed live state (any JSON-able value, or steps)."""
+    return hashlib.sha256(json.dumps(live, sort_keys=True, default=_plain).encode()).hexdigest()[:16]
+
+
+def _moved(reviewed: list[Step], now: Any) -> str:
+    """Which steps changed action between the reviewed plan and the one made now (when `now` is steps)."""
+    if not now or not isinstance(now, list) or not all(isinstance(s, Step) for s in now):
+        return ""
+    was = {(s.level, s.target): s.action for s in reviewed}
+    moved = [f"{s.level}/{s.target}: planned {was.get((s.level, s.target), 'nothing')}, now {s.action}"
+             for s in now if was.get((s.level, s.target)) != s.action][:5]
+    return "; ".join(moved) or "the diffs differ"
 
 
 def refuse_drift(plan: Plan, live_now: Any) -> None:
-    """Raise DriftError when the live state differs from the one the plan was made against."""
+    """Raise DriftError when the live state differs from the one the plan was made against (for a plan that
+    observed its own steps, `live_now` is the steps planned now, and the message names those that moved)."""
     now = fingerprint(live_now)
     if plan.observed and now != plan.observed:
+        moved = _moved(plan.steps, live_now)
         raise DriftError(f"stage {plan.stage}: the live state changed since the plan was made "
-                         f"(planned against {plan.observed}, now {now}); nothing was applied. "
-                         "Run the plan again, review it, then apply.")
-
-
-@dataclass(frozen=True)
-class Change:
-    level: str
-    obj: str           # what changes: a file name on the lab, "namespace/Kind/name" on kube
-    action: str        # "create" | "update" | "unchanged" | "delete" | "restart" | "replace" (kube) | "repair" (lab)
-    diff: str = ""     # unified diff, desired vs live ("" when unchanged)
-
-    def as_row(self) -> dict:
-        return {"level": self.level, "object": self.obj, "action": self.action,
-                "diff_lines": sum(1 for l in self.diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---"))}
-
-
-def require_same_plan(reviewed: Optional[list[Change]], now: list[Change], where: str) -> None:
-    """DriftError unless the plan made now equals the reviewed one (same objects, actions and diffs)."""
-    if reviewed is None:
-        return
-    key = lambda cs: [(c.level, c.obj, c.action, c.diff) for c in cs]  # noqa: E731
-    if key(reviewed) != key(now):
-        was = {(c.level, c.obj): c.action for c in reviewed}
-        moved = [f"{c.level}/{c.obj}: planned {was.get((c.level, c.obj), 'nothing')}, now {c.action}"
-                 for c in now if was.get((c.level, c.obj)) != c.action][:5]
-        raise DriftError(f"{where} changed since the plan was reviewed; nothing was applied"
-                         + (f" ({'; '.join(moved)})" if moved else " (the diffs differ)")
-                         + ". Plan again, review it, then apply.")
+                         f"(planned against {plan.observed}, now {now}{': ' + moved if moved else ''}); "
+                         "nothing was applied. Run the plan again, review it, then apply.")

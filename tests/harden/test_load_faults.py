@@ -71,10 +71,10 @@ def test_envoy_killed_mid_load_is_shown_named_and_repaired(lab, site):
     assert all("level4" in r["hint"] and str(site.level("level4").node_ip) in r["hint"] for r in bad), bad[0]
     # the plan shows the repair; re-applying the infrastructure restarts only the dead process
     planned = lab.plan(commands.render_lab(site))
-    assert [(c.level, c.obj, c.action) for c in planned if c.action != "unchanged"] == [
+    assert [(c.level, c.target, c.action) for c in planned.steps if c.action != "unchanged"] == [
         ("level4", "envoy (process)", "repair")]
     changes = lab.apply(commands.render_lab(site))
-    assert [(c.level, c.obj, c.action) for c in changes if c.action != "unchanged"] == [
+    assert [(c.level, c.target, c.action) for c in changes if c.action != "unchanged"] == [
         ("level4", "envoy (process)", "repair")]
     assert commands.load_procs(site)["level3/envoy"].pid == level3_envoy_pid  # only the stopped one restarted
     assert all(r["ok"] for r in commands.status(site))

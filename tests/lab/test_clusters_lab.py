@@ -199,7 +199,7 @@ def test_rbac_forbidden_names_the_verb_the_resource_and_the_namespace(site, kube
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "viewer-demo", "namespace": "default"},
              "data": {"v": "2"}}))]
         planned = as_viewer.plan(arts)
-        assert [(c.obj, c.action) for c in planned] == [("default/ConfigMap/viewer-demo", "update")]
+        assert [(c.target, c.action) for c in planned.steps] == [("default/ConfigMap/viewer-demo", "update")]
         with pytest.raises(KubeError) as err:
             as_viewer.apply(arts, plan=planned)
         text = str(err.value)
@@ -230,7 +230,7 @@ def test_a_missing_namespace_is_created_first_and_a_kind_without_its_crd_is_name
           "data": {"mode": "plant"}}
     arts = [Art("level2", "envoy-manifests.yaml", _docs(cm))]
     try:
-        assert [(c.obj, c.action) for c in infra.plan(kube, arts)] == [
+        assert [(c.target, c.action) for c in infra.plan(kube, arts).steps] == [
             ("Namespace/plant-extra", "create"), ("plant-extra/ConfigMap/settings", "create")]
         infra.apply(kube, arts, dry_run=False, planned=infra.plan(kube, arts))
         assert api.get("/api/v1/namespaces/plant-extra")["status"]["phase"] == "Active"
@@ -278,27 +278,28 @@ def test_an_immutable_field_change_is_a_replace_in_the_plan_and_in_apply(site, k
         from layernet.stages import infrastructure as infra
 
         capsys.readouterr()
-        planned = {c.obj: c for c in infra.plan(kube, arts)}          # the stage's plan step
+        reviewed = infra.plan(kube, arts)                               # the stage's plan step
+        planned = {c.target: c for c in reviewed.steps}
         assert "plan: 3 change(s) of 4 object(s), 3 to be replaced (deleted and created" in capsys.readouterr().out
         assert {k: c.action for k, c in planned.items()} == {
             "Namespace/replace-demo": "unchanged", "replace-demo/Deployment/mover": "replace",
             "replace-demo/Service/mover": "replace", "replace-demo/Job/once": "replace"}
-        assert planned["replace-demo/Deployment/mover"].diff.startswith(
+        assert planned["replace-demo/Deployment/mover"].detail.startswith(
             "# replace: spec.selector cannot change in place (the API server's dry run: field is immutable); ")
-        assert planned["replace-demo/Service/mover"].diff.startswith(
+        assert planned["replace-demo/Service/mover"].detail.startswith(
             "# replace: spec.clusterIPs[0] cannot change in place (the API server's dry run: may not change once set)")
-        assert planned["replace-demo/Job/once"].diff.startswith(
+        assert planned["replace-demo/Job/once"].detail.startswith(
             "# replace: spec.template cannot change in place (the API server's dry run: field is immutable)")
-        assert "+      app: mover-v2" in planned["replace-demo/Deployment/mover"].diff
+        assert "+      app: mover-v2" in planned["replace-demo/Deployment/mover"].detail
 
-        applied = kube.apply(arts, plan=list(planned.values()))
+        applied = kube.apply(arts, plan=reviewed)
         assert [c.action for c in applied] == ["unchanged", "replace", "replace", "replace"]
         dep = api.get(dep_path)
         assert dep["metadata"]["uid"] != old_uid and dep["spec"]["selector"]["matchLabels"] == {"app": "mover-v2"}
         old_pods = api.call("GET", "/api/v1/namespaces/replace-demo/pods", query={"labelSelector": "app=mover-v1"})
         assert old_pods["items"] == []
         assert api.get("/api/v1/namespaces/replace-demo/services/mover")["spec"]["clusterIP"] == "10.43.200.11"
-        assert {c.action for c in kube.plan(arts)} == {"unchanged"}
+        assert {c.action for c in kube.plan(arts).steps} == {"unchanged"}
     finally:
         api.request("DELETE", "/api/v1/namespaces/replace-demo")
 
@@ -355,9 +356,9 @@ def test_a_replace_whose_old_object_does_not_go_says_what_holds_it(site, kube):
     try:
         short.apply(frozen("1"))
         planned = short.plan(frozen("2"))
-        assert [c.action for c in planned] == ["replace"]
-        assert planned[0].diff.startswith("# replace: data cannot change in place (the API server's dry run: field "
-                                          "is immutable when `immutable` is set)"), planned[0].diff
+        assert [c.action for c in planned.steps] == ["replace"]
+        assert planned.steps[0].detail.startswith("# replace: data cannot change in place (the API server's dry run: "
+                                                  "field is immutable when `immutable` is set)"), planned.steps[0].detail
         with pytest.raises(KubeError) as err:
             short.apply(frozen("2"), plan=planned)
         assert str(err.value) == ("level2: default/ConfigMap/frozen: deleted to be replaced, but still there after 2s "

@@ -98,7 +98,7 @@ def test_level2_cannot_bypass_the_proxies(lab, lab_site):
 def test_second_apply_changes_nothing(lab, lab_site):
     changes = lab.apply(commands.render_lab(lab_site))
     assert changes and {c.action for c in changes} == {"unchanged"}
-    assert {c.action for c in lab.plan(commands.render_lab(lab_site))} == {"unchanged"}
+    assert {c.action for c in lab.plan(commands.render_lab(lab_site)).steps} == {"unchanged"}
 
 
 def test_apply_restarts_only_what_changed(lab, lab_site):
@@ -107,11 +107,11 @@ def test_apply_restarts_only_what_changed(lab, lab_site):
     edited = [a.__class__(a.level, a.name, a.kind, a.content + "\n# edited\n") if (a.level, a.name) == ("level3", "envoy.yaml")
               else a for a in arts]
     plan = lab.plan(edited)
-    assert [(c.level, c.obj) for c in plan if c.action == "update"] == [("level3", "envoy.yaml")]
-    assert [(c.level, c.obj) for c in plan if c.action == "restart"] == [("level3", "envoy")]   # shown before apply
-    assert "+# edited" in next(c.diff for c in plan if c.action == "update")
+    assert [(c.level, c.target) for c in plan.steps if c.action == "update"] == [("level3", "envoy.yaml")]
+    assert [(c.level, c.target) for c in plan.steps if c.action == "restart"] == [("level3", "envoy")]   # shown before apply
+    assert "+# edited" in next(c.detail for c in plan.steps if c.action == "update")
     applied = lab.apply(edited, plan=plan)
-    assert [(c.level, c.obj, c.action) for c in applied] == [(c.level, c.obj, c.action) for c in plan]
+    assert [(c.level, c.target, c.action) for c in applied] == [(c.level, c.target, c.action) for c in plan.steps]
     after = commands.load_procs(lab_site)
     assert after["level3/envoy"].pid != before["level3/envoy"].pid
     assert all(after[n].pid == before[n].pid for n in before if n != "level3/envoy")
@@ -126,7 +126,7 @@ def test_apply_refuses_a_plan_the_lab_no_longer_gives(lab, lab_site):
     edited = [a.__class__(a.level, a.name, a.kind, a.content + "\n# v2\n") if (a.level, a.name) == ("level2", "nftables.nft")
               else a for a in arts]
     reviewed = lab.plan(edited)
-    assert ("level2", "nftables", "restart") in [(c.level, c.obj, c.action) for c in reviewed]
+    assert ("level2", "nftables", "restart") in [(c.level, c.target, c.action) for c in reviewed.steps]
     live = layout.level_dir(lab_site, "level3") / "envoy.yaml"
     before = live.read_text()
     live.write_text(before + "# changed by hand after the review\n")

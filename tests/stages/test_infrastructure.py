@@ -8,7 +8,7 @@ import pytest
 
 from layernet.stages import infrastructure as infra
 from layernet.site import load_site
-from layernet.plan import Change
+from layernet.plan import Plan, change
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,21 +55,26 @@ def test_verdict_names_the_first_failure():
 
 
 def test_results_and_diff_html():
-    changes = [Change("level3", "envoy.yaml", "update", "--- a\n+++ b\n@@ -1 +1 @@\n-old <x>\n+new\n"),
-               Change("level2", "unbound.conf", "unchanged")]
+    changes = [change("level3", "envoy.yaml", "update", "--- a\n+++ b\n@@ -1 +1 @@\n-old <x>\n+new\n"),
+               change("level2", "unbound.conf", "unchanged")]
+    assert [(c.skip, c.reason) for c in changes] == [(False, "live differs from the desired state"),
+                                                     (True, "live matches the desired state")]
     html = infra.diff_html(changes)
     assert "level3</b> / envoy.yaml: update" in html and "-old &lt;x&gt;" in html and "unbound.conf" not in html
     assert "No changes" in infra.diff_html([changes[1]])
-    res = infra.results(changes, [], _rows())
+    res = infra.results(Plan.of("infrastructure", changes), changes[1:], _rows())
     assert res == {"planned_changes": 1, "applied_changes": 0, "probes": 3, "probes_passed": 2, "probes_failed": 1}
     table = infra.changes_table(changes)
-    assert list(table["diff_lines"]) == [2, 0]
+    assert table.to_dict("records") == [
+        {"level": "level3", "object": "envoy.yaml", "action": "update", "diff_lines": 2},
+        {"level": "level2", "object": "unbound.conf", "action": "unchanged", "diff_lines": 0}]
 
 
 def test_a_replace_shows_why_in_the_diff():
     why = "# replace: spec.selector cannot change in place (the API server's dry run: field is immutable); apply ..."
-    changes = [Change("level3", "layernet/Deployment/envoy", "replace", why + "\n--- a\n+++ b\n-  app: a\n+  app: b\n"),
-               Change("level3", "layernet/Service/envoy", "unchanged")]
+    changes = [change("level3", "layernet/Deployment/envoy", "replace", why + "\n--- a\n+++ b\n-  app: a\n+  app: b\n"),
+               change("level3", "layernet/Service/envoy", "unchanged")]
+    assert changes[0].reason == why[2:] and not changes[0].skip     # the plan's "why" is the replace's reason
     html = infra.diff_html(changes)
     assert "layernet/Deployment/envoy: replace" in html
     assert '<b style="color:#9a6700"># replace: spec.selector cannot change in place' in html

@@ -101,9 +101,9 @@ def shorts(double):
 
 # ----------------------------------------------------------------------------------------------- plan
 def test_plan_reads_every_object_and_changes_nothing(target, double):
-    changes = target.plan(artifacts())
+    changes = target.plan(artifacts()).steps
     assert shorts(double) == [("GET", p, {}) for p in OBJECTS]
-    assert [(c.level, c.obj, c.action) for c in changes] == [
+    assert [(c.level, c.target, c.action) for c in changes] == [
         ("level3", "Namespace/layernet", "create"),
         ("level3", "layernet/ConfigMap/envoy-config", "create"),
         ("level3", "layernet/Deployment/envoy", "create"),
@@ -112,9 +112,9 @@ def test_plan_reads_every_object_and_changes_nothing(target, double):
         ("level3", "kube-system/Service/coredns-external", "create"),
         ("level3", "kube-system/Deployment/coredns", "restart"),     # the plan shows the restart apply will do
     ]
-    assert changes[1].diff.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
+    assert changes[1].detail.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
                                                 "+++ desired/layernet/ConfigMap/envoy-config"]
-    assert "+kind: ConfigMap" in changes[1].diff
+    assert "+kind: ConfigMap" in changes[1].detail
 
 
 def test_requests_carry_the_token(target, double):
@@ -145,7 +145,7 @@ def test_first_apply_server_side_applies_everything_and_restarts_coredns(target,
     assert list(annotations) == ["kubectl.kubernetes.io/restartedAt"]
     assert restart.body == {"spec": {"template": {"metadata": {"annotations": annotations}}}}
     assert [c.action for c in changes] == ["create"] * 6 + ["restart"]
-    assert changes[-1].obj == "kube-system/Deployment/coredns"
+    assert changes[-1].target == "kube-system/Deployment/coredns"
 
 
 def test_second_apply_sends_no_patch(target, double):
@@ -153,8 +153,8 @@ def test_second_apply_sends_no_patch(target, double):
     double.requests.clear()
     changes = target.apply(artifacts())
     assert shorts(double) == [("GET", p, {}) for p in OBJECTS]
-    assert {c.action for c in changes} == {"unchanged"} and all(c.diff == "" for c in changes)
-    assert target.plan(artifacts()) == changes
+    assert {c.action for c in changes} == {"unchanged"} and all(c.detail == "" for c in changes)
+    assert target.plan(artifacts()).steps == changes
 
 
 def test_envoy_change_patches_only_envoy_objects_and_waits_for_the_rollout(target, double):
@@ -165,8 +165,8 @@ def test_envoy_change_patches_only_envoy_objects_and_waits_for_the_rollout(targe
         ("PATCH", CM, DRY_RUN), ("PATCH", DEP, DRY_RUN), ("PATCH", CM, APPLY_QUERY), ("PATCH", DEP, APPLY_QUERY)]
     assert double.requests[-1].short() == ("GET", DEP, {})  # the rollout wait, no CoreDNS restart
     update = [c for c in changes if c.action == "update"]
-    assert [c.obj for c in update] == ["layernet/ConfigMap/envoy-config", "layernet/Deployment/envoy"]
-    assert "-  envoy.yaml: 'listeners: []'\n+  envoy.yaml: 'listeners: [changed]'" in update[0].diff
+    assert [c.target for c in update] == ["layernet/ConfigMap/envoy-config", "layernet/Deployment/envoy"]
+    assert "-  envoy.yaml: 'listeners: []'\n+  envoy.yaml: 'listeners: [changed]'" in update[0].detail
 
 
 def test_coredns_change_restarts_coredns_only(target, double):
@@ -182,12 +182,12 @@ def test_drift_made_by_hand_shows_in_the_plan(target, double):
     target.apply(artifacts())
     live = double.objects[DNS_CM]
     double.objects[DNS_CM] = dict(live, data={"example.server": "# edited by hand\n"})
-    changes = {c.obj: c for c in target.plan(artifacts())}
+    changes = {c.target: c for c in target.plan(artifacts()).steps}
     c = changes["kube-system/ConfigMap/coredns-custom"]
     assert c.action == "update"
-    assert "-  example.server: '# edited by hand" in c.diff and "+  example.server: '# v1" in c.diff
+    assert "-  example.server: '# edited by hand" in c.detail and "+  example.server: '# v1" in c.detail
     assert changes["kube-system/Deployment/coredns"].action == "restart"
-    assert all(x.action == "unchanged" for k, x in changes.items() if k not in (c.obj, "kube-system/Deployment/coredns"))
+    assert all(x.action == "unchanged" for k, x in changes.items() if k not in (c.target, "kube-system/Deployment/coredns"))
 
 
 def test_rollout_timeout_says_what_to_look_at(target, double):
@@ -209,7 +209,7 @@ def test_each_level_uses_its_own_client(site):
             d.store(COREDNS, coredns_deployment())
         clients = {lv: ApiClient(d.configuration()) for lv, d in doubles.items()}
         t = KubeTarget(site, clients=clients, poll_interval=0.01)
-        changes = t.plan(artifacts("level3") + artifacts("level2"))
+        changes = t.plan(artifacts("level3") + artifacts("level2")).steps
         assert [c.level for c in changes] == ["level3"] * 7 + ["level2"] * 7     # 6 objects + the CoreDNS restart
         assert [len(d.requests) for d in doubles.values()] == [6, 6]
     finally:
@@ -372,7 +372,7 @@ def test_apply_refuses_when_the_live_state_moved_since_the_plan(target, double):
 
     reviewed = target.plan(artifacts())
     target.apply(artifacts(), plan=reviewed)                              # exactly the reviewed plan: applied
-    assert all(c.action == "unchanged" for c in target.plan(artifacts()))
+    assert all(c.action == "unchanged" and c.skip for c in target.plan(artifacts()).steps)
     stale = target.plan(artifacts(config="listeners: [v2]"))
     double.objects[DNS_CM] = dict(double.objects[DNS_CM], data={"example.server": "# edited by hand\n"})
     before = len(double.requests)
@@ -388,11 +388,12 @@ def test_a_changed_selector_is_planned_as_replace_and_applied_as_delete_wait_cre
     docs[1]["spec"]["selector"]["matchLabels"] = docs[1]["spec"]["template"]["metadata"]["labels"] = {"app": "envoy-2"}
     arts = artifacts()
     arts[1] = Artifact("level3", "envoy-manifests.yaml", "kube", yaml.safe_dump_all(docs))
-    planned = {c.obj: c for c in target.plan(arts)}
+    reviewed = target.plan(arts)
+    planned = {c.target: c for c in reviewed.steps}
     assert planned["layernet/Deployment/envoy"].action == "replace"
-    assert planned["layernet/Deployment/envoy"].diff.startswith("# replace: spec.selector cannot change in place")
+    assert planned["layernet/Deployment/envoy"].detail.startswith("# replace: spec.selector cannot change in place")
     double.requests.clear()
-    target.apply(arts, plan=list(planned.values()))
+    target.apply(arts, plan=reviewed)
     assert [r.short() for r in double.requests if r.method != "GET" or r.path == DEP] == [
         ("GET", DEP, {}), ("PATCH", DEP, DRY_RUN),                         # the plan apply checks against
         ("DELETE", DEP, {"propagationPolicy": "Foreground"}), ("GET", DEP, {}),   # gone?

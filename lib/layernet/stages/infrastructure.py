@@ -13,7 +13,7 @@ from layernet.audit.compare import save_probe_rows
 from layernet.probe_run import COLUMNS, run_matrix
 from layernet.progress import step
 from layernet.render import firewall_rows, render_site
-from layernet.plan import Change
+from layernet.plan import Plan, Step
 from layernet.stages.base import show
 from layernet.targets.base import Target
 
@@ -31,15 +31,16 @@ def artifacts_table(artifacts: list) -> pd.DataFrame:
                           "sha256": hashlib.sha256(a.content.encode()).hexdigest()[:16]} for a in artifacts])
 
 
-def plan(tgt: Target, artifacts: list) -> list[Change]:
-    changes = tgt.plan(artifacts)
-    replaced = sum(c.action == "replace" for c in changes)
-    step(f"plan: {sum(c.action != 'unchanged' for c in changes)} change(s) of {len(changes)} object(s)"
+def plan(tgt: Target, artifacts: list) -> Plan:
+    """The stage's plan: one step per object of every level, an unchanged object a skip (`plan.change`)."""
+    p = tgt.plan(artifacts)
+    replaced = sum(c.action == "replace" for c in p.steps)
+    step(f"plan: {len(p.changes)} change(s) of {len(p.steps)} object(s)"
          + (f", {replaced} to be replaced (deleted and created: a field that cannot change in place)" if replaced else ""))
-    return changes
+    return p
 
 
-def apply(tgt: Target, artifacts: list, dry_run: bool, planned: Optional[list[Change]] = None) -> list[Change]:
+def apply(tgt: Target, artifacts: list, dry_run: bool, planned: Optional[Plan] = None) -> list[Step]:
     """Apply exactly the reviewed plan unless this is a dry run (then the plan is the answer and nothing
     changes). Refuses (DriftError, nothing applied) when the live state no longer gives `planned`."""
     if dry_run:
@@ -47,28 +48,34 @@ def apply(tgt: Target, artifacts: list, dry_run: bool, planned: Optional[list[Ch
         return []
     step("applying the reviewed plan")
     changes = tgt.apply(artifacts, plan=planned)
-    step(f"applied: {sum(c.action != 'unchanged' for c in changes)} object(s) changed")
+    step(f"applied: {sum(not c.skip for c in changes)} object(s) changed")
     return changes
 
 
-def changes_table(changes: list[Change]) -> pd.DataFrame:
-    return pd.DataFrame([c.as_row() for c in changes], columns=["level", "object", "action", "diff_lines"])
+def _diff_lines(diff: str) -> int:
+    return sum(1 for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
 
 
-def diff_html(changes: list[Change]) -> str:
-    """Unified diffs per object, collapsed, coloured; an 'unchanged' object shows no diff."""
+def changes_table(steps: list[Step]) -> pd.DataFrame:
+    """One row per object: its level, name, action and how many lines its diff adds or removes."""
+    return pd.DataFrame([{"level": c.level, "object": c.target, "action": c.action, "diff_lines": _diff_lines(c.detail)}
+                         for c in steps], columns=["level", "object", "action", "diff_lines"])
+
+
+def diff_html(steps: list[Step]) -> str:
+    """Unified diffs per object, collapsed, coloured; an 'unchanged' object (a skip) shows no diff."""
     parts = []
-    for c in changes:
-        if c.action == "unchanged" or not c.diff:
+    for c in steps:
+        if c.skip or not c.detail:
             continue
         lines = []
-        for line in c.diff.splitlines():
+        for line in c.detail.splitlines():
             if line.startswith("# "):  # why a change is what it is (a replace names its immutable fields)
                 lines.append(f'<b style="color:#9a6700">{escape(line)}</b>')
                 continue
             colour = "#1a7f37" if line.startswith("+") else "#cf222e" if line.startswith("-") else "#57606a" if line.startswith("@@") else "#1f2328"
             lines.append(f'<span style="color:{colour}">{escape(line)}</span>')
-        parts.append(f"<details><summary><b>{escape(c.level)}</b> / {escape(c.obj)}: {escape(c.action)}</summary>"
+        parts.append(f"<details><summary><b>{escape(c.level)}</b> / {escape(c.target)}: {escape(c.action)}</summary>"
                      f"<pre style='font-size:12px;max-height:420px;overflow:auto;background:#f6f8fa;padding:8px'>"
                      + "\n".join(lines) + "</pre></details>")
     return "\n".join(parts) or "<p><b>No changes:</b> every object already matches the desired state.</p>"
@@ -113,9 +120,8 @@ def by_check(df: pd.DataFrame) -> pd.DataFrame:
                           sort=False).fillna("")
 
 
-def results(changes_planned: list[Change], changes_applied: list[Change], df: pd.DataFrame) -> dict:
-    return {"planned_changes": sum(c.action != "unchanged" for c in changes_planned),
-            "applied_changes": sum(c.action != "unchanged" for c in changes_applied),
+def results(planned: Plan, applied: list[Step], df: pd.DataFrame) -> dict:
+    return {"planned_changes": len(planned.changes), "applied_changes": sum(not c.skip for c in applied),
             "probes": int(len(df)), "probes_passed": int(df["ok"].sum()) if len(df) else 0,
             "probes_failed": int((~df["ok"].astype(bool)).sum()) if len(df) else 0}
 

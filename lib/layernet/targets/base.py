@@ -11,21 +11,21 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Optional
 
-from layernet.plan import Change
+from layernet.plan import Plan, Step
 
 
 class Target(ABC):
     kind: str = "abstract"
 
     @abstractmethod
-    def plan(self, artifacts: list) -> list[Change]:
-        """Desired (artifacts) vs live, per object. Changes nothing."""
+    def plan(self, artifacts: list) -> Plan:
+        """Desired (artifacts) vs live: stage 01's plan, one step per object (`plan.change`). Changes nothing."""
 
     @abstractmethod
-    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
-        """Put artifacts in place and restart exactly what the plan lists; idempotent: a second apply returns only
-        'unchanged' changes. With `plan` (the reviewed one), refuses with DriftError when the live state no
-        longer gives that plan."""
+    def apply(self, artifacts: list, plan: Optional[Plan] = None) -> list[Step]:
+        """Put artifacts in place and restart exactly what the plan lists; the steps taken. Idempotent: a second
+        apply returns only 'unchanged' skips. With `plan` (the reviewed one), refuses with DriftError when the
+        live state no longer gives that plan (`plan.refuse_drift`)."""
 
     @abstractmethod
     def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:

@@ -38,7 +38,7 @@ import yaml
 from layernet import clock
 from layernet.errors import LayernetError
 from layernet.targets import kube_errors, tools
-from layernet.plan import Change, require_same_plan
+from layernet.plan import Plan, Step, change, refuse_drift
 from layernet.targets.base import Target
 
 KUBE_ARTIFACTS = ("envoy-manifests.yaml", "coredns-custom.yaml", "coredns-external.yaml")
@@ -181,14 +181,14 @@ def _ns_flag(obj: dict) -> str:
     return "" if obj["kind"] in CLUSTER_SCOPED else f" -n {(obj.get('metadata') or {}).get('namespace') or 'default'}"
 
 
-def _coredns_changed(changes: list[Change], level: str) -> bool:
-    return any(c.level == level and c.obj == "kube-system/ConfigMap/coredns-custom" and c.action != "unchanged"
+def _coredns_changed(changes: list[Step], level: str) -> bool:
+    return any(c.level == level and c.target == "kube-system/ConfigMap/coredns-custom" and not c.skip
                for c in changes)
 
 
-def _coredns_restart(level: str) -> Change:
+def _coredns_restart(level: str) -> Step:
     ns, name = CORE_DNS
-    return Change(level, f"{ns}/Deployment/{name}", "restart", "coredns-custom changed: roll the CoreDNS pods\n")
+    return change(level, f"{ns}/Deployment/{name}", "restart", "coredns-custom changed: roll the CoreDNS pods\n")
 
 
 class KubeTarget(Target):
@@ -269,7 +269,7 @@ class KubeTarget(Target):
         raise KubeError(kube_errors.refused(self._where(level, obj), "PATCH (server-side dry-run apply)", status,
                                             data, self._context(level)))
 
-    def _plan_level(self, level: str, artifacts: list) -> list[tuple[Change, dict]]:
+    def _plan_level(self, level: str, artifacts: list) -> list[tuple[Step, dict]]:
         """(change, desired object) per object of the level, in apply order; then the CoreDNS restart, if any."""
         api, out = self.api(level), []
         for obj in desired_objects(artifacts, level):
@@ -278,36 +278,37 @@ class KubeTarget(Target):
                 why = self._replace_reason(api, level, obj)
                 if why:
                     action, diff = "replace", why + diff
-            out.append((Change(level, object_id(obj), action, diff), obj))
+            out.append((change(level, object_id(obj), action, diff), obj))
         if _coredns_changed([c for c, _ in out], level):
             out.append((_coredns_restart(level), {}))
         return out
 
-    def plan(self, artifacts: list) -> list[Change]:
+    def plan(self, artifacts: list) -> Plan:
         """Every object (create / update / replace / unchanged) per level, then the CoreDNS restart a changed
         coredns-custom needs (CoreDNS reads its imports at start)."""
-        return [c for level in self._levels(artifacts) for c, _ in self._plan_level(level, artifacts)]
+        steps = [c for level in self._levels(artifacts) for c, _ in self._plan_level(level, artifacts)]
+        return Plan.of("infrastructure", steps, self.kind)
 
-    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
+    def apply(self, artifacts: list, plan: Optional[Plan] = None) -> list[Step]:
 
         levels = self._levels(artifacts)
         planned: dict[str, list] = {}
         if plan is not None:  # everything is read before anything changes
             planned = {level: self._plan_level(level, artifacts) for level in levels}
-            require_same_plan(plan, [c for level in levels for c, _ in planned[level]], "the clusters")
+            refuse_drift(plan, [c for level in levels for c, _ in planned[level]])
         changes = []
         for level in levels:
             api = self.api(level)
             rollouts = []
-            for change, obj in planned.get(level) or self._plan_level(level, artifacts):
-                if change.action == "restart":
+            for s, obj in planned.get(level) or self._plan_level(level, artifacts):
+                if s.action == "restart":
                     changes.append(self.restart_coredns(level))
                     rollouts.append(CORE_DNS)
                     continue
-                changes.append(change)
-                if change.action == "unchanged":
+                changes.append(s)
+                if s.skip:
                     continue
-                if change.action == "replace":
+                if s.action == "replace":
                     self._delete_and_wait(api, level, obj)
                 self._apply_object(api, level, obj)
                 if obj["kind"] == "Deployment":
@@ -340,7 +341,7 @@ class KubeTarget(Target):
                                 f"{obj['metadata']['name']} -o yaml")
             self.sleep(self.poll_interval)
 
-    def restart_coredns(self, level: str) -> Change:
+    def restart_coredns(self, level: str) -> Step:
         """Roll the CoreDNS pods so they read the new coredns-custom (as `kubectl rollout restart` does)."""
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}

@@ -20,7 +20,7 @@ from typing import Optional
 from layernet.lab import layout
 from layernet import clock
 from layernet.lab import LabError, commands, netns
-from layernet.plan import Change, require_same_plan
+from layernet.plan import UNCHANGED, Plan, Step, change, refuse_drift
 from layernet.targets import tools
 from layernet.targets.base import Target
 
@@ -55,18 +55,18 @@ def _parse_time(text: str) -> Optional[datetime]:
         return None
 
 
-def _rebuild(partial: bool) -> Change:
+def _rebuild(partial: bool) -> Step:
     if partial:
-        return Change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
-    return Change("lab", "namespaces and processes", "create", "the lab is down; apply brings it up\n")
+        return change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
+    return change("lab", "namespaces and processes", "create", "the lab is down; apply brings it up\n")
 
 
-def _restarts(artifacts: list, changes: list[Change], stopped: list[str]) -> list[Change]:
+def _restarts(artifacts: list, changes: list[Step], stopped: list[str]) -> list[Step]:
     """What a changed artifact needs: its Envoy or CoreDNS restarted, its nftables table reloaded (atomically).
     A service that stopped is repaired instead (see _repairs)."""
-    out: dict[tuple, Change] = {}
+    out: dict[tuple, Step] = {}
     for art, ch in zip(artifacts, changes):
-        if ch.action == "unchanged":
+        if ch.skip:
             continue
         kind = _kind(art)
         if kind == "envoy":
@@ -74,20 +74,20 @@ def _restarts(artifacts: list, changes: list[Change], stopped: list[str]) -> lis
         elif kind.startswith("dns") or kind == "coredns":
             svc = "coredns"
         elif kind == "firewall":
-            out[(art.level, "nftables")] = Change(art.level, "nftables", "restart", f"reload: {art.name} changed\n")
+            out[(art.level, "nftables")] = change(art.level, "nftables", "restart", f"reload: {art.name} changed\n")
             continue
         else:
             continue
         if f"{art.level}/{svc}" not in stopped:
-            out[(art.level, svc)] = Change(art.level, svc, "restart", f"{art.name} changed\n")
+            out[(art.level, svc)] = change(art.level, svc, "restart", f"{art.name} changed\n")
     return list(out.values())
 
 
-def _repairs(stopped: list[str]) -> list[Change]:
+def _repairs(stopped: list[str]) -> list[Step]:
     out = []
     for name in stopped:
         level, _, service = name.partition("/")
-        out.append(Change(level, f"{service} (process)", "repair", f"{name} has stopped; apply restarts it\n"))
+        out.append(change(level, f"{service} (process)", "repair", f"{name} has stopped; apply restarts it\n"))
     return out
 
 
@@ -104,21 +104,24 @@ class LabTarget(Target):
             return None
         return path.read_text()
 
-    def _plan(self, artifacts: list, up: bool) -> list[Change]:
+    def _plan(self, artifacts: list, up: bool) -> list[Step]:
         changes = []
         for art in artifacts:
             live = self._live(art, up)
             if live is None:
-                changes.append(Change(art.level, art.name, "create", _diff("", art.content, art.level, art.name)))
+                changes.append(change(art.level, art.name, "create", _diff("", art.content, art.level, art.name)))
             elif live == art.content:
-                changes.append(Change(art.level, art.name, "unchanged"))
+                changes.append(change(art.level, art.name, UNCHANGED))
             else:
-                changes.append(Change(art.level, art.name, "update", _diff(live, art.content, art.level, art.name)))
+                changes.append(change(art.level, art.name, "update", _diff(live, art.content, art.level, art.name)))
         return changes
 
-    def plan(self, artifacts: list) -> list[Change]:
+    def plan(self, artifacts: list) -> Plan:
         """Every change apply will make: each artifact (create / update / unchanged), then the restarts those
         changes need, the repairs of stopped services, or bringing the whole lab up."""
+        return Plan.of("infrastructure", self._steps(artifacts), self.kind)
+
+    def _steps(self, artifacts: list) -> list[Step]:
         up = commands.lab_is_up(self.site)
         stopped = [] if up else commands.stopped_services(self.site)
         if stopped is None:
@@ -127,13 +130,14 @@ class LabTarget(Target):
         changes = self._plan(artifacts, True)
         return changes + _restarts(artifacts, changes, stopped) + _repairs(stopped)
 
-    def apply(self, artifacts: list, plan: Optional[list[Change]] = None) -> list[Change]:
+    def apply(self, artifacts: list, plan: Optional[Plan] = None) -> list[Step]:
         """Bring the lab up when it is down; otherwise write what changed and restart only what depends on it.
         A level service that stopped (crashed, killed) is restarted and reported as a "repair". With the reviewed
         `plan`, refuses (DriftError) when the lab no longer gives that plan."""
 
         site = self.site
-        require_same_plan(plan, self.plan(artifacts), f"the lab {site.lab.prefix}")
+        if plan is not None:
+            refuse_drift(plan, self._steps(artifacts))
         stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
         if stopped is None:
             # down, or broken beyond a stopped process: rebuild. When namespaces remain, the configs on disk
@@ -146,12 +150,12 @@ class LabTarget(Target):
             changes = self._plan(artifacts, up=True)
             restarts = _restarts(artifacts, changes, stopped)
             for art, ch in zip(artifacts, changes):
-                if ch.action != "unchanged":
+                if not ch.skip:
                     commands.write_artifact(site, art)
             for c in restarts:
-                if c.obj == "nftables":
+                if c.target == "nftables":
                     commands.load_firewall(site, c.level)
-            names = list(stopped) + [f"{c.level}/{c.obj}" for c in restarts if c.obj != "nftables"]
+            names = list(stopped) + [f"{c.level}/{c.target}" for c in restarts if c.target != "nftables"]
             if names:
                 commands.restart(site, list(dict.fromkeys(names)))
         return changes + restarts + _repairs(stopped)
