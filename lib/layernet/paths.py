@@ -12,6 +12,13 @@ PACKAGE = Path(__file__).resolve().parent
 _CHECKOUT = PACKAGE.parents[1]
 BUNDLED = PACKAGE / "bundled"
 FOLDERS = ("runbooks", "notebooks", "params")
+RESULTS = "results"      # a run folder's results/<stage>.json: each stage's counts and verdicts (runfolder.py)
+LAB_STATE = Path("/var/lib/layernet")    # every lab's state: configs, logs, PID records, CA, under its prefix
+
+
+def lab_state(prefix: str) -> Path:
+    """Where the lab with `prefix` keeps its state (the renderers name files there, the lab writes them)."""
+    return LAB_STATE / prefix
 
 
 def checkout() -> Path | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import nbformat
 
+from layernet import paths
 from layernet.htmltable import duration
 
 _REMOTE_TAG = re.compile(
@@ -124,7 +125,7 @@ def stage_of(rel: str, stages: list[str]) -> str:
         return m.group(1)
     if len(parts) > 1 and parts[0] in stages:
         return parts[0]
-    if len(parts) == 2 and parts[0] == "results":
+    if len(parts) == 2 and parts[0] == paths.RESULTS:
         stem = parts[1].rsplit(".", 1)[0]
         for name in names:
             if stem == name or stem.startswith(name + "-"):

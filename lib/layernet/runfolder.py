@@ -12,10 +12,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from layernet import paths
 from layernet.errors import InputError
 from layernet.site.problems import show_path
 
 MANIFEST = "manifest.json"
+
+
+def results_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / paths.RESULTS
+
+
+def results_file(run_dir: str | os.PathLike, stage: str) -> Path:
+    return results_dir(run_dir) / f"{stage}.json"
 _MANIFEST_KEYS = {"run_id": str, "runbook": str, "site": dict, "stages": list}
 
 

@@ -22,7 +22,7 @@ from layernet import targets
 from layernet import paths
 from layernet.errors import InputError
 from layernet.lab import commands
-from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
+from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir, results_file
 from layernet.site import SiteError, load_site
 
 ENV = "LAYERNET_RUN_DIR"
@@ -50,7 +50,7 @@ def open_run(site_path: str, overrides: Optional[list[str]] = None, out_dir: Opt
     book = load_runbook(RUNBOOK)
     parent = check_out_dir(out_dir) if out_dir is not None else paths.runs()
     run_id, run_dir = new_run_dir(parent, book.name)
-    (run_dir / "results").mkdir()
+    results_dir(run_dir).mkdir()
     manifest = new_manifest(run_id, book, site_file, site, overrides)
     manifest["session"] = "jupyterlab"
     write_run(run_dir, manifest, site)
@@ -104,7 +104,7 @@ def _write(folder: Path, manifest: dict) -> None:
     from layernet.report import write_index, write_json
 
     for entry in manifest["stages"]:
-        results = folder / "results" / f"{entry['name']}.json"
+        results = results_file(folder, entry["name"])
         if results.is_file():
             try:
                 entry["results"] = json.loads(results.read_text(encoding="utf-8"))

@@ -36,7 +36,7 @@ def make_site(prefix: str = PREFIX):
 
 @pytest.fixture
 def state(tmp_path, monkeypatch):
-    monkeypatch.setattr("layernet.lab.STATE_ROOT", tmp_path)
+    monkeypatch.setattr("layernet.paths.LAB_STATE", tmp_path)
     return tmp_path
 
 

@@ -29,7 +29,7 @@ from layernet.site.problems import show_path
 if TYPE_CHECKING:
     import pandas as pd
 
-PROBE_FILE = Path("results") / "probes.json"
+PROBE_FILE = Path(paths.RESULTS) / "probes.json"
 PROBE_STAGE = "infrastructure"
 RUN_FIX = "give another run folder made by `layernet run`, or --run none"
 SLACK = timedelta(seconds=2)        # clock and log-flush slack around the probe window

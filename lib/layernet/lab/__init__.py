@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STATE_ROOT = Path("/var/lib/layernet")
+from layernet import paths
 
 
 class LabError(RuntimeError):
@@ -17,4 +17,4 @@ class LabError(RuntimeError):
 
 def state_dir(site) -> Path:
     """Where a lab keeps its configs, logs, PID records and CA: /var/lib/layernet/<prefix>."""
-    return STATE_ROOT / site.lab.prefix
+    return paths.lab_state(site.lab.prefix)

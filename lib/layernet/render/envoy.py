@@ -19,6 +19,7 @@ import ipaddress
 from pathlib import Path
 from typing import Optional
 
+from layernet import paths
 from layernet.flows import proxy_ports
 from layernet.render.util import dump_yaml
 
@@ -79,7 +80,7 @@ def access_log_path(site, level, target: str, state_dir: Optional[Path]) -> str:
 
 
 def default_state_dir(site) -> Path:
-    return Path("/var/lib/layernet") / site.lab.prefix
+    return paths.lab_state(site.lab.prefix)
 
 
 def _cidr(net: ipaddress.IPv4Network) -> dict:

@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from layernet.report import write_json
-
-
-def results_file(run_dir: str | Path, stage: str) -> Path:
-    return Path(run_dir) / "results" / f"{stage}.json"
+from layernet.runfolder import results_file
 
 
 def record_results(run_dir: str, stage: str, data: dict) -> Optional[Path]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from layernet import paths, targets
 from layernet.errors import InputError
 from layernet.report import write_index, write_json
-from layernet.runfolder import check_out_dir, new_run_dir, read_manifest
+from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir
 from layernet.runner.execute import notebook_parameters, run_stage, without_secrets
 from layernet.runner.manifest import new_manifest, now, write_run
 from layernet.runner.parameters import apply_stage_params, check_overrides, check_stage_inputs
@@ -120,7 +120,7 @@ def open_run_folder(run: Run, out_dir: Optional[str], progress: Callable[[str], 
         if out_dir is not None:
             progress(f"note: --out {out_dir} is ignored with --resume: the run continues in {run.run_dir}")
     try:
-        (run.run_dir / "results").mkdir(exist_ok=True)
+        results_dir(run.run_dir).mkdir(exist_ok=True)
     except OSError as exc:
         raise RunnerInputError(f"--resume {run.resume}: the run folder is not writable ({exc.strerror or exc})") from None
 

@@ -7,8 +7,8 @@ and `finish` records the counts and raises when any check failed.
 from __future__ import annotations
 
 from layernet import context
+from layernet.runfolder import results_dir
 
-from pathlib import Path
 
 import pandas as pd
 
@@ -60,7 +60,7 @@ def finish(site, run_dir: str, stage: str, frames: dict[str, pd.DataFrame]) -> s
         return "dry run: nothing checked"
     record_results(run_dir, stage, checks.results(frames))
     if run_dir:
-        report.write_tables(frames, Path(run_dir) / "results")
+        report.write_tables(frames, results_dir(run_dir))
     return checks.require_all_passed(frames)
 
 
@@ -79,7 +79,7 @@ def _show(df, name: str, run_dir: str = ""):
     if len(df) > SHOWN:
         where = ""
         if run_dir:
-            path = Path(run_dir) / "results" / f"harden-{name}.csv"
+            path = results_dir(run_dir) / f"harden-{name}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(path, index=False)
             where = f"; the full table: `{path.relative_to(run_dir)}`"
