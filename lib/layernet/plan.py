@@ -114,5 +114,5 @@ def refuse_drift(plan: Plan, live_now: Any) -> None:
     if plan.observed and now != plan.observed:
         moved = _moved(plan.steps, live_now)
         raise DriftError(f"stage {plan.stage}: the live state changed since the plan was made "
-                         f"(planned against {plan.observed}, now {now}{': ' + moved if moved else ''}); "
+                         f"(planned against {plan.observed}, now {now}{'; ' + moved if moved else ''}); "
                          "nothing was applied. Run the plan again, review it, then apply.")

@@ -14,6 +14,7 @@ import yaml
 from kube_double import KubeApiDouble
 
 from layernet import probe
+from layernet.plan import Plan
 from layernet.site import load_site
 from layernet.targets.kube import APPLY, KubeError, KubeTarget
 
@@ -370,7 +371,8 @@ def test_rendered_site_applies_idempotently(site):
 def test_apply_refuses_when_the_live_state_moved_since_the_plan(target, double):
     from layernet.errors import DriftError
 
-    reviewed = target.plan(artifacts())
+    reviewed = Plan.from_dict(json.loads(target.plan(artifacts()).to_json()))   # as kept in a run folder
+    assert reviewed.stage == "infrastructure" and reviewed.executor == "kube" and reviewed.observed
     target.apply(artifacts(), plan=reviewed)                              # exactly the reviewed plan: applied
     assert all(c.action == "unchanged" and c.skip for c in target.plan(artifacts()).steps)
     stale = target.plan(artifacts(config="listeners: [v2]"))
