@@ -33,8 +33,8 @@ def flow(site, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def healthy(site, flow):
-    route_list, records = observe(site, 8.0, brokers=flow.brokers(), started=flow.start_connector)
-    return route_list, records, analyse(route_list, records)
+    route_list, got = observe(site, 8.0, brokers=flow.brokers(), started=flow.start_connector)
+    return route_list, got["records"], analyse(route_list, got["records"])
 
 
 def test_stand_ins_run_the_rendered_records(site, flow):
@@ -116,8 +116,8 @@ def test_a_closed_hop_is_named(site, flow, healthy):
     """Negative rehearsal: the level2 -> level3 MQTT hop stops carrying (its dataflow is gone); the analysis says
     which hop and where the messages stopped."""
     flow._stop_one("level2-dataflow", 10.0)
-    route_list, records = observe(site, 3.0, brokers=flow.brokers())
-    a = analyse(route_list, records)
+    route_list, got = observe(site, 3.0, brokers=flow.brokers())
+    a = analyse(route_list, got["records"])
     assert not a.ok
     assert a.summary["delivered"] == 0 and a.summary["lost"] == a.summary["messages"] > 0
     msg = [p for p in a.problems if p.startswith("oven1/default:")][0]

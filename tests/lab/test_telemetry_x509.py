@@ -33,14 +33,24 @@ def test_rendered_endpoint_asks_for_tls_and_a_client_certificate(site):
 
 
 def test_every_message_arrives_over_mutual_tls(site, flow):
-    route_list, records = observe(site, 8.0, brokers=flow.brokers(), mqtt_tls=flow.tap_tls(),
-                                  started=flow.start_connector)
-    a = analyse(route_list, records)
+    route_list, got = observe(site, 8.0, brokers=flow.brokers(), tls=flow.tap_tls(), started=flow.start_connector)
+    a = analyse(route_list, got["records"])
     assert a.problems == [], a.problems
     assert a.summary["messages"] >= 40 and a.summary["lost"] == 0
     assert (a.hops["bad_or_unenriched"] == 0).all()
     for _, rows in a.hops.groupby("route"):
         assert rows["sequence_gaps"].nunique() == 1          # no gap added on the way
+
+
+def test_the_stage_s_window_options_work_over_mutual_tls(site, flow):
+    """Stage 04's settle (wait_flowing) and adaptive minimum go through the same TLS taps as the window itself."""
+    if not any(name.endswith("-connector") for name in flow.procs):
+        flow.start_connector()
+    route_list, got = observe(site, 2.0, brokers=flow.brokers(), tls=flow.tap_tls(), settle=10.0, min_judged=30)
+    a = analyse(route_list, got["records"])
+    assert a.problems == [] and got["kafka_error"] is None
+    assert a.summary["messages"] >= 30 and a.summary["lost"] == 0
+    assert got["window_s"] >= 3.0          # 2 s judge nothing (the 2 s grace): it went on until 30 were judged
 
 
 def test_a_client_without_certificate_is_refused(site, flow):

@@ -62,19 +62,23 @@ def test_the_verdict_names_the_judged_count_and_the_budget(lab):
 def test_the_proof_uses_the_site_s_window_and_p99_budget(lab, monkeypatch):
     seen = {}
 
-    def window(ctx, seconds, settle=0.0, min_judged=None, tls=None):   # the site's routes, nothing received: every check fails
+    taps = object()
+
+    def window(site, seconds, tls=None, hub=None, settle=0.0, min_judged=None):   # nothing received: every check fails
         from layernet.telemetry.verify import routes
 
-        seen["seconds"] = seconds
-        rl = routes(ctx.site)                 # the stage hands its Context down
+        seen.update(seconds=seconds, tls=tls, hub=hub, min_judged=min_judged)
+        rl = routes(site)
         return rl, {"records": {r.label: {h.index: [] for h in r.hops} for r in rl}, "kafka_error": None}
 
-    monkeypatch.setattr(tel_window, "observe_window", window)
-    monkeypatch.setattr(telemetry, "tap_tls", lambda site, tgt=None: None)     # no taps: the window above stands in
+    monkeypatch.setattr(telemetry, "observe", window)       # THE window (layernet.telemetry.verify.observe)
+    monkeypatch.setattr(telemetry, "tap_tls", lambda site, tgt=None: taps)     # no taps: the window above stands in
     monkeypatch.setattr("layernet.targets.sides",
                         lambda s, t=None: (None, None, SimpleNamespace(eventhubs_refusals=lambda since: [])))
     out = telemetry.messages(lab)
-    assert seen["seconds"] == 8.0
+    assert seen["seconds"] == 8.0 and seen["min_judged"] == 200
+    # the taps get the stage's TLS; the hub is read where the Azure calls run
+    assert seen["tls"] is taps and seen["hub"].__qualname__ == "hub.<locals>.read"
     by = {r["check"]: r for r in out["evidence"]}
     assert by["telemetry end-to-end p99"]["expected"] == "<= 2000 ms"
     assert by["messages judged oven1/default"]["observed"] == "0 judged" and not by["messages judged oven1/default"]["ok"]

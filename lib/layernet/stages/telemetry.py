@@ -40,7 +40,7 @@ from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
 from layernet.stages import telemetry_objects as objects
 from layernet.stages.base import apply_unless_dry, begin, elsewhere, progress_printer, run_link, runs_here, with_subscription  # noqa: F401
 from layernet.telemetry import arm as arm_state, charts, records, waves, window
-from layernet.telemetry.verify import analyse, evidence_rows
+from layernet.telemetry.verify import analyse, evidence_rows, observe
 
 STAGE = "telemetry"
 
@@ -259,9 +259,8 @@ def messages(site, seconds: Optional[float] = None, p99_limit_ms: Optional[float
     seconds = seconds if seconds is not None else proof_window(site)
     p99_limit_ms = p99_limit_ms if p99_limit_ms is not None else site.telemetry.proof.p99_ms
     t0 = time.time()
-    route_list, got = window.observe_window(ctx, seconds, settle=settle,
-                                            min_judged=site.telemetry.proof.min_messages if adaptive else None,
-                                            tls=tap_tls(ctx))
+    route_list, got = observe(site, seconds, tls=tap_tls(ctx), hub=window.hub(ctx), settle=settle,
+                             min_judged=site.telemetry.proof.min_messages if adaptive else None)
     seconds = got.get("window_s", seconds) if adaptive else seconds
     a = analyse(route_list, got["records"], grace_s=window.GRACE_S)
     rows = evidence_rows(a, p99_limit_ms) + judged_rows(site, a, seconds)

@@ -318,17 +318,17 @@ def measure(site: Site, seconds: float, workdir: Path, warmup_s: float = 2.0, ka
     """Run the site's flow on loopback for a window and return loss, latency and the CPU of every process.
 
     CPU is the share of one core each process used during the window (utime + stime over wall time)."""
-    from layernet.telemetry.verify import analyse, observe
+    from layernet.telemetry.verify import analyse, kafka_hub, observe
 
+    hub = kafka_hub(kafka_conf, site.telemetry.eventhubs.hub) if kafka_conf is not None else None
     with LoopbackFlow(site, workdir, kafka=kafka) as flow:
         flow.start_connector()
         time.sleep(warmup_s)
         cpu0, t0 = flow.cpu(), time.time()
-        route_list, records = observe(site, seconds, brokers=flow.brokers(), kafka_conf=kafka_conf,
-                                      mqtt_tls=flow.tap_tls())
+        route_list, got = observe(site, seconds, brokers=flow.brokers(), tls=flow.tap_tls(), hub=hub)
         cpu1, t1 = flow.cpu(), time.time()
         logs = flow.logs()
-    a = analyse(route_list, records)
+    a = analyse(route_list, got["records"])
     wall = t1 - t0
     cpu = {name: round(100 * (cpu1[name] - cpu0[name]) / wall, 1)
            for name in sorted(cpu1) if cpu0.get(name) is not None and cpu1.get(name) is not None}
@@ -344,7 +344,8 @@ def measure(site: Site, seconds: float, workdir: Path, warmup_s: float = 2.0, ka
         "added_sequence_gaps": _added_gaps(a.hops),
         "tap_missed": int(a.hops["tap_missed"].sum()) if len(a.hops) else 0,
         "cpu_percent": cpu, "problems": a.problems[:5],
-        "errors": {n: t[-300:] for n, t in logs.items() if "Traceback" in t},
+        "errors": {**{n: t[-300:] for n, t in logs.items() if "Traceback" in t},
+                   **({"event hub consumer": got["kafka_error"][-300:]} if got["kafka_error"] else {})},
     }
 
 

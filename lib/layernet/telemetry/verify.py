@@ -22,6 +22,8 @@ from layernet.errors import InputError
 from layernet.site import Site, SiteError, load_site
 from layernet.site.telemetry import broker_addresses, eventhubs_namespace
 
+GRACE_S = 2.0                 # the window's tail whose messages are not judged (analyse, observe)
+
 
 # ----------------------------------------------------------------------------------------------- routes
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ class Analysis:
 
 
 def analyse(route_list: list[Route], records: dict[str, dict[int, list[Record]]], until: Optional[float] = None,
-            grace_s: float = 2.0) -> Analysis:
+            grace_s: float = GRACE_S) -> Analysis:
     """records[route.label][hop.index] = what the tap of that hop received. Only messages first seen at hop 0 at
     least `grace_s` before `until` (default: the last record) are judged, so the window's tail is not loss."""
     import pandas as pd
@@ -383,46 +385,109 @@ def problems_for(problems: list[str], label: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- one window
-def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, int]]] = None,
-            kafka_conf: Optional[dict] = None, mqtt_tls=None, include_eventhubs: bool = True,
-            started: Optional[Callable[[], None]] = None) -> tuple[list[Route], dict[str, dict[int, list[Record]]]]:
-    """Tap every hop of every route for `seconds`: one MQTT tap per broker, one Kafka consumer for the hub.
-    `started` is called once every tap is subscribed (e.g. to start the publisher in a test)."""
-    route_list = routes(site, include_eventhubs=include_eventhubs and kafka_conf is not None)
+
+# reads the event hub: hub(seconds, ready, stop) -> its records; sets `ready` once partitions are assigned, returns
+# when `stop` is set (or after `seconds`), raises when the hub refuses it
+HubReader = Callable[[float, threading.Event, threading.Event], list[Record]]
+
+
+def kafka_hub(conf: dict, topic: str) -> HubReader:
+    """The hub read in this process with the consumer settings `conf` (kafka_consumer_config)."""
+    return lambda seconds, ready, stop: consume_kafka(conf, topic, seconds, ready, stop)
+
+
+def observe(site: Site, seconds: float, brokers: Optional[dict[str, tuple[str, int]]] = None, tls=None,
+            hub: Optional[HubReader] = None, settle: float = 0.0, tail: float = 1.5, min_judged: Optional[int] = None,
+            started: Optional[Callable[[], None]] = None) -> tuple[list[Route], dict]:
+    """THE observation window (stage 04, the verify command, the loopback flow): one MQTT tap per broker (`tls`:
+    their TLS and client certificate, None: anonymous) and, with `hub`, the event hub's reader. Returns (routes,
+    {"records", "kafka_error", "window_s"}) for `analyse`; records[route.label][hop.index] = what that hop's tap got.
+    The hub's reader starts first; while it joins, up to `settle` seconds pass until the flow reaches its last broker
+    (wait_flowing). The taps subscribe downstream first, then `started` is called (e.g. to start the publisher), and
+    they listen `seconds`; with `min_judged`, up to two more windows until every route's first hop has that many
+    judged messages. The reader reads `tail` seconds beyond the taps."""
+    route_list = routes(site, include_eventhubs=hub is not None)
     brokers = brokers or broker_addresses(site)
-    topics: dict[str, set] = {}
-    for r in route_list:
-        for h in r.hops:
-            if h.kind == "mqtt":
-                topics.setdefault(h.level, set()).add(h.topic)
-    kafka_records: list[Record] = []
-    kthread = None
-    hub = site.telemetry.eventhubs.hub
-    if kafka_conf is not None and any(h.kind == "kafka" for r in route_list for h in r.hops):
-        ready = threading.Event()
-        kthread = threading.Thread(target=lambda: kafka_records.extend(consume_kafka(kafka_conf, hub, seconds + 5, ready)),
-                                   daemon=True)
-        kthread.start()
-        if not ready.wait(30):
-            raise TimeoutError(f"no partition of event hub {hub} was assigned to the consumer within 30 s")
-    # downstream first: a message the first hop's tap sees was published after every later tap subscribed
-    depth = {h.level: h.index for r in route_list for h in r.hops if h.kind == "mqtt"}
-    taps = {}
-    for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):
-        taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), tls=mqtt_tls).start()
-    if started is not None:
-        started()
-    time.sleep(seconds)
-    got = {lv: tap.stop() for lv, tap in taps.items()}
-    if kthread is not None:
-        kthread.join(timeout=seconds + 15)
-    records: dict[str, dict[int, list[Record]]] = {}
-    for r in route_list:
-        per = {}
-        for h in r.hops:
-            per[h.index] = kafka_records if h.kind == "kafka" else got.get(h.level, [])
-        records[r.label] = per
-    return route_list, records
+    ready, stop = threading.Event(), threading.Event()
+    hub_out: dict = {}
+
+    def consume() -> None:
+        try:
+            hub_out["records"] = hub(settle + seconds * (3 if min_judged else 1) + 60.0, ready, stop)
+        except Exception as exc:  # noqa: BLE001 - becomes evidence
+            hub_out["error"] = str(exc)
+        ready.set()
+
+    kt = None
+    got: dict[str, list[Record]] = {}
+    tapped = 0.0
+    try:
+        if any(h.kind == "kafka" for r in route_list for h in r.hops):
+            kt = threading.Thread(target=consume, daemon=True)
+            kt.start()
+        if settle:
+            wait_flowing(site, settle, brokers, tls=tls)
+        if kt is not None:
+            ready.wait(60)
+        topics: dict[str, set] = {}
+        depth: dict[str, int] = {}
+        for r in route_list:
+            for h in r.hops:
+                if h.kind == "mqtt":
+                    topics.setdefault(h.level, set()).add(h.topic)
+                    depth[h.level] = h.index
+        taps: dict[str, MqttTap] = {}
+        tapped = time.monotonic()
+        try:
+            # downstream first: a message the first hop's tap sees was published after every later tap subscribed
+            for lv in sorted(topics, key=lambda lv: -depth.get(lv, 0)):
+                taps[lv] = MqttTap(*brokers[lv], sorted(topics[lv]), tls=tls).start()
+            if started is not None:
+                started()
+            time.sleep(seconds)
+            if min_judged:      # a source that misses sampling ticks: go on (up to three windows) until judged
+                first = [(r.hops[0].level, r.hops[0].topic) for r in route_list if r.hops and r.hops[0].kind == "mqtt"]
+                end = time.monotonic() + 2 * seconds
+                while time.monotonic() < end and not all(
+                        sum(1 for x in list(taps[lv].records) if x.topic == tp and x.t <= time.time() - GRACE_S)
+                        >= min_judged for lv, tp in first if lv in taps):
+                    time.sleep(0.5)
+        finally:
+            got = {lv: tap.stop() for lv, tap in taps.items()}
+            tapped = time.monotonic() - tapped
+        if kt is not None:
+            time.sleep(tail)
+            stop.set()
+            kt.join(90)
+    finally:
+        stop.set()
+    krecs = hub_out.get("records", [])
+    records = {r.label: {h.index: (krecs if h.kind == "kafka" else got.get(h.level, [])) for h in r.hops}
+               for r in route_list}
+    return route_list, {"records": records, "kafka_error": hub_out.get("error"), "window_s": round(tapped, 1)}
+
+
+def wait_flowing(site: Site, timeout: float, brokers: Optional[dict[str, tuple[str, int]]] = None, tls=None) -> bool:
+    """Until a message arrives at the last MQTT hop of every route (or `timeout`)."""
+    last: dict[str, set] = {}
+    for r in routes(site):
+        mq = [h for h in r.hops if h.kind == "mqtt"]
+        if mq:
+            last.setdefault(mq[-1].level, set()).add(mq[-1].topic)
+    brokers = brokers or broker_addresses(site)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            taps = [MqttTap(*brokers[lv], sorted(t), name="layernet-wait", tls=tls).start() for lv, t in last.items()]
+        except OSError:
+            time.sleep(0.5)
+            continue
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0 and not all(t.records for t in taps):
+            time.sleep(0.1)
+        if all(t.stop() for t in taps):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------------------------- evidence
@@ -454,10 +519,13 @@ def evidence_rows(analysis: Analysis, p99_limit_ms: Optional[float] = None) -> l
 
 # ----------------------------------------------------------------------------------------------- one call
 def verify(site: Site, seconds: float = 10.0, brokers: Optional[dict[str, tuple[str, int]]] = None,
-           kafka_conf: Optional[dict] = None, mqtt_tls=None, p99_limit_ms: Optional[float] = None) -> dict:
-    """Tap every hop for a window and judge it: {"analysis", "evidence", "ok"} (charts: layernet.telemetry.charts)."""
-    route_list, records = observe(site, seconds, brokers=brokers, kafka_conf=kafka_conf, mqtt_tls=mqtt_tls)
-    a = analyse(route_list, records)
+           hub: Optional[HubReader] = None, tls=None, p99_limit_ms: Optional[float] = None) -> dict:
+    """Tap every hop for a window and judge it: {"analysis", "evidence", "ok"} (charts: layernet.telemetry.charts).
+    Raises ConnectionError when the hub's reader failed."""
+    route_list, got = observe(site, seconds, brokers=brokers, tls=tls, hub=hub)
+    if got["kafka_error"]:
+        raise ConnectionError(f"the Event Hubs consumer failed: {got['kafka_error']}")
+    a = analyse(route_list, got["records"])
     rows = evidence_rows(a, p99_limit_ms)
     return {"analysis": a, "evidence": rows, "ok": all(r["ok"] for r in rows)}
 
@@ -516,12 +584,13 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"on port {site.telemetry.mqtt.effective_port}); remove them or use -p telemetry.mqtt.mode=x509",
               file=sys.stderr)
         return 2
-    kconf = None
+    hub = None
     if args.kafka_ca or args.eventhubs:
         cs = os.environ.get(site.telemetry.eventhubs.connection_string_env) or None
-        kconf = kafka_consumer_config(site, connection_string=cs, ca=args.kafka_ca, group="layernet-verify")
+        hub = kafka_hub(kafka_consumer_config(site, connection_string=cs, ca=args.kafka_ca, group="layernet-verify"),
+                        site.telemetry.eventhubs.hub)
     try:
-        out = verify(site, args.seconds, brokers=brokers, kafka_conf=kconf, mqtt_tls=mqtt_tls, p99_limit_ms=args.p99_ms)
+        out = verify(site, args.seconds, brokers=brokers, hub=hub, tls=mqtt_tls, p99_limit_ms=args.p99_ms)
     except (ConnectionError, OSError, TimeoutError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
