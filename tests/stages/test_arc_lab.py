@@ -118,13 +118,15 @@ def test_dropping_a_required_host_fails_the_stage_naming_level_host_and_role():
             arc.require_connected(rows)
 
         # the identity hosts back, sts.windows.net dropped: stage 01 applies the new allow list to the running lab
+        from layernet import context
         from layernet.stages import infrastructure
 
         site_sts = site_with("allowlist.drop_hosts=[\"sts.windows.net\"]",
                              "arc.onboarding_timeout={level4: 15, level3: 15, level2: 15}")
-        infrastructure.apply(infrastructure.target(site_sts), infrastructure.render(site_sts), dry_run=False)
+        ctx = context.build(site_sts)                                     # as the notebooks do: one Context
+        infrastructure.apply(ctx.target, infrastructure.render(ctx), dry_run=False)
         t0 = time.monotonic()
-        rows = arc.check(site_sts, since)
+        rows = arc.check(ctx, since)
         assert time.monotonic() - t0 < 40
         role = {r["level"]: r for r in rows if r["check"] == "hosts required by arc-agents"}
         assert role["level4"]["ok"], role

@@ -101,11 +101,12 @@ def test_every_notebook_builds_its_context_once_and_passes_it():
         assert not re.search(r"\(site\b", code), f"{nb.name}: a stage call given the site instead of the Context"
 
 
-def _a_stage_call(site, arm, plan, note: str):
+def _a_stage_call(site, arm, plan, note: str, timeout: float):
     """A stage function as `elsewhere` calls it: the Context, the Azure side's Arm, JSON arguments, a Plan."""
     from layernet.plan import Plan, Step
 
     assert isinstance(site, context.Context) and arm == "the azure side's arm" and isinstance(plan, Plan)
+    assert timeout == 0.5             # an argument named like one of the call's own reaches the stage function
     return Plan(plan.stage, plan.steps + [Step(site.site.name, note, "x")], observed=plan.observed)
 
 
@@ -118,9 +119,11 @@ def test_a_stage_call_goes_where_the_azure_calls_run_and_plans_travel_as_json(mo
     monkeypatch.setattr(AzureSide, "arm", lambda self: "the azure side's arm")
     sent = []
     real_call = AzureSide.call
-    monkeypatch.setattr(AzureSide, "call", lambda self, func, progress=None, **kw: (
-        sent.append((func, json.dumps(kw))), real_call(self, func, progress, **kw))[1])
-    out = elsewhere(ctx, _a_stage_call, plan=Plan("arc", [Step("l4", "a", "t")], observed="abc"), note="done there")
+    monkeypatch.setattr(AzureSide, "call", lambda self, func, progress=None, timeout=900.0, **kw: (
+        sent.append((func, timeout, json.dumps(kw))), real_call(self, func, progress, **kw))[1])
+    out = elsewhere(ctx, _a_stage_call, plan=Plan("arc", [Step("l4", "a", "t")], observed="abc"), note="done there",
+                    timeout=0.5)
     assert isinstance(out, Plan) and [s.action for s in out.steps] == ["a", "done there"] and out.observed == "abc"
-    assert sent and sent[0][0] == "layernet.stages.base:_there"        # JSON-serialisable all the way
+    assert sent and sent[0][:2] == ("layernet.stages.base:_there", 900.0)   # JSON all the way; the call's own
+    # timeout (the lab's jump box has one) is left alone
     assert not runs_here(None, None, {}) and runs_here(None, "an arm") and runs_here({"sleep": 1})

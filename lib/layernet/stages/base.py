@@ -42,13 +42,15 @@ def elsewhere(ctx, func, progress: Optional[Progress] = None, **kwargs):
     the Azure side's Arm; JSON travels (a Plan as its dict, both ways). The one way any stage sends a call there."""
     if isinstance(kwargs.get("plan"), Plan):
         kwargs["plan"] = kwargs["plan"].to_dict()
+    # the stage function's arguments travel as one value, so none can meet the call's own (timeout, progress)
     out = ctx.azure.call("layernet.stages.base:_there", progress=progress,
-                         stage_call=f"{func.__module__}:{func.__name__}", **kwargs)
+                         stage_call=f"{func.__module__}:{func.__name__}", args=kwargs)
     return Plan.from_dict(out["plan"]) if "plan" in out else out["value"]
 
 
-def _there(site, stage_call: str, **kwargs) -> dict:
+def _there(site, stage_call: str, args: dict) -> dict:
     """`elsewhere`'s other end: runs where the site's Azure calls run."""
+    kwargs = dict(args)
     import importlib
 
     ctx = context.of(site)
