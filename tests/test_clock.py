@@ -43,9 +43,9 @@ def test_naive_times_are_utc(local_new_york):
 def test_the_lab_target_reads_a_naive_since_as_utc(local_new_york, tmp_path, monkeypatch):
     """The lab target read a naive `since` as this machine's local time (the kube target reads it as UTC): the same
     window gave other lines."""
-    import layernet.lab as lab
+    from layernet import paths
 
-    monkeypatch.setattr(lab, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "LAB_STATE", tmp_path)
     site = load_site(LAB_SITE)
     level = site.levels[-1].name
     folder = tmp_path / site.lab.prefix / level

@@ -8,11 +8,13 @@ on entry (`of`).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from layernet import targets
 from layernet.allowlist import AllowList, effective_allowlist
+from layernet.plan import Plan, Progress
 from layernet.targets import AzureSide, Cluster, Target
 
 
@@ -39,3 +41,34 @@ def of(site_or_ctx) -> Context:
 def site_of(site_or_ctx):
     """The Site of a Site or a Context."""
     return site_or_ctx.site if isinstance(site_or_ctx, Context) else site_or_ctx
+
+
+# ---- where a call runs: decided here, once
+def runs_here(*injected) -> bool:
+    """Given an injected client (an Arm, a runner, an executor, a poll clock: a test, or a call already running where
+    the site's Azure calls run), a stage's Azure calls run in this process; otherwise they go through `elsewhere`,
+    which runs them where the site's Azure calls run (a plant: here; the lab: on its jump box)."""
+    return any(x is not None and x != {} for x in injected)
+
+
+def elsewhere(ctx: Context, func, progress: Optional[Progress] = None, **kwargs):
+    """Call `func` (a stage's plan, apply, verify...; stage 04's Event Hubs consumer) where the site's Azure calls
+    run, as func(site=<the Context there>, arm=<the Azure side's Arm>, **kwargs); JSON travels, a Plan as its dict
+    both ways. The one way any call is sent there."""
+    if isinstance(kwargs.get("plan"), Plan):
+        kwargs["plan"] = kwargs["plan"].to_dict()
+    # the function's arguments travel as one value, so none can meet the call's own (timeout, progress)
+    out = ctx.azure.call("layernet.context:_there", progress=progress,
+                         stage_call=f"{func.__module__}:{func.__name__}", args=kwargs)
+    return Plan.from_dict(out["plan"]) if "plan" in out else out["value"]
+
+
+def _there(site, stage_call: str, args: dict) -> dict:
+    """`elsewhere`'s other end: runs where the site's Azure calls run."""
+    ctx = of(site)
+    kwargs = dict(args)
+    if isinstance(kwargs.get("plan"), dict):
+        kwargs["plan"] = Plan.from_dict(kwargs["plan"])
+    module, _, name = stage_call.partition(":")
+    out = getattr(importlib.import_module(module), name)(site=ctx, arm=ctx.azure.arm(), **kwargs)
+    return {"plan": out.to_dict()} if isinstance(out, Plan) else {"value": out}

@@ -75,7 +75,7 @@ def test_the_site_has_no_telemetry_and_no_event_hubs_namespace(site_file):
 def test_stopping_the_event_hub_needs_no_namespace(site_file, tmp_path, monkeypatch):
     """The broker's route is found by its backend: stop works on a site that names no Event Hubs namespace and
     takes out only the broker's entry."""
-    monkeypatch.setattr("layernet.lab.STATE_ROOT", tmp_path)
+    monkeypatch.setattr("layernet.paths.LAB_STATE", tmp_path)
     site = load_site(site_file)
     path = kafka.routes_path(site)
     path.parent.mkdir(parents=True)

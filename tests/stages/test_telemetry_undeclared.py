@@ -53,4 +53,4 @@ def test_a_site_with_telemetry_still_plans_through_the_target(tmp_path, monkeypa
     assert telemetry.declared(site)
     with pytest.raises(RuntimeError, match="stop here"):
         telemetry.plan(site)
-    assert asked == [("layernet.stages.base:_there", "layernet.stages.telemetry:plan")]
+    assert asked == [("layernet.context:_there", "layernet.stages.telemetry:plan")]

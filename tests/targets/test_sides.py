@@ -112,7 +112,7 @@ def _a_stage_call(site, arm, plan, note: str, timeout: float):
 
 def test_a_stage_call_goes_where_the_azure_calls_run_and_plans_travel_as_json(monkeypatch):
     from layernet.plan import Plan, Step
-    from layernet.stages.base import elsewhere, runs_here
+    from layernet.context import elsewhere, runs_here
 
     site = load_site(ROOT / "params" / "site-example.yaml")
     ctx = context.build(site)
@@ -124,6 +124,6 @@ def test_a_stage_call_goes_where_the_azure_calls_run_and_plans_travel_as_json(mo
     out = elsewhere(ctx, _a_stage_call, plan=Plan("arc", [Step("l4", "a", "t")], observed="abc"), note="done there",
                     timeout=0.5)
     assert isinstance(out, Plan) and [s.action for s in out.steps] == ["a", "done there"] and out.observed == "abc"
-    assert sent and sent[0][:2] == ("layernet.stages.base:_there", 900.0)   # JSON all the way; the call's own
+    assert sent and sent[0][:2] == ("layernet.context:_there", 900.0)   # JSON all the way; the call's own
     # timeout (the lab's jump box has one) is left alone
     assert not runs_here(None, None, {}) and runs_here(None, "an arm") and runs_here({"sleep": 1})

@@ -10,7 +10,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib" / "layernet"
 # the only functions that may open a tap or a hub consumer: the window, its settle wait, its hub readers
 ALLOWED = {
     ("telemetry/verify.py", "observe"), ("telemetry/verify.py", "wait_flowing"), ("telemetry/verify.py", "kafka_hub"),
-    ("telemetry/window.py", "_consume_remote"),
+    ("telemetry/window.py", "consume"),
 }
 
 

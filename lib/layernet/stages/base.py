@@ -16,6 +16,7 @@ import json
 from typing import Optional
 
 from layernet import context, crossings as cx
+from layernet.context import elsewhere, runs_here  # noqa: F401  (the stages send their Azure calls with them)
 from layernet.evidence import evidence_table
 from layernet.htmltable import Html, details, escape, link, show as _show
 from layernet.plan import Plan, Progress
@@ -27,38 +28,6 @@ def with_subscription(site, sub: Optional[str]):
     if not sub or site.azure.subscription_id == sub:
         return site
     return site.model_copy(update={"azure": site.azure.model_copy(update={"subscription_id": sub})})
-
-
-def runs_here(*injected) -> bool:
-    """Where a stage's Azure calls run, decided once for every stage: given an injected client (an Arm, a runner, an
-    executor, a poll clock: a test, or a call already running where the site's Azure calls run), in this process;
-    otherwise through `ctx.azure.call`, which runs them where the site's Azure calls run (a plant: here; the lab: on
-    its jump box)."""
-    return any(x is not None and x != {} for x in injected)
-
-
-def elsewhere(ctx, func, progress: Optional[Progress] = None, **kwargs):
-    """Call the stage function `func` (a stage module's plan, apply, verify...) where the site's Azure calls run, with
-    the Azure side's Arm; JSON travels (a Plan as its dict, both ways). The one way any stage sends a call there."""
-    if isinstance(kwargs.get("plan"), Plan):
-        kwargs["plan"] = kwargs["plan"].to_dict()
-    # the stage function's arguments travel as one value, so none can meet the call's own (timeout, progress)
-    out = ctx.azure.call("layernet.stages.base:_there", progress=progress,
-                         stage_call=f"{func.__module__}:{func.__name__}", args=kwargs)
-    return Plan.from_dict(out["plan"]) if "plan" in out else out["value"]
-
-
-def _there(site, stage_call: str, args: dict) -> dict:
-    """`elsewhere`'s other end: runs where the site's Azure calls run."""
-    kwargs = dict(args)
-    import importlib
-
-    ctx = context.of(site)
-    module, _, name = stage_call.partition(":")
-    if isinstance(kwargs.get("plan"), dict):
-        kwargs["plan"] = Plan.from_dict(kwargs["plan"])
-    out = getattr(importlib.import_module(module), name)(site=ctx, arm=ctx.azure.arm(), **kwargs)
-    return {"plan": out.to_dict()} if isinstance(out, Plan) else {"value": out}
 
 
 def progress_printer(prefix: str = "") -> Progress:

@@ -21,28 +21,32 @@ WINDOW_S = 6.0                # the shortest proof window (seconds)
 READY = "telemetry: kafka consumer assigned"
 
 
-def consumer_config(site) -> dict:
+def consumer_config(site, arm=None) -> dict:
     """The Event Hubs Kafka consumer settings where the Azure calls run. With `auth: managed_identity` the
     operator reads with an Entra token (OAUTHBEARER) of the credential the stage's Azure calls use
     (DefaultAzureCredential on a plant, the lab's service principal on the lab), so it needs Azure Event Hubs Data
     Receiver; with `auth: connection_string`, the target's connection string (the lab's, or the site's variable)."""
     azure = context.of(site).azure
+    site = context.site_of(site)
     cs, ca = azure.eventhubs_client()
     if receiver_scope(site):
-        return kafka_consumer_config(site, ca=ca, credential=azure.arm().cred(), group="layernet-verify")
+        return kafka_consumer_config(site, ca=ca, credential=(arm or azure.arm()).cred(), group="layernet-verify")
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
 
-def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> list[dict]:
+def consume(site, arm, seconds: float, stop_file: Optional[str] = None) -> list[dict]:
     """Read the hub for at most `seconds`, until `stop_file` exists; prints READY once the partitions are
-    assigned. Records as JSON."""
+    assigned. Records as JSON. Runs where the site's Azure calls run (`hub` sends it there with
+    context.elsewhere), reading with the Azure side's credential."""
+    config = consumer_config(site, arm)
+    site = context.site_of(site)
     ready, stop = threading.Event(), threading.Event()
     got: list = []
     err: list = []
 
     def go():
         try:
-            got.extend(consume_kafka(consumer_config(site), site.telemetry.eventhubs.hub, seconds, ready, stop))
+            got.extend(consume_kafka(config, site.telemetry.eventhubs.hub, seconds, ready, stop))
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             err.append(f"{type(exc).__name__}: {exc}")
             ready.set()
@@ -62,8 +66,8 @@ def _consume_remote(site, seconds: float, stop_file: Optional[str] = None) -> li
 
 
 def hub(site) -> HubReader:
-    """The hub's reader for `verify.observe` where the site's Azure calls run (`_consume_remote` there, ended
-    through a stop file)."""
+    """The hub's reader for `verify.observe` where the site's Azure calls run (`consume` there, ended through a
+    stop file)."""
     ctx = context.of(site)
 
     def read(seconds: float, ready: threading.Event, stop: threading.Event) -> list[Record]:
@@ -83,8 +87,7 @@ def hub(site) -> HubReader:
 
         threading.Thread(target=watch, daemon=True).start()
         try:
-            got = ctx.azure.call("layernet.telemetry.window:_consume_remote", progress=on_line, seconds=seconds,
-                                 stop_file=str(stop_file))
+            got = context.elsewhere(ctx, consume, progress=on_line, seconds=seconds, stop_file=str(stop_file))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in got]
