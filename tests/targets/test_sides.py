@@ -71,9 +71,10 @@ def _code(path: Path) -> str:
 
 
 def test_stages_never_branch_on_an_executor_or_ask_for_a_target_by_kind():
+    for path in sorted((ROOT / "lib" / "layernet").rglob("*.py")):     # nothing branches on an executor's name
+        assert not re.search(r"executor\s*[!=]=", _code(path)), f"{path.name}: branches on an executor's name"
     for path in sorted(STAGES.glob("*.py")):
         code = _code(path)
-        assert not re.search(r"executor\s*[!=]=", code), f"{path.name}: branches on an executor's name"
         assert "get_target(" not in code, f"{path.name}: asks for a target instead of using the Context"
         assert not re.search(r"(target|tgt)\.kind\s*[!=]=|site\.target\s*[!=]=", code), \
             f"{path.name}: branches on the target kind"
@@ -86,6 +87,10 @@ def _literal_values(model, field: str) -> set[str]:
 @pytest.mark.parametrize("module,model", [(arc, Arc), (aio, Aio)])
 def test_each_stage_has_one_executor_per_site_value_with_one_protocol(module, model):
     assert set(module.EXECUTORS) == _literal_values(model, "executor")
+    if module is arc:                           # and what each executor's steps run, one renderer per executor
+        from layernet.azure.arc import REQUESTS
+
+        assert set(REQUESTS) == set(module.EXECUTORS) and len({frozenset(public(c)) for c in REQUESTS.values()}) == 1
     protocols = {frozenset(public(type(way))) for way in module.EXECUTORS.values()}
     assert len(protocols) == 1, protocols
     with pytest.raises(Exception, match="executor"):

@@ -336,20 +336,81 @@ def is_connected(live_state: dict, level: str) -> bool:
     return ((live_state.get("clusters") or {}).get(level) or {}).get("connectivityStatus") == "Connected"
 
 
+class AzRequests:
+    """What each step runs with the az executor: the az command lines on the jump box."""
+
+    def __init__(self, site, oid: str):
+        self.site, self.oid = site, oid
+
+    def register(self, ns: str) -> str:
+        return shlex.join(["az", "provider", "register", "-n", ns])
+
+    def group(self) -> str:
+        a = self.site.azure
+        return shlex.join(["az", "group", "create", "-l", a.location, "-g", a.resource_group])
+
+    def connect(self, t, cid: str) -> str:
+        return shlex.join(connect_argv(self.site, t, self.oid))
+
+    def not_connected(self, t, status: str, connect: str) -> Step:
+        # `az connectedk8s connect` refuses an existing resource; deleting it is the operator's decision
+        delete = ["az", "connectedk8s", "delete", "-n", t.cluster, "-g", t.resource_group, "--kube-config",
+                  t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else []) + ["-y"]
+        return Step(t.level, "reconnect cluster (manual)", t.cluster, shlex.join(delete),
+                    reason=f"exists but {status}: fix what keeps its agents from Azure (see the verify "
+                    "hint), or delete it with the command shown and plan again to connect it anew")
+
+    def update(self, t, cid: str, diff: list[str]) -> Step:
+        return Step(t.level, "update cluster settings", t.cluster, shlex.join(update_argv(self.site, t)),
+                    reason="Connected; settings differ: " + ", ".join(diff))
+
+    def features(self, t) -> str:
+        return shlex.join(features_argv(self.site, t, self.oid))
+
+
+class SdkRequests:
+    """What each step sends with the sdk executor: the ARM requests."""
+
+    def __init__(self, site, oid: str):
+        self.site = site
+        self.sub = site.azure.subscription_id or "<subscription>"
+
+    def register(self, ns: str) -> str:
+        return f"POST /subscriptions/{self.sub}/providers/{ns}/register"
+
+    def group(self) -> str:
+        a = self.site.azure
+        return f"PUT /subscriptions/{self.sub}/resourcegroups/{a.resource_group} {json.dumps({'location': a.location})}"
+
+    def connect(self, t, cid: str) -> str:
+        return f"PUT {cid} {json.dumps(connected_cluster_body(self.site, t), sort_keys=True)}"
+
+    def not_connected(self, t, status: str, connect: str) -> Step:
+        return Step(t.level, "connect cluster", t.cluster, connect, reason=f"exists but {status}: onboarding runs again")
+
+    def update(self, t, cid: str, diff: list[str]) -> Step:
+        body = connected_cluster_body(self.site, t, "<the cluster's current key>")
+        return Step(t.level, "update cluster settings", t.cluster, f"PUT {cid} {json.dumps(body, sort_keys=True)}",
+                    reason="Connected; settings differ: " + ", ".join(diff) + " (the agents' key is kept)")
+
+    def features(self, t) -> str:
+        return "agent settings: no ARM call (the agents enable them)"
+
+
+REQUESTS = {"az": AzRequests, "sdk": SdkRequests}     # arc.executor -> what its steps run
+
+
 def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional[dict] = None) -> list[Step]:
     """The ordered steps: a change where the live state differs from the site, a skip with the reason where not."""
+    req = REQUESTS[executor](site, oid)
     sub = site.azure.subscription_id or "<subscription>"
-    rg, loc = site.azure.resource_group, site.azure.location
+    rg = site.azure.resource_group
     steps: list[Step] = []
     for ns in site.arc.providers:
         state = live_state["providers"].get(ns, "NotRegistered")
-        detail = (shlex.join(["az", "provider", "register", "-n", ns]) if executor == "az"
-                  else f"POST /subscriptions/{sub}/providers/{ns}/register")
-        steps.append(Step("site", "register provider", ns, detail, skip=state == "Registered",
+        steps.append(Step("site", "register provider", ns, req.register(ns), skip=state == "Registered",
                           reason="Registered" if state == "Registered" else f"registration state {state}"))
-    steps.append(Step("site", "create resource group", rg,
-                      shlex.join(["az", "group", "create", "-l", loc, "-g", rg]) if executor == "az"
-                      else f"PUT /subscriptions/{sub}/resourcegroups/{rg} {json.dumps({'location': loc})}",
+    steps.append(Step("site", "create resource group", rg, req.group(),
                       skip=bool(live_state["group"]), reason="exists" if live_state["group"] else "missing"))
     for t in targets(site):
         have = live_state["clusters"].get(t.level)
@@ -359,40 +420,21 @@ def build_steps(site, live_state: dict, oid: str, executor: str, nodes: Optional
         elif nodes is not None:
             steps.append(preflight_step(t, nodes.get(t.level)))
         cid = rid(sub, rg, "Microsoft.Kubernetes", "connectedClusters", t.cluster)
-        if executor == "az":
-            connect = shlex.join(connect_argv(site, t, oid))
-        else:
-            connect = f"PUT {cid} {json.dumps(connected_cluster_body(site, t), sort_keys=True)}"
+        connect = req.connect(t, cid)
         diff = settings_differ(site, have) if have else []
         status = (have or {}).get("connectivityStatus")
         if have is None:
             steps.append(Step(t.level, "connect cluster", t.cluster, connect, reason="not connected to Arc yet"))
-        elif status != "Connected" and executor == "az":
-            # `az connectedk8s connect` refuses an existing resource; deleting it is the operator's decision
-            delete = ["az", "connectedk8s", "delete", "-n", t.cluster, "-g", t.resource_group, "--kube-config",
-                      t.kube_config] + (["--kube-context", t.kube_context] if t.kube_context else []) + ["-y"]
-            steps.append(Step(t.level, "reconnect cluster (manual)", t.cluster, shlex.join(delete),
-                              reason=f"exists but {status}: fix what keeps its agents from Azure (see the verify "
-                              "hint), or delete it with the command shown and plan again to connect it anew"))
         elif status != "Connected":
-            steps.append(Step(t.level, "connect cluster", t.cluster, connect,
-                              reason=f"exists but {status}: onboarding runs again"))
-        elif diff and executor == "az":
-            steps.append(Step(t.level, "update cluster settings", t.cluster, shlex.join(update_argv(site, t)),
-                              reason="Connected; settings differ: " + ", ".join(diff)))
+            steps.append(req.not_connected(t, status, connect))
         elif diff:
-            body = connected_cluster_body(site, t, "<the cluster's current key>")
-            steps.append(Step(t.level, "update cluster settings", t.cluster,
-                              f"PUT {cid} {json.dumps(body, sort_keys=True)}",
-                              reason="Connected; settings differ: " + ", ".join(diff) +
-                              " (the agents' key is kept)"))
+            steps.append(req.update(t, cid, diff))
         else:
             steps.append(Step(t.level, "connect cluster", t.cluster, connect, skip=True,
                               reason=f"Connected with the same settings ({have.get('provisioningState')})"))
         feats = live_state["features"].get(t.level)
         missing = [f for f in site.arc.features if f not in (feats or [])]
-        fdetail = (shlex.join(features_argv(site, t, oid)) if executor == "az"
-                   else "agent settings: no ARM call (the agents enable them)")
+        fdetail = req.features(t)
         if have is not None and status == "Connected" and feats is not None and not missing:
             steps.append(Step(t.level, "enable features", t.cluster, fdetail, skip=True,
                               reason="enabled: " + ", ".join(site.arc.features)))
