@@ -34,9 +34,10 @@ def consumer_config(site, arm=None) -> dict:
     return kafka_consumer_config(site, connection_string=cs, ca=ca, group="layernet-verify")
 
 
-def consume(site, arm, seconds: float, stop_file: Optional[str] = None) -> list[dict]:
-    """Read the hub for at most `seconds`, until `stop_file` exists; prints READY once the partitions are
-    assigned. Records as JSON. Runs where the site's Azure calls run (`hub` sends it there with
+def consume(site, arm, seconds: float, stop_file: Optional[str] = None, ready_file: Optional[str] = None) -> list[dict]:
+    """Read the hub for at most `seconds`, until `stop_file` exists; once the partitions are assigned, creates
+    `ready_file` (the window waits for it: a plant's Azure side runs this in the caller's process, where no printed
+    line reaches it) and prints READY. Records as JSON. Runs where the site's Azure calls run (`hub` sends it there with
     context.elsewhere), reading with the Azure side's credential."""
     config = consumer_config(site, arm)
     site = context.site_of(site)
@@ -54,6 +55,8 @@ def consume(site, arm, seconds: float, stop_file: Optional[str] = None) -> list[
     t = threading.Thread(target=go, daemon=True)
     t.start()
     if ready.wait(30) and not err:
+        if ready_file:
+            Path(ready_file).touch()
         print(READY, flush=True)
     end = time.monotonic() + seconds + 30
     while t.is_alive() and time.monotonic() < end:
@@ -67,12 +70,12 @@ def consume(site, arm, seconds: float, stop_file: Optional[str] = None) -> list[
 
 def hub(site) -> HubReader:
     """The hub's reader for `verify.observe` where the site's Azure calls run (`consume` there, ended through a
-    stop file)."""
+    stop file; its partitions assigned when the ready file appears)."""
     ctx = context.of(site)
 
     def read(seconds: float, ready: threading.Event, stop: threading.Event) -> list[Record]:
         tmp = tempfile.mkdtemp(prefix="layernet-telemetry-")
-        stop_file = Path(tmp) / "stop"
+        stop_file, ready_file = Path(tmp) / "stop", Path(tmp) / "ready"
 
         def on_line(line: str) -> None:
             if READY in line:
@@ -81,13 +84,16 @@ def hub(site) -> HubReader:
                 print(line, flush=True)
 
         def watch() -> None:
-            stop.wait()
+            while not stop.wait(0.05):
+                if not ready.is_set() and ready_file.exists():
+                    ready.set()
             with contextlib.suppress(OSError):
                 stop_file.touch()
 
         threading.Thread(target=watch, daemon=True).start()
         try:
-            got = context.elsewhere(ctx, consume, progress=on_line, seconds=seconds, stop_file=str(stop_file))
+            got = context.elsewhere(ctx, consume, progress=on_line, seconds=seconds, stop_file=str(stop_file),
+                                    ready_file=str(ready_file))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return [Record(d["t"], d["topic"], d["key"], d["payload"].encode()) for d in got]
