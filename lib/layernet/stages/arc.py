@@ -21,7 +21,8 @@ from layernet.azure.clients import Arm
 from layernet.azure.runner import Runner
 from layernet.errors import InputError, StageFailed
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
-from layernet.stages.base import apply_unless_dry, elsewhere, progress_printer, runs_here, with_subscription
+from layernet.context import elsewhere, runs_here
+from layernet.stages.base import apply_unless_dry, progress_printer, with_subscription
 from layernet.stages.base import picture as base_picture
 from layernet.stages import roles
 # the window and the proxies' evidence, shared by every stage (the notebook calls them through this module)

@@ -16,7 +16,6 @@ import json
 from typing import Optional
 
 from layernet import context, crossings as cx
-from layernet.context import elsewhere, runs_here  # noqa: F401  (the stages send their Azure calls with them)
 from layernet.evidence import evidence_table
 from layernet.htmltable import Html, details, escape, link, show as _show
 from layernet.plan import Plan, Progress

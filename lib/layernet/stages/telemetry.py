@@ -38,7 +38,8 @@ from layernet.errors import StageFailed
 from layernet.evidence import evidence, evidence_table, failed  # noqa: F401  (failed: shared by every stage)
 from layernet.plan import Plan, Progress, Step, fingerprint, refuse_drift
 from layernet.stages import telemetry_objects as objects
-from layernet.stages.base import apply_unless_dry, begin, elsewhere, progress_printer, run_link, runs_here, with_subscription  # noqa: F401
+from layernet.context import elsewhere, runs_here
+from layernet.stages.base import apply_unless_dry, begin, progress_printer, run_link, with_subscription  # noqa: F401
 from layernet.telemetry import arm as arm_state, charts, records, waves, window
 from layernet.telemetry.verify import analyse, evidence_rows, observe
 

@@ -20,11 +20,6 @@ from layernet.targets.kube import Api
 class LabCluster(Cluster):
     makes_x509_objects = True
 
-    @property
-    def reader(self):
-        """The lab's checks of pods and Services are its stand-ins' own rows (aio_broker_rows): no reader."""
-        return None
-
     def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
         d = layout.level_dir(self.site, level)
         d.mkdir(parents=True, exist_ok=True)

@@ -20,22 +20,22 @@ class Doc:
     site: Optional[Site] = None     # the validated model: set for the checks of the validated site only
 
 
-def net(value: Any) -> Optional[ipaddress.IPv4Network]:
-    if not isinstance(value, (str, ipaddress.IPv4Network)):
+def _parsed(kind, value: Any):
+    """`value` as `kind` (an address or a network) when it is one or a string naming one, else None."""
+    if not isinstance(value, (str, kind)):
         return None
     try:
-        return ipaddress.IPv4Network(value)
+        return kind(value)
     except (ValueError, TypeError):
         return None
+
+
+def net(value: Any) -> Optional[ipaddress.IPv4Network]:
+    return _parsed(ipaddress.IPv4Network, value)
 
 
 def ip(value: Any) -> Optional[ipaddress.IPv4Address]:
-    if not isinstance(value, (str, ipaddress.IPv4Address)):
-        return None
-    try:
-        return ipaddress.IPv4Address(value)
-    except (ValueError, TypeError):
-        return None
+    return _parsed(ipaddress.IPv4Address, value)
 
 
 def text(value: Any) -> Optional[str]:
