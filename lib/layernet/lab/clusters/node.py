@@ -5,15 +5,26 @@ Run inside the level's network namespace (`python -m layernet.lab.clusters.node 
 server's Node authorizer limits it to what a kubelet may do. It
 
 - registers the node (InternalIP = the level's node address, Ready) and renews its Lease in kube-node-lease;
-- watches the pods bound to it; before running one it fetches the image manifest from the image's registry
-  through the level's own DNS and proxies (so pulls are connections in the proxy logs), and a registry it cannot
-  reach leaves the pod in ImagePullBackOff with the host in an event;
+- watches the pods bound to it; an image its pull policy says to pull (`images.must_pull`: not `Never`, not one of
+  K3s's airgap images under `IfNotPresent`) is fetched first, its manifest from the image's registry through the
+  level's own DNS and proxies (so pulls are connections in the proxy logs), and a registry it cannot reach leaves
+  the pod in ImagePullBackOff with the host in an event;
 - runs each container of a known image (lab/clusters/images.py) as a process in the namespace, with its
-  ConfigMap volumes written to the pod's folder; restarts it per restartPolicy (restartCount counts it; between
-  restarts it waits in CrashLoopBackOff, as a kubelet reports it); reports
-  pod status, exit codes and events as API objects;
+  ConfigMap, Secret and emptyDir volumes as folders of the pod whose paths the container's arguments and files
+  name instead of its mount paths (lab/clusters/volumes.py); restarts it per restartPolicy (restartCount counts it;
+  between restarts it waits in CrashLoopBackOff, as a kubelet reports it); runs its readiness probe against the
+  pod's address (lab/clusters/readiness.py), so a container with one is ready once it passes and the pod's Ready
+  condition follows; reports pod status, exit codes and events as API objects;
 - serves the containers' logs on the node address at 10250 (HTTPS, client certificates from the lab CA), which
   is where the API server reads `kubectl logs`.
+
+One difference from a K3s node, and why: K3s gives every pod its own address; here every pod of the node runs in
+the node's network namespace (as with hostNetwork), so a Deployment's new pod cannot bind the ports its old pod
+holds. A rollout on the lab's one node therefore goes like `Recreate`: before the first container of a pod owned
+by a ReplicaSet starts, the agent stops the containers of this node's pods of the same Deployment with another
+pod-template-hash (`superseded`) and does not restart them; they stay, not ready, waiting with reason
+`Superseded` naming the newer pod, until the Deployment controller scales their ReplicaSet down and deletes them
+as usual. A pod that finds a newer pod of its Deployment already here does not start at all.
 """
 from __future__ import annotations
 
@@ -34,7 +45,8 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from layernet.lab.clusters import KUBELET_PORT, images
+from layernet.lab.clusters import KUBELET_PORT, images, volumes
+from layernet.lab.clusters.readiness import Readiness, check
 
 LEASE_SECONDS = 40
 RENEW_EVERY = 10.0
@@ -67,6 +79,15 @@ class Api:
             raise RuntimeError(f"{method} {path}: HTTP {r.status_code} {r.text[:300]}")
         return r.json() if r.content else None
 
+    def get(self, path: str) -> Optional[dict]:
+        """An object, None when the API server says it does not exist (404)."""
+        r = self.http.get(self.server + path, timeout=10)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {path}: HTTP {r.status_code} {r.text[:300]}")
+        return r.json()
+
 
 class Container:
     def __init__(self, pod: "Pod", spec: dict):
@@ -78,9 +99,22 @@ class Container:
         self.next_start = 0.0                  # when a crashed container starts again (0: not backing off)
         self.backoff = 0.0
         self.log = pod.folder / f"{self.name}.log"
+        self.readiness = Readiness(spec.get("readinessProbe"))
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def ready(self) -> bool:
+        return self.running and self.readiness.ready
 
     def state(self) -> dict:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.pod.superseded_by:
+            return {"waiting": {"reason": "Superseded", "message": (
+                f"stopped for the newer pod {self.pod.superseded_by} of its Deployment: every pod of the lab's node "
+                f"shares the node's network, so the old pod gives its ports up first")}}
+        if self.running:
             return {"running": {"startedAt": self.started_at}}
         if self.exit is not None:
             return {"terminated": self.exit}
@@ -103,6 +137,12 @@ class Pod:
         self.containers = [Container(self, c) for c in obj["spec"]["containers"]]
         self.waiting: Optional[dict] = None
         self.pulled = False
+        self.started = False                    # has any container of it started yet
+        self.mounts: Optional[dict[str, Path]] = None    # mountPath -> folder, once the volumes are made
+        self.superseded_by = ""                 # the newer pod of its Deployment that took its place
+        self.superseded_uid = ""
+        self.retry_at = 0.0                     # when a failed pull or volume is tried again
+        self.ready_since: tuple[str, str] = ("", now())  # (Ready status, since when)
         self.phase = "Pending"
         self.reported: Optional[str] = None
 
@@ -262,6 +302,9 @@ class Agent:
         """The image manifest of every container, from its registry, through this level's DNS and proxies."""
         for c in pod.containers:
             image = c.spec.get("image", "")
+            if not images.must_pull(c.spec):
+                self.event(pod, "Pulled", f"Container image \"{image}\" already present on machine")
+                continue
             ok, detail = images.fetch_manifest(self.pull, image)
             if not ok:
                 pod.waiting = {"reason": "ImagePullBackOff", "message": f"Back-off pulling image {image!r}: {detail}"}
@@ -272,28 +315,21 @@ class Agent:
         return True
 
     def volumes(self, pod: Pod) -> dict[str, Path]:
-        """mountPath -> folder on this machine, for the pod's ConfigMap, Secret and emptyDir volumes."""
-        out: dict[str, Path] = {}
-        vols = {v["name"]: v for v in pod.obj["spec"].get("volumes") or []}
-        for c in pod.containers:
-            for m in c.spec.get("volumeMounts") or []:
-                v = vols.get(m["name"]) or {}
-                d = pod.folder / "volumes" / m["name"]
-                if not d.exists():
-                    d.mkdir(parents=True)
-                    data: dict = {}
-                    if "configMap" in v:
-                        cm = self.api.call("GET", f"/api/v1/namespaces/{pod.ns}/configmaps/{v['configMap']['name']}")
-                        data = cm.get("data") or {}
-                    elif "secret" in v:
-                        import base64
-
-                        sec = self.api.call("GET", f"/api/v1/namespaces/{pod.ns}/secrets/{v['secret']['secretName']}")
-                        data = {k: base64.b64decode(x).decode() for k, x in (sec.get("data") or {}).items()}
-                    for key, text in data.items():
-                        (d / key).write_text(text)
-                out[m["mountPath"]] = d
-        return out
+        """mountPath -> folder on this machine, for the pod's volumes (made once: ConfigMaps and Secrets read, their
+        files written with the pod's mount paths pointing at its folders); raises VolumeError naming what is missing."""
+        if pod.mounts is not None:
+            return pod.mounts
+        root = pod.folder / "volumes"
+        mounts = volumes.mount_folders(pod.obj["spec"], root)
+        files: dict[str, dict[str, bytes]] = {}
+        for v in pod.obj["spec"].get("volumes") or []:
+            src = volumes.source(v)
+            obj = self.api.get(f"/api/v1/namespaces/{pod.ns}/{src[0]}/{src[1]}") if src else None
+            files[v["name"]] = volumes.volume_files(v, obj)
+        for name, content in files.items():
+            volumes.write(root / name, content, mounts)
+        pod.mounts = mounts
+        return mounts
 
     def start(self, c: Container, mounts: dict[str, Path]) -> None:
         argv = images.command(c.spec, mounts)
@@ -302,8 +338,32 @@ class Agent:
         with open(c.log, "ab") as out:
             c.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       cwd=c.pod.folder, env=env, start_new_session=True)
-        c.started_at, c.exit = now(), None
+        c.started_at, c.exit, c.pod.started = now(), None, True
+        c.readiness.started(time.monotonic())
         self.event(c.pod, "Started", f"Started container {c.name}")
+
+    # ---------------------------------------------------------------- rollouts on one shared network
+    def supersede(self, pod: Pod) -> bool:
+        """Before a pod's first start: stop the older pods of its Deployment here (True), or find that a newer
+        one is here and give way to it (False)."""
+        with self.lock:
+            others = {p.uid: p for p in self.pods.values() if p.uid != pod.uid}
+        older, newer = rivals(pod.obj, [p.obj for p in others.values()])
+        if newer:
+            winner = others[newer[-1]["metadata"]["uid"]]
+            pod.superseded_by, pod.superseded_uid = f"{winner.ns}/{winner.name}", winner.uid
+            return False
+        for obj in older:
+            old = others[obj["metadata"]["uid"]]
+            if old.superseded_by:
+                continue
+            old.superseded_by, old.superseded_uid = f"{pod.ns}/{pod.name}", pod.uid
+            for c in old.containers:
+                _stop(c.proc)
+            self.event(old, "Killing", f"Stopping its containers for the newer pod {pod.ns}/{pod.name} of its "
+                                       f"Deployment (the lab's node shares one network between its pods)")
+            self.report(old)
+        return True
 
     def step(self, pod: Pod) -> None:
         """Move one pod on: pull, create volumes, start, restart or finish its containers."""
@@ -317,17 +377,34 @@ class Agent:
                 if pod.reported != "unknown":
                     self.event(pod, "Failed", pod.waiting["message"], "Warning")
                 return self.report(pod, "unknown")
-            if time.monotonic() < getattr(pod, "retry_at", 0):
+            if time.monotonic() < pod.retry_at:
                 return
             if not self.pull_image(pod):
                 pod.retry_at = time.monotonic() + 5.0
                 return self.report(pod, "pull-failed")
             pod.folder.mkdir(parents=True, exist_ok=True)
+        if pod.superseded_by:
+            with self.lock:
+                still = pod.superseded_uid in self.pods
+            if still:
+                return self.report(pod)
+            pod.superseded_by = pod.superseded_uid = ""      # the newer pod went: this one runs again
+            for c in pod.containers:
+                if c.proc is not None:
+                    c.restarts, c.proc, c.next_start = c.restarts + 1, None, 0.0
+        if pod.mounts is None and time.monotonic() < pod.retry_at:
+            return
         try:
             mounts = self.volumes(pod)
-        except (requests.RequestException, RuntimeError) as exc:
-            pod.waiting = {"reason": "CreateContainerConfigError", "message": str(exc)[:300]}
+        except (requests.RequestException, RuntimeError, volumes.VolumeError) as exc:
+            waiting = {"reason": "CreateContainerConfigError", "message": str(exc)[:300]}
+            if pod.waiting != waiting:
+                self.event(pod, "Failed", f"Error: {waiting['message']}", "Warning")
+            pod.waiting, pod.retry_at = waiting, time.monotonic() + 1.0
             return self.report(pod, "config")
+        pod.waiting = None
+        if not pod.started and not self.supersede(pod):
+            return self.report(pod)
         for c in pod.containers:
             if c.proc is None and c.exit is None:
                 self.start(c, mounts)
@@ -358,24 +435,28 @@ class Agent:
                 done += 1
                 failed += st["terminated"]["exitCode"] != 0
             cs = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "state": st,
-                  "ready": "running" in st, "restartCount": c.restarts, "started": "running" in st,
+                  "ready": c.ready and "running" in st, "restartCount": c.restarts, "started": "running" in st,
                   "containerID": f"layernet://{c.proc.pid}" if c.proc is not None else ""}
             if c.last:
                 cs["lastState"] = c.last
             statuses.append(cs)
         n = len(pod.containers)
         # a container between restarts keeps its pod Running, as on a kubelet (Pending: nothing has started yet)
-        restarting = any(c.next_start for c in pod.containers)
+        # (a superseded pod stays Running too: as Failed its ReplicaSet would make it again)
+        restarting = any(c.next_start for c in pod.containers) or bool(pod.superseded_by and pod.started)
         phase = ("Failed" if failed else "Succeeded") if done == n else ("Running" if running or restarting else "Pending")
-        ready = "True" if running == n else "False"
+        ready = "True" if all(cs["ready"] for cs in statuses) else "False"
+        if pod.ready_since[0] != ready:
+            pod.ready_since = (ready, now())
+        since = pod.ready_since[1]
         status = {"phase": phase, "hostIP": self.ip, "hostIPs": [{"ip": self.ip}], "podIP": self.ip,
                   "podIPs": [{"ip": self.ip}], "containerStatuses": statuses,
                   "conditions": [{"type": "PodScheduled", "status": "True"},
                                  {"type": "Initialized", "status": "True"},
-                                 {"type": "ContainersReady", "status": ready},
-                                 {"type": "Ready", "status": ready}]}
+                                 {"type": "ContainersReady", "status": ready, "lastTransitionTime": since},
+                                 {"type": "Ready", "status": ready, "lastTransitionTime": since}]}
         status.setdefault("startTime", (pod.obj.get("status") or {}).get("startTime") or now())
-        digest = json.dumps([phase, statuses, key], sort_keys=True, default=str)
+        digest = json.dumps([phase, statuses, ready, key], sort_keys=True, default=str)
         if digest == pod.reported:
             return
         try:
@@ -396,6 +477,20 @@ class Agent:
                     pod.waiting = {"reason": "RunContainerError", "message": f"{type(exc).__name__}: {exc}"[:300]}
                     self.report(pod, "error")
 
+    def probe(self) -> None:
+        """Run the readiness probes that are due (one thread for the node; a probe waits at most its timeout)."""
+        while not self.stopping.wait(0.1):
+            with self.lock:
+                pods = list(self.pods.values())
+            for pod in pods:
+                for c in pod.containers:
+                    if not c.running or not c.readiness.due(time.monotonic()):
+                        continue
+                    passed, detail = check(c.readiness.probe, c.spec, self.ip, pod.mounts)
+                    c.readiness.record(passed, detail, time.monotonic())
+                    if not passed and c.readiness.failing:
+                        self.event(pod, "Unhealthy", f"Readiness probe failed: {detail}", "Warning")
+
     def container_log(self, ns: str, pod_name: str, container: str) -> Optional[Path]:
         with self.lock:
             for pod in self.pods.values():
@@ -411,6 +506,34 @@ class Agent:
         for pod in pods:
             for c in pod.containers:
                 _stop(c.proc)
+
+
+def deployment_of(obj: dict) -> Optional[tuple[str, str, str]]:
+    """(namespace, Deployment, pod-template-hash) of a pod a Deployment's ReplicaSet owns (the ReplicaSet is named
+    `<deployment>-<pod-template-hash>`); None for any other pod."""
+    meta = obj.get("metadata") or {}
+    digest = (meta.get("labels") or {}).get("pod-template-hash")
+    rs = next((o.get("name") or "" for o in meta.get("ownerReferences") or [] if o.get("kind") == "ReplicaSet"), "")
+    if not digest or not rs.endswith("-" + digest) or len(rs) == len(digest) + 1:
+        return None
+    return meta.get("namespace") or "", rs[:-len(digest) - 1], digest
+
+
+def rivals(obj: dict, others: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(older, newer), each oldest first: the pods among `others` of `obj`'s Deployment with another
+    pod-template-hash and not being deleted, created no later than `obj` / after it."""
+    mine = deployment_of(obj)
+    if mine is None:
+        return [], []
+    born = obj["metadata"].get("creationTimestamp") or ""
+    older, newer = [], []
+    for other in sorted(others, key=lambda o: o["metadata"].get("creationTimestamp") or ""):
+        theirs, meta = deployment_of(other), other["metadata"]
+        if theirs is None or theirs[:2] != mine[:2] or theirs[2] == mine[2] or meta.get("deletionTimestamp") \
+                or meta.get("uid") == obj["metadata"].get("uid"):
+            continue
+        (newer if (meta.get("creationTimestamp") or "") > born else older).append(other)
+    return older, newer
 
 
 def _stop(proc: Optional[subprocess.Popen], timeout: float = 2.0) -> None:
@@ -475,6 +598,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     agent.register()
     threading.Thread(target=agent.heartbeat, daemon=True).start()
     threading.Thread(target=agent.watch, daemon=True).start()
+    threading.Thread(target=agent.probe, daemon=True).start()
     try:
         agent.loop()
     finally:
