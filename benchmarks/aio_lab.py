@@ -29,10 +29,10 @@ def site():
 def once(s) -> dict:
     from layernet.lab import commands
     from layernet.stages import aio, arc
-    from layernet.targets.lab import LabTarget
+    from layernet.targets.lab import lab_target
 
     commands.down(s)
-    LabTarget(s).apply(commands.render_lab(s))
+    lab_target(s).apply(commands.render_lab(s))
     arc.run(arc.plan(s), s)
     quiet = lambda _line: None   # noqa: E731 - progress lines are not what is measured
     out = {}

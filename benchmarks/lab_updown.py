@@ -76,9 +76,9 @@ def probe_matrix_times(site, runs: int) -> tuple[list[float], int, int]:
     """Seconds of each full probe matrix run (what `layernet probe` runs, every level in parallel), the number of
     checks and how many failed in the last run."""
     from layernet.probe_run import run_matrix
-    from layernet.targets.lab import LabTarget
+    from layernet.targets.lab import lab_target
 
-    target, times, rows = LabTarget(site), [], []
+    target, times, rows = lab_target(site), [], []
     for _ in range(runs):
         t0 = time.monotonic()
         rows = run_matrix(site, target=target, verbose=False)

@@ -10,7 +10,7 @@ import pytest
 
 from layernet import clock
 from layernet.site import load_site
-from layernet.targets.lab import ACCESS_LOG, LabTarget
+from layernet.targets.lab_network import ACCESS_LOG, NetworkLab
 
 LAB_SITE = Path(__file__).resolve().parents[1] / "params" / "lab.yaml"
 
@@ -54,7 +54,7 @@ def test_the_lab_target_reads_a_naive_since_as_utc(local_new_york, tmp_path, mon
              ("2025-03-01T07:59:59.000Z", "2025-03-01T08:00:00.000Z", "2025-03-01T12:30:00.000Z")]
     (folder / ACCESS_LOG).write_text("\n".join(lines) + "\n")
     naive, aware = datetime(2025, 3, 1, 8, 0), datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-    target = LabTarget(site)
+    target = NetworkLab(site)
     assert target.logs(level, since=naive) == target.logs(level, since=aware) == lines[1:]
 
 

@@ -82,7 +82,29 @@ def cmd_lab(args) -> int:
             print("usage: layernet lab exec LEVEL --site FILE -- CMD ...", file=sys.stderr)
             return EXIT_BAD_INPUT
         return commands.exec_in(site, args.level, argv)
-    return {"up": commands.cli_up, "down": commands.cli_down, "status": commands.cli_status}[args.action](site)
+    if args.action == "up":
+        rc = commands.cli_up(site)
+        return _lab_proxies(site) if rc == 0 and site.lab.clusters else rc
+    return {"down": commands.cli_down, "status": commands.cli_status}[args.action](site)
+
+
+def _lab_proxies(site) -> int:
+    """Stage 01 on the clusters `lab up` built, as on a plant (the kube path): Envoy and coredns-custom."""
+    import time
+
+    from layernet.errors import LayernetError
+    from layernet.lab import commands
+    from layernet.targets.lab import LabTarget
+
+    t0 = time.monotonic()
+    try:
+        steps = LabTarget(site).apply(commands.render_lab(site))
+    except LayernetError as exc:
+        print(f"error: stage 01 on the lab's clusters: {exc}", file=sys.stderr)
+        return 1
+    print(f"stage 01 on the lab's clusters: {sum(not s.skip for s in steps)} of {len(steps)} object(s) applied "
+          f"in {time.monotonic() - t0:.2f} s (kubectl --kubeconfig {commands.state_dir(site) / 'kubeconfig'} ...)")
+    return 0
 
 
 def cmd_probe(args) -> int:

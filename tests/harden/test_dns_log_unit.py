@@ -19,10 +19,14 @@ def test_coredns_log_lines_by_name():
                    "example.com": [("10.81.104.10:42213", "NOERROR", "2.30669e-05")]}
 
 
+def _files(d):
+    return [d / "Corefile", *sorted((d / "custom").glob("*"))]
+
+
 def test_forward_targets_outside_the_level(tmp_path):
     (tmp_path / "custom").mkdir()
     (tmp_path / "Corefile").write_text(".:53 {\n    forward . 127.0.0.1:1053\n    cache 30\n}\n")
     (tmp_path / "custom" / "a.server").write_text("z:1053 {\n    template ANY ANY {\n        rcode NXDOMAIN\n    }\n}\n")
-    assert _forwards_outside(tmp_path) == []
+    assert _forwards_outside(_files(tmp_path)) == []
     (tmp_path / "custom" / "b.server").write_text(".:1053 {\n    forward . 10.0.0.53 10.0.0.54 {\n        max_fails 2\n    }\n}\n")
-    assert _forwards_outside(tmp_path) == ["10.0.0.53", "10.0.0.54"]
+    assert _forwards_outside(_files(tmp_path)) == ["10.0.0.53", "10.0.0.54"]

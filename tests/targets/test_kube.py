@@ -30,7 +30,7 @@ NS = "/api/v1/namespaces/layernet"
 DNS_CM = "/api/v1/namespaces/kube-system/configmaps/coredns-custom"
 DNS_SVC = "/api/v1/namespaces/kube-system/services/coredns-external"
 COREDNS = "/apis/apps/v1/namespaces/kube-system/deployments/coredns"
-OBJECTS = [NS, CM, DEP, SVC, DNS_CM, DNS_SVC]
+OBJECTS = [NS, DNS_CM, DNS_SVC, CM, DEP, SVC]     # the DNS override first: a proxy pulled through it resolves
 
 
 @dataclass(frozen=True)
@@ -106,16 +106,16 @@ def test_plan_reads_every_object_and_changes_nothing(target, double):
     assert shorts(double) == [("GET", p, {}) for p in OBJECTS]
     assert [(c.level, c.target, c.action) for c in changes] == [
         ("level3", "Namespace/layernet", "create"),
+        ("level3", "kube-system/ConfigMap/coredns-custom", "create"),
+        ("level3", "kube-system/Deployment/coredns", "restart"),     # the plan shows the restart apply will do
+        ("level3", "kube-system/Service/coredns-external", "create"),
         ("level3", "layernet/ConfigMap/envoy-config", "create"),
         ("level3", "layernet/Deployment/envoy", "create"),
         ("level3", "layernet/Service/envoy", "create"),
-        ("level3", "kube-system/ConfigMap/coredns-custom", "create"),
-        ("level3", "kube-system/Service/coredns-external", "create"),
-        ("level3", "kube-system/Deployment/coredns", "restart"),     # the plan shows the restart apply will do
     ]
-    assert changes[1].detail.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
+    assert changes[4].detail.splitlines()[:2] == ["--- live/layernet/ConfigMap/envoy-config",
                                                 "+++ desired/layernet/ConfigMap/envoy-config"]
-    assert "+kind: ConfigMap" in changes[1].detail
+    assert "+kind: ConfigMap" in changes[4].detail
 
 
 def test_requests_carry_the_token(target, double):
@@ -133,20 +133,22 @@ def test_first_apply_server_side_applies_everything_and_restarts_coredns(target,
     desired[DNS_CM] = yaml.safe_load(arts[2].content)
     desired[DNS_SVC] = yaml.safe_load(arts[3].content)
     expected = [("GET", p, {}) for p in OBJECTS]          # the level's live state is read before anything changes
-    expected += [("PATCH", p, APPLY_QUERY) for p in OBJECTS]
-    expected += [("PATCH", COREDNS, {"fieldManager": "layernet"}), ("GET", DEP, {}), ("GET", COREDNS, {})]
+    expected += [("PATCH", NS, APPLY_QUERY), ("PATCH", DNS_CM, APPLY_QUERY)]
+    # CoreDNS rolled and ready with the override before anything else of the level is applied
+    expected += [("PATCH", COREDNS, {"fieldManager": "layernet"}), ("GET", COREDNS, {})]
+    expected += [("PATCH", p, APPLY_QUERY) for p in (DNS_SVC, CM, DEP, SVC)] + [("GET", DEP, {})]
     assert shorts(double) == expected
     patches = [r for r in double.requests if r.method == "PATCH"]
-    for r in patches[:-1]:
+    restart = patches[2]
+    for r in patches[:2] + patches[3:]:
         assert r.content_type == APPLY
         assert r.body == desired[r.path]
-    restart = patches[-1]
     assert restart.content_type == "application/strategic-merge-patch+json"
     annotations = restart.body["spec"]["template"]["metadata"]["annotations"]
     assert list(annotations) == ["kubectl.kubernetes.io/restartedAt"]
     assert restart.body == {"spec": {"template": {"metadata": {"annotations": annotations}}}}
-    assert [c.action for c in changes] == ["create"] * 6 + ["restart"]
-    assert changes[-1].target == "kube-system/Deployment/coredns"
+    assert [c.action for c in changes] == ["create"] * 2 + ["restart"] + ["create"] * 4
+    assert changes[2].target == "kube-system/Deployment/coredns"
 
 
 def test_second_apply_sends_no_patch(target, double):

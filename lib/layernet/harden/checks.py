@@ -25,10 +25,10 @@ from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.harden.names import corpus
 from layernet.harden.wire import hello_case
-from layernet.lab import commands, netns
+from layernet.lab import commands, netns, podfiles
 from layernet.probe import build_query
 from layernet.progress import step
-from layernet.targets.lab import LabTarget
+from layernet.targets.lab import lab_target
 
 TCP_PORTS = (22, 53, 80, 443, 853, 1053, 1883, 3128, 6443, 8080, 8084, 8443, 8883, 9093, 9901, 10250)
 UDP_PORTS = (53, 123, 161, 443, 1053)
@@ -232,11 +232,10 @@ def _coredns_log(text: str) -> dict[str, list[tuple[str, str, str]]]:
     return out
 
 
-def _forwards_outside(conf_dir) -> list[str]:
-    """Addresses outside the level that the level's CoreDNS config (Corefile and imported custom keys)
-    forwards to; loopback targets stay in the level (K3s's block asking the coredns-external block)."""
-    texts = [p.read_text() for p in [conf_dir / commands.DNS_CONF, *sorted((conf_dir / "custom").glob("*"))]
-             if p.is_file()]
+def _forwards_outside(files: list) -> list[str]:
+    """Addresses outside the level that the level's CoreDNS config `files` (Corefile and imported custom keys,
+    lab/podfiles.py) forward to; loopback targets stay in the level (K3s's block asking the coredns-external block)."""
+    texts = [p.read_text() for p in files if p.is_file()]
     targets = [t for text in texts for m in _FORWARD.finditer(text) for t in m.group(1).split()]
     return sorted({t for t in targets if not t.startswith("127.")})
 
@@ -268,14 +267,13 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
     al = effective_allowlist(site)
     ports = site.proxied_ports()
     refused, allowed = _dns_names(site, al, limit)
-    target = LabTarget(site)
+    target = lab_target(site)
     rows = []
     up_log = commands.state_dir(site) / "cloud" / "coredns.out"
     up_start = up_log.stat().st_size if up_log.exists() else 0
     inner = [lv for lv in site.levels if lv.dns_override and lv.name != site.egress_level]
     for lv in inner:
-        d = layout.level_dir(site, lv.name)
-        log = d / "coredns.out"
+        log = podfiles.coredns_log(site, lv.name)
         start = log.stat().st_size if log.exists() else 0
         server = str(lv.node_ip)
         checks = [{"kind": "dns-refused", "host": n, "server": server} for n in refused]
@@ -285,7 +283,7 @@ def dns_forwarding(site, limit: int = 120) -> pd.DataFrame:
         with open(log, "rb") if log.exists() else open("/dev/null", "rb") as f:
             f.seek(start)
             replies = _coredns_log(f.read().decode(errors="replace"))
-        outside = _forwards_outside(d)
+        outside = _forwards_outside(podfiles.coredns_config(site, lv.name))
         for n, pr in zip(refused + allowed, probe_rows):
             seen = replies.get(n.lower().rstrip("."), [])
             is_refused = n in refused

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 
 from layernet.lab import layout
 from layernet import clock
-from layernet.lab import LabError, netns, procs
+from layernet.lab import LabError, netns, podfiles, procs
 from layernet.site import load_site
 
 ROGUE = "rogue"              # namespace <prefix>-rogue: removed by `lab down` with the rest of the lab
@@ -49,7 +49,7 @@ def _time(text) -> Optional[datetime]:
 
 
 def access_log(site, level: str, since: Optional[datetime] = None) -> list[dict]:
-    path = layout.level_dir(site, level) / "envoy-access.log"
+    path = podfiles.envoy_access_log(site, level)
     out = []
     try:
         lines = path.read_text(errors="replace").splitlines()

@@ -26,13 +26,15 @@ from typing import Callable, Optional
 from layernet.allowlist import effective_allowlist
 from layernet.lab import LabError, clusters, netns, pki, procs, registry, services
 from layernet.lab.binaries import coredns_binary, envoy_ports, envoy_ready
-from layernet.lab.clusters import controlplane, kubeconfig
+from layernet.lab.clusters import addons, controlplane, kubeconfig
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace
 from layernet.lab import state_dir as _state_dir
 from layernet.render import render_site
 from layernet.table import print_table
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
+ENVOY_DEPLOYMENT = ("layernet", "layernet-envoy")     # render/manifests.py
+COREDNS_DEPLOYMENT = ("kube-system", "coredns")       # K3s's (lab/clusters/addons.py)
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
 RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
@@ -66,7 +68,10 @@ def lab_lock(site):
 
 
 def render_lab(site) -> list:
-    return render_site(site, effective_allowlist(site), target="lab", state_dir=state_dir(site))
+    """What the lab's stage 01 applies: a plant's (kube) artifacts on a lab with clusters, the network-only lab's
+    files without."""
+    return render_site(site, effective_allowlist(site), target="kube" if site.lab.clusters else "lab",
+                       state_dir=state_dir(site))
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -339,6 +344,8 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             if after_api:
                 wait_ready(site, start_services(site, after_api))
                 t.step(f"controllers, schedulers and nodes ({len(after_api)} processes)")
+            if site.lab.clusters:
+                t.step(f"K3s add-ons applied (CoreDNS: {addons.install(site)} objects)")
             for lv in site.levels:
                 check_route(site, lv.node_ip)
             try:
@@ -415,6 +422,27 @@ def _cluster_cell(site, level: str, ns_exists: bool, proc_cell) -> tuple[str, bo
     return f"ready ({controlplane.api_url(site, level).split('//')[1]})", True
 
 
+def _process_cells(site, lv, d: Path, ns: str, have: set, proc_cell, row: dict) -> bool:
+    """The network-only lab's Envoy and CoreDNS processes of a level, into `row`; whether they are healthy."""
+    ok = True
+    if (d / ENVOY_CONF).exists() or lv.proxy:
+        cell, alive = proc_cell(f"{lv.name}/envoy")
+        if alive and ns in have and (d / ENVOY_CONF).exists():
+            admin, _ = envoy_ports(d / ENVOY_CONF)
+            ready = bool(admin) and envoy_ready(ns, admin)
+            cell += " ready" if ready else " not-ready"
+            alive = alive and ready
+        row["envoy"], ok = cell, ok and alive
+    else:
+        row["envoy"] = "-"
+    if (d / DNS_CONF).exists() or lv.dns_override:
+        cell, alive = proc_cell(f"{lv.name}/coredns")
+        row["dns"], ok = cell, ok and alive
+    else:
+        row["dns"] = "-"
+    return ok
+
+
 def status(site) -> list[dict]:
     """One row per namespace: processes, health, firewall. `ok` is False when anything is missing."""
     topo = netns.topology(site)
@@ -433,21 +461,12 @@ def status(site) -> list[dict]:
         d = level_dir(site, lv.name)
         row = {"level": lv.name, "namespace": ns, "ns": "yes" if ns in have else "no"}
         ok = ns in have
-        if (d / ENVOY_CONF).exists() or lv.proxy:
-            cell, alive = proc_cell(f"{lv.name}/envoy")
-            if alive and ns in have and (d / ENVOY_CONF).exists():
-                admin, _ = envoy_ports(d / ENVOY_CONF)
-                ready = bool(admin) and envoy_ready(ns, admin)
-                cell += " ready" if ready else " not-ready"
-                alive = alive and ready
-            row["envoy"], ok = cell, ok and alive
+        if site.lab.clusters:      # Envoy and CoreDNS are pods of the level's cluster
+            for col, want, (kns, name) in (("envoy", lv.proxy, ENVOY_DEPLOYMENT), ("dns", True, COREDNS_DEPLOYMENT)):
+                cell, alive = kubeconfig.deployment_cell(site, lv.name, kns, name) if want and ns in have else ("-", True)
+                row[col], ok = cell, ok and alive
         else:
-            row["envoy"] = "-"
-        if (d / DNS_CONF).exists() or lv.dns_override:
-            cell, alive = proc_cell(f"{lv.name}/coredns")
-            row["dns"], ok = cell, ok and alive
-        else:
-            row["dns"] = "-"
+            ok = _process_cells(site, lv, d, ns, have, proc_cell, row) and ok
         row["cluster"], alive = _cluster_cell(site, lv.name, ns in have, proc_cell)
         ok = ok and alive
         loaded = ns in have and netns.nft_loaded(ns, "inet layernet")

@@ -100,16 +100,18 @@ LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
 
 
 def level_services(site) -> list[Service]:
-    """Every level service the site declares: CoreDNS where the level overrides DNS, Envoy where it proxies, and
-    every level's cluster (control plane and node, lab/clusters)."""
+    """Every level service the site declares: each level's cluster (control plane and node, lab/clusters), whose
+    pods are the level's Envoy and CoreDNS; on a network-only lab (`lab.clusters: false`) the processes themselves:
+    CoreDNS where the level overrides DNS, Envoy where it proxies."""
     out: list[Service] = []
     for lv in site.levels:
+        if site.lab.clusters:
+            out += controlplane.services(site, lv.name)
+            continue
         if lv.dns_override:
             out.append(CoreDNS(site, lv.name))
         if lv.proxy:
             out.append(Envoy(site, lv.name))
-        if site.lab.clusters:
-            out += controlplane.services(site, lv.name)
     return out
 
 

@@ -21,7 +21,7 @@ from layernet.targets.base import Target
 def render(site) -> list:
     """Every artifact of every level for the site's target (`site`: the notebook's Context, or a Site)."""
     ctx = context.of(site)
-    arts = render_site(ctx.site, ctx.allowlist, target=ctx.site.target)
+    arts = render_site(ctx.site, ctx.allowlist, target=ctx.target.renders)
     step(f"rendered {len(arts)} artifact(s) for {len(ctx.site.levels)} level(s)")
     return arts
 

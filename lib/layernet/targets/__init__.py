@@ -1,7 +1,8 @@
 """Where a site runs: its target, its clusters' own side and its Azure side, chosen here by `site.target`.
 
-`lab` runs the site's levels as network namespaces on this machine (lab.py) with stand-ins for what the clusters
-and Azure do (lab_cluster.py, lab_azure.py); `kube` reaches one Kubernetes context per level (kube.py), whose
+`lab` runs the site's levels as network namespaces on this machine with a K3s-shaped cluster each, reached through
+the kube path (lab.py; lab_network.py when `lab.clusters: false`), with stand-ins for what the clusters and Azure
+do (lab_cluster.py, lab_azure.py); `kube` reaches one Kubernetes context per level (kube.py), whose
 clusters and Azure are the real ones (cluster.py, azure_side.py). Callers ask here and never branch on the kind.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from layernet.targets.base import Target
 from layernet.targets.cluster import Cluster
 from layernet.targets.kube import KubeTarget
 from layernet.targets.lab import LabTarget
+from layernet.targets.lab_network import NetworkLab
 from layernet.targets.lab_azure import LabAzure
 from layernet.targets.lab_cluster import LabCluster
 
@@ -33,6 +35,8 @@ TARGETS: dict[str, type[Target]] = {kind: sides[0] for kind, sides in SIDES.item
 
 def target_class(site) -> type[Target]:
     """The Target class of the site (its class attributes answer without connecting to anything)."""
+    if site.target == "lab" and not site.lab.clusters:
+        return NetworkLab
     return TARGETS[site.target]
 
 
@@ -42,6 +46,6 @@ def get_target(site) -> Target:
 
 def sides(site, target: Target | None = None) -> tuple[Target, Cluster, AzureSide]:
     """The site's target, cluster side and Azure side (the given target, or a new one)."""
-    make_target, make_cluster, make_azure = SIDES[site.target]
-    target = target if target is not None else make_target(site)
+    _, make_cluster, make_azure = SIDES[site.target]
+    target = target if target is not None else target_class(site)(site)
     return target, make_cluster(site, target), make_azure(site)

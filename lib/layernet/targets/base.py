@@ -16,6 +16,7 @@ from layernet.plan import Plan, Step
 
 class Target(ABC):
     kind: str = "abstract"
+    renders: str = "kube"       # which artifacts stage 01 renders for it (render.render_site's target)
 
     @abstractmethod
     def plan(self, artifacts: list) -> Plan:

@@ -41,7 +41,8 @@ from layernet.targets import kube_errors, tools
 from layernet.plan import Plan, Step, change, refuse_drift
 from layernet.targets.base import Target
 
-KUBE_ARTIFACTS = ("envoy-manifests.yaml", "coredns-custom.yaml", "coredns-external.yaml")
+# apply order within a level: the DNS override first, so a proxy image pulled through the level's chain resolves
+KUBE_ARTIFACTS = ("coredns-custom.yaml", "coredns-external.yaml", "envoy-manifests.yaml")
 FIELD_MANAGER = "layernet"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/strategic-merge-patch+json"
@@ -80,9 +81,10 @@ def object_id(obj: dict) -> str:
 def desired_objects(artifacts: list, level: str) -> list[dict]:
     """The level's objects in apply order: implicit Namespaces first, then the documents as rendered."""
     docs: list[dict] = []
-    for art in artifacts:
-        if art.level == level and art.name in KUBE_ARTIFACTS:
-            docs += [d for d in yaml.safe_load_all(art.content) if d]
+    for name in KUBE_ARTIFACTS:
+        for art in artifacts:
+            if art.level == level and art.name == name:
+                docs += [d for d in yaml.safe_load_all(art.content) if d]
     declared = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
     needed = []
     for d in docs:
@@ -181,9 +183,18 @@ def _ns_flag(obj: dict) -> str:
     return "" if obj["kind"] in CLUSTER_SCOPED else f" -n {(obj.get('metadata') or {}).get('namespace') or 'default'}"
 
 
-def _coredns_changed(changes: list[Step], level: str) -> bool:
-    return any(c.level == level and c.target == "kube-system/ConfigMap/coredns-custom" and not c.skip
-               for c in changes)
+CUSTOM_ID = "kube-system/ConfigMap/coredns-custom"
+
+
+def with_coredns_restart(level: str, pairs: list[tuple[Step, dict]]) -> list[tuple[Step, dict]]:
+    """The level's (step, object) pairs with the CoreDNS restart a changed coredns-custom needs (CoreDNS reads its
+    imports at start) right after that ConfigMap: the override is live before anything after it pulls through it."""
+    out = []
+    for s, obj in pairs:
+        out.append((s, obj))
+        if s.target == CUSTOM_ID and not s.skip:
+            out.append((_coredns_restart(level), {}))
+    return out
 
 
 def _coredns_restart(level: str) -> Step:
@@ -279,13 +290,11 @@ class KubeTarget(Target):
                 if why:
                     action, diff = "replace", why + diff
             out.append((change(level, object_id(obj), action, diff), obj))
-        if _coredns_changed([c for c, _ in out], level):
-            out.append((_coredns_restart(level), {}))
-        return out
+        return with_coredns_restart(level, out)
 
     def plan(self, artifacts: list) -> Plan:
-        """Every object (create / update / replace / unchanged) per level, then the CoreDNS restart a changed
-        coredns-custom needs (CoreDNS reads its imports at start)."""
+        """Every object (create / update / replace / unchanged) per level, with the CoreDNS restart a changed
+        coredns-custom needs right after it."""
         steps = [c for level in self._levels(artifacts) for c, _ in self._plan_level(level, artifacts)]
         return Plan.of("infrastructure", steps, self.kind)
 
@@ -303,7 +312,7 @@ class KubeTarget(Target):
             for s, obj in planned.get(level) or self._plan_level(level, artifacts):
                 if s.action == "restart":
                     changes.append(self.restart_coredns(level))
-                    rollouts.append(CORE_DNS)
+                    self.wait_rollout(level, *CORE_DNS)
                     continue
                 changes.append(s)
                 if s.skip:
@@ -412,12 +421,13 @@ class KubeTarget(Target):
         if since is not None:
             query["sinceSeconds"] = max(1, math.ceil((clock.now() - clock.utc(since)).total_seconds()))
         lines: list[str] = []
+        after = clock.utc(since) if since is not None else None
         for pod in self._pods(api, self.namespace, selector):
             name = pod["metadata"]["name"]
             container = pod["spec"]["containers"][0]["name"]
             text = api.call("GET", f"/api/v1/namespaces/{self.namespace}/pods/{name}/log",
                             query=dict(query, container=container), parse=False)
-            lines += [l for l in text.splitlines() if l.startswith("{")]
+            lines += [l for l in text.splitlines() if l.startswith("{") and _since(l, after)]
         return lines
 
     # -- probe
@@ -494,6 +504,18 @@ class KubeTarget(Target):
                 raise KubeError(f"probe Job {ns}/{name} did not finish within {self.job_timeout:g}s "
                                 f"(image {self.probe_image} pulled? pod scheduled?)")
             self.sleep(self.poll_interval)
+
+
+def _since(line: str, after: Optional[datetime]) -> bool:
+    """An access-log line at or after `after` (sinceSeconds counts whole seconds; the line's own time is exact).
+    A line without a readable time is kept."""
+    if after is None:
+        return True
+    try:
+        t = clock.parse(json.loads(line).get("time"))
+    except (ValueError, TypeError, AttributeError):
+        return True
+    return t is None or t >= after
 
 
 def _rows_from_log(log: str, level: str, job: str) -> list[dict]:

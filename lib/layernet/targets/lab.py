@@ -1,241 +1,135 @@
-"""The lab target: rendered artifacts as files in `<state>/<level>/`, served by processes in namespaces.
+"""The lab target: the kube target on the lab's clusters, plus what a plant has and a laptop lacks.
 
-plan   unified diff of each artifact vs the file the lab runs now (create / update / unchanged)
-apply  writes what changed and restarts only what depends on it: Envoy (restart; the lab runs Envoy with
-       hot restart disabled), CoreDNS (restart), nftables (`nft -f`, atomic); waits until healthy. Brings
-       the lab up first when it is down.
-logs   the level's Envoy access log (JSON lines), optionally from a point in time on
-probe  `python -m layernet.probe` inside the level's namespace, checks on stdin, rows on stdout
+Stage 01 on a lab with clusters is the code a plant runs (kube.py): the Envoy objects, ``coredns-custom`` and its
+rollout, probe Jobs and the access logs read through each level's Kubernetes API, with the lab's kubeconfig whose
+contexts are the site's cluster names. What only the lab does around it:
+
+- a lab that is down (or broken beyond a stopped process) is brought up first: namespaces, router, the cloud, the
+  level firewalls, the clusters and K3s's own CoreDNS (lab/commands.py); the plan then shows every object as a
+  create and one step that builds the lab;
+- the level firewalls (nftables, what a plant's firewall team runs from the IP allow list) are reloaded when the
+  rendered table changed;
+- a cluster process that stopped is restarted ("repair") before the objects are applied;
+- TLS probes trust the lab CA.
+
+`running(site)` builds a lab fresh for a block and always takes it down; a network-only site (`lab.clusters:
+false`) gets the network-only lab (lab_network.py).
 """
 from __future__ import annotations
 
-import difflib
 from contextlib import contextmanager
-import json
-import subprocess
-import sys
-from datetime import datetime
 from typing import Optional
 
-from layernet.lab import layout
-from layernet import clock
-from layernet.lab import LabError, commands, netns
+from layernet.lab import LabError, commands, layout, netns
+from layernet.lab.clusters import kubeconfig
 from layernet.plan import UNCHANGED, Plan, Step, change, refuse_drift
-from layernet.targets import tools
-from layernet.targets.base import Target
+from layernet.targets.kube import Api, KubeTarget, desired_objects, diff_object, object_id, with_coredns_restart
+from layernet.targets.lab_network import LabLife, NetworkLab, _diff, _rebuild, _repairs, with_lab_ca
 
-ACCESS_LOG = "envoy-access.log"
+FIREWALL = "nftables.nft"
 PROBE_TIMEOUT = 120.0
 
 
-def lab_is_up(site) -> bool:
-    return commands.lab_is_up(site)
-
-
-def _lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n\\ No newline at end of file\n"
-    return lines
-
-
-def _diff(live: str, desired: str, level: str, name: str) -> str:
-    return "".join(difflib.unified_diff(_lines(live), _lines(desired),
-                                        fromfile=f"live/{level}/{name}", tofile=f"desired/{level}/{name}"))
-
-
-def _kind(art) -> str:
-    return getattr(art, "kind", "") or commands.KIND_BY_NAME.get(art.name, "")
-
-
-def _parse_time(text: str) -> Optional[datetime]:
-    try:
-        return clock.parse(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _rebuild(partial: bool) -> Step:
-    if partial:
-        return change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
-    return change("lab", "namespaces and processes", "create", "the lab is down; apply brings it up\n")
-
-
-def _restarts(artifacts: list, changes: list[Step], stopped: list[str]) -> list[Step]:
-    """What a changed artifact needs: its Envoy or CoreDNS restarted, its nftables table reloaded (atomically).
-    A service that stopped is repaired instead (see _repairs)."""
-    out: dict[tuple, Step] = {}
-    for art, ch in zip(artifacts, changes):
-        if ch.skip:
-            continue
-        kind = _kind(art)
-        if kind == "envoy":
-            svc = "envoy"
-        elif kind.startswith("dns") or kind == "coredns":
-            svc = "coredns"
-        elif kind == "firewall":
-            out[(art.level, "nftables")] = change(art.level, "nftables", "restart", f"reload: {art.name} changed\n")
-            continue
-        else:
-            continue
-        if f"{art.level}/{svc}" not in stopped:
-            out[(art.level, svc)] = change(art.level, svc, "restart", f"{art.name} changed\n")
-    return list(out.values())
-
-
-def _repairs(stopped: list[str]) -> list[Step]:
-    out = []
-    for name in stopped:
-        level, _, service = name.partition("/")
-        out.append(change(level, f"{service} (process)", "repair", f"{name} has stopped; apply restarts it\n"))
-    return out
-
-
-class LabTarget(Target):
+class LabTarget(LabLife, KubeTarget):
     kind = "lab"
+    shared_proxies = False
 
     def __init__(self, site):
-        self.site = site
+        super().__init__(site, poll_interval=0.2, rollout_timeout=90.0, job_timeout=PROBE_TIMEOUT,
+                         contexts={lv.name: kubeconfig.context_name(site, lv.name) for lv in site.levels})
+        self._made: dict[str, int] = {}
+
+    def api(self, level: str) -> Api:
+        """The level's API through the lab's kubeconfig; a rebuilt lab (new CA, new keys) gets new clients."""
+        stamp = kubeconfig.path(self.site).stat().st_mtime_ns if kubeconfig.path(self.site).exists() else 0
+        if level not in self._clients or self._made.get(level) != stamp:
+            self._clients[level], self._made[level] = kubeconfig.client(self.site, level), stamp
+        return Api(self._clients[level])
 
     # ------------------------------------------------------------------ plan / apply
-    def _live(self, art, up: bool) -> Optional[str]:
-        path = layout.level_dir(self.site, art.level) / art.name
-        if not up or not path.exists():
-            return None
-        return path.read_text()
-
-    def _plan(self, artifacts: list, up: bool) -> list[Step]:
-        changes = []
+    def _firewall(self, artifacts: list) -> list[tuple[Step, object]]:
+        """(step, artifact) per level firewall: its table as loaded vs as rendered."""
+        out = []
         for art in artifacts:
-            live = self._live(art, up)
-            if live is None:
-                changes.append(change(art.level, art.name, "create", _diff("", art.content, art.level, art.name)))
-            elif live == art.content:
-                changes.append(change(art.level, art.name, UNCHANGED))
+            if art.name != FIREWALL:
+                continue
+            path = layout.level_dir(self.site, art.level) / art.name
+            live = path.read_text() if path.exists() else ""
+            if live == art.content:
+                out.append((change(art.level, "nftables (lab firewall)", UNCHANGED), art))
             else:
-                changes.append(change(art.level, art.name, "update", _diff(live, art.content, art.level, art.name)))
-        return changes
+                out.append((change(art.level, "nftables (lab firewall)", "update",
+                                   _diff(live, art.content, art.level, art.name)), art))
+        return out
 
-    def plan(self, artifacts: list) -> Plan:
-        """Every change apply will make: each artifact (create / update / unchanged), then the restarts those
-        changes need, the repairs of stopped services, or bringing the whole lab up."""
-        return Plan.of("infrastructure", self._steps(artifacts), self.kind)
+    def _offline(self, artifacts: list) -> list[Step]:
+        """Every object as a create: what apply puts on the clusters it is about to build."""
+        steps = []
+        for level in self._levels(artifacts):
+            pairs = [(change(level, object_id(o), *diff_object(o, None)), o) for o in desired_objects(artifacts, level)]
+            steps += [s for s, _ in with_coredns_restart(level, pairs)]
+        return steps
 
     def _steps(self, artifacts: list) -> list[Step]:
-        up = commands.lab_is_up(self.site)
-        stopped = [] if up else commands.stopped_services(self.site)
+        site = self.site
+        stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
         if stopped is None:
-            partial = bool(netns.our_namespaces(netns.topology(self.site).prefix))
-            return self._plan(artifacts, up=partial) + [_rebuild(partial)]
-        changes = self._plan(artifacts, True)
-        return changes + _restarts(artifacts, changes, stopped) + _repairs(stopped)
+            partial = bool(netns.our_namespaces(netns.topology(site).prefix))
+            return [_rebuild(partial)] + self._offline(artifacts)
+        if stopped:     # a cluster process is down: its API may not answer until apply restarts it
+            return [s for s, _ in self._firewall(artifacts)] + _repairs(stopped) + self._offline(artifacts)
+        return [s for s, _ in self._firewall(artifacts)] + KubeTarget.plan(self, artifacts).steps
+
+    def plan(self, artifacts: list) -> Plan:
+        """The lab's own steps (building it, reloading a level firewall, repairing a stopped cluster process), then
+        the kube target's plan of every level's objects."""
+        return Plan.of("infrastructure", self._steps(artifacts), self.kind)
 
     def apply(self, artifacts: list, plan: Optional[Plan] = None) -> list[Step]:
-        """Bring the lab up when it is down; otherwise write what changed and restart only what depends on it.
-        A level service that stopped (crashed, killed) is restarted and reported as a "repair". With the reviewed
-        `plan`, refuses (DriftError) when the lab no longer gives that plan."""
-
+        """Build the lab when it is down, reload what changed in the firewalls, restart stopped cluster processes,
+        then apply the objects as on a plant. With the reviewed `plan`, refuses (DriftError) first when the lab no
+        longer gives it."""
         site = self.site
         if plan is not None:
             refuse_drift(plan, self._steps(artifacts))
         stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
         if stopped is None:
-            # down, or broken beyond a stopped process: rebuild. When namespaces remain, the configs on disk
-            # are what ran, so the plan compares against them and the rebuild is reported as a repair.
             partial = bool(netns.our_namespaces(netns.topology(site).prefix))
-            changes = self._plan(artifacts, up=partial)
             commands.up(site, artifacts=artifacts)
-            return changes + [_rebuild(partial)]
-        with commands.lab_lock(site):
-            changes = self._plan(artifacts, up=True)
-            restarts = _restarts(artifacts, changes, stopped)
-            for art, ch in zip(artifacts, changes):
-                if not ch.skip:
-                    commands.write_artifact(site, art)
-            for c in restarts:
-                if c.target == "nftables":
-                    commands.load_firewall(site, c.level)
-            names = list(stopped) + [f"{c.level}/{c.target}" for c in restarts if c.target != "nftables"]
-            if names:
-                commands.restart(site, list(dict.fromkeys(names)))
-        return changes + restarts + _repairs(stopped)
-
-    # ------------------------------------------------------------------ logs
-    def logs(self, level: str, since: Optional[datetime] = None) -> list[str]:
-        site = self.site
-        site.level(level)   # KeyError with the level names when unknown
-        path = layout.level_dir(site, level) / ACCESS_LOG
-        if not path.exists():
-            return []
-        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
-        if since is None:
-            return lines
-        since = clock.utc(since)
-        out = []
-        for line in lines:
-            try:
-                t = _parse_time(json.loads(line).get("time"))
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if t is not None and t >= since:
-                out.append(line)
-        return out
+            lab = [_rebuild(partial)]
+        else:
+            with commands.lab_lock(site):
+                walls = self._firewall(artifacts)
+                for s, art in walls:
+                    if not s.skip:
+                        commands.write_artifact(site, art)
+                        commands.load_firewall(site, art.level)
+                if stopped:
+                    commands.restart(site, stopped)
+            lab = [s for s, _ in walls] + _repairs(stopped)
+        return lab + KubeTarget.apply(self, artifacts)
 
     # ------------------------------------------------------------------ probe
-    def probe(self, level: str, checks: list[dict], timeout: float = PROBE_TIMEOUT) -> list[dict]:
-        """Run the checks inside the level's namespace with `python -m layernet.probe`. TLS checks without a
-        `ca_file` get the lab CA."""
-        site = self.site
-        ns = layout.namespace(site, level)
-        if ns not in netns.list_namespaces():
-            raise LabError(f"namespace {ns} does not exist: bring the lab up first (layernet lab up --site ...)")
-        ca = str(layout.ca_cert_path(site))
-        prepared = [({**c, "ca_file": ca} if c.get("kind") == "tls" and not c.get("ca_file") else c) for c in checks]
-        payload = json.dumps({"level": level, "checks": prepared})
-        try:
-            proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.probe"], input=payload,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise LabError(f"probe in {ns} did not finish within {timeout:.0f} s") from None
-        try:
-            rows = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise LabError(f"probe in {ns} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}") from None
-        if not isinstance(rows, list):
-            raise LabError(f"probe in {ns} returned {type(rows).__name__}, expected a list of rows")
-        return rows
+    def probe(self, level: str, checks: list[dict]) -> list[dict]:
+        """A probe Job on the level's cluster, as on a plant; TLS checks without a `ca_file` trust the lab CA."""
+        if layout.namespace(self.site, level) not in netns.list_namespaces():
+            raise LabError(f"the lab of {self.site.name} is down: bring it up first (layernet lab up --site ...)")
+        return KubeTarget.probe(self, level, with_lab_ca(self.site, checks))
 
-    # ------------------------------------------------------------------ what stages ask
-    def session_state(self) -> Optional[str]:
-        if commands.lab_is_up(self.site):
-            return "up"
-        return "partly up" if commands.leftovers(self.site) else "down"
 
-    def take_down(self, progress=None) -> None:
-        if not commands.leftovers(self.site):
-            return
-        if progress:
-            progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
-        commands.down(self.site)
-
-    def probe_inputs(self) -> dict:
-        return {"ca_file": str(layout.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
-
-    def context_label(self, level) -> str:
-        return level.kube_context or "(lab)"
-
-    def requirements(self) -> list[dict]:
-        return [tools.envoy(), tools.coredns(), tools.nft(), tools.ip()]
+def lab_target(site):
+    """The site's lab: the kube path on its clusters, or the network-only lab (`lab.clusters: false`)."""
+    return LabTarget(site) if site.lab.clusters else NetworkLab(site)
 
 
 @contextmanager
 def running(site):
-    """The lab of `site`, built fresh through the lab target's first apply, and ALWAYS taken down afterwards
-    (also when the body raises). Yields the LabTarget."""
+    """The lab of `site`, built fresh through the target's first apply, and ALWAYS taken down afterwards (also when
+    the body raises). Yields the target."""
     why = commands.missing_requirements()
     if why:
         raise LabError(why)
-    target = LabTarget(site)
+    target = lab_target(site)
     try:
         commands.down(site)
         target.apply(commands.render_lab(site))
