@@ -64,9 +64,9 @@ def test_an_optional_configmap_that_is_absent_is_an_empty_folder():
 
 
 def test_an_absent_configmap_or_secret_that_is_not_optional_is_an_error_naming_it():
-    with pytest.raises(volumes.VolumeError, match="configmap 'coredns' not found \\(volume 'config-volume'\\)"):
+    with pytest.raises(volumes.VolumeError, match='configmap "coredns" not found \\(volume "config-volume"\\)'):
         volumes.volume_files({"name": "config-volume", "configMap": {"name": "coredns"}}, None)
-    with pytest.raises(volumes.VolumeError, match="secret 'tls' not found"):
+    with pytest.raises(volumes.VolumeError, match='secret "tls" not found'):
         volumes.volume_files({"name": "certs", "secret": {"secretName": "tls", "optional": False}}, None)
 
 
@@ -83,7 +83,7 @@ def test_items_project_only_the_listed_keys_under_their_paths():
 def test_a_listed_key_the_object_lacks_is_an_error_unless_optional():
     cm = {"data": {"Corefile": "x"}}
     items = [{"key": "Corefile", "path": "Corefile"}, {"key": "NodeHosts", "path": "NodeHosts"}]
-    with pytest.raises(volumes.VolumeError, match="references non-existent configmap key: NodeHosts"):
+    with pytest.raises(volumes.VolumeError, match='configmap "coredns" references non-existent config key: NodeHosts'):
         volumes.volume_files({"name": "v", "configMap": {"name": "coredns", "items": items}}, cm)
     optional = {"name": "v", "configMap": {"name": "coredns", "items": items, "optional": True}}
     assert volumes.volume_files(optional, cm) == {"Corefile": b"x"}

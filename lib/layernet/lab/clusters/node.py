@@ -22,7 +22,7 @@ One difference from a K3s node, and why: K3s gives every pod its own address; he
 the node's network namespace (as with hostNetwork), so a Deployment's new pod cannot bind the ports its old pod
 holds. A rollout on the lab's one node therefore goes like `Recreate`: before the first container of a pod owned
 by a ReplicaSet starts, the agent stops the containers of this node's pods of the same Deployment with another
-pod-template-hash (`superseded`) and does not restart them; they stay, not ready, waiting with reason
+pod-template-hash (`rivals`, `Agent.supersede`) and does not restart them; they stay, not ready, waiting with reason
 `Superseded` naming the newer pod, until the Deployment controller scales their ReplicaSet down and deletes them
 as usual. A pod that finds a newer pod of its Deployment already here does not start at all.
 """

@@ -60,7 +60,7 @@ def volume_files(volume: dict, obj: Optional[dict]) -> dict[str, bytes]:
     if obj is None:
         if optional:
             return {}
-        raise VolumeError(f"{kind} {name!r} not found (volume {volume.get('name')!r})")
+        raise VolumeError(f'{kind} "{name}" not found (volume "{volume.get("name")}")')
     data: dict[str, bytes] = {}
     if plural == "configmaps":
         data.update({k: v.encode() for k, v in (obj.get("data") or {}).items()})
@@ -76,8 +76,8 @@ def volume_files(volume: dict, obj: Optional[dict]) -> dict[str, bytes]:
         if key not in data:
             if optional:
                 continue
-            raise VolumeError(f"{kind} {name!r} references non-existent {kind} key: {key} (volume "
-                              f"{volume.get('name')!r})")
+            raise VolumeError(f'{kind} "{name}" references non-existent {"config" if kind == "configmap" else kind} '
+                              f'key: {key} (volume "{volume.get("name")}")')
         out[_relative(item.get("path") or key, f"{kind} {name!r} item {key!r} path")] = data[key]
     return out
 
