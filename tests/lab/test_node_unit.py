@@ -14,6 +14,7 @@ import pytest
 from layernet.lab.clusters import images, volumes
 from layernet.lab.clusters.node import deployment_of, rivals
 from layernet.lab.clusters.readiness import MIN_PERIOD, Readiness, check, port_of
+from layernet.telemetry.loopback import free_port
 
 COREDNS = "rancher/mirrored-coredns-coredns:1.12.3"
 ENVOY = "mcr.microsoft.com/oss/v2/envoyproxy/envoy:v1.34.10"
@@ -163,19 +164,11 @@ def tcp_port():
     srv.close()
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_a_tcp_probe_passes_on_a_listening_port_by_number_or_name(tcp_port):
     container = {"ports": [{"name": "dns-tcp", "containerPort": tcp_port}]}
     assert check({"tcpSocket": {"port": tcp_port}}, container, "127.0.0.1")[0] is True
     assert check({"tcpSocket": {"port": "dns-tcp"}}, container, "127.0.0.1")[0] is True
-    passed, detail = check({"tcpSocket": {"port": _closed_port()}, "timeoutSeconds": 1}, container, "127.0.0.1")
+    passed, detail = check({"tcpSocket": {"port": free_port(["127.0.0.1"])}, "timeoutSeconds": 1}, container, "127.0.0.1")
     assert passed is False and "ConnectionRefusedError" in detail
 
 
@@ -210,7 +203,7 @@ def test_an_http_probe_passes_on_2xx_and_3xx_only(http_port):
     assert check({"httpGet": {"path": "/moved", "port": "ready"}}, container, "127.0.0.1")[0]
     passed, detail = check({"httpGet": {"path": "/health", "port": http_port}}, container, "127.0.0.1")
     assert passed is False and detail.startswith("HTTP probe failed with statuscode: 503")
-    assert check({"httpGet": {"path": "/ready", "port": _closed_port()}}, container, "127.0.0.1")[0] is False
+    assert check({"httpGet": {"path": "/ready", "port": free_port(["127.0.0.1"])}}, container, "127.0.0.1")[0] is False
 
 
 def test_an_exec_probe_runs_its_command_and_a_grpc_probe_is_named_as_unsupported(tmp_path):
