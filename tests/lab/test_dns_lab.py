@@ -65,14 +65,18 @@ def test_the_child_level_asks_its_own_dns_through_the_lab(lab, lab_site):
 
 
 def test_coredns_memory_per_level(lab, lab_site, capsys):
-    """Resident memory of each CoreDNS (the lab's DNS levels and the internet DNS), printed for the record."""
-    table = commands.load_procs(lab_site)
+    """Resident memory of each CoreDNS (K3s's CoreDNS pod at every level, and the internet DNS), printed for the
+    record."""
+    pids = {"cloud/dns": commands.load_procs(lab_site)["cloud/dns"].pid}
+    for lv in lab_site.levels:
+        pods = lab.api(lv.name).call("GET", "/api/v1/namespaces/kube-system/pods")["items"]
+        cid = pods[0]["status"]["containerStatuses"][0]["containerID"]
+        pids[f"{lv.name}/coredns"] = int(cid.split("//")[1])
     rss = {}
-    for name, p in table.items():
-        if name.endswith("/coredns") or name == "cloud/dns":
-            status = Path(f"/proc/{p.pid}/status").read_text()
-            rss[name] = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) // 1024
-    assert set(rss) == {"level3/coredns", "level2/coredns", "cloud/dns"}
+    for name, pid in pids.items():
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss[name] = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) // 1024
+    assert set(rss) == {"level4/coredns", "level3/coredns", "level2/coredns", "cloud/dns"}
     assert all(0 < mb < 100 for mb in rss.values()), rss
     with capsys.disabled():
         print("\nCoreDNS RSS (MB): " + ", ".join(f"{k} {v}" for k, v in sorted(rss.items())))

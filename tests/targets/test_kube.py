@@ -188,7 +188,7 @@ def test_drift_made_by_hand_shows_in_the_plan(target, double):
     changes = {c.target: c for c in target.plan(artifacts()).steps}
     c = changes["kube-system/ConfigMap/coredns-custom"]
     assert c.action == "update"
-    assert "-  example.server: '# edited by hand" in c.detail and "+  example.server: '# v1" in c.detail
+    assert "-    # edited by hand\n+    # v1\n" in c.detail        # a multi-line value diffs line by line
     assert changes["kube-system/Deployment/coredns"].action == "restart"
     assert all(x.action == "unchanged" for k, x in changes.items() if k not in (c.target, "kube-system/Deployment/coredns"))
 

@@ -109,6 +109,14 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
+def _text(dumper: yaml.SafeDumper, data: str):
+    """A multi-line value (a ConfigMap's envoy.yaml, a Corefile) as a block, so its diff shows the changed lines."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_PlainDumper.add_representer(str, _text)
+
+
 def _dump(obj: Optional[dict]) -> str:
     return "" if obj is None else yaml.dump(obj, Dumper=_PlainDumper, sort_keys=True, default_flow_style=False)
 
