@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from layernet.lab.clusters import images, volumes
-from layernet.lab.clusters.node import deployment_of, rivals
+from layernet.lab.clusters import images, node, volumes
+from layernet.lab.clusters.rollout import deployment_of, rivals
 from layernet.lab.clusters.readiness import MIN_PERIOD, Readiness, check, port_of
 from layernet.telemetry.loopback import free_port
 
@@ -279,3 +280,97 @@ def test_a_newer_pod_supersedes_the_older_pods_of_its_deployment_only():
     older, newer = rivals(old, [new, same_hash, going])
     assert older == [] and [p["metadata"]["name"] for p in newer] == ["coredns-b-2", "coredns-b-1"]
     assert rivals(bare, [old, new]) == ([], [])
+
+
+# ------------------------------------------------------------------------------------------------ the agent itself
+# Its containers are real processes on 127.0.0.1; its API server is an address where nothing listens (every event and
+# status it sends fails and is dropped, as when the API server is away), so these tests read the pods' status here.
+PYTHON = "mcr.microsoft.com/azurelinux/base/python:3.12"
+LISTEN = ("import socket, sys, time\n"
+          "time.sleep(float(sys.argv[2]))\n"
+          "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+          "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8); time.sleep(60)\n")
+
+
+@pytest.fixture
+def agent(tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    for name in ("node.crt", "node.key", "ca.crt"):
+        (pki / name).write_text("")
+    a = node.Agent(tmp_path, "level3", "127.0.0.1", "unused", str(pki / "ca.crt"))
+    a.api = node.Api(f"https://127.0.0.1:{free_port(['127.0.0.1'], start=19830)}", pki / "node.crt",
+                     pki / "node.key", str(pki / "ca.crt"))
+    threading.Thread(target=a.probe, daemon=True).start()
+    yield a
+    a.shutdown()
+
+
+def _web(name: str, digest: str, created: str, port: int, delay: float = 0.0) -> dict:
+    pod = _pod(name, digest, created, deployment="web", ns="default")
+    pod["spec"] = {"containers": [{
+        "name": "main", "image": PYTHON, "imagePullPolicy": "Never", "command": ["python3", "-c", LISTEN],
+        "args": [str(port), str(delay)], "ports": [{"name": "web", "containerPort": port}],
+        "readinessProbe": {"tcpSocket": {"port": "web"}, "periodSeconds": 0.5, "failureThreshold": 1}}]}
+    return pod
+
+
+def _until(predicate, timeout: float = 10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
+
+def _ready(pod: node.Pod) -> str:
+    return next(c["status"] for c in pod.status("127.0.0.1")["conditions"] if c["type"] == "Ready")
+
+
+def test_a_pod_is_ready_once_its_probe_passes_and_a_newer_pod_of_its_deployment_takes_its_port(agent):
+    port = free_port(["127.0.0.1"], start=19840)
+    agent.update("ADDED", _web("web-aaa-1", "aaa", "2026-12-05T17:00:00Z", port, delay=1.0))
+    old = agent.pods["uid-web-aaa-1"]
+    agent.step(old)
+    assert old.containers[0].running
+    assert _ready(old) == "False"                        # running, its port not open yet
+    assert _until(lambda: _ready(old) == "True")
+    assert old.status("127.0.0.1")["containerStatuses"][0]["ready"] is True
+
+    agent.update("ADDED", _web("web-bbb-1", "bbb", "2026-12-05T17:00:10Z", port))
+    new = agent.pods["uid-web-bbb-1"]
+    agent.step(new)                                      # the old pod gives its port up before the new one starts
+    status = old.status("127.0.0.1")
+    waiting = status["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "Superseded" and "default/web-bbb-1" in waiting["message"]
+    assert status["phase"] == "Running" and _ready(old) == "False"
+    assert not old.containers[0].running
+    assert _until(lambda: _ready(new) == "True")         # it could bind the port the old pod held
+    agent.step(old)
+    assert not old.containers[0].running                 # not restarted while the newer pod is here
+
+    agent.forget(new.uid)                                # the newer pod went (a rollback): the old one runs again
+    agent.step(old)
+    assert old.containers[0].running and old.containers[0].restarts == 1
+    assert _ready(old) == "False"                        # started again: not ready until its probe passes again
+    assert _until(lambda: _ready(old) == "True")
+
+
+def test_a_pod_that_finds_a_newer_pod_of_its_deployment_does_not_start(agent):
+    port = free_port(["127.0.0.1"], start=19860)
+    agent.update("ADDED", _web("web-bbb-1", "bbb", "2026-12-05T17:00:10Z", port))
+    agent.update("ADDED", _web("web-aaa-1", "aaa", "2026-12-05T17:00:00Z", port))
+    newer, older = agent.pods["uid-web-bbb-1"], agent.pods["uid-web-aaa-1"]
+    agent.step(newer)
+    agent.step(older)
+    assert newer.containers[0].running and older.containers[0].proc is None
+    assert older.status("127.0.0.1")["phase"] == "Pending"
+    assert older.status("127.0.0.1")["containerStatuses"][0]["state"]["waiting"]["reason"] == "Superseded"
+
+
+def test_without_a_probe_a_running_container_is_ready(agent):
+    pod = {"metadata": {"name": "sleeper", "namespace": "default", "uid": "uid-sleeper"},
+           "spec": {"containers": [{"name": "main", "image": PYTHON, "imagePullPolicy": "Never",
+                                    "command": ["python3", "-c", "import time; time.sleep(60)"]}]}}
+    agent.update("ADDED", pod)
+    agent.step(agent.pods["uid-sleeper"])
+    assert _ready(agent.pods["uid-sleeper"]) == "True"

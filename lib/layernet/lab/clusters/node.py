@@ -22,7 +22,7 @@ One difference from a K3s node, and why: K3s gives every pod its own address; he
 the node's network namespace (as with hostNetwork), so a Deployment's new pod cannot bind the ports its old pod
 holds. A rollout on the lab's one node therefore goes like `Recreate`: before the first container of a pod owned
 by a ReplicaSet starts, the agent stops the containers of this node's pods of the same Deployment with another
-pod-template-hash (`rivals`, `Agent.supersede`) and does not restart them; they stay, not ready, waiting with reason
+pod-template-hash (lab/clusters/rollout.py, `Agent.supersede`) and does not restart them; they stay, not ready, waiting with reason
 `Superseded` naming the newer pod, until the Deployment controller scales their ReplicaSet down and deletes them
 as usual. A pod that finds a newer pod of its Deployment already here does not start at all.
 """
@@ -47,6 +47,7 @@ import requests
 
 from layernet.lab.clusters import KUBELET_PORT, images, volumes
 from layernet.lab.clusters.readiness import Readiness, check
+from layernet.lab.clusters.rollout import rivals
 
 LEASE_SECONDS = 40
 RENEW_EVERY = 10.0
@@ -149,6 +150,38 @@ class Pod:
     @property
     def policy(self) -> str:
         return self.obj["spec"].get("restartPolicy", "Always")
+
+    def status(self, ip: str) -> dict:
+        """The pod's status as a kubelet reports it (`ip`: the pod's address, the node's)."""
+        statuses, running, done, failed = [], 0, 0, 0
+        for c in self.containers:
+            st = c.state()
+            running += "running" in st
+            if "terminated" in st:
+                done += 1
+                failed += st["terminated"]["exitCode"] != 0
+            cs = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "state": st,
+                  "ready": c.ready and "running" in st, "restartCount": c.restarts, "started": "running" in st,
+                  "containerID": f"layernet://{c.proc.pid}" if c.proc is not None else ""}
+            if c.last:
+                cs["lastState"] = c.last
+            statuses.append(cs)
+        n = len(self.containers)
+        # a container between restarts keeps its pod Running, as on a kubelet (Pending: nothing has started yet);
+        # a superseded pod stays Running too (as Failed, its ReplicaSet would make it again)
+        restarting = any(c.next_start for c in self.containers) or bool(self.superseded_by and self.started)
+        phase = ("Failed" if failed else "Succeeded") if done == n else ("Running" if running or restarting else "Pending")
+        ready = "True" if all(cs["ready"] for cs in statuses) else "False"
+        if self.ready_since[0] != ready:
+            self.ready_since = (ready, now())
+        since = self.ready_since[1]
+        return {"phase": phase, "hostIP": ip, "hostIPs": [{"ip": ip}], "podIP": ip, "podIPs": [{"ip": ip}],
+                "containerStatuses": statuses,
+                "startTime": (self.obj.get("status") or {}).get("startTime") or now(),
+                "conditions": [{"type": "PodScheduled", "status": "True"},
+                               {"type": "Initialized", "status": "True"},
+                               {"type": "ContainersReady", "status": ready, "lastTransitionTime": since},
+                               {"type": "Ready", "status": ready, "lastTransitionTime": since}]}
 
 
 class Agent:
@@ -427,36 +460,10 @@ class Agent:
         self.report(pod)
 
     def report(self, pod: Pod, key: Optional[str] = None) -> None:
-        statuses, running, done, failed = [], 0, 0, 0
-        for c in pod.containers:
-            st = c.state()
-            running += "running" in st
-            if "terminated" in st:
-                done += 1
-                failed += st["terminated"]["exitCode"] != 0
-            cs = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "state": st,
-                  "ready": c.ready and "running" in st, "restartCount": c.restarts, "started": "running" in st,
-                  "containerID": f"layernet://{c.proc.pid}" if c.proc is not None else ""}
-            if c.last:
-                cs["lastState"] = c.last
-            statuses.append(cs)
-        n = len(pod.containers)
-        # a container between restarts keeps its pod Running, as on a kubelet (Pending: nothing has started yet)
-        # (a superseded pod stays Running too: as Failed its ReplicaSet would make it again)
-        restarting = any(c.next_start for c in pod.containers) or bool(pod.superseded_by and pod.started)
-        phase = ("Failed" if failed else "Succeeded") if done == n else ("Running" if running or restarting else "Pending")
-        ready = "True" if all(cs["ready"] for cs in statuses) else "False"
-        if pod.ready_since[0] != ready:
-            pod.ready_since = (ready, now())
-        since = pod.ready_since[1]
-        status = {"phase": phase, "hostIP": self.ip, "hostIPs": [{"ip": self.ip}], "podIP": self.ip,
-                  "podIPs": [{"ip": self.ip}], "containerStatuses": statuses,
-                  "conditions": [{"type": "PodScheduled", "status": "True"},
-                                 {"type": "Initialized", "status": "True"},
-                                 {"type": "ContainersReady", "status": ready, "lastTransitionTime": since},
-                                 {"type": "Ready", "status": ready, "lastTransitionTime": since}]}
-        status.setdefault("startTime", (pod.obj.get("status") or {}).get("startTime") or now())
-        digest = json.dumps([phase, statuses, ready, key], sort_keys=True, default=str)
+        """Send the pod's status when it changed (phase, containers, readiness) since the last report."""
+        status = pod.status(self.ip)
+        ready = status["conditions"][-1]["status"]
+        digest = json.dumps([status["phase"], status["containerStatuses"], ready, key], sort_keys=True, default=str)
         if digest == pod.reported:
             return
         try:
@@ -506,34 +513,6 @@ class Agent:
         for pod in pods:
             for c in pod.containers:
                 _stop(c.proc)
-
-
-def deployment_of(obj: dict) -> Optional[tuple[str, str, str]]:
-    """(namespace, Deployment, pod-template-hash) of a pod a Deployment's ReplicaSet owns (the ReplicaSet is named
-    `<deployment>-<pod-template-hash>`); None for any other pod."""
-    meta = obj.get("metadata") or {}
-    digest = (meta.get("labels") or {}).get("pod-template-hash")
-    rs = next((o.get("name") or "" for o in meta.get("ownerReferences") or [] if o.get("kind") == "ReplicaSet"), "")
-    if not digest or not rs.endswith("-" + digest) or len(rs) == len(digest) + 1:
-        return None
-    return meta.get("namespace") or "", rs[:-len(digest) - 1], digest
-
-
-def rivals(obj: dict, others: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(older, newer), each oldest first: the pods among `others` of `obj`'s Deployment with another
-    pod-template-hash and not being deleted, created no later than `obj` / after it."""
-    mine = deployment_of(obj)
-    if mine is None:
-        return [], []
-    born = obj["metadata"].get("creationTimestamp") or ""
-    older, newer = [], []
-    for other in sorted(others, key=lambda o: o["metadata"].get("creationTimestamp") or ""):
-        theirs, meta = deployment_of(other), other["metadata"]
-        if theirs is None or theirs[:2] != mine[:2] or theirs[2] == mine[2] or meta.get("deletionTimestamp") \
-                or meta.get("uid") == obj["metadata"].get("uid"):
-            continue
-        (newer if (meta.get("creationTimestamp") or "") > born else older).append(other)
-    return older, newer
 
 
 def _stop(proc: Optional[subprocess.Popen], timeout: float = 2.0) -> None:
