@@ -390,6 +390,30 @@ class Extension:
                 time.sleep(0.2)
         return f"CRDs {', '.join(c['metadata']['name'] for c in crds)} established"
 
+    def sync_services(self, listeners: list[dict]) -> None:
+        """The broker's Services, one per listener (its serviceName, type and ports), as AIO's operator keeps them;
+        they select this stand-in's pod, which runs the broker (the node gives a LoadBalancer its address, as K3s's
+        ServiceLB does). Without an API (a lab site without clusters) there are none."""
+        kube = self.cfg.get("kube")
+        if not kube:
+            return
+        for res in listeners:
+            props = res.get("properties") or {}
+            name = props.get("serviceName") or "aio-broker"
+            kind = "LoadBalancer" if str(props.get("serviceType", "")).lower() == "loadbalancer" else "ClusterIP"
+            svc = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": name, "namespace": AIO_NAMESPACE,
+                                "labels": {"app.kubernetes.io/managed-by": "aio-operator", "listener": res.get("name", "")}},
+                   "spec": {"type": kind, "selector": {"app.kubernetes.io/name": "aio-extension"},
+                            "ports": [{"name": f"mqtt-{p['port']}", "port": int(p["port"]), "targetPort": int(p["port"]),
+                                       "protocol": "TCP"} for p in props.get("ports") or []]}}
+            url = f"{kube['server']}/api/v1/namespaces/{AIO_NAMESPACE}/services/{name}"
+            r = self.http.patch(url, data=json.dumps(svc), cert=(kube["cert"], kube["key"]),
+                                params={"fieldManager": "aio-operator", "force": "true"},
+                                headers={"Content-Type": "application/apply-patch+yaml"}, timeout=self.cfg["call_timeout"])
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"service {name}: HTTP {r.status_code} {r.text[:200]}")
+
     def trusted_ca(self, name: str) -> str:
         """The PEM text of the ConfigMap `name` in the AIO namespace of the level's cluster (every value, as the
         broker reads a CA bundle); without an API (a lab site without clusters) the lab CA it would hold."""
@@ -469,6 +493,11 @@ class Extension:
             err = f"mosquitto does not listen on {self.cfg['node_ip']} {[p['port'] for p in ports]}"
             if self.broker.poll() is not None:
                 err += f" (exited {self.broker.returncode}; see {log})"
+        if err is None:
+            try:
+                self.sync_services(listeners)
+            except Exception as exc:  # noqa: BLE001 - a Service the API refuses is the broker's error
+                err = f"the broker's Services: {_describe(exc)}"
         self.status["broker"] = {"pid": self.broker.pid, "listeners": ports, "conf": str(conf), "error": err,
                                  "started": time.time()}
         self.status["phase"] = "broker"

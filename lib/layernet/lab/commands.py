@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from layernet.allowlist import effective_allowlist
 from layernet.lab import LabError, clusters, netns, pki, procs, registry, services
 from layernet.lab.binaries import coredns_binary, envoy_ports, envoy_ready
-from layernet.lab.clusters import addons, controlplane, kubeconfig
+from layernet.lab.clusters import addons, admin, controlplane, kubeconfig
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace
 from layernet.lab import state_dir as _state_dir
 from layernet.render import render_site
@@ -463,7 +463,7 @@ def status(site) -> list[dict]:
         ok = ns in have
         if site.lab.clusters:      # Envoy and CoreDNS are pods of the level's cluster
             for col, want, (kns, name) in (("envoy", lv.proxy, ENVOY_DEPLOYMENT), ("dns", True, COREDNS_DEPLOYMENT)):
-                cell, alive = kubeconfig.deployment_cell(site, lv.name, kns, name) if want and ns in have else ("-", True)
+                cell, alive = admin.deployment_cell(site, lv.name, kns, name) if want and ns in have else ("-", True)
                 row[col], ok = cell, ok and alive
         else:
             ok = _process_cells(site, lv, d, ns, have, proc_cell, row) and ok

@@ -43,9 +43,14 @@ def call(site, func: str, progress: Optional[Callable[[str], None]] = None, time
                        f"(layernet lab up --site FILE)")
     request = json.dumps({"func": func, "site": site.model_dump(mode="json"), "kwargs": kwargs})
     say = progress or (lambda line: print(line, flush=True))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.lab.jumpbox"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    admin_side = os.open("/proc/thread-self/ns/net", os.O_RDONLY)     # its admin side: netns.in_root
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{netns.ADMIN_SIDE_FD: str(admin_side)})
+    try:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "layernet.lab.jumpbox"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, pass_fds=(admin_side,))
+    finally:
+        os.close(admin_side)
     assert proc.stdin and proc.stdout
     proc.stdin.write(request)
     proc.stdin.close()

@@ -25,6 +25,8 @@ def namespace(site, level: str) -> str:
 
 
 def check_route(site, addr, ns: Optional[str] = None) -> dict:
-    """Call before sending anything to `addr` from the jump box (ns None) or from a lab namespace: raises
-    netns.RouteError unless the packet would stay inside this lab."""
+    """Call before sending anything to `addr` from the jump box (ns None: this machine's side of the lab link, or
+    the jump box namespace when this process runs in it) or from a lab namespace: raises netns.RouteError unless
+    the packet would stay inside this lab."""
+    ns = ns or netns.current(site.lab.prefix)
     return netns.check_route(addr, jump_if=netns.topology(site).jump_if, ns=ns, prefix=site.lab.prefix)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import threading
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -350,6 +352,57 @@ def teardown(prefix: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------- route check
 class RouteError(LabError):
     pass
+
+
+CLONE_NEWNET = 0x40000000
+ADMIN_SIDE_FD = "LAYERNET_ADMIN_SIDE_FD"    # an open handle on the jump box's admin-side network (lab/jumpbox.py)
+
+
+def in_root(func, *args, **kwargs):
+    """`func(*args, **kwargs)` on the jump box's admin side. The lab splits the jump box in two: its admin side
+    (this machine's own network, the lab link to the level networks) and its internet side (the jump box namespace,
+    where the Azure calls run). A call on the internet side that needs a level's API (the same machine on a plant)
+    runs in a thread that enters the admin side's network first (a thread's network namespace is its own; the
+    jump box process holds a handle on it, ADMIN_SIDE_FD); sockets it opens stay there. Anywhere else (the admin
+    side itself) it is a plain call."""
+    fd = os.environ.get(ADMIN_SIDE_FD, "")
+    if not fd.isdigit():
+        return func(*args, **kwargs)
+    out: dict = {}
+
+    def body() -> None:
+        import ctypes
+
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(int(fd), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the jump box's admin side failed")
+            out["value"] = func(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = exc
+
+    t = threading.Thread(target=body, name="jump-box-admin-side")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def current(prefix: str) -> Optional[str]:
+    """The lab namespace (of `prefix`) this thread runs in, e.g. the jump box's when `ip netns exec` started it;
+    None in the machine's own."""
+    try:
+        me = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    for f in RUN_NETNS.glob(f"{prefix}-*") if RUN_NETNS.is_dir() else []:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino):
+            return f.name
+    return None
 
 
 def check_route(addr, *, jump_if: str, ns: Optional[str] = None, prefix: Optional[str] = None) -> dict:

@@ -45,3 +45,10 @@ def coredns_config(site, level: str) -> list[Path]:
         return []
     vols = pod / "volumes"
     return [vols / "config-volume" / "Corefile", *sorted((vols / "custom-config-volume").glob("*"))]
+
+
+def container_log(site, level: str, pod: dict, container: str) -> Path:
+    """The file a pod's container writes its output to, on the level's node."""
+    meta = pod["metadata"]
+    folder = f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+    return controlplane.cluster_dir(site, level) / "pods" / folder / f"{container}.log"

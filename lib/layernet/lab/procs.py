@@ -40,6 +40,12 @@ def _stat(pid: int) -> Optional[tuple[str, int]]:
     return rest[0], int(rest[19])
 
 
+def running(name: str, ns: str, pid: int, log: str = "") -> Proc:
+    """A Proc for a process this module did not start (a pod's container, whose node started it)."""
+    st = _stat(pid)
+    return Proc(name, ns, pid, st[1] if st else 0, [], log)
+
+
 def alive(p: Proc) -> bool:
     """Running (not a zombie) and still the process we started."""
     _reap(p.pid)

@@ -1,66 +1,181 @@
 """Lab services that later stages start inside a level (Arc agents, the AIO extension's broker, dataflows...).
 
-They run like the level's Envoy and DNS: a process in the level's namespace (so `ip netns exec` gives it the
-level's resolv.conf and firewall), output in the level's state folder. They are recorded in their own table
-(`<state>/stage-procs.json`), apart from the infrastructure services that `lab up` starts, so a stopped stage
-service never makes the infrastructure stage rebuild the lab; `lab down` stops them with everything else in the
-lab's namespaces and forgets them (`clear`), and `lab status` lists them.
+On a lab with clusters they are installed the way the real things install: a Deployment in the level's cluster,
+the Arc agents in ``azure-arc`` and the AIO extension, connector, dataflows and simulator in the AIO namespace, each
+with the image of what it stands in for, pulled through the level's chain by the node, which runs it as a pod (a
+process in the level's namespace, output in the pod's folder). What a service needs in its environment beyond the
+node's (a connection string) is a Secret its pod reads. `table` reads them back from the clusters (a service is
+its running pod's process), `stop` deletes the Deployment and waits for its pod to go.
+
+On a network-only lab (`lab.clusters: false`) they are processes in the level's namespace, recorded in
+`<state>/stage-procs.json`. Either way `lab down` stops them with everything else and `lab status` lists them.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 from layernet.lab import LabError, arcagent, procs, state_dir
-from layernet.lab import layout
+from layernet.lab import layout, podfiles
+from layernet.lab.clusters import admin
+from layernet.render.manifests import pull_policy
+from layernet.site.aio import AIO_NAMESPACE
+
+MANAGER = "layernet-lab"
+LABEL = "layernet/stage-service"
+STARTED_WITHIN = 60.0
+# service (the part of its name after the level) -> (namespace, the image of what it stands in for)
+PLACES = {
+    "arc-agent": ("azure-arc", "mcr.microsoft.com/azurearck8s/agent/clusterconnect-agent:1.27.0"),
+    "aio-extension": (AIO_NAMESPACE, "mcr.microsoft.com/azureiotoperations/aio-operator:1.2.36"),
+    "telemetry-opcplc": (AIO_NAMESPACE, "mcr.microsoft.com/iotedge/opc-plc:2.12.29"),
+    "telemetry-connector": (AIO_NAMESPACE, "mcr.microsoft.com/azureiotoperations/akri-connectors/opc-ua:1.2.36"),
+    "telemetry-dataflow": (AIO_NAMESPACE, "mcr.microsoft.com/azureiotoperations/dataflow:1.2.36"),
+}
 
 
 def _table_path(site) -> Path:
     return state_dir(site) / "stage-procs.json"
 
 
+def _place(name: str) -> tuple[str, str, str]:
+    """(level, service, namespace, image) of "<level>/<service>"."""
+    level, _, short = name.partition("/")
+    if short not in PLACES:
+        raise LabError(f"no cluster placement for the lab service {name!r}: add it to lab/services.py PLACES")
+    return (level, short) + PLACES[short]
+
+
+def _objects(site, level: str, short: str, ns: str, image: str, argv: list[str], env: dict) -> list[dict]:
+    labels = {"app.kubernetes.io/name": short, "app.kubernetes.io/managed-by": MANAGER, LABEL: short,
+              "layernet/level": level}
+    command = ["python3"] + list(argv[1:]) if argv and argv[0] == sys.executable else list(argv)
+    container = {"name": short, "image": image, "imagePullPolicy": pull_policy(site, site.level(level)),
+                 "command": command}
+    out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
+    if env:
+        out.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": f"{short}-env", "namespace": ns, "labels": labels}, "stringData": env})
+        container["envFrom"] = [{"secretRef": {"name": f"{short}-env"}}]
+    out.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": short, "namespace": ns, "labels": labels},
+                "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": {LABEL: short}},
+                         "template": {"metadata": {"labels": labels},
+                                      "spec": {"containers": [container], "terminationGracePeriodSeconds": 5}}}})
+    return out
+
+
+def _pod_proc(site, level: str, short: str, pod: dict) -> Optional[procs.Proc]:
+    """The running pod's process as a Proc (its log is the pod's container log on the node)."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if "running" in (cs.get("state") or {}) and cs.get("containerID", "").startswith("layernet://"):
+            pid = int(cs["containerID"].split("//", 1)[1])
+            log = podfiles.container_log(site, level, pod, cs["name"])
+            return procs.running(f"{level}/{short}", layout.namespace(site, level), pid, str(log))
+    return None
+
+
+def _cluster_table(site) -> dict[str, procs.Proc]:
+    out: dict[str, procs.Proc] = {}
+    for lv in site.levels:
+        try:
+            pods = (admin.get(site, lv.name, "/api/v1/pods", {"labelSelector": LABEL}) or {}).get("items") or []
+        except Exception:     # noqa: BLE001 - a level whose API does not answer has no services to list
+            continue
+        for pod in pods:
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            short = pod["metadata"]["labels"][LABEL]
+            p = _pod_proc(site, lv.name, short, pod)
+            out[f"{lv.name}/{short}"] = p or procs.Proc(f"{lv.name}/{short}", layout.namespace(site, lv.name), 0, 0,
+                                                        [], "")
+    return out
+
+
 def table(site) -> dict[str, procs.Proc]:
-    return procs.load(_table_path(site))
+    """Every stage service by name; on clusters its running pod's process (pid 0: its pod is not running)."""
+    return _cluster_table(site) if site.lab.clusters else procs.load(_table_path(site))
 
 
 def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional[dict] = None) -> procs.Proc:
-    """(Re)start the stage service `name` ("<level>/<service>") in `level`'s namespace (`env`: its whole
-    environment, default this process's)."""
-    t = table(site)
-    old = t.get(name)
-    if old is not None and procs.alive(old):
-        procs.stop([old])
-    log.parent.mkdir(parents=True, exist_ok=True)
-    p = procs.start(name, layout.namespace(site, level), argv, log, env=env)
-    t[name] = p
-    procs.save(_table_path(site), t)
-    return p
+    """(Re)start the stage service `name` ("<level>/<service>") in `level` (`env`: its whole environment, default
+    this process's). On clusters: its Deployment, replaced, and the pod's process once it runs (`log` unused: the
+    output is the pod's); what `env` holds beyond this process's environment goes in a Secret."""
+    if not site.lab.clusters:
+        t = table(site)
+        old = t.get(name)
+        if old is not None and procs.alive(old):
+            procs.stop([old])
+        log.parent.mkdir(parents=True, exist_ok=True)
+        p = procs.start(name, layout.namespace(site, level), argv, log, env=env)
+        t[name] = p
+        procs.save(_table_path(site), t)
+        return p
+    _, short, ns, image = _place(name)
+    stop(site, name)
+    extra = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
+    admin.apply(site, level, _objects(site, level, short, ns, image, argv, extra), MANAGER)
+    deadline = time.monotonic() + STARTED_WITHIN
+    while True:
+        pods = (admin.get(site, level, f"/api/v1/namespaces/{ns}/pods", {"labelSelector": f"{LABEL}={short}"})
+                or {}).get("items") or []
+        for pod in pods:
+            p = None if pod["metadata"].get("deletionTimestamp") else _pod_proc(site, level, short, pod)
+            if p is not None:
+                return p
+        if time.monotonic() > deadline:
+            why = "; ".join(json.dumps((x.get("status") or {}).get("containerStatuses") or x.get("status"))[:300]
+                            for x in pods) or "no pod"
+            raise LabError(f"{name}: its pod did not start within {STARTED_WITHIN:g} s ({why})")
+        time.sleep(0.1)
 
 
 def stop(site, name: str) -> bool:
-    t = table(site)
-    p = t.pop(name, None)
-    if p is not None:
-        procs.stop([p])
-    procs.save(_table_path(site), t)
-    return p is not None
+    if not site.lab.clusters:
+        t = table(site)
+        p = t.pop(name, None)
+        if p is not None:
+            procs.stop([p])
+        procs.save(_table_path(site), t)
+        return p is not None
+    level, short, ns, _ = _place(name)
+    gone = admin.delete(site, level, f"/apis/apps/v1/namespaces/{ns}/deployments/{short}")
+    admin.delete(site, level, f"/api/v1/namespaces/{ns}/secrets/{short}-env")
+    deadline = time.monotonic() + STARTED_WITHIN
+    while (admin.get(site, level, f"/api/v1/namespaces/{ns}/pods", {"labelSelector": f"{LABEL}={short}"})
+           or {}).get("items"):
+        if time.monotonic() > deadline:
+            raise LabError(f"{name}: its pod is still there {STARTED_WITHIN:g} s after its Deployment was deleted")
+        time.sleep(0.1)
+    return gone
 
 
 def clear(site) -> list[int]:
     """Stop every recorded stage service and drop the table (`lab down` and `lab up` call this): a lab built
     afterwards starts with no stage services, so `lab status` never lists those of an earlier run. Returns the
-    PIDs stopped."""
-    stopped = procs.stop(table(site).values())
+    PIDs stopped. (On clusters they go with their cluster.)"""
+    stopped = procs.stop(procs.load(_table_path(site)).values())
     _table_path(site).unlink(missing_ok=True)
     return stopped
 
 
 def rows(site) -> list[dict]:
     """For `lab status`: every stage service, its pid and whether it runs."""
-    return [{"service": name, "pid": p.pid, "running": procs.alive(p)} for name, p in sorted(table(site).items())]
+    return [{"service": name, "pid": p.pid, "running": bool(p.pid) and procs.alive(p)}
+            for name, p in sorted(table(site).items())]
+
+
+def log_path(site, name: str) -> Path:
+    """Where the stage service's output is: its running pod's container log, or its file in the level folder."""
+    p = table(site).get(name) if site.lab.clusters else None
+    if p is not None and p.log:
+        return Path(p.log)
+    level, _, short = name.partition("/")
+    return layout.level_dir(site, level) / f"{short}.out"
 
 
 # ----------------------------------------------------------------------------------------------- Arc agents
@@ -93,4 +208,4 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "stop", "clear", "rows", "start_arc_agent", "arc_agent_status", "wait_for"]
+__all__ = ["LabError", "start", "stop", "clear", "rows", "log_path", "start_arc_agent", "arc_agent_status", "wait_for"]

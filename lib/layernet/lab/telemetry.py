@@ -86,7 +86,8 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
         log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"")
-        started.append((svc, log, services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)))
+        p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
+        started.append((svc, Path(p.log), p))        # a pod's output is its container log
 
     def ready() -> None:
         for svc, log, p in started:
@@ -166,7 +167,7 @@ def restart(site, service: str, timeout: float = 30.0) -> str:
     log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
     log.write_bytes(b"")
     p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
-    _wait_line(log, p, svc.ready_line, timeout)
+    _wait_line(Path(p.log), p, svc.ready_line, timeout)
     return f"{service} restarted (pid {p.pid})"
 
 
@@ -196,7 +197,7 @@ def clear(site) -> bool:
 
 def counts(site, level: str, service: str = "dataflow") -> Optional[dict]:
     """The last counts line a stand-in printed (dataflow: per flow; connector: sent per asset)."""
-    log = layout.level_dir(site, level) / f"{PREFIX}-{service}.out"
+    log = services.log_path(site, f"{level}/{PREFIX}-{service}")
     try:
         lines = [l for l in log.read_text(errors="replace").splitlines() if " counts " in l or " sent " in l]
     except OSError:

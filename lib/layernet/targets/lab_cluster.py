@@ -11,10 +11,18 @@ from typing import Optional
 
 from layernet.lab import layout
 from layernet.evidence import evidence
-from layernet.lab import aioext, arcagent, mqttpki, procs, reach, services, telemetry
+from layernet.lab import aioext, arcagent, mqttpki, netns, procs, reach, services, telemetry
 from layernet.lab.clusters import kubeconfig
 from layernet.targets.cluster import Cluster
 from layernet.targets.kube import Api
+
+
+class _AdminSide(Api):
+    """The level's API from the jump box's admin side (where it is reached), also when the stage runs on its
+    internet side (the Azure calls' namespace)."""
+
+    def request(self, *args, **kwargs):
+        return netns.in_root(super().request, *args, **kwargs)
 
 
 class LabCluster(Cluster):
@@ -98,11 +106,16 @@ class LabCluster(Cluster):
         return telemetry.install(self.site, records)
 
 
+    @property
+    def reader(self):
+        """The stages' cluster checks read the lab's clusters as a plant's (pods Ready, the broker's Services)."""
+        return self.api if self.site.lab.clusters else None
+
     def api(self, level: str):
         """The level cluster's API from the jump box's kubeconfig (None on a lab site without clusters)."""
         if not self.site.lab.clusters:
             return None
-        return Api(kubeconfig.client(self.site, level))
+        return _AdminSide(netns.in_root(kubeconfig.client, self.site, level))
 
     def no_api(self, level: str) -> str:
         return (f"{level}: this lab site has no clusters (lab.clusters: false), so no Kubernetes API: the lab's "

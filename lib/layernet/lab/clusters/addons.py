@@ -11,11 +11,9 @@ the node's network). The image is K3s's bundled one, present on the node without
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from layernet.lab import LabError
-from layernet.lab.clusters import kubeconfig
+from layernet.lab.clusters import admin
 from layernet.render.dns import COREDNS_CUSTOM, COREDNS_NAMESPACE, COREDNS_SELECTOR, k3s_corefile, node_hosts
 
 COREDNS_IMAGE = "rancher/mirrored-coredns-coredns:1.12.3"      # the image K3s bundles
@@ -76,26 +74,7 @@ def coredns_objects(site, level) -> list[dict]:
     return [sa, cm, deploy, svc]
 
 
-def _path(obj: dict) -> str:
-    plural = {"ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps", "Service": "services",
-              "Deployment": "deployments"}[obj["kind"]]
-    base = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
-    meta = obj["metadata"]
-    return f"{base}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
-
-
 def install(site) -> int:
     """Apply the add-ons to every level's cluster as K3s's deploy controller does (server-side apply, as the
     cluster admin); returns how many objects. Does not wait: stage 01 waits for CoreDNS when it rolls it."""
-    n = 0
-    for lv in site.levels:
-        http, server = kubeconfig.admin_session(site, lv.name)
-        for obj in coredns_objects(site, lv):
-            r = http.patch(server + _path(obj), data=json.dumps(obj), timeout=10,
-                           params={"fieldManager": FIELD_MANAGER, "force": "true"},
-                           headers={"Content-Type": "application/apply-patch+yaml"})
-            if r.status_code not in (200, 201):
-                raise LabError(f"{lv.name}: K3s add-on {obj['kind']}/{obj['metadata']['name']} refused: "
-                                   f"HTTP {r.status_code} {r.text[:300]}")
-            n += 1
-    return n
+    return sum(admin.apply(site, lv.name, coredns_objects(site, lv), FIELD_MANAGER) for lv in site.levels)

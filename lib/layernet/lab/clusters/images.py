@@ -55,6 +55,10 @@ RUNNERS = {
     "eclipse-mosquitto": ("mosquitto", lambda: shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
     "mosquitto": ("mosquitto", lambda: shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
 }
+# the images of what the lab's stand-ins play (lab/services.py): the node runs the stand-in the container's command
+# names (python3 -m layernet.lab.<stand-in> ...)
+STAND_INS = ("clusterconnect-agent", "aio-operator", "opc-plc", "opc-ua", "dataflow")
+RUNNERS.update({name: ("python3", lambda: sys.executable) for name in STAND_INS})
 PROGRAM_ALIASES = {"python": "python3", "/usr/bin/python3": "python3", "/usr/local/bin/python3": "python3",
                    "/usr/local/bin/envoy": "envoy", "/coredns": "coredns", "/usr/sbin/mosquitto": "mosquitto"}
 

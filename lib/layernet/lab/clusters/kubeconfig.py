@@ -52,38 +52,6 @@ def write(site) -> Path:
     return out
 
 
-def admin_session(site, level: str):
-    """(requests session signed in as the lab's cluster admin, the level's API URL); route checked first."""
-    import requests
-
-    layout.check_route(site, site.level(level).node_ip)
-    pki = controlplane.cluster_dir(site, level) / "pki"
-    http = requests.Session()
-    http.trust_env, http.verify = False, str(layout.ca_cert_path(site))
-    http.cert = (str(pki / "admin.crt"), str(pki / "admin.key"))
-    return http, controlplane.api_url(site, level)
-
-
-def deployment_cell(site, level: str, namespace: str, name: str) -> tuple[str, bool]:
-    """A Deployment of the level's cluster as `lab status` shows it: ready replicas, its pod's restarts."""
-    import requests
-
-    try:
-        http, server = admin_session(site, level)
-        r = http.get(f"{server}/apis/apps/v1/namespaces/{namespace}/deployments/{name}", timeout=5)
-        if r.status_code == 404:
-            return "no deployment", False
-        dep = r.json()
-        want, ready = dep["spec"].get("replicas", 1), (dep.get("status") or {}).get("readyReplicas", 0)
-        sel = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"]["matchLabels"].items()))
-        pods = http.get(f"{server}/api/v1/namespaces/{namespace}/pods", params={"labelSelector": sel},
-                        timeout=5).json().get("items") or []
-    except (requests.RequestException, ValueError, KeyError) as exc:
-        return f"API unreachable ({type(exc).__name__})", False
-    restarts = sum(cs.get("restartCount", 0) for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or [])
-    return f"pod {ready}/{want} ready" + (f", {restarts} restart(s)" if restarts else ""), ready >= want
-
-
 def client(site, level: str):
     """A kubernetes ApiClient for the level's cluster, from the jump box's kubeconfig (route checked first)."""
     from kubernetes import config as k8s_config

@@ -29,6 +29,7 @@ as usual. A pod that finds a newer pod of its Deployment already here does not s
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from layernet.lab.clusters import KUBELET_PORT, images, volumes
+from layernet.lab.clusters import KUBELET_PORT, images, servicelb, volumes
 from layernet.lab.clusters.readiness import Readiness, check
 from layernet.lab.clusters.rollout import rivals
 
@@ -367,13 +368,40 @@ class Agent:
     def start(self, c: Container, mounts: dict[str, Path]) -> None:
         argv = images.command(c.spec, mounts)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(c.pod.folder)}
-        env.update({e["name"]: e.get("value", "") for e in c.spec.get("env") or [] if "value" in e})
+        env.update(self.environment(c.pod, c.spec))
         with open(c.log, "ab") as out:
             c.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       cwd=c.pod.folder, env=env, start_new_session=True)
         c.started_at, c.exit, c.pod.started = now(), None, True
         c.readiness.started(time.monotonic())
         self.event(c.pod, "Started", f"Started container {c.name}")
+
+    def environment(self, pod: Pod, spec: dict) -> dict[str, str]:
+        """The container's variables: envFrom (ConfigMaps, Secrets), then env (values, secretKeyRef,
+        configMapKeyRef), as the kubelet resolves them."""
+        out: dict[str, str] = {}
+
+        def data(kind: str, name: str) -> dict[str, str]:
+            obj = self.api.get(f"/api/v1/namespaces/{pod.ns}/{kind}/{name}")
+            if obj is None:
+                raise RuntimeError(f'{kind[:-1]} "{name}" not found')
+            raw = obj.get("data") or {}
+            return {k: base64.b64decode(v).decode() for k, v in raw.items()} if kind == "secrets" else dict(raw)
+
+        for src in spec.get("envFrom") or []:
+            if "secretRef" in src:
+                out.update(data("secrets", src["secretRef"]["name"]))
+            elif "configMapRef" in src:
+                out.update(data("configmaps", src["configMapRef"]["name"]))
+        for e in spec.get("env") or []:
+            ref = e.get("valueFrom") or {}
+            if "value" in e:
+                out[e["name"]] = e["value"]
+            elif "secretKeyRef" in ref:
+                out[e["name"]] = data("secrets", ref["secretKeyRef"]["name"]).get(ref["secretKeyRef"]["key"], "")
+            elif "configMapKeyRef" in ref:
+                out[e["name"]] = data("configmaps", ref["configMapKeyRef"]["name"]).get(ref["configMapKeyRef"]["key"], "")
+        return out
 
     # ---------------------------------------------------------------- rollouts on one shared network
     def supersede(self, pod: Pod) -> bool:
@@ -578,6 +606,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     threading.Thread(target=agent.heartbeat, daemon=True).start()
     threading.Thread(target=agent.watch, daemon=True).start()
     threading.Thread(target=agent.probe, daemon=True).start()
+    pki = folder / "pki"
+    as_admin = Api(agent.api.server, pki / "admin.crt", pki / "admin.key", a.ca)
+    threading.Thread(target=servicelb.run, args=(as_admin, a.ip, agent.stopping), daemon=True).start()
     try:
         agent.loop()
     finally:
