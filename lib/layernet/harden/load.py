@@ -9,23 +9,32 @@ from layernet.lab import layout
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.lab import LabError, commands, procs
+from layernet.lab.clusters import admin
 
 MAX_CLIENTS, MAX_SECONDS = 256, 300.0
 
 
 def envoy_rss_mb(site) -> dict[str, Optional[float]]:
-    """Resident memory (VmRSS, MB) of each level's Envoy; None when it is not running."""
-    out = {}
-    for name, p in sorted(commands.load_procs(site).items()):
-        if not name.endswith("/envoy"):
-            continue
-        rss = None
-        if procs.alive(p):
-            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss = round(int(line.split()[1]) / 1024.0, 1)
-        out[name] = rss
-    return out
+    """Resident memory (VmRSS, MB) of each level's Envoy (its pod's process on a lab with clusters); None when it is
+    not running."""
+    if site.lab.clusters:
+        pids = {f"{lv.name}/envoy": admin.pod_pids(site, lv.name, *ENVOY_PODS) for lv in site.levels if lv.proxy}
+        return {name: _rss(p[0]) if p else None for name, p in sorted(pids.items())}
+    return {name: _rss(p.pid) if procs.alive(p) else None
+            for name, p in sorted(commands.load_procs(site).items()) if name.endswith("/envoy")}
+
+
+ENVOY_PODS = ("layernet", "app.kubernetes.io/name=layernet-envoy")     # render/manifests.py
+
+
+def _rss(pid: int) -> Optional[float]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        return None
+    return None
 
 
 def _pct(vals: list, q: float) -> Optional[float]:

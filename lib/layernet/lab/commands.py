@@ -37,6 +37,7 @@ ENVOY_DEPLOYMENT = ("layernet", "layernet-envoy")     # render/manifests.py
 COREDNS_DEPLOYMENT = ("kube-system", "coredns")       # K3s's (lab/clusters/addons.py)
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
+DOWN_GRACE = 1.0          # seconds a lab process has to exit on SIGTERM when the lab goes down
 RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
 Progress = Callable[[str], None]
 
@@ -147,17 +148,23 @@ def cleanup(site) -> list[str]:
     done = []
     from layernet.lab import kafka, services, telemetry
 
-    stage = services.clear(site)             # what stages 02-04 started, and their records
+    stage = services.clear(site)             # what stages 02-04 started as processes, and their records
     if stage:
         done.append(f"stopped {len(stage)} stage service(s)")
     if telemetry.clear(site):
         done.append("removed the telemetry records")
-    if kafka.stop(site):
-        done.append("stopped the Kafka broker (Event Hubs)")
+    # every process of the lab at once (control planes, nodes, their pods, the cloud, the broker): a short grace, then
+    # SIGKILL; the state goes with the next `up` anyway
     table = load_procs(site)
-    stopped = procs.stop(table.values())
     topo = netns.topology(site)
-    stopped += procs.stop_namespaces(netns.our_namespaces(topo.prefix))
+    pids = [p.pid for p in table.values() if procs.alive(p)]
+    broker = kafka.running_proc(site)
+    pids += [broker.pid] if broker is not None else []
+    for ns in netns.our_namespaces(topo.prefix):
+        pids += procs.ns_pids(ns)
+    stopped = procs.terminate(pids, timeout=DOWN_GRACE)
+    if kafka.stop(site) or broker is not None:
+        done.append("stopped the Kafka broker (Event Hubs)")
     if stopped:
         done.append(f"stopped {len(stopped)} process(es)")
     done += netns.teardown(topo.prefix)

@@ -101,10 +101,12 @@ def table(site) -> dict[str, procs.Proc]:
     return _cluster_table(site) if site.lab.clusters else procs.load(_table_path(site))
 
 
-def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional[dict] = None) -> procs.Proc:
+def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional[dict] = None,
+          wait: bool = True) -> Optional[procs.Proc]:
     """(Re)start the stage service `name` ("<level>/<service>") in `level` (`env`: its whole environment, default
-    this process's). On clusters: its Deployment, replaced, and the pod's process once it runs (`log` unused: the
-    output is the pod's); what `env` holds beyond this process's environment goes in a Secret."""
+    this process's). On clusters: its Deployment, replaced, and (with `wait`) the pod's process once it runs (`log`
+    unused: the output is the pod's; without `wait` None, see `wait_started`); what `env` holds beyond this
+    process's environment goes in a Secret."""
     if not site.lab.clusters:
         t = table(site)
         old = t.get(name)
@@ -119,7 +121,15 @@ def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional
     stop(site, name)
     extra = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
     admin.apply(site, level, _objects(site, level, short, ns, image, argv, extra), MANAGER)
-    deadline = time.monotonic() + STARTED_WITHIN
+    return wait_started(site, name) if wait else None
+
+
+def wait_started(site, name: str, timeout: float = STARTED_WITHIN) -> procs.Proc:
+    """The process of the stage service's pod once it runs (on a network-only lab, its recorded process)."""
+    if not site.lab.clusters:
+        return table(site)[name]
+    level, short, ns, _ = _place(name)
+    deadline = time.monotonic() + timeout
     while True:
         pods = (admin.get(site, level, f"/api/v1/namespaces/{ns}/pods", {"labelSelector": f"{LABEL}={short}"})
                 or {}).get("items") or []
@@ -130,11 +140,12 @@ def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional
         if time.monotonic() > deadline:
             why = "; ".join(json.dumps((x.get("status") or {}).get("containerStatuses") or x.get("status"))[:300]
                             for x in pods) or "no pod"
-            raise LabError(f"{name}: its pod did not start within {STARTED_WITHIN:g} s ({why})")
+            raise LabError(f"{name}: its pod did not start within {timeout:g} s ({why})")
         time.sleep(0.1)
 
 
-def stop(site, name: str) -> bool:
+def stop(site, name: str, wait: bool = True) -> bool:
+    """Stop the stage service (on clusters: delete its Deployment and Secret; with `wait`, until its pod is gone)."""
     if not site.lab.clusters:
         t = table(site)
         p = t.pop(name, None)
@@ -143,15 +154,24 @@ def stop(site, name: str) -> bool:
         procs.save(_table_path(site), t)
         return p is not None
     level, short, ns, _ = _place(name)
-    gone = admin.delete(site, level, f"/apis/apps/v1/namespaces/{ns}/deployments/{short}")
-    admin.delete(site, level, f"/api/v1/namespaces/{ns}/secrets/{short}-env")
-    deadline = time.monotonic() + STARTED_WITHIN
+    gone = admin.delete(site, level, f"/apis/apps/v1/namespaces/{ns}/deployments/{short}", wait=0 if not wait else 30.0)
+    admin.delete(site, level, f"/api/v1/namespaces/{ns}/secrets/{short}-env", wait=0)
+    if wait:
+        wait_stopped(site, name)
+    return gone
+
+
+def wait_stopped(site, name: str, timeout: float = STARTED_WITHIN) -> None:
+    """Until no pod of the stage service is left (nothing to wait for on a network-only lab)."""
+    if not site.lab.clusters:
+        return
+    level, short, ns, _ = _place(name)
+    deadline = time.monotonic() + timeout
     while (admin.get(site, level, f"/api/v1/namespaces/{ns}/pods", {"labelSelector": f"{LABEL}={short}"})
            or {}).get("items"):
         if time.monotonic() > deadline:
-            raise LabError(f"{name}: its pod is still there {STARTED_WITHIN:g} s after its Deployment was deleted")
+            raise LabError(f"{name}: its pod is still there {timeout:g} s after its Deployment was deleted")
         time.sleep(0.1)
-    return gone
 
 
 def clear(site) -> list[int]:
@@ -208,4 +228,4 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "stop", "clear", "rows", "log_path", "start_arc_agent", "arc_agent_status", "wait_for"]
+__all__ = ["LabError", "start", "wait_started", "stop", "wait_stopped", "clear", "rows", "log_path", "start_arc_agent", "arc_agent_status", "wait_for"]

@@ -77,21 +77,24 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     env_plain = {k: v for k, v in os.environ.items() if k != kafka.env_var(site)}
     # the previous generation stops first, upstream first, so nothing publishes into a restarting hop
     t = services.table(site)
-    for svc in reversed(svcs):
-        if _name(svc) in t:
-            services.stop(site, _name(svc))
+    old = [_name(svc) for svc in reversed(svcs) if _name(svc) in t]
+    for name in old:                          # asked to stop together, then waited for
+        services.stop(site, name, wait=False)
+    for name in old:
+        services.wait_stopped(site, name)
     started: list = []
 
     def spawn(svc, env) -> None:
         log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_bytes(b"")
-        p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
-        started.append((svc, Path(p.log), p))        # a pod's output is its container log
+        services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env, wait=False)
+        started.append(svc)
 
-    def ready() -> None:
-        for svc, log, p in started:
-            _wait_line(log, p, svc.ready_line, timeout)
+    def ready() -> None:                      # the pods start side by side; each is waited for here
+        for svc in started:
+            p = services.wait_started(site, _name(svc))
+            _wait_line(Path(p.log), p, svc.ready_line, timeout)     # a pod's output is its container log
             done.append(f"{svc.name} (pid {p.pid})")
         started.clear()
 

@@ -27,14 +27,24 @@ def admin_side(func):
     return wrapper
 
 
+_SESSIONS: dict[tuple, requests.Session] = {}
+
+
 def admin_session(site, level: str):
-    """(requests session signed in as the lab's cluster admin, the level's API URL); route checked first."""
-    layout.check_route(site, site.level(level).node_ip)
+    """(requests session signed in as the lab's cluster admin, the level's API URL); route checked first. One
+    session (its TLS connections kept) per cluster as built: a rebuilt cluster has new keys, and a new session."""
     pki = controlplane.cluster_dir(site, level) / "pki"
-    http = requests.Session()
-    http.trust_env, http.verify = False, str(layout.ca_cert_path(site))
-    http.cert = (str(pki / "admin.crt"), str(pki / "admin.key"))
-    return http, controlplane.api_url(site, level)
+    crt = pki / "admin.crt"
+    server = controlplane.api_url(site, level)
+    key = (server, str(crt), crt.stat().st_mtime_ns if crt.exists() else 0)
+    http = _SESSIONS.get(key)
+    if http is None:
+        layout.check_route(site, site.level(level).node_ip)
+        http = requests.Session()
+        http.trust_env, http.verify = False, str(layout.ca_cert_path(site))
+        http.cert = (str(crt), str(pki / "admin.key"))
+        _SESSIONS[key] = http
+    return http, server
 
 
 @admin_side
@@ -92,7 +102,7 @@ def get(site, level: str, api_path: str, params: Optional[dict] = None) -> Optio
 
 @admin_side
 def delete(site, level: str, api_path: str, wait: float = 30.0) -> bool:
-    """Delete in the foreground and wait until it is gone; False when it was not there."""
+    """Delete in the foreground and wait until it is gone (`wait` 0: do not wait); False when it was not there."""
     http, server = admin_session(site, level)
     r = http.delete(server + api_path, params={"propagationPolicy": "Foreground"}, timeout=10)
     if r.status_code == 404:
@@ -100,8 +110,20 @@ def delete(site, level: str, api_path: str, wait: float = 30.0) -> bool:
     if r.status_code not in (200, 202):
         raise LabError(f"{level}: DELETE {api_path}: HTTP {r.status_code} {r.text[:300]}")
     deadline = time.monotonic() + wait
-    while http.get(server + api_path, timeout=10).status_code != 404:
+    while wait and http.get(server + api_path, timeout=10).status_code != 404:
         if time.monotonic() > deadline:
             raise LabError(f"{level}: {api_path} still there {wait:g} s after its deletion")
         time.sleep(0.1)
     return True
+
+
+@admin_side
+def pod_pids(site, level: str, namespace: str, selector: str) -> list[int]:
+    """The process ids of the running containers of the pods `selector` picks (the node runs each as a process)."""
+    try:
+        pods = (get(site, level, f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}) or {}).get("items")
+    except (LabError, requests.RequestException):
+        return []
+    return [int(cs["containerID"].split("//", 1)[1]) for p in pods or []
+            for cs in (p.get("status") or {}).get("containerStatuses") or []
+            if "running" in (cs.get("state") or {}) and str(cs.get("containerID", "")).startswith("layernet://")]
