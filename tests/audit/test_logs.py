@@ -98,6 +98,26 @@ def test_rotated_and_compressed_logs_are_read_oldest_first(site, allowlist, tmp_
     assert per.loc["level3", "connections"] == 3 and per.loc["level4", "connections"] == 1
 
 
+def test_a_lab_state_folder_with_clusters_is_read_from_its_envoy_pods_oldest_pod_first(site, allowlist, tmp_path):
+    """A lab with clusters keeps each level's Envoy output in its pod's folder on the node; a rolled Envoy left an
+    older pod's log beside the new one's. Envoy's own lines there are not malformed."""
+    import os
+
+    old = tmp_path / "level3" / "cluster" / "pods" / "layernet_layernet-envoy-7d9-abcde_1234abcd" / "envoy.log"
+    new = tmp_path / "level3" / "cluster" / "pods" / "layernet_layernet-envoy-5f1-fghij_5678efgh" / "envoy.log"
+    other = tmp_path / "level3" / "cluster" / "pods" / "kube-system_coredns-6c8-xyz_9abc0def" / "coredns.log"
+    for f, text in ((old, "[2025-03-01 08:00:00.000][1][info][main] starting\n" + rec(time=T(1), cid=1) + "\n"),
+                    (new, rec(time=T(2), cid=2) + "\n"), (other, "[INFO] 10.0.0.1 A example.\n")):
+        f.parent.mkdir(parents=True)
+        f.write_text(text)
+    os.utime(old, (1_000, 1_000))
+    os.utime(new, (2_000, 2_000))
+    files = collect.read_logdir(tmp_path, ["level3"])
+    assert files == {"level3": [old, new]}
+    p = parse_logs(files, allowlist, sources_are_levels=True)
+    assert list(p.connections["connection_id"]) == [1, 2] and p.malformed.empty and p.other == 1
+
+
 def test_two_logs_for_one_level_is_an_error_naming_both(tmp_path):
     good_dir(tmp_path)
     (tmp_path / "level3.jsonl").write_text(rec() + "\n")

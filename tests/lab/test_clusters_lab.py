@@ -83,8 +83,7 @@ def test_a_probe_job_runs_on_level2_through_the_kube_path(site, lab, kube):
     assert len(rows) == len(checks) > 10
     assert [r for r in rows if not r["ok"]] == []
     assert {r["check"] for r in rows} >= {"dns", "tls"}
-    log = (layout.level_dir(site, "level3") / "envoy-access.log").read_text()
-    pulls = [json.loads(line) for line in log.splitlines() if '"mcr.microsoft.com"' in line]
+    pulls = [json.loads(line) for line in lab.logs("level3") if '"mcr.microsoft.com"' in line]   # the Envoy pod's log
     assert pulls, "the probe image's pull did not cross level3's proxy"
 
 

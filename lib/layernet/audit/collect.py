@@ -16,6 +16,8 @@ from layernet import clock
 from layernet.errors import InputError
 from layernet.progress import step
 
+# a lab with clusters keeps a level's pods under <level>/cluster/pods/<namespace>_<pod>_<uid>/ (lab/clusters/node.py)
+LAB_ENVOY_PODS = "cluster/pods/layernet_layernet-envoy-*/envoy.log"
 LOG_NAMES = ("{level}.log", "{level}.jsonl", "{level}/envoy-access.log")
 # a level's log and its rotations: level3.log, level3.log.1, level3.log.2.gz, level3.log.gz (also for .jsonl)
 _ROTATED = re.compile(r"(?P<stem>.+?)\.(?P<ext>log|jsonl)(?:\.(?P<n>[0-9]+))?(?P<gz>\.gz)?")
@@ -60,7 +62,10 @@ def _logs_in(root: Path) -> dict[str, dict[str, list[Path]]]:
                                                                    or g.name.startswith("envoy-access.log."))]
             if inner:
                 found.setdefault(f.name, {})["envoy-access.log"] = inner
-    return {lv: {k: sorted(v, key=_age) for k, v in kinds.items()} for lv, kinds in found.items()}
+            pods = sorted(f.glob(LAB_ENVOY_PODS), key=lambda g: g.stat().st_mtime)
+            if pods:                  # a lab with clusters: the Envoy pods' output, oldest pod first
+                found.setdefault(f.name, {})["pod log"] = pods
+    return {lv: {k: v if k == "pod log" else sorted(v, key=_age) for k, v in kinds.items()} for lv, kinds in found.items()}
 
 
 def _one(root: Path, level: str, kinds: dict[str, list[Path]]) -> list[Path]:
