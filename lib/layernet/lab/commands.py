@@ -160,9 +160,13 @@ def cleanup(site) -> list[str]:
     pids = [p.pid for p in table.values() if procs.alive(p)]
     broker = kafka.running_proc(site)
     pids += [broker.pid] if broker is not None else []
-    for ns in netns.our_namespaces(topo.prefix):
-        pids += procs.ns_pids(ns)
-    stopped = procs.terminate(pids, timeout=DOWN_GRACE)
+    stopped: list[int] = []
+    for _ in range(3):         # again while a namespace still holds a process (one a dying node restarted)
+        pids += [pid for ns in netns.our_namespaces(topo.prefix) for pid in procs.ns_pids(ns)]
+        if not pids:
+            break
+        stopped += procs.terminate(pids, timeout=DOWN_GRACE)
+        pids = []
     if kafka.stop(site) or broker is not None:
         done.append("stopped the Kafka broker (Event Hubs)")
     if stopped:

@@ -112,8 +112,9 @@ class LabTarget(LabLife, KubeTarget):
     # ------------------------------------------------------------------ probe
     def probe(self, level: str, checks: list[dict]) -> list[dict]:
         """A probe Job on the level's cluster, as on a plant; TLS checks without a `ca_file` trust the lab CA."""
-        if layout.namespace(self.site, level) not in netns.list_namespaces():
-            raise LabError(f"the lab of {self.site.name} is down: bring it up first (layernet lab up --site ...)")
+        ns = layout.namespace(self.site, level)
+        if ns not in netns.list_namespaces():
+            raise LabError(f"namespace {ns} does not exist: bring the lab up first (layernet lab up --site ...)")
         return KubeTarget.probe(self, level, with_lab_ca(self.site, checks))
 
 

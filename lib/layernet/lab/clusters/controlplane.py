@@ -160,7 +160,17 @@ class ControllerManager(Component):
         return self.component_argv() + [
             f"--service-account-private-key-file={self.pki / 'service-account.key'}",
             f"--root-ca-file={layout.ca_cert_path(self.site)}", "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}"]
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--controllers=" + ",".join(CONTROLLERS)]
+
+
+# the controllers what runs on a lab cluster needs (every one starts informers and, with service-account
+# credentials, its own client: the others cost start-up time on the shared cores and do nothing here). The node
+# lifecycle controller lifts the not-ready taint the API server puts on a node that registers.
+CONTROLLERS = ("node-lifecycle-controller", "deployment-controller", "replicaset-controller", "job-controller", "daemonset-controller",
+               "statefulset-controller", "serviceaccount-controller", "serviceaccount-token-controller",
+               "namespace-controller", "garbage-collector-controller", "root-ca-certificate-publisher-controller",
+               "endpointslice-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller",
+               "clusterrole-aggregation-controller")
 
 
 class Scheduler(Component):

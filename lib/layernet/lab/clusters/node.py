@@ -366,6 +366,8 @@ class Agent:
         return mounts
 
     def start(self, c: Container, mounts: dict[str, Path]) -> None:
+        if self.stopping.is_set():          # the node is going down: nothing starts (or restarts) any more
+            return
         argv = images.command(c.spec, mounts)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(c.pod.folder)}
         env.update(self.environment(c.pod, c.spec))
