@@ -124,3 +124,24 @@ def test_the_node_resolves_env_from_secrets_and_config_maps_as_a_kubelet(tmp_pat
     assert agent.environment(pod, spec) == {"A": "s3cret", "B": "overrides", "D": "plain", "E": "s3cret"}
     with pytest.raises(RuntimeError, match='secret "gone" not found'):
         agent.environment(pod, {"envFrom": [{"secretRef": {"name": "gone"}}]})
+    with pytest.raises(RuntimeError, match="couldn't find key Z in secret ns/env"):
+        agent.environment(pod, {"env": [{"name": "Z", "valueFrom": {"secretKeyRef": {"name": "env", "key": "Z"}}}]})
+    optional = {"envFrom": [{"secretRef": {"name": "gone", "optional": True}}],
+                "env": [{"name": "Z", "valueFrom": {"secretKeyRef": {"name": "env", "key": "Z", "optional": True}}}]}
+    assert agent.environment(pod, optional) == {}                  # optional: absent is nothing, not an error
+
+
+def test_a_pod_whose_env_secret_is_missing_waits_in_create_container_config_error(tmp_path):
+    """As a kubelet: the container never starts, and the pod says which object is missing."""
+    agent = node.Agent(tmp_path, "level4", "127.0.0.1", "unused", "ca.crt")
+    agent.api = _Objects({})
+    agent.event = lambda *a, **k: None
+    reported = []
+    agent.report = lambda pod, key=None: reported.append((pod.waiting, key))
+    pod = node.Pod(agent, {"metadata": {"namespace": "ns", "name": "p", "uid": "u" * 8},
+                           "spec": {"containers": [{"name": "c", "image": "python:3.12", "imagePullPolicy": "Never",
+                                                    "command": ["python3", "-c", "pass"],
+                                                    "envFrom": [{"secretRef": {"name": "gone"}}]}]}})
+    agent.step(pod)
+    assert reported[-1] == ({"reason": "CreateContainerConfigError", "message": 'secret "gone" not found'}, "config")
+    assert pod.containers[0].proc is None

@@ -101,6 +101,7 @@ class Container:
         self.next_start = 0.0                  # when a crashed container starts again (0: not backing off)
         self.backoff = 0.0
         self.log = pod.folder / f"{self.name}.log"
+        self.env: dict[str, str] = {}          # resolved before each start (Agent.environment)
         self.readiness = Readiness(spec.get("readinessProbe"))
 
     @property
@@ -370,7 +371,7 @@ class Agent:
             return
         argv = images.command(c.spec, mounts)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(c.pod.folder)}
-        env.update(self.environment(c.pod, c.spec))
+        env.update(c.env)
         with open(c.log, "ab") as out:
             c.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       cwd=c.pod.folder, env=env, start_new_session=True)
@@ -380,11 +381,14 @@ class Agent:
 
     def environment(self, pod: Pod, spec: dict) -> dict[str, str]:
         """The container's variables: envFrom (ConfigMaps, Secrets), then env (values, secretKeyRef,
-        configMapKeyRef), as the kubelet resolves them."""
+        configMapKeyRef), as the kubelet resolves them; a missing object that is not `optional` is an error naming it
+        (the pod then waits in CreateContainerConfigError)."""
         out: dict[str, str] = {}
 
-        def data(kind: str, name: str) -> dict[str, str]:
+        def data(kind: str, name: str, optional: bool = False) -> dict[str, str]:
             obj = self.api.get(f"/api/v1/namespaces/{pod.ns}/{kind}/{name}")
+            if obj is None and optional:
+                return {}
             if obj is None:
                 raise RuntimeError(f'{kind[:-1]} "{name}" not found')
             raw = obj.get("data") or {}
@@ -392,17 +396,21 @@ class Agent:
 
         for src in spec.get("envFrom") or []:
             if "secretRef" in src:
-                out.update(data("secrets", src["secretRef"]["name"]))
+                out.update(data("secrets", src["secretRef"]["name"], bool(src["secretRef"].get("optional"))))
             elif "configMapRef" in src:
-                out.update(data("configmaps", src["configMapRef"]["name"]))
+                out.update(data("configmaps", src["configMapRef"]["name"], bool(src["configMapRef"].get("optional"))))
         for e in spec.get("env") or []:
             ref = e.get("valueFrom") or {}
             if "value" in e:
                 out[e["name"]] = e["value"]
-            elif "secretKeyRef" in ref:
-                out[e["name"]] = data("secrets", ref["secretKeyRef"]["name"]).get(ref["secretKeyRef"]["key"], "")
-            elif "configMapKeyRef" in ref:
-                out[e["name"]] = data("configmaps", ref["configMapKeyRef"]["name"]).get(ref["configMapKeyRef"]["key"], "")
+            for kind, key in (("secrets", "secretKeyRef"), ("configmaps", "configMapKeyRef")):
+                if key in ref:
+                    sel = ref[key]
+                    got = data(kind, sel["name"], bool(sel.get("optional")))
+                    if sel["key"] in got:
+                        out[e["name"]] = got[sel["key"]]
+                    elif not sel.get("optional"):
+                        raise RuntimeError(f'couldn\'t find key {sel["key"]} in {kind[:-1]} {pod.ns}/{sel["name"]}')
         return out
 
     # ---------------------------------------------------------------- rollouts on one shared network
@@ -459,6 +467,7 @@ class Agent:
             return
         try:
             mounts = self.volumes(pod)
+            envs = {c.name: self.environment(pod, c.spec) for c in pod.containers}
         except (requests.RequestException, RuntimeError, volumes.VolumeError) as exc:
             waiting = {"reason": "CreateContainerConfigError", "message": str(exc)[:300]}
             if pod.waiting != waiting:
@@ -469,6 +478,7 @@ class Agent:
         if not pod.started and not self.supersede(pod):
             return self.report(pod)
         for c in pod.containers:
+            c.env = envs[c.name]
             if c.proc is None and c.exit is None:
                 self.start(c, mounts)
             elif c.proc is not None and c.proc.poll() is not None and c.exit is None:
