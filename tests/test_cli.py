@@ -18,16 +18,19 @@ def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 
 def test_render_writes_one_folder_per_level(tmp_path: Path):
-    proc = _run("render", "--site", LAB, "--out", str(tmp_path / "out"))
+    # the lab site's default: what its stage 01 applies to its clusters, the kube objects
+    kube = _run("render", "--site", LAB, "--out", str(tmp_path / "kube"))
+    assert kube.returncode == 0, kube.stderr
+    assert (tmp_path / "kube" / "level3" / "coredns-custom.yaml").is_file()
+    assert (tmp_path / "kube" / "level4" / "envoy-manifests.yaml").is_file()
+    assert not (tmp_path / "kube" / "level3" / "Corefile").exists()
+    # the network-only lab's files, when asked for
+    proc = _run("render", "--site", LAB, "--out", str(tmp_path / "out"), "--target", "lab")
     assert proc.returncode == 0, proc.stderr
     written = {Path(p).relative_to(tmp_path / "out").as_posix() for p in proc.stdout.split()}
     assert {"level4/envoy.yaml", "level3/envoy.yaml", "level3/Corefile", "level2/custom/layernet.server",
             "level4/nftables.nft", "level2/ip-allow-list.md"} <= written
     assert "level2/envoy.yaml" not in written  # level2 runs no proxy
-    kube = _run("render", "--site", LAB, "--out", str(tmp_path / "kube"), "--target", "kube")
-    assert kube.returncode == 0, kube.stderr
-    assert (tmp_path / "kube" / "level3" / "coredns-custom.yaml").is_file()
-    assert (tmp_path / "kube" / "level4" / "envoy-manifests.yaml").is_file()
 
 
 def test_render_bad_site_exits_2_and_writes_nothing(tmp_path: Path):

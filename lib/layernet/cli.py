@@ -55,8 +55,10 @@ def cmd_render(args) -> int:
 
     from layernet.runfolder import check_out_dir
 
-    site = _load(args)
-    arts = render_site(site, effective_allowlist(site), target=args.target or site.target)
+    from layernet.targets import target_class
+
+    site = _load(args)        # by default what the site's target applies (a lab with clusters: the kube objects)
+    arts = render_site(site, effective_allowlist(site), target=args.target or target_class(site).renders)
     out = check_out_dir(args.out)
     for art in arts:  # level names are DNS labels; this keeps any artifact path inside --out all the same
         dest = (out / art.level / art.name).resolve()
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="write every level's Envoy, DNS, manifests and firewall artifacts")
     _site_args(p)
     p.add_argument("--out", required=True, help="output folder (one sub-folder per level)")
-    p.add_argument("--target", choices=["lab", "kube"], help="render for this target (default: the site's)")
+    p.add_argument("--target", choices=["lab", "kube"], help="render for this target (default: what the site's target applies; kube on a lab with clusters, lab the network-only lab's files)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("lab", help="the local namespace lab: up, down, status, exec LEVEL -- CMD")
