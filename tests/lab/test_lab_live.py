@@ -86,6 +86,10 @@ def test_up_creates_namespaces_and_processes(lab, lab_site):
     rows = commands.status(lab_site)
     assert all(r["ok"] for r in rows), rows
     assert [r["envoy"] for r in rows[:3]] == ["pod 1/1 ready", "pod 1/1 ready", "-"]
+    from layernet.harden.load import envoy_rss_mb
+
+    rss = envoy_rss_mb(lab_site)                                     # the hardening's memory reads the Envoy pods
+    assert set(rss) == {"level4/envoy", "level3/envoy"} and all(0 < mb < 300 for mb in rss.values()), rss
     assert commands.lab_is_up(lab_site)
     assert commands.cli_status(lab_site) == 0
 

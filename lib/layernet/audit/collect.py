@@ -15,9 +15,10 @@ from typing import Optional
 from layernet import clock
 from layernet.errors import InputError
 from layernet.progress import step
+from layernet.render import manifests
 
 # a lab with clusters keeps a level's pods under <level>/cluster/pods/<namespace>_<pod>_<uid>/ (lab/clusters/node.py)
-LAB_ENVOY_PODS = "cluster/pods/layernet_layernet-envoy-*/envoy.log"
+LAB_ENVOY_PODS = f"cluster/pods/{manifests.NAMESPACE}_{manifests.APP}-*/{manifests.CONTAINER}.log"
 LOG_NAMES = ("{level}.log", "{level}.jsonl", "{level}/envoy-access.log")
 # a level's log and its rotations: level3.log, level3.log.1, level3.log.2.gz, level3.log.gz (also for .jsonl)
 _ROTATED = re.compile(r"(?P<stem>.+?)\.(?P<ext>log|jsonl)(?:\.(?P<n>[0-9]+))?(?P<gz>\.gz)?")

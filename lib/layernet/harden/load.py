@@ -2,7 +2,6 @@
 through every proxy to the cloud for T seconds; latency percentiles and Envoy memory before and after."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from layernet.lab import layout
@@ -10,6 +9,7 @@ from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
 from layernet.lab import LabError, commands, procs
 from layernet.lab.clusters import admin
+from layernet.render import manifests
 
 MAX_CLIENTS, MAX_SECONDS = 256, 300.0
 
@@ -18,23 +18,12 @@ def envoy_rss_mb(site) -> dict[str, Optional[float]]:
     """Resident memory (VmRSS, MB) of each level's Envoy (its pod's process on a lab with clusters); None when it is
     not running."""
     if site.lab.clusters:
-        pids = {f"{lv.name}/envoy": admin.pod_pids(site, lv.name, *ENVOY_PODS) for lv in site.levels if lv.proxy}
-        return {name: _rss(p[0]) if p else None for name, p in sorted(pids.items())}
-    return {name: _rss(p.pid) if procs.alive(p) else None
+        selector = ",".join(f"{k}={v}" for k, v in manifests.SELECTOR.items())
+        pids = {f"{lv.name}/envoy": admin.pod_pids(site, lv.name, manifests.NAMESPACE, selector)
+                for lv in site.levels if lv.proxy}
+        return {name: procs.rss_mb(p[0]) if p else None for name, p in sorted(pids.items())}
+    return {name: procs.rss_mb(p.pid) if procs.alive(p) else None
             for name, p in sorted(commands.load_procs(site).items()) if name.endswith("/envoy")}
-
-
-ENVOY_PODS = ("layernet", "app.kubernetes.io/name=layernet-envoy")     # render/manifests.py
-
-
-def _rss(pid: int) -> Optional[float]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        return None
-    return None
 
 
 def _pct(vals: list, q: float) -> Optional[float]:

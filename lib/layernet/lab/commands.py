@@ -29,12 +29,13 @@ from layernet.lab.binaries import coredns_binary, envoy_ports, envoy_ready
 from layernet.lab.clusters import addons, admin, controlplane, kubeconfig
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace
 from layernet.lab import state_dir as _state_dir
-from layernet.render import render_site
+from layernet.render import manifests, render_site
+from layernet.render.dns import COREDNS_NAMESPACE
 from layernet.table import print_table
 
 ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
-ENVOY_DEPLOYMENT = ("layernet", "layernet-envoy")     # render/manifests.py
-COREDNS_DEPLOYMENT = ("kube-system", "coredns")       # K3s's (lab/clusters/addons.py)
+ENVOY_DEPLOYMENT = (manifests.NAMESPACE, manifests.APP)
+COREDNS_DEPLOYMENT = (COREDNS_NAMESPACE, "coredns")       # K3s's (lab/clusters/addons.py)
 KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
 DOWN_GRACE = 1.0          # seconds a lab process has to exit on SIGTERM when the lab goes down

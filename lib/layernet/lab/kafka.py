@@ -498,16 +498,6 @@ def running_proc(site) -> Optional[procs.Proc]:
     return p if p is not None and procs.alive(p) else None
 
 
-def rss_mb(pid: int) -> Optional[float]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def _cloud_ns(site) -> str:
     return netns.ns_name(site, "cloud")
 
@@ -687,7 +677,7 @@ def start(site, progress: Optional[Progress] = None, timeout: float = READY_TIME
             start_rbac(site)
         add_route(site)
     seconds = time.monotonic() - t0
-    info = {"pid": p.pid, "seconds": round(seconds, 2), "rss_mb": rss_mb(p.pid), "host": host(site),
+    info = {"pid": p.pid, "seconds": round(seconds, 2), "rss_mb": procs.rss_mb(p.pid), "host": host(site),
             "port": PUBLIC_PORT, "backend": f"{LOOPBACK}:{LISTEN_PORT}", "topics": topics["topics"],
             "started": started}
     if progress:
@@ -790,7 +780,7 @@ def status_row(site) -> Optional[dict]:
         return None
     alive = procs.alive(p)
     ready = alive and procs.listening(p.pid, [LISTEN_PORT]) == {LISTEN_PORT}
-    cell = f"kafka {p.pid}" + (f" {rss_mb(p.pid)} MB" if alive else " dead")
+    cell = f"kafka {p.pid}" + (f" {procs.rss_mb(p.pid)} MB" if alive else " dead")
     return {"level": "eventhubs", "namespace": p.ns, "ns": "yes" if p.ns in netns.list_namespaces() else "no",
             "envoy": cell, "dns": "-", "nft": "-", "ok": bool(ready)}
 

@@ -9,8 +9,11 @@ from typing import Optional
 
 from layernet.lab import layout
 from layernet.lab.clusters import controlplane
+from layernet.render import manifests
+from layernet.render.dns import COREDNS_NAMESPACE
 
-ENVOY_POD, COREDNS_POD = "layernet_layernet-envoy-", "kube-system_coredns-"
+ENVOY_POD = f"{manifests.NAMESPACE}_{manifests.APP}-"
+COREDNS_POD = f"{COREDNS_NAMESPACE}_coredns-"
 
 
 def _newest_pod(site, level: str, prefix: str) -> Optional[Path]:
@@ -24,7 +27,7 @@ def envoy_access_log(site, level: str) -> Path:
     if not site.lab.clusters:
         return layout.level_dir(site, level) / "envoy-access.log"
     pod = _newest_pod(site, level, ENVOY_POD)
-    return pod / "envoy.log" if pod else layout.level_dir(site, level) / "no-envoy-pod.log"
+    return pod / f"{manifests.CONTAINER}.log" if pod else layout.level_dir(site, level) / "no-envoy-pod.log"
 
 
 def coredns_log(site, level: str) -> Path:

@@ -46,6 +46,17 @@ def running(name: str, ns: str, pid: int, log: str = "") -> Proc:
     return Proc(name, ns, pid, st[1] if st else 0, [], log)
 
 
+def rss_mb(pid: int) -> Optional[float]:
+    """Resident memory (VmRSS) of a process in MB, one decimal; None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def alive(p: Proc) -> bool:
     """Running (not a zombie) and still the process we started."""
     _reap(p.pid)

@@ -20,6 +20,8 @@ from layernet.render.util import dump_yaml_all
 
 NAMESPACE = "layernet"
 APP = "layernet-envoy"
+CONTAINER = "envoy"
+SELECTOR = {"app.kubernetes.io/name": APP}
 CONFIG_ANNOTATION = "layernet/config-sha256"
 ENVOY_UID = 101
 
@@ -34,7 +36,7 @@ def pull_policy(site, level) -> str:
 
 def envoy_objects(site, level, envoy_yaml: str, listener_ports: list[int]) -> list[dict]:
     labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/managed-by": "layernet", "layernet/level": level.name}
-    selector = {"app.kubernetes.io/name": APP}
+    selector = SELECTOR
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": dict(labels)}}
     cm = {
         "apiVersion": "v1",
@@ -43,7 +45,7 @@ def envoy_objects(site, level, envoy_yaml: str, listener_ports: list[int]) -> li
         "data": {"envoy.yaml": envoy_yaml},
     }
     container = {
-        "name": "envoy",
+        "name": CONTAINER,
         "image": site.images.reference("envoy", site.azure.cloud),
         "imagePullPolicy": pull_policy(site, level),
         "command": ["envoy"],

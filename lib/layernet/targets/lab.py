@@ -24,7 +24,7 @@ from layernet.lab import LabError, commands, layout, netns
 from layernet.lab.clusters import kubeconfig
 from layernet.plan import UNCHANGED, Plan, Step, change, refuse_drift
 from layernet.targets.kube import Api, KubeTarget, desired_objects, diff_object, object_id, with_coredns_restart
-from layernet.targets.lab_network import LabLife, NetworkLab, _diff, _rebuild, _repairs, with_lab_ca
+from layernet.targets.lab_network import LabLife, NetworkLab, _diff, _rebuild, _repairs, condition, with_lab_ca
 
 FIREWALL = "nftables.nft"
 PROBE_TIMEOUT = 120.0
@@ -72,9 +72,8 @@ class LabTarget(LabLife, KubeTarget):
 
     def _steps(self, artifacts: list) -> list[Step]:
         site = self.site
-        stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+        stopped, partial = condition(site)
         if stopped is None:
-            partial = bool(netns.our_namespaces(netns.topology(site).prefix))
             return [_rebuild(partial)] + self._offline(artifacts)
         if stopped:     # a cluster process is down: its API may not answer until apply restarts it
             return [s for s, _ in self._firewall(artifacts)] + _repairs(stopped) + self._offline(artifacts)
@@ -92,9 +91,8 @@ class LabTarget(LabLife, KubeTarget):
         site = self.site
         if plan is not None:
             refuse_drift(plan, self._steps(artifacts))
-        stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+        stopped, partial = condition(site)
         if stopped is None:
-            partial = bool(netns.our_namespaces(netns.topology(site).prefix))
             commands.up(site, artifacts=artifacts)
             lab = [_rebuild(partial)]
         else:

@@ -53,6 +53,14 @@ def _parse_time(text: str) -> Optional[datetime]:
         return None
 
 
+def condition(site) -> tuple[Optional[list[str]], bool]:
+    """(stopped, partial) of a lab: the level services that stopped ([] when it is up), or None when it needs a
+    rebuild; and whether namespaces of it remain (a rebuild is then a repair)."""
+    stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+    partial = stopped is None and bool(netns.our_namespaces(netns.topology(site).prefix))
+    return stopped, partial
+
+
 def _rebuild(partial: bool) -> Step:
     if partial:
         return change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
@@ -97,7 +105,6 @@ def with_lab_ca(site, checks: list[dict]) -> list[dict]:
 
 class LabLife:
     """What either lab answers about its own life cycle: up or down, taking it down, what probes trust, tools."""
-    site = None
 
     def session_state(self) -> Optional[str]:
         if commands.lab_is_up(self.site):
@@ -153,10 +160,8 @@ class NetworkLab(LabLife, Target):
         return Plan.of("infrastructure", self._steps(artifacts), self.kind)
 
     def _steps(self, artifacts: list) -> list[Step]:
-        up = commands.lab_is_up(self.site)
-        stopped = [] if up else commands.stopped_services(self.site)
+        stopped, partial = condition(self.site)
         if stopped is None:
-            partial = bool(netns.our_namespaces(netns.topology(self.site).prefix))
             return self._plan(artifacts, up=partial) + [_rebuild(partial)]
         changes = self._plan(artifacts, True)
         return changes + _restarts(artifacts, changes, stopped) + _repairs(stopped)
@@ -169,11 +174,10 @@ class NetworkLab(LabLife, Target):
         site = self.site
         if plan is not None:
             refuse_drift(plan, self._steps(artifacts))
-        stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+        stopped, partial = condition(site)
         if stopped is None:
             # down, or broken beyond a stopped process: rebuild. When namespaces remain, the configs on disk
             # are what ran, so the plan compares against them and the rebuild is reported as a repair.
-            partial = bool(netns.our_namespaces(netns.topology(site).prefix))
             changes = self._plan(artifacts, up=partial)
             commands.up(site, artifacts=artifacts)
             return changes + [_rebuild(partial)]
