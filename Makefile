@@ -34,7 +34,8 @@ $(COREDNS): tools/coredns/go.mod tools/coredns/go.sum tools/coredns/main.go
 	cd tools/coredns && GOTOOLCHAIN=local GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false -ldflags=-s -o $(abspath $@) .
 
 # The lab's Kubernetes control plane (one cluster per level): kube-apiserver, kube-controller-manager and
-# kube-scheduler from the k8s.io/kubernetes module pinned in tools/kube/go.mod, in one multi-call binary, and kine
+# kube-scheduler from the k8s.io/kubernetes module pinned in tools/kube/go.mod, in one binary (`kube server` runs the
+# three in one process, as K3s does), and kine
 # (K3s's SQLite datastore shim) pinned in tools/kine/go.mod. Cold: about 10 min and 3 GB of memory; rebuilt only
 # when the build files change (Go's build cache makes a rebuild quick).
 $(KUBE): tools/kube/go.mod tools/kube/go.sum tools/kube/main.go

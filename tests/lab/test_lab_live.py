@@ -69,7 +69,7 @@ def test_up_creates_namespaces_and_processes(lab, lab_site):
     assert set(topo.namespaces) <= set(netns.list_namespaces())
     table = commands.load_procs(lab_site)
     cluster = {f"{lv}/{svc}" for lv in ("level4", "level3", "level2")
-               for svc in ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")}
+               for svc in ("kine", "kube-server", "node")}
     assert set(table) == {"cloud/dns", "cloud/tls"} | cluster      # Envoy and CoreDNS are pods, not lab processes
     assert all(procs.alive(p) for p in table.values())
     for p in table.values():

@@ -120,6 +120,6 @@ def test_every_level_is_a_cluster_unless_the_site_says_otherwise():
     lab = Path(__file__).resolve().parents[2] / "params" / "lab.yaml"
     full = {s.name for s in registry.level_services(load_site(lab))}
     for lv in ("level4", "level3", "level2"):
-        assert {f"{lv}/{x}" for x in ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")} <= full
+        assert {f"{lv}/{x}" for x in ("kine", "kube-server", "node")} <= full
     bare = {s.name for s in registry.level_services(load_site(lab, ["lab.clusters=false"]))}
     assert bare == {"level4/envoy", "level3/envoy", "level3/coredns", "level2/coredns"}

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from layernet.allowlist import effective_allowlist
 from layernet.lab import LabError, clusters, netns, pki, procs, registry, services
-from layernet.lab.binaries import coredns_binary, envoy_ports, envoy_ready
+from layernet.lab.binaries import coredns_binary
 from layernet.lab.clusters import addons, admin, controlplane, kubeconfig
 from layernet.lab.layout import ca_cert_path, check_route, level_dir, namespace
 from layernet.lab import state_dir as _state_dir
@@ -283,8 +283,8 @@ def restart(site, names: list[str]) -> list[procs.Proc]:
 
 
 def _waves(site, specs) -> tuple[list, list]:
-    """(what starts at once, what starts once the API servers are ready): a cluster's controllers, scheduler and node
-    need its API server's bootstrap roles, as K3s starts them after its API server."""
+    """(what starts at once, what starts once the control planes are ready): a cluster's node needs its API server's
+    bootstrap roles, as K3s starts its agent after its server."""
     later = [s for s in specs if getattr(registry.for_process(site, s[0]), "after_api", False)]
     return [s for s in specs if s not in later], later
 
@@ -352,10 +352,10 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
             started = start_services(site, first)
             t.step(f"start {len(started)} processes")
             wait_ready(site, started)
-            t.step("healthy (proxies, DNS, cloud, API servers)")
+            t.step("healthy (cloud, control planes)")
             if after_api:
                 wait_ready(site, start_services(site, after_api))
-                t.step(f"controllers, schedulers and nodes ({len(after_api)} processes)")
+                t.step(f"nodes registered and Ready ({len(after_api)})")
             if site.lab.clusters:
                 t.step(f"K3s add-ons applied (CoreDNS: {addons.install(site)} objects)")
             for lv in site.levels:
@@ -440,8 +440,8 @@ def _process_cells(site, lv, d: Path, ns: str, have: set, proc_cell, row: dict) 
     if (d / ENVOY_CONF).exists() or lv.proxy:
         cell, alive = proc_cell(f"{lv.name}/envoy")
         if alive and ns in have and (d / ENVOY_CONF).exists():
-            admin, _ = envoy_ports(d / ENVOY_CONF)
-            ready = bool(admin) and envoy_ready(ns, admin)
+            admin, _ = registry.envoy_ports(d / ENVOY_CONF)
+            ready = bool(admin) and registry.envoy_ready(ns, admin)
             cell += " ready" if ready else " not-ready"
             alive = alive and ready
         row["envoy"], ok = cell, ok and alive

@@ -14,25 +14,28 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from layernet.lab import azure as lab_azure
 from layernet.lab import binaries, netns, procs, state_dir
 from layernet.lab.clusters import controlplane
 from layernet.lab.service import Service
-from layernet.render.dns import COREDNS_EXTERNAL_PORT, internet_corefile
+from layernet.render.dns import COREDNS_EXTERNAL_PORT, READY_ADDR, internet_corefile
+from layernet.render.envoy import ENVOY_ARGS
 
 
 class Envoy(Service):
     short, config_name = "envoy", "envoy.yaml"
 
     def argv(self) -> list[str]:
-        return [binaries.envoy_binary(), "-c", str(self.config)] + binaries.envoy_args()
+        return [binaries.envoy_binary(), "-c", str(self.config)] + envoy_args()
 
     def ready(self, p: procs.Proc) -> bool:
-        admin, ports = binaries.envoy_ports(self.config)
+        admin, ports = envoy_ports(self.config)
         want = set(ports) | ({admin} if admin else set())
         if procs.listening(p.pid, want) != want:
             return False
-        return binaries.envoy_ready(p.ns, admin) if admin else True
+        return envoy_ready(p.ns, admin) if admin else True
 
 
 class CoreDNS(Service):
@@ -45,7 +48,7 @@ class CoreDNS(Service):
         return [binaries.coredns_binary(), "-conf", str(self.config)]
 
     def ready(self, p: procs.Proc) -> bool:
-        return binaries.coredns_ready(p, self.ports())
+        return coredns_ready(p, self.ports())
 
 
 class InternetDNS(CoreDNS):
@@ -133,3 +136,43 @@ def for_process(site, name: str) -> Optional[Service]:
         if svc.name == name:
             return svc
     return controlplane.for_process(site, name)
+
+
+# ----------------------------------------------------------------------------------------------- programs
+def envoy_args() -> list[str]:
+    args = list(ENVOY_ARGS)
+    if "--disable-hot-restart" not in args:
+        args.append("--disable-hot-restart")
+    if not any(a in ("-l", "--log-level") for a in args):
+        args += ["--log-level", "warning"]
+    return args
+
+
+def envoy_ports(conf_path: Path) -> tuple[Optional[int], list[int]]:
+    """(admin port, listener ports) of a rendered Envoy bootstrap."""
+    doc = yaml.safe_load(conf_path.read_text()) or {}
+    admin = (((doc.get("admin") or {}).get("address") or {}).get("socket_address") or {}).get("port_value")
+    listeners = []
+    for l in (doc.get("static_resources") or {}).get("listeners") or []:
+        p = ((l.get("address") or {}).get("socket_address") or {}).get("port_value")
+        if p:
+            listeners.append(int(p))
+    return (int(admin) if admin else None), listeners
+
+
+def envoy_ready(ns: str, admin_port: int) -> bool:
+    """Envoy's admin /ready answers LIVE (asked from inside the namespace, on 127.0.0.1)."""
+    proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
+
+
+def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
+    """CoreDNS listens on its DNS ports (UDP and TCP) and its `ready` plugin answers 200 (asked inside the
+    namespace)."""
+    want = set(ports)
+    for proto in ("udp", "tcp"):     # a wildcard address is a dual-stack socket: listed under udp6/tcp6
+        if procs.listening(p.pid, want, proto) | procs.listening(p.pid, want, proto + "6") != want:
+            return False
+    proc = netns.ns_exec(p.ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
+                                f"http://{READY_ADDR}/ready"], check=False)
+    return proc.stdout.strip() == "200"

@@ -4,8 +4,8 @@
 certificate for the node address, the `kubernetes` Service address and names; client certificates for the admin,
 the controller-manager, the scheduler, the node and the API server's calls to the node), the service-account
 signing key, the components' kubeconfigs and the datastore folder. `services(site, level)` lists the processes
-(kine, kube-apiserver, kube-controller-manager, kube-scheduler, the node agent) as lab services, which
-lab/commands.py starts, waits for, restarts and stops like Envoy and CoreDNS. Everything runs inside the level's
+(kine; kube-apiserver, kube-controller-manager and kube-scheduler in one process, as K3s's server runs them; the
+node agent) as lab services, which lab/commands.py starts, waits for, restarts and stops like Envoy and CoreDNS. Everything runs inside the level's
 network namespace; the API listens on the node address at 6443 and nowhere else (kine and the components' own
 ports stay on the namespace's loopback).
 """
@@ -110,15 +110,23 @@ class Kine(ClusterService):
         return bool(procs.listening(p.pid, [int(KINE_ADDR.rsplit(":", 1)[1])]))
 
 
-class APIServer(ClusterService):
-    short, config_name = "kube-apiserver", "pki/apiserver.crt"
+class Server(ClusterService):
+    """kube-apiserver, kube-controller-manager and kube-scheduler in one process, as K3s's server runs them
+    (`kube server`, tools/kube/main.go): the API server first, the other two once it answers /readyz. Each
+    component keeps its own flags and its own identity (the controller manager and the scheduler sign in with their
+    client certificates); one Go runtime and one copy of the code in memory instead of three."""
+    short, config_name = "kube-server", "pki/apiserver.crt"
+    health_ports = (10257, 10259)        # the controller manager's and the scheduler's, on the namespace's loopback
     _asked = 0.0
 
     def argv(self) -> list[str]:
+        return [str(binary("kube")), "server"] + self.apiserver_flags() + ["---"] + self.controller_manager_flags() \
+            + ["---"] + self.component_flags("scheduler")
+
+    def apiserver_flags(self) -> list[str]:
         k, ip = self.pki, str(self.site.level(self.where).node_ip)
         ca = layout.ca_cert_path(self.site)
-        return [str(binary("kube")), "apiserver",
-                f"--etcd-servers=http://{KINE_ADDR}", f"--bind-address={ip}", f"--advertise-address={ip}",
+        return [f"--etcd-servers=http://{KINE_ADDR}", f"--bind-address={ip}", f"--advertise-address={ip}",
                 f"--secure-port={API_PORT}", f"--tls-cert-file={k / 'apiserver.crt'}",
                 f"--tls-private-key-file={k / 'apiserver.key'}", f"--client-ca-file={ca}",
                 "--service-account-issuer=https://kubernetes.default.svc",
@@ -131,36 +139,26 @@ class APIServer(ClusterService):
                 f"--kubelet-certificate-authority={ca}", f"--kubelet-port={KUBELET_PORT}",
                 "--kubelet-preferred-address-types=InternalIP", f"--cert-dir={self.folder / 'certs'}"]
 
-    def ready(self, p: procs.Proc) -> bool:
-        if time.monotonic() - self._asked < 0.25:     # a curl per quarter second is enough while it boots
-            return False
-        self._asked = time.monotonic()
-        return readyz(self.site, self.where)
+    def component_flags(self, component: str) -> list[str]:
+        kc = str(self.folder / f"{component}.kubeconfig")
+        return [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false"]
 
-
-class Component(ClusterService):
-    """A component that signs in to the API server with its kubeconfig and serves its health port on loopback."""
-    after_api = True
-    health_port = 0
-
-    def component_argv(self) -> list[str]:
-        kc = str(self.config)
-        return [str(binary("kube")), self.short.removeprefix("kube-"), f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}", "--leader-elect=false",
-                "--bind-address=127.0.0.1", "--profiling=false"]
-
-    def ready(self, p: procs.Proc) -> bool:
-        return _healthz(p, self.health_port)
-
-
-class ControllerManager(Component):
-    short, config_name, health_port = "kube-controller-manager", "controller-manager.kubeconfig", 10257
-
-    def argv(self) -> list[str]:
-        return self.component_argv() + [
+    def controller_manager_flags(self) -> list[str]:
+        return self.component_flags("controller-manager") + [
             f"--service-account-private-key-file={self.pki / 'service-account.key'}",
             f"--root-ca-file={layout.ca_cert_path(self.site)}", "--use-service-account-credentials=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--controllers=" + ",".join(CONTROLLERS)]
+
+    def ready(self, p: procs.Proc) -> bool:
+        """The controller manager and the scheduler serve their health ports (they start once the API server is
+        ready), and the API server answers /readyz."""
+        if procs.listening(p.pid, list(self.health_ports)) != set(self.health_ports):
+            return False
+        if time.monotonic() - self._asked < 0.25:     # a curl per quarter second is enough
+            return False
+        self._asked = time.monotonic()
+        return readyz(self.site, self.where)
 
 
 # the controllers what runs on a lab cluster needs (every one starts informers and, with service-account
@@ -171,13 +169,6 @@ CONTROLLERS = ("node-lifecycle-controller", "deployment-controller", "replicaset
                "namespace-controller", "garbage-collector-controller", "root-ca-certificate-publisher-controller",
                "endpointslice-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller",
                "clusterrole-aggregation-controller")
-
-
-class Scheduler(Component):
-    short, config_name, health_port = "kube-scheduler", "scheduler.kubeconfig", 10259
-
-    def argv(self) -> list[str]:
-        return self.component_argv()
 
 
 class NodeAgent(ClusterService):
@@ -194,7 +185,7 @@ class NodeAgent(ClusterService):
         return (self.folder / "node.ready").exists()
 
 
-CLUSTER_SERVICES = (Kine, APIServer, ControllerManager, Scheduler, NodeAgent)   # start order
+CLUSTER_SERVICES = (Kine, Server, NodeAgent)   # start order
 
 
 def services(site, level: str) -> list[ClusterService]:
@@ -206,12 +197,6 @@ def for_process(site, name: str) -> Optional[ClusterService]:
     if where not in {lv.name for lv in site.levels}:
         return None
     return next((cls(site, where) for cls in CLUSTER_SERVICES if cls.short == short), None)
-
-
-def _healthz(p: procs.Proc, port: int) -> bool:
-    """A component is serving: its own health port on the namespace's loopback is open (it opens once the API
-    server has let it in; its /healthz then follows)."""
-    return bool(procs.listening(p.pid, [port]))
 
 
 def readyz(site, level: str) -> bool:
