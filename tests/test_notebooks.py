@@ -68,3 +68,22 @@ def test_the_checks_refuse_what_they_should(tmp_path: Path):
     broken.write_text(json.dumps(nb))
     with pytest.raises(AssertionError, match="has outputs"):
         test_notebook_is_stripped_and_thin(broken)
+
+
+# what a stage's kernel must not import to record its results: nbformat validates with jsonschema, whose format
+# checker builds an RFC 3987 grammar at import (seconds per notebook, six notebooks a deploy)
+HEAVY = ("nbformat", "jsonschema", "rfc3987_syntax")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_imports_leave_out_the_report_writer(path: Path):
+    import subprocess
+    import sys
+
+    imports = [line for c in _cells(path) if c["cell_type"] == "code"
+               for line in _source(c).splitlines() if line.startswith(("from ", "import "))]
+    assert imports, f"{path.name}: no import"
+    probe = "\n".join(imports + ["import sys", f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"])
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", f"{path.name} imports {proc.stdout.strip()}"

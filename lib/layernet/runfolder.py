@@ -101,3 +101,8 @@ def _read_manifest(d: Path, run_dir: str, flag: str) -> dict[str, Any]:
         raise InputError(f"{flag} {run_dir}: {MANIFEST} is not a valid manifest (site path or stages broken); "
                          "start a new run instead")
     return data
+
+
+def write_json(path: Path, data: Any) -> None:
+    """A run folder's JSON file (results, manifest), readable by people."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")

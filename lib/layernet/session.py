@@ -22,7 +22,7 @@ from layernet import targets
 from layernet import paths
 from layernet.errors import InputError
 from layernet.lab import commands
-from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir, results_file
+from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir, results_file, write_json
 from layernet.site import SiteError, load_site
 
 ENV = "LAYERNET_RUN_DIR"
@@ -101,7 +101,7 @@ def close(folder: Path) -> None:
 
 
 def _write(folder: Path, manifest: dict) -> None:
-    from layernet.report import write_index, write_json
+    from layernet.report import write_index
 
     for entry in manifest["stages"]:
         results = results_file(folder, entry["name"])

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from layernet.report import write_json
+from layernet.runfolder import write_json
 from layernet.runfolder import results_file
 
 

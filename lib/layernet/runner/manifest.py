@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from layernet import __version__, clock, paths
-from layernet.report import write_index, write_json, write_picture
+from layernet.report import write_index, write_picture
+from layernet.runfolder import write_json
 from layernet.runner.runbook import Runbook
 from layernet.topology import describe, site_picture
 

@@ -11,7 +11,8 @@ from typing import Any, Callable, Optional
 
 from layernet import paths, targets
 from layernet.errors import InputError
-from layernet.report import write_index, write_json
+from layernet.report import write_index
+from layernet.runfolder import write_json
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir
 from layernet.runner.execute import notebook_parameters, run_stage, without_secrets
 from layernet.runner.manifest import new_manifest, now, write_run
