@@ -96,7 +96,7 @@ def cloud_app_args(site, d: Path) -> list[str]:
     return ["--state", str(d), "--ca-dir", str(state_dir(site) / "ca"), "--region", site.azure.location,
             "--cloud", site.azure.cloud, "--egress-ip", str(site.egress.node_ip),
             "--subscription-id", lab_azure.subscription_id(site), "--tenant-id", lab_azure.tenant_id(site),
-            "--offline-after", str(lab_azure.OFFLINE_AFTER)]
+            "--offline-after", str(lab_azure.OFFLINE_AFTER), "--retry-after", lab_azure.RETRY_AFTER]
 
 
 LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level

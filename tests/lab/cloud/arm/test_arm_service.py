@@ -190,3 +190,31 @@ def test_role_assignments_and_blob_containers_are_synchronous(arm):
     assert [x["properties"]["principalId"] for x in listed] == ["p1"]
     missing = f"{RG}/providers/Microsoft.Storage/storageAccounts/nope/providers/Microsoft.Authorization/roleAssignments/x"
     assert arm.handle("PUT", missing, V, body, BASE).body["error"]["code"] == "ParentResourceNotFound"
+
+
+
+def test_the_labs_cloud_asks_for_a_quarter_second_between_polls_in_the_header_the_sdk_reads(tmp_path):
+    """The lab runs its cloud with lab_azure.RETRY_AFTER; sub-second goes out as Retry-After-Ms, which azure-core's
+    long-running-operation polling reads (the seconds it sleeps before the next poll)."""
+    from pathlib import Path
+
+    from azure.core.polling.base_polling import get_retry_after
+
+    from layernet.lab import azure as lab_azure
+    from layernet.lab.registry import cloud_app_args
+    from layernet.site import load_site
+
+    site = load_site(str(Path(__file__).resolve().parents[4] / "params" / "lab.yaml"))
+    args = cloud_app_args(site, tmp_path)
+    assert args[args.index("--retry-after") + 1] == lab_azure.RETRY_AFTER
+    a = Arm(Store(tmp_path / "arm.json"), ArmSettings(subscriptions={SUB: "lab"}, register_seconds=0.0, contract=False,
+                                                      retry_after=lab_azure.RETRY_AFTER))
+    assert a.handle("PUT", RG, V, {"location": "West Europe"}, BASE).status == 201
+    assert a.handle("POST", f"/subscriptions/{SUB}/providers/Microsoft.Kubernetes/register", V, None, BASE).status == 200
+    r = a.handle("PUT", f"{RG}/providers/Microsoft.Kubernetes/connectedClusters/c1", V,
+                 {"location": "westeurope", "properties": {"distribution": "k3s"}}, BASE)
+    assert r.status == 201 and r.headers["Retry-After-Ms"] == "250" and "Retry-After" not in r.headers
+
+    class Answer:
+        http_response = type("HttpResponse", (), {"headers": r.headers})()
+    assert get_retry_after(Answer()) == 0.25
