@@ -5,9 +5,9 @@ each level takes, and how fast the jump box's kube API calls are.
         [--prefix cb] [--rounds 3]
 
 Budgets: up <= 10 s with three clusters, down <= 2 s, <= 700 MB RSS per level for control plane + node (every process
-in the level's namespace: kine, kube-apiserver, kube-controller-manager, kube-scheduler, the node agent, and the
-level's Envoy and CoreDNS pods, measured once stage 01 has applied them through the kube path). Run it on an idle
-machine: the API servers' start is CPU-bound.
+in the level's namespace: kine, the control plane (kube-apiserver, kube-controller-manager and kube-scheduler in one
+process), the node agent, and the level's Envoy and CoreDNS pods, measured once stage 01 has applied them through the
+kube path). Run it on an idle machine: the API servers' start is CPU-bound.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The lab's K3s-shaped clusters: a real Kubernetes control plane per level (kine on SQLite, kube-apiserver,
-kube-controller-manager, kube-scheduler, built from their Go modules by `make setup`) inside the level's network
+"""The lab's K3s-shaped clusters: a real Kubernetes control plane per level (kine on SQLite; kube-apiserver,
+kube-controller-manager and kube-scheduler in one process as K3s runs them, built from their Go modules by
+`make setup`) inside the level's network
 namespace, listening on the level's node address at 6443 as K3s does, and a node agent that registers the level's
 node and runs the pods bound to it as processes in the namespace.
 
