@@ -368,3 +368,46 @@ def test_a_replace_whose_old_object_does_not_go_says_what_holds_it(site, kube):
     finally:
         api.request("PATCH", path, body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
         api.request("DELETE", path)
+
+
+def test_a_running_pods_configmap_volume_follows_the_configmap_except_under_a_subpath(site, kube):
+    """As a kubelet keeps them: the file a running container reads changes when its ConfigMap does (a key that
+    goes is removed); the same key mounted with a subPath keeps what it got at start."""
+    api = kube.api("level2")
+    ns, cm = "default", "greeting"
+    api.call("POST", f"/api/v1/namespaces/{ns}/configmaps",
+             body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm, "namespace": ns},
+                   "data": {"word": "hello", "extra": "x"}})
+    reader = ("import os, time\n"
+              "while True:\n"
+              "    print(open('/etc/greeting/word').read(), open('/etc/pinned/word').read(),"
+              " os.path.exists('/etc/greeting/extra'), flush=True)\n"
+              "    time.sleep(0.3)\n")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader", "namespace": ns},
+           "spec": {"restartPolicy": "Always", "containers": [{
+               "name": "main", "image": "mcr.microsoft.com/azurelinux/base/python:3.12",
+               "command": ["python3", "-c", reader],
+               "volumeMounts": [{"name": "g", "mountPath": "/etc/greeting"},
+                                {"name": "p", "mountPath": "/etc/pinned/word", "subPath": "word"}]}],
+               "volumes": [{"name": "g", "configMap": {"name": cm}}, {"name": "p", "configMap": {"name": cm}}]}}
+    api.call("POST", f"/api/v1/namespaces/{ns}/pods", body=pod)
+    log = f"/api/v1/namespaces/{ns}/pods/reader/log"
+
+    def last_line():
+        try:
+            lines = api.call("GET", log, parse=False).strip().splitlines()
+        except KubeError:
+            return ""
+        return lines[-1] if lines else ""
+
+    try:
+        assert wait(lambda: last_line() == "hello hello True"), last_line()
+        api.call("PUT", f"/api/v1/namespaces/{ns}/configmaps/{cm}",
+                 body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm, "namespace": ns},
+                       "data": {"word": "goodbye"}})
+        assert wait(lambda: last_line() == "goodbye hello False", timeout=20), last_line()
+        st = api.get(f"/api/v1/namespaces/{ns}/pods/reader")["status"]["containerStatuses"][0]
+        assert st["restartCount"] == 0            # refreshed in place, not restarted
+    finally:
+        api.call("DELETE", f"/api/v1/namespaces/{ns}/pods/reader")
+        api.call("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{cm}")

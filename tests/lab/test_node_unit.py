@@ -155,6 +155,27 @@ def test_files_written_into_a_volume_name_the_pods_folders(tmp_path):
     assert (tmp_path / "custom-config-volume").is_dir()
 
 
+
+def test_a_refresh_writes_only_what_changed_whole_and_removes_keys_that_went(tmp_path):
+    folder = tmp_path / "v"
+    assert volumes.write(folder, {"a": b"1", "sub/b": b"2"}, {}) is True
+    before = (folder / "a").stat().st_ino
+    assert volumes.write(folder, {"a": b"1", "sub/b": b"2"}, {}) is False           # nothing to do
+    assert volumes.write(folder, {"a": b"one"}, {}) is True
+    assert (folder / "a").read_bytes() == b"one" and (folder / "a").stat().st_ino != before   # replaced, not rewritten
+    assert not (folder / "sub" / "b").exists()
+    assert sorted(f.name for f in folder.rglob("*") if f.is_file()) == ["a"]        # no temporary file left
+
+
+def test_the_volumes_a_running_pod_refreshes_are_its_configmaps_and_secrets_without_a_subpath():
+    spec = {"containers": [{"volumeMounts": [{"name": "cm", "mountPath": "/c"}, {"name": "pinned", "mountPath": "/p/f",
+                                                                                 "subPath": "f"}]},
+                           {"volumeMounts": [{"name": "sec", "mountPath": "/s"}, {"name": "scratch", "mountPath": "/t"}]}],
+            "volumes": [{"name": "cm", "configMap": {"name": "a"}}, {"name": "pinned", "configMap": {"name": "a"}},
+                        {"name": "sec", "secret": {"secretName": "b"}}, {"name": "scratch", "emptyDir": {}}]}
+    assert [v["name"] for v in volumes.refreshed(spec)] == ["cm", "sec"]
+
+
 # ------------------------------------------------------------------------------------------------ readiness
 @pytest.fixture
 def tcp_port():

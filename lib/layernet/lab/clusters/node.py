@@ -11,7 +11,8 @@ server's Node authorizer limits it to what a kubelet may do. It
   the pod in ImagePullBackOff with the host in an event;
 - runs each container of a known image (lab/clusters/images.py) as a process in the namespace, with its
   ConfigMap, Secret and emptyDir volumes as folders of the pod whose paths the container's arguments and files
-  name instead of its mount paths (lab/clusters/volumes.py); restarts it per restartPolicy (restartCount counts it;
+  name instead of its mount paths (lab/clusters/volumes.py; ConfigMaps and Secrets follow their objects while it
+  runs); restarts it per restartPolicy (restartCount counts it;
   between restarts it waits in CrashLoopBackOff, as a kubelet reports it); runs its readiness probe against the
   pod's address (lab/clusters/readiness.py), so a container with one is ready once it passes and the pod's Ready
   condition follows; reports pod status, exit codes and events as API objects;
@@ -53,6 +54,8 @@ from layernet.lab.clusters.rollout import rivals
 LEASE_SECONDS = 40
 RENEW_EVERY = 10.0
 BACKOFF_MAX = 10.0        # seconds between restarts of a crashing container (the kubelet's is 5 min)
+VOLUME_REFRESH = 5.0      # seconds between refreshes of a running pod's ConfigMap and Secret volumes (a kubelet's
+                          # sync period is a minute; a change shows up within that, plus its cache)
 VERSION = "v1.37.2-layernet"
 
 
@@ -145,6 +148,7 @@ class Pod:
         self.superseded_by = ""                 # the newer pod of its Deployment that took its place
         self.superseded_uid = ""
         self.retry_at = 0.0                     # when a failed pull or volume is tried again
+        self.refresh_at = 0.0                   # when its ConfigMap and Secret volumes are read again
         self.ready_since: tuple[str, str] = ("", now())  # (Ready status, since when)
         self.phase = "Pending"
         self.reported: Optional[str] = None
@@ -364,7 +368,23 @@ class Agent:
         for name, content in files.items():
             volumes.write(root / name, content, mounts)
         pod.mounts = mounts
+        pod.refresh_at = time.monotonic() + VOLUME_REFRESH
         return mounts
+
+    def refresh(self, pod: Pod) -> None:
+        """Bring a started pod's ConfigMap and Secret volumes up to date with their objects (not those mounted with a
+        subPath; an object that went, or an API that does not answer, leaves the files as they were), as a kubelet
+        does, so a program that reloads its files (CoreDNS's `reload`) sees the change."""
+        if pod.mounts is None or time.monotonic() < pod.refresh_at or not any(c.running for c in pod.containers):
+            return
+        pod.refresh_at = time.monotonic() + VOLUME_REFRESH
+        for v in volumes.refreshed(pod.obj["spec"]):
+            plural, name, _ = volumes.source(v)
+            try:
+                files = volumes.volume_files(v, self.api.get(f"/api/v1/namespaces/{pod.ns}/{plural}/{name}"))
+            except (requests.RequestException, RuntimeError, volumes.VolumeError):
+                continue
+            volumes.write(pod.folder / "volumes" / v["name"], files, pod.mounts)
 
     def start(self, c: Container, mounts: dict[str, Path]) -> None:
         if self.stopping.is_set():          # the node is going down: nothing starts (or restarts) any more
@@ -497,6 +517,7 @@ class Agent:
                         self.start(c, mounts)
                 else:
                     c.exit, c.proc = term, None
+        self.refresh(pod)
         self.report(pod)
 
     def report(self, pod: Pod, key: Optional[str] = None) -> None:

@@ -8,10 +8,13 @@ so K3s's Corefile (`hosts /etc/coredns/NodeHosts`, `import /etc/coredns/custom/*
 ConfigMap and Secret volumes are what a kubelet makes of them (`volume_files`): every key as a file, or with
 `items` only the listed keys under their paths; an absent object (or listed key) is an error naming it, unless the
 volume is `optional: true`, then an empty folder (or the key left out). emptyDir and the rest start empty.
+While a pod runs its ConfigMap and Secret volumes follow their objects (`refreshed`, `write`), except under a
+subPath, as with a kubelet.
 """
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -101,14 +104,34 @@ def rewrite(text: str, mounts: dict[str, Path]) -> str:
     return pattern.sub(lambda hit: paths[hit.group(1)], text)
 
 
-def write(folder: Path, files: dict[str, bytes], mounts: dict[str, Path]) -> None:
-    """Write a volume's files into its folder, text rewritten so its paths point at the pod's folders."""
+def write(folder: Path, files: dict[str, bytes], mounts: dict[str, Path]) -> bool:
+    """Write a volume's files into its folder, text rewritten so its paths point at the pod's folders. Used again
+    to refresh a running pod's volume: only what differs is written, each file replaced whole (a reader never sees
+    half a file), and files whose keys went are removed. Returns whether anything changed."""
     folder.mkdir(parents=True, exist_ok=True)
+    changed, wanted = False, set()
     for rel, content in files.items():
         path = folder / rel
+        wanted.add(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             content = rewrite(content.decode(), mounts).encode()
         except UnicodeDecodeError:
             pass                                   # binary data stays as it is
-        path.write_bytes(content)
+        if path.is_file() and path.read_bytes() == content:
+            continue
+        tmp = path.with_name(f".{path.name}.new")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+        changed = True
+    for gone in [f for f in folder.rglob("*") if f.is_file() and f not in wanted]:
+        gone.unlink()
+        changed = True
+    return changed
+
+
+def refreshed(spec: dict) -> list[dict]:
+    """The volumes of a pod spec the kubelet keeps up to date while the pod runs: ConfigMap and Secret volumes that
+    no container mounts with a subPath (a subPath mount keeps what it got at start)."""
+    pinned = {m["name"] for c in spec.get("containers") or [] for m in c.get("volumeMounts") or [] if m.get("subPath")}
+    return [v for v in spec.get("volumes") or [] if source(v) is not None and v.get("name") not in pinned]
