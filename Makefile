@@ -8,6 +8,8 @@ COREDNS  = .tools/coredns/coredns
 KAFKA    = .tools/kafka/.installed
 KUBE     = .tools/kube/kube
 KINE     = .tools/kube/kine
+VALIDATE = .tools/kubernetes-validate/.installed
+KUBERNETES_VALIDATE = kubernetes-validate==1.37.0
 KUBE_VERSION = v1.37.2
 AZ       = .tools/az/.installed
 # Debian packages the local lab needs: nftables (isolation), iproute2 (namespaces), curl (health checks in tests);
@@ -20,12 +22,20 @@ APT_PACKAGES = nftables iproute2 curl mosquitto openjdk-17-jre-headless maven ch
 setup:
 	@$(MAKE) --no-print-directory -j4 setup-parts
 
-setup-parts: $(VENV)/.installed apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE) $(AZ)
+setup-parts: $(VENV)/.installed $(VALIDATE) apt $(COREDNS) $(KAFKA) $(KUBE) $(KINE) $(AZ)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The Kubernetes schema the manifest tests validate against, in a folder of its own that only those tests add to
+# their path: where it is importable, the kubernetes client's package imports it, and with it jsonschema's format
+# checker (seconds of start-up in every process that talks to a cluster, every stage's kernel included).
+$(VALIDATE): $(VENV)/.installed
+	rm -rf $(dir $@)
+	$(BIN)/pip install -q --target $(dir $@) '$(KUBERNETES_VALIDATE)'
 	touch $@
 
 # CoreDNS for the lab's DNS levels: built from its Go module at the release pinned in tools/coredns/go.mod

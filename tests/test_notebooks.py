@@ -87,3 +87,17 @@ def test_notebook_imports_leave_out_the_report_writer(path: Path):
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "", f"{path.name} imports {proc.stdout.strip()}"
+
+
+def test_talking_to_a_cluster_leaves_out_jsonschema():
+    """The kubernetes client's package imports kubernetes-validate where it can, and that imports jsonschema's format
+    checker: seconds in every stage that reads a cluster. The environment must not have it (the manifest tests use
+    their own copy)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, kubernetes, layernet.targets.kube\n"
+             f"print(' '.join(m for m in {HEAVY!r} + ('kubernetes_validate',) if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", f"importing the kubernetes client imports {proc.stdout.strip()}"

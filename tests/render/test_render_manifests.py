@@ -1,11 +1,19 @@
-"""Kubernetes manifests for Envoy and CoreDNS, validated offline against the Kubernetes schema."""
+"""Kubernetes manifests for Envoy and CoreDNS, validated offline against the Kubernetes schema (kubernetes-validate,
+which `make setup` installs into a folder of its own: see the Makefile)."""
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
+
+VALIDATE = Path(__file__).resolve().parents[2] / ".tools" / "kubernetes-validate"
+if not (VALIDATE / ".installed").exists():
+    raise RuntimeError(f"kubernetes-validate is not installed in {VALIDATE}: run `make setup`")
+sys.path.append(str(VALIDATE))          # after the environment's own packages: only what they lack comes from it
+import kubernetes_validate  # noqa: E402
 
 from layernet.render import render_site
 from layernet.images import parse_ref
