@@ -106,6 +106,38 @@ def test_waves_put_what_a_record_refers_to_first(site):
     assert sum(len(w) for w in waves) == len(steps)
 
 
+
+def test_a_plan_that_starts_the_services_lets_the_cluster_side_prepare_before_the_first_wave(site, monkeypatch):
+    """What the services need and takes long to start (the lab: the event hub's broker) begins beside the records'
+    requests: the cluster side is told before the first wave runs, once, and only when the plan starts services."""
+    import dataclasses
+
+    from layernet import context
+    from layernet.errors import StageFailed
+    from layernet.plan import Step
+    from layernet.targets.cluster import Cluster
+
+    calls: list[str] = []
+
+    class Recording(Cluster):
+        def prepare_telemetry(self) -> None:
+            calls.append("prepare")
+
+        def install_telemetry(self, records: dict) -> str:
+            calls.append("install")
+            return ""
+
+    ctx = dataclasses.replace(context.build(site), cluster=Recording(site))
+    monkeypatch.setattr(tel_waves.context, "of", lambda s: ctx)
+    start = Step("site", records.START_SERVICES, "OPC PLC, connector, dataflows, event hub")
+    with pytest.raises(StageFailed, match="start telemetry services"):     # no ARM to read the principals from
+        tel_waves.run([start], site, None, {"principals": {}}, None, lambda line: None)
+    assert calls == ["prepare"]
+    calls.clear()
+    tel_waves.run([], site, None, {"principals": {}}, None, lambda line: None)
+    assert calls == []
+
+
 def test_lab_close_is_checked_and_closes_only_when_rehearsed():
     site = load_site(ROOT / "params" / "lab.yaml", ['lab.close=["mqtt level2 -> level3", "eventhubs level4"]'])
     topo = netns.topology(site)

@@ -35,6 +35,11 @@ def _services(site):
                         client_key=m.key)
 
 
+def sends_to_eventhubs(site) -> bool:
+    """A stand-in of the site sends to Event Hubs (so the lab's event hub broker runs)."""
+    return any(svc.eventhubs for svc in _services(site))
+
+
 def running(site) -> bool:
     """Every telemetry stand-in of the site runs (False when one was never started or has stopped)."""
     t = services.table(site)

@@ -80,6 +80,10 @@ class Cluster:
         return []
 
     # ---- stage 04: the telemetry records
+    def prepare_telemetry(self) -> None:
+        """Begin, while the records are written, what `install_telemetry` will need and takes long to start
+        (nothing on a plant: Azure runs the event hub)."""
+
     def install_telemetry(self, records: dict) -> str:
         return ""
 

@@ -59,6 +59,8 @@ def run(changes: list[Step], s, arm: Arm, state: dict, record: Optional[Path], p
                 if row["ok"] else f"FAILED: {row['output']}"))
         return row
 
+    if any(st.action == START_SERVICES for st in changes):
+        cluster.prepare_telemetry()          # what the services need and takes long starts beside the records
     for wave in waves(changes):
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(one, wave))
