@@ -29,6 +29,7 @@ class _AdminSide(Api):
 class LabCluster(Cluster):
     makes_x509_objects = True
     _broker: Optional[threading.Thread] = None      # the event hub's broker starting (prepare_telemetry)
+    _broker_error: Optional[Exception] = None
 
     def install_arc_agents(self, level: str, cluster_id: str, progress=None, agent_key: Optional[bytes] = None) -> str:
         d = layout.level_dir(self.site, level)
@@ -105,19 +106,27 @@ class LabCluster(Cluster):
         return rows
 
     def prepare_telemetry(self) -> None:
-        """The event hub's broker (a JVM: seconds) starts beside the records' requests; the install waits for it
-        (kafka.start is idempotent and locked), and reports its failure if it had one."""
+        """The event hub's broker (a JVM: seconds) starts beside the records' requests; the install waits for it and
+        fails with its reason if it did not start (a failed start also ends a rehearsal, so it is not tried again)."""
         if self._broker is None and telemetry.sends_to_eventhubs(self.site):
             from layernet.lab import kafka
 
-            self._broker = threading.Thread(target=_quietly, args=(kafka.start, self.site), daemon=True,
-                                            name="eventhub-broker")
+            def start() -> None:
+                try:
+                    kafka.start(self.site)
+                except Exception as exc:  # noqa: BLE001 - raised by install_telemetry, which waits for it
+                    self._broker_error = exc
+
+            self._broker_error = None
+            self._broker = threading.Thread(target=start, daemon=True, name="eventhub-broker")
             self._broker.start()
 
     def install_telemetry(self, records: dict) -> str:
         if self._broker is not None:
             self._broker.join()
-            self._broker = None
+            self._broker, error, self._broker_error = None, self._broker_error, None
+            if error is not None:
+                raise error
         return telemetry.install(self.site, records)
 
 
@@ -160,12 +169,3 @@ class LabCluster(Cluster):
         if st.get("heartbeat_error"):
             return f"the Arc agents of {level} cannot send heartbeats: {st['heartbeat_error']}"
         return ""
-
-
-def _quietly(start, site) -> None:
-    """Run a start in the background; its failure is reported by the call that waits for it (install_telemetry's
-    own start, which finds the broker running or fails with the reason)."""
-    try:
-        start(site)
-    except Exception:  # noqa: BLE001 - reported by the install's own start
-        pass
