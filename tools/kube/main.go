@@ -91,7 +91,9 @@ func server(args []string) int {
 		fmt.Fprintf(os.Stderr, "kube server: %s stopped\n", name)
 		done <- 0
 	}
-	go func() { done <- cli.Run(withArgs(commands["apiserver"](), parts[0])) }()
+	apiServer := commands["apiserver"]()
+	apiServer.SetArgs(parts[0])
+	go func() { done <- cli.Run(apiServer) }()
 	if !ready(addr, done) {
 		return 1
 	}
@@ -133,15 +135,11 @@ func runScheduler(args []string) error {
 	return scheduler.Run(ctx, cc, sched)
 }
 
-func withArgs(c *cobra.Command, args []string) *cobra.Command {
-	c.SetArgs(args)
-	return c
-}
-
-// ready waits until the API server at addr answers /readyz with 200 (anonymous, as every client may ask it).
+// ready waits until the API server at addr answers /readyz with 200 (anonymous, as every client may ask it); false
+// when it stopped first (its exit code stays in done).
 func ready(addr string, done chan int) bool {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // loopback to this process's own server
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // this process's own server: only whether it answers
 	for {
 		select {
 		case code := <-done:
