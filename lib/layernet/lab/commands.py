@@ -275,18 +275,9 @@ def restart(site, names: list[str]) -> list[procs.Proc]:
     for n in names:
         table.pop(n, None)
     save_procs(site, table)
-    started = []
-    for wave in _waves(site, [s for s in _service_specs(site) if s[0] in names]):
-        started += start_services(site, wave)
-        wait_ready(site, started)
+    started = start_services(site, [s for s in _service_specs(site) if s[0] in names])
+    wait_ready(site, started)
     return started
-
-
-def _waves(site, specs) -> tuple[list, list]:
-    """(what starts at once, what starts once the control planes are ready): a cluster's node needs its API server's
-    bootstrap roles, as K3s starts its agent after its server."""
-    later = [s for s in specs if getattr(registry.for_process(site, s[0]), "after_api", False)]
-    return [s for s in specs if s not in later], later
 
 
 # ----------------------------------------------------------------------------------------------- up / down
@@ -348,14 +339,12 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
                     controlplane.prepare(site, lv.name)
                 kubeconfig.write(site)
                 t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
-            first, after_api = _waves(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
-            started = start_services(site, first)
+            # everything at once, as K3s starts its agent beside its server: a node registers as soon as its API
+            # server lets it (the agent retries until then)
+            started = start_services(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
             t.step(f"start {len(started)} processes")
             wait_ready(site, started)
-            t.step("healthy (cloud, control planes)")
-            if after_api:
-                wait_ready(site, start_services(site, after_api))
-                t.step(f"nodes registered and Ready ({len(after_api)})")
+            t.step("healthy (cloud, control planes, nodes registered)")
             if site.lab.clusters:
                 t.step(f"K3s add-ons applied (CoreDNS: {addons.install(site)} objects)")
             for lv in site.levels:

@@ -33,6 +33,7 @@ CLIENTS = {  # certificate stem -> (CN, O): Kubernetes reads CN as the user and 
     "scheduler": ("system:kube-scheduler", ""),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
+SERVING = ("controller-manager", "scheduler")     # components with a secure health port on the namespace's loopback
 
 
 def cluster_dir(site, level: str) -> Path:
@@ -70,6 +71,9 @@ def prepare(site, level: str) -> Path:
                    names=[node], server=True, client=True)
     for stem, (cn, org) in CLIENTS.items():
         pki.issue_cert(ca_dir, pki_dir, stem, cn, org=org, server=False, client=True)
+    for component in SERVING:       # their health ports' certificates (else each makes an RSA key as it starts)
+        pki.issue_cert(ca_dir, pki_dir, f"{component}-serving", f"kube-{component}", ips=["127.0.0.1"],
+                       names=["localhost"])
     pki.signing_key(pki_dir, "service-account")
     ca = layout.ca_cert_path(site)
     for stem in ("admin", "controller-manager", "scheduler", "node"):
@@ -142,7 +146,9 @@ class Server(ClusterService):
     def component_flags(self, component: str) -> list[str]:
         kc = str(self.folder / f"{component}.kubeconfig")
         return [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                "--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false"]
+                "--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false",
+                f"--tls-cert-file={self.pki / f'{component}-serving.crt'}",
+                f"--tls-private-key-file={self.pki / f'{component}-serving.key'}"]
 
     def controller_manager_flags(self) -> list[str]:
         return self.component_flags("controller-manager") + [
@@ -174,7 +180,6 @@ CONTROLLERS = ("node-lifecycle-controller", "deployment-controller", "replicaset
 class NodeAgent(ClusterService):
     """Registers the level's node and runs the pods bound to it (layernet.lab.clusters.node)."""
     short, config_name = "node", "node.kubeconfig"
-    after_api = True
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "layernet.lab.clusters.node", "--folder", str(self.folder),
