@@ -101,3 +101,17 @@ def test_talking_to_a_cluster_leaves_out_jsonschema():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "", f"importing the kubernetes client imports {proc.stdout.strip()}"
+
+
+def test_the_command_line_skips_the_iri_grammar():
+    """nbformat validates with jsonschema, which imports rfc3987-syntax where it can: about 3 s of grammar building in
+    every `layernet run`. The command line keeps it out; notebooks still validate."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom layernet import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "import nbformat\nnbformat.validate(nbformat.v4.new_notebook())\n"
+             "print(sys.modules.get('rfc3987_syntax') is None)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"

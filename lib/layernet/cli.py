@@ -287,7 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# jsonschema registers an IRI format check when rfc3987-syntax can be imported (JupyterLab's dependencies bring it),
+# and importing it builds a grammar: about 3 s in every command that reads or writes a notebook (nbformat validates
+# with jsonschema). No schema this tool validates against uses that format.
+SKIPPED_IMPORTS = ("rfc3987_syntax",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    for name in SKIPPED_IMPORTS:
+        sys.modules.setdefault(name, None)
     argv = list(sys.argv[1:] if argv is None else argv)
     command = None
     if "--" in argv:  # `layernet lab exec LEVEL --site FILE -- CMD ...`: everything after -- is the command

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 from layernet.progress import MARK
 from layernet.report import notebook_to_html
+from layernet.runner.kernel import Ahead
 from layernet.runner.manifest import now
 from layernet.runner import read_results
 from layernet.runner.runbook import Stage
@@ -30,14 +31,15 @@ def without_secrets(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_stage(i: int, total: int, st: Stage, entry: dict, run_dir: Path, params: dict[str, Any], title: str,
-              progress: Callable[[str], None]) -> bool:
-    """Stage number i (from 0) of `total`: its notebook and report as NN-<stage>.ipynb/.html. True when it passed."""
+              progress: Callable[[str], None], kernel: Optional[Ahead] = None) -> bool:
+    """Stage number i (from 0) of `total`: its notebook and report as NN-<stage>.ipynb/.html, in `kernel` (started
+    ahead) when given. True when it passed."""
     stem = f"{i:02d}-{st.name}"
     out_nb = run_dir / f"{stem}.ipynb"
     entry.update(status="running", start=now(), error=None, results={})
     t0 = time.monotonic()
     progress(f"[{i + 1}/{total}] {st.name}: running {entry['notebook']}")
-    error = execute_notebook(st, out_nb, params, progress)
+    error = execute_notebook(st, out_nb, params, progress, kernel)
     dur = time.monotonic() - t0
     entry.update(end=now(), duration_s=round(dur, 2), output=out_nb.name)
     report_error = export_report(out_nb, run_dir / f"{stem}.html", title, entry)   # a failed stage has its report too
@@ -49,10 +51,14 @@ def run_stage(i: int, total: int, st: Stage, entry: dict, run_dir: Path, params:
     return error is None
 
 
-def execute_notebook(st: Stage, out_nb: Path, params: dict[str, Any], progress: Callable[[str], None]) -> Optional[str]:
-    """The stage's notebook run by papermill into `out_nb`, in the notebook's folder; the error in one text, or None."""
+def execute_notebook(st: Stage, out_nb: Path, params: dict[str, Any], progress: Callable[[str], None],
+                     kernel: Optional[Ahead] = None) -> Optional[str]:
+    """The stage's notebook run by papermill into `out_nb`, in the notebook's folder, in the kernel started ahead
+    for it (else papermill starts one); the error in one text, or None. The kernel shuts down after, in the
+    background."""
     import papermill as pm
 
+    km = kernel.take() if kernel is not None else None
     handler = _StreamToProgress(progress, prefix=f"      {st.name} | ")
     log = logging.getLogger("papermill")
     log.addHandler(handler)
@@ -60,11 +66,14 @@ def execute_notebook(st: Stage, out_nb: Path, params: dict[str, Any], progress: 
     try:
         pm.execute_notebook(str(st.notebook), str(out_nb), parameters=params, cwd=str(st.notebook.parent),
                             kernel_name="python3", progress_bar=False, log_output=True,
-                            execution_timeout=st.timeout, report_mode=False, kernel_manager_class=KERNEL_MANAGER)
+                            execution_timeout=st.timeout, report_mode=False, kernel_manager_class=KERNEL_MANAGER,
+                            km=km)
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error; others too
         return _summarise_error(exc)
     finally:
         log.removeHandler(handler)
+        if kernel is not None:
+            kernel.release()
     return None
 
 

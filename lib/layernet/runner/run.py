@@ -15,6 +15,7 @@ from layernet.report import write_index
 from layernet.runfolder import write_json
 from layernet.runfolder import check_out_dir, new_run_dir, read_manifest, results_dir
 from layernet.runner.execute import notebook_parameters, run_stage, without_secrets
+from layernet.runner.kernel import Ahead
 from layernet.runner.manifest import new_manifest, now, write_run
 from layernet.runner.parameters import apply_stage_params, check_overrides, check_stage_inputs
 from layernet.runner.runbook import Runbook, RunnerInputError, Stage, load_runbook
@@ -162,19 +163,37 @@ def announce(run: Run, progress: Callable[[str], None]) -> None:
 
 
 def run_stages(run: Run, lab_state: Optional[str], progress: Callable[[str], None]) -> bool:
-    """Each stage in turn: kept when it passed before, skipped when it would read stale lab logs, else executed.
-    The first stage that fails stops the run (the later ones skipped). True when none failed."""
+    """Each stage in turn: kept when it passed before, skipped when it would read stale lab logs, else executed
+    (the next stage's kernel starts while it runs). The first stage that fails stops the run (the later ones
+    skipped). True when none failed."""
     total = len(run.book.stages)
-    for i, st in enumerate(run.book.stages):
-        if i < run.first_todo:
-            progress(f"[{i + 1}/{total}] {st.name}: passed earlier, kept")
-        elif reads_stale_logs(run, st, lab_state):
-            skip_stale_logs(run, i, st, lab_state, progress)
-        elif not execute_stage(run, i, st, progress):
-            for later in run.manifest["stages"][i + 1:]:
-                later["status"] = "skipped"
-            return False
-    return True
+    ahead: dict[int, Ahead] = {}
+    done: list[Ahead] = []
+    try:
+        for i, st in enumerate(run.book.stages):
+            if i < run.first_todo:
+                progress(f"[{i + 1}/{total}] {st.name}: passed earlier, kept")
+            elif reads_stale_logs(run, st, lab_state):
+                skip_stale_logs(run, i, st, lab_state, progress)
+            else:
+                for j in (i, next_executed(run, i + 1, lab_state)):
+                    if j is not None and j not in ahead:
+                        ahead[j] = Ahead(run.book.stages[j].notebook)
+                done.append(ahead.pop(i))
+                if not execute_stage(run, i, st, progress, done[-1]):
+                    for later in run.manifest["stages"][i + 1:]:
+                        later["status"] = "skipped"
+                    return False
+        return True
+    finally:
+        for kernel in [*ahead.values(), *done]:
+            kernel.close()
+
+
+def next_executed(run: Run, start: int, lab_state: Optional[str]) -> Optional[int]:
+    """The first stage from `start` on that will be executed (not skipped for stale logs), or None."""
+    return next((j for j in range(start, len(run.book.stages))
+                 if not reads_stale_logs(run, run.book.stages[j], lab_state)), None)
 
 
 def reads_stale_logs(run: Run, st: Stage, lab_state: Optional[str]) -> bool:
@@ -190,13 +209,13 @@ def skip_stale_logs(run: Run, i: int, st: Stage, lab_state: Optional[str], progr
     write_json(run.run_dir / "manifest.json", run.manifest)
 
 
-def execute_stage(run: Run, i: int, st: Stage, progress: Callable[[str], None]) -> bool:
-    """Stage i's notebook run with its parameters (the manifest shows them without secrets); manifest and index
-    written after it. True when it passed."""
+def execute_stage(run: Run, i: int, st: Stage, progress: Callable[[str], None], kernel: Optional[Ahead] = None) -> bool:
+    """Stage i's notebook run with its parameters (the manifest shows them without secrets), in `kernel` when it
+    was started ahead; manifest and index written after it. True when it passed."""
     params = notebook_parameters(st, run.run_dir, run.site_file, run.overrides, run.dry_run)
     run.manifest["parameters"][st.name] = without_secrets(params)
     ok = run_stage(i, len(run.book.stages), st, run.manifest["stages"][i], run.run_dir, params,
-                   f"{run.manifest['run_id']} {st.name}", progress)
+                   f"{run.manifest['run_id']} {st.name}", progress, kernel)
     write_json(run.run_dir / "manifest.json", run.manifest)
     write_index(run.run_dir, run.manifest)
     return ok
