@@ -86,20 +86,19 @@ def scope(module_file: str | Path) -> str:
     return PLANS[key].base if key in PLANS else "default-plan"
 
 
-def site_args(where: "str | Path | Plan", *extra: str, clusters: bool = False) -> list[str]:
-    """Overrides that move params/lab.yaml to a plan (a module's, given its `__file__`, or a Plan); no level clusters
-    unless asked for (each lab starts ~10 s sooner without them, and most lab tests read the network only)."""
+def site_args(where: "str | Path | Plan", *extra: str) -> list[str]:
+    """Overrides that move params/lab.yaml to a plan (a module's, given its `__file__`, or a Plan)."""
     from layernet.harden.lab import beside
 
     p = where if isinstance(where, Plan) else plan(where)
-    return beside(LAB_SITE, p.prefix, p.base) + ([] if clusters else ["lab.clusters=false"]) + list(extra)
+    return beside(LAB_SITE, p.prefix, p.base) + list(extra)
 
 
-def site(where: str | Path | Plan, *extra: str, clusters: bool = False):
+def site(where: str | Path | Plan, *extra: str):
     """params/lab.yaml moved to the plan (see site_args), with `extra` overrides."""
     from layernet.site import load_site
 
-    return load_site(LAB_SITE, site_args(where, *extra, clusters=clusters))
+    return load_site(LAB_SITE, site_args(where, *extra))
 
 
 def missing(extra_why: Optional[str] = None) -> None:

@@ -1,7 +1,6 @@
 """The one time policy (layernet.clock): a naive time is UTC, on every machine and for every target."""
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -9,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from layernet import clock
-from layernet.site import load_site
-from layernet.targets.lab_network import ACCESS_LOG, NetworkLab
 
 LAB_SITE = Path(__file__).resolve().parents[1] / "params" / "lab.yaml"
 
@@ -38,24 +35,6 @@ def test_naive_times_are_utc(local_new_york):
     assert clock.now().tzinfo is not None
     with pytest.raises(ValueError):
         clock.parse("yesterday")
-
-
-def test_the_lab_target_reads_a_naive_since_as_utc(local_new_york, tmp_path, monkeypatch):
-    """The lab target read a naive `since` as this machine's local time (the kube target reads it as UTC): the same
-    window gave other lines."""
-    from layernet import paths
-
-    monkeypatch.setattr(paths, "LAB_STATE", tmp_path)
-    site = load_site(LAB_SITE)
-    level = site.levels[-1].name
-    folder = tmp_path / site.lab.prefix / level
-    folder.mkdir(parents=True)
-    lines = [json.dumps({"time": t, "sni": "x"}) for t in
-             ("2025-03-01T07:59:59.000Z", "2025-03-01T08:00:00.000Z", "2025-03-01T12:30:00.000Z")]
-    (folder / ACCESS_LOG).write_text("\n".join(lines) + "\n")
-    naive, aware = datetime(2025, 3, 1, 8, 0), datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-    target = NetworkLab(site)
-    assert target.logs(level, since=naive) == target.logs(level, since=aware) == lines[1:]
 
 
 def test_every_writer_and_reader_of_times_takes_a_naive_time_as_utc(local_new_york):

@@ -65,7 +65,7 @@ def test_every_catalog_role_has_a_stand_in():
 @pytest.mark.parametrize("overrides", SITES.values(), ids=SITES.keys())
 @pytest.mark.parametrize("role", sorted(STAND_INS))
 def test_every_required_host_is_contacted_by_the_roles_stand_in(role, overrides):
-    site = load_site(ROOT / "params" / "lab.yaml", overrides + ["lab.clusters=false"])
+    site = load_site(ROOT / "params" / "lab.yaml", overrides)
     required = role_needs(site, role, required_only=True)
     assert required, f"{role}: the catalog marks no host required for it on the lab site"
     levels, contacts = STAND_INS[role]
@@ -78,28 +78,28 @@ def test_every_required_host_is_contacted_by_the_roles_stand_in(role, overrides)
 
 
 def test_the_arc_agents_reach_the_hosts_their_own_calls_do_not_use_by_name_and_nothing_more():
-    site = load_site(ROOT / "params" / "lab.yaml", ["lab.clusters=false"])
+    site = load_site(ROOT / "params" / "lab.yaml")
     cfg = arcagent.config(site, "level2", "/c", "/ca.crt", Path("/state"))
     extra = [c for c in arcagent.calls(cfg) if c["method"] == "REACH"]
     assert {c["url"] for c in extra} == {"layernet-probe.guestnotificationservice.azure.com:443",
                                          "eastus.login.microsoft.com:443", "login.windows.net:443",
                                          "management.azure.com:443", "sts.windows.net:443"}
     # a host the site drops stays in the agents' list: dropping it must be noticed, not skipped
-    dropped = load_site(ROOT / "params" / "lab.yaml", ['allowlist.drop_hosts=["sts.windows.net"]', "lab.clusters=false"])
+    dropped = load_site(ROOT / "params" / "lab.yaml", ['allowlist.drop_hosts=["sts.windows.net"]'])
     cfg = arcagent.config(dropped, "level2", "/c", "/ca.crt", Path("/state"))
     assert "sts.windows.net:443" in {c["url"] for c in arcagent.calls(cfg)}
 
 
 def test_a_required_host_added_to_the_catalog_is_contacted_or_the_coverage_test_fails(monkeypatch):
     """The coverage test above is not vacuous: a required host the stand-in does not contact is reported."""
-    site = load_site(ROOT / "params" / "lab.yaml", ["lab.clusters=false"])
+    site = load_site(ROOT / "params" / "lab.yaml")
     required = [{"host": "new.example.azure.com", "ports": [443]}] + reach.targets(site, "aio-extensions")
     assert reach.uncovered(required, aioext.own_hosts(aioext.config(site, "level2", "/c", Path("/ca"), Path("/s")))) \
         [0] == ("new.example.azure.com", 443)
 
 
 def test_the_roles_row_names_every_required_host_not_reached_and_the_dropped_one():
-    site = load_site(ROOT / "params" / "lab.yaml", ['allowlist.drop_hosts=["sts.windows.net"]', "lab.clusters=false"])
+    site = load_site(ROOT / "params" / "lab.yaml", ['allowlist.drop_hosts=["sts.windows.net"]'])
     cfg = arcagent.config(site, "level3", "/c", "/ca.crt", Path("/state"))
     calls = [{"host": h, "port": p, "ok": True, "observed": "ok"} for h, p in map(arcagent._call_host, arcagent.calls(cfg))
              if h != "sts.windows.net"]

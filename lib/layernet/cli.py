@@ -86,7 +86,7 @@ def cmd_lab(args) -> int:
         return commands.exec_in(site, args.level, argv)
     if args.action == "up":
         rc = commands.cli_up(site)
-        return _lab_proxies(site) if rc == 0 and site.lab.clusters else rc
+        return _lab_proxies(site) if rc == 0 else rc
     return {"down": commands.cli_down, "status": commands.cli_status}[args.action](site)
 
 

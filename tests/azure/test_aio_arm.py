@@ -14,6 +14,7 @@ from sites import example_site
 
 from layernet.azure.clients import Arm  # noqa: E402
 from layernet.errors import DriftError, StageFailed  # noqa: E402
+from layernet.azure import aio as az_aio  # noqa: E402
 from layernet.stages import aio  # noqa: E402
 
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -233,7 +234,7 @@ CHECKS = ["instance", "broker", "listener default", "listener default-insecure",
 def test_verify_reads_every_resource_of_every_level(armd, conn):
     for lv in ("l4", "l3", "l2"):
         seed_level(armd, f"aio-plant-{lv}", f"aio-plant-{lv}-ops")
-    rows = aio.verify(example_site(target="lab", lab={"clusters": False}), arm=conn, progress=quiet)
+    rows = az_aio.verify_aio(example_site(target="lab"), conn, progress=quiet)
     assert [(r["level"], r["check"]) for r in rows] == [(lv, c) for lv in ("level4", "level3", "level2") for c in CHECKS]
     assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
     assert aio.failed(rows) is None
@@ -246,7 +247,7 @@ def test_verify_names_the_failed_resource_its_error_and_refused_hosts(armd, conn
     seed_level(armd, "aio-plant-l3", "aio-plant-l3-ops")
     seed_level(armd, "aio-plant-l2", "aio-plant-l2-ops", states={"microsoft.iotoperations": "Failed"})
     armd.store.pop(f"{PFX}/Microsoft.IoTOperations/instances/aio-plant-l3-ops/brokers/default/listeners/default-insecure".lower())
-    rows = aio.verify(example_site(target="lab", lab={"clusters": False}), arm=conn, progress=quiet, refused={"level2": ["mcr.microsoft.com"]})
+    rows = az_aio.verify_aio(example_site(target="lab"), conn, progress=quiet, refused={"level2": ["mcr.microsoft.com"]})
     bad = {(r["level"], r["check"]): r for r in rows if not r["ok"]}
     assert set(bad) == {("level3", "listener default-insecure"), ("level2", "extension microsoft.iotoperations")}
     l3 = bad[("level3", "listener default-insecure")]
@@ -268,7 +269,7 @@ def test_verify_polls_until_settled(armd, conn):
         now[0] += s
         if now[0] >= 30:
             armd.store[key]["properties"]["provisioningState"] = "Succeeded"
-    rows = aio.verify(example_site(target="lab", lab={"clusters": False}), arm=conn, timeout=600, interval=10, sleep=sleep, clock=lambda: now[0],
+    rows = az_aio.verify_aio(example_site(target="lab"), conn, timeout=600, interval=10, sleep=sleep, clock=lambda: now[0],
                       progress=quiet)
     assert all(r["ok"] for r in rows) and now[0] == 30
 

@@ -319,7 +319,7 @@ def agent(tmp_path):
     pki.mkdir()
     for name in ("node.crt", "node.key", "ca.crt"):
         (pki / name).write_text("")
-    a = node.Agent(tmp_path, "level3", "127.0.0.1", "unused", str(pki / "ca.crt"))
+    a = node.Agent(tmp_path, "level3", "127.0.0.1", "", str(pki / "ca.crt"))
     a.api = node.Api(f"https://127.0.0.1:{free_port(['127.0.0.1'], start=19830)}", pki / "node.crt",
                      pki / "node.key", str(pki / "ca.crt"))
     threading.Thread(target=a.probe, daemon=True).start()

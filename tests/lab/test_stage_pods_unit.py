@@ -112,7 +112,7 @@ class _Objects:
 
 
 def test_the_node_resolves_env_from_secrets_and_config_maps_as_a_kubelet(tmp_path):
-    agent = node.Agent(tmp_path, "level4", "127.0.0.1", "unused", "ca.crt")
+    agent = node.Agent(tmp_path, "level4", "127.0.0.1", "", "ca.crt")
     enc = base64.b64encode(b"s3cret").decode()
     agent.api = _Objects({"/api/v1/namespaces/ns/secrets/env": {"data": {"A": enc, "B": enc}},
                           "/api/v1/namespaces/ns/configmaps/cm": {"data": {"C": "plain"}}})
@@ -133,7 +133,7 @@ def test_the_node_resolves_env_from_secrets_and_config_maps_as_a_kubelet(tmp_pat
 
 def test_a_pod_whose_env_secret_is_missing_waits_in_create_container_config_error(tmp_path):
     """As a kubelet: the container never starts, and the pod says which object is missing."""
-    agent = node.Agent(tmp_path, "level4", "127.0.0.1", "unused", "ca.crt")
+    agent = node.Agent(tmp_path, "level4", "127.0.0.1", "", "ca.crt")
     agent.api = _Objects({})
     agent.event = lambda *a, **k: None
     reported = []

@@ -10,7 +10,10 @@ import pytest
 
 from layernet.errors import StageFailed
 from layernet.lab import commands, services
+from layernet.lab.clusters import admin
+from layernet.render import manifests
 from layernet.stages import arc
+from layernet.targets import get_target
 
 import labs
 
@@ -19,7 +22,6 @@ PREFIX = labs.plan(__file__).prefix
 
 
 def site_with(*extra: str):
-    # the Arc stand-ins are lab processes and read no level cluster: the network alone (lab.clusters=false)
     return labs.site(__file__, *extra)
 
 
@@ -75,14 +77,14 @@ def test_plan_apply_verify_then_the_second_plan_is_empty(lab):
     assert again.empty, again.table().to_string()
 
 
-def test_stopping_a_levels_envoy_turns_the_cluster_below_offline(lab):
+def test_taking_a_levels_proxy_away_turns_the_cluster_below_offline(lab):
+    """level3's Envoy Deployment deleted: level2's agents lose their way out and its cluster turns Offline while the
+    levels above stay Connected; stage 01's next apply puts the proxy back."""
     site = lab
     if not all(r["ok"] for r in arc.verify(site)):
         arc.run(arc.plan(site), site)
-    table = commands.load_procs(site)
-    from layernet.lab import procs
-
-    procs.stop([table["level3/envoy"]])
+    gone = admin.delete(site, "level3", f"/apis/apps/v1/namespaces/{manifests.NAMESPACE}/deployments/{manifests.APP}")
+    assert gone
     try:
         def offline() -> bool:
             rows = arc.verify(site, timeouts={lv.name: 1 for lv in site.levels})
@@ -93,7 +95,8 @@ def test_stopping_a_levels_envoy_turns_the_cluster_below_offline(lab):
         by_level = {r["level"]: r for r in rows if r["check"] == "connectivity status"}
         assert by_level["level4"]["observed"] == "Connected" and by_level["level3"]["observed"] == "Connected"
     finally:
-        commands.restart(site, ["level3/envoy"])
+        steps = get_target(site).apply(commands.render_lab(site))
+    assert ("level3", "create") in {(s.level, s.action) for s in steps if not s.skip}
 
 
 def test_dropping_a_required_host_fails_the_stage_naming_level_host_and_role():

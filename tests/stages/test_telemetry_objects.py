@@ -80,14 +80,3 @@ def test_present_objects_are_skips_and_the_taps_present_the_secrets_certificate(
     assert os.stat(tls.key).st_mode & 0o077 == 0
     assert mq.client_cert_secret in {r.path.rsplit("/", 1)[1] for r in api.requests if "/secrets/" in r.path}
     assert objects.tap_tls(plant("anonymous"), cluster) is None
-
-
-def test_a_lab_site_without_clusters_says_so_in_the_plan_and_has_no_rows():
-    from layernet.targets.lab_cluster import LabCluster
-
-    site = load_site(ROOT / "params" / "lab.yaml", ["lab.clusters=false"])
-    cluster = LabCluster(site)
-    state = objects.observe(site, cluster)
-    steps = objects.steps(site, state, objects.creates(cluster))
-    assert steps and all(s.skip and "lab.clusters: false" in s.reason for s in steps)
-    assert objects.rows(site, cluster) == []

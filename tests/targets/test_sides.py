@@ -53,9 +53,8 @@ def test_every_kind_gives_a_target_a_cluster_side_and_an_azure_side(kind):
         assert type(ctx.cluster) is Cluster and type(ctx.azure) is AzureSide      # a plant: the real things
         assert ctx.cluster.reader == ctx.target.api                               # a reader of its clusters
         assert ctx.cluster.install_arc_agents("level4", "/x") == "" and not ctx.azure.elsewhere
-    else:   # the lab reads its clusters as a plant's (stage 03's pods and Services), the network-only lab has none
+    else:   # the lab reads its clusters as a plant's (stage 03's pods and Services)
         assert ctx.azure.elsewhere and ctx.cluster.reader is not None and ctx.cluster.makes_x509_objects
-        assert context.build(load_site(ROOT / "params" / "lab.yaml", ["lab.clusters=false"])).cluster.reader is None
 
 
 def test_a_given_target_is_the_one_the_context_holds():

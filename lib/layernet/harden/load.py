@@ -7,7 +7,7 @@ from typing import Optional
 from layernet.lab import layout
 from layernet.allowlist import effective_allowlist
 from layernet.harden import lab as hl
-from layernet.lab import LabError, commands, procs
+from layernet.lab import LabError, procs
 from layernet.lab.clusters import admin
 from layernet.render import manifests
 
@@ -15,15 +15,11 @@ MAX_CLIENTS, MAX_SECONDS = 256, 300.0
 
 
 def envoy_rss_mb(site) -> dict[str, Optional[float]]:
-    """Resident memory (VmRSS, MB) of each level's Envoy (its pod's process on a lab with clusters); None when it is
-    not running."""
-    if site.lab.clusters:
-        selector = ",".join(f"{k}={v}" for k, v in manifests.SELECTOR.items())
-        pids = {f"{lv.name}/envoy": admin.pod_pids(site, lv.name, manifests.NAMESPACE, selector)
-                for lv in site.levels if lv.proxy}
-        return {name: procs.rss_mb(p[0]) if p else None for name, p in sorted(pids.items())}
-    return {name: procs.rss_mb(p.pid) if procs.alive(p) else None
-            for name, p in sorted(commands.load_procs(site).items()) if name.endswith("/envoy")}
+    """Resident memory (VmRSS, MB) of each level's Envoy (its pod's process); None when it is not running."""
+    selector = ",".join(f"{k}={v}" for k, v in manifests.SELECTOR.items())
+    pids = {f"{lv.name}/envoy": admin.pod_pids(site, lv.name, manifests.NAMESPACE, selector)
+            for lv in site.levels if lv.proxy}
+    return {name: procs.rss_mb(p[0]) if p else None for name, p in sorted(pids.items())}
 
 
 def _pct(vals: list, q: float) -> Optional[float]:

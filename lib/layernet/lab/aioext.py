@@ -81,12 +81,11 @@ IMAGES = {   # extension type -> the images its pods pull (MCR repositories, pin
 def config(site, level: str, cluster_id: str, ca_dir: Path, state_dir: Path, pull_deadline: float = 6.0,
            call_timeout: float = 2.0) -> dict:
     node = str(site.level(level).node_ip)
-    kube = None
-    if site.lab.clusters:          # the level's API, as the admin (the AIO operator's service account on a plant)
-        from layernet.lab.clusters import controlplane
+    # the level's API, as the admin (the AIO operator's service account on a plant)
+    from layernet.lab.clusters import controlplane
 
-        d = controlplane.cluster_dir(site, level) / "pki"
-        kube = {"server": controlplane.api_url(site, level), "cert": str(d / "admin.crt"), "key": str(d / "admin.key")}
+    d = controlplane.cluster_dir(site, level) / "pki"
+    kube = {"server": controlplane.api_url(site, level), "cert": str(d / "admin.crt"), "key": str(d / "admin.key")}
     return {"level": level, "kube": kube, "cluster_id": cluster_id, "region": site.azure.location.lower(), "node_ip": node,
             "ca_dir": str(ca_dir), "ca_file": str(Path(ca_dir) / "ca.crt"), "state_dir": str(state_dir),
             "status": str(state_dir / STATUS_FILE), "extensions": str(state_dir / EXTENSIONS_FILE),
@@ -588,8 +587,7 @@ def _install(site, level: str, cluster_id: str, extension: dict, pull_deadline: 
     cfg = config(site, level, cluster_id, layout.state_dir(site) / "ca", d, pull_deadline=pull_deadline)
     cfg_path = d / CONFIG_FILE
     cfg_path.write_text(json.dumps(cfg, indent=1))
-    p = services.start(site, name, level, [sys.executable, "-m", "layernet.lab.aioext", str(cfg_path)],
-                       d / "aio-extension.out")
+    p = services.start(site, name, level, [sys.executable, "-m", "layernet.lab.aioext", str(cfg_path)])
     return f"{extension['type']}: extension stand-in of {level} started (pid {p.pid}) in {layout.namespace(site, level)}"
 
 

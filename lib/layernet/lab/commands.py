@@ -1,10 +1,10 @@
-"""Lab life cycle: up, down, status, exec, and the per-level services (Envoy, CoreDNS, nftables).
+"""Lab life cycle: up, down, status, exec, and what each level runs outside its cluster (nftables).
 
 `up(site)` always starts fresh: it first removes whatever a previous lab with the same prefix left behind
 (processes recorded or found by namespace membership, namespaces, the jump-box link, /etc/netns files,
 stale Envoy shared memory), then builds the namespaces, issues the cloud certificate, renders and writes
-every level's artifacts into `<state>/<level>/`, loads nftables, starts the processes and waits until each
-one is healthy. `down(site)` removes everything again; configs and logs stay in the state folder for
+every level's artifacts into `<state>/<level>/`, loads nftables, starts the cloud and each level's cluster
+(control plane and node) and waits until each is healthy, then applies K3s's own add-ons. `down(site)` removes everything again; configs and logs stay in the state folder for
 inspection (the next `up` clears them).
 """
 from __future__ import annotations
@@ -33,10 +33,9 @@ from layernet.render import manifests, render_site
 from layernet.render.dns import COREDNS_NAMESPACE
 from layernet.table import print_table
 
-ENVOY_CONF, DNS_CONF, NFT_CONF = "envoy.yaml", "Corefile", "nftables.nft"
+NFT_CONF = "nftables.nft"
 ENVOY_DEPLOYMENT = (manifests.NAMESPACE, manifests.APP)
 COREDNS_DEPLOYMENT = (COREDNS_NAMESPACE, "coredns")       # K3s's (lab/clusters/addons.py)
-KIND_BY_NAME = {ENVOY_CONF: "envoy", DNS_CONF: "dns-lab", NFT_CONF: "firewall"}
 READY_TIMEOUT = 60.0      # three API servers starting at once on two cores
 DOWN_GRACE = 1.0          # seconds a lab process has to exit on SIGTERM when the lab goes down
 RESERVED = {"cloud", "rtr", "ca", "jumpbox"}
@@ -70,10 +69,8 @@ def lab_lock(site):
 
 
 def render_lab(site) -> list:
-    """What the lab's stage 01 applies: a plant's (kube) artifacts on a lab with clusters, the network-only lab's
-    files without."""
-    return render_site(site, effective_allowlist(site), target="kube" if site.lab.clusters else "lab",
-                       state_dir=state_dir(site))
+    """What the lab's stage 01 applies: a plant's (kube) artifacts."""
+    return render_site(site, effective_allowlist(site), target="kube", state_dir=state_dir(site))
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -144,14 +141,11 @@ def _stale_shm() -> list[Path]:
 
 
 def cleanup(site) -> list[str]:
-    """Remove everything a lab with this prefix may have left: the stage services and their records, the Kafka
-    broker, processes, namespaces, links, files."""
+    """Remove everything a lab with this prefix may have left: the telemetry records, the Kafka broker, processes
+    (the clusters and their pods), namespaces, links, files."""
     done = []
-    from layernet.lab import kafka, services, telemetry
+    from layernet.lab import kafka, telemetry
 
-    stage = services.clear(site)             # what stages 02-04 started as processes, and their records
-    if stage:
-        done.append(f"stopped {len(stage)} stage service(s)")
     if telemetry.clear(site):
         done.append("removed the telemetry records")
     # every process of the lab at once (control planes, nodes, their pods, the cloud, the broker): a short grace, then
@@ -334,19 +328,17 @@ def up(site, artifacts: Optional[list] = None, progress: Optional[Progress] = No
                 if (level_dir(site, lv.name) / NFT_CONF).exists():
                     load_firewall(site, lv.name)
             t.step("write configs, load nftables")
-            if site.lab.clusters:
-                for lv in site.levels:
-                    controlplane.prepare(site, lv.name)
-                kubeconfig.write(site)
-                t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
+            for lv in site.levels:
+                controlplane.prepare(site, lv.name)
+            kubeconfig.write(site)
+            t.step(f"cluster certificates and kubeconfigs ({len(site.levels)} clusters)")
             # everything at once, as K3s starts its agent beside its server: a node registers as soon as its API
             # server lets it (the agent retries until then)
             started = start_services(site, _cloud_specs(site, topo, cert, key) + _service_specs(site))
             t.step(f"start {len(started)} processes")
             wait_ready(site, started)
             t.step("healthy (cloud, control planes, nodes registered)")
-            if site.lab.clusters:
-                t.step(f"K3s add-ons applied (CoreDNS: {addons.install(site)} objects)")
+            t.step(f"K3s add-ons applied (CoreDNS: {addons.install(site)} objects)")
             for lv in site.levels:
                 check_route(site, lv.node_ip)
             try:
@@ -413,35 +405,12 @@ def missing_requirements() -> str:
 # ----------------------------------------------------------------------------------------------- status
 def _cluster_cell(site, level: str, ns_exists: bool, proc_cell) -> tuple[str, bool]:
     """The level's cluster: every control-plane process and the node agent running, the API ready."""
-    if not site.lab.clusters:
-        return "- (lab.clusters: false)", True
     dead = [svc.short for svc in controlplane.services(site, level) if not proc_cell(svc.name)[1]]
     if dead:
         return f"{', '.join(dead)} not running", False
     if not (ns_exists and controlplane.readyz(site, level)):
         return "API not ready", False
     return f"ready ({controlplane.api_url(site, level).split('//')[1]})", True
-
-
-def _process_cells(site, lv, d: Path, ns: str, have: set, proc_cell, row: dict) -> bool:
-    """The network-only lab's Envoy and CoreDNS processes of a level, into `row`; whether they are healthy."""
-    ok = True
-    if (d / ENVOY_CONF).exists() or lv.proxy:
-        cell, alive = proc_cell(f"{lv.name}/envoy")
-        if alive and ns in have and (d / ENVOY_CONF).exists():
-            admin, _ = registry.envoy_ports(d / ENVOY_CONF)
-            ready = bool(admin) and registry.envoy_ready(ns, admin)
-            cell += " ready" if ready else " not-ready"
-            alive = alive and ready
-        row["envoy"], ok = cell, ok and alive
-    else:
-        row["envoy"] = "-"
-    if (d / DNS_CONF).exists() or lv.dns_override:
-        cell, alive = proc_cell(f"{lv.name}/coredns")
-        row["dns"], ok = cell, ok and alive
-    else:
-        row["dns"] = "-"
-    return ok
 
 
 def status(site) -> list[dict]:
@@ -459,15 +428,12 @@ def status(site) -> list[dict]:
 
     for lv in site.levels:
         ns = topo.level_ns[lv.name]
-        d = level_dir(site, lv.name)
         row = {"level": lv.name, "namespace": ns, "ns": "yes" if ns in have else "no"}
         ok = ns in have
-        if site.lab.clusters:      # Envoy and CoreDNS are pods of the level's cluster
-            for col, want, (kns, name) in (("envoy", lv.proxy, ENVOY_DEPLOYMENT), ("dns", True, COREDNS_DEPLOYMENT)):
-                cell, alive = admin.deployment_cell(site, lv.name, kns, name) if want and ns in have else ("-", True)
-                row[col], ok = cell, ok and alive
-        else:
-            ok = _process_cells(site, lv, d, ns, have, proc_cell, row) and ok
+        for col, want, (kns, name) in (("envoy", lv.proxy, ENVOY_DEPLOYMENT), ("dns", True, COREDNS_DEPLOYMENT)):
+            # Envoy and CoreDNS are pods of the level's cluster
+            cell, alive = admin.deployment_cell(site, lv.name, kns, name) if want and ns in have else ("-", True)
+            row[col], ok = cell, ok and alive
         row["cluster"], alive = _cluster_cell(site, lv.name, ns in have, proc_cell)
         ok = ok and alive
         loaded = ns in have and netns.nft_loaded(ns, "inet layernet")

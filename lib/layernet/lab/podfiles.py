@@ -1,7 +1,7 @@
-"""Where a level's Envoy and CoreDNS keep their files on this machine, on either lab: the pod folders of the level's
-node (lab/clusters/node.py: `<cluster>/pods/<namespace>_<pod>_<uid>/`, a container's output in `<container>.log`,
-volumes in `volumes/<name>/`), or the level folder of the network-only lab. Only the lab's own proofs read them
-(the hardening checks); stages read logs through the target."""
+"""Where a level's Envoy and CoreDNS keep their files on this machine: the pod folders of the level's node
+(lab/clusters/node.py: `<cluster>/pods/<namespace>_<pod>_<uid>/`, a container's output in `<container>.log`, volumes
+in `volumes/<name>/`). Only the lab's own proofs read them (the hardening checks); stages read logs through the
+target."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,25 +24,18 @@ def _newest_pod(site, level: str, prefix: str) -> Optional[Path]:
 
 def envoy_access_log(site, level: str) -> Path:
     """The file the level's Envoy writes its JSON access log to (mixed with its own output on a cluster)."""
-    if not site.lab.clusters:
-        return layout.level_dir(site, level) / "envoy-access.log"
     pod = _newest_pod(site, level, ENVOY_POD)
     return pod / f"{manifests.CONTAINER}.log" if pod else layout.level_dir(site, level) / "no-envoy-pod.log"
 
 
 def coredns_log(site, level: str) -> Path:
     """The level's CoreDNS query log (its `log` plugin's output)."""
-    if not site.lab.clusters:
-        return layout.level_dir(site, level) / "coredns.out"
     pod = _newest_pod(site, level, COREDNS_POD)
     return pod / "coredns.log" if pod else layout.level_dir(site, level) / "no-coredns-pod.log"
 
 
 def coredns_config(site, level: str) -> list[Path]:
     """The level's Corefile and the coredns-custom keys it imports."""
-    if not site.lab.clusters:
-        d = layout.level_dir(site, level)
-        return [d / "Corefile", *sorted((d / "custom").glob("*"))]
     pod = _newest_pod(site, level, COREDNS_POD)
     if pod is None:
         return []

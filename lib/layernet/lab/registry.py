@@ -1,8 +1,8 @@
 """The lab's infrastructure services: one class each, declared per level (and for the cloud) from the site.
 
 A service knows its process name (`<level>/<service>`), its namespace, the config it runs from, its argv, its
-log, and how to tell it is ready. `declared(site)` lists what the site calls for — an Envoy at every proxy level,
-a CoreDNS at every DNS-override level, and the cloud's internet DNS and TLS front — and `for_process(site, name)`
+log, and how to tell it is ready. `declared(site)` lists what the site calls for — a cluster per level (whose pods
+are the level's Envoy and CoreDNS), and the cloud's internet DNS and TLS front — and `for_process(site, name)`
 finds the service of a recorded process. lab/commands.py starts, restarts, waits for and reports services only
 through this registry, so adding a service is a class here (namespaces and process plumbing stay untouched).
 Services that later stages start in a level (Arc agents, the AIO extension, telemetry stand-ins) are recorded
@@ -14,54 +14,28 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import yaml
 
 from layernet.lab import azure as lab_azure
 from layernet.lab import binaries, netns, procs, state_dir
 from layernet.lab.clusters import controlplane
 from layernet.lab.service import Service
-from layernet.render.dns import COREDNS_EXTERNAL_PORT, READY_ADDR, internet_corefile
-from layernet.render.envoy import ENVOY_ARGS
+from layernet.render.dns import READY_ADDR, internet_corefile
 
 
-class Envoy(Service):
-    short, config_name = "envoy", "envoy.yaml"
-
-    def argv(self) -> list[str]:
-        return [binaries.envoy_binary(), "-c", str(self.config)] + envoy_args()
-
-    def ready(self, p: procs.Proc) -> bool:
-        admin, ports = envoy_ports(self.config)
-        want = set(ports) | ({admin} if admin else set())
-        if procs.listening(p.pid, want) != want:
-            return False
-        return envoy_ready(p.ns, admin) if admin else True
-
-
-class CoreDNS(Service):
-    short, config_name = "coredns", "Corefile"
-
-    def ports(self) -> list[int]:
-        return [53, COREDNS_EXTERNAL_PORT]
-
-    def argv(self) -> list[str]:
-        return [binaries.coredns_binary(), "-conf", str(self.config)]
-
-    def ready(self, p: procs.Proc) -> bool:
-        return coredns_ready(p, self.ports())
-
-
-class InternetDNS(CoreDNS):
-    """The "internet" DNS in the cloud namespace: every name answers the cloud front's address."""
-    short = "dns"
+class InternetDNS(Service):
+    """The "internet" DNS in the cloud namespace (CoreDNS): every name answers the cloud front's address."""
+    short, config_name = "dns", "Corefile"
     log_name = "coredns.out"
 
     @property
     def log(self) -> Path:
         return self.folder / self.log_name
 
-    def ports(self) -> list[int]:
-        return [53]
+    def argv(self) -> list[str]:
+        return [binaries.coredns_binary(), "-conf", str(self.config)]
+
+    def ready(self, p: procs.Proc) -> bool:
+        return coredns_ready(p, [53])
 
     def render(self, topo) -> None:
         self.config.write_text(internet_corefile(str(topo.cloud_dns_ip), str(topo.cloud_tls_ip)))
@@ -99,23 +73,10 @@ def cloud_app_args(site, d: Path) -> list[str]:
             "--offline-after", str(lab_azure.OFFLINE_AFTER), "--retry-after", lab_azure.RETRY_AFTER]
 
 
-LEVEL_SERVICES = (CoreDNS, Envoy)     # start order within a level
-
-
 def level_services(site) -> list[Service]:
     """Every level service the site declares: each level's cluster (control plane and node, lab/clusters), whose
-    pods are the level's Envoy and CoreDNS; on a network-only lab (`lab.clusters: false`) the processes themselves:
-    CoreDNS where the level overrides DNS, Envoy where it proxies."""
-    out: list[Service] = []
-    for lv in site.levels:
-        if site.lab.clusters:
-            out += controlplane.services(site, lv.name)
-            continue
-        if lv.dns_override:
-            out.append(CoreDNS(site, lv.name))
-        if lv.proxy:
-            out.append(Envoy(site, lv.name))
-    return out
+    pods are the level's Envoy and CoreDNS."""
+    return [svc for lv in site.levels for svc in controlplane.services(site, lv.name)]
 
 
 def cloud_services(site, cert: Optional[Path] = None, key: Optional[Path] = None) -> list[Service]:
@@ -127,45 +88,14 @@ def declared(site) -> list[Service]:
 
 
 def for_process(site, name: str) -> Optional[Service]:
-    """The service of a recorded process name ("level3/envoy", "cloud/dns"), or None."""
-    where, _, short = name.partition("/")
-    for cls in (CoreDNS, Envoy):
-        if cls.short == short and where != "cloud":
-            return cls(site, where)
+    """The service of a recorded process name ("level3/kube-server", "cloud/dns"), or None."""
     for svc in cloud_services(site):
         if svc.name == name:
             return svc
     return controlplane.for_process(site, name)
 
 
-# ----------------------------------------------------------------------------------------------- programs
-def envoy_args() -> list[str]:
-    args = list(ENVOY_ARGS)
-    if "--disable-hot-restart" not in args:
-        args.append("--disable-hot-restart")
-    if not any(a in ("-l", "--log-level") for a in args):
-        args += ["--log-level", "warning"]
-    return args
-
-
-def envoy_ports(conf_path: Path) -> tuple[Optional[int], list[int]]:
-    """(admin port, listener ports) of a rendered Envoy bootstrap."""
-    doc = yaml.safe_load(conf_path.read_text()) or {}
-    admin = (((doc.get("admin") or {}).get("address") or {}).get("socket_address") or {}).get("port_value")
-    listeners = []
-    for l in (doc.get("static_resources") or {}).get("listeners") or []:
-        p = ((l.get("address") or {}).get("socket_address") or {}).get("port_value")
-        if p:
-            listeners.append(int(p))
-    return (int(admin) if admin else None), listeners
-
-
-def envoy_ready(ns: str, admin_port: int) -> bool:
-    """Envoy's admin /ready answers LIVE (asked from inside the namespace, on 127.0.0.1)."""
-    proc = netns.ns_exec(ns, ["curl", "-s", "-m", "1", f"http://127.0.0.1:{admin_port}/ready"], check=False)
-    return proc.returncode == 0 and proc.stdout.strip() == "LIVE"
-
-
+# ----------------------------------------------------------------------------------------------- readiness
 def coredns_ready(p: procs.Proc, ports: list[int]) -> bool:
     """CoreDNS listens on its DNS ports (UDP and TCP) and its `ready` plugin answers 200 (asked inside the
     namespace)."""

@@ -1,14 +1,12 @@
 """Lab services that later stages start inside a level (Arc agents, the AIO extension's broker, dataflows...).
 
-On a lab with clusters they are installed the way the real things install: a Deployment in the level's cluster,
+They are installed the way the real things install: a Deployment in the level's cluster,
 the Arc agents in ``azure-arc`` and the AIO extension, connector, dataflows and simulator in the AIO namespace, each
 with the image of what it stands in for, pulled through the level's chain by the node, which runs it as a pod (a
 process in the level's namespace, output in the pod's folder). What a service needs in its environment beyond the
 node's (a connection string) is a Secret its pod reads. `table` reads them back from the clusters (a service is
-its running pod's process), `stop` deletes the Deployment and waits for its pod to go.
-
-On a network-only lab (`lab.clusters: false`) they are processes in the level's namespace, recorded in
-`<state>/stage-procs.json`. Either way `lab down` stops them with everything else and `lab status` lists them.
+its running pod's process), `stop` deletes the Deployment and waits for its pod to go. `lab down` stops them with
+their clusters and `lab status` lists them.
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from layernet.lab import LabError, arcagent, procs, state_dir
+from layernet.lab import LabError, arcagent, procs
 from layernet.lab import layout, podfiles
 from layernet.lab.clusters import admin
 from layernet.render.manifests import pull_policy
@@ -36,10 +34,6 @@ PLACES = {
     "telemetry-connector": (AIO_NAMESPACE, "mcr.microsoft.com/azureiotoperations/akri-connectors/opc-ua:1.2.36"),
     "telemetry-dataflow": (AIO_NAMESPACE, "mcr.microsoft.com/azureiotoperations/dataflow:1.2.36"),
 }
-
-
-def _table_path(site) -> Path:
-    return state_dir(site) / "stage-procs.json"
 
 
 def _place(name: str) -> tuple[str, str, str]:
@@ -97,26 +91,15 @@ def _cluster_table(site) -> dict[str, procs.Proc]:
 
 
 def table(site) -> dict[str, procs.Proc]:
-    """Every stage service by name; on clusters its running pod's process (pid 0: its pod is not running)."""
-    return _cluster_table(site) if site.lab.clusters else procs.load(_table_path(site))
+    """Every stage service by name: its running pod's process (pid 0: its pod is not running)."""
+    return _cluster_table(site)
 
 
-def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional[dict] = None,
+def start(site, name: str, level: str, argv: list[str], env: Optional[dict] = None,
           wait: bool = True) -> Optional[procs.Proc]:
     """(Re)start the stage service `name` ("<level>/<service>") in `level` (`env`: its whole environment, default
-    this process's). On clusters: its Deployment, replaced, and (with `wait`) the pod's process once it runs (`log`
-    unused: the output is the pod's; without `wait` None, see `wait_started`); what `env` holds beyond this
-    process's environment goes in a Secret."""
-    if not site.lab.clusters:
-        t = table(site)
-        old = t.get(name)
-        if old is not None and procs.alive(old):
-            procs.stop([old])
-        log.parent.mkdir(parents=True, exist_ok=True)
-        p = procs.start(name, layout.namespace(site, level), argv, log, env=env)
-        t[name] = p
-        procs.save(_table_path(site), t)
-        return p
+    this process's): its Deployment, replaced, and (with `wait`) the pod's process once it runs (without `wait`
+    None, see `wait_started`); what `env` holds beyond this process's environment goes in a Secret."""
     _, short, ns, image = _place(name)
     stop(site, name)
     extra = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
@@ -125,9 +108,7 @@ def start(site, name: str, level: str, argv: list[str], log: Path, env: Optional
 
 
 def wait_started(site, name: str, timeout: float = STARTED_WITHIN) -> procs.Proc:
-    """The process of the stage service's pod once it runs (on a network-only lab, its recorded process)."""
-    if not site.lab.clusters:
-        return table(site)[name]
+    """The process of the stage service's pod once it runs."""
     level, short, ns, _ = _place(name)
     deadline = time.monotonic() + timeout
     while True:
@@ -145,14 +126,7 @@ def wait_started(site, name: str, timeout: float = STARTED_WITHIN) -> procs.Proc
 
 
 def stop(site, name: str, wait: bool = True) -> bool:
-    """Stop the stage service (on clusters: delete its Deployment and Secret; with `wait`, until its pod is gone)."""
-    if not site.lab.clusters:
-        t = table(site)
-        p = t.pop(name, None)
-        if p is not None:
-            procs.stop([p])
-        procs.save(_table_path(site), t)
-        return p is not None
+    """Stop the stage service: delete its Deployment and Secret (with `wait`, until its pod is gone)."""
     level, short, ns, _ = _place(name)
     gone = admin.delete(site, level, f"/apis/apps/v1/namespaces/{ns}/deployments/{short}", wait=0 if not wait else 30.0)
     admin.delete(site, level, f"/api/v1/namespaces/{ns}/secrets/{short}-env", wait=0)
@@ -162,9 +136,7 @@ def stop(site, name: str, wait: bool = True) -> bool:
 
 
 def wait_stopped(site, name: str, timeout: float = STARTED_WITHIN) -> None:
-    """Until no pod of the stage service is left (nothing to wait for on a network-only lab)."""
-    if not site.lab.clusters:
-        return
+    """Until no pod of the stage service is left."""
     level, short, ns, _ = _place(name)
     deadline = time.monotonic() + timeout
     while (admin.get(site, level, f"/api/v1/namespaces/{ns}/pods", {"labelSelector": f"{LABEL}={short}"})
@@ -174,15 +146,6 @@ def wait_stopped(site, name: str, timeout: float = STARTED_WITHIN) -> None:
         time.sleep(0.1)
 
 
-def clear(site) -> list[int]:
-    """Stop every recorded stage service and drop the table (`lab down` and `lab up` call this): a lab built
-    afterwards starts with no stage services, so `lab status` never lists those of an earlier run. Returns the
-    PIDs stopped. (On clusters they go with their cluster.)"""
-    stopped = procs.stop(procs.load(_table_path(site)).values())
-    _table_path(site).unlink(missing_ok=True)
-    return stopped
-
-
 def rows(site) -> list[dict]:
     """For `lab status`: every stage service, its pid and whether it runs."""
     return [{"service": name, "pid": p.pid, "running": bool(p.pid) and procs.alive(p)}
@@ -190,8 +153,9 @@ def rows(site) -> list[dict]:
 
 
 def log_path(site, name: str) -> Path:
-    """Where the stage service's output is: its running pod's container log, or its file in the level folder."""
-    p = table(site).get(name) if site.lab.clusters else None
+    """Where the stage service's output is: its running pod's container log (a file in the level folder when it
+    does not run)."""
+    p = table(site).get(name)
     if p is not None and p.log:
         return Path(p.log)
     level, _, short = name.partition("/")
@@ -228,4 +192,4 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
-__all__ = ["LabError", "start", "wait_started", "stop", "wait_stopped", "clear", "rows", "log_path", "start_arc_agent", "arc_agent_status", "wait_for"]
+__all__ = ["LabError", "start", "wait_started", "stop", "wait_stopped", "rows", "log_path", "start_arc_agent", "arc_agent_status", "wait_for"]

@@ -90,10 +90,7 @@ def install(site, records: dict[str, list[dict]], timeout: float = 30.0) -> str:
     started: list = []
 
     def spawn(svc, env) -> None:
-        log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_bytes(b"")
-        services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env, wait=False)
+        services.start(site, _name(svc), svc.level, list(svc.argv), env=env, wait=False)
         started.append(svc)
 
     def ready() -> None:                      # the pods start side by side; each is waited for here
@@ -172,9 +169,7 @@ def restart(site, service: str, timeout: float = 30.0) -> str:
     if svc.needs_connection_string:
         env = kafka.client_env(site, env)
     services.stop(site, _name(svc))
-    log = layout.level_dir(site, svc.level) / f"{_name(svc).split('/', 1)[1]}.out"
-    log.write_bytes(b"")
-    p = services.start(site, _name(svc), svc.level, list(svc.argv), log, env=env)
+    p = services.start(site, _name(svc), svc.level, list(svc.argv), env=env)
     _wait_line(Path(p.log), p, svc.ready_line, timeout)
     return f"{service} restarted (pid {p.pid})"
 

@@ -104,8 +104,6 @@ class LabSettings(Strict):
                                      max_length=100)
     # rehearsals: crossings closed at the lab's router, "mqtt <child level> -> <parent level>" or "eventhubs <level>"
     close: list[str] = Field(default=[], max_length=20)
-    # a Kubernetes cluster per level (lab/clusters); false: the network alone, for proofs that need no cluster
-    clusters: bool = True
 
 
 class Site(Strict):

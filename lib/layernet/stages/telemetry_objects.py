@@ -5,8 +5,7 @@ ConfigMap with the trusted CA (the broker authentication and the MQTT endpoint's
 dataflow's client certificate (`layernet.render.telemetry.x509_references`), all in the AIO namespace. On a plant the
 operator creates them; the plan reads each one through the level's Kubernetes API and names a missing one with
 the command that creates it, and verify fails on it. The lab plays the operator: its cluster side gives the objects
-(`Target.x509_objects`, from the lab CA) and apply puts them in place with server-side apply. A lab site without
-clusters (`lab.clusters: false`) has no API: the plan says so and the stand-ins use the lab's files.
+(`Target.x509_objects`, from the lab CA) and apply puts them in place with server-side apply.
 
 The taps of the message proof present the client certificate the Secret holds (`tap_tls`).
 """
@@ -195,7 +194,7 @@ def _cleanup() -> None:
 def tap_tls(site, cluster):
     """TLS for the proof's MQTT taps (None in anonymous mode): the client certificate and key of the Secret the
     X.509 records name and the CA of their trusted CA ConfigMap, read from a level's cluster (kept in a private
-    temporary folder for this process); where there is no API, the cluster side's own files (the lab's)."""
+    temporary folder for this process)."""
     if not site.telemetry.mqtt.tls:
         return None
     refs = references(site)
@@ -205,10 +204,7 @@ def tap_tls(site, cluster):
     cm = next((r for r in refs if r.kind == "ConfigMap" and r.level == secret.level), None)
     api = cluster.api(secret.level)
     if api is None:
-        files = cluster.x509_files()
-        if files is None:
-            raise RuntimeError(f"{secret.level}: no Kubernetes API to read {secret.what()} from, and no files")
-        return MqttTls(*files)
+        raise RuntimeError(f"{secret.level}: no Kubernetes API to read {secret.what()} from")
     s = api.get(secret.path)
     if s is None:
         raise RuntimeError(missing_text(site, secret))

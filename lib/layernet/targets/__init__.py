@@ -1,7 +1,7 @@
 """Where a site runs: its target, its clusters' own side and its Azure side, chosen here by `site.target`.
 
 `lab` runs the site's levels as network namespaces on this machine with a K3s-shaped cluster each, reached through
-the kube path (lab.py; lab_network.py when `lab.clusters: false`), with stand-ins for what the clusters and Azure
+the kube path (lab.py), with stand-ins for what the clusters and Azure
 do (lab_cluster.py, lab_azure.py); `kube` reaches one Kubernetes context per level (kube.py), whose
 clusters and Azure are the real ones (cluster.py, azure_side.py). Callers ask here and never branch on the kind.
 """
@@ -12,7 +12,6 @@ from layernet.targets.base import Target
 from layernet.targets.cluster import Cluster
 from layernet.targets.kube import KubeTarget
 from layernet.targets.lab import LabTarget
-from layernet.targets.lab_network import NetworkLab
 from layernet.targets.lab_azure import LabAzure
 from layernet.targets.lab_cluster import LabCluster
 
@@ -35,8 +34,6 @@ TARGETS: dict[str, type[Target]] = {kind: sides[0] for kind, sides in SIDES.item
 
 def target_class(site) -> type[Target]:
     """The Target class of the site (its class attributes answer without connecting to anything)."""
-    if site.target == "lab" and not site.lab.clusters:
-        return NetworkLab
     return TARGETS[site.target]
 
 

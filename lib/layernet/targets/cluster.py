@@ -91,10 +91,6 @@ class Cluster:
         """The objects for [(kind, namespace, name)] the X.509 records name, where this side makes them."""
         return []
 
-    def x509_files(self):
-        """(CA, client certificate, key) files for MQTT clients where no cluster holds them (None: read the Secret)."""
-        return None
-
     def telemetry_rehearsals(self) -> str:
         """Put the site's rehearsed faults in place before the proof window (the lab: `lab.close`)."""
         return ""

@@ -1,6 +1,6 @@
 """The lab target: the kube target on the lab's clusters, plus what a plant has and a laptop lacks.
 
-Stage 01 on a lab with clusters is the code a plant runs (kube.py): the Envoy objects, ``coredns-custom`` and its
+Stage 01 on the lab is the code a plant runs (kube.py): the Envoy objects, ``coredns-custom`` and its
 rollout, probe Jobs and the access logs read through each level's Kubernetes API, with the lab's kubeconfig whose
 contexts are the site's cluster names. What only the lab does around it:
 
@@ -12,25 +12,65 @@ contexts are the site's cluster names. What only the lab does around it:
 - a cluster process that stopped is restarted ("repair") before the objects are applied;
 - TLS probes trust the lab CA.
 
-`running(site)` builds a lab fresh for a block and always takes it down; a network-only site (`lab.clusters:
-false`) gets the network-only lab (lab_network.py).
+`running(site)` builds a lab fresh for a block and always takes it down.
 """
 from __future__ import annotations
 
+import difflib
 from contextlib import contextmanager
 from typing import Optional
 
 from layernet.lab import LabError, commands, layout, netns
 from layernet.lab.clusters import kubeconfig
 from layernet.plan import UNCHANGED, Plan, Step, change, refuse_drift
+from layernet.targets import tools
 from layernet.targets.kube import Api, KubeTarget, desired_objects, diff_object, object_id, with_coredns_restart
-from layernet.targets.lab_network import LabLife, NetworkLab, _diff, _rebuild, _repairs, condition, with_lab_ca
 
 FIREWALL = "nftables.nft"
 PROBE_TIMEOUT = 120.0
 
 
-class LabTarget(LabLife, KubeTarget):
+def _lines(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _diff(live: str, desired: str, level: str, name: str) -> str:
+    return "".join(difflib.unified_diff(_lines(live), _lines(desired),
+                                        fromfile=f"live/{level}/{name}", tofile=f"desired/{level}/{name}"))
+
+
+def condition(site) -> tuple[Optional[list[str]], bool]:
+    """(stopped, partial) of a lab: the level services that stopped ([] when it is up), or None when it needs a
+    rebuild; and whether namespaces of it remain (a rebuild is then a repair)."""
+    stopped = [] if commands.lab_is_up(site) else commands.stopped_services(site)
+    partial = stopped is None and bool(netns.our_namespaces(netns.topology(site).prefix))
+    return stopped, partial
+
+
+def _rebuild(partial: bool) -> Step:
+    if partial:
+        return change("lab", "processes", "repair", "the lab is partly down; apply rebuilds it from the configs above\n")
+    return change("lab", "namespaces and processes", "create", "the lab is down; apply brings it up\n")
+
+
+def _repairs(stopped: list[str]) -> list[Step]:
+    out = []
+    for name in stopped:
+        level, _, service = name.partition("/")
+        out.append(change(level, f"{service} (process)", "repair", f"{name} has stopped; apply restarts it\n"))
+    return out
+
+
+def with_lab_ca(site, checks: list[dict]) -> list[dict]:
+    """TLS checks without a `ca_file` trust the lab CA (what a plant's images trust, the lab's cloud's issuer)."""
+    ca = str(layout.ca_cert_path(site))
+    return [({**c, "ca_file": ca} if c.get("kind") == "tls" and not c.get("ca_file") else c) for c in checks]
+
+
+class LabTarget(KubeTarget):
     kind = "lab"
     shared_proxies = False
 
@@ -38,6 +78,28 @@ class LabTarget(LabLife, KubeTarget):
         super().__init__(site, poll_interval=0.2, rollout_timeout=90.0, job_timeout=PROBE_TIMEOUT,
                          contexts={lv.name: kubeconfig.context_name(site, lv.name) for lv in site.levels})
         self._made: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ the lab's own life cycle
+    def session_state(self) -> Optional[str]:
+        if commands.lab_is_up(self.site):
+            return "up"
+        return "partly up" if commands.leftovers(self.site) else "down"
+
+    def take_down(self, progress=None) -> None:
+        if not commands.leftovers(self.site):
+            return
+        if progress:
+            progress("taking the lab down (the run folder stays; use --keep-lab to leave it up)")
+        commands.down(self.site)
+
+    def probe_inputs(self) -> dict:
+        return {"ca_file": str(layout.ca_cert_path(self.site)), "cloud_ip": str(netns.topology(self.site).cloud_tls_ip)}
+
+    def context_label(self, level) -> str:
+        return level.kube_context or "(lab)"
+
+    def requirements(self) -> list[dict]:
+        return [tools.envoy(), tools.coredns(), tools.nft(), tools.ip()]
 
     def api(self, level: str) -> Api:
         """The level's API through the lab's kubeconfig; a rebuilt lab (new CA, new keys) gets new clients."""
@@ -116,9 +178,9 @@ class LabTarget(LabLife, KubeTarget):
         return KubeTarget.probe(self, level, with_lab_ca(self.site, checks))
 
 
-def lab_target(site):
-    """The site's lab: the kube path on its clusters, or the network-only lab (`lab.clusters: false`)."""
-    return LabTarget(site) if site.lab.clusters else NetworkLab(site)
+def lab_target(site) -> LabTarget:
+    """The site's lab: the kube path on its clusters."""
+    return LabTarget(site)
 
 
 @contextmanager

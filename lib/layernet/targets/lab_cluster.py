@@ -133,26 +133,14 @@ class LabCluster(Cluster):
     @property
     def reader(self):
         """The stages' cluster checks read the lab's clusters as a plant's (pods Ready, the broker's Services)."""
-        return self.api if self.site.lab.clusters else None
+        return self.api
 
     def api(self, level: str):
-        """The level cluster's API from the jump box's kubeconfig (None on a lab site without clusters)."""
-        if not self.site.lab.clusters:
-            return None
+        """The level cluster's API from the jump box's kubeconfig."""
         return _AdminSide(netns.in_root(kubeconfig.client, self.site, level))
-
-    def no_api(self, level: str) -> str:
-        return (f"{level}: this lab site has no clusters (lab.clusters: false), so no Kubernetes API: the lab's "
-                "brokers and stand-ins use the lab CA and client certificate files the objects would hold")
 
     def x509_objects(self, refs: list) -> list[dict]:
         return mqttpki.objects(self.site, refs)
-
-    def x509_files(self):
-        if self.site.lab.clusters:
-            return None
-        m = mqttpki.ensure(self.site)
-        return m.ca, m.cert, m.key
 
     def telemetry_rehearsals(self) -> str:
         return telemetry.rehearse(self.site)

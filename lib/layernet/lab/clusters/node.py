@@ -57,6 +57,7 @@ BACKOFF_MAX = 10.0        # seconds between restarts of a crashing container (th
 VOLUME_REFRESH = 5.0      # seconds between refreshes of a running pod's ConfigMap and Secret volumes (a kubelet's
                           # sync period is a minute; a change shows up within that, plus its cache)
 VERSION = "v1.37.2-layernet"
+IP = shutil.which("ip") or "/usr/sbin/ip"
 
 
 def now() -> str:
@@ -389,7 +390,10 @@ class Agent:
     def start(self, c: Container, mounts: dict[str, Path]) -> None:
         if self.stopping.is_set():          # the node is going down: nothing starts (or restarts) any more
             return
-        argv = images.command(c.spec, mounts)
+        # in a mount namespace of its own with the level's /etc/netns files over /etc, as a kubelet gives each pod its
+        # own /etc/hosts: a file the lab changes later (a rehearsal's hosts) reaches the pods started afterwards
+        # (no namespace name: this process's own network, as in unit tests)
+        argv = ([IP, "netns", "exec", self.netns] if self.netns else []) + images.command(c.spec, mounts)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(c.pod.folder)}
         env.update(c.env)
         with open(c.log, "ab") as out:
