@@ -170,8 +170,7 @@ def start_arc_agent(site, level: str, cluster_id: str, interval: float = 2.0) ->
     cfg_path = d / arcagent.CONFIG_FILE
     cfg_path.write_text(json.dumps(cfg, indent=1))
     (d / arcagent.STATUS_FILE).unlink(missing_ok=True)
-    p = start(site, f"{level}/arc-agent", level, [sys.executable, "-m", "layernet.lab.arcagent", str(cfg_path)],
-              d / "arc-agent.out")
+    p = start(site, f"{level}/arc-agent", level, [sys.executable, "-m", "layernet.lab.arcagent", str(cfg_path)])
     return f"Arc agents of {level} started (pid {p.pid}) in {layout.namespace(site, level)}"
 
 
