@@ -3,7 +3,7 @@ extensions' connections by name to the required hosts their own calls do not use
 
     .venv/bin/python benchmarks/required_hosts_lab.py
 
-Builds a lab of its own (prefix "rq", 10.71.0.0/16, the network alone), runs stage 02 and stage 03, and prints per
+Builds a lab of its own (prefix "rq", 10.71.0.0/16), runs stage 02 and stage 03, and prints per
 level how many reach calls each stand-in made and their seconds in total, beside the seconds of the Arc agents'
 own start-up calls and of each stage (target: the reach calls under 0.5 s per level and stand-in). Takes the lab
 down at the end. Run it under the lab lock (flock /tmp/layernet-lab.lock ...); needs root and make setup's tools.
@@ -25,8 +25,7 @@ def main() -> int:
     from layernet.stages import aio, arc
     from layernet.targets import lab as lab_target
 
-    site = load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE)
-                     + ["lab.clusters=false"])
+    site = load_site(ROOT / "params" / "lab.yaml", beside(ROOT / "params" / "lab.yaml", PREFIX, BASE))
     worst = 0.0
     with lab_target.running(site):
         for name, stage, role in (("stage 02 (Arc)", arc, "arc-agents"), ("stage 03 (AIO)", aio, "aio-extensions")):

@@ -24,7 +24,7 @@ def test_render_writes_one_folder_per_level(tmp_path: Path):
     assert (tmp_path / "kube" / "level3" / "coredns-custom.yaml").is_file()
     assert (tmp_path / "kube" / "level4" / "envoy-manifests.yaml").is_file()
     assert not (tmp_path / "kube" / "level3" / "Corefile").exists()
-    # the network-only lab's files, when asked for
+    # Envoy's and CoreDNS's own files (to run them as plain processes), when asked for
     proc = _run("render", "--site", LAB, "--out", str(tmp_path / "out"), "--target", "lab")
     assert proc.returncode == 0, proc.stderr
     written = {Path(p).relative_to(tmp_path / "out").as_posix() for p in proc.stdout.split()}

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="write every level's Envoy, DNS, manifests and firewall artifacts")
     _site_args(p)
     p.add_argument("--out", required=True, help="output folder (one sub-folder per level)")
-    p.add_argument("--target", choices=["lab", "kube"], help="render for this target (default: what the site's target applies; kube on a lab with clusters, lab the network-only lab's files)")
+    p.add_argument("--target", choices=["lab", "kube"], help="render for this target (default: what the site's target applies, the kube objects; lab: Envoy's and CoreDNS's own files, to run them as plain processes)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("lab", help="the local namespace lab: up, down, status, exec LEVEL -- CMD")

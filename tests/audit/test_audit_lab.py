@@ -16,7 +16,7 @@ PREFIX = labs.plan(__file__).prefix     # the audit lab's own prefix and address
 
 
 def overrides() -> list[str]:
-    return labs.site_args(__file__)          # the network alone: the audit reads the proxies' logs
+    return labs.site_args(__file__)          # the audit reads the proxies' logs
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The Kafka leg of the telemetry flow: the egress dataflow produces to the lab's Event Hubs (real Apache Kafka
 behind the cloud's TLS front) exactly as rendered, and the verify consumer reads every message back.
 
-The test builds a lab of its own (its plan from tests/labs.py; the network alone, no level cluster), starts the broker, and runs one measured
+The test builds a lab of its own (its plan from tests/labs.py), starts the broker, and runs one measured
 window inside the egress level's namespace: mosquitto brokers, the OPC PLC, the connector and the dataflows on that
 namespace's loopback, the egress dataflow resolving `<namespace>.servicebus.windows.net` with the level's DNS and
 producing with SASL PLAIN `$ConnectionString`. The lab is ALWAYS taken down at the end."""

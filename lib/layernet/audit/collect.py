@@ -1,8 +1,8 @@
 """Where the access-log lines come from: a target (every proxy level, since a time) or a folder of saved logs.
 
-A folder holds one log per level: ``<level>.log`` (or ``.jsonl``) or ``<level>/envoy-access.log`` (the network-only
-lab's own layout) or the Envoy pods' output under ``<level>/cluster/pods/`` (a lab with clusters), so a copy of a
-lab state folder works as is, with its rotations (``<level>.log.1``,
+A folder holds one log per level: ``<level>.log`` (or ``.jsonl``) or ``<level>/envoy-access.log`` (Envoy run as a
+plain process from `layernet render --target lab` files) or the Envoy pods' output under ``<level>/cluster/pods/``
+(the lab's), so a copy of a lab state folder works as is, with its rotations (``<level>.log.1``,
 ``<level>.log.2.gz``, ``<level>.log.gz``) read oldest first. Output of ``kubectl logs`` saved as ``<level>.log``
 works too (the parser strips its prefixes and counts the proxy's own lines apart).
 """

@@ -23,7 +23,7 @@ firewall), trusting only the lab CA:
   certificate (the cert-manager stand-in) when the port asks for it; a port without `authenticationRef` takes
   anonymous clients; a port whose authentication has the X509 method requires a client certificate signed by the
   CA in the ConfigMap `x509Settings.trustedClientCaCert` names, read from the level's Kubernetes API in the AIO
-  namespace (a lab site without clusters has no API: the lab CA, which that ConfigMap would hold). A missing
+  namespace. A missing
   authentication or ConfigMap keeps the broker down, named in the status. A changed listeners file (or CA)
   restarts mosquitto with the new configuration.
 
@@ -392,10 +392,8 @@ class Extension:
     def sync_services(self, listeners: list[dict]) -> None:
         """The broker's Services, one per listener (its serviceName, type and ports), as AIO's operator keeps them;
         they select this stand-in's pod, which runs the broker (the node gives a LoadBalancer its address, as K3s's
-        ServiceLB does). Without an API (a lab site without clusters) there are none."""
-        kube = self.cfg.get("kube")
-        if not kube:
-            return
+        ServiceLB does)."""
+        kube = self.cfg["kube"]
         for res in listeners:
             props = res.get("properties") or {}
             name = props.get("serviceName") or "aio-broker"
@@ -415,10 +413,8 @@ class Extension:
 
     def trusted_ca(self, name: str) -> str:
         """The PEM text of the ConfigMap `name` in the AIO namespace of the level's cluster (every value, as the
-        broker reads a CA bundle); without an API (a lab site without clusters) the lab CA it would hold."""
-        kube = self.cfg.get("kube")
-        if not kube:
-            return Path(self.cfg["ca_file"]).read_text()
+        broker reads a CA bundle)."""
+        kube = self.cfg["kube"]
         path = f"/api/v1/namespaces/{AIO_NAMESPACE}/configmaps/{name}"
         r = self.http.get(kube["server"] + path, cert=(kube["cert"], kube["key"]), timeout=self.cfg["call_timeout"])
         if r.status_code == 404:
