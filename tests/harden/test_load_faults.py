@@ -2,6 +2,7 @@
 mid-load (the load sees it, its pod restarts it and stage 01 has nothing to do), and a runner killed mid-stage."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,11 +15,12 @@ import pytest
 
 from layernet.allowlist import effective_allowlist
 from layernet.harden import load
-from layernet.lab import commands, netns
+from layernet.lab import commands, layout, netns
 from layernet.lab.clusters import admin
 from layernet.render import manifests
 from layernet.matrix import build_matrix
 from layernet.targets import get_target
+from layernet.targets.lab import with_lab_ca
 
 import labs
 from harden_helpers import ROOT
@@ -88,6 +90,35 @@ def test_envoy_killed_mid_load_fails_connections_and_its_pod_restarts_it(lab, si
     matrix = build_matrix(site, effective_allowlist(site), **get_target(site).probe_inputs())
     assert all(r["ok"] for r in lab.probe("level3", matrix["level3"]))
     assert load.run(site, clients=8, seconds=1)["failed"] == 0
+
+
+def test_a_levels_envoy_gone_is_shown_named_and_repaired(lab, site):
+    """level4's Envoy Deployment deleted: status shows it, the level-3 probes name the level-4 hop, the plan shows
+    the repair, and re-applying the infrastructure puts back only that (level3's Envoy keeps its process)."""
+    level3_envoy, = _envoy_pids(site, "level3")
+    assert admin.delete(site, "level4", f"/apis/apps/v1/namespaces/{manifests.NAMESPACE}/deployments/{manifests.APP}")
+    rows = {r["level"]: r for r in commands.status(site)}
+    assert not rows["level4"]["ok"] and "no deployment" in rows["level4"]["envoy"]
+    assert rows["level3"]["ok"]
+    assert commands.cli_status(site) == 1
+    # the level-3 probes name the level-4 hop: the probe the Job runs, run in level3's namespace (a probe Job's
+    # own image pull goes through level4's missing proxy on the lab's node, which keeps no pulled images)
+    matrix = build_matrix(site, effective_allowlist(site), **get_target(site).probe_inputs())
+    checks = json.dumps({"level": "level3", "checks": with_lab_ca(site, matrix["level3"])})
+    ran = netns.ns_exec(layout.namespace(site, "level3"), [sys.executable, "-m", "layernet.probe"], input=checks,
+                        check=False)
+    bad = [r for r in json.loads(ran.stdout) if not r["ok"]]
+    assert bad and {r["check"] for r in bad} <= {"tls", "refused"} and any(r["check"] == "tls" for r in bad)
+    assert all("level4" in r["hint"] and str(site.level("level4").node_ip) in r["hint"] for r in bad), bad[0]
+    planned = [c for c in lab.plan(commands.render_lab(site)).steps if c.action != "unchanged"]
+    assert {c.level for c in planned} == {"level4"} and any(c.action == "create" and "Deployment" in c.target
+                                                            for c in planned), planned
+    changes = [c for c in lab.apply(commands.render_lab(site)) if c.action != "unchanged"]
+    assert [(c.level, c.target, c.action) for c in changes] == [(c.level, c.target, c.action) for c in planned]
+    assert _envoy_pids(site, "level3") == [level3_envoy]            # only the level that lost it changed
+    assert _envoy_pids(site, "level4")
+    assert all(r["ok"] for r in commands.status(site))
+    assert all(r["ok"] for r in lab.probe("level3", matrix["level3"]))
 
 
 def _tree(pid: int) -> list[int]:

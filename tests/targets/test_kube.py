@@ -257,6 +257,29 @@ def test_logs_reads_the_envoy_pods_json_lines(target, double):
     assert 90 <= int(log_req.query["sinceSeconds"]) <= 95
 
 
+def test_logs_read_a_naive_since_as_utc(target, double, monkeypatch):
+    """The time policy (naive = UTC) holds for the logs a stage reads, whatever this machine's zone."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        target.apply(artifacts())
+        pod = "/api/v1/namespaces/layernet/pods/envoy-6d9f-abcde"
+        target.envoy_deployment = "envoy"
+        double.objects[pod] = {"kind": "Pod", "metadata": {"name": "envoy-6d9f-abcde", "namespace": "layernet",
+                                                            "labels": {"app": "envoy", "pod-template-hash": "6d9f"}},
+                               "spec": {"containers": [{"name": "envoy"}]}}
+        lines = [json.dumps({"time": t, "sni": "x"}) for t in
+                 ("2025-03-01T07:59:59.000Z", "2025-03-01T08:00:00.000Z", "2025-03-01T12:30:00.000Z")]
+        double.logs[pod] = "\n".join(lines) + "\n"
+        naive, aware = datetime(2025, 3, 1, 8, 0), datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+        assert target.logs("level3", since=naive) == target.logs("level3", since=aware) == lines[1:]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 # ----------------------------------------------------------------------------------------------- probe Job
 def run_mounted_probe(tmp_path):
     """Plays the kubelet: writes the ConfigMap's keys where the Job mounts them and runs the Job's command."""

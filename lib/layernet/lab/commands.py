@@ -4,8 +4,8 @@
 (processes recorded or found by namespace membership, namespaces, the jump-box link, /etc/netns files,
 stale Envoy shared memory), then builds the namespaces, issues the cloud certificate, renders and writes
 every level's artifacts into `<state>/<level>/`, loads nftables, starts the cloud and each level's cluster
-(control plane and node) and waits until each is healthy, then applies K3s's own add-ons. `down(site)` removes everything again; configs and logs stay in the state folder for
-inspection (the next `up` clears them).
+(control plane and node) and waits until each is healthy, then applies K3s's own add-ons. `down(site)` removes
+everything again; configs and logs stay in the state folder for inspection (the next `up` clears them).
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-
 from layernet.lab import azure as lab_azure
 from layernet.lab import binaries, netns, procs, state_dir
 from layernet.lab.clusters import controlplane

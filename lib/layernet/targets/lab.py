@@ -30,18 +30,6 @@ FIREWALL = "nftables.nft"
 PROBE_TIMEOUT = 120.0
 
 
-def _lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n\\ No newline at end of file\n"
-    return lines
-
-
-def _diff(live: str, desired: str, level: str, name: str) -> str:
-    return "".join(difflib.unified_diff(_lines(live), _lines(desired),
-                                        fromfile=f"live/{level}/{name}", tofile=f"desired/{level}/{name}"))
-
-
 def condition(site) -> tuple[Optional[list[str]], bool]:
     """(stopped, partial) of a lab: the level services that stopped ([] when it is up), or None when it needs a
     rebuild; and whether namespaces of it remain (a rebuild is then a repair)."""
@@ -120,8 +108,10 @@ class LabTarget(KubeTarget):
             if live == art.content:
                 out.append((change(art.level, "nftables (lab firewall)", UNCHANGED), art))
             else:
-                out.append((change(art.level, "nftables (lab firewall)", "update",
-                                   _diff(live, art.content, art.level, art.name)), art))
+                diff = difflib.unified_diff(live.splitlines(True), art.content.splitlines(True),
+                                            fromfile=f"live/{art.level}/{art.name}",
+                                            tofile=f"desired/{art.level}/{art.name}")
+                out.append((change(art.level, "nftables (lab firewall)", "update", "".join(diff)), art))
         return out
 
     def _offline(self, artifacts: list) -> list[Step]:

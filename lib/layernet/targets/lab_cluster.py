@@ -129,7 +129,6 @@ class LabCluster(Cluster):
                 raise error
         return telemetry.install(self.site, records)
 
-
     @property
     def reader(self):
         """The stages' cluster checks read the lab's clusters as a plant's (pods Ready, the broker's Services)."""
